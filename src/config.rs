@@ -1,0 +1,208 @@
+//! Runtime configuration: the embedded defaults (which are `deploy/config.example.toml`),
+//! then an optional TOML file, then `TOPUPD_*` environment variables. Validated once at
+//! start; every error names the key at fault.
+
+use std::{net::SocketAddr, path::Path};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Toml},
+};
+use rust_decimal::Decimal;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use crate::domain::credits::Millicredits;
+
+const DEFAULTS: &str = include_str!("../deploy/config.example.toml");
+const ENV_PREFIX: &str = "TOPUPD_";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Price of one credit in US cents.
+    pub credit_price_cents: i64,
+    /// Balance below which an account is flagged `low_balance_warning`.
+    pub low_balance_warning_credits: Decimal,
+    pub http: HttpConfig,
+    pub database: DatabaseConfig,
+    pub pricing: PricingConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    pub request_timeout_secs: u64,
+    pub shutdown_grace_secs: u64,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://...` or `postgres://...`; secret because it may carry a password.
+    pub url: SecretString,
+    pub max_connections: u32,
+    pub busy_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PricingConfig {
+    /// Catalogue file; empty for the built-in one.
+    pub catalogue: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub filter: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {0} does not exist")]
+    MissingFile(String),
+    #[error("invalid configuration: {0}")]
+    Parse(#[from] Box<figment::Error>),
+    #[error("invalid configuration: {key}: {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+impl Config {
+    /// Defaults, then `file` if given, then the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULTS));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::MissingFile(path.display().to_string()));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        // TOPUPD_CONFIG names the file and TOPUPD_TEST_* belong to the test suite.
+        let env = Env::prefixed(ENV_PREFIX)
+            .split("__")
+            .filter(|key| key != "config" && !key.as_str().starts_with("test_"));
+        Self::extract(figment.merge(env))
+    }
+
+    /// The embedded defaults alone, ignoring the environment.
+    pub fn defaults() -> Self {
+        Self::extract(Figment::from(Toml::string(DEFAULTS)))
+            .expect("the embedded defaults are a valid configuration")
+    }
+
+    fn extract(figment: Figment) -> Result<Self, ConfigError> {
+        let config: Self = figment.extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, problem: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                problem: problem.to_owned(),
+            })
+        };
+        if !(1..=100_000).contains(&self.credit_price_cents) {
+            return invalid("credit_price_cents", "must be between 1 and 100000");
+        }
+        if self.low_balance_warning_credits.is_sign_negative()
+            || Millicredits::from_credits(self.low_balance_warning_credits).is_err()
+        {
+            return invalid(
+                "low_balance_warning_credits",
+                "must be at least 0 with at most 3 decimals",
+            );
+        }
+        if self.http.request_timeout_secs == 0 {
+            return invalid("http.request_timeout_secs", "must be at least 1");
+        }
+        if self.http.max_body_bytes < 1024 {
+            return invalid("http.max_body_bytes", "must be at least 1024");
+        }
+        let url = self.database.url.expose_secret();
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            return invalid(
+                "database.url",
+                "must start with sqlite:, postgres:// or postgresql://",
+            );
+        }
+        if self.database.max_connections == 0 {
+            return invalid("database.max_connections", "must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The low-balance line in millicredits.
+    pub fn low_balance_warning(&self) -> Millicredits {
+        Millicredits::from_credits(self.low_balance_warning_credits)
+            .expect("validated at load")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn defaults_need_no_file_and_use_sqlite_in_the_working_directory() {
+        let config = Config::defaults();
+        assert_eq!(config.database.url.expose_secret(), "sqlite://topupd.db");
+        assert_eq!(config.credit_price_cents, 1);
+        assert_eq!(config.log.format, LogFormat::Human);
+    }
+
+    #[test]
+    fn file_then_environment_override_the_defaults() {
+        Jail::expect_with(|jail| {
+            jail.create_file("topupd.toml", "[http]\nlisten = \"0.0.0.0:9000\"\n")?;
+            jail.set_env("TOPUPD_DATABASE__URL", "postgres://u@h/db");
+            jail.set_env("TOPUPD_HTTP__LISTEN", "127.0.0.1:9100");
+            jail.set_env("TOPUPD_TEST_POSTGRES_URL", "postgres://ignored");
+            let config = Config::load(Some(Path::new("topupd.toml"))).expect("valid");
+            assert_eq!(config.http.listen.port(), 9100);
+            assert_eq!(config.database.url.expose_secret(), "postgres://u@h/db");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        Jail::expect_with(|jail| {
+            jail.set_env("TOPUPD_HTTP__LISTEN", "not an address");
+            let err = Config::load(None).expect_err("bad address").to_string();
+            assert!(err.contains("listen"), "{err}");
+            jail.clear_env();
+
+            jail.set_env("TOPUPD_DATABASE__URL", "mysql://x");
+            let err = Config::load(None).expect_err("bad url").to_string();
+            assert!(err.contains("database.url"), "{err}");
+            jail.clear_env();
+
+            jail.create_file("typo.toml", "[http]\nlisten_addr = \"0.0.0.0:1\"\n")?;
+            let err = Config::load(Some(Path::new("typo.toml"))).expect_err("unknown key").to_string();
+            assert!(err.contains("listen_addr"), "{err}");
+
+            let err = Config::load(Some(Path::new("missing.toml"))).expect_err("missing file").to_string();
+            assert!(err.contains("missing.toml"), "{err}");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,94 @@
+//! The audit log: who did what to which account, written in the same transaction as the
+//! action itself.
+
+use serde_json::Value;
+
+use super::{Db, DbError, Page, PageRequest, impl_for_connections, with_pool};
+use crate::clock::Millis;
+
+/// Who acted: an API key, or the command line on the server itself.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub key_id: String,
+    pub role: String,
+}
+
+impl Actor {
+    /// An operator at the server's command line.
+    pub fn cli() -> Self {
+        Self {
+            key_id: "cli".to_owned(),
+            role: "operator".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub actor_key_id: String,
+    pub actor_role: String,
+    pub action: String,
+    pub account_id: Option<String>,
+    /// JSON object with the facts of the action.
+    pub detail: String,
+    pub created_at: Millis,
+}
+
+pub(crate) trait AuditWrites {
+    async fn audit(
+        &mut self,
+        actor: &Actor,
+        action: &str,
+        account_id: Option<&str>,
+        detail: Value,
+        at: Millis,
+    ) -> Result<(), sqlx::Error>;
+}
+
+impl_for_connections!(AuditWrites {
+    async fn audit(
+        &mut self,
+        actor: &Actor,
+        action: &str,
+        account_id: Option<&str>,
+        detail: Value,
+        at: Millis,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO audit_log (actor_key_id, actor_role, action, account_id, detail, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&actor.key_id)
+        .bind(&actor.role)
+        .bind(action)
+        .bind(account_id)
+        .bind(detail.to_string())
+        .bind(at)
+        .execute(&mut *self)
+        .await?;
+        Ok(())
+    }
+});
+
+impl Db {
+    /// Audit entries, newest first, optionally for one account.
+    pub async fn audit_log(
+        &self,
+        account_id: Option<&str>,
+        page: PageRequest,
+    ) -> Result<Page<AuditEntry>, DbError> {
+        const SQL: &str = "SELECT id, actor_key_id, actor_role, action, account_id, detail, created_at \
+                           FROM audit_log WHERE ($1 IS NULL OR account_id = $1) AND id < $2 \
+                           ORDER BY id DESC LIMIT $3";
+        let rows: Vec<AuditEntry> = with_pool!(self, |pool| {
+            sqlx::query_as(SQL)
+                .bind(account_id)
+                .bind(page.before())
+                .bind(page.fetch_limit())
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(page.finish(rows, |e| e.id))
+    }
+}

@@ -1,0 +1,220 @@
+//! The ledger: the only code that changes a balance. Each change updates the account's
+//! balance and appends an entry with the balance after it, in the caller's transaction.
+
+use serde_json::json;
+
+use super::{
+    BeginWrite, Db, DbError, Page, PageRequest, audit::{Actor, AuditWrites}, impl_for_connections,
+    new_id, with_pool,
+};
+use crate::{clock::Millis, domain::credits::Millicredits};
+
+/// Why the balance moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    Usage,
+    Refund,
+    AutoTopup,
+    ManualTopup,
+    Adjustment,
+}
+
+impl EntryKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Usage => "usage",
+            Self::Refund => "refund",
+            Self::AutoTopup => "auto_topup",
+            Self::ManualTopup => "manual_topup",
+            Self::Adjustment => "adjustment",
+        }
+    }
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LedgerEntry {
+    pub id: i64,
+    pub account_id: String,
+    pub kind: String,
+    /// What caused the entry: a usage id, an attempt id, an adjustment id.
+    pub reference: String,
+    pub amount: i64,
+    pub balance_after: i64,
+    pub description: String,
+    pub created_at: Millis,
+}
+
+/// A balance change to post.
+#[derive(Debug, Clone, Copy)]
+pub struct Posting<'a> {
+    pub account_id: &'a str,
+    pub kind: EntryKind,
+    pub reference: &'a str,
+    /// Positive credits the account, negative debits it.
+    pub amount: Millicredits,
+    pub description: &'a str,
+    pub at: Millis,
+}
+
+/// A posting the ledger refused; nothing was written.
+#[derive(Debug)]
+pub enum PostRefusal {
+    AccountNotFound,
+    /// The balance would go below zero.
+    Insufficient { available: Millicredits },
+}
+
+pub(crate) trait LedgerWrites {
+    async fn post(
+        &mut self,
+        posting: &Posting<'_>,
+    ) -> Result<Result<LedgerEntry, PostRefusal>, sqlx::Error>;
+}
+
+const ENTRY_COLUMNS: &str =
+    "id, account_id, kind, reference, amount, balance_after, description, created_at";
+
+impl_for_connections!(LedgerWrites {
+    async fn post(
+        &mut self,
+        posting: &Posting<'_>,
+    ) -> Result<Result<LedgerEntry, PostRefusal>, sqlx::Error> {
+        // The condition makes the balance check and the change one atomic step.
+        let balance: Option<i64> = sqlx::query_scalar(
+            "UPDATE accounts SET balance = balance + $1 \
+             WHERE id = $2 AND balance + $1 >= 0 RETURNING balance",
+        )
+        .bind(posting.amount.0)
+        .bind(posting.account_id)
+        .fetch_optional(&mut *self)
+        .await?;
+        let Some(balance_after) = balance else {
+            let available: Option<i64> =
+                sqlx::query_scalar("SELECT balance FROM accounts WHERE id = $1")
+                    .bind(posting.account_id)
+                    .fetch_optional(&mut *self)
+                    .await?;
+            return Ok(Err(match available {
+                None => PostRefusal::AccountNotFound,
+                Some(b) => PostRefusal::Insufficient { available: Millicredits(b) },
+            }));
+        };
+        let entry = sqlx::query_as(&format!(
+            "INSERT INTO ledger_entries \
+             (account_id, kind, reference, amount, balance_after, description, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {ENTRY_COLUMNS}"
+        ))
+        .bind(posting.account_id)
+        .bind(posting.kind.as_str())
+        .bind(posting.reference)
+        .bind(posting.amount.0)
+        .bind(balance_after)
+        .bind(posting.description)
+        .bind(posting.at)
+        .fetch_one(&mut *self)
+        .await?;
+        Ok(Ok(entry))
+    }
+});
+
+/// An account whose balance disagrees with its ledger.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Mismatch {
+    pub account_id: String,
+    pub balance: i64,
+    pub ledger_sum: i64,
+    /// `balance_after` of the newest entry, if the account has any.
+    pub last_balance_after: Option<i64>,
+}
+
+/// What `verify` found.
+#[derive(Debug, Clone)]
+pub struct Verification {
+    pub accounts_checked: i64,
+    pub mismatches: Vec<Mismatch>,
+}
+
+impl Db {
+    /// Ledger entries of one account, newest first.
+    pub async fn ledger(
+        &self,
+        account_id: &str,
+        page: PageRequest,
+    ) -> Result<Page<LedgerEntry>, DbError> {
+        let sql = format!(
+            "SELECT {ENTRY_COLUMNS} FROM ledger_entries \
+             WHERE account_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
+        );
+        let rows: Vec<LedgerEntry> = with_pool!(self, |pool| {
+            sqlx::query_as(&sql)
+                .bind(account_id)
+                .bind(page.before())
+                .bind(page.fetch_limit())
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(page.finish(rows, |e| e.id))
+    }
+
+    /// A support adjustment: posts `amount` with the reason and audits it, in one
+    /// transaction.
+    pub async fn adjust_balance(
+        &self,
+        account_id: &str,
+        amount: Millicredits,
+        reason: &str,
+        actor: &Actor,
+        at: Millis,
+    ) -> Result<Result<LedgerEntry, PostRefusal>, DbError> {
+        let reference = new_id("adj");
+        let posting = Posting {
+            account_id,
+            kind: EntryKind::Adjustment,
+            reference: &reference,
+            amount,
+            description: reason,
+            at,
+        };
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let entry = match tx.post(&posting).await? {
+                Ok(entry) => entry,
+                Err(refusal) => return Ok(Err(refusal)),
+            };
+            let detail = json!({
+                "adjustment_id": reference,
+                "credits": amount,
+                "reason": reason,
+                "ledger_entry_id": entry.id,
+                "balance_after": Millicredits(entry.balance_after),
+            });
+            tx.audit(actor, "balance.adjust", Some(account_id), detail, at).await?;
+            tx.commit().await?;
+            Ok(Ok(entry))
+        })
+    }
+
+    /// Every account whose balance is not the sum of its ledger, or not the balance after
+    /// its newest entry.
+    pub async fn verify_ledger(&self) -> Result<Verification, DbError> {
+        const COUNT: &str = "SELECT COUNT(*) FROM accounts";
+        const SQL: &str = "SELECT account_id, balance, ledger_sum, last_balance_after FROM ( \
+               SELECT a.id AS account_id, a.balance, \
+                      CAST(COALESCE(SUM(l.amount), 0) AS BIGINT) AS ledger_sum, \
+                      (SELECT n.balance_after FROM ledger_entries n WHERE n.account_id = a.id \
+                       ORDER BY n.id DESC LIMIT 1) AS last_balance_after \
+               FROM accounts a LEFT JOIN ledger_entries l ON l.account_id = a.id \
+               GROUP BY a.id, a.balance) totals \
+             WHERE balance <> ledger_sum \
+                OR (last_balance_after IS NOT NULL AND last_balance_after <> balance) \
+             ORDER BY account_id";
+        with_pool!(self, |pool| {
+            let accounts_checked = sqlx::query_scalar(COUNT).fetch_one(pool).await?;
+            let mismatches = sqlx::query_as(SQL).fetch_all(pool).await?;
+            Ok(Verification {
+                accounts_checked,
+                mismatches,
+            })
+        })
+    }
+}

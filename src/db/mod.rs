@@ -1,0 +1,217 @@
+//! Storage: the only place with SQL. One [`Db`] over a SQLite or PostgreSQL pool, chosen by
+//! URL; each query is written once and [`with_pool!`] expands it for both drivers, so both
+//! are type-checked. Timestamps are integer Unix milliseconds (UTC), credits integer
+//! millicredits, on both backends.
+
+pub mod accounts;
+pub mod audit;
+pub mod keys;
+pub mod ledger;
+pub mod usage;
+
+use std::{str::FromStr, time::Duration};
+
+use secrecy::ExposeSecret;
+use sqlx::{
+    PgPool, Postgres, Sqlite, SqlitePool, Transaction,
+    migrate::Migrator,
+    postgres::PgPoolOptions,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+};
+
+use crate::config::DatabaseConfig;
+
+static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
+
+/// How long a request waits for a pooled connection before failing.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connection pool to one of the two supported databases.
+#[derive(Clone, Debug)]
+pub enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database error")]
+    Sqlx(#[from] sqlx::Error),
+    #[error("database migration failed")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+}
+
+/// Expands `$body` once per backend with `$pool` bound to the concrete pool.
+macro_rules! with_pool {
+    ($db:expr, |$pool:ident| $body:expr) => {
+        match $db {
+            $crate::db::Db::Sqlite($pool) => $body,
+            $crate::db::Db::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use with_pool;
+
+/// Implements a trait of in-transaction operations for both drivers' connections, so
+/// multi-step writes compose inside one transaction with each statement written once.
+macro_rules! impl_for_connections {
+    ($trait:path { $($body:tt)* }) => {
+        impl $trait for sqlx::SqliteConnection { $($body)* }
+        impl $trait for sqlx::PgConnection { $($body)* }
+    };
+}
+pub(crate) use impl_for_connections;
+
+/// Starting a transaction that will write.
+pub(crate) trait BeginWrite {
+    type Database: sqlx::Database;
+    async fn begin_write(&self) -> Result<Transaction<'static, Self::Database>, sqlx::Error>;
+}
+
+impl BeginWrite for SqlitePool {
+    type Database = Sqlite;
+    /// Takes the write lock up front: a deferred transaction that reads and then writes
+    /// fails with SQLITE_BUSY when another writer committed in between.
+    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
+        self.begin_with("BEGIN IMMEDIATE").await
+    }
+}
+
+impl BeginWrite for PgPool {
+    type Database = Postgres;
+    async fn begin_write(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        self.begin().await
+    }
+}
+
+/// A page of a newest-first listing: at most `limit` rows with ids below `before`.
+#[derive(Debug, Clone, Copy)]
+pub struct PageRequest {
+    pub limit: u32,
+    pub before: Option<i64>,
+}
+
+impl PageRequest {
+    /// Upper bound for the id (exclusive).
+    fn before(&self) -> i64 {
+        self.before.unwrap_or(i64::MAX)
+    }
+
+    /// One more row than asked for, to learn whether another page follows.
+    fn fetch_limit(&self) -> i64 {
+        i64::from(self.limit) + 1
+    }
+
+    /// Cuts the extra row and returns the cursor of the next page, if any.
+    fn finish<T>(&self, mut rows: Vec<T>, id: impl Fn(&T) -> i64) -> Page<T> {
+        let limit = self.limit as usize;
+        let next_before = (rows.len() > limit).then(|| {
+            rows.truncate(limit);
+            rows.last().map(&id)
+        });
+        Page {
+            items: rows,
+            next_before: next_before.flatten(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Pass as `before` to get the next (older) page.
+    pub next_before: Option<i64>,
+}
+
+impl Db {
+    pub async fn connect(config: &DatabaseConfig) -> Result<Self, DbError> {
+        let url = config.database_url();
+        if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                // sqlx leaves synchronous unset; NORMAL could lose the last commits on
+                // power loss, and a lost claim or debit is money.
+                .synchronous(SqliteSynchronous::Full)
+                .busy_timeout(Duration::from_millis(config.busy_timeout_ms))
+                .foreign_keys(true);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(config.max_connections)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .connect_with(options)
+                .await?;
+            Ok(Self::Sqlite(pool))
+        } else {
+            let pool = PgPoolOptions::new()
+                .max_connections(config.max_connections)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .connect(url)
+                .await?;
+            Ok(Self::Postgres(pool))
+        }
+    }
+
+    /// Applies every migration not yet applied.
+    pub async fn migrate(&self) -> Result<(), DbError> {
+        match self {
+            Self::Sqlite(pool) => SQLITE_MIGRATOR.run(pool).await?,
+            Self::Postgres(pool) => POSTGRES_MIGRATOR.run(pool).await?,
+        }
+        Ok(())
+    }
+
+    /// True when the database answers and every migration this build knows is applied.
+    pub async fn ready(&self) -> Result<bool, DbError> {
+        const SQL: &str = "SELECT CAST(COALESCE(MAX(version), 0) AS BIGINT) FROM _sqlx_migrations WHERE success";
+        let (applied, expected): (i64, i64) = with_pool!(self, |pool| (
+            sqlx::query_scalar(SQL).fetch_one(pool).await?,
+            self.migrator().iter().map(|m| m.version).max().unwrap_or(0),
+        ));
+        Ok(applied >= expected)
+    }
+
+    fn migrator(&self) -> &'static Migrator {
+        match self {
+            Self::Sqlite(_) => &SQLITE_MIGRATOR,
+            Self::Postgres(_) => &POSTGRES_MIGRATOR,
+        }
+    }
+
+    pub async fn close(&self) {
+        with_pool!(self, |pool| pool.close().await)
+    }
+}
+
+impl DatabaseConfig {
+    fn database_url(&self) -> &str {
+        self.url.expose_secret()
+    }
+}
+
+/// A new time-ordered public id such as `acct_0190...`.
+pub(crate) fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
+}
+
+/// A unique or primary-key constraint refused the row: someone else got there first.
+pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(e) if e.is_unique_violation())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_backends_have_the_same_migration_versions_and_names() {
+        let describe = |m: &Migrator| -> Vec<(i64, String)> {
+            m.iter().map(|m| (m.version, m.description.to_string())).collect()
+        };
+        let sqlite = describe(&SQLITE_MIGRATOR);
+        assert!(!sqlite.is_empty());
+        assert_eq!(sqlite, describe(&POSTGRES_MIGRATOR));
+    }
+}

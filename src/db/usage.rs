@@ -1,0 +1,253 @@
+//! Usage: a priced request debited from an account, idempotent per the caller's request
+//! id, and refundable once.
+
+use serde_json::json;
+
+use super::{
+    BeginWrite,
+    audit::{Actor, AuditWrites}, Db, DbError, Page, PageRequest, impl_for_connections, is_unique_violation,
+    ledger::{EntryKind, LedgerEntry, LedgerWrites, PostRefusal, Posting},
+    new_id, with_pool,
+};
+use crate::{clock::Millis, domain::credits::Millicredits};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UsageRecord {
+    pub seq: i64,
+    pub id: String,
+    pub account_id: String,
+    pub request_id: String,
+    /// Identifies the priced request, to tell a replay from a reused request id.
+    pub fingerprint: String,
+    pub service: String,
+    /// The quote as JSON, exactly as it was charged.
+    pub quote: String,
+    /// Millicredits.
+    pub cost: i64,
+    pub created_at: Millis,
+    pub refunded_at: Option<Millis>,
+}
+
+/// Usage to debit.
+#[derive(Debug, Clone, Copy)]
+pub struct NewUsage<'a> {
+    pub account_id: &'a str,
+    pub request_id: &'a str,
+    pub fingerprint: &'a str,
+    pub service: &'a str,
+    pub quote: &'a str,
+    pub cost: Millicredits,
+    pub at: Millis,
+}
+
+#[derive(Debug)]
+pub enum DebitOutcome {
+    /// Debited now.
+    Debited(UsageRecord),
+    /// The request id was seen before; nothing was debited this time.
+    Existing(UsageRecord),
+    /// The balance is short; nothing changed.
+    Insufficient { available: Millicredits },
+    AccountNotFound,
+}
+
+#[derive(Debug)]
+pub enum RefundOutcome {
+    /// Refunded now, with the crediting entry.
+    Refunded(UsageRecord, LedgerEntry),
+    /// Refunded before; the entry is the original refund.
+    AlreadyRefunded(UsageRecord, LedgerEntry),
+    NotFound,
+}
+
+const COLUMNS: &str = "seq, id, account_id, request_id, fingerprint, service, quote, cost, \
+                       created_at, refunded_at";
+
+pub(crate) trait UsageReads {
+    async fn usage_by_request(
+        &mut self,
+        account_id: &str,
+        request_id: &str,
+    ) -> Result<Option<UsageRecord>, sqlx::Error>;
+}
+
+impl_for_connections!(UsageReads {
+    async fn usage_by_request(
+        &mut self,
+        account_id: &str,
+        request_id: &str,
+    ) -> Result<Option<UsageRecord>, sqlx::Error> {
+        sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM usage_events WHERE account_id = $1 AND request_id = $2"
+        ))
+        .bind(account_id)
+        .bind(request_id)
+        .fetch_optional(&mut *self)
+        .await
+    }
+});
+
+impl Db {
+    /// Debits priced usage once per `(account_id, request_id)`: the row and the ledger
+    /// entry are written together or not at all.
+    pub async fn debit_usage(&self, usage: &NewUsage<'_>) -> Result<DebitOutcome, DbError> {
+        match self.try_debit_usage(usage).await {
+            // A concurrent twin committed first (PostgreSQL); it is now a replay.
+            Err(DbError::Sqlx(e)) if is_unique_violation(&e) => with_pool!(self, |pool| {
+                let mut conn = pool.acquire().await?;
+                match conn.usage_by_request(usage.account_id, usage.request_id).await? {
+                    Some(existing) => Ok(DebitOutcome::Existing(existing)),
+                    None => Err(DbError::Sqlx(e)),
+                }
+            }),
+            other => other,
+        }
+    }
+
+    async fn try_debit_usage(&self, usage: &NewUsage<'_>) -> Result<DebitOutcome, DbError> {
+        let id = new_id("use");
+        let insert = format!(
+            "INSERT INTO usage_events \
+             (id, account_id, request_id, fingerprint, service, quote, cost, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {COLUMNS}"
+        );
+        let description = format!("{} usage", usage.service);
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            if let Some(existing) = tx.usage_by_request(usage.account_id, usage.request_id).await? {
+                return Ok(DebitOutcome::Existing(existing));
+            }
+            let account_exists: Option<i32> =
+                sqlx::query_scalar("SELECT 1 FROM accounts WHERE id = $1")
+                    .bind(usage.account_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if account_exists.is_none() {
+                return Ok(DebitOutcome::AccountNotFound);
+            }
+            // The row first: a concurrent duplicate then waits on the unique key instead
+            // of on the balance.
+            let record: UsageRecord = sqlx::query_as(&insert)
+                .bind(&id)
+                .bind(usage.account_id)
+                .bind(usage.request_id)
+                .bind(usage.fingerprint)
+                .bind(usage.service)
+                .bind(usage.quote)
+                .bind(usage.cost.0)
+                .bind(usage.at)
+                .fetch_one(&mut *tx)
+                .await?;
+            let posting = Posting {
+                account_id: usage.account_id,
+                kind: EntryKind::Usage,
+                reference: &id,
+                amount: Millicredits(-usage.cost.0),
+                description: &description,
+                at: usage.at,
+            };
+            match tx.post(&posting).await? {
+                Ok(_) => {
+                    tx.commit().await?;
+                    Ok(DebitOutcome::Debited(record))
+                }
+                Err(PostRefusal::Insufficient { available }) => {
+                    Ok(DebitOutcome::Insufficient { available })
+                }
+                Err(PostRefusal::AccountNotFound) => Ok(DebitOutcome::AccountNotFound),
+            }
+        })
+    }
+
+    /// Restores the credits of a usage once; a second call returns the first refund.
+    /// Staff refunds name their `actor` and are audited in the same transaction.
+    pub async fn refund_usage(
+        &self,
+        id: &str,
+        at: Millis,
+        actor: Option<&Actor>,
+    ) -> Result<RefundOutcome, DbError> {
+        let mark = format!(
+            "UPDATE usage_events SET refunded_at = $1 WHERE id = $2 AND refunded_at IS NULL \
+             RETURNING {COLUMNS}"
+        );
+        let current = format!("SELECT {COLUMNS} FROM usage_events WHERE id = $1");
+        let refund_entry = "SELECT id, account_id, kind, reference, amount, balance_after, \
+                            description, created_at FROM ledger_entries \
+                            WHERE kind = 'refund' AND reference = $1";
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let marked: Option<UsageRecord> = sqlx::query_as(&mark)
+                .bind(at)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(record) = marked else {
+                let Some(record) = sqlx::query_as::<_, UsageRecord>(&current)
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                else {
+                    return Ok(RefundOutcome::NotFound);
+                };
+                let entry: LedgerEntry = sqlx::query_as(refund_entry)
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .ok_or_else(|| DbError::Corrupt(format!("usage {id} is refunded but has no refund entry")))?;
+                return Ok(RefundOutcome::AlreadyRefunded(record, entry));
+            };
+            let description = format!("refund of {} usage", record.service);
+            let posting = Posting {
+                account_id: &record.account_id,
+                kind: EntryKind::Refund,
+                reference: &record.id,
+                amount: Millicredits(record.cost),
+                description: &description,
+                at,
+            };
+            let entry = tx.post(&posting).await?.map_err(|refusal| {
+                DbError::Corrupt(format!("refund of usage {id} refused: {refusal:?}"))
+            })?;
+            if let Some(actor) = actor {
+                let detail = json!({
+                    "usage_id": record.id,
+                    "credits": Millicredits(record.cost),
+                    "ledger_entry_id": entry.id,
+                });
+                tx.audit(actor, "usage.refund", Some(&record.account_id), detail, at)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(RefundOutcome::Refunded(record, entry))
+        })
+    }
+
+    pub async fn usage(&self, id: &str) -> Result<Option<UsageRecord>, DbError> {
+        let sql = format!("SELECT {COLUMNS} FROM usage_events WHERE id = $1");
+        Ok(with_pool!(self, |pool| {
+            sqlx::query_as(&sql).bind(id).fetch_optional(pool).await?
+        }))
+    }
+
+    /// Usage of one account, newest first.
+    pub async fn usage_history(
+        &self,
+        account_id: &str,
+        page: PageRequest,
+    ) -> Result<Page<UsageRecord>, DbError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM usage_events \
+             WHERE account_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3"
+        );
+        let rows: Vec<UsageRecord> = with_pool!(self, |pool| {
+            sqlx::query_as(&sql)
+                .bind(account_id)
+                .bind(page.before())
+                .bind(page.fetch_limit())
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(page.finish(rows, |u| u.seq))
+    }
+}

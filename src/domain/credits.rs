@@ -1,0 +1,105 @@
+//! Credits, stored as integer millicredits (1 credit = 1000) so that fractional prices
+//! such as 0.33 credits are exact. Decimal only appears at the edges.
+
+use rust_decimal::{Decimal, prelude::ToPrimitive};
+use serde::{Serialize, Serializer};
+
+/// Millicredits in one credit.
+pub const MILLIS_PER_CREDIT: i64 = 1000;
+
+/// An amount of credits, in millicredits. May be negative when it is a ledger movement.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Millicredits(pub i64);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CreditsError {
+    #[error("must have at most 3 decimal places")]
+    TooPrecise,
+    #[error("is out of range")]
+    OutOfRange,
+}
+
+impl Millicredits {
+    pub const ZERO: Self = Self(0);
+
+    /// Exact conversion from a credit amount with at most three decimals.
+    pub fn from_credits(credits: Decimal) -> Result<Self, CreditsError> {
+        let scaled = credits
+            .checked_mul(Decimal::from(MILLIS_PER_CREDIT))
+            .ok_or(CreditsError::OutOfRange)?;
+        if !scaled.fract().is_zero() {
+            return Err(CreditsError::TooPrecise);
+        }
+        scaled.to_i64().map(Self).ok_or(CreditsError::OutOfRange)
+    }
+
+    /// Rounds a credit amount up to the next whole millicredit: prices never round down.
+    pub fn ceil_from_credits(credits: Decimal) -> Result<Self, CreditsError> {
+        let scaled = credits
+            .checked_mul(Decimal::from(MILLIS_PER_CREDIT))
+            .ok_or(CreditsError::OutOfRange)?;
+        scaled.ceil().to_i64().map(Self).ok_or(CreditsError::OutOfRange)
+    }
+
+    /// The amount in credits, without trailing zeros (`1847.5`, not `1847.500`).
+    pub fn to_credits(self) -> Decimal {
+        Decimal::new(self.0, 3).normalize()
+    }
+
+    pub fn checked_add(self, other: Self) -> Option<Self> {
+        self.0.checked_add(other.0).map(Self)
+    }
+
+    pub fn checked_sub(self, other: Self) -> Option<Self> {
+        self.0.checked_sub(other.0).map(Self)
+    }
+}
+
+impl std::fmt::Display for Millicredits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.to_credits())
+    }
+}
+
+/// In JSON, credits are plain numbers with at most three decimals (`1847.5`).
+impl Serialize for Millicredits {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        Serialize::serialize(&self.to_credits(), serializer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    fn dec(s: &str) -> Decimal {
+        Decimal::from_str(s).expect("test literal is a decimal")
+    }
+
+    #[test]
+    fn exact_conversion_accepts_three_decimals_only() {
+        assert_eq!(Millicredits::from_credits(dec("0.33")), Ok(Millicredits(330)));
+        assert_eq!(Millicredits::from_credits(dec("-12.5")), Ok(Millicredits(-12_500)));
+        assert_eq!(Millicredits::from_credits(dec("0.0001")), Err(CreditsError::TooPrecise));
+        assert_eq!(
+            Millicredits::from_credits(dec("1e20")),
+            Err(CreditsError::OutOfRange)
+        );
+    }
+
+    #[test]
+    fn ceiling_rounds_up_partial_millicredits() {
+        assert_eq!(Millicredits::ceil_from_credits(dec("0.0001")), Ok(Millicredits(1)));
+        assert_eq!(Millicredits::ceil_from_credits(dec("3.3333")), Ok(Millicredits(3334)));
+        assert_eq!(Millicredits::ceil_from_credits(dec("5")), Ok(Millicredits(5000)));
+    }
+
+    #[test]
+    fn json_is_a_plain_number() {
+        let json = serde_json::to_string(&Millicredits(1_847_500)).expect("serializes");
+        assert_eq!(json, "1847.5");
+        assert_eq!(serde_json::to_string(&Millicredits(330)).expect("serializes"), "0.33");
+        assert_eq!(serde_json::to_string(&Millicredits(0)).expect("serializes"), "0");
+    }
+}

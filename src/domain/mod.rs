@@ -1,0 +1,6 @@
+//! Pure product logic: money units, the pricing catalogue, API keys and roles. No I/O.
+
+pub mod api_key;
+pub mod credits;
+pub mod pricing;
+pub mod validation;

@@ -1,0 +1,128 @@
+//! An account's balance and history, for its customer and for staff.
+
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    routing::get,
+};
+use serde::Serialize;
+
+use super::{
+    auth::{Caller, STAFF},
+    error::{ApiError, ApiResult},
+    extract::ApiQuery,
+    pagination::{PageParams, PageView},
+    usage::UsageView,
+};
+use crate::{
+    app::AppState,
+    clock::rfc3339,
+    db::{accounts::Account, ledger::LedgerEntry},
+    domain::credits::Millicredits,
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/accounts/{id}", get(account))
+        .route("/v1/accounts/{id}/ledger", get(ledger))
+        .route("/v1/accounts/{id}/usage", get(usage_history))
+}
+
+#[derive(Debug, Serialize)]
+pub struct AccountView {
+    id: String,
+    email: String,
+    name: String,
+    balance: Millicredits,
+    /// The balance is below the configured low-balance line.
+    low_balance_warning: bool,
+    created_at: String,
+}
+
+impl AccountView {
+    pub fn new(account: Account, low_balance: Millicredits) -> Self {
+        Self {
+            low_balance_warning: account.balance < low_balance.0,
+            balance: Millicredits(account.balance),
+            id: account.id,
+            email: account.email,
+            name: account.name,
+            created_at: rfc3339(account.created_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct LedgerEntryView {
+    id: i64,
+    account_id: String,
+    kind: String,
+    reference: String,
+    amount: Millicredits,
+    balance_after: Millicredits,
+    description: String,
+    created_at: String,
+}
+
+impl From<LedgerEntry> for LedgerEntryView {
+    fn from(entry: LedgerEntry) -> Self {
+        Self {
+            id: entry.id,
+            account_id: entry.account_id,
+            kind: entry.kind,
+            reference: entry.reference,
+            amount: Millicredits(entry.amount),
+            balance_after: Millicredits(entry.balance_after),
+            description: entry.description,
+            created_at: rfc3339(entry.created_at),
+        }
+    }
+}
+
+/// The account, if this caller may see it.
+async fn visible_account(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Account> {
+    caller.require_account(id, STAFF)?;
+    state
+        .db
+        .account(id)
+        .await?
+        .ok_or(ApiError::NotFound("account"))
+}
+
+async fn account(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<AccountView>> {
+    let account = visible_account(&state, &caller, &id).await?;
+    Ok(Json(AccountView::new(
+        account,
+        state.config.low_balance_warning(),
+    )))
+}
+
+async fn ledger(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiQuery(params): ApiQuery<PageParams>,
+) -> ApiResult<Json<PageView<LedgerEntryView>>> {
+    let page = params.page_request()?;
+    visible_account(&state, &caller, &id).await?;
+    let entries = state.db.ledger(&id, page).await?;
+    Ok(Json(PageView::try_from_page(entries, |e| {
+        Ok::<_, ApiError>(LedgerEntryView::from(e))
+    })?))
+}
+
+async fn usage_history(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiQuery(params): ApiQuery<PageParams>,
+) -> ApiResult<Json<PageView<UsageView>>> {
+    let page = params.page_request()?;
+    visible_account(&state, &caller, &id).await?;
+    let records = state.db.usage_history(&id, page).await?;
+    Ok(Json(PageView::try_from_page(records, UsageView::new)?))
+}

@@ -1,0 +1,285 @@
+//! Staff routes: accounts and keys (admin), balance adjustments and the audit log
+//! (support and admin). Every change is audited in its own transaction.
+
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    http::StatusCode,
+    routing::{delete, get, post},
+};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{
+    accounts::{AccountView, LedgerEntryView},
+    auth::{Caller, STAFF},
+    error::{ApiError, ApiResult},
+    extract::{ApiJson, ApiQuery},
+    pagination::{PageParams, PageView},
+};
+use crate::{
+    app::AppState,
+    clock::rfc3339,
+    db::{audit::AuditEntry, keys::StoredKey, ledger::PostRefusal},
+    domain::{api_key::Role, credits::Millicredits, validation::FieldErrors},
+};
+
+const MAX_NAME_LEN: usize = 200;
+const MAX_EMAIL_LEN: usize = 254;
+const MAX_LABEL_LEN: usize = 100;
+const MAX_REASON_LEN: usize = 500;
+/// The largest single adjustment, in credits, either way.
+const MAX_ADJUSTMENT_CREDITS: i64 = 10_000_000;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/admin/accounts", post(create_account))
+        .route("/v1/admin/accounts/{id}/adjustments", post(adjust_balance))
+        .route("/v1/admin/api-keys", post(issue_key))
+        .route("/v1/admin/api-keys/{id}", delete(revoke_key))
+        .route("/v1/admin/audit", get(audit_log))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewAccountBody {
+    email: String,
+    name: String,
+}
+
+async fn create_account(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<NewAccountBody>,
+) -> ApiResult<(StatusCode, Json<AccountView>)> {
+    caller.require(&[Role::Admin])?;
+    let (email, name) = (body.email.trim(), body.name.trim());
+    let mut errors = FieldErrors::new();
+    if !is_plausible_email(email) {
+        errors.add("email", "must be an email address such as ops@example.com");
+    }
+    check_text(&mut errors, "name", name, MAX_NAME_LEN);
+    errors.into_result(()).map_err(ApiError::invalid)?;
+    let account = state
+        .db
+        .create_account(email, name, &caller.actor(), state.clock.now_ms())
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(AccountView::new(account, state.config.low_balance_warning())),
+    ))
+}
+
+fn is_plausible_email(email: &str) -> bool {
+    let Some((local, domain)) = email.split_once('@') else {
+        return false;
+    };
+    email.len() <= MAX_EMAIL_LEN
+        && !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !domain.contains('@')
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+/// Records a problem unless `value` is 1 to `max` characters without control characters.
+fn check_text(errors: &mut FieldErrors, field: &str, value: &str, max: usize) {
+    if value.is_empty() || value.chars().count() > max || value.chars().any(char::is_control) {
+        errors.add(
+            field,
+            format!("must be 1 to {max} characters without control characters"),
+        );
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewKeyBody {
+    role: Role,
+    /// Required for, and only for, customer keys.
+    account_id: Option<String>,
+    #[serde(default)]
+    label: String,
+}
+
+#[derive(Debug, Serialize)]
+struct KeyView {
+    id: String,
+    role: String,
+    account_id: Option<String>,
+    label: String,
+    created_at: String,
+    revoked_at: Option<String>,
+}
+
+impl From<StoredKey> for KeyView {
+    fn from(key: StoredKey) -> Self {
+        Self {
+            id: key.id,
+            role: key.role,
+            account_id: key.account_id,
+            label: key.label,
+            created_at: rfc3339(key.created_at),
+            revoked_at: key.revoked_at.map(rfc3339),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct IssuedKeyView {
+    #[serde(flatten)]
+    key: KeyView,
+    /// The key itself. It is shown this once and stored nowhere.
+    token: String,
+}
+
+async fn issue_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<NewKeyBody>,
+) -> ApiResult<(StatusCode, Json<IssuedKeyView>)> {
+    caller.require(&[Role::Admin])?;
+    let mut errors = FieldErrors::new();
+    match (body.role, &body.account_id) {
+        (Role::Customer, None) => errors.add("account_id", "required for a customer key"),
+        (Role::Service | Role::Support | Role::Admin, Some(_)) => {
+            errors.add("account_id", "only customer keys are bound to an account");
+        }
+        _ => {}
+    }
+    if body.label.chars().count() > MAX_LABEL_LEN || body.label.chars().any(char::is_control) {
+        errors.add("label", format!("must be at most {MAX_LABEL_LEN} characters"));
+    }
+    errors.into_result(()).map_err(ApiError::invalid)?;
+    let issued = state
+        .db
+        .issue_api_key(
+            body.role,
+            body.account_id.as_deref(),
+            &body.label,
+            &caller.actor(),
+            state.clock.now_ms(),
+        )
+        .await?
+        .ok_or(ApiError::NotFound("account"))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(IssuedKeyView {
+            key: issued.key.into(),
+            token: issued.token,
+        }),
+    ))
+}
+
+async fn revoke_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<KeyView>> {
+    caller.require(&[Role::Admin])?;
+    let key = state
+        .db
+        .revoke_api_key(&id, &caller.actor(), state.clock.now_ms())
+        .await?
+        .ok_or(ApiError::NotFound("api key"))?;
+    Ok(Json(key.into()))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdjustmentBody {
+    /// Signed: positive grants credits, negative removes them.
+    credits: Decimal,
+    reason: String,
+}
+
+async fn adjust_balance(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<AdjustmentBody>,
+) -> ApiResult<(StatusCode, Json<LedgerEntryView>)> {
+    caller.require(STAFF)?;
+    let mut errors = FieldErrors::new();
+    let amount = Millicredits::from_credits(body.credits).ok().filter(|m| {
+        m.0 != 0 && m.0.unsigned_abs() <= (MAX_ADJUSTMENT_CREDITS * 1000).unsigned_abs()
+    });
+    if amount.is_none() {
+        errors.add(
+            "credits",
+            format!(
+                "must be a non-zero amount of at most {MAX_ADJUSTMENT_CREDITS} credits either way, with at most 3 decimals"
+            ),
+        );
+    }
+    let reason = body.reason.trim();
+    check_text(&mut errors, "reason", reason, MAX_REASON_LEN);
+    let (Some(amount), true) = (amount, errors.is_empty()) else {
+        return Err(ApiError::invalid(errors));
+    };
+    let posted = state
+        .db
+        .adjust_balance(&id, amount, reason, &caller.actor(), state.clock.now_ms())
+        .await?;
+    match posted {
+        Ok(entry) => Ok((StatusCode::CREATED, Json(entry.into()))),
+        Err(PostRefusal::AccountNotFound) => Err(ApiError::NotFound("account")),
+        Err(PostRefusal::Insufficient { available }) => Err(ApiError::invalid(FieldErrors::single(
+            "credits",
+            format!("would take the balance below zero: {available} credits available"),
+        ))),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct AuditParams {
+    account_id: Option<String>,
+    #[serde(flatten)]
+    page: PageParams,
+}
+
+#[derive(Debug, Serialize)]
+struct AuditView {
+    id: i64,
+    actor_key_id: String,
+    actor_role: String,
+    action: String,
+    account_id: Option<String>,
+    detail: Value,
+    created_at: String,
+}
+
+impl TryFrom<AuditEntry> for AuditView {
+    type Error = ApiError;
+
+    fn try_from(entry: AuditEntry) -> Result<Self, ApiError> {
+        let detail = serde_json::from_str(&entry.detail).map_err(|e| {
+            crate::db::DbError::Corrupt(format!("audit entry {} has unreadable detail: {e}", entry.id))
+        })?;
+        Ok(Self {
+            id: entry.id,
+            actor_key_id: entry.actor_key_id,
+            actor_role: entry.actor_role,
+            action: entry.action,
+            account_id: entry.account_id,
+            detail,
+            created_at: rfc3339(entry.created_at),
+        })
+    }
+}
+
+async fn audit_log(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(params): ApiQuery<AuditParams>,
+) -> ApiResult<Json<PageView<AuditView>>> {
+    caller.require(STAFF)?;
+    let page = params.page.page_request()?;
+    let entries = state
+        .db
+        .audit_log(params.account_id.as_deref(), page)
+        .await?;
+    Ok(Json(PageView::try_from_page(entries, AuditView::try_from)?))
+}

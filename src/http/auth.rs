@@ -1,0 +1,92 @@
+//! Who is calling: the API key in `Authorization: Bearer <key>`, checked on every request
+//! (so a revoked key stops working at once), and what its role may reach.
+
+use axum::{
+    extract::FromRequestParts,
+    http::{header, request::Parts},
+};
+
+use super::error::ApiError;
+use crate::{
+    app::AppState,
+    db::audit::Actor,
+    domain::api_key::{self, Role},
+};
+
+/// The authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub key_id: String,
+    pub role: Role,
+    /// Set for customer keys: the one account they may reach.
+    pub account_id: Option<String>,
+}
+
+/// Roles that may act on any account's data.
+pub const STAFF: &[Role] = &[Role::Support, Role::Admin];
+
+impl Caller {
+    /// 403 unless the caller has one of `roles`.
+    pub fn require(&self, roles: &[Role]) -> Result<(), ApiError> {
+        if roles.contains(&self.role) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden)
+        }
+    }
+
+    /// A customer reaches only its own account (any other is 404, so account ids cannot be
+    /// probed); other callers need one of `roles`.
+    pub fn require_account(&self, account_id: &str, roles: &[Role]) -> Result<(), ApiError> {
+        match (&self.role, &self.account_id) {
+            (Role::Customer, Some(own)) if own == account_id => Ok(()),
+            (Role::Customer, _) => Err(ApiError::NotFound("account")),
+            _ => self.require(roles),
+        }
+    }
+
+    pub fn actor(&self) -> Actor {
+        Actor {
+            key_id: self.key_id.clone(),
+            role: self.role.as_str().to_owned(),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let Some((key_id, secret)) = token.and_then(api_key::parse_token) else {
+            return Err(unauthorized("missing or malformed"));
+        };
+        let Some(key) = state.db.api_key(&key_id).await? else {
+            return Err(unauthorized("unknown key"));
+        };
+        if !api_key::secret_matches(&key.secret_hash, secret) {
+            return Err(unauthorized("wrong secret"));
+        }
+        if key.revoked_at.is_some() {
+            return Err(unauthorized("revoked key"));
+        }
+        let role = Role::parse(&key.role).ok_or_else(|| {
+            crate::db::DbError::Corrupt(format!("api key {} has unknown role {}", key.id, key.role))
+        })?;
+        Ok(Self {
+            key_id: key.id,
+            role,
+            account_id: key.account_id,
+        })
+    }
+}
+
+fn unauthorized(why: &'static str) -> ApiError {
+    tracing::warn!(reason = why, "authentication failed");
+    ApiError::Unauthorized
+}

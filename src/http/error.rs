@@ -1,0 +1,129 @@
+//! The one error type of the HTTP API. Every error answers
+//! `{"error": "<code>", "message": "<sentence>", ...}`; 5xx details are logged, never sent.
+
+use axum::{
+    Json,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use serde_json::{Map, Value, json};
+
+use crate::{
+    db::DbError,
+    domain::{credits::Millicredits, validation::FieldErrors},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400 (malformed) or 422 (well-formed but invalid), naming each bad field.
+    #[error("{message}")]
+    InvalidRequest {
+        status: StatusCode,
+        message: String,
+        fields: FieldErrors,
+    },
+    /// 415: the body is not JSON.
+    #[error("request body must be JSON (Content-Type: application/json)")]
+    UnsupportedMediaType,
+    /// 413: the body is larger than `http.max_body_bytes`.
+    #[error("request body is too large")]
+    PayloadTooLarge,
+    /// 401: no key, an unknown key or a revoked key.
+    #[error("a valid API key is required: Authorization: Bearer <key>")]
+    Unauthorized,
+    /// 403: the key's role may not do this.
+    #[error("this API key's role may not do this")]
+    Forbidden,
+    /// 404: no such resource, or not visible to this key.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// 409: the request conflicts with the current state.
+    #[error("{0}")]
+    Conflict(String),
+    /// 402: the balance does not cover the cost; nothing was debited.
+    #[error("insufficient credits: {required} required, {available} available")]
+    InsufficientCredits {
+        required: Millicredits,
+        available: Millicredits,
+    },
+    /// 503: the service cannot answer right now.
+    #[error("{0}")]
+    Unavailable(String),
+    /// 500: storage failure.
+    #[error("internal error")]
+    Db(#[from] DbError),
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    /// 422 with the given field problems.
+    pub fn invalid(fields: FieldErrors) -> Self {
+        Self::InvalidRequest {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            message: format!("request is invalid: {fields}"),
+            fields,
+        }
+    }
+
+    /// 400: the request could not be read, because of `field` if known.
+    pub fn malformed(message: String, field: Option<(String, String)>) -> Self {
+        Self::InvalidRequest {
+            status: StatusCode::BAD_REQUEST,
+            message,
+            fields: field.map_or_else(FieldErrors::new, |(f, why)| FieldErrors::single(&f, why)),
+        }
+    }
+
+    /// 400 with the given field problems: the request could not be read as sent.
+    pub fn malformed_fields(fields: FieldErrors) -> Self {
+        Self::InvalidRequest {
+            status: StatusCode::BAD_REQUEST,
+            message: format!("request is malformed: {fields}"),
+            fields,
+        }
+    }
+
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::InvalidRequest { status, .. } => (*status, "invalid_request"),
+            Self::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_request"),
+            Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request"),
+            Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Self::InsufficientCredits { .. } => {
+                (StatusCode::PAYMENT_REQUIRED, "insufficient_credits")
+            }
+            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::Db(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        if status.is_server_error() {
+            tracing::error!(error = ?self, "request failed");
+        }
+        let mut body = Map::new();
+        body.insert("error".into(), json!(code));
+        body.insert("message".into(), json!(self.to_string()));
+        match &self {
+            Self::InvalidRequest { fields, .. } => {
+                body.insert("fields".into(), json!(fields));
+            }
+            Self::InsufficientCredits {
+                required,
+                available,
+            } => {
+                body.insert("required".into(), json!(required));
+                body.insert("available".into(), json!(available));
+            }
+            _ => {}
+        }
+        (status, Json(Value::Object(body))).into_response()
+    }
+}

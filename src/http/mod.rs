@@ -1,0 +1,61 @@
+//! The HTTP API: one router per resource, merged here under the shared middleware
+//! (request ids, tracing, timeouts, body limit).
+
+pub mod accounts;
+pub mod admin;
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod pagination;
+pub mod pricing;
+pub mod usage;
+
+use std::time::Duration;
+
+use axum::{
+    Router,
+    extract::{DefaultBodyLimit, MatchedPath, Request},
+    http::StatusCode,
+};
+use tower_http::{
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer},
+    timeout::TimeoutLayer,
+    trace::TraceLayer,
+};
+
+use crate::app::AppState;
+use error::ApiError;
+
+pub fn router(state: AppState) -> Router {
+    let http = &state.config.http;
+    let timeout = Duration::from_secs(http.request_timeout_secs);
+    Router::new()
+        .merge(health::router())
+        .merge(pricing::router())
+        .merge(accounts::router())
+        .merge(usage::router())
+        .merge(admin::router())
+        .fallback(|| async { ApiError::NotFound("route") })
+        .layer(DefaultBodyLimit::max(http.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .with_state(state)
+}
+
+/// One span per request, named by its route template (never by ids in the path) and
+/// carrying the request id that is also returned in `x-request-id`.
+fn request_span(request: &Request) -> tracing::Span {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str);
+    let request_id = request
+        .extensions()
+        .get::<RequestId>()
+        .and_then(|id| id.header_value().to_str().ok())
+        .unwrap_or("-");
+    tracing::info_span!("request", method = %request.method(), route, request_id)
+}

@@ -1,0 +1,174 @@
+//! Metering: price and debit usage, refund it. For the product's API servers.
+
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::post,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{
+    accounts::LedgerEntryView,
+    auth::Caller,
+    error::{ApiError, ApiResult},
+    extract::ApiJson,
+};
+use crate::{
+    app::AppState,
+    clock::rfc3339,
+    db::usage::{DebitOutcome, NewUsage, RefundOutcome, UsageRecord},
+    domain::{
+        api_key::Role, credits::Millicredits, pricing::PriceRequest, validation::FieldErrors,
+    },
+};
+
+/// Longest accepted `request_id` and `account_id`.
+const MAX_ID_LEN: usize = 200;
+/// Set on answers that repeat an earlier result instead of acting again.
+const REPLAYED: (&str, &str) = ("idempotent-replayed", "true");
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/usage", post(record_usage))
+        .route("/v1/usage/{id}/refund", post(refund_usage))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsageBody {
+    account_id: String,
+    /// The caller's id for this unit of work; a repeat is answered, not debited.
+    request_id: String,
+    usage: PriceRequest,
+}
+
+#[derive(Debug, Serialize)]
+pub struct UsageView {
+    id: String,
+    account_id: String,
+    request_id: String,
+    service: String,
+    cost: Millicredits,
+    quote: Value,
+    created_at: String,
+    refunded_at: Option<String>,
+}
+
+impl UsageView {
+    pub fn new(record: UsageRecord) -> Result<Self, ApiError> {
+        let quote = serde_json::from_str(&record.quote).map_err(|e| {
+            crate::db::DbError::Corrupt(format!("usage {} has an unreadable quote: {e}", record.id))
+        })?;
+        Ok(Self {
+            id: record.id,
+            account_id: record.account_id,
+            request_id: record.request_id,
+            service: record.service,
+            cost: Millicredits(record.cost),
+            quote,
+            created_at: rfc3339(record.created_at),
+            refunded_at: record.refunded_at.map(rfc3339),
+        })
+    }
+}
+
+/// Prices the usage and debits it in one transaction; 402 with `required` and `available`
+/// when the balance is short, in which case nothing changes.
+async fn record_usage(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<UsageBody>,
+) -> ApiResult<Response> {
+    caller.require(&[Role::Service])?;
+    let mut errors = FieldErrors::new();
+    check_id(&mut errors, "account_id", &body.account_id);
+    check_id(&mut errors, "request_id", &body.request_id);
+    let quote = match state.catalogue.quote(&body.usage) {
+        Ok(quote) => Some(quote),
+        Err(problems) => {
+            errors.nest("usage", problems);
+            None
+        }
+    };
+    let quote = match quote {
+        Some(quote) if errors.is_empty() => quote,
+        _ => return Err(ApiError::invalid(errors)),
+    };
+    let fingerprint = body.usage.fingerprint();
+    let quote_json = serde_json::to_string(&quote).expect("a quote serializes to JSON");
+    let outcome = state
+        .db
+        .debit_usage(&NewUsage {
+            account_id: &body.account_id,
+            request_id: &body.request_id,
+            fingerprint: &fingerprint,
+            service: &quote.service,
+            quote: &quote_json,
+            cost: quote.total,
+            at: state.clock.now_ms(),
+        })
+        .await?;
+    match outcome {
+        DebitOutcome::Debited(record) => {
+            Ok((StatusCode::CREATED, Json(UsageView::new(record)?)).into_response())
+        }
+        DebitOutcome::Existing(record) if record.fingerprint == fingerprint => {
+            Ok(([REPLAYED], Json(UsageView::new(record)?)).into_response())
+        }
+        DebitOutcome::Existing(_) => Err(ApiError::Conflict(format!(
+            "request_id '{}' was already used for a different request on this account",
+            body.request_id
+        ))),
+        DebitOutcome::Insufficient { available } => Err(ApiError::InsufficientCredits {
+            required: quote.total,
+            available,
+        }),
+        DebitOutcome::AccountNotFound => Err(ApiError::NotFound("account")),
+    }
+}
+
+fn check_id(errors: &mut FieldErrors, field: &str, value: &str) {
+    if value.is_empty() || value.len() > MAX_ID_LEN || value.chars().any(char::is_control) {
+        errors.add(
+            field,
+            format!("must be 1 to {MAX_ID_LEN} characters without control characters"),
+        );
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct RefundView {
+    usage: UsageView,
+    refund: LedgerEntryView,
+}
+
+/// Restores the credits of usage that failed on the platform side, once.
+async fn refund_usage(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    caller.require(&[Role::Service, Role::Support, Role::Admin])?;
+    let view = |record, entry| -> ApiResult<Json<RefundView>> {
+        Ok(Json(RefundView {
+            usage: UsageView::new(record)?,
+            refund: LedgerEntryView::from(entry),
+        }))
+    };
+    // Staff refunds are staff actions and go to the audit log; the platform's are not.
+    let audited_as = (caller.role != Role::Service).then(|| caller.actor());
+    let outcome = state
+        .db
+        .refund_usage(&id, state.clock.now_ms(), audited_as.as_ref())
+        .await?;
+    match outcome {
+        RefundOutcome::Refunded(record, entry) => Ok(view(record, entry)?.into_response()),
+        RefundOutcome::AlreadyRefunded(record, entry) => {
+            Ok(([REPLAYED], view(record, entry)?).into_response())
+        }
+        RefundOutcome::NotFound => Err(ApiError::NotFound("usage")),
+    }
+}

@@ -1,0 +1,10 @@
+//! topupd: prepaid API credits. A metering core that prices and debits usage against a
+//! ledger, served over HTTP, with SQLite or PostgreSQL underneath.
+
+pub mod app;
+pub mod clock;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod http;
+pub mod telemetry;

@@ -1,0 +1,145 @@
+//! The `topupd` command line: wiring only.
+
+use std::{path::PathBuf, process::ExitCode, sync::Arc};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use topupd::{
+    app::{self, AppState},
+    clock::{Clock, SystemClock},
+    config::Config,
+    db::{Db, audit::Actor},
+    domain::{api_key::Role, credits::Millicredits},
+    telemetry,
+};
+
+#[derive(Parser)]
+#[command(version, about = "Prepaid API credits: metering core and auto top-up scheduler")]
+struct Cli {
+    /// Configuration file (TOML); every key is optional.
+    #[arg(long, global = true, env = "TOPUPD_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service: migrate, then serve the HTTP API until SIGTERM or SIGINT.
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Check every account's balance against its ledger; exit 1 on any mismatch.
+    Verify,
+    /// Manage API keys from the server itself (how the first admin key is made).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a key and print it once.
+    Create {
+        /// customer, service, support or admin.
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        /// The account a customer key is bound to.
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    Role::parse(s).ok_or_else(|| "expected customer, service, support or admin".to_owned())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("topupd: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(&config.log);
+    match run(cli.command, config).await {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("topupd: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve => {
+            let listen = config.http.listen;
+            let state = AppState::build(config, Arc::new(SystemClock)).await?;
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("listen on {listen} (http.listen)"))?;
+            tracing::info!(address = %listener.local_addr()?, "serving");
+            app::serve(state, listener, app::shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate => {
+            connect(&config).await?;
+            println!("migrations applied");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify => {
+            let report = connect(&config).await?.verify_ledger().await?;
+            for m in &report.mismatches {
+                println!(
+                    "MISMATCH {}: balance {} but ledger sums to {} (last entry says {})",
+                    m.account_id,
+                    Millicredits(m.balance),
+                    Millicredits(m.ledger_sum),
+                    m.last_balance_after
+                        .map_or_else(|| "nothing".to_owned(), |b| Millicredits(b).to_string()),
+                );
+            }
+            println!(
+                "{} accounts checked, {} mismatched",
+                report.accounts_checked,
+                report.mismatches.len()
+            );
+            Ok(if report.mismatches.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Keys(KeysCommand::Create {
+            role,
+            account,
+            label,
+        }) => {
+            if (role == Role::Customer) != account.is_some() {
+                anyhow::bail!("--account is required for, and only for, --role customer");
+            }
+            let db = connect(&config).await?;
+            let issued = db
+                .issue_api_key(role, account.as_deref(), &label, &Actor::cli(), SystemClock.now_ms())
+                .await?
+                .with_context(|| format!("account {} not found", account.unwrap_or_default()))?;
+            eprintln!("created {} key {}; it is shown once:", role.as_str(), issued.key.id);
+            println!("{}", issued.token);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Connects and migrates, as every command that touches the database does.
+async fn connect(config: &Config) -> anyhow::Result<Db> {
+    let db = Db::connect(&config.database)
+        .await
+        .context("connect to the database (database.url)")?;
+    db.migrate().await.context("apply database migrations")?;
+    Ok(db)
+}
