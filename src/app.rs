@@ -6,13 +6,7 @@ use std::{future::Future, path::Path, sync::Arc, time::Duration};
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use crate::{
-    clock::Clock,
-    config::Config,
-    db::Db,
-    domain::pricing::Catalogue,
-    http,
-};
+use crate::{clock::Clock, config::Config, db::Db, domain::pricing::Catalogue, http};
 
 /// What every request handler can reach.
 #[derive(Clone)]

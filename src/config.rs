@@ -91,9 +91,10 @@ impl Config {
             figment = figment.merge(Toml::file_exact(path));
         }
         // TOPUPD_CONFIG names the file and TOPUPD_TEST_* belong to the test suite.
-        let env = Env::prefixed(ENV_PREFIX)
-            .split("__")
-            .filter(|key| key != "config" && !key.as_str().starts_with("test_"));
+        let env = Env::prefixed(ENV_PREFIX).split("__").filter(|key| {
+            let key = key.as_str().to_ascii_lowercase();
+            key != "config" && !key.starts_with("test_")
+        });
         Self::extract(figment.merge(env))
     }
 
@@ -151,12 +152,13 @@ impl Config {
 
     /// The low-balance line in millicredits.
     pub fn low_balance_warning(&self) -> Millicredits {
-        Millicredits::from_credits(self.low_balance_warning_credits)
-            .expect("validated at load")
+        Millicredits::from_credits(self.low_balance_warning_credits).expect("validated at load")
     }
 }
 
 #[cfg(test)]
+// figment's Jail closures return figment's own (large) error type.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
     use figment::Jail;
@@ -188,7 +190,7 @@ mod tests {
         Jail::expect_with(|jail| {
             jail.set_env("TOPUPD_HTTP__LISTEN", "not an address");
             let err = Config::load(None).expect_err("bad address").to_string();
-            assert!(err.contains("listen"), "{err}");
+            assert!(err.to_lowercase().contains("http.listen"), "{err}");
             jail.clear_env();
 
             jail.set_env("TOPUPD_DATABASE__URL", "mysql://x");
@@ -197,10 +199,14 @@ mod tests {
             jail.clear_env();
 
             jail.create_file("typo.toml", "[http]\nlisten_addr = \"0.0.0.0:1\"\n")?;
-            let err = Config::load(Some(Path::new("typo.toml"))).expect_err("unknown key").to_string();
+            let err = Config::load(Some(Path::new("typo.toml")))
+                .expect_err("unknown key")
+                .to_string();
             assert!(err.contains("listen_addr"), "{err}");
 
-            let err = Config::load(Some(Path::new("missing.toml"))).expect_err("missing file").to_string();
+            let err = Config::load(Some(Path::new("missing.toml")))
+                .expect_err("missing file")
+                .to_string();
             assert!(err.contains("missing.toml"), "{err}");
             Ok(())
         });

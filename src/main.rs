@@ -14,7 +14,10 @@ use topupd::{
 };
 
 #[derive(Parser)]
-#[command(version, about = "Prepaid API credits: metering core and auto top-up scheduler")]
+#[command(
+    version,
+    about = "Prepaid API credits: metering core and auto top-up scheduler"
+)]
 struct Cli {
     /// Configuration file (TOML); every key is optional.
     #[arg(long, global = true, env = "TOPUPD_CONFIG")]
@@ -125,10 +128,20 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             }
             let db = connect(&config).await?;
             let issued = db
-                .issue_api_key(role, account.as_deref(), &label, &Actor::cli(), SystemClock.now_ms())
+                .issue_api_key(
+                    role,
+                    account.as_deref(),
+                    &label,
+                    &Actor::cli(),
+                    SystemClock.now_ms(),
+                )
                 .await?
                 .with_context(|| format!("account {} not found", account.unwrap_or_default()))?;
-            eprintln!("created {} key {}; it is shown once:", role.as_str(), issued.key.id);
+            eprintln!(
+                "created {} key {}; it is shown once:",
+                role.as_str(),
+                issued.key.id
+            );
             println!("{}", issued.token);
             Ok(ExitCode::SUCCESS)
         }

@@ -2,7 +2,11 @@
 
 use serde_json::json;
 
-use super::{BeginWrite, Db, DbError, audit::{Actor, AuditWrites}, new_id, with_pool};
+use super::{
+    BeginWrite, Db, DbError,
+    audit::{Actor, AuditWrites},
+    new_id, with_pool,
+};
 use crate::clock::Millis;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -41,7 +45,8 @@ impl Db {
                 .fetch_one(&mut *tx)
                 .await?;
             let detail = json!({ "email": email, "name": name });
-            tx.audit(actor, "account.create", Some(&id), detail, at).await?;
+            tx.audit(actor, "account.create", Some(&id), detail, at)
+                .await?;
             tx.commit().await?;
             Ok(account)
         })

@@ -2,7 +2,11 @@
 
 use serde_json::json;
 
-use super::{BeginWrite, Db, DbError, audit::{Actor, AuditWrites}, with_pool};
+use super::{
+    BeginWrite, Db, DbError,
+    audit::{Actor, AuditWrites},
+    with_pool,
+};
 use crate::{
     clock::Millis,
     domain::api_key::{self, Role},
@@ -46,10 +50,11 @@ impl Db {
         with_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
             if let Some(account_id) = account_id {
-                let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM accounts WHERE id = $1")
-                    .bind(account_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+                let exists: Option<i32> =
+                    sqlx::query_scalar("SELECT 1 FROM accounts WHERE id = $1")
+                        .bind(account_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
                 if exists.is_none() {
                     return Ok(None);
                 }
@@ -64,7 +69,8 @@ impl Db {
                 .fetch_one(&mut *tx)
                 .await?;
             let detail = json!({ "key_id": key.id, "role": key.role, "label": label });
-            tx.audit(actor, "api_key.create", account_id, detail, at).await?;
+            tx.audit(actor, "api_key.create", account_id, detail, at)
+                .await?;
             tx.commit().await?;
             Ok(Some(IssuedKey {
                 key,
@@ -100,11 +106,20 @@ impl Db {
                 .fetch_optional(&mut *tx)
                 .await?;
             let Some(key) = revoked else {
-                return Ok(sqlx::query_as(&current).bind(id).fetch_optional(&mut *tx).await?);
+                return Ok(sqlx::query_as(&current)
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?);
             };
             let detail = json!({ "key_id": key.id, "role": key.role });
-            tx.audit(actor, "api_key.revoke", key.account_id.as_deref(), detail, at)
-                .await?;
+            tx.audit(
+                actor,
+                "api_key.revoke",
+                key.account_id.as_deref(),
+                detail,
+                at,
+            )
+            .await?;
             tx.commit().await?;
             Ok(Some(key))
         })

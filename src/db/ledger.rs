@@ -4,8 +4,9 @@
 use serde_json::json;
 
 use super::{
-    BeginWrite, Db, DbError, Page, PageRequest, audit::{Actor, AuditWrites}, impl_for_connections,
-    new_id, with_pool,
+    BeginWrite, Db, DbError, Page, PageRequest,
+    audit::{Actor, AuditWrites},
+    impl_for_connections, new_id, with_pool,
 };
 use crate::{clock::Millis, domain::credits::Millicredits};
 
@@ -61,7 +62,9 @@ pub struct Posting<'a> {
 pub enum PostRefusal {
     AccountNotFound,
     /// The balance would go below zero.
-    Insufficient { available: Millicredits },
+    Insufficient {
+        available: Millicredits,
+    },
 }
 
 pub(crate) trait LedgerWrites {
@@ -188,7 +191,8 @@ impl Db {
                 "ledger_entry_id": entry.id,
                 "balance_after": Millicredits(entry.balance_after),
             });
-            tx.audit(actor, "balance.adjust", Some(account_id), detail, at).await?;
+            tx.audit(actor, "balance.adjust", Some(account_id), detail, at)
+                .await?;
             tx.commit().await?;
             Ok(Ok(entry))
         })

@@ -165,7 +165,8 @@ impl Db {
 
     /// True when the database answers and every migration this build knows is applied.
     pub async fn ready(&self) -> Result<bool, DbError> {
-        const SQL: &str = "SELECT CAST(COALESCE(MAX(version), 0) AS BIGINT) FROM _sqlx_migrations WHERE success";
+        const SQL: &str =
+            "SELECT CAST(COALESCE(MAX(version), 0) AS BIGINT) FROM _sqlx_migrations WHERE success";
         let (applied, expected): (i64, i64) = with_pool!(self, |pool| (
             sqlx::query_scalar(SQL).fetch_one(pool).await?,
             self.migrator().iter().map(|m| m.version).max().unwrap_or(0),
@@ -208,7 +209,9 @@ mod tests {
     #[test]
     fn both_backends_have_the_same_migration_versions_and_names() {
         let describe = |m: &Migrator| -> Vec<(i64, String)> {
-            m.iter().map(|m| (m.version, m.description.to_string())).collect()
+            m.iter()
+                .map(|m| (m.version, m.description.to_string()))
+                .collect()
         };
         let sqlite = describe(&SQLITE_MIGRATOR);
         assert!(!sqlite.is_empty());

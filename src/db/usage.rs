@@ -4,8 +4,9 @@
 use serde_json::json;
 
 use super::{
-    BeginWrite,
-    audit::{Actor, AuditWrites}, Db, DbError, Page, PageRequest, impl_for_connections, is_unique_violation,
+    BeginWrite, Db, DbError, Page, PageRequest,
+    audit::{Actor, AuditWrites},
+    impl_for_connections, is_unique_violation,
     ledger::{EntryKind, LedgerEntry, LedgerWrites, PostRefusal, Posting},
     new_id, with_pool,
 };
@@ -47,7 +48,9 @@ pub enum DebitOutcome {
     /// The request id was seen before; nothing was debited this time.
     Existing(UsageRecord),
     /// The balance is short; nothing changed.
-    Insufficient { available: Millicredits },
+    Insufficient {
+        available: Millicredits,
+    },
     AccountNotFound,
 }
 
@@ -95,7 +98,10 @@ impl Db {
             // A concurrent twin committed first (PostgreSQL); it is now a replay.
             Err(DbError::Sqlx(e)) if is_unique_violation(&e) => with_pool!(self, |pool| {
                 let mut conn = pool.acquire().await?;
-                match conn.usage_by_request(usage.account_id, usage.request_id).await? {
+                match conn
+                    .usage_by_request(usage.account_id, usage.request_id)
+                    .await?
+                {
                     Some(existing) => Ok(DebitOutcome::Existing(existing)),
                     None => Err(DbError::Sqlx(e)),
                 }
@@ -114,7 +120,10 @@ impl Db {
         let description = format!("{} usage", usage.service);
         with_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
-            if let Some(existing) = tx.usage_by_request(usage.account_id, usage.request_id).await? {
+            if let Some(existing) = tx
+                .usage_by_request(usage.account_id, usage.request_id)
+                .await?
+            {
                 return Ok(DebitOutcome::Existing(existing));
             }
             let account_exists: Option<i32> =
@@ -194,7 +203,9 @@ impl Db {
                     .bind(id)
                     .fetch_optional(&mut *tx)
                     .await?
-                    .ok_or_else(|| DbError::Corrupt(format!("usage {id} is refunded but has no refund entry")))?;
+                    .ok_or_else(|| {
+                        DbError::Corrupt(format!("usage {id} is refunded but has no refund entry"))
+                    })?;
                 return Ok(RefundOutcome::AlreadyRefunded(record, entry));
             };
             let description = format!("refund of {} usage", record.service);

@@ -69,7 +69,10 @@ pub fn parse_token(token: &str) -> Option<(String, &str)> {
     let (id, secret) = rest.split_once('_')?;
     let well_formed = id.len() == ID_BYTES * 2
         && secret.len() == SECRET_BYTES * 2
-        && id.bytes().chain(secret.bytes()).all(|b| b.is_ascii_hexdigit());
+        && id
+            .bytes()
+            .chain(secret.bytes())
+            .all(|b| b.is_ascii_hexdigit());
     well_formed.then(|| (format!("{KEY_ID_PREFIX}{id}"), secret))
 }
 
@@ -95,12 +98,21 @@ mod tests {
         let (id, secret) = parse_token(&key.token).expect("generated tokens parse");
         assert_eq!(id, key.id);
         assert!(secret_matches(&key.secret_hash, secret));
-        assert!(!secret_matches(&key.secret_hash, &"0".repeat(SECRET_BYTES * 2)));
+        assert!(!secret_matches(
+            &key.secret_hash,
+            &"0".repeat(SECRET_BYTES * 2)
+        ));
     }
 
     #[test]
     fn malformed_tokens_are_rejected() {
-        for token in ["", "tpk_", "tpk_abc_def", "Bearer x", "key_0011223344556677"] {
+        for token in [
+            "",
+            "tpk_",
+            "tpk_abc_def",
+            "Bearer x",
+            "key_0011223344556677",
+        ] {
             assert!(parse_token(token).is_none(), "{token:?} should not parse");
         }
         let key = generate();

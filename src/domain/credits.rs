@@ -38,7 +38,11 @@ impl Millicredits {
         let scaled = credits
             .checked_mul(Decimal::from(MILLIS_PER_CREDIT))
             .ok_or(CreditsError::OutOfRange)?;
-        scaled.ceil().to_i64().map(Self).ok_or(CreditsError::OutOfRange)
+        scaled
+            .ceil()
+            .to_i64()
+            .map(Self)
+            .ok_or(CreditsError::OutOfRange)
     }
 
     /// The amount in credits, without trailing zeros (`1847.5`, not `1847.500`).
@@ -79,9 +83,18 @@ mod tests {
 
     #[test]
     fn exact_conversion_accepts_three_decimals_only() {
-        assert_eq!(Millicredits::from_credits(dec("0.33")), Ok(Millicredits(330)));
-        assert_eq!(Millicredits::from_credits(dec("-12.5")), Ok(Millicredits(-12_500)));
-        assert_eq!(Millicredits::from_credits(dec("0.0001")), Err(CreditsError::TooPrecise));
+        assert_eq!(
+            Millicredits::from_credits(dec("0.33")),
+            Ok(Millicredits(330))
+        );
+        assert_eq!(
+            Millicredits::from_credits(dec("-12.5")),
+            Ok(Millicredits(-12_500))
+        );
+        assert_eq!(
+            Millicredits::from_credits(dec("0.0001")),
+            Err(CreditsError::TooPrecise)
+        );
         assert_eq!(
             Millicredits::from_credits(dec("1e20")),
             Err(CreditsError::OutOfRange)
@@ -90,16 +103,31 @@ mod tests {
 
     #[test]
     fn ceiling_rounds_up_partial_millicredits() {
-        assert_eq!(Millicredits::ceil_from_credits(dec("0.0001")), Ok(Millicredits(1)));
-        assert_eq!(Millicredits::ceil_from_credits(dec("3.3333")), Ok(Millicredits(3334)));
-        assert_eq!(Millicredits::ceil_from_credits(dec("5")), Ok(Millicredits(5000)));
+        assert_eq!(
+            Millicredits::ceil_from_credits(dec("0.0001")),
+            Ok(Millicredits(1))
+        );
+        assert_eq!(
+            Millicredits::ceil_from_credits(dec("3.3333")),
+            Ok(Millicredits(3334))
+        );
+        assert_eq!(
+            Millicredits::ceil_from_credits(dec("5")),
+            Ok(Millicredits(5000))
+        );
     }
 
     #[test]
     fn json_is_a_plain_number() {
         let json = serde_json::to_string(&Millicredits(1_847_500)).expect("serializes");
         assert_eq!(json, "1847.5");
-        assert_eq!(serde_json::to_string(&Millicredits(330)).expect("serializes"), "0.33");
-        assert_eq!(serde_json::to_string(&Millicredits(0)).expect("serializes"), "0");
+        assert_eq!(
+            serde_json::to_string(&Millicredits(330)).expect("serializes"),
+            "0.33"
+        );
+        assert_eq!(
+            serde_json::to_string(&Millicredits(0)).expect("serializes"),
+            "0"
+        );
     }
 }

@@ -189,7 +189,10 @@ impl Catalogue {
             problem: problem.to_owned(),
         };
         if self.services.is_empty() {
-            return Err(invalid("services".into(), "at least one service is required"));
+            return Err(invalid(
+                "services".into(),
+                "at least one service is required",
+            ));
         }
         for (name, service) in &self.services {
             let key = |field: &str| format!("services.{name}.{field}");
@@ -226,8 +229,8 @@ impl Catalogue {
                 ));
             }
             for (variant, multiplier) in &service.variants {
-                let in_range = *multiplier > Decimal::ZERO
-                    && *multiplier <= Decimal::from(MAX_MULTIPLIER);
+                let in_range =
+                    *multiplier > Decimal::ZERO && *multiplier <= Decimal::from(MAX_MULTIPLIER);
                 if !is_identifier(variant) || !in_range {
                     return Err(invalid(
                         key(&format!("variants.{variant}")),
@@ -267,7 +270,10 @@ impl Catalogue {
             Some(variant) => match service.variants.get(variant) {
                 Some(multiplier) => Some(*multiplier),
                 None => {
-                    errors.add("variant", unknown_option("variant", variant, &service.variants));
+                    errors.add(
+                        "variant",
+                        unknown_option("variant", variant, &service.variants),
+                    );
                     None
                 }
             },
@@ -286,7 +292,8 @@ impl Catalogue {
             Some(billed) if errors.is_empty() => billed,
             _ => return Err(errors),
         };
-        let out_of_range = |_| FieldErrors::single("service", "the price of this request is out of range");
+        let out_of_range =
+            |_| FieldErrors::single("service", "the price of this request is out of range");
 
         let effective_rate = service.rate * multiplier.unwrap_or(Decimal::ONE);
         let mut lines = vec![QuoteLine {
@@ -338,7 +345,10 @@ fn billed_units(
 ) -> Option<Billed> {
     let unused = |errors: &mut FieldErrors, field: &str, present: bool, unit: &str| {
         if present {
-            errors.add(field, format!("not used by {name}, which is priced per {unit}"));
+            errors.add(
+                field,
+                format!("not used by {name}, which is priced per {unit}"),
+            );
         }
     };
     match service.unit {
@@ -346,7 +356,10 @@ fn billed_units(
             unused(errors, "characters", request.characters.is_some(), "minute");
             unused(errors, "calls", request.calls.is_some(), "minute");
             let Some(seconds) = request.duration_seconds else {
-                errors.add("duration_seconds", format!("required: {name} is priced per minute"));
+                errors.add(
+                    "duration_seconds",
+                    format!("required: {name} is priced per minute"),
+                );
                 return None;
             };
             if seconds <= Decimal::ZERO || seconds > Decimal::from(MAX_DURATION_SECONDS) {
@@ -376,18 +389,34 @@ fn billed_units(
             })
         }
         Unit::Characters => {
-            unused(errors, "duration_seconds", request.duration_seconds.is_some(), "block of characters");
-            unused(errors, "calls", request.calls.is_some(), "block of characters");
+            unused(
+                errors,
+                "duration_seconds",
+                request.duration_seconds.is_some(),
+                "block of characters",
+            );
+            unused(
+                errors,
+                "calls",
+                request.calls.is_some(),
+                "block of characters",
+            );
             let block = service
                 .block_size
                 .expect("catalogue validation requires block_size for characters");
             match request.characters {
                 None => {
-                    errors.add("characters", format!("required: {name} is priced per {block} characters"));
+                    errors.add(
+                        "characters",
+                        format!("required: {name} is priced per {block} characters"),
+                    );
                     None
                 }
                 Some(n) if n == 0 || n > MAX_CHARACTERS => {
-                    errors.add("characters", format!("must be between 1 and {MAX_CHARACTERS}"));
+                    errors.add(
+                        "characters",
+                        format!("must be between 1 and {MAX_CHARACTERS}"),
+                    );
                     None
                 }
                 Some(n) => Some(Billed {
@@ -398,7 +427,12 @@ fn billed_units(
             }
         }
         Unit::Call => {
-            unused(errors, "duration_seconds", request.duration_seconds.is_some(), "call");
+            unused(
+                errors,
+                "duration_seconds",
+                request.duration_seconds.is_some(),
+                "call",
+            );
             unused(errors, "characters", request.characters.is_some(), "call");
             match request.calls.unwrap_or(1) {
                 n if n == 0 || n > MAX_CALLS => {
@@ -416,9 +450,9 @@ fn billed_units(
 }
 
 fn sum(lines: &[QuoteLine]) -> Option<Millicredits> {
-    lines
-        .iter()
-        .try_fold(Millicredits::ZERO, |acc, line| acc.checked_add(line.credits))
+    lines.iter().try_fold(Millicredits::ZERO, |acc, line| {
+        acc.checked_add(line.credits)
+    })
 }
 
 fn unknown_option(kind: &str, given: &str, known: &BTreeMap<String, Decimal>) -> String {
@@ -484,10 +518,26 @@ mod tests {
     #[test]
     fn published_examples_hold_with_the_shipped_rates() {
         let c = built_in();
-        assert_eq!(total(&c, &seconds("dubbing", "30")), dec("10"), "30-second dub");
-        assert_eq!(total(&c, &seconds("stem_separation", "180")), dec("30"), "3-minute song");
-        assert_eq!(total(&c, &seconds("dubbing", "600")), dec("100"), "10-minute podcast");
-        assert_eq!(total(&c, &seconds("voice_training", "300")), dec("50"), "5-minute training");
+        assert_eq!(
+            total(&c, &seconds("dubbing", "30")),
+            dec("10"),
+            "30-second dub"
+        );
+        assert_eq!(
+            total(&c, &seconds("stem_separation", "180")),
+            dec("30"),
+            "3-minute song"
+        );
+        assert_eq!(
+            total(&c, &seconds("dubbing", "600")),
+            dec("100"),
+            "10-minute podcast"
+        );
+        assert_eq!(
+            total(&c, &seconds("voice_training", "300")),
+            dec("50"),
+            "5-minute training"
+        );
     }
 
     #[test]
@@ -568,7 +618,11 @@ mod tests {
     fn unpriceable_requests_name_each_bad_field() {
         let c = built_in();
         let errors = c.quote(&request("nope")).expect_err("unknown service");
-        assert!(errors.iter().any(|(f, m)| f == "service" && m.contains("nope")));
+        assert!(
+            errors
+                .iter()
+                .any(|(f, m)| f == "service" && m.contains("nope"))
+        );
 
         let bad = PriceRequest {
             characters: Some(5),
@@ -578,7 +632,10 @@ mod tests {
         };
         let errors = c.quote(&bad).expect_err("several problems");
         let fields: Vec<&str> = errors.iter().map(|(f, _)| f).collect();
-        assert_eq!(fields, ["addons", "characters", "duration_seconds", "variant"]);
+        assert_eq!(
+            fields,
+            ["addons", "characters", "duration_seconds", "variant"]
+        );
 
         for s in ["0", "-1", "86400.001", "1.0001"] {
             let errors = c.quote(&seconds("dubbing", s)).expect_err("bad duration");
@@ -599,12 +656,30 @@ mod tests {
     #[test]
     fn invalid_catalogues_name_the_key() {
         let cases = [
-            ("[services.a]\ndescription = \"x\"\nunit = \"call\"\nrate = 0\n", "services.a.rate"),
-            ("[services.a]\ndescription = \"x\"\nunit = \"characters\"\nrate = 1\n", "services.a.block_size"),
-            ("[services.a]\ndescription = \"x\"\nunit = \"call\"\nround = \"up\"\nrate = 1\n", "services.a.round"),
-            ("[services.a]\ndescription = \"x\"\nunit = \"call\"\nrate = 1\nminimum_credits = -1\n", "services.a.minimum_credits"),
-            ("[services.a]\ndescription = \"x\"\nunit = \"call\"\nrate = 1\n[services.a.variants]\nx = 0\n", "services.a.variants.x"),
-            ("[services.A]\ndescription = \"x\"\nunit = \"call\"\nrate = 1\n", "services.A"),
+            (
+                "[services.a]\ndescription = \"x\"\nunit = \"call\"\nrate = 0\n",
+                "services.a.rate",
+            ),
+            (
+                "[services.a]\ndescription = \"x\"\nunit = \"characters\"\nrate = 1\n",
+                "services.a.block_size",
+            ),
+            (
+                "[services.a]\ndescription = \"x\"\nunit = \"call\"\nround = \"up\"\nrate = 1\n",
+                "services.a.round",
+            ),
+            (
+                "[services.a]\ndescription = \"x\"\nunit = \"call\"\nrate = 1\nminimum_credits = -1\n",
+                "services.a.minimum_credits",
+            ),
+            (
+                "[services.a]\ndescription = \"x\"\nunit = \"call\"\nrate = 1\n[services.a.variants]\nx = 0\n",
+                "services.a.variants.x",
+            ),
+            (
+                "[services.A]\ndescription = \"x\"\nunit = \"call\"\nrate = 1\n",
+                "services.A",
+            ),
         ];
         for (text, key) in cases {
             let err = Catalogue::parse(text).expect_err(key).to_string();
@@ -613,14 +688,22 @@ mod tests {
         let err = Catalogue::parse("[services.a]\nunit = \"call\"\nrate = 1\ncolour = 2\n")
             .expect_err("unknown key")
             .to_string();
-        assert!(err.contains("colour") || err.contains("description"), "{err}");
+        assert!(
+            err.contains("colour") || err.contains("description"),
+            "{err}"
+        );
     }
 
     /// Any priceable request against the shipped catalogue, with a quantity in range.
     fn any_request() -> impl Strategy<Value = (PriceRequest, u64)> {
         let names: Vec<String> = built_in().services.into_keys().collect();
-        (proptest::sample::select(names), 1u64..=86_400_000, any::<u8>(), any::<u8>()).prop_map(
-            |(name, amount, variant_pick, addon_mask)| {
+        (
+            proptest::sample::select(names),
+            1u64..=86_400_000,
+            any::<u8>(),
+            any::<u8>(),
+        )
+            .prop_map(|(name, amount, variant_pick, addon_mask)| {
                 let c = built_in();
                 let service = &c.services[&name];
                 let variants: Vec<&String> = service.variants.keys().collect();
@@ -639,8 +722,7 @@ mod tests {
                     ..request(&name)
                 };
                 (with_amount(service.unit, base.clone(), amount), amount)
-            },
-        )
+            })
     }
 
     /// Sets the service's quantity from a raw amount: millisecond durations, characters

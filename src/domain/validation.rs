@@ -20,7 +20,9 @@ impl FieldErrors {
 
     /// Records a problem; the first one found for a field is kept.
     pub fn add(&mut self, field: &str, problem: impl Into<String>) {
-        self.0.entry(field.to_owned()).or_insert_with(|| problem.into());
+        self.0
+            .entry(field.to_owned())
+            .or_insert_with(|| problem.into());
     }
 
     /// Adds another set of problems under `prefix` (`usage.service`).
@@ -40,7 +42,11 @@ impl FieldErrors {
 
     /// `Ok(value)` when nothing was recorded.
     pub fn into_result<T>(self, value: T) -> Result<T, Self> {
-        if self.is_empty() { Ok(value) } else { Err(self) }
+        if self.is_empty() {
+            Ok(value)
+        } else {
+            Err(self)
+        }
     }
 }
 

@@ -67,7 +67,10 @@ async fn create_account(
         .await?;
     Ok((
         StatusCode::CREATED,
-        Json(AccountView::new(account, state.config.low_balance_warning())),
+        Json(AccountView::new(
+            account,
+            state.config.low_balance_warning(),
+        )),
     ))
 }
 
@@ -150,7 +153,10 @@ async fn issue_key(
         _ => {}
     }
     if body.label.chars().count() > MAX_LABEL_LEN || body.label.chars().any(char::is_control) {
-        errors.add("label", format!("must be at most {MAX_LABEL_LEN} characters"));
+        errors.add(
+            "label",
+            format!("must be at most {MAX_LABEL_LEN} characters"),
+        );
     }
     errors.into_result(()).map_err(ApiError::invalid)?;
     let issued = state
@@ -226,10 +232,12 @@ async fn adjust_balance(
     match posted {
         Ok(entry) => Ok((StatusCode::CREATED, Json(entry.into()))),
         Err(PostRefusal::AccountNotFound) => Err(ApiError::NotFound("account")),
-        Err(PostRefusal::Insufficient { available }) => Err(ApiError::invalid(FieldErrors::single(
-            "credits",
-            format!("would take the balance below zero: {available} credits available"),
-        ))),
+        Err(PostRefusal::Insufficient { available }) => {
+            Err(ApiError::invalid(FieldErrors::single(
+                "credits",
+                format!("would take the balance below zero: {available} credits available"),
+            )))
+        }
     }
 }
 
@@ -256,7 +264,10 @@ impl TryFrom<AuditEntry> for AuditView {
 
     fn try_from(entry: AuditEntry) -> Result<Self, ApiError> {
         let detail = serde_json::from_str(&entry.detail).map_err(|e| {
-            crate::db::DbError::Corrupt(format!("audit entry {} has unreadable detail: {e}", entry.id))
+            crate::db::DbError::Corrupt(format!(
+                "audit entry {} has unreadable detail: {e}",
+                entry.id
+            ))
         })?;
         Ok(Self {
             id: entry.id,

@@ -29,12 +29,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         if !is_json {
             return Err(ApiError::UnsupportedMediaType);
         }
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| match e {
-                BytesRejection::FailedToBufferBody(_) => ApiError::PayloadTooLarge,
-                other => ApiError::malformed(other.body_text(), None),
-            })?;
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| match e {
+            BytesRejection::FailedToBufferBody(_) => ApiError::PayloadTooLarge,
+            other => ApiError::malformed(other.body_text(), None),
+        })?;
         parse_json(&bytes).map(ApiJson)
     }
 }
@@ -53,7 +51,9 @@ fn json_error(path: &str, error: serde_json::Error) -> ApiError {
         return ApiError::malformed(format!("request body is not valid JSON: {error}"), None);
     }
     let problem = strip_position(&error.to_string());
-    match named_field(path, &problem) {
+    // Exact numbers are read through a private marker field that callers never wrote.
+    let path = path.replace(".$serde_json::private::Number", "");
+    match named_field(&path, &problem) {
         Some(field) => ApiError::malformed(
             format!("request body is invalid: {field}: {problem}"),
             Some((field, problem)),
@@ -71,6 +71,9 @@ fn named_field(path: &str, problem: &str) -> Option<String> {
         .and_then(|rest| rest.split('`').next());
     match (quoted, path) {
         (Some(name), ".") => Some(name.to_owned()),
+        (Some(name), path) if path == name || path.ends_with(&format!(".{name}")) => {
+            Some(path.to_owned())
+        }
         (Some(name), parent) => Some(format!("{parent}.{name}")),
         (None, ".") => None,
         (None, path) => Some(path.to_owned()),
@@ -94,7 +97,9 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiQuer
         Query::<T>::from_request_parts(parts, state)
             .await
             .map(|Query(q)| ApiQuery(q))
-            .map_err(|e| ApiError::malformed(format!("query string is invalid: {}", e.body_text()), None))
+            .map_err(|e| {
+                ApiError::malformed(format!("query string is invalid: {}", e.body_text()), None)
+            })
     }
 }
 
@@ -105,22 +110,26 @@ mod tests {
 
     fn fields(err: ApiError) -> Vec<String> {
         match err {
-            ApiError::InvalidRequest { fields, .. } => fields.iter().map(|(f, _)| f.to_owned()).collect(),
+            ApiError::InvalidRequest { fields, .. } => {
+                fields.iter().map(|(f, _)| f.to_owned()).collect()
+            }
             other => panic!("unexpected {other:?}"),
         }
     }
 
     #[test]
     fn json_errors_name_the_field() {
-        let missing = parse_json::<PriceRequest>(b"{}").err().expect("missing service");
+        let missing = parse_json::<PriceRequest>(b"{}").expect_err("missing service");
         assert_eq!(fields(missing), ["service"]);
-        let unknown = parse_json::<PriceRequest>(br#"{"service":"x","colour":1}"#).err().expect("unknown");
+        let unknown =
+            parse_json::<PriceRequest>(br#"{"service":"x","colour":1}"#).expect_err("unknown");
         assert_eq!(fields(unknown), ["colour"]);
-        let wrong_type = parse_json::<PriceRequest>(br#"{"service":"x","characters":-5}"#).err().expect("negative");
+        let wrong_type = parse_json::<PriceRequest>(br#"{"service":"x","characters":-5}"#)
+            .expect_err("negative");
         assert_eq!(fields(wrong_type), ["characters"]);
-        let syntax = parse_json::<PriceRequest>(b"{\"service\":").err().expect("truncated");
+        let syntax = parse_json::<PriceRequest>(b"{\"service\":").expect_err("truncated");
         assert!(fields(syntax).is_empty());
-        let trailing = parse_json::<PriceRequest>(br#"{"service":"x"} {}"#).err().expect("trailing");
+        let trailing = parse_json::<PriceRequest>(br#"{"service":"x"} {}"#).expect_err("trailing");
         assert!(matches!(trailing, ApiError::InvalidRequest { .. }));
     }
 }

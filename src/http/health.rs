@@ -21,7 +21,9 @@ async fn healthz() -> Json<Value> {
 async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Value>> {
     match state.db.ready().await {
         Ok(true) => Ok(Json(json!({ "status": "ready" }))),
-        Ok(false) => Err(ApiError::Unavailable("database migrations are not applied".into())),
+        Ok(false) => Err(ApiError::Unavailable(
+            "database migrations are not applied".into(),
+        )),
         Err(error) => {
             tracing::warn!(error = ?error, "readiness check failed");
             Err(ApiError::Unavailable("database is unreachable".into()))

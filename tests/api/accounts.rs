@@ -1,0 +1,212 @@
+//! Balances, history pages, adjustments, the audit log and the public catalogue.
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::helpers::{credits, dec, each_backend};
+
+#[tokio::test]
+async fn histories_are_newest_first_in_cursor_pages() {
+    each_backend(async |app| {
+        let account = app.funded_account("100").await;
+        let service = app.key("service", None).await;
+        for i in 0..5 {
+            assert_eq!(
+                app.debit(&service, &account, &format!("req-{i}"), 30)
+                    .await
+                    .status,
+                StatusCode::CREATED
+            );
+        }
+        for (listing, total) in [("usage", 5), ("ledger", 6)] {
+            let mut seen = Vec::new();
+            let mut path = format!("/v1/accounts/{account}/{listing}?limit=2");
+            loop {
+                let page = app.get(&path, &app.admin).await;
+                assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+                let data = page.body["data"].as_array().expect("data");
+                assert!(data.len() <= 2);
+                seen.extend(
+                    data.iter()
+                        .map(|e| e["created_at"].clone().to_string() + &e["id"].to_string()),
+                );
+                match page.body["next_cursor"].as_str() {
+                    Some(cursor) => {
+                        path = format!("/v1/accounts/{account}/{listing}?limit=2&cursor={cursor}")
+                    }
+                    None => break,
+                }
+            }
+            assert_eq!(seen.len(), total, "{listing}");
+            let mut unique = seen.clone();
+            unique.dedup();
+            assert_eq!(unique.len(), total, "{listing}: no row twice");
+        }
+        let usage = app
+            .get(&format!("/v1/accounts/{account}/usage"), &app.admin)
+            .await;
+        let request_ids: Vec<&str> = usage.body["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .map(|u| u["request_id"].as_str().expect("id"))
+            .collect();
+        assert_eq!(request_ids, ["req-4", "req-3", "req-2", "req-1", "req-0"]);
+        let ledger = app
+            .get(&format!("/v1/accounts/{account}/ledger"), &app.admin)
+            .await;
+        let balances: Vec<_> = ledger.body["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .map(|e| credits(&e["balance_after"]))
+            .collect();
+        assert_eq!(balances, ["50", "60", "70", "80", "90", "100"].map(dec));
+
+        for bad in ["limit=0", "limit=201", "limit=x", "cursor=abc", "cursor=-1"] {
+            let answer = app
+                .get(&format!("/v1/accounts/{account}/ledger?{bad}"), &app.admin)
+                .await;
+            assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{bad}");
+            let field = bad.split('=').next().expect("field");
+            assert!(
+                answer.body["fields"][field].is_string(),
+                "{bad}: {}",
+                answer.body
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn adjustments_are_audited_and_cannot_overdraw() {
+    each_backend(async |app| {
+        let account = app.funded_account("0").await;
+        let support = app.key("support", None).await;
+        let path = format!("/v1/admin/accounts/{account}/adjustments");
+        let granted = app
+            .post(
+                &path,
+                &support,
+                json!({ "credits": 12.345, "reason": "goodwill for outage" }),
+            )
+            .await;
+        assert_eq!(granted.status, StatusCode::CREATED, "{}", granted.body);
+        assert_eq!(credits(&granted.body["balance_after"]), dec("12.345"));
+        assert_eq!(granted.body["kind"], "adjustment");
+
+        let audit = app
+            .get(&format!("/v1/admin/audit?account_id={account}"), &support)
+            .await;
+        let newest = &audit.body["data"][0];
+        assert_eq!(newest["action"], "balance.adjust");
+        assert_eq!(newest["actor_role"], "support");
+        assert_eq!(newest["detail"]["reason"], "goodwill for outage");
+        assert_eq!(credits(&newest["detail"]["credits"]), dec("12.345"));
+
+        let before = app.snapshot(&account).await;
+        let overdraw = app
+            .post(
+                &path,
+                &support,
+                json!({ "credits": -20, "reason": "clawback" }),
+            )
+            .await;
+        assert_eq!(
+            overdraw.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{}",
+            overdraw.body
+        );
+        assert!(
+            overdraw.body["fields"]["credits"]
+                .as_str()
+                .is_some_and(|m| m.contains("12.345"))
+        );
+        assert_eq!(app.snapshot(&account).await, before);
+
+        let taken = app
+            .post(
+                &path,
+                &support,
+                json!({ "credits": -2.345, "reason": "clawback" }),
+            )
+            .await;
+        assert_eq!(taken.status, StatusCode::CREATED);
+        assert_eq!(app.balance(&account).await, dec("10"));
+        let missing = app
+            .post(
+                "/v1/admin/accounts/acct_nope/adjustments",
+                &support,
+                json!({ "credits": 1, "reason": "x" }),
+            )
+            .await;
+        assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn low_balance_warning_follows_the_configured_line() {
+    each_backend(async |app| {
+        let account = app.funded_account("100").await;
+        let customer = app.key("customer", Some(&account)).await;
+        let view = app.get(&format!("/v1/accounts/{account}"), &customer).await;
+        assert_eq!(view.body["low_balance_warning"], false);
+        assert_eq!(view.body["email"], "ada@example.com");
+        let service = app.key("service", None).await;
+        app.debit(&service, &account, "req-1", 30).await;
+        let view = app.get(&format!("/v1/accounts/{account}"), &customer).await;
+        assert_eq!(credits(&view.body["balance"]), dec("90"));
+        assert_eq!(view.body["low_balance_warning"], true);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn pricing_and_estimates_are_public_and_itemised() {
+    each_backend(async |app| {
+        let pricing = app.request(Method::GET, "/v1/pricing", None, None).await;
+        assert_eq!(pricing.status, StatusCode::OK);
+        assert_eq!(pricing.body["credit_price_cents"], 1);
+        let services = pricing.body["services"].as_object().expect("services");
+        for name in ["dubbing", "voice_training", "media_translation", "text_to_speech", "voice_clone", "text_translation", "stem_separation", "transcription", "speech_prediction"] {
+            assert!(services.contains_key(name), "{name}");
+        }
+        assert_eq!(credits(&services["speech_prediction"]["rate"]), dec("0.33"));
+
+        let estimate = app
+            .request(Method::POST, "/v1/estimate", None, Some(json!({ "service": "media_translation", "duration_seconds": 61, "addons": ["lip_sync"] })))
+            .await;
+        assert_eq!(estimate.status, StatusCode::OK, "{}", estimate.body);
+        assert_eq!(credits(&estimate.body["total"]), dec("240"));
+        let lines = estimate.body["lines"].as_array().expect("lines");
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[1]["item"], "add-on lip_sync");
+        assert_eq!(credits(&lines[1]["credits"]), dec("120"));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn health_and_readiness_answer() {
+    each_backend(async |app| {
+        let health = app.request(Method::GET, "/healthz", None, None).await;
+        assert_eq!(
+            (health.status, &health.body["status"]),
+            (StatusCode::OK, &json!("ok"))
+        );
+        let ready = app.request(Method::GET, "/readyz", None, None).await;
+        assert_eq!(
+            (ready.status, &ready.body["status"]),
+            (StatusCode::OK, &json!("ready"))
+        );
+        let unknown = app
+            .request(Method::GET, "/v1/nothing-here", None, None)
+            .await;
+        assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+        assert_eq!(unknown.body["error"], "not_found");
+    })
+    .await;
+}

@@ -1,0 +1,116 @@
+//! Who may reach what.
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::helpers::each_backend;
+
+#[tokio::test]
+async fn missing_malformed_wrong_and_revoked_keys_are_401() {
+    each_backend(async |app| {
+        let account = app.funded_account("0").await;
+        let path = format!("/v1/accounts/{account}");
+        let no_key = app.request(Method::GET, &path, None, None).await;
+        assert_eq!(no_key.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(no_key.body["error"], "unauthorized");
+
+        assert_eq!(
+            app.get(&path, "not-a-key").await.status,
+            StatusCode::UNAUTHORIZED
+        );
+        let mut wrong_secret = app.admin.clone();
+        let last = wrong_secret.pop().expect("non-empty key");
+        wrong_secret.push(if last == '0' { '1' } else { '0' });
+        assert_eq!(
+            app.get(&path, &wrong_secret).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+
+        let issued = app
+            .post(
+                "/v1/admin/api-keys",
+                &app.admin,
+                json!({ "role": "support" }),
+            )
+            .await;
+        let (support, support_id) = (
+            issued.body["token"].as_str().expect("token"),
+            issued.body["id"].as_str().expect("id"),
+        );
+        assert_eq!(app.get(&path, support).await.status, StatusCode::OK);
+        let revoked = app
+            .request(
+                Method::DELETE,
+                &format!("/v1/admin/api-keys/{support_id}"),
+                Some(&app.admin),
+                None,
+            )
+            .await;
+        assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.body);
+        assert!(revoked.body["revoked_at"].is_string());
+        assert_eq!(
+            app.get(&path, support).await.status,
+            StatusCode::UNAUTHORIZED,
+            "revocation is immediate"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_customer_key_sees_only_its_own_account() {
+    each_backend(async |app| {
+        let own = app.funded_account("10").await;
+        let other = app.funded_account("10").await;
+        let customer = app.key("customer", Some(&own)).await;
+
+        assert_eq!(
+            app.get(&format!("/v1/accounts/{own}"), &customer)
+                .await
+                .status,
+            StatusCode::OK
+        );
+        for suffix in ["", "/ledger", "/usage"] {
+            let answer = app
+                .get(&format!("/v1/accounts/{other}{suffix}"), &customer)
+                .await;
+            assert_eq!(answer.status, StatusCode::NOT_FOUND, "{suffix}");
+            assert_eq!(answer.body["error"], "not_found");
+        }
+        let debit = app.debit(&customer, &other, "req-1", 30).await;
+        assert_eq!(
+            debit.status,
+            StatusCode::FORBIDDEN,
+            "customers cannot debit at all"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn roles_are_enforced_on_every_route() {
+    each_backend(async |app| {
+        let account = app.funded_account("10").await;
+        let customer = app.key("customer", Some(&account)).await;
+        let service = app.key("service", None).await;
+        let support = app.key("support", None).await;
+
+        for (key, method, path, body) in [
+            (&customer, Method::POST, "/v1/admin/accounts".to_owned(), Some(json!({ "email": "a@b.co", "name": "x" }))),
+            (&customer, Method::GET, "/v1/admin/audit".to_owned(), None),
+            (&customer, Method::POST, format!("/v1/admin/accounts/{account}/adjustments"), Some(json!({ "credits": 5, "reason": "x" }))),
+            (&customer, Method::POST, "/v1/admin/api-keys".to_owned(), Some(json!({ "role": "admin" }))),
+            (&support, Method::POST, "/v1/admin/api-keys".to_owned(), Some(json!({ "role": "admin" }))),
+            (&support, Method::POST, "/v1/admin/accounts".to_owned(), Some(json!({ "email": "a@b.co", "name": "x" }))),
+            (&service, Method::GET, format!("/v1/accounts/{account}"), None),
+            (&service, Method::GET, "/v1/admin/audit".to_owned(), None),
+            (&support, Method::POST, "/v1/usage".to_owned(), Some(json!({ "account_id": account, "request_id": "r", "usage": { "service": "voice_clone" } }))),
+        ] {
+            let answer = app.request(method.clone(), &path, Some(key), body).await;
+            assert_eq!(answer.status, StatusCode::FORBIDDEN, "{method} {path}: {}", answer.body);
+            assert_eq!(answer.body["error"], "forbidden");
+        }
+        assert_eq!(app.balance(&account).await, crate::helpers::dec("10"));
+    })
+    .await;
+}

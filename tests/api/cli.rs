@@ -1,0 +1,170 @@
+//! The `topupd` binary: verify, migrate, keys, configuration errors and shutdown.
+
+use std::{process::Stdio, time::Duration};
+
+use reqwest::StatusCode;
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    net::TcpStream,
+};
+use topupd::db::Db;
+
+use crate::helpers::{Backend, TestDatabase, backends, each_backend};
+
+#[tokio::test]
+async fn verify_names_each_account_whose_balance_disagrees_with_its_ledger() {
+    each_backend(async |app| {
+        let good = app.funded_account("50").await;
+        let bad = app.funded_account("50").await;
+        let clean = app.cli(&["verify"]).await;
+        assert!(clean.status.success());
+        assert!(
+            String::from_utf8_lossy(&clean.stdout).contains("2 accounts checked, 0 mismatched")
+        );
+
+        // Corrupt one balance behind the ledger's back.
+        const TAMPER: &str = "UPDATE accounts SET balance = balance + 1 WHERE id = $1";
+        match &app.db {
+            Db::Sqlite(pool) => sqlx::query(TAMPER).bind(&bad).execute(pool).await.map(drop),
+            Db::Postgres(pool) => sqlx::query(TAMPER).bind(&bad).execute(pool).await.map(drop),
+        }
+        .expect("tamper with the balance");
+
+        let dirty = app.cli(&["verify"]).await;
+        let stdout = String::from_utf8_lossy(&dirty.stdout);
+        assert_eq!(dirty.status.code(), Some(1), "{stdout}");
+        assert!(stdout.contains(&bad), "{stdout}");
+        assert!(!stdout.contains(&good), "{stdout}");
+        assert!(stdout.contains("1 mismatched"), "{stdout}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn keys_create_prints_a_key_that_works_at_once() {
+    each_backend(async |app| {
+        let output = app
+            .cli(&[
+                "keys",
+                "create",
+                "--role",
+                "admin",
+                "--label",
+                "first admin",
+            ])
+            .await;
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let key = String::from_utf8(output.stdout)
+            .expect("utf-8")
+            .trim()
+            .to_owned();
+        let audit = app.get("/v1/admin/audit", &key).await;
+        assert_eq!(audit.status, StatusCode::OK);
+        assert_eq!(audit.body["data"][0]["action"], "api_key.create");
+        assert_eq!(audit.body["data"][0]["actor_key_id"], "cli");
+
+        let refused = app.cli(&["keys", "create", "--role", "customer"]).await;
+        assert!(!refused.status.success());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn migrate_is_repeatable_and_configuration_errors_name_the_key() {
+    for backend in backends() {
+        let database = TestDatabase::create(backend).await;
+        for _ in 0..2 {
+            let migrated = tokio::process::Command::new(env!("CARGO_BIN_EXE_topupd"))
+                .arg("migrate")
+                .env("TOPUPD_DATABASE__URL", &database.url)
+                .output()
+                .await
+                .expect("run topupd");
+            assert!(
+                migrated.status.success(),
+                "{}",
+                String::from_utf8_lossy(&migrated.stderr)
+            );
+        }
+    }
+    let bad = tokio::process::Command::new(env!("CARGO_BIN_EXE_topupd"))
+        .arg("migrate")
+        .env("TOPUPD_DATABASE__URL", "mysql://nowhere")
+        .output()
+        .await
+        .expect("run topupd");
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("database.url"));
+}
+
+#[tokio::test]
+async fn sigterm_finishes_the_request_in_flight_and_exits_zero() {
+    let database = TestDatabase::create(Backend::Sqlite).await;
+    let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_topupd"))
+        .arg("serve")
+        .env("TOPUPD_DATABASE__URL", &database.url)
+        .env("TOPUPD_HTTP__LISTEN", "127.0.0.1:0")
+        .env("TOPUPD_LOG__FORMAT", "json")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start topupd serve");
+    let mut log = BufReader::new(server.stderr.take().expect("stderr")).lines();
+    let address = loop {
+        let line = log
+            .next_line()
+            .await
+            .expect("read log")
+            .expect("server logs before exiting");
+        let event: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
+        if let Some(address) = event["fields"]["address"].as_str() {
+            break address.to_owned();
+        }
+    };
+
+    // Half a request: the server has accepted it and waits for the rest of the body.
+    let body = r#"{"service":"voice_clone"}"#;
+    let mut stream = TcpStream::connect(&address).await.expect("connect");
+    let head = format!(
+        "POST /v1/estimate HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.expect("send head");
+    stream
+        .write_all(&body.as_bytes()[..5])
+        .await
+        .expect("send part of the body");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let pid = server.id().expect("running").to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    stream
+        .write_all(&body.as_bytes()[5..])
+        .await
+        .expect("send the rest");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .await
+        .expect("read response");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+
+    let status = tokio::time::timeout(Duration::from_secs(10), server.wait())
+        .await
+        .expect("exits within the grace period")
+        .expect("exit status");
+    assert!(status.success(), "{status}");
+    assert!(
+        TcpStream::connect(&address).await.is_err(),
+        "no longer accepting"
+    );
+}

@@ -1,0 +1,363 @@
+//! Starting the app against a fresh database, and talking to it over HTTP.
+
+use std::{str::FromStr, sync::Arc};
+
+use reqwest::{Method, StatusCode};
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+use sqlx::Connection;
+use tempfile::TempDir;
+use tokio::{sync::oneshot, task::JoinHandle};
+use topupd::{
+    app::{self, AppState},
+    clock::{Clock, ManualClock},
+    config::Config,
+    db::{Db, audit::Actor},
+    domain::api_key::Role,
+};
+
+/// 2026-01-01T00:00:00Z: tests start from a fixed instant and move time explicitly.
+pub const EPOCH_MS: i64 = 1_767_225_600_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// SQLite always; PostgreSQL as well when the suite is given a server.
+pub fn backends() -> Vec<Backend> {
+    let mut backends = vec![Backend::Sqlite];
+    if std::env::var("TOPUPD_TEST_POSTGRES_URL").is_ok() {
+        backends.push(Backend::Postgres);
+    }
+    backends
+}
+
+/// Runs `test` against a fresh app on every backend in turn.
+pub async fn each_backend(test: impl AsyncFn(&TestApp)) {
+    for backend in backends() {
+        let app = TestApp::spawn(backend).await;
+        test(&app).await;
+        app.stop().await;
+    }
+}
+
+/// A fresh, empty database of the given backend, and its URL.
+pub struct TestDatabase {
+    pub url: String,
+    _dir: TempDir,
+    postgres_name: Option<String>,
+}
+
+impl TestDatabase {
+    pub async fn create(backend: Backend) -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        match backend {
+            Backend::Sqlite => Self {
+                url: format!("sqlite://{}", dir.path().join("topupd.db").display()),
+                _dir: dir,
+                postgres_name: None,
+            },
+            Backend::Postgres => {
+                let name = format!("topupd_test_{}", uuid_suffix());
+                let mut admin = sqlx::PgConnection::connect(&postgres_admin_url())
+                    .await
+                    .expect("connect to TOPUPD_TEST_POSTGRES_URL");
+                sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+                    .execute(&mut admin)
+                    .await
+                    .expect("create test database");
+                Self {
+                    url: with_database(&postgres_admin_url(), &name),
+                    _dir: dir,
+                    postgres_name: Some(name),
+                }
+            }
+        }
+    }
+
+    async fn drop_database(&self) {
+        if let Some(name) = &self.postgres_name {
+            let mut admin = sqlx::PgConnection::connect(&postgres_admin_url())
+                .await
+                .expect("connect to TOPUPD_TEST_POSTGRES_URL");
+            sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                .execute(&mut admin)
+                .await
+                .expect("drop test database");
+        }
+    }
+}
+
+fn postgres_admin_url() -> String {
+    std::env::var("TOPUPD_TEST_POSTGRES_URL").expect("TOPUPD_TEST_POSTGRES_URL is set")
+}
+
+/// The same server URL with another database name.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let server = base
+        .rsplit_once('/')
+        .filter(|(server, _)| server.contains("://") && !server.ends_with('/'))
+        .map_or(base, |(server, _)| server);
+    match query {
+        Some(q) => format!("{server}/{name}?{q}"),
+        None => format!("{server}/{name}"),
+    }
+}
+
+fn uuid_suffix() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
+}
+
+/// The running app.
+pub struct TestApp {
+    pub backend: Backend,
+    pub base_url: String,
+    pub client: reqwest::Client,
+    pub db: Db,
+    /// A key with the admin role.
+    pub admin: String,
+    pub database: TestDatabase,
+    shutdown: oneshot::Sender<()>,
+    server: JoinHandle<anyhow::Result<()>>,
+}
+
+/// An HTTP answer: status, headers and JSON body (`Value::Null` when empty).
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> Self {
+        let database = TestDatabase::create(backend).await;
+        let mut config = Config::defaults();
+        config.database.url = database.url.clone().into();
+        let clock = ManualClock::starting_at(EPOCH_MS);
+        let state = AppState::build(config, Arc::new(clock.clone()))
+            .await
+            .expect("app builds");
+        let admin = state
+            .db
+            .issue_api_key(
+                Role::Admin,
+                None,
+                "test admin",
+                &Actor::cli(),
+                clock.now_ms(),
+            )
+            .await
+            .expect("issue admin key")
+            .expect("admin keys need no account")
+            .token;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a random port");
+        let base_url = format!("http://{}", listener.local_addr().expect("bound address"));
+        let db = state.db.clone();
+        let (shutdown, stop) = oneshot::channel::<()>();
+        let server = tokio::spawn(app::serve(state, listener, async {
+            let _ = stop.await;
+        }));
+        Self {
+            backend,
+            base_url,
+            client: reqwest::Client::new(),
+            db,
+            admin,
+            database,
+            shutdown,
+            server,
+        }
+    }
+
+    /// Stops the server, checks it exits cleanly, and drops the database.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(());
+        self.server
+            .await
+            .expect("server task joins")
+            .expect("server stops cleanly");
+        self.db.close().await;
+        self.database.drop_database().await;
+    }
+
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> Answer {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.base_url));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        answer(request.send().await.expect("request is answered")).await
+    }
+
+    /// Sends `body` as it is, with the given content type.
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        key: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> Answer {
+        let request = self
+            .client
+            .post(format!("{}{path}", self.base_url))
+            .bearer_auth(key)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body);
+        answer(request.send().await.expect("request is answered")).await
+    }
+
+    pub async fn get(&self, path: &str, key: &str) -> Answer {
+        self.request(Method::GET, path, Some(key), None).await
+    }
+
+    pub async fn post(&self, path: &str, key: &str, body: Value) -> Answer {
+        self.request(Method::POST, path, Some(key), Some(body))
+            .await
+    }
+
+    /// Creates an account funded with `credits` through a support adjustment.
+    pub async fn funded_account(&self, credits: &str) -> String {
+        let created = self
+            .post(
+                "/v1/admin/accounts",
+                &self.admin,
+                json!({ "email": "ada@example.com", "name": "Ada" }),
+            )
+            .await;
+        assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+        let id = created.body["id"].as_str().expect("account id").to_owned();
+        if dec(credits) != Decimal::ZERO {
+            let funded = self
+                .post(
+                    &format!("/v1/admin/accounts/{id}/adjustments"),
+                    &self.admin,
+                    json!({ "credits": number(credits), "reason": "test funding" }),
+                )
+                .await;
+            assert_eq!(funded.status, StatusCode::CREATED, "{}", funded.body);
+        }
+        id
+    }
+
+    pub async fn key(&self, role: &str, account_id: Option<&str>) -> String {
+        let issued = self
+            .post(
+                "/v1/admin/api-keys",
+                &self.admin,
+                json!({ "role": role, "account_id": account_id }),
+            )
+            .await;
+        assert_eq!(issued.status, StatusCode::CREATED, "{}", issued.body);
+        issued.body["token"].as_str().expect("token").to_owned()
+    }
+
+    pub async fn balance(&self, account_id: &str) -> Decimal {
+        let account = self
+            .get(&format!("/v1/accounts/{account_id}"), &self.admin)
+            .await;
+        assert_eq!(account.status, StatusCode::OK, "{}", account.body);
+        credits(&account.body["balance"])
+    }
+
+    /// Debits `seconds` of dubbing (10 credits per started minute) under `request_id`.
+    pub async fn debit(
+        &self,
+        service_key: &str,
+        account_id: &str,
+        request_id: &str,
+        seconds: u32,
+    ) -> Answer {
+        self.post(
+            "/v1/usage",
+            service_key,
+            usage_body(account_id, request_id, seconds),
+        )
+        .await
+    }
+
+    /// Everything an invalid request must leave untouched: the account, its ledger and
+    /// usage, and the audit log.
+    pub async fn snapshot(&self, account_id: &str) -> Value {
+        let mut parts = Vec::new();
+        for path in [
+            format!("/v1/accounts/{account_id}"),
+            format!("/v1/accounts/{account_id}/ledger?limit=200"),
+            format!("/v1/accounts/{account_id}/usage?limit=200"),
+            "/v1/admin/audit?limit=200".to_owned(),
+        ] {
+            parts.push(self.get(&path, &self.admin).await.body);
+        }
+        Value::Array(parts)
+    }
+
+    /// Runs the `topupd` binary against this app's database.
+    pub async fn cli(&self, args: &[&str]) -> std::process::Output {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_topupd"))
+            .args(args)
+            .env("TOPUPD_DATABASE__URL", &self.database.url)
+            .output()
+            .await
+            .expect("run topupd")
+    }
+}
+
+pub fn usage_body(account_id: &str, request_id: &str, seconds: u32) -> Value {
+    json!({
+        "account_id": account_id,
+        "request_id": request_id,
+        "usage": { "service": "dubbing", "duration_seconds": seconds },
+    })
+}
+
+async fn answer(response: reqwest::Response) -> Answer {
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.bytes().await.expect("response body");
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+            panic!(
+                "{status}: body is not JSON: {}",
+                String::from_utf8_lossy(&bytes)
+            )
+        })
+    };
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+pub fn dec(s: &str) -> Decimal {
+    Decimal::from_str(s).expect("decimal literal")
+}
+
+/// A JSON number with exactly these digits.
+pub fn number(s: &str) -> Value {
+    Value::Number(serde_json::Number::from_str(s).expect("number literal"))
+}
+
+/// A credit amount from a JSON number, exactly.
+pub fn credits(value: &Value) -> Decimal {
+    assert!(value.is_number(), "{value} is not a JSON number");
+    dec(&value.to_string())
+}

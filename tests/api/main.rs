@@ -1,0 +1,9 @@
+//! The integration suite: the real server on a random port, a fresh database per test,
+//! on SQLite and, when TOPUPD_TEST_POSTGRES_URL is set, on PostgreSQL too.
+
+mod accounts;
+mod auth;
+mod cli;
+mod helpers;
+mod usage;
+mod validation;

@@ -1,0 +1,252 @@
+//! Debits, their idempotency, 402s and refunds.
+
+use reqwest::StatusCode;
+use serde_json::json;
+use tokio::task::JoinSet;
+
+use crate::helpers::{TestApp, credits, dec, each_backend, usage_body};
+
+async fn concurrently(
+    app: &TestApp,
+    key: &str,
+    bodies: Vec<serde_json::Value>,
+) -> Vec<(StatusCode, serde_json::Value)> {
+    let mut tasks = JoinSet::new();
+    for body in bodies {
+        let (client, url, key) = (
+            app.client.clone(),
+            format!("{}/v1/usage", app.base_url),
+            key.to_owned(),
+        );
+        tasks.spawn(async move {
+            let response = client
+                .post(url)
+                .bearer_auth(key)
+                .json(&body)
+                .send()
+                .await
+                .expect("answered");
+            let status = response.status();
+            (
+                status,
+                response
+                    .json::<serde_json::Value>()
+                    .await
+                    .expect("JSON body"),
+            )
+        });
+    }
+    tasks.join_all().await
+}
+
+#[tokio::test]
+async fn concurrent_debits_succeed_exactly_as_far_as_the_balance_goes() {
+    each_backend(async |app| {
+        // 325 credits affords 32 debits of 10.
+        let account = app.funded_account("325").await;
+        let service = app.key("service", None).await;
+        let bodies = (0..64)
+            .map(|i| usage_body(&account, &format!("req-{i}"), 30))
+            .collect();
+        let answers = concurrently(app, &service, bodies).await;
+
+        let created = answers
+            .iter()
+            .filter(|(s, _)| *s == StatusCode::CREATED)
+            .count();
+        let refused: Vec<_> = answers
+            .iter()
+            .filter(|(s, _)| *s == StatusCode::PAYMENT_REQUIRED)
+            .collect();
+        assert_eq!(created, 32, "{:?}: {answers:?}", app.backend);
+        assert_eq!(refused.len(), 32);
+        for (_, body) in refused {
+            assert_eq!(body["error"], "insufficient_credits");
+            assert_eq!(credits(&body["required"]), dec("10"));
+            assert!(credits(&body["available"]) < dec("10"), "{body}");
+        }
+        assert_eq!(app.balance(&account).await, dec("5"));
+
+        let ledger = app
+            .get(
+                &format!("/v1/accounts/{account}/ledger?limit=200"),
+                &app.admin,
+            )
+            .await;
+        let entries = ledger.body["data"].as_array().expect("entries");
+        assert_eq!(entries.len(), 33, "one funding entry and 32 debits");
+        assert!(
+            entries
+                .iter()
+                .all(|e| credits(&e["balance_after"]) >= dec("0"))
+        );
+
+        let verify = app.cli(&["verify"]).await;
+        assert!(
+            verify.status.success(),
+            "{}",
+            String::from_utf8_lossy(&verify.stdout)
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_repeated_request_id_debits_once_even_when_sent_concurrently() {
+    each_backend(async |app| {
+        let account = app.funded_account("100").await;
+        let service = app.key("service", None).await;
+
+        let first = app.debit(&service, &account, "req-1", 30).await;
+        assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+        assert!(first.headers.get("idempotent-replayed").is_none());
+        let again = app.debit(&service, &account, "req-1", 30).await;
+        assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+        assert_eq!(again.headers["idempotent-replayed"], "true");
+        assert_eq!(again.body, first.body, "a replay returns the first result");
+        assert_eq!(app.balance(&account).await, dec("90"));
+
+        let bodies = (0..16).map(|_| usage_body(&account, "req-2", 30)).collect();
+        let answers = concurrently(app, &service, bodies).await;
+        let created: Vec<_> = answers.iter().filter(|(s, _)| *s == StatusCode::CREATED).collect();
+        assert_eq!(created.len(), 1, "{:?}: {answers:?}", app.backend);
+        let id = &created[0].1["id"];
+        assert!(answers.iter().all(|(s, b)| (*s == StatusCode::CREATED || *s == StatusCode::OK) && &b["id"] == id));
+        assert_eq!(app.balance(&account).await, dec("80"));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_request_id_reused_for_other_usage_is_a_conflict_and_changes_nothing() {
+    each_backend(async |app| {
+        let account = app.funded_account("100").await;
+        let service = app.key("service", None).await;
+        assert_eq!(
+            app.debit(&service, &account, "req-1", 30).await.status,
+            StatusCode::CREATED
+        );
+        let before = app.snapshot(&account).await;
+        let reused = app.debit(&service, &account, "req-1", 90).await;
+        assert_eq!(reused.status, StatusCode::CONFLICT, "{}", reused.body);
+        assert_eq!(reused.body["error"], "conflict");
+        assert_eq!(app.snapshot(&account).await, before);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_short_balance_answers_402_with_required_and_available_and_changes_nothing() {
+    each_backend(async |app| {
+        let account = app.funded_account("15.5").await;
+        let service = app.key("service", None).await;
+        let before = app.snapshot(&account).await;
+        let short = app.debit(&service, &account, "req-1", 90).await;
+        assert_eq!(short.status, StatusCode::PAYMENT_REQUIRED);
+        assert_eq!(short.body["error"], "insufficient_credits");
+        assert_eq!(credits(&short.body["required"]), dec("20"));
+        assert_eq!(credits(&short.body["available"]), dec("15.5"));
+        assert!(
+            short.body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("20"))
+        );
+        assert_eq!(app.snapshot(&account).await, before);
+        // Nothing was recorded, so the same request id may be tried again once funded.
+        assert_eq!(
+            app.debit(&service, &account, "req-1", 30).await.status,
+            StatusCode::CREATED
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_refund_restores_the_credits_once() {
+    each_backend(async |app| {
+        let account = app.funded_account("100").await;
+        let service = app.key("service", None).await;
+        let usage = app.debit(&service, &account, "req-1", 30).await;
+        let id = usage.body["id"].as_str().expect("usage id");
+        assert_eq!(app.balance(&account).await, dec("90"));
+
+        let refund = app
+            .post(&format!("/v1/usage/{id}/refund"), &service, json!(null))
+            .await;
+        assert_eq!(refund.status, StatusCode::OK, "{}", refund.body);
+        assert_eq!(credits(&refund.body["refund"]["amount"]), dec("10"));
+        assert!(refund.body["usage"]["refunded_at"].is_string());
+        assert_eq!(app.balance(&account).await, dec("100"));
+
+        let mut tasks = JoinSet::new();
+        for _ in 0..8 {
+            let (client, url, key) = (
+                app.client.clone(),
+                format!("{}/v1/usage/{id}/refund", app.base_url),
+                service.clone(),
+            );
+            tasks.spawn(async move {
+                let response = client
+                    .post(url)
+                    .bearer_auth(key)
+                    .send()
+                    .await
+                    .expect("answered");
+                (
+                    response.status(),
+                    response.json::<serde_json::Value>().await.expect("JSON"),
+                )
+            });
+        }
+        for (status, body) in tasks.join_all().await {
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(
+                body["refund"]["id"], refund.body["refund"]["id"],
+                "the first refund is returned"
+            );
+        }
+        assert_eq!(app.balance(&account).await, dec("100"));
+
+        let missing = app
+            .post("/v1/usage/use_nope/refund", &service, json!(null))
+            .await;
+        assert_eq!(missing.status, StatusCode::NOT_FOUND);
+        let verify = app.cli(&["verify"]).await;
+        assert!(verify.status.success());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_support_refund_is_audited() {
+    each_backend(async |app| {
+        let account = app.funded_account("100").await;
+        let service = app.key("service", None).await;
+        let support = app.key("support", None).await;
+        let usage = app.debit(&service, &account, "req-1", 30).await;
+        let id = usage.body["id"].as_str().expect("usage id");
+        let refund = app
+            .post(&format!("/v1/usage/{id}/refund"), &support, json!(null))
+            .await;
+        assert_eq!(refund.status, StatusCode::OK);
+        let audit = app
+            .get(&format!("/v1/admin/audit?account_id={account}"), &support)
+            .await;
+        let newest = &audit.body["data"][0];
+        assert_eq!(newest["action"], "usage.refund");
+        assert_eq!(newest["actor_role"], "support");
+        assert_eq!(newest["detail"]["usage_id"], id);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn usage_for_an_unknown_account_is_404() {
+    each_backend(async |app| {
+        let service = app.key("service", None).await;
+        let answer = app.debit(&service, "acct_nope", "req-1", 30).await;
+        assert_eq!(answer.status, StatusCode::NOT_FOUND);
+        assert_eq!(answer.body["error"], "not_found");
+    })
+    .await;
+}
