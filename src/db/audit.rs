@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::{Db, DbError, Page, PageRequest, impl_for_connections, with_pool};
+use super::{Db, DbError, Page, PageRequest, Paged, impl_for_connections};
 use crate::clock::Millis;
 
 /// Who acted: an API key, or the command line on the server itself.
@@ -46,6 +46,12 @@ pub(crate) trait AuditWrites {
     ) -> Result<(), sqlx::Error>;
 }
 
+impl Paged for AuditEntry {
+    fn page_key(&self) -> i64 {
+        self.id
+    }
+}
+
 impl_for_connections!(AuditWrites {
     async fn audit(
         &mut self,
@@ -81,14 +87,6 @@ impl Db {
         const SQL: &str = "SELECT id, actor_key_id, actor_role, action, account_id, detail, created_at \
                            FROM audit_log WHERE ($1 IS NULL OR account_id = $1) AND id < $2 \
                            ORDER BY id DESC LIMIT $3";
-        let rows: Vec<AuditEntry> = with_pool!(self, |pool| {
-            sqlx::query_as(SQL)
-                .bind(account_id)
-                .bind(page.before())
-                .bind(page.fetch_limit())
-                .fetch_all(pool)
-                .await?
-        });
-        Ok(page.finish(rows, |e| e.id))
+        self.page(SQL, account_id, page).await
     }
 }

@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use super::{
-    BeginWrite, Db, DbError, Page, PageRequest,
+    BeginWrite, Db, DbError, Page, PageRequest, Paged,
     audit::{Actor, AuditWrites},
     impl_for_connections, new_id, with_pool,
 };
@@ -43,6 +43,12 @@ pub struct LedgerEntry {
     pub balance_after: i64,
     pub description: String,
     pub created_at: Millis,
+}
+
+impl Paged for LedgerEntry {
+    fn page_key(&self) -> i64 {
+        self.id
+    }
 }
 
 /// A balance change to post.
@@ -148,15 +154,7 @@ impl Db {
             "SELECT {ENTRY_COLUMNS} FROM ledger_entries \
              WHERE account_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
         );
-        let rows: Vec<LedgerEntry> = with_pool!(self, |pool| {
-            sqlx::query_as(&sql)
-                .bind(account_id)
-                .bind(page.before())
-                .bind(page.fetch_limit())
-                .fetch_all(pool)
-                .await?
-        });
-        Ok(page.finish(rows, |e| e.id))
+        self.page(&sql, Some(account_id), page).await
     }
 
     /// A support adjustment: posts `amount` with the reason and audits it, in one

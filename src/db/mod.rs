@@ -15,8 +15,10 @@ use secrecy::ExposeSecret;
 use sqlx::{
     PgPool, Postgres, Sqlite, SqlitePool, Transaction,
     migrate::Migrator,
-    postgres::PgPoolOptions,
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+    postgres::{PgPoolOptions, PgRow},
+    sqlite::{
+        SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+    },
 };
 
 use crate::config::DatabaseConfig;
@@ -106,17 +108,24 @@ impl PageRequest {
     }
 
     /// Cuts the extra row and returns the cursor of the next page, if any.
-    fn finish<T>(&self, mut rows: Vec<T>, id: impl Fn(&T) -> i64) -> Page<T> {
+    fn finish<T: Paged>(&self, mut rows: Vec<T>) -> Page<T> {
         let limit = self.limit as usize;
         let next_before = (rows.len() > limit).then(|| {
             rows.truncate(limit);
-            rows.last().map(&id)
+            rows.last().map(Paged::page_key)
         });
         Page {
             items: rows,
             next_before: next_before.flatten(),
         }
     }
+}
+
+/// A row of a paged listing, ordered by an integer key.
+pub(crate) trait Paged:
+    Send + Unpin + for<'r> sqlx::FromRow<'r, SqliteRow> + for<'r> sqlx::FromRow<'r, PgRow>
+{
+    fn page_key(&self) -> i64;
 }
 
 #[derive(Debug, Clone)]
@@ -127,6 +136,25 @@ pub struct Page<T> {
 }
 
 impl Db {
+    /// One page of a newest-first listing. `sql` binds the filter as `$1` (may be NULL),
+    /// the exclusive upper key as `$2` and the row limit as `$3`.
+    pub(crate) async fn page<T: Paged>(
+        &self,
+        sql: &str,
+        filter: Option<&str>,
+        page: PageRequest,
+    ) -> Result<Page<T>, DbError> {
+        let rows: Vec<T> = with_pool!(self, |pool| {
+            sqlx::query_as(sql)
+                .bind(filter)
+                .bind(page.before())
+                .bind(page.fetch_limit())
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(page.finish(rows))
+    }
+
     pub async fn connect(config: &DatabaseConfig) -> Result<Self, DbError> {
         let url = config.database_url();
         if url.starts_with("sqlite:") {

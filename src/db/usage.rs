@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use super::{
-    BeginWrite, Db, DbError, Page, PageRequest,
+    BeginWrite, Db, DbError, Page, PageRequest, Paged,
     audit::{Actor, AuditWrites},
     impl_for_connections, is_unique_violation,
     ledger::{EntryKind, LedgerEntry, LedgerWrites, PostRefusal, Posting},
@@ -27,6 +27,12 @@ pub struct UsageRecord {
     pub cost: i64,
     pub created_at: Millis,
     pub refunded_at: Option<Millis>,
+}
+
+impl Paged for UsageRecord {
+    fn page_key(&self) -> i64 {
+        self.seq
+    }
 }
 
 /// Usage to debit.
@@ -251,14 +257,6 @@ impl Db {
             "SELECT {COLUMNS} FROM usage_events \
              WHERE account_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3"
         );
-        let rows: Vec<UsageRecord> = with_pool!(self, |pool| {
-            sqlx::query_as(&sql)
-                .bind(account_id)
-                .bind(page.before())
-                .bind(page.fetch_limit())
-                .fetch_all(pool)
-                .await?
-        });
-        Ok(page.finish(rows, |u| u.seq))
+        self.page(&sql, Some(account_id), page).await
     }
 }
