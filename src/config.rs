@@ -2,17 +2,21 @@
 //! then an optional TOML file, then `TOPUPD_*` environment variables. Validated once at
 //! start; every error names the key at fault.
 
-use std::{net::SocketAddr, path::Path};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
 
 use figment::{
     Figment,
     providers::{Env, Format, Toml},
 };
+use lettre::message::Mailbox;
 use rust_decimal::Decimal;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use crate::domain::credits::Millicredits;
+use crate::{domain::credits::Millicredits, notices::templates::Letterhead};
 
 const DEFAULTS: &str = include_str!("../deploy/config.example.toml");
 const ENV_PREFIX: &str = "TOPUPD_";
@@ -27,6 +31,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub database: DatabaseConfig,
     pub pricing: PricingConfig,
+    pub email: EmailConfig,
     pub log: LogConfig,
 }
 
@@ -53,6 +58,71 @@ pub struct DatabaseConfig {
 pub struct PricingConfig {
     /// Catalogue file; empty for the built-in one.
     pub catalogue: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailConfig {
+    pub transport: EmailTransport,
+    pub folder: PathBuf,
+    pub from: String,
+    pub product_name: String,
+    pub billing_url: String,
+    pub support_email: String,
+    pub poll_interval_ms: u64,
+    pub batch_size: u32,
+    pub lease_secs: u64,
+    pub retry_base_secs: u64,
+    pub retry_max_secs: u64,
+    pub max_attempts: u32,
+    pub smtp: SmtpConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmailTransport {
+    Smtp,
+    File,
+    Log,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: u16,
+    pub tls: SmtpTls,
+    pub username: String,
+    pub password: SecretString,
+    pub timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpTls {
+    None,
+    Starttls,
+    Tls,
+}
+
+impl EmailConfig {
+    /// The sender as a mailbox; validated at load.
+    pub fn from_mailbox(&self) -> Mailbox {
+        self.from.parse().expect("email.from was validated at load")
+    }
+
+    /// The domain of the sender, which also names Message-IDs.
+    pub fn message_id_domain(&self) -> String {
+        self.from_mailbox().email.domain().to_owned()
+    }
+
+    pub fn letterhead(&self) -> Letterhead {
+        Letterhead {
+            product_name: self.product_name.clone(),
+            billing_url: self.billing_url.clone(),
+            support_email: self.support_email.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -146,6 +216,57 @@ impl Config {
         }
         if self.database.max_connections == 0 {
             return invalid("database.max_connections", "must be at least 1");
+        }
+        self.validate_email()
+    }
+
+    fn validate_email(&self) -> Result<(), ConfigError> {
+        let invalid = |key, problem: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                problem: problem.to_owned(),
+            })
+        };
+        let email = &self.email;
+        if email.from.parse::<Mailbox>().is_err() {
+            return invalid(
+                "email.from",
+                "must be an address such as \"Billing <billing@example.com>\"",
+            );
+        }
+        if email.product_name.trim().is_empty() {
+            return invalid("email.product_name", "must not be empty");
+        }
+        if email.support_email.parse::<lettre::Address>().is_err() {
+            return invalid("email.support_email", "must be an email address");
+        }
+        if email.poll_interval_ms < 10 {
+            return invalid("email.poll_interval_ms", "must be at least 10");
+        }
+        if !(1..=1000).contains(&email.batch_size) {
+            return invalid("email.batch_size", "must be between 1 and 1000");
+        }
+        if email.retry_base_secs == 0 || email.retry_max_secs < email.retry_base_secs {
+            return invalid(
+                "email.retry_max_secs",
+                "retry_base_secs must be at least 1 and retry_max_secs at least retry_base_secs",
+            );
+        }
+        if email.max_attempts == 0 {
+            return invalid("email.max_attempts", "must be at least 1");
+        }
+        if email.smtp.timeout_secs == 0 {
+            return invalid("email.smtp.timeout_secs", "must be at least 1");
+        }
+        // A send is several SMTP commands, each bounded by the timeout.
+        if email.lease_secs <= email.smtp.timeout_secs * 4 {
+            return invalid(
+                "email.lease_secs",
+                "must be more than 4 times email.smtp.timeout_secs",
+            );
+        }
+        if email.transport == EmailTransport::Smtp && email.smtp.host.trim().is_empty() {
+            return invalid("email.smtp.host", "must be set for transport = \"smtp\"");
         }
         Ok(())
     }

@@ -7,4 +7,6 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod http;
+pub mod jobs;
+pub mod notices;
 pub mod telemetry;

@@ -7,6 +7,7 @@ pub mod accounts;
 pub mod audit;
 pub mod keys;
 pub mod ledger;
+pub mod notices;
 pub mod usage;
 
 use std::{str::FromStr, time::Duration};

@@ -66,6 +66,24 @@ impl std::fmt::Display for Millicredits {
 }
 
 /// In JSON, credits are plain numbers with at most three decimals (`1847.5`).
+impl Millicredits {
+    /// For people: `1,847.5`, grouped thousands and no trailing zeros.
+    pub fn to_display(self) -> String {
+        let credits = self.to_credits();
+        let sign = if credits.is_sign_negative() { "-" } else { "" };
+        let text = credits.abs().to_string();
+        let (whole, fraction) = text.split_once('.').unwrap_or((&text, ""));
+        let whole = whole
+            .parse::<u64>()
+            .map_or_else(|_| whole.to_owned(), super::money::group_thousands);
+        if fraction.is_empty() {
+            format!("{sign}{whole}")
+        } else {
+            format!("{sign}{whole}.{fraction}")
+        }
+    }
+}
+
 impl Serialize for Millicredits {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         Serialize::serialize(&self.to_credits(), serializer)
@@ -115,6 +133,14 @@ mod tests {
             Millicredits::ceil_from_credits(dec("5")),
             Ok(Millicredits(5000))
         );
+    }
+
+    #[test]
+    fn display_groups_thousands() {
+        assert_eq!(Millicredits(1_847_500).to_display(), "1,847.5");
+        assert_eq!(Millicredits(100_000_000).to_display(), "100,000");
+        assert_eq!(Millicredits(330).to_display(), "0.33");
+        assert_eq!(Millicredits(-12_000).to_display(), "-12");
     }
 
     #[test]

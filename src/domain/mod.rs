@@ -1,6 +1,8 @@
 //! Pure product logic: money units, the pricing catalogue, API keys and roles. No I/O.
 
 pub mod api_key;
+pub mod backoff;
 pub mod credits;
+pub mod money;
 pub mod pricing;
 pub mod validation;

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod notices;
 pub mod pagination;
 pub mod pricing;
 pub mod usage;
@@ -37,6 +38,7 @@ pub fn router(state: AppState) -> Router {
         .merge(accounts::router())
         .merge(usage::router())
         .merge(admin::router())
+        .merge(notices::router())
         .fallback(|| async { ApiError::NotFound("route") })
         .layer(DefaultBodyLimit::max(http.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(

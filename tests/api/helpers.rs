@@ -7,11 +7,12 @@ use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use sqlx::Connection;
 use tempfile::TempDir;
-use tokio::{sync::oneshot, task::JoinHandle};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use topupd::{
     app::{self, AppState},
     clock::{Clock, ManualClock},
-    config::Config,
+    config::{Config, EmailTransport},
     db::{Db, audit::Actor},
     domain::api_key::Role,
 };
@@ -41,6 +42,18 @@ pub async fn each_backend(test: impl AsyncFn(&TestApp)) {
         test(&app).await;
         app.stop().await;
     }
+}
+
+/// The configuration every test app starts from: the defaults, with email going to an
+/// SMTP server on `smtp_port` and a sender that only runs when a test asks it to.
+pub fn test_config(smtp_port: u16) -> Config {
+    let mut config = Config::defaults();
+    config.email.transport = EmailTransport::Smtp;
+    config.email.smtp.host = "127.0.0.1".into();
+    config.email.smtp.port = smtp_port;
+    config.email.smtp.timeout_secs = 5;
+    config.email.poll_interval_ms = 3_600_000;
+    config
 }
 
 /// A fresh, empty database of the given backend, and its URL.
@@ -119,10 +132,12 @@ pub struct TestApp {
     pub base_url: String,
     pub client: reqwest::Client,
     pub db: Db,
+    pub clock: ManualClock,
+    pub config: Config,
     /// A key with the admin role.
     pub admin: String,
     pub database: TestDatabase,
-    shutdown: oneshot::Sender<()>,
+    shutdown: CancellationToken,
     server: JoinHandle<anyhow::Result<()>>,
 }
 
@@ -135,40 +150,75 @@ pub struct Answer {
 
 impl TestApp {
     pub async fn spawn(backend: Backend) -> Self {
+        Self::spawn_with(backend, test_config(unused_port())).await
+    }
+
+    pub async fn spawn_with(backend: Backend, config: Config) -> Self {
         let database = TestDatabase::create(backend).await;
-        let mut config = Config::defaults();
-        config.database.url = database.url.clone().into();
         let clock = ManualClock::starting_at(EPOCH_MS);
-        let state = AppState::build(config, Arc::new(clock.clone()))
+        Self::start(backend, database, config, clock, None).await
+    }
+
+    /// Stops this app and starts a new one on the same database, clock and key.
+    pub async fn restart(mut self) -> Self {
+        self.halt().await;
+        Self::start(
+            self.backend,
+            self.database,
+            self.config,
+            self.clock,
+            Some(self.admin),
+        )
+        .await
+    }
+
+    async fn start(
+        backend: Backend,
+        database: TestDatabase,
+        mut config: Config,
+        clock: ManualClock,
+        admin: Option<String>,
+    ) -> Self {
+        config.database.url = database.url.clone().into();
+        let state = AppState::build(config.clone(), Arc::new(clock.clone()))
             .await
             .expect("app builds");
-        let admin = state
-            .db
-            .issue_api_key(
-                Role::Admin,
-                None,
-                "test admin",
-                &Actor::cli(),
-                clock.now_ms(),
-            )
-            .await
-            .expect("issue admin key")
-            .expect("admin keys need no account")
-            .token;
+        let admin = match admin {
+            Some(admin) => admin,
+            None => {
+                state
+                    .db
+                    .issue_api_key(
+                        Role::Admin,
+                        None,
+                        "test admin",
+                        &Actor::cli(),
+                        clock.now_ms(),
+                    )
+                    .await
+                    .expect("issue admin key")
+                    .expect("admin keys need no account")
+                    .token
+            }
+        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind a random port");
         let base_url = format!("http://{}", listener.local_addr().expect("bound address"));
         let db = state.db.clone();
-        let (shutdown, stop) = oneshot::channel::<()>();
-        let server = tokio::spawn(app::serve(state, listener, async {
-            let _ = stop.await;
-        }));
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(app::serve(
+            state,
+            listener,
+            shutdown.clone().cancelled_owned(),
+        ));
         Self {
             backend,
             base_url,
             client: reqwest::Client::new(),
             db,
+            clock,
+            config,
             admin,
             database,
             shutdown,
@@ -177,14 +227,18 @@ impl TestApp {
     }
 
     /// Stops the server, checks it exits cleanly, and drops the database.
-    pub async fn stop(self) {
-        let _ = self.shutdown.send(());
-        self.server
+    pub async fn stop(mut self) {
+        self.halt().await;
+        self.database.drop_database().await;
+    }
+
+    async fn halt(&mut self) {
+        self.shutdown.cancel();
+        (&mut self.server)
             .await
             .expect("server task joins")
             .expect("server stops cleanly");
         self.db.close().await;
-        self.database.drop_database().await;
     }
 
     pub async fn request(
@@ -234,11 +288,15 @@ impl TestApp {
 
     /// Creates an account funded with `credits` through a support adjustment.
     pub async fn funded_account(&self, credits: &str) -> String {
+        self.account_with_email("ada@example.com", credits).await
+    }
+
+    pub async fn account_with_email(&self, email: &str, credits: &str) -> String {
         let created = self
             .post(
                 "/v1/admin/accounts",
                 &self.admin,
-                json!({ "email": "ada@example.com", "name": "Ada" }),
+                json!({ "email": email, "name": "Ada" }),
             )
             .await;
         assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
@@ -316,6 +374,14 @@ impl TestApp {
             .await
             .expect("run topupd")
     }
+}
+
+/// A loopback port nothing listens on (yet).
+pub fn unused_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
 }
 
 pub fn usage_body(account_id: &str, request_id: &str, seconds: u32) -> Value {

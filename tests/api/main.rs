@@ -5,5 +5,7 @@ mod accounts;
 mod auth;
 mod cli;
 mod helpers;
+mod notices;
+mod smtp;
 mod usage;
 mod validation;

@@ -1,0 +1,316 @@
+//! The notice outbox. Rows are inserted by the transaction that causes them and claimed by
+//! senders under a lease, so several replicas never send the same notice at once.
+
+use serde_json::json;
+
+use super::{
+    BeginWrite, Db, DbError, Page, PageRequest, Paged,
+    audit::{Actor, AuditWrites},
+    impl_for_connections, with_pool,
+};
+use crate::clock::Millis;
+
+/// Where a notice stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoticeState {
+    /// Waiting for its next attempt.
+    Pending,
+    /// Claimed by a sender under a lease.
+    Sending,
+    Sent,
+    /// Rejected permanently or out of attempts; support may requeue it.
+    Failed,
+}
+
+impl NoticeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Sending => "sending",
+            Self::Sent => "sent",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Pending, Self::Sending, Self::Sent, Self::Failed]
+            .into_iter()
+            .find(|state| state.as_str() == s)
+    }
+}
+
+/// A rendered notice to queue.
+#[derive(Debug, Clone)]
+pub struct NewNotice {
+    pub id: String,
+    pub cause: String,
+    pub kind: &'static str,
+    pub account_id: String,
+    pub recipient: String,
+    pub subject: String,
+    pub text_body: String,
+    pub html_body: String,
+    pub message_id: String,
+    pub at: Millis,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct NoticeRow {
+    pub seq: i64,
+    pub id: String,
+    pub cause: String,
+    pub kind: String,
+    pub account_id: String,
+    pub recipient: String,
+    pub subject: String,
+    pub text_body: String,
+    pub html_body: String,
+    pub message_id: String,
+    pub state: String,
+    pub attempts: i64,
+    pub next_attempt_at: Millis,
+    pub last_error: Option<String>,
+    pub created_at: Millis,
+    pub sent_at: Option<Millis>,
+    pub failed_at: Option<Millis>,
+}
+
+impl Paged for NoticeRow {
+    fn page_key(&self) -> i64 {
+        self.seq
+    }
+}
+
+const COLUMNS: &str = "seq, id, cause, kind, account_id, recipient, subject, text_body, \
+                       html_body, message_id, state, attempts, next_attempt_at, last_error, \
+                       created_at, sent_at, failed_at";
+
+/// Queuing a notice inside the transaction of the change that causes it.
+#[allow(async_fn_in_trait)]
+pub trait NoticeWrites {
+    /// Queues the notice unless one with the same cause exists; true if queued.
+    async fn queue_notice(&mut self, notice: &NewNotice) -> Result<bool, sqlx::Error>;
+}
+
+impl_for_connections!(NoticeWrites {
+    async fn queue_notice(&mut self, notice: &NewNotice) -> Result<bool, sqlx::Error> {
+        let inserted = sqlx::query(
+            "INSERT INTO notices (id, cause, kind, account_id, recipient, subject, text_body, \
+             html_body, message_id, state, next_attempt_at, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10, $10) \
+             ON CONFLICT (cause) DO NOTHING",
+        )
+        .bind(&notice.id)
+        .bind(&notice.cause)
+        .bind(notice.kind)
+        .bind(&notice.account_id)
+        .bind(&notice.recipient)
+        .bind(&notice.subject)
+        .bind(&notice.text_body)
+        .bind(&notice.html_body)
+        .bind(&notice.message_id)
+        .bind(notice.at)
+        .execute(&mut *self)
+        .await?;
+        Ok(inserted.rows_affected() == 1)
+    }
+});
+
+/// Requeuing a failed notice.
+#[derive(Debug)]
+pub enum RequeueOutcome {
+    Requeued(NoticeRow),
+    /// Only failed notices can be requeued; this one is in another state.
+    NotFailed(NoticeRow),
+    NotFound,
+}
+
+/// Due: pending and past its next attempt, or claimed under a lease that has expired
+/// (its sender died). Repeated in the UPDATE so PostgreSQL re-checks it after a lock wait.
+const DUE: &str = "((state = 'pending' AND next_attempt_at <= $3) \
+                   OR (state = 'sending' AND lease_expires_at <= $3))";
+
+impl Db {
+    /// Claims up to `limit` due notices for `owner` until `lease_until`.
+    pub async fn claim_notices(
+        &self,
+        owner: &str,
+        now: Millis,
+        lease_until: Millis,
+        limit: u32,
+    ) -> Result<Vec<NoticeRow>, DbError> {
+        // SKIP LOCKED lets replicas take different rows instead of queueing on the same
+        // ones; correctness comes from the re-checked condition.
+        let lock = match self {
+            Self::Sqlite(_) => "",
+            Self::Postgres(_) => "FOR UPDATE SKIP LOCKED",
+        };
+        let sql = format!(
+            "UPDATE notices SET state = 'sending', lease_owner = $1, lease_expires_at = $2, \
+             attempts = attempts + 1 \
+             WHERE id IN (SELECT id FROM notices WHERE {DUE} ORDER BY next_attempt_at LIMIT $4 {lock}) \
+             AND {DUE} RETURNING {COLUMNS}"
+        );
+        let mut rows: Vec<NoticeRow> = with_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let rows = sqlx::query_as(&sql)
+                .bind(owner)
+                .bind(lease_until)
+                .bind(now)
+                .bind(i64::from(limit))
+                .fetch_all(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            rows
+        });
+        rows.sort_by_key(|n| (n.next_attempt_at, n.seq));
+        Ok(rows)
+    }
+
+    /// Records delivery; false if the lease was lost to another sender meanwhile.
+    pub async fn mark_notice_sent(
+        &self,
+        id: &str,
+        owner: &str,
+        at: Millis,
+    ) -> Result<bool, DbError> {
+        self.settle_notice("state = 'sent', sent_at = $1", id, owner, at, None)
+            .await
+    }
+
+    /// Puts the notice back to wait for another attempt at `next_attempt_at`.
+    pub async fn retry_notice(
+        &self,
+        id: &str,
+        owner: &str,
+        next_attempt_at: Millis,
+        error: &str,
+    ) -> Result<bool, DbError> {
+        self.settle_notice(
+            "state = 'pending', next_attempt_at = $1",
+            id,
+            owner,
+            next_attempt_at,
+            Some(error),
+        )
+        .await
+    }
+
+    /// Gives up on the notice: it shows in support's failed list.
+    pub async fn fail_notice(
+        &self,
+        id: &str,
+        owner: &str,
+        at: Millis,
+        error: &str,
+    ) -> Result<bool, DbError> {
+        self.settle_notice(
+            "state = 'failed', failed_at = $1",
+            id,
+            owner,
+            at,
+            Some(error),
+        )
+        .await
+    }
+
+    /// Returns a claimed notice that was never attempted, as if it had not been claimed.
+    pub async fn release_notice(&self, id: &str, owner: &str, at: Millis) -> Result<bool, DbError> {
+        self.settle_notice(
+            "state = 'pending', attempts = attempts - 1, next_attempt_at = $1",
+            id,
+            owner,
+            at,
+            None,
+        )
+        .await
+    }
+
+    /// Ends a claim, fenced by the lease: `set` uses `$1`, a time; `error`, if any, becomes
+    /// the last error (an earlier one is kept as history otherwise).
+    async fn settle_notice(
+        &self,
+        set: &str,
+        id: &str,
+        owner: &str,
+        at: Millis,
+        error: Option<&str>,
+    ) -> Result<bool, DbError> {
+        let sql = format!(
+            "UPDATE notices SET {set}, last_error = COALESCE($4, last_error), \
+             lease_owner = NULL, lease_expires_at = NULL \
+             WHERE id = $2 AND lease_owner = $3 AND state = 'sending'"
+        );
+        let done = with_pool!(self, |pool| {
+            sqlx::query(&sql)
+                .bind(at)
+                .bind(id)
+                .bind(owner)
+                .bind(error)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(done == 1)
+    }
+
+    pub async fn notice(&self, id: &str) -> Result<Option<NoticeRow>, DbError> {
+        let sql = format!("SELECT {COLUMNS} FROM notices WHERE id = $1");
+        Ok(with_pool!(self, |pool| {
+            sqlx::query_as(&sql).bind(id).fetch_optional(pool).await?
+        }))
+    }
+
+    /// Notices, newest first, optionally in one state.
+    pub async fn notices(
+        &self,
+        state: Option<NoticeState>,
+        page: PageRequest,
+    ) -> Result<Page<NoticeRow>, DbError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM notices WHERE ($1 IS NULL OR state = $1) AND seq < $2 \
+             ORDER BY seq DESC LIMIT $3"
+        );
+        self.page(&sql, state.map(NoticeState::as_str), page).await
+    }
+
+    /// Sends a failed notice again from a fresh attempt count; audited.
+    pub async fn requeue_notice(
+        &self,
+        id: &str,
+        actor: &Actor,
+        at: Millis,
+    ) -> Result<RequeueOutcome, DbError> {
+        let requeue = format!(
+            "UPDATE notices SET state = 'pending', attempts = 0, next_attempt_at = $1, failed_at = NULL \
+             WHERE id = $2 AND state = 'failed' RETURNING {COLUMNS}"
+        );
+        let current = format!("SELECT {COLUMNS} FROM notices WHERE id = $1");
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let requeued: Option<NoticeRow> = sqlx::query_as(&requeue)
+                .bind(at)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(notice) = requeued else {
+                let current: Option<NoticeRow> = sqlx::query_as(&current)
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                return Ok(current.map_or(RequeueOutcome::NotFound, RequeueOutcome::NotFailed));
+            };
+            let detail = json!({ "notice_id": notice.id, "kind": notice.kind, "last_error": notice.last_error });
+            tx.audit(
+                actor,
+                "notice.requeue",
+                Some(&notice.account_id),
+                detail,
+                at,
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(RequeueOutcome::Requeued(notice))
+        })
+    }
+}

@@ -1,0 +1,444 @@
+//! The words of each notice, as plain text and HTML. Rendered once, when the notice is
+//! queued, so a resend is byte-for-byte the same message.
+
+use super::{
+    AuthenticationRequest, Notice, PaymentFailure, Receipt, ResumedBy, Resumption, Trigger,
+};
+use crate::clock::Millis;
+
+/// What every notice says about who sends it and where to act.
+#[derive(Debug, Clone)]
+pub struct Letterhead {
+    pub product_name: String,
+    /// Where customers manage their payment methods; omitted from notices when empty.
+    pub billing_url: String,
+    pub support_email: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+/// A notice body as paragraphs; each paragraph is text with optional links.
+struct Letter {
+    subject: String,
+    paragraphs: Vec<Paragraph>,
+}
+
+enum Paragraph {
+    Text(String),
+    /// A labelled list of facts, such as a receipt's lines.
+    Facts(Vec<(&'static str, String)>),
+    /// A call to action with its link.
+    Link {
+        label: String,
+        url: String,
+    },
+}
+
+pub fn render(notice: &Notice, name: &str, head: &Letterhead) -> Rendered {
+    let letter = match notice {
+        Notice::TopupReceipt(r) => receipt(r, head),
+        Notice::PaymentFailed(f) => payment_failed(f, head),
+        Notice::AuthenticationRequired(a) => authentication_required(a, head),
+        Notice::AutoTopupResumed(r) => resumed(r, head),
+    };
+    Rendered {
+        text: text(&letter, name, head),
+        html: html(&letter, name, head),
+        subject: letter.subject,
+    }
+}
+
+fn receipt(r: &Receipt, head: &Letterhead) -> Letter {
+    let (subject, opening) = match r.trigger {
+        Trigger::Automatic => (
+            format!("Receipt: your {} balance was topped up automatically", head.product_name),
+            "Your balance fell below your auto top-up threshold, so we charged your saved card to bring it back up to your target.".to_owned(),
+        ),
+        Trigger::Manual => (
+            format!("Receipt for your {} credit purchase", head.product_name),
+            "Thank you for your purchase. The credits are in your account and ready to use.".to_owned(),
+        ),
+    };
+    Letter {
+        subject,
+        paragraphs: vec![
+            Paragraph::Text(opening),
+            Paragraph::Facts(vec![
+                ("Credits added", r.credits.to_display()),
+                ("Amount charged", r.amount.to_string()),
+                (
+                    "New balance",
+                    format!("{} credits", r.new_balance.to_display()),
+                ),
+                ("Transaction", r.transaction_id.clone()),
+                ("Date", long_date(r.at)),
+            ]),
+            Paragraph::Text("Keep this email for your records.".to_owned()),
+        ],
+    }
+}
+
+fn payment_failed(f: &PaymentFailure, head: &Letterhead) -> Letter {
+    let mut paragraphs = vec![
+        Paragraph::Text(format!(
+            "We could not charge {} for {} credits on {}.",
+            f.amount,
+            f.credits.to_display(),
+            long_date(f.at)
+        )),
+        Paragraph::Text(format!("Why: {}", decline_reason(&f.decline_code))),
+    ];
+    if f.trigger == Trigger::Automatic {
+        paragraphs.push(Paragraph::Text(
+            "Automatic top-ups are paused so that we do not try the same card again. Your current credits keep working until they run out.".to_owned(),
+        ));
+    }
+    paragraphs.push(Paragraph::Text(format!(
+        "To fix it, {} Then retry the payment; automatic top-ups resume as soon as a payment goes through.",
+        decline_remedy(&f.decline_code)
+    )));
+    push_billing_link(&mut paragraphs, head, "Update your payment method");
+    Letter {
+        subject: format!(
+            "Action needed: your {} payment did not go through",
+            head.product_name
+        ),
+        paragraphs,
+    }
+}
+
+fn authentication_required(a: &AuthenticationRequest, head: &Letterhead) -> Letter {
+    Letter {
+        subject: format!("Action needed: confirm your {} payment", head.product_name),
+        paragraphs: vec![
+            Paragraph::Text(format!(
+                "Your bank asks you to confirm a payment of {} for {} credits (3-D Secure).",
+                a.amount,
+                a.credits.to_display()
+            )),
+            Paragraph::Link {
+                label: "Confirm the payment".to_owned(),
+                url: a.link.clone(),
+            },
+            Paragraph::Text(
+                "Automatic top-ups are paused until you complete this step. Once the payment is confirmed, the credits are added and automatic top-ups resume.".to_owned(),
+            ),
+        ],
+    }
+}
+
+fn resumed(r: &Resumption, head: &Letterhead) -> Letter {
+    let why = match r.by {
+        ResumedBy::Payment => "Your payment went through",
+        ResumedBy::Support => "Our support team has resumed them for you",
+    };
+    Letter {
+        subject: format!(
+            "Automatic top-ups are back on for your {} account",
+            head.product_name
+        ),
+        paragraphs: vec![Paragraph::Text(format!(
+            "{why}, so automatic top-ups are active again as of {}. When your balance falls below your threshold, we will top it up to your target with your saved card.",
+            long_date(r.at)
+        ))],
+    }
+}
+
+fn push_billing_link(paragraphs: &mut Vec<Paragraph>, head: &Letterhead, label: &str) {
+    if !head.billing_url.is_empty() {
+        paragraphs.push(Paragraph::Link {
+            label: label.to_owned(),
+            url: head.billing_url.clone(),
+        });
+    }
+}
+
+/// The decline code in plain words.
+pub fn decline_reason(code: &str) -> String {
+    let reason = match code {
+        "insufficient_funds" => "the card does not have enough funds.",
+        "expired_card" => "the card has expired.",
+        "fraudulent" | "stolen_card" | "lost_card" | "pickup_card" => {
+            "the bank declined the payment as a precaution."
+        }
+        "incorrect_cvc" | "invalid_cvc" => "the card's security code was not accepted.",
+        "card_velocity_exceeded" | "withdrawal_count_limit_exceeded" => {
+            "the card has reached a spending limit set by the bank."
+        }
+        "authentication_failed" => "the payment was not confirmed with your bank (3-D Secure).",
+        "no_payment_method" => "there is no saved card on your account.",
+        "processing_error" => "the bank could not process the payment.",
+        "generic_decline" | "do_not_honor" | "card_declined" => {
+            "the bank declined the payment without giving a reason."
+        }
+        _ => return format!("the bank declined the payment (code {code})."),
+    };
+    reason.to_owned()
+}
+
+/// What the customer can do about it.
+fn decline_remedy(code: &str) -> &'static str {
+    match code {
+        "insufficient_funds" => "add funds to the card or use another card.",
+        "expired_card" => "add a card that has not expired and make it your default.",
+        "no_payment_method" => "add a card and make it your default.",
+        "authentication_failed" => {
+            "retry the payment and complete the confirmation your bank asks for, or use another card."
+        }
+        "incorrect_cvc" | "invalid_cvc" => "re-enter the card details or use another card.",
+        _ => "contact your bank or add another card and make it your default.",
+    }
+}
+
+fn long_date(ms: Millis) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).map_or_else(
+        || ms.to_string(),
+        |t| t.format("%-d %B %Y, %H:%M UTC").to_string(),
+    )
+}
+
+fn text(letter: &Letter, name: &str, head: &Letterhead) -> String {
+    let mut out = format!("Hello {name},\n\n");
+    for paragraph in &letter.paragraphs {
+        match paragraph {
+            Paragraph::Text(t) => out.push_str(t),
+            Paragraph::Facts(facts) => {
+                let width = facts.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+                let lines: Vec<String> = facts
+                    .iter()
+                    .map(|(k, v)| format!("  {k:<width$}  {v}"))
+                    .collect();
+                out.push_str(&lines.join("\n"));
+            }
+            Paragraph::Link { label, url } => out.push_str(&format!("{label}: {url}")),
+        }
+        out.push_str("\n\n");
+    }
+    out.push_str(&signature(head));
+    out.push('\n');
+    out
+}
+
+fn html(letter: &Letter, name: &str, head: &Letterhead) -> String {
+    let mut body = format!("<p>Hello {},</p>\n", escape(name));
+    for paragraph in &letter.paragraphs {
+        match paragraph {
+            Paragraph::Text(t) => body.push_str(&format!("<p>{}</p>\n", escape(t))),
+            Paragraph::Facts(facts) => {
+                body.push_str("<table cellpadding=\"4\" style=\"border-collapse:collapse\">\n");
+                for (k, v) in facts {
+                    body.push_str(&format!(
+                        "<tr><th align=\"left\">{}</th><td>{}</td></tr>\n",
+                        escape(k),
+                        escape(v)
+                    ));
+                }
+                body.push_str("</table>\n");
+            }
+            Paragraph::Link { label, url } => body.push_str(&format!(
+                "<p><a href=\"{}\" style=\"font-weight:bold\">{}</a></p>\n",
+                escape(url),
+                escape(label)
+            )),
+        }
+    }
+    body.push_str(&format!(
+        "<p>{}</p>\n",
+        escape(&signature(head)).replace('\n', "<br>\n")
+    ));
+    format!(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{}</title></head>\n<body style=\"font-family:sans-serif;line-height:1.5\">\n{body}</body></html>\n",
+        escape(&letter.subject)
+    )
+}
+
+fn signature(head: &Letterhead) -> String {
+    format!(
+        "The {} team\nQuestions? Write to {}.",
+        head.product_name, head.support_email
+    )
+}
+
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{credits::Millicredits, money::Cents};
+
+    /// 2026-11-21T10:30:00Z
+    const AT: Millis = 1_795_257_000_000;
+
+    fn head() -> Letterhead {
+        Letterhead {
+            product_name: "Acme API".into(),
+            billing_url: "https://acme.example/billing".into(),
+            support_email: "support@acme.example".into(),
+        }
+    }
+
+    fn both(r: &Rendered) -> [&str; 2] {
+        [&r.text, &r.html]
+    }
+
+    #[test]
+    fn receipts_state_credits_amount_transaction_balance_and_date() {
+        for trigger in [Trigger::Automatic, Trigger::Manual] {
+            let r = render(
+                &Notice::TopupReceipt(Receipt {
+                    trigger,
+                    credits: Millicredits(9_153_000),
+                    amount: Cents(915_300),
+                    transaction_id: "pi_3Abc".into(),
+                    new_balance: Millicredits(10_000_500),
+                    at: AT,
+                }),
+                "Ada <Lovelace>",
+                &head(),
+            );
+            assert!(r.subject.starts_with("Receipt"));
+            for body in both(&r) {
+                for fact in [
+                    "9,153",
+                    "$9,153.00",
+                    "pi_3Abc",
+                    "10,000.5 credits",
+                    "21 November 2026, 10:30 UTC",
+                ] {
+                    assert!(
+                        body.contains(fact),
+                        "{trigger:?}: {fact} missing from {body}"
+                    );
+                }
+            }
+            assert!(
+                r.html.contains("Ada &lt;Lovelace&gt;"),
+                "names are escaped in HTML"
+            );
+            assert!(r.text.contains("Ada <Lovelace>"));
+        }
+    }
+
+    #[test]
+    fn payment_failed_explains_each_decline_and_how_to_fix_it() {
+        let cases = [
+            ("insufficient_funds", "enough funds"),
+            ("expired_card", "expired"),
+            ("generic_decline", "without giving a reason"),
+            ("fraudulent", "as a precaution"),
+            ("no_payment_method", "no saved card"),
+            ("authentication_failed", "not confirmed"),
+            ("something_new", "code something_new"),
+        ];
+        for (code, words) in cases {
+            let r = render(
+                &Notice::PaymentFailed(PaymentFailure {
+                    trigger: Trigger::Automatic,
+                    decline_code: code.into(),
+                    credits: Millicredits(5_000_000),
+                    amount: Cents(5_000),
+                    at: AT,
+                }),
+                "Ada",
+                &head(),
+            );
+            for body in both(&r) {
+                assert!(body.contains(words), "{code}: {body}");
+                assert!(body.contains("$50.00"));
+                assert!(body.contains("paused"));
+                assert!(body.contains("retry the payment") || body.contains("Then retry"));
+                assert!(body.contains("https://acme.example/billing"));
+            }
+        }
+        let manual = render(
+            &Notice::PaymentFailed(PaymentFailure {
+                trigger: Trigger::Manual,
+                decline_code: "expired_card".into(),
+                credits: Millicredits(500_000),
+                amount: Cents(500),
+                at: AT,
+            }),
+            "Ada",
+            &head(),
+        );
+        assert!(
+            !manual.text.contains("paused"),
+            "a manual purchase pauses nothing"
+        );
+    }
+
+    #[test]
+    fn authentication_required_carries_the_secure_link_and_says_auto_top_up_is_paused() {
+        let link = "https://hooks.stripe.com/3d_secure/abc?x=1&y=2";
+        let r = render(
+            &Notice::AuthenticationRequired(AuthenticationRequest {
+                link: link.into(),
+                credits: Millicredits(2_000_000),
+                amount: Cents(2_000),
+            }),
+            "Ada",
+            &head(),
+        );
+        assert!(r.text.contains(link));
+        assert!(
+            r.html
+                .contains("href=\"https://hooks.stripe.com/3d_secure/abc?x=1&amp;y=2\"")
+        );
+        for body in both(&r) {
+            assert!(body.contains("$20.00"));
+            assert!(body.contains("paused until you complete"));
+        }
+    }
+
+    #[test]
+    fn resumed_says_why() {
+        for (by, words) in [
+            (ResumedBy::Payment, "payment went through"),
+            (ResumedBy::Support, "support team"),
+        ] {
+            let r = render(
+                &Notice::AutoTopupResumed(Resumption { by, at: AT }),
+                "Ada",
+                &head(),
+            );
+            assert!(r.subject.contains("back on"));
+            for body in both(&r) {
+                assert!(body.contains(words));
+                assert!(body.contains("21 November 2026"));
+            }
+        }
+    }
+
+    #[test]
+    fn html_is_a_complete_document_and_text_has_no_markup() {
+        let r = render(
+            &Notice::AutoTopupResumed(Resumption {
+                by: ResumedBy::Support,
+                at: AT,
+            }),
+            "Ada",
+            &head(),
+        );
+        assert!(r.html.starts_with("<!DOCTYPE html>"));
+        assert!(r.html.trim_end().ends_with("</html>"));
+        assert!(!r.text.contains('<'));
+    }
+}

@@ -1,0 +1,432 @@
+//! The notice outbox and its sender, against a real SMTP server.
+
+use reqwest::{Method, StatusCode};
+use tokio_util::sync::CancellationToken;
+use topupd::{
+    db::{
+        Db,
+        notices::{NoticeState, NoticeWrites},
+    },
+    domain::{credits::Millicredits, money::Cents},
+    jobs::notice_sender::{NoticeSender, SendReport},
+    notices::{
+        self, AuthenticationRequest, Notice, PaymentFailure, Receipt, Recipient, ResumedBy,
+        Resumption, Trigger, mailer::Mailer,
+    },
+};
+
+use crate::{
+    helpers::{TestApp, backends, test_config},
+    smtp::SmtpSink,
+};
+
+fn receipt(transaction: &str) -> Notice {
+    Notice::TopupReceipt(Receipt {
+        trigger: Trigger::Automatic,
+        credits: Millicredits(9_000_000),
+        amount: Cents(9_000),
+        transaction_id: transaction.into(),
+        new_balance: Millicredits(10_000_000),
+        at: crate::helpers::EPOCH_MS,
+    })
+}
+
+impl TestApp {
+    /// Queues `notice` for the account in a transaction of its own, as a state change
+    /// would; false when the cause was already queued.
+    pub async fn queue(&self, cause: &str, account_id: &str, email: &str, notice: &Notice) -> bool {
+        let row = notices::compose(
+            cause.to_owned(),
+            Recipient {
+                account_id,
+                name: "Ada",
+                email,
+            },
+            notice,
+            &self.config.email,
+            topupd::clock::Clock::now_ms(&self.clock),
+        );
+        macro_rules! queue_in_transaction {
+            ($pool:expr) => {{
+                let mut tx = $pool.begin().await.expect("begin");
+                let queued = tx.queue_notice(&row).await.expect("queue notice");
+                tx.commit().await.expect("commit");
+                queued
+            }};
+        }
+        match &self.db {
+            Db::Sqlite(pool) => queue_in_transaction!(pool),
+            Db::Postgres(pool) => queue_in_transaction!(pool),
+        }
+    }
+
+    pub fn sender(&self) -> NoticeSender {
+        let mailer = Mailer::from_config(&self.config.email).expect("mailer");
+        NoticeSender::new(
+            self.db.clone(),
+            std::sync::Arc::new(mailer),
+            std::sync::Arc::new(self.clock.clone()),
+            std::sync::Arc::new(self.config.email.clone()),
+        )
+    }
+
+    pub async fn send_notices(&self) -> SendReport {
+        self.sender()
+            .run_once(&CancellationToken::new())
+            .await
+            .expect("sender round")
+    }
+
+    pub async fn notices_in(&self, state: &str) -> Vec<serde_json::Value> {
+        let answer = self
+            .get(
+                &format!("/v1/admin/notices?state={state}&limit=200"),
+                &self.admin,
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+        answer.body["data"].as_array().expect("data").clone()
+    }
+
+    /// Moves time past any retry delay or lease.
+    pub fn skip_hours(&self, hours: i64) {
+        self.clock.advance_ms(hours * 3_600_000);
+    }
+}
+
+#[tokio::test]
+async fn queued_notices_arrive_with_recipient_subject_both_parts_and_a_stable_message_id() {
+    for backend in backends() {
+        let smtp = SmtpSink::started().await;
+        let app = TestApp::spawn_with(backend, test_config(smtp.port)).await;
+        let account = app.account_with_email("ada@example.com", "0").await;
+        let kinds = [
+            receipt("pi_1"),
+            Notice::PaymentFailed(PaymentFailure {
+                trigger: Trigger::Automatic,
+                decline_code: "expired_card".into(),
+                credits: Millicredits(5_000_000),
+                amount: Cents(5_000),
+                at: crate::helpers::EPOCH_MS,
+            }),
+            Notice::AuthenticationRequired(AuthenticationRequest {
+                link: "https://pay.example/3ds/abc".into(),
+                credits: Millicredits(5_000_000),
+                amount: Cents(5_000),
+            }),
+            Notice::AutoTopupResumed(Resumption {
+                by: ResumedBy::Payment,
+                at: crate::helpers::EPOCH_MS,
+            }),
+        ];
+        for (i, notice) in kinds.iter().enumerate() {
+            assert!(
+                app.queue(&format!("test:{i}"), &account, "ada@example.com", notice)
+                    .await
+            );
+        }
+        let report = app.send_notices().await;
+        assert_eq!((report.claimed, report.sent), (4, 4), "{backend:?}");
+
+        let received = smtp.wait_for(4).await;
+        assert_eq!(received.len(), 4);
+        let sent = app.notices_in("sent").await;
+        for message in &received {
+            let notice = sent
+                .iter()
+                .find(|n| n["message_id"].as_str() == Some(&format!("<{}>", message.message_id)))
+                .unwrap_or_else(|| {
+                    panic!(
+                        "{backend:?}: no notice has Message-ID {}",
+                        message.message_id
+                    )
+                });
+            assert_eq!(message.to, "ada@example.com");
+            assert_eq!(notice["subject"], message.subject.as_str());
+            assert_eq!(message.content_type, "multipart/alternative");
+            assert!(message.text.contains("Hello Ada"), "{}", message.text);
+            assert!(
+                message.html.contains("<p>Hello Ada,</p>"),
+                "{}",
+                message.html
+            );
+            assert!(message.message_id.ends_with("@topupd.localhost"));
+        }
+        let link = received
+            .iter()
+            .find(|m| m.subject.contains("confirm"))
+            .expect("3-D Secure notice");
+        assert!(link.text.contains("https://pay.example/3ds/abc"));
+        assert!(app.notices_in("pending").await.is_empty());
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn notices_queued_while_smtp_is_down_all_arrive_exactly_once_when_it_is_back() {
+    for backend in backends() {
+        let mut smtp = SmtpSink::reserve();
+        let app = TestApp::spawn_with(backend, test_config(smtp.port)).await;
+        let account = app.account_with_email("ada@example.com", "0").await;
+        for i in 0..5 {
+            app.queue(
+                &format!("test:{i}"),
+                &account,
+                "ada@example.com",
+                &receipt(&format!("pi_{i}")),
+            )
+            .await;
+        }
+        for _ in 0..3 {
+            let report = app.send_notices().await;
+            assert_eq!(report.sent, 0, "{backend:?}");
+            app.skip_hours(2);
+        }
+        let waiting = app.notices_in("pending").await;
+        assert_eq!(waiting.len(), 5, "nothing lost while SMTP is down");
+        assert!(
+            waiting
+                .iter()
+                .all(|n| n["attempts"] == 3 && n["last_error"].is_string()),
+            "{waiting:?}"
+        );
+
+        smtp.start().await;
+        app.skip_hours(2);
+        let report = app.send_notices().await;
+        assert_eq!(report.sent, 5, "{backend:?}: {report:?}");
+        assert_eq!(app.send_notices().await.claimed, 0, "nothing left to send");
+
+        let received = smtp.wait_for(5).await;
+        assert_eq!(received.len(), 5, "each notice arrives once");
+        let mut ids: Vec<_> = received.iter().map(|m| m.message_id.clone()).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 5);
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_permanent_rejection_fails_after_one_try_and_support_can_requeue_it() {
+    for backend in backends() {
+        let smtp = SmtpSink::started().await;
+        let app = TestApp::spawn_with(backend, test_config(smtp.port)).await;
+        let rejected = app
+            .account_with_email("reject-permanent@example.com", "0")
+            .await;
+        let deferred = app
+            .account_with_email("reject-temporary@example.com", "0")
+            .await;
+        app.queue(
+            "test:permanent",
+            &rejected,
+            "reject-permanent@example.com",
+            &receipt("pi_1"),
+        )
+        .await;
+        app.queue(
+            "test:temporary",
+            &deferred,
+            "reject-temporary@example.com",
+            &receipt("pi_2"),
+        )
+        .await;
+
+        let report = app.send_notices().await;
+        assert_eq!(
+            (report.failed, report.retried),
+            (1, 1),
+            "{backend:?}: {report:?}"
+        );
+        app.skip_hours(24);
+        let report = app.send_notices().await;
+        assert_eq!(
+            (report.claimed, report.retried),
+            (1, 1),
+            "only the 4xx one is retried: {report:?}"
+        );
+
+        let failed = app.notices_in("failed").await;
+        assert_eq!(failed.len(), 1);
+        assert_eq!(failed[0]["attempts"], 1, "no retry loop on a 5xx");
+        assert!(
+            failed[0]["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("550")),
+            "{}",
+            failed[0]
+        );
+        assert_eq!(failed[0]["account_id"], rejected.as_str());
+        assert!(smtp.received().is_empty());
+
+        let support = app.key("support", None).await;
+        let id = failed[0]["id"].as_str().expect("id");
+        let pending_id = app.notices_in("pending").await[0]["id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+        let not_failed = app
+            .request(
+                Method::POST,
+                &format!("/v1/admin/notices/{pending_id}/requeue"),
+                Some(&support),
+                None,
+            )
+            .await;
+        assert_eq!(not_failed.status, StatusCode::CONFLICT);
+        let requeued = app
+            .request(
+                Method::POST,
+                &format!("/v1/admin/notices/{id}/requeue"),
+                Some(&support),
+                None,
+            )
+            .await;
+        assert_eq!(requeued.status, StatusCode::OK, "{}", requeued.body);
+        assert_eq!(requeued.body["state"], "pending");
+        assert_eq!(requeued.body["attempts"], 0);
+        let audit = app
+            .get(&format!("/v1/admin/audit?account_id={rejected}"), &support)
+            .await;
+        assert_eq!(audit.body["data"][0]["action"], "notice.requeue");
+        let bad = app.get("/v1/admin/notices?state=lost", &support).await;
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+        assert!(bad.body["fields"]["state"].is_string());
+        let customer = app.key("customer", Some(&rejected)).await;
+        assert_eq!(
+            app.get("/v1/admin/notices", &customer).await.status,
+            StatusCode::FORBIDDEN
+        );
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn queuing_the_same_cause_twice_sends_one_message() {
+    for backend in backends() {
+        let smtp = SmtpSink::started().await;
+        let app = TestApp::spawn_with(backend, test_config(smtp.port)).await;
+        let account = app.account_with_email("ada@example.com", "0").await;
+        assert!(
+            app.queue(
+                "attempt:1:succeeded",
+                &account,
+                "ada@example.com",
+                &receipt("pi_1")
+            )
+            .await
+        );
+        assert!(
+            !app.queue(
+                "attempt:1:succeeded",
+                &account,
+                "ada@example.com",
+                &receipt("pi_1")
+            )
+            .await
+        );
+        app.send_notices().await;
+        app.skip_hours(1);
+        app.send_notices().await;
+        assert_eq!(smtp.wait_for(1).await.len(), 1, "{backend:?}");
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_send_interrupted_before_it_is_recorded_is_resent_with_the_same_message_id() {
+    for backend in backends() {
+        let smtp = SmtpSink::started().await;
+        let app = TestApp::spawn_with(backend, test_config(smtp.port)).await;
+        let account = app.account_with_email("ada@example.com", "0").await;
+        app.queue("test:crash", &account, "ada@example.com", &receipt("pi_1"))
+            .await;
+
+        // A sender claims the notice and the SMTP server accepts it, then the sender dies
+        // before recording that: the claim is all that is left.
+        let now = topupd::clock::Clock::now_ms(&app.clock);
+        let claimed = app
+            .db
+            .claim_notices("dead-sender", now, now + 120_000, 10)
+            .await
+            .expect("claim");
+        assert_eq!(claimed.len(), 1);
+        Mailer::from_config(&app.config.email)
+            .expect("mailer")
+            .send(&claimed[0])
+            .await
+            .expect("accepted by SMTP");
+
+        assert_eq!(app.send_notices().await.claimed, 0, "the lease still holds");
+        app.clock.advance_ms(121_000);
+        assert_eq!(
+            app.send_notices().await.sent,
+            1,
+            "{backend:?}: resent after the lease"
+        );
+
+        let received = smtp.wait_for(2).await;
+        assert_eq!(received.len(), 2);
+        assert_eq!(
+            received[0], received[1],
+            "the resend is the same message, Message-ID included"
+        );
+        let sent = app.notices_in("sent").await;
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0]["attempts"], 2);
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn serve_delivers_in_the_background_and_a_restart_keeps_what_was_not_delivered() {
+    for backend in backends() {
+        let mut smtp = SmtpSink::reserve();
+        let mut config = test_config(smtp.port);
+        config.email.poll_interval_ms = 20;
+        let app = TestApp::spawn_with(backend, config).await;
+        let account = app.account_with_email("ada@example.com", "0").await;
+        for i in 0..3 {
+            app.queue(
+                &format!("test:{i}"),
+                &account,
+                "ada@example.com",
+                &receipt(&format!("pi_{i}")),
+            )
+            .await;
+        }
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        // Until every notice has been tried (and so waits for its retry).
+        while app
+            .notices_in("pending")
+            .await
+            .iter()
+            .filter(|n| n["attempts"] == 1)
+            .count()
+            < 3
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the background sender never tried"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+
+        let app = app.restart().await;
+        let kept = app.notices_in("pending").await;
+        assert_eq!(kept.len(), 3, "{backend:?}: shutdown loses nothing");
+        assert!(
+            app.notices_in(NoticeState::Sending.as_str())
+                .await
+                .is_empty(),
+            "no claim left behind"
+        );
+
+        smtp.start().await;
+        app.skip_hours(2);
+        let received = smtp.wait_for(3).await;
+        assert_eq!(received.len(), 3, "{backend:?}");
+        app.stop().await;
+    }
+}
