@@ -31,6 +31,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub database: DatabaseConfig,
     pub pricing: PricingConfig,
+    pub payments: PaymentsConfig,
     pub email: EmailConfig,
     pub log: LogConfig,
 }
@@ -58,6 +59,41 @@ pub struct DatabaseConfig {
 pub struct PricingConfig {
     /// Catalogue file; empty for the built-in one.
     pub catalogue: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentsConfig {
+    pub provider: ProviderKind,
+    pub base_url: String,
+    pub secret_key: SecretString,
+    pub webhook_secrets: Vec<SecretString>,
+    pub webhook_tolerance_secs: i64,
+    pub currency: String,
+    pub idempotency_prefix: String,
+    pub return_url: String,
+    pub connect_timeout_secs: u64,
+    pub request_timeout_secs: u64,
+    pub max_retries: u32,
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+    pub min_topup_cents: i64,
+    pub max_topup_cents: i64,
+    pub packages: Vec<i64>,
+    pub stub: StubConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    Stub,
+    Stripe,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StubConfig {
+    pub listen: SocketAddr,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -217,7 +253,55 @@ impl Config {
         if self.database.max_connections == 0 {
             return invalid("database.max_connections", "must be at least 1");
         }
+        self.validate_payments()?;
         self.validate_email()
+    }
+
+    fn validate_payments(&self) -> Result<(), ConfigError> {
+        let invalid = |key, problem: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                problem: problem.to_owned(),
+            })
+        };
+        let payments = &self.payments;
+        if payments.provider == ProviderKind::Stripe {
+            if !(payments.base_url.starts_with("https://") || payments.base_url.starts_with("http://")) {
+                return invalid("payments.base_url", "must be an http(s) URL");
+            }
+            if payments.secret_key.expose_secret().is_empty() {
+                return invalid("payments.secret_key", "is required for provider = \"stripe\"");
+            }
+            if payments.webhook_secrets.iter().all(|s| s.expose_secret().is_empty()) {
+                return invalid("payments.webhook_secrets", "at least one is required for provider = \"stripe\"");
+            }
+        }
+        if payments.webhook_tolerance_secs <= 0 {
+            return invalid("payments.webhook_tolerance_secs", "must be at least 1");
+        }
+        if payments.currency.len() != 3 || !payments.currency.bytes().all(|b| b.is_ascii_lowercase()) {
+            return invalid("payments.currency", "must be a lowercase ISO currency code such as usd");
+        }
+        if payments.idempotency_prefix.is_empty() || payments.idempotency_prefix.contains(char::is_whitespace) {
+            return invalid("payments.idempotency_prefix", "must be non-empty without spaces");
+        }
+        if payments.connect_timeout_secs == 0 || payments.request_timeout_secs == 0 {
+            return invalid("payments.request_timeout_secs", "timeouts must be at least 1 second");
+        }
+        if payments.retry_base_ms == 0 || payments.retry_max_ms < payments.retry_base_ms {
+            return invalid("payments.retry_max_ms", "retry_base_ms must be at least 1 and retry_max_ms at least retry_base_ms");
+        }
+        if payments.min_topup_cents < 1 || payments.max_topup_cents < payments.min_topup_cents {
+            return invalid("payments.max_topup_cents", "min_topup_cents must be at least 1 and max_topup_cents at least min_topup_cents");
+        }
+        let package_cents = |credits: i64| credits.checked_mul(self.credit_price_cents);
+        if payments.packages.iter().any(|&credits| {
+            credits <= 0
+                || package_cents(credits).is_none_or(|c| c < payments.min_topup_cents || c > payments.max_topup_cents)
+        }) {
+            return invalid("payments.packages", "each package must cost between min_topup_cents and max_topup_cents");
+        }
+        Ok(())
     }
 
     fn validate_email(&self) -> Result<(), ConfigError> {

@@ -9,4 +9,5 @@ pub mod domain;
 pub mod http;
 pub mod jobs;
 pub mod notices;
+pub mod payments;
 pub mod telemetry;

@@ -1,6 +1,7 @@
 //! Pure product logic: money units, the pricing catalogue, API keys and roles. No I/O.
 
 pub mod api_key;
+pub mod attempt;
 pub mod backoff;
 pub mod credits;
 pub mod money;

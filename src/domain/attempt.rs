@@ -1,0 +1,166 @@
+//! The life of one top-up attempt, as a forward-only state machine. Every writer (the
+//! charging flow, webhooks, polls, the reconciler) moves an attempt only forward, so
+//! duplicated or reordered news can never undo a settled outcome.
+
+/// Where an attempt stands. The non-terminal states before `RequiresAction` are written
+/// *before* the provider call they guard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AttemptState {
+    /// Claimed; nothing sent to the provider yet.
+    Claimed,
+    /// About to ask the provider to create the payment (no money moves on create).
+    Creating,
+    /// The provider's payment exists and its id is stored.
+    Created,
+    /// About to ask the provider to confirm, which moves the money.
+    Confirming,
+    /// The customer must authenticate (3-D Secure) before the payment can complete.
+    RequiresAction,
+    /// The provider accepted the payment and will report the outcome.
+    Processing,
+    Succeeded,
+    Failed,
+    Canceled,
+}
+
+impl AttemptState {
+    pub const ALL: [Self; 9] = [
+        Self::Claimed,
+        Self::Creating,
+        Self::Created,
+        Self::Confirming,
+        Self::RequiresAction,
+        Self::Processing,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Canceled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Claimed => "claimed",
+            Self::Creating => "creating",
+            Self::Created => "created",
+            Self::Confirming => "confirming",
+            Self::RequiresAction => "requires_action",
+            Self::Processing => "processing",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Canceled => "canceled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|state| state.as_str() == s)
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Canceled)
+    }
+
+    fn rank(self) -> u8 {
+        match self {
+            Self::Claimed => 0,
+            Self::Creating => 1,
+            Self::Created => 2,
+            Self::Confirming => 3,
+            Self::RequiresAction => 4,
+            Self::Processing => 5,
+            Self::Succeeded | Self::Failed | Self::Canceled => 6,
+        }
+    }
+
+    /// Whether the attempt may move from `self` to `next`: strictly forward, and never out
+    /// of a terminal state.
+    pub fn can_become(self, next: Self) -> bool {
+        !self.is_terminal() && next.rank() > self.rank()
+    }
+
+    /// The states from which `next` may be reached, for conditional updates.
+    pub fn predecessors(next: Self) -> Vec<Self> {
+        Self::ALL.into_iter().filter(|s| s.can_become(next)).collect()
+    }
+
+    /// The attempt state that a provider payment status stands for. Payments are always
+    /// created with a card, so `requires_payment_method` means a confirmation failed.
+    pub fn from_provider_status(status: &str) -> Option<Self> {
+        Some(match status {
+            "requires_confirmation" => Self::Created,
+            "requires_action" => Self::RequiresAction,
+            "processing" | "requires_capture" => Self::Processing,
+            "succeeded" => Self::Succeeded,
+            "requires_payment_method" => Self::Failed,
+            "canceled" => Self::Canceled,
+            _ => return None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn the_normal_paths_are_allowed() {
+        use AttemptState::*;
+        for path in [
+            &[Claimed, Creating, Created, Confirming, Succeeded][..],
+            &[Claimed, Creating, Created, Confirming, RequiresAction, Succeeded],
+            &[Claimed, Creating, Created, Confirming, RequiresAction, Failed],
+            &[Claimed, Creating, Created, Confirming, Processing, Failed],
+            &[Claimed, Creating, Failed],
+        ] {
+            for pair in path.windows(2) {
+                assert!(pair[0].can_become(pair[1]), "{:?} -> {:?}", pair[0], pair[1]);
+            }
+        }
+        assert!(!Processing.can_become(RequiresAction));
+        assert!(!Confirming.can_become(Created));
+        assert!(!Succeeded.can_become(Failed));
+        assert!(!Failed.can_become(Succeeded));
+        assert_eq!(AttemptState::predecessors(Claimed), vec![]);
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for state in AttemptState::ALL {
+            assert_eq!(AttemptState::parse(state.as_str()), Some(state));
+        }
+    }
+
+    /// A model of the ledger side: the settle step credits when, and only when, it moves an
+    /// attempt into `Succeeded`.
+    fn apply(state: &mut AttemptState, credits: &mut u32, next: AttemptState) {
+        if state.can_become(next) {
+            if next == AttemptState::Succeeded {
+                *credits += 1;
+            }
+            *state = next;
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_sequence_of_news_moves_forward_absorbs_and_credits_iff_succeeded(
+            news in proptest::collection::vec(proptest::sample::select(AttemptState::ALL.to_vec()), 0..40),
+        ) {
+            let mut state = AttemptState::Claimed;
+            let mut credits = 0;
+            let mut terminal_seen: Option<AttemptState> = None;
+            for next in news {
+                let before = state;
+                apply(&mut state, &mut credits, next);
+                prop_assert!(state == before || before.rank() < state.rank(), "{before:?} -> {state:?}");
+                if let Some(terminal) = terminal_seen {
+                    prop_assert_eq!(state, terminal, "terminal states absorb");
+                }
+                if state.is_terminal() {
+                    terminal_seen = Some(state);
+                }
+            }
+            prop_assert_eq!(credits == 1, state == AttemptState::Succeeded);
+            prop_assert!(credits <= 1);
+        }
+    }
+}

@@ -1,0 +1,408 @@
+//! The provider client: Stripe's API subset over HTTP, form-encoded, with idempotency keys.
+//!
+//! An ambiguous answer (timeout, connection error, 5xx, 409, 429, `Stripe-Should-Retry:
+//! true`) may mean the request took effect, so it is retried with the same key and, if it
+//! stays ambiguous, reported as [`ProviderError::Unknown`], never as a decline.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode, header::HeaderMap};
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
+
+use super::types::{Customer, ErrorEnvelope, List, PaymentIntent, PaymentMethod};
+use crate::{config::PaymentsConfig, domain::backoff::retry_delay};
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProviderError {
+    /// The card was declined (HTTP 402); `code` is the decline code when the bank gave one.
+    #[error("card declined: {code}")]
+    Declined {
+        code: String,
+        message: String,
+        payment_intent: Option<Box<PaymentIntent>>,
+    },
+    /// No definite answer after retries: the request may or may not have taken effect.
+    #[error("outcome unknown: {reason}")]
+    Unknown { reason: String },
+    /// The idempotency key was used before with other parameters: an earlier request for
+    /// the same purpose reached the provider.
+    #[error("idempotency key reused with other parameters: {message}")]
+    IdempotencyMismatch { message: String },
+    /// The object does not exist (HTTP 404).
+    #[error("not found: {message}")]
+    NotFound { message: String },
+    /// The request was refused as invalid (another 4xx).
+    #[error("rejected ({status}): {message}")]
+    Rejected {
+        status: u16,
+        code: Option<String>,
+        message: String,
+    },
+    /// The secret key was refused (HTTP 401 or 403): a configuration problem.
+    #[error("provider refused the API key: {message}")]
+    Unauthorized { message: String },
+}
+
+/// One try's result: definite, or worth retrying with the same key.
+enum Try<T> {
+    Done(Result<T, ProviderError>),
+    Ambiguous(String),
+}
+
+/// What a new payment charges.
+#[derive(Debug, Clone)]
+pub struct NewPayment<'a> {
+    pub amount_cents: i64,
+    pub currency: &'a str,
+    pub customer: &'a str,
+    pub payment_method: &'a str,
+    /// Written on the payment so it can be found again by listing, without our database.
+    pub metadata: Vec<(&'static str, String)>,
+    pub idempotency_key: &'a str,
+}
+
+/// How a confirmation runs.
+#[derive(Debug, Clone, Copy)]
+pub enum Presence<'a> {
+    /// The customer is not at hand (automatic top-ups).
+    OffSession,
+    /// The customer is at hand and may authenticate, coming back to `return_url`.
+    OnSession { return_url: &'a str },
+}
+
+pub struct ProviderClient {
+    http: reqwest::Client,
+    base_url: String,
+    secret_key: SecretString,
+    max_retries: u32,
+    retry_base: Duration,
+    retry_max: Duration,
+}
+
+impl ProviderClient {
+    pub fn new(config: &PaymentsConfig, base_url: &str) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(config.connect_timeout_secs))
+            .timeout(Duration::from_secs(config.request_timeout_secs))
+            .build()?;
+        Ok(Self {
+            http,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            secret_key: config.secret_key.clone(),
+            max_retries: config.max_retries,
+            retry_base: Duration::from_millis(config.retry_base_ms),
+            retry_max: Duration::from_millis(config.retry_max_ms),
+        })
+    }
+
+    pub async fn create_customer(
+        &self,
+        account_id: &str,
+        email: &str,
+        idempotency_key: &str,
+    ) -> Result<Customer, ProviderError> {
+        let form = vec![
+            ("email".to_owned(), email.to_owned()),
+            ("metadata[account_id]".to_owned(), account_id.to_owned()),
+        ];
+        self.send(Method::POST, "/v1/customers", form, Some(idempotency_key))
+            .await
+    }
+
+    pub async fn payment_method(&self, id: &str) -> Result<PaymentMethod, ProviderError> {
+        self.send(Method::GET, &format!("/v1/payment_methods/{id}"), vec![], None)
+            .await
+    }
+
+    /// Attaches a card to the customer; the answer's id is the one to charge from now on.
+    pub async fn attach_payment_method(
+        &self,
+        id: &str,
+        customer: &str,
+        idempotency_key: &str,
+    ) -> Result<PaymentMethod, ProviderError> {
+        let form = vec![("customer".to_owned(), customer.to_owned())];
+        self.send(
+            Method::POST,
+            &format!("/v1/payment_methods/{id}/attach"),
+            form,
+            Some(idempotency_key),
+        )
+        .await
+    }
+
+    pub async fn detach_payment_method(
+        &self,
+        id: &str,
+        idempotency_key: &str,
+    ) -> Result<PaymentMethod, ProviderError> {
+        self.send(
+            Method::POST,
+            &format!("/v1/payment_methods/{id}/detach"),
+            vec![],
+            Some(idempotency_key),
+        )
+        .await
+    }
+
+    /// Creates a payment without confirming it: no money moves yet.
+    pub async fn create_payment_intent(
+        &self,
+        payment: &NewPayment<'_>,
+    ) -> Result<PaymentIntent, ProviderError> {
+        let mut form = vec![
+            ("amount".to_owned(), payment.amount_cents.to_string()),
+            ("currency".to_owned(), payment.currency.to_owned()),
+            ("customer".to_owned(), payment.customer.to_owned()),
+            ("payment_method".to_owned(), payment.payment_method.to_owned()),
+            ("payment_method_types[]".to_owned(), "card".to_owned()),
+            ("confirm".to_owned(), "false".to_owned()),
+        ];
+        form.extend(
+            payment
+                .metadata
+                .iter()
+                .map(|(k, v)| (format!("metadata[{k}]"), v.clone())),
+        );
+        self.send(
+            Method::POST,
+            "/v1/payment_intents",
+            form,
+            Some(payment.idempotency_key),
+        )
+        .await
+    }
+
+    /// Confirms a created payment: this is what moves the money.
+    pub async fn confirm_payment_intent(
+        &self,
+        id: &str,
+        presence: Presence<'_>,
+        idempotency_key: &str,
+    ) -> Result<PaymentIntent, ProviderError> {
+        let form = match presence {
+            Presence::OffSession => vec![("off_session".to_owned(), "true".to_owned())],
+            Presence::OnSession { return_url } => {
+                vec![("return_url".to_owned(), return_url.to_owned())]
+            }
+        };
+        self.send(
+            Method::POST,
+            &format!("/v1/payment_intents/{id}/confirm"),
+            form,
+            Some(idempotency_key),
+        )
+        .await
+    }
+
+    pub async fn payment_intent(&self, id: &str) -> Result<PaymentIntent, ProviderError> {
+        self.send(Method::GET, &format!("/v1/payment_intents/{id}"), vec![], None)
+            .await
+    }
+
+    /// The customer's payments created at or after `created_gte` (Unix seconds), newest
+    /// first: how a payment is found again when its id was never stored.
+    pub async fn payment_intents_for_customer(
+        &self,
+        customer: &str,
+        created_gte: i64,
+    ) -> Result<Vec<PaymentIntent>, ProviderError> {
+        let query = vec![
+            ("customer".to_owned(), customer.to_owned()),
+            ("created[gte]".to_owned(), created_gte.to_string()),
+            ("limit".to_owned(), "100".to_owned()),
+        ];
+        let list: List<PaymentIntent> = self
+            .send(Method::GET, "/v1/payment_intents", query, None)
+            .await?;
+        Ok(list.data)
+    }
+
+    pub async fn cancel_payment_intent(
+        &self,
+        id: &str,
+        idempotency_key: &str,
+    ) -> Result<PaymentIntent, ProviderError> {
+        self.send(
+            Method::POST,
+            &format!("/v1/payment_intents/{id}/cancel"),
+            vec![],
+            Some(idempotency_key),
+        )
+        .await
+    }
+
+    /// Sends a request, retrying ambiguous answers with the same idempotency key.
+    async fn send<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        params: Vec<(String, String)>,
+        idempotency_key: Option<&str>,
+    ) -> Result<T, ProviderError> {
+        let mut retry = 0;
+        loop {
+            match self.try_once(&method, path, &params, idempotency_key).await {
+                Try::Done(result) => return result,
+                Try::Ambiguous(reason) if retry >= self.max_retries => {
+                    tracing::warn!(path, %reason, "provider outcome unknown after retries");
+                    return Err(ProviderError::Unknown { reason });
+                }
+                Try::Ambiguous(reason) => {
+                    retry += 1;
+                    let delay =
+                        retry_delay(retry, self.retry_base, self.retry_max, rand::random::<f64>());
+                    tracing::info!(path, %reason, retry, ?delay, "retrying provider call with the same key");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    async fn try_once<T: DeserializeOwned>(
+        &self,
+        method: &Method,
+        path: &str,
+        params: &[(String, String)],
+        idempotency_key: Option<&str>,
+    ) -> Try<T> {
+        let url = format!("{}{path}", self.base_url);
+        let mut request = self
+            .http
+            .request(method.clone(), url)
+            .bearer_auth(self.secret_key.expose_secret());
+        request = if *method == Method::GET {
+            request.query(params)
+        } else {
+            request.form(params)
+        };
+        if let Some(key) = idempotency_key {
+            request = request.header("Idempotency-Key", key);
+        }
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(e) => return Try::Ambiguous(transport_problem(&e)),
+        };
+        let status = response.status();
+        let should_retry = should_retry(response.headers());
+        let body = match response.bytes().await {
+            Ok(body) => body,
+            Err(e) => return Try::Ambiguous(transport_problem(&e)),
+        };
+        classify(status, should_retry, &body)
+    }
+}
+
+/// The provider's explicit retry advice, if it gave any.
+fn should_retry(headers: &HeaderMap) -> Option<bool> {
+    match headers.get("stripe-should-retry")?.to_str().ok()? {
+        "true" => Some(true),
+        "false" => Some(false),
+        _ => None,
+    }
+}
+
+fn transport_problem(error: &reqwest::Error) -> String {
+    if error.is_timeout() {
+        "request timed out".to_owned()
+    } else if error.is_connect() {
+        "could not connect".to_owned()
+    } else {
+        format!("connection failed: {error}")
+    }
+}
+
+/// Maps an answer to a result or to "ask again".
+fn classify<T: DeserializeOwned>(status: StatusCode, should_retry: Option<bool>, body: &[u8]) -> Try<T> {
+    if status.is_success() {
+        return match serde_json::from_slice(body) {
+            Ok(value) => Try::Done(Ok(value)),
+            // It worked, but we cannot tell what it did.
+            Err(e) => Try::Ambiguous(format!("unreadable success answer: {e}")),
+        };
+    }
+    let ambiguous_status = status.is_server_error()
+        || status == StatusCode::CONFLICT
+        || status == StatusCode::TOO_MANY_REQUESTS;
+    match should_retry {
+        Some(true) => return Try::Ambiguous(format!("provider asked for a retry ({status})")),
+        None if ambiguous_status => return Try::Ambiguous(format!("provider answered {status}")),
+        Some(false) | None => {}
+    }
+    let error = serde_json::from_slice::<ErrorEnvelope>(body).ok().map(|e| e.error);
+    let message = error
+        .as_ref()
+        .and_then(|e| e.message.clone())
+        .unwrap_or_else(|| format!("provider answered {status}"));
+    let result = match status {
+        StatusCode::PAYMENT_REQUIRED => {
+            let error = error.unwrap_or_else(|| super::types::ErrorBody {
+                kind: "card_error".into(),
+                code: None,
+                decline_code: None,
+                message: None,
+                payment_intent: None,
+            });
+            ProviderError::Declined {
+                code: error.most_specific_code().unwrap_or("card_declined").to_owned(),
+                message,
+                payment_intent: error.payment_intent,
+            }
+        }
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ProviderError::Unauthorized { message },
+        StatusCode::NOT_FOUND => ProviderError::NotFound { message },
+        _ if error.as_ref().is_some_and(|e| e.kind == "idempotency_error") => {
+            ProviderError::IdempotencyMismatch { message }
+        }
+        // The provider said not to retry something that would otherwise be ambiguous:
+        // still nothing definite is known about its effect.
+        _ if ambiguous_status => {
+            return Try::Done(Err(ProviderError::Unknown {
+                reason: format!("provider answered {status} and advised against retrying"),
+            }));
+        }
+        _ => ProviderError::Rejected {
+            status: status.as_u16(),
+            code: error.and_then(|e| e.code),
+            message,
+        },
+    };
+    Try::Done(Err(result))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(status: u16, should_retry: Option<bool>, body: &str) -> Result<Result<PaymentMethod, ProviderError>, String> {
+        match classify::<PaymentMethod>(StatusCode::from_u16(status).expect("status"), should_retry, body.as_bytes()) {
+            Try::Done(result) => Ok(result),
+            Try::Ambiguous(reason) => Err(reason),
+        }
+    }
+
+    #[test]
+    fn ambiguous_answers_are_retried_and_never_declines() {
+        for (status, advice) in [(500, None), (502, None), (503, None), (409, None), (429, None), (400, Some(true)), (402, Some(true))] {
+            assert!(outcome(status, advice, "{}").is_err(), "{status} {advice:?} should be retried");
+        }
+        assert!(outcome(200, None, "not json").is_err(), "an unreadable success is ambiguous");
+    }
+
+    #[test]
+    fn definite_answers_map_to_their_variant() {
+        let declined = r#"{"error":{"type":"card_error","code":"card_declined","decline_code":"insufficient_funds","message":"Your card has insufficient funds."}}"#;
+        assert!(matches!(outcome(402, None, declined), Ok(Err(ProviderError::Declined { code, .. })) if code == "insufficient_funds"));
+        let expired = r#"{"error":{"type":"card_error","code":"expired_card","message":"expired"}}"#;
+        assert!(matches!(outcome(402, None, expired), Ok(Err(ProviderError::Declined { code, .. })) if code == "expired_card"));
+        let mismatch = r#"{"error":{"type":"idempotency_error","message":"Keys for idempotent requests can only be used with the same parameters"}}"#;
+        assert!(matches!(outcome(400, None, mismatch), Ok(Err(ProviderError::IdempotencyMismatch { .. }))));
+        assert!(matches!(outcome(404, None, "{}"), Ok(Err(ProviderError::NotFound { .. }))));
+        assert!(matches!(outcome(401, None, "{}"), Ok(Err(ProviderError::Unauthorized { .. }))));
+        assert!(matches!(outcome(400, None, r#"{"error":{"type":"invalid_request_error","code":"parameter_missing"}}"#), Ok(Err(ProviderError::Rejected { status: 400, .. }))));
+        assert!(matches!(outcome(500, Some(false), "{}"), Ok(Err(ProviderError::Unknown { .. }))), "no retry, still not a decline");
+        let ok = r#"{"id":"pm_1","card":{"brand":"visa","last4":"4242","exp_month":12,"exp_year":2034}}"#;
+        assert!(matches!(outcome(200, None, ok), Ok(Ok(pm)) if pm.id == "pm_1"));
+    }
+}

@@ -1,0 +1,433 @@
+//! The stub provider: a small HTTP server speaking the same Stripe subset as the client,
+//! with Stripe's test cards, idempotency keys, a 3-D Secure page, signed webhooks retried
+//! until acknowledged, a list of every payment, and fault injection. Run on its own with
+//! `topupd stub-provider`, or in-process by the default configuration.
+
+pub mod world;
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use axum::{
+    Form, Json, Router,
+    extract::{Path, Query, State},
+    http::{HeaderMap, StatusCode},
+    response::{Html, IntoResponse, Response},
+    routing::{get, post},
+};
+use serde::Serialize;
+use serde_json::json;
+use tokio::{net::TcpListener, sync::Mutex};
+use tokio_util::sync::CancellationToken;
+
+use self::world::{Answer, Charge, FaultTarget, Faults, KeyUse, Outcome, World, error};
+use super::{signature, types::Event};
+use crate::clock::Clock;
+
+/// How long a delivery waits before its first retry; doubled up to [`MAX_RETRY_DELAY`].
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
+
+/// Where and how the stub sends webhooks.
+#[derive(Debug, Clone)]
+pub struct WebhookTarget {
+    pub url: String,
+    pub secret: String,
+}
+
+/// A running stub; dropping it does not stop it, cancelling its token does.
+#[derive(Clone)]
+pub struct Stub {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    world: Mutex<World>,
+    deliveries: Mutex<BTreeMap<String, Delivery>>,
+    clock: Arc<dyn Clock>,
+    public_url: String,
+    webhooks: Option<WebhookTarget>,
+    http: reqwest::Client,
+    cancel: CancellationToken,
+}
+
+/// How the delivery of one event went.
+#[derive(Debug, Clone, Serialize)]
+pub struct Delivery {
+    pub event_id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub object_id: Option<String>,
+    pub attempts: u32,
+    pub delivered: u32,
+    pub dropped: bool,
+}
+
+impl Stub {
+    /// Serves the stub on `listener` until `cancel` fires.
+    pub async fn start(
+        listener: TcpListener,
+        clock: Arc<dyn Clock>,
+        webhooks: Option<WebhookTarget>,
+        faults: Faults,
+        cancel: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let public_url = format!("http://{}", listener.local_addr()?);
+        let world = World::new(faults);
+        let stub = Self {
+            inner: Arc::new(Inner {
+                world: Mutex::new(world),
+                deliveries: Mutex::new(BTreeMap::new()),
+                clock,
+                public_url,
+                webhooks,
+                http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?,
+                cancel: cancel.clone(),
+            }),
+        };
+        let router = routes().with_state(stub.clone());
+        tokio::spawn(async move {
+            let served = axum::serve(listener, router)
+                .with_graceful_shutdown(cancel.cancelled_owned())
+                .await;
+            if let Err(error) = served {
+                tracing::error!(?error, "stub provider stopped");
+            }
+        });
+        Ok(stub)
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.inner.public_url
+    }
+
+    pub async fn set_faults(&self, faults: Faults) {
+        self.inner.world.lock().await.faults = faults;
+    }
+
+    pub async fn charges(&self) -> Vec<Charge> {
+        self.inner.world.lock().await.charges()
+    }
+
+    fn now(&self) -> i64 {
+        self.inner.clock.now_ms().div_euclid(1000)
+    }
+
+    /// Applies an operation under its idempotency key and the configured faults.
+    async fn mutate(
+        &self,
+        headers: &HeaderMap,
+        fingerprint: String,
+        target: FaultTarget,
+        op: impl FnOnce(&mut World, i64) -> Outcome,
+    ) -> Response {
+        let key = headers
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let latency = {
+            let mut world = self.inner.world.lock().await;
+            if let Some(key) = &key {
+                match world.keys.get(key) {
+                    Some(KeyUse::InFlight { fingerprint: f } | KeyUse::Done { fingerprint: f, .. })
+                        if *f != fingerprint =>
+                    {
+                        return answer(idempotency_error(
+                            StatusCode::BAD_REQUEST,
+                            "Keys for idempotent requests can only be used with the same parameters they were first used with.",
+                        ));
+                    }
+                    Some(KeyUse::InFlight { .. }) => {
+                        return answer(idempotency_error(
+                            StatusCode::CONFLICT,
+                            "There is currently another in-progress request using this idempotency key.",
+                        ));
+                    }
+                    Some(KeyUse::Done { .. }) => {}
+                    None => {
+                        world.keys.insert(key.clone(), KeyUse::InFlight { fingerprint: fingerprint.clone() });
+                    }
+                }
+            }
+            world.faults.latency_ms
+        };
+        if latency > 0 {
+            tokio::time::sleep(Duration::from_millis(latency)).await;
+        }
+
+        let mut world = self.inner.world.lock().await;
+        let hit = world.faults.target == FaultTarget::All || world.faults.target == target;
+        if hit && take(&mut world.faults.fail_before) {
+            if let Some(key) = &key
+                && matches!(world.keys.get(key), Some(KeyUse::InFlight { .. }))
+            {
+                world.keys.remove(key);
+            }
+            return answer(error(StatusCode::INTERNAL_SERVER_ERROR, "api_error", "injected_fault", "Injected failure before processing."));
+        }
+        let saved = key.as_ref().and_then(|k| match world.keys.get(k) {
+            Some(KeyUse::Done { answer, .. }) => Some(answer.clone()),
+            _ => None,
+        });
+        let (result, replayed) = match saved {
+            Some(saved) => (saved, true),
+            None => {
+                let now = self.now();
+                let outcome = op(&mut world, now);
+                if let Some(key) = &key {
+                    world.keys.insert(key.clone(), KeyUse::Done { fingerprint, answer: outcome.answer.clone() });
+                }
+                if let Some(event) = outcome.event {
+                    self.emit(&mut world, event);
+                }
+                (outcome.answer, false)
+            }
+        };
+        let fail_after = hit && take(&mut world.faults.fail_after);
+        let hang = (hit && take(&mut world.faults.hang_after)).then_some(world.faults.hang_ms);
+        drop(world);
+        if fail_after {
+            return answer(error(StatusCode::INTERNAL_SERVER_ERROR, "api_error", "injected_fault", "Injected failure after processing."));
+        }
+        if let Some(ms) = hang {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        let mut response = answer(result);
+        if replayed {
+            response.headers_mut().insert("idempotent-replayed", "true".parse().expect("static header value"));
+        }
+        response
+    }
+
+    async fn read(&self, op: impl FnOnce(&World) -> Answer) -> Response {
+        let latency = self.inner.world.lock().await.faults.latency_ms;
+        if latency > 0 {
+            tokio::time::sleep(Duration::from_millis(latency)).await;
+        }
+        answer(op(&*self.inner.world.lock().await))
+    }
+
+    /// Sends an event as the webhook faults say: dropped, twice, or once.
+    fn emit(&self, world: &mut World, event: Event) {
+        let dropped = take(&mut world.faults.drop_webhooks);
+        let copies = if take(&mut world.faults.duplicate_webhooks) { 2 } else { 1 };
+        self.dispatch(event, dropped, copies);
+    }
+
+    /// Queues an event for delivery in the background, unless dropped.
+    fn dispatch(&self, event: Event, dropped: bool, copies: u32) {
+        let Some(target) = self.inner.webhooks.clone() else {
+            return;
+        };
+        let stub = self.clone();
+        tokio::spawn(async move {
+            let delivery = Delivery {
+                event_id: event.id.clone(),
+                kind: event.kind.clone(),
+                object_id: event.data.object.get("id").and_then(|v| v.as_str()).map(str::to_owned),
+                attempts: 0,
+                delivered: 0,
+                dropped,
+            };
+            stub.inner.deliveries.lock().await.insert(event.id.clone(), delivery);
+            if dropped {
+                return;
+            }
+            for _ in 0..copies {
+                stub.deliver(&event, &target).await;
+            }
+        });
+    }
+
+    /// Posts the event until the endpoint acknowledges it (2xx), signing each attempt.
+    async fn deliver(&self, event: &Event, target: &WebhookTarget) {
+        let body = serde_json::to_vec(event).expect("events serialize to JSON");
+        let mut delay = FIRST_RETRY_DELAY;
+        loop {
+            let signature = signature::sign(&target.secret, self.now(), &body);
+            let sent = self
+                .inner
+                .http
+                .post(&target.url)
+                .header("content-type", "application/json")
+                .header("stripe-signature", signature)
+                .body(body.clone())
+                .send()
+                .await;
+            let acknowledged = matches!(&sent, Ok(r) if r.status().is_success());
+            if let Some(d) = self.inner.deliveries.lock().await.get_mut(&event.id) {
+                d.attempts += 1;
+                d.delivered += u32::from(acknowledged);
+            }
+            if acknowledged {
+                return;
+            }
+            tokio::select! {
+                () = self.inner.cancel.cancelled() => return,
+                () = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(MAX_RETRY_DELAY);
+        }
+    }
+}
+
+/// Uses one unit of a fault count.
+fn take(count: &mut u32) -> bool {
+    if *count > 0 {
+        *count -= 1;
+        true
+    } else {
+        false
+    }
+}
+
+fn idempotency_error(status: StatusCode, message: &str) -> Answer {
+    (status, json!({ "error": { "type": "idempotency_error", "message": message } }))
+}
+
+fn answer((status, body): Answer) -> Response {
+    (status, Json(body)).into_response()
+}
+
+/// Identifies a request by what it asks, to compare a replay with the first use of a key.
+fn fingerprint(path: &str, form: &BTreeMap<String, String>) -> String {
+    format!("{path}?{}", serde_json::to_string(form).expect("a map serializes"))
+}
+
+fn form(pairs: Vec<(String, String)>) -> BTreeMap<String, String> {
+    pairs.into_iter().collect()
+}
+
+fn routes() -> Router<Stub> {
+    Router::new()
+        .route("/v1/customers", post(create_customer))
+        .route("/v1/payment_methods/{id}", get(payment_method))
+        .route("/v1/payment_methods/{id}/attach", post(attach))
+        .route("/v1/payment_methods/{id}/detach", post(detach))
+        .route("/v1/payment_intents", post(create_intent).get(list_intents))
+        .route("/v1/payment_intents/{id}", get(payment_intent))
+        .route("/v1/payment_intents/{id}/confirm", post(confirm))
+        .route("/v1/payment_intents/{id}/cancel", post(cancel))
+        .route("/_stub/authenticate/{id}", get(authentication_page))
+        .route("/_stub/authenticate/{id}/{choice}", post(authenticate))
+        .route("/_stub/payment_intents", get(all_intents))
+        .route("/_stub/charges", get(charges))
+        .route("/_stub/events", get(events))
+        .route("/_stub/faults", get(faults).post(set_faults))
+}
+
+async fn create_customer(State(stub): State<Stub>, headers: HeaderMap, Form(pairs): Form<Vec<(String, String)>>) -> Response {
+    let form = form(pairs);
+    stub.mutate(&headers, fingerprint("customers", &form), FaultTarget::All, |w, _| w.create_customer(&form))
+        .await
+}
+
+async fn payment_method(State(stub): State<Stub>, Path(id): Path<String>) -> Response {
+    stub.read(|w| w.retrieve_payment_method(&id).answer).await
+}
+
+async fn attach(State(stub): State<Stub>, Path(id): Path<String>, headers: HeaderMap, Form(pairs): Form<Vec<(String, String)>>) -> Response {
+    let form = form(pairs);
+    let print = fingerprint(&format!("attach/{id}"), &form);
+    stub.mutate(&headers, print, FaultTarget::All, |w, _| w.attach(&id, &form)).await
+}
+
+async fn detach(State(stub): State<Stub>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    let print = fingerprint(&format!("detach/{id}"), &BTreeMap::new());
+    stub.mutate(&headers, print, FaultTarget::All, |w, _| w.detach(&id)).await
+}
+
+async fn create_intent(State(stub): State<Stub>, headers: HeaderMap, Form(pairs): Form<Vec<(String, String)>>) -> Response {
+    let form = form(pairs);
+    stub.mutate(&headers, fingerprint("payment_intents", &form), FaultTarget::Create, |w, now| w.create_intent(&form, now))
+        .await
+}
+
+async fn list_intents(State(stub): State<Stub>, Query(query): Query<BTreeMap<String, String>>) -> Response {
+    let created_gte = query.get("created[gte]").and_then(|v| v.parse().ok()).unwrap_or(i64::MIN);
+    stub.read(|w| (StatusCode::OK, w.list_intents(query.get("customer").map(String::as_str), created_gte)))
+        .await
+}
+
+async fn payment_intent(State(stub): State<Stub>, Path(id): Path<String>) -> Response {
+    stub.read(|w| match w.intents.get(&id) {
+        Some(intent) => (StatusCode::OK, json!(intent)),
+        None => error(StatusCode::NOT_FOUND, "invalid_request_error", "resource_missing", &format!("No such payment_intent: '{id}'")),
+    })
+    .await
+}
+
+async fn confirm(State(stub): State<Stub>, Path(id): Path<String>, headers: HeaderMap, Form(pairs): Form<Vec<(String, String)>>) -> Response {
+    let form = form(pairs);
+    let print = fingerprint(&format!("confirm/{id}"), &form);
+    let public_url = stub.inner.public_url.clone();
+    stub.mutate(&headers, print, FaultTarget::Confirm, |w, now| w.confirm(&id, &public_url, now))
+        .await
+}
+
+async fn cancel(State(stub): State<Stub>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    let print = fingerprint(&format!("cancel/{id}"), &BTreeMap::new());
+    stub.mutate(&headers, print, FaultTarget::All, |w, now| w.cancel(&id, now)).await
+}
+
+/// The customer's 3-D Secure page: complete or fail the authentication.
+async fn authentication_page(State(stub): State<Stub>, Path(id): Path<String>) -> Response {
+    let world = stub.inner.world.lock().await;
+    let Some(intent) = world.intents.get(&id) else {
+        return (StatusCode::NOT_FOUND, Html("<p>No such payment.</p>".to_owned())).into_response();
+    };
+    let amount = crate::domain::money::Cents(intent.amount);
+    Html(format!(
+        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>Confirm your payment</title></head><body>\
+         <h1>Confirm your payment of {amount}</h1><p>Payment {id} is {status}.</p>\
+         <form method=\"post\" action=\"/_stub/authenticate/{id}/complete\"><button>Complete authentication</button></form>\
+         <form method=\"post\" action=\"/_stub/authenticate/{id}/fail\"><button>Fail authentication</button></form>\
+         </body></html>",
+        status = intent.status
+    ))
+    .into_response()
+}
+
+async fn authenticate(State(stub): State<Stub>, Path((id, choice)): Path<(String, String)>) -> Response {
+    let complete = match choice.as_str() {
+        "complete" => true,
+        "fail" => false,
+        _ => return answer(error(StatusCode::NOT_FOUND, "invalid_request_error", "resource_missing", "choose complete or fail")),
+    };
+    let now = stub.now();
+    let mut world = stub.inner.world.lock().await;
+    let outcome = world.authenticate(&id, complete, now);
+    let (status, _) = outcome.answer;
+    if let Some(event) = outcome.event {
+        stub.emit(&mut world, event);
+    }
+    drop(world);
+    let page = if status.is_client_error() && status != StatusCode::PAYMENT_REQUIRED {
+        "<p>This payment is not waiting for authentication.</p>"
+    } else if complete {
+        "<p>Authentication complete. You can close this page.</p>"
+    } else {
+        "<p>Authentication failed. You can close this page.</p>"
+    };
+    Html(page).into_response()
+}
+
+async fn all_intents(State(stub): State<Stub>) -> Response {
+    stub.read(|w| (StatusCode::OK, w.list_intents(None, i64::MIN))).await
+}
+
+async fn charges(State(stub): State<Stub>) -> Json<Vec<Charge>> {
+    Json(stub.charges().await)
+}
+
+async fn events(State(stub): State<Stub>) -> Json<Vec<Delivery>> {
+    Json(stub.inner.deliveries.lock().await.values().cloned().collect())
+}
+
+async fn faults(State(stub): State<Stub>) -> Json<Faults> {
+    Json(stub.inner.world.lock().await.faults.clone())
+}
+
+async fn set_faults(State(stub): State<Stub>, Json(faults): Json<Faults>) -> Json<Faults> {
+    stub.set_faults(faults.clone()).await;
+    Json(faults)
+}

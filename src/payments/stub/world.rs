@@ -1,0 +1,429 @@
+//! The stub provider's memory: customers, cards, payments, idempotency keys and the events
+//! it has to deliver. Every payment it ever created stays listed, so tests can count
+//! charges from the provider's side.
+
+use std::collections::{BTreeMap, HashMap};
+
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::payments::types::{
+    Card, Customer, ErrorBody, Event, EventData, NextAction, PaymentIntent, PaymentMethod,
+    RedirectToUrl,
+};
+
+/// What a test card does when charged, after Stripe's test payment methods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behaviour {
+    Succeed,
+    Decline {
+        code: &'static str,
+        decline_code: &'static str,
+    },
+    RequireAuthentication,
+}
+
+/// Stripe's test payment method ids this stub knows, with their card and behaviour.
+pub fn test_card(id: &str) -> Option<(Behaviour, Card)> {
+    let decline = |code, decline_code| Behaviour::Decline { code, decline_code };
+    let (behaviour, brand, last4) = match id {
+        "pm_card_visa" => (Behaviour::Succeed, "visa", "4242"),
+        "pm_card_mastercard" => (Behaviour::Succeed, "mastercard", "4444"),
+        "pm_card_chargeDeclined" => (decline("card_declined", "generic_decline"), "visa", "0002"),
+        "pm_card_chargeDeclinedInsufficientFunds" => {
+            (decline("card_declined", "insufficient_funds"), "visa", "9995")
+        }
+        "pm_card_chargeDeclinedExpiredCard" => (decline("expired_card", "expired_card"), "visa", "0069"),
+        "pm_card_chargeDeclinedFraudulent" => (decline("card_declined", "fraudulent"), "visa", "0019"),
+        "pm_card_authenticationRequired" => (Behaviour::RequireAuthentication, "visa", "3184"),
+        _ => return None,
+    };
+    let card = Card {
+        brand: brand.to_owned(),
+        last4: last4.to_owned(),
+        exp_month: 12,
+        exp_year: 2034,
+    };
+    Some((behaviour, card))
+}
+
+/// Misbehaviour to inject, set by flags or `POST /_stub/faults`. Counts apply to the next
+/// matching requests (or events) and run down as they are used.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Faults {
+    /// Added to every API request.
+    pub latency_ms: u64,
+    /// Which requests the counted faults hit.
+    pub target: FaultTarget,
+    /// Answer 500 before doing anything (nothing recorded).
+    pub fail_before: u32,
+    /// Do the work, record it under the idempotency key, then answer 500.
+    pub fail_after: u32,
+    /// Do the work and record it, then answer only after `hang_ms` (past the client's
+    /// timeout).
+    pub hang_after: u32,
+    pub hang_ms: u64,
+    /// Events never delivered.
+    pub drop_webhooks: u32,
+    /// Events delivered twice.
+    pub duplicate_webhooks: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultTarget {
+    /// Creating payments.
+    Create,
+    /// Confirming payments.
+    Confirm,
+    /// Every POST.
+    #[default]
+    All,
+}
+
+/// An API answer: status and JSON body.
+pub type Answer = (StatusCode, Value);
+
+#[derive(Debug, Clone)]
+pub enum KeyUse {
+    InFlight { fingerprint: String },
+    Done { fingerprint: String, answer: Answer },
+}
+
+/// A captured charge, from the stub's own ledger.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Charge {
+    pub payment_intent: String,
+    pub amount_received: i64,
+    pub customer: Option<String>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default)]
+pub struct World {
+    pub customers: BTreeMap<String, Customer>,
+    pub methods: BTreeMap<String, (PaymentMethod, Behaviour)>,
+    pub intents: BTreeMap<String, PaymentIntent>,
+    pub keys: HashMap<String, KeyUse>,
+    pub faults: Faults,
+    next_id: u64,
+}
+
+/// The stub's answer to a request that changes something, and the event it causes.
+pub struct Outcome {
+    pub answer: Answer,
+    pub event: Option<Event>,
+}
+
+impl Outcome {
+    fn ok(value: impl Serialize) -> Self {
+        Self {
+            answer: (StatusCode::OK, json!(value)),
+            event: None,
+        }
+    }
+
+    fn with_event(mut self, event: Event) -> Self {
+        self.event = Some(event);
+        self
+    }
+}
+
+pub fn error(status: StatusCode, kind: &str, code: &str, message: &str) -> Answer {
+    (
+        status,
+        json!({ "error": { "type": kind, "code": code, "message": message } }),
+    )
+}
+
+fn missing(what: &str, id: &str) -> Outcome {
+    Outcome {
+        answer: error(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "resource_missing",
+            &format!("No such {what}: '{id}'"),
+        ),
+        event: None,
+    }
+}
+
+fn invalid(message: &str) -> Outcome {
+    Outcome {
+        answer: error(StatusCode::BAD_REQUEST, "invalid_request_error", "parameter_invalid", message),
+        event: None,
+    }
+}
+
+fn unexpected_state(intent: &PaymentIntent, action: &str) -> Outcome {
+    let mut answer = error(
+        StatusCode::BAD_REQUEST,
+        "invalid_request_error",
+        "payment_intent_unexpected_state",
+        &format!("You cannot {action} this PaymentIntent because it has a status of {}.", intent.status),
+    );
+    answer.1["error"]["payment_intent"] = json!(intent);
+    Outcome { answer, event: None }
+}
+
+impl World {
+    pub fn new(faults: Faults) -> Self {
+        Self {
+            faults,
+            ..Self::default()
+        }
+    }
+
+    fn new_id(&mut self, prefix: &str) -> String {
+        self.next_id += 1;
+        format!("{prefix}_stub{:08}", self.next_id)
+    }
+
+    fn event(&mut self, kind: &str, object: Value, now: i64) -> Event {
+        Event {
+            id: self.new_id("evt"),
+            kind: kind.to_owned(),
+            created: now,
+            data: EventData { object },
+        }
+    }
+
+    pub fn create_customer(&mut self, form: &BTreeMap<String, String>) -> Outcome {
+        let customer = Customer {
+            id: self.new_id("cus"),
+            metadata: metadata(form),
+        };
+        self.customers.insert(customer.id.clone(), customer.clone());
+        Outcome::ok(customer)
+    }
+
+    /// A stored card, or a test card as it looks before it is attached.
+    pub fn payment_method(&self, id: &str) -> Option<(PaymentMethod, Behaviour)> {
+        if let Some(stored) = self.methods.get(id) {
+            return Some(stored.clone());
+        }
+        test_card(id).map(|(behaviour, card)| {
+            let method = PaymentMethod {
+                id: id.to_owned(),
+                customer: None,
+                card: Some(card),
+            };
+            (method, behaviour)
+        })
+    }
+
+    pub fn retrieve_payment_method(&self, id: &str) -> Outcome {
+        match self.payment_method(id) {
+            Some((method, _)) => Outcome::ok(method),
+            None => missing("payment_method", id),
+        }
+    }
+
+    /// Attaching a test card makes a new card of the customer's, as Stripe does.
+    pub fn attach(&mut self, id: &str, form: &BTreeMap<String, String>) -> Outcome {
+        let Some(customer) = form.get("customer").cloned() else {
+            return invalid("Missing required param: customer.");
+        };
+        if !self.customers.contains_key(&customer) {
+            return missing("customer", &customer);
+        }
+        let Some((mut method, behaviour)) = self.payment_method(id) else {
+            return missing("payment_method", id);
+        };
+        if test_card(id).is_some() {
+            method.id = self.new_id("pm");
+        }
+        method.customer = Some(customer);
+        self.methods.insert(method.id.clone(), (method.clone(), behaviour));
+        Outcome::ok(method)
+    }
+
+    pub fn detach(&mut self, id: &str) -> Outcome {
+        match self.methods.get_mut(id) {
+            Some((method, _)) => {
+                method.customer = None;
+                Outcome::ok(method.clone())
+            }
+            None => missing("payment_method", id),
+        }
+    }
+
+    pub fn create_intent(&mut self, form: &BTreeMap<String, String>, now: i64) -> Outcome {
+        let Some(amount) = form.get("amount").and_then(|a| a.parse::<i64>().ok()).filter(|a| *a > 0) else {
+            return invalid("amount must be a positive integer in the smallest currency unit.");
+        };
+        let Some(currency) = form.get("currency").cloned() else {
+            return invalid("Missing required param: currency.");
+        };
+        let customer = form.get("customer").cloned();
+        if let Some(customer) = &customer
+            && !self.customers.contains_key(customer)
+        {
+            return missing("customer", customer);
+        }
+        let payment_method = form.get("payment_method").cloned();
+        if let Some(pm) = &payment_method
+            && self.payment_method(pm).is_none()
+        {
+            return missing("payment_method", pm);
+        }
+        let intent = PaymentIntent {
+            id: self.new_id("pi"),
+            amount,
+            amount_received: 0,
+            currency,
+            customer,
+            status: if payment_method.is_some() { "requires_confirmation" } else { "requires_payment_method" }.to_owned(),
+            payment_method,
+            metadata: metadata(form),
+            next_action: None,
+            last_payment_error: None,
+            created: now,
+        };
+        self.intents.insert(intent.id.clone(), intent.clone());
+        let event = self.event("payment_intent.created", json!(intent), now);
+        Outcome::ok(intent).with_event(event)
+    }
+
+    pub fn confirm(&mut self, id: &str, public_url: &str, now: i64) -> Outcome {
+        let Some(intent) = self.intents.get(id).cloned() else {
+            return missing("payment_intent", id);
+        };
+        if intent.status != "requires_confirmation" {
+            return unexpected_state(&intent, "confirm");
+        }
+        let behaviour = intent
+            .payment_method
+            .as_deref()
+            .and_then(|pm| self.payment_method(pm))
+            .map_or(Behaviour::Succeed, |(_, b)| b);
+        match behaviour {
+            Behaviour::Succeed => self.settle(id, true, None, now),
+            Behaviour::Decline { code, decline_code } => {
+                let failure = ErrorBody {
+                    kind: "card_error".into(),
+                    code: Some(code.into()),
+                    decline_code: Some(decline_code.into()),
+                    message: Some(format!("Your card was declined ({decline_code}).")),
+                    payment_intent: None,
+                };
+                self.settle(id, false, Some(failure), now)
+            }
+            Behaviour::RequireAuthentication => {
+                let url = format!("{public_url}/_stub/authenticate/{id}");
+                let intent = self.intents.get_mut(id).expect("looked up above");
+                intent.status = "requires_action".into();
+                intent.next_action = Some(NextAction {
+                    kind: "redirect_to_url".into(),
+                    redirect_to_url: Some(RedirectToUrl { url, return_url: None }),
+                });
+                let intent = intent.clone();
+                let event = self.event("payment_intent.requires_action", json!(intent), now);
+                Outcome::ok(intent).with_event(event)
+            }
+        }
+    }
+
+    /// Ends a payment that is waiting: captured, or failed with `failure`. A failure
+    /// answers 402 with the error, as a declined confirmation does.
+    pub fn settle(&mut self, id: &str, success: bool, failure: Option<ErrorBody>, now: i64) -> Outcome {
+        let Some(intent) = self.intents.get_mut(id) else {
+            return missing("payment_intent", id);
+        };
+        intent.next_action = None;
+        if success {
+            intent.status = "succeeded".into();
+            intent.amount_received = intent.amount;
+            let intent = intent.clone();
+            let event = self.event("payment_intent.succeeded", json!(intent), now);
+            return Outcome::ok(intent).with_event(event);
+        }
+        intent.status = "requires_payment_method".into();
+        intent.last_payment_error = failure.clone();
+        let intent = intent.clone();
+        let event = self.event("payment_intent.payment_failed", json!(intent), now);
+        let mut body = failure.unwrap_or_else(|| ErrorBody {
+            kind: "card_error".into(),
+            code: Some("card_declined".into()),
+            decline_code: None,
+            message: None,
+            payment_intent: None,
+        });
+        body.payment_intent = Some(Box::new(intent));
+        Outcome {
+            answer: (StatusCode::PAYMENT_REQUIRED, json!({ "error": body })),
+            event: Some(event),
+        }
+    }
+
+    /// The customer's choice on the authentication page.
+    pub fn authenticate(&mut self, id: &str, complete: bool, now: i64) -> Outcome {
+        match self.intents.get(id) {
+            Some(intent) if intent.status == "requires_action" => {}
+            Some(intent) => return unexpected_state(&intent.clone(), "authenticate"),
+            None => return missing("payment_intent", id),
+        }
+        if complete {
+            return self.settle(id, true, None, now);
+        }
+        let failure = ErrorBody {
+            kind: "invalid_request_error".into(),
+            code: Some("payment_intent_authentication_failure".into()),
+            decline_code: None,
+            message: Some("The customer did not complete authentication.".into()),
+            payment_intent: None,
+        };
+        self.settle(id, false, Some(failure), now)
+    }
+
+    pub fn cancel(&mut self, id: &str, now: i64) -> Outcome {
+        let Some(intent) = self.intents.get_mut(id) else {
+            return missing("payment_intent", id);
+        };
+        if matches!(intent.status.as_str(), "succeeded" | "canceled") {
+            let intent = intent.clone();
+            return unexpected_state(&intent, "cancel");
+        }
+        intent.status = "canceled".into();
+        intent.next_action = None;
+        let intent = intent.clone();
+        let event = self.event("payment_intent.canceled", json!(intent), now);
+        Outcome::ok(intent).with_event(event)
+    }
+
+    pub fn list_intents(&self, customer: Option<&str>, created_gte: i64) -> Value {
+        let mut data: Vec<&PaymentIntent> = self
+            .intents
+            .values()
+            .filter(|pi| customer.is_none_or(|c| pi.customer.as_deref() == Some(c)))
+            .filter(|pi| pi.created >= created_gte)
+            .collect();
+        data.sort_by(|a, b| b.created.cmp(&a.created).then(b.id.cmp(&a.id)));
+        json!({ "object": "list", "data": data, "has_more": false })
+    }
+
+    pub fn charges(&self) -> Vec<Charge> {
+        self.intents
+            .values()
+            .filter(|pi| pi.status == "succeeded")
+            .map(|pi| Charge {
+                payment_intent: pi.id.clone(),
+                amount_received: pi.amount_received,
+                customer: pi.customer.clone(),
+                metadata: pi.metadata.clone(),
+            })
+            .collect()
+    }
+}
+
+/// `metadata[key]=value` form fields as a map.
+fn metadata(form: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    form.iter()
+        .filter_map(|(k, v)| {
+            let key = k.strip_prefix("metadata[")?.strip_suffix(']')?;
+            Some((key.to_owned(), v.clone()))
+        })
+        .collect()
+}

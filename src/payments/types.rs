@@ -1,0 +1,130 @@
+//! The provider's objects on the wire (Stripe's shapes, limited to the fields topupd reads).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaymentIntent {
+    pub id: String,
+    pub amount: i64,
+    #[serde(default)]
+    pub amount_received: i64,
+    pub currency: String,
+    #[serde(default)]
+    pub customer: Option<String>,
+    #[serde(default)]
+    pub payment_method: Option<String>,
+    pub status: String,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    #[serde(default)]
+    pub next_action: Option<NextAction>,
+    #[serde(default)]
+    pub last_payment_error: Option<ErrorBody>,
+    pub created: i64,
+}
+
+impl PaymentIntent {
+    /// The page where the customer authenticates, when the payment waits for that.
+    pub fn redirect_url(&self) -> Option<&str> {
+        self.next_action
+            .as_ref()
+            .and_then(|a| a.redirect_to_url.as_ref())
+            .map(|r| r.url.as_str())
+    }
+
+    /// Why the last confirmation failed, as the most specific code given.
+    pub fn failure_code(&self) -> Option<&str> {
+        self.last_payment_error.as_ref().and_then(ErrorBody::most_specific_code)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NextAction {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub redirect_to_url: Option<RedirectToUrl>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RedirectToUrl {
+    pub url: String,
+    #[serde(default)]
+    pub return_url: Option<String>,
+}
+
+/// Stripe's `error` object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub code: Option<String>,
+    #[serde(default)]
+    pub decline_code: Option<String>,
+    #[serde(default)]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_intent: Option<Box<PaymentIntent>>,
+}
+
+impl ErrorBody {
+    /// `decline_code` when the bank gave one, else `code`.
+    pub fn most_specific_code(&self) -> Option<&str> {
+        self.decline_code.as_deref().or(self.code.as_deref())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorEnvelope {
+    pub error: ErrorBody,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaymentMethod {
+    pub id: String,
+    #[serde(default)]
+    pub customer: Option<String>,
+    #[serde(default)]
+    pub card: Option<Card>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Card {
+    pub brand: String,
+    pub last4: String,
+    pub exp_month: i64,
+    pub exp_year: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Customer {
+    pub id: String,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct List<T> {
+    pub data: Vec<T>,
+    #[serde(default)]
+    pub has_more: bool,
+}
+
+/// A webhook event. Only the object's id is trusted from it: the object itself is always
+/// re-read from the provider.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub created: i64,
+    pub data: EventData,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventData {
+    pub object: serde_json::Value,
+}
