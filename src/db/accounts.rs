@@ -16,10 +16,12 @@ pub struct Account {
     pub name: String,
     /// Millicredits.
     pub balance: i64,
+    /// The payment provider's customer, once the account has saved a card.
+    pub provider_customer_id: Option<String>,
     pub created_at: Millis,
 }
 
-const COLUMNS: &str = "id, email, name, balance, created_at";
+pub(crate) const COLUMNS: &str = "id, email, name, balance, provider_customer_id, created_at";
 
 impl Db {
     /// Creates an account with a zero balance and audits who created it.
@@ -49,6 +51,21 @@ impl Db {
                 .await?;
             tx.commit().await?;
             Ok(account)
+        })
+    }
+
+    /// Records the provider's customer for the account unless one is recorded already;
+    /// returns the one that stands.
+    pub async fn set_provider_customer(&self, id: &str, customer_id: &str) -> Result<String, DbError> {
+        const SET: &str = "UPDATE accounts SET provider_customer_id = $1 \
+                           WHERE id = $2 AND provider_customer_id IS NULL";
+        const GET: &str = "SELECT provider_customer_id FROM accounts WHERE id = $1";
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            sqlx::query(SET).bind(customer_id).bind(id).execute(&mut *tx).await?;
+            let stored: Option<String> = sqlx::query_scalar(GET).bind(id).fetch_one(&mut *tx).await?;
+            tx.commit().await?;
+            stored.ok_or_else(|| DbError::Corrupt(format!("account {id} has no provider customer")))
         })
     }
 

@@ -4,11 +4,14 @@
 //! millicredits, on both backends.
 
 pub mod accounts;
+pub mod attempts;
 pub mod audit;
 pub mod keys;
 pub mod ledger;
 pub mod notices;
+pub mod payment_methods;
 pub mod usage;
+pub mod webhooks;
 
 use std::{str::FromStr, time::Duration};
 

@@ -96,6 +96,33 @@ impl AttemptState {
     }
 }
 
+/// What started an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AttemptTrigger {
+    /// The scheduler found the balance below the threshold.
+    Auto,
+    /// The customer bought credits.
+    Manual,
+    /// The customer completed a paused automatic top-up by hand.
+    Retry,
+}
+
+impl AttemptTrigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Manual => "manual",
+            Self::Retry => "retry",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Auto, Self::Manual, Self::Retry]
+            .into_iter()
+            .find(|t| t.as_str() == s)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

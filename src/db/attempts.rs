@@ -1,0 +1,341 @@
+//! Top-up attempts: claimed once, moved forward one written state at a time, settled with
+//! their money and notice in one transaction.
+
+use super::{
+    BeginWrite, Db, DbError, Page, PageRequest, Paged,
+    accounts::Account,
+    impl_for_connections, is_unique_violation,
+    ledger::{EntryKind, LedgerEntry, LedgerWrites, Posting},
+    notices::{NewNotice, NoticeWrites},
+    with_pool,
+};
+use crate::{
+    clock::Millis,
+    domain::{
+        attempt::{AttemptState, AttemptTrigger},
+        credits::Millicredits,
+        money::Cents,
+    },
+};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TopupAttempt {
+    pub id: String,
+    pub account_id: String,
+    pub seq: i64,
+    pub trigger: String,
+    pub idempotency_key: String,
+    pub request_key: Option<String>,
+    pub request_fingerprint: Option<String>,
+    /// Millicredits bought.
+    pub credits: i64,
+    pub amount_cents: i64,
+    pub currency: String,
+    pub payment_method_id: String,
+    pub customer_id: String,
+    pub state: String,
+    pub provider_payment_id: Option<String>,
+    pub next_action_url: Option<String>,
+    pub decline_code: Option<String>,
+    pub failure_message: Option<String>,
+    pub amount_received: Option<i64>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    pub settled_at: Option<Millis>,
+}
+
+impl TopupAttempt {
+    pub fn state(&self) -> Result<AttemptState, DbError> {
+        AttemptState::parse(&self.state)
+            .ok_or_else(|| DbError::Corrupt(format!("attempt {} has unknown state {}", self.id, self.state)))
+    }
+
+    pub fn trigger(&self) -> Result<AttemptTrigger, DbError> {
+        AttemptTrigger::parse(&self.trigger)
+            .ok_or_else(|| DbError::Corrupt(format!("attempt {} has unknown trigger {}", self.id, self.trigger)))
+    }
+}
+
+impl Paged for TopupAttempt {
+    fn page_key(&self) -> i64 {
+        self.seq
+    }
+}
+
+const COLUMNS: &str = "id, account_id, seq, trigger, idempotency_key, request_key, request_fingerprint, \
+                       credits, amount_cents, currency, payment_method_id, customer_id, state, \
+                       provider_payment_id, next_action_url, decline_code, failure_message, \
+                       amount_received, created_at, updated_at, settled_at";
+
+/// An attempt to claim.
+#[derive(Debug, Clone)]
+pub struct NewAttempt<'a> {
+    pub account_id: &'a str,
+    pub trigger: AttemptTrigger,
+    /// The caller's idempotency key and a fingerprint of its request, for manual top-ups.
+    pub request: Option<(&'a str, &'a str)>,
+    pub credits: Millicredits,
+    pub amount: Cents,
+    pub currency: &'a str,
+    pub payment_method_id: &'a str,
+    pub customer_id: &'a str,
+    /// Prefix of the provider idempotency key; the rest is the account and the sequence.
+    pub key_prefix: &'a str,
+    pub at: Millis,
+}
+
+#[derive(Debug)]
+pub enum Claim {
+    Claimed(TopupAttempt),
+    /// The caller's idempotency key was used before: this is that attempt.
+    Replay(TopupAttempt),
+    /// The account has another attempt open.
+    Busy(TopupAttempt),
+}
+
+/// What the provider said, to record with a settling move.
+#[derive(Debug, Clone, Default)]
+pub struct ProviderFacts<'a> {
+    pub provider_payment_id: Option<&'a str>,
+    pub next_action_url: Option<&'a str>,
+    pub decline_code: Option<&'a str>,
+    pub failure_message: Option<&'a str>,
+    pub amount_received: Option<i64>,
+}
+
+/// An attempt just settled, with what its transaction wrote: the notice to queue is
+/// composed from this.
+pub struct Settled<'a> {
+    pub attempt: &'a TopupAttempt,
+    pub account: &'a Account,
+    pub credit: Option<&'a LedgerEntry>,
+}
+
+pub(crate) trait AttemptReads {
+    async fn open_attempt(&mut self, account_id: &str) -> Result<Option<TopupAttempt>, sqlx::Error>;
+    async fn attempt_by_request(&mut self, account_id: &str, key: &str) -> Result<Option<TopupAttempt>, sqlx::Error>;
+}
+
+impl_for_connections!(AttemptReads {
+    async fn open_attempt(&mut self, account_id: &str) -> Result<Option<TopupAttempt>, sqlx::Error> {
+        sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM topup_attempts WHERE account_id = $1 \
+             AND state NOT IN ('succeeded', 'failed', 'canceled')"
+        ))
+        .bind(account_id)
+        .fetch_optional(&mut *self)
+        .await
+    }
+
+    async fn attempt_by_request(&mut self, account_id: &str, key: &str) -> Result<Option<TopupAttempt>, sqlx::Error> {
+        sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM topup_attempts WHERE account_id = $1 AND request_key = $2"
+        ))
+        .bind(account_id)
+        .bind(key)
+        .fetch_optional(&mut *self)
+        .await
+    }
+});
+
+/// `'a', 'b'` for an SQL `IN` list of states; the names are fixed words, never input.
+fn state_list(states: &[AttemptState]) -> String {
+    states.iter().map(|s| format!("'{}'", s.as_str())).collect::<Vec<_>>().join(", ")
+}
+
+impl Db {
+    /// Claims an attempt: at most one open per account, one per caller's key.
+    pub async fn claim_attempt(&self, new: &NewAttempt<'_>) -> Result<Claim, DbError> {
+        match self.try_claim_attempt(new).await {
+            // A concurrent claim won the race for the account (PostgreSQL).
+            Err(DbError::Sqlx(e)) if is_unique_violation(&e) => with_pool!(self, |pool| {
+                let mut conn = pool.acquire().await?;
+                if let Some((key, _)) = new.request
+                    && let Some(existing) = conn.attempt_by_request(new.account_id, key).await?
+                {
+                    return Ok(Claim::Replay(existing));
+                }
+                match conn.open_attempt(new.account_id).await? {
+                    Some(open) => Ok(Claim::Busy(open)),
+                    None => Err(DbError::Sqlx(e)),
+                }
+            }),
+            other => other,
+        }
+    }
+
+    async fn try_claim_attempt(&self, new: &NewAttempt<'_>) -> Result<Claim, DbError> {
+        const NEXT_SEQ: &str = "UPDATE accounts SET topup_seq = topup_seq + 1 WHERE id = $1 RETURNING topup_seq";
+        let insert = format!(
+            "INSERT INTO topup_attempts (id, account_id, seq, trigger, idempotency_key, request_key, \
+             request_fingerprint, credits, amount_cents, currency, payment_method_id, customer_id, state, \
+             created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'claimed', $13, $13) \
+             RETURNING {COLUMNS}"
+        );
+        let id = super::new_id("tpu");
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            if let Some((key, _)) = new.request
+                && let Some(existing) = tx.attempt_by_request(new.account_id, key).await?
+            {
+                return Ok(Claim::Replay(existing));
+            }
+            if let Some(open) = tx.open_attempt(new.account_id).await? {
+                return Ok(Claim::Busy(open));
+            }
+            let seq: i64 = sqlx::query_scalar(NEXT_SEQ).bind(new.account_id).fetch_one(&mut *tx).await?;
+            let attempt: TopupAttempt = sqlx::query_as(&insert)
+                .bind(&id)
+                .bind(new.account_id)
+                .bind(seq)
+                .bind(new.trigger.as_str())
+                .bind(format!("{}:topup:{}:{seq}", new.key_prefix, new.account_id))
+                .bind(new.request.map(|(key, _)| key))
+                .bind(new.request.map(|(_, fingerprint)| fingerprint))
+                .bind(new.credits.0)
+                .bind(new.amount.0)
+                .bind(new.currency)
+                .bind(new.payment_method_id)
+                .bind(new.customer_id)
+                .bind(new.at)
+                .fetch_one(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(Claim::Claimed(attempt))
+        })
+    }
+
+    /// Writes the next step before taking it: moves `from` -> `to` if the attempt is still
+    /// at `from`. `None` if someone else moved it first.
+    pub async fn move_attempt(
+        &self,
+        id: &str,
+        from: AttemptState,
+        to: AttemptState,
+        provider_payment_id: Option<&str>,
+        at: Millis,
+    ) -> Result<Option<TopupAttempt>, DbError> {
+        let sql = format!(
+            "UPDATE topup_attempts SET state = $1, updated_at = $2, \
+             provider_payment_id = COALESCE($3, provider_payment_id) \
+             WHERE id = $4 AND state = $5 RETURNING {COLUMNS}"
+        );
+        Ok(with_pool!(self, |pool| {
+            sqlx::query_as(&sql)
+                .bind(to.as_str())
+                .bind(at)
+                .bind(provider_payment_id)
+                .bind(id)
+                .bind(from.as_str())
+                .fetch_optional(pool)
+                .await?
+        }))
+    }
+
+    /// Moves the attempt forward to `target` with what the provider said, and in the same
+    /// transaction credits the account on success and queues the notice `compose` makes.
+    /// `None` when the attempt is already at or past `target`: nothing is written twice.
+    pub async fn settle_attempt(
+        &self,
+        id: &str,
+        target: AttemptState,
+        facts: &ProviderFacts<'_>,
+        at: Millis,
+        compose: impl FnOnce(&Settled<'_>) -> Option<NewNotice>,
+    ) -> Result<Option<TopupAttempt>, DbError> {
+        let from = AttemptState::predecessors(target);
+        if from.is_empty() {
+            return Ok(None);
+        }
+        let sql = format!(
+            "UPDATE topup_attempts SET state = $1, updated_at = $2, \
+             settled_at = CASE WHEN $3 THEN $2 ELSE settled_at END, \
+             provider_payment_id = COALESCE(provider_payment_id, $4), \
+             next_action_url = COALESCE($5, next_action_url), \
+             decline_code = COALESCE($6, decline_code), \
+             failure_message = COALESCE($7, failure_message), \
+             amount_received = COALESCE($8, amount_received) \
+             WHERE id = $9 AND state IN ({}) RETURNING {COLUMNS}",
+            state_list(&from)
+        );
+        let account_sql = format!("SELECT {} FROM accounts WHERE id = $1", super::accounts::COLUMNS);
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let moved: Option<TopupAttempt> = sqlx::query_as(&sql)
+                .bind(target.as_str())
+                .bind(at)
+                .bind(target.is_terminal())
+                .bind(facts.provider_payment_id)
+                .bind(facts.next_action_url)
+                .bind(facts.decline_code)
+                .bind(facts.failure_message)
+                .bind(facts.amount_received)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(attempt) = moved else {
+                return Ok(None);
+            };
+            let account: Account = sqlx::query_as(&account_sql).bind(&attempt.account_id).fetch_one(&mut *tx).await?;
+            let credit = if target == AttemptState::Succeeded {
+                let kind = match attempt.trigger()? {
+                    AttemptTrigger::Manual => EntryKind::ManualTopup,
+                    AttemptTrigger::Auto | AttemptTrigger::Retry => EntryKind::AutoTopup,
+                };
+                let description = format!(
+                    "top-up of {} credits for {}",
+                    Millicredits(attempt.credits).to_display(),
+                    Cents(attempt.amount_cents)
+                );
+                let posting = Posting {
+                    account_id: &attempt.account_id,
+                    kind,
+                    reference: &attempt.id,
+                    amount: Millicredits(attempt.credits),
+                    description: &description,
+                    at,
+                };
+                let entry = tx.post(&posting).await?.map_err(|refusal| {
+                    DbError::Corrupt(format!("credit of attempt {id} refused: {refusal:?}"))
+                })?;
+                Some(entry)
+            } else {
+                None
+            };
+            let settled = Settled {
+                attempt: &attempt,
+                account: &account,
+                credit: credit.as_ref(),
+            };
+            if let Some(notice) = compose(&settled) {
+                tx.queue_notice(&notice).await?;
+            }
+            tx.commit().await?;
+            Ok(Some(attempt))
+        })
+    }
+
+    pub async fn attempt(&self, id: &str) -> Result<Option<TopupAttempt>, DbError> {
+        let sql = format!("SELECT {COLUMNS} FROM topup_attempts WHERE id = $1");
+        Ok(with_pool!(self, |pool| {
+            sqlx::query_as(&sql).bind(id).fetch_optional(pool).await?
+        }))
+    }
+
+    pub async fn attempt_for_payment(&self, provider_payment_id: &str) -> Result<Option<TopupAttempt>, DbError> {
+        let sql = format!("SELECT {COLUMNS} FROM topup_attempts WHERE provider_payment_id = $1");
+        Ok(with_pool!(self, |pool| {
+            sqlx::query_as(&sql).bind(provider_payment_id).fetch_optional(pool).await?
+        }))
+    }
+
+    /// An account's top-ups, newest first.
+    pub async fn topups(&self, account_id: &str, page: PageRequest) -> Result<Page<TopupAttempt>, DbError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM topup_attempts WHERE account_id = $1 AND seq < $2 \
+             ORDER BY seq DESC LIMIT $3"
+        );
+        self.page(&sql, Some(account_id), page).await
+    }
+}
