@@ -1,21 +1,33 @@
-//! Builds the application state and runs the server and the background jobs, owning the
+//! Builds the application and runs the server and the background jobs, owning the
 //! shutdown order: stop accepting, let requests and jobs in flight finish (bounded by the
 //! grace period), close the pool.
 
 use std::{
     future::{Future, IntoFuture},
+    net::{Ipv4Addr, SocketAddr},
     path::Path,
     sync::Arc,
     time::Duration,
 };
 
 use anyhow::Context;
+use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    clock::Clock, config::Config, db::Db, domain::pricing::Catalogue, http,
-    jobs::notice_sender::NoticeSender, notices::mailer::Mailer,
+    clock::Clock,
+    config::{Config, ProviderKind},
+    db::Db,
+    domain::pricing::Catalogue,
+    http,
+    jobs::{self, notice_sender::NoticeSender},
+    notices::mailer::Mailer,
+    payments::{
+        client::ProviderClient,
+        stub::{Stub, WebhookTarget, world::Faults},
+    },
+    topups::Topups,
 };
 
 /// What every request handler can reach.
@@ -26,24 +38,132 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     pub config: Arc<Config>,
     pub mailer: Arc<Mailer>,
+    pub topups: Topups,
+    /// Secrets that may sign the provider's webhooks.
+    pub webhook_secrets: Arc<Vec<String>>,
 }
 
-impl AppState {
-    /// Connects and migrates the database and loads the pricing catalogue.
-    pub async fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+/// The application, built and ready to serve.
+pub struct App {
+    pub state: AppState,
+    /// The in-process stub provider, when the configuration asks for it.
+    pub stub: Option<Stub>,
+    stub_cancel: CancellationToken,
+}
+
+impl App {
+    /// Connects and migrates the database, loads the catalogue, and sets up email and the
+    /// payment provider. `http_addr` is where this server listens: the in-process stub
+    /// sends its webhooks there.
+    pub async fn build(config: Config, clock: Arc<dyn Clock>, http_addr: SocketAddr) -> anyhow::Result<Self> {
         let catalogue = load_catalogue(&config.pricing.catalogue)?;
         let mailer = Mailer::from_config(&config.email).context("set up email (email.smtp)")?;
         let db = Db::connect(&config.database)
             .await
             .context("connect to the database (database.url)")?;
         db.migrate().await.context("apply database migrations")?;
+
+        let mut webhook_secrets: Vec<String> = config
+            .payments
+            .webhook_secrets
+            .iter()
+            .map(|s| s.expose_secret().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect();
+        let stub_cancel = CancellationToken::new();
+        let (stub, provider_url) = match config.payments.provider {
+            ProviderKind::Stripe => (None, config.payments.base_url.clone()),
+            ProviderKind::Stub => {
+                if webhook_secrets.is_empty() {
+                    webhook_secrets.push(format!("whsec_{}", uuid::Uuid::new_v4().simple()));
+                }
+                let listener = TcpListener::bind(config.payments.stub.listen)
+                    .await
+                    .with_context(|| format!("listen on {} (payments.stub.listen)", config.payments.stub.listen))?;
+                let target = WebhookTarget {
+                    url: format!("http://{}/v1/webhooks/payments", reachable(http_addr)),
+                    secret: webhook_secrets[0].clone(),
+                };
+                let stub = Stub::start(listener, clock.clone(), Some(target), Faults::default(), stub_cancel.clone()).await?;
+                tracing::info!(address = %stub.base_url(), "stub payment provider started");
+                let url = stub.base_url().to_owned();
+                (Some(stub), url)
+            }
+        };
+        let config = Arc::new(config);
+        let provider = ProviderClient::new(&config.payments, &provider_url).context("set up the payment provider client")?;
+        let topups = Topups::new(db.clone(), Arc::new(provider), clock.clone(), config.clone());
         Ok(Self {
-            db,
-            catalogue: Arc::new(catalogue),
-            clock,
-            config: Arc::new(config),
-            mailer: Arc::new(mailer),
+            state: AppState {
+                db,
+                catalogue: Arc::new(catalogue),
+                clock,
+                config,
+                mailer: Arc::new(mailer),
+                topups,
+                webhook_secrets: Arc::new(webhook_secrets),
+            },
+            stub,
+            stub_cancel,
         })
+    }
+
+    /// Serves the API on `listener` and runs the background jobs until `shutdown`
+    /// completes; then stops accepting, lets requests and jobs in flight finish within the
+    /// grace period, and closes the pool.
+    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let state = self.state;
+        let grace = Duration::from_secs(state.config.http.shutdown_grace_secs);
+        let db = state.db.clone();
+        let cancel = CancellationToken::new();
+        let jobs = TaskTracker::new();
+        let sender = NoticeSender::new(
+            state.db.clone(),
+            state.mailer.clone(),
+            state.clock.clone(),
+            Arc::new(state.config.email.clone()),
+        );
+        jobs.spawn(sender.run(cancel.child_token()));
+        jobs.spawn(jobs::webhook_processor::run(state.topups.clone(), cancel.child_token()));
+
+        let mut http = tokio::spawn(
+            axum::serve(listener, http::router(state))
+                .with_graceful_shutdown(cancel.clone().cancelled_owned())
+                .into_future(),
+        );
+        let stopped_early = tokio::select! {
+            () = shutdown => None,
+            joined = &mut http => Some(joined),
+        };
+        tracing::info!("shutting down: no new work; finishing what is in flight");
+        cancel.cancel();
+        jobs.close();
+        let drain = async {
+            let served = match stopped_early {
+                Some(joined) => joined,
+                None => http.await,
+            };
+            jobs.wait().await;
+            served
+        };
+        let outcome = tokio::time::timeout(grace, drain).await;
+        self.stub_cancel.cancel();
+        db.close().await;
+        match outcome {
+            Ok(joined) => joined.context("join the HTTP server")?.context("serve HTTP")?,
+            Err(_) => tracing::warn!(?grace, "work still in flight after the grace period; exiting"),
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// An address others on this host can reach: a wildcard listen address becomes loopback.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port())
+    } else {
+        addr
     }
 }
 
@@ -55,61 +175,6 @@ pub fn load_catalogue(path: &str) -> anyhow::Result<Catalogue> {
     let text = std::fs::read_to_string(Path::new(path))
         .with_context(|| format!("read the pricing catalogue {path} (pricing.catalogue)"))?;
     Catalogue::parse(&text).with_context(|| format!("load the pricing catalogue {path}"))
-}
-
-/// Serves the API on `listener` and runs the background jobs until `shutdown` completes;
-/// then stops accepting, lets requests and jobs in flight finish within the grace period,
-/// and closes the pool.
-pub async fn serve(
-    state: AppState,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<()> {
-    let grace = Duration::from_secs(state.config.http.shutdown_grace_secs);
-    let db = state.db.clone();
-    let cancel = CancellationToken::new();
-    let jobs = TaskTracker::new();
-    let sender = NoticeSender::new(
-        state.db.clone(),
-        state.mailer.clone(),
-        state.clock.clone(),
-        Arc::new(state.config.email.clone()),
-    );
-    jobs.spawn(sender.run(cancel.child_token()));
-
-    let mut http = tokio::spawn(
-        axum::serve(listener, http::router(state))
-            .with_graceful_shutdown(cancel.clone().cancelled_owned())
-            .into_future(),
-    );
-    let stopped_early = tokio::select! {
-        () = shutdown => None,
-        joined = &mut http => Some(joined),
-    };
-    tracing::info!("shutting down: no new work; finishing what is in flight");
-    cancel.cancel();
-    jobs.close();
-    let drain = async {
-        let served = match stopped_early {
-            Some(joined) => joined,
-            None => http.await,
-        };
-        jobs.wait().await;
-        served
-    };
-    let outcome = tokio::time::timeout(grace, drain).await;
-    db.close().await;
-    match outcome {
-        Ok(joined) => joined
-            .context("join the HTTP server")?
-            .context("serve HTTP")?,
-        Err(_) => tracing::warn!(
-            ?grace,
-            "work still in flight after the grace period; exiting"
-        ),
-    }
-    tracing::info!("stopped");
-    Ok(())
 }
 
 /// Completes on SIGTERM or SIGINT.

@@ -11,3 +11,4 @@ pub mod jobs;
 pub mod notices;
 pub mod payments;
 pub mod telemetry;
+pub mod topups;

@@ -4,12 +4,14 @@ use std::{path::PathBuf, process::ExitCode, sync::Arc};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
 use topupd::{
-    app::{self, AppState},
+    app::{self, App},
     clock::{Clock, SystemClock},
     config::Config,
     db::{Db, audit::Actor},
     domain::{api_key::Role, credits::Millicredits},
+    payments::stub::{Stub, WebhookTarget, world::Faults},
     telemetry,
 };
 
@@ -34,6 +36,21 @@ enum Command {
     Migrate,
     /// Check every account's balance against its ledger; exit 1 on any mismatch.
     Verify,
+    /// Run the stub payment provider on its own (for tests, demos and fault drills).
+    StubProvider {
+        #[arg(long, default_value = "127.0.0.1:12111")]
+        listen: std::net::SocketAddr,
+        /// Where to send signed webhooks, e.g. http://127.0.0.1:8080/v1/webhooks/payments.
+        #[arg(long, requires = "webhook_secret")]
+        webhook_url: Option<String>,
+        /// The secret webhooks are signed with (one of payments.webhook_secrets).
+        #[arg(long, env = "TOPUPD_STUB_WEBHOOK_SECRET")]
+        webhook_secret: Option<String>,
+        /// Faults to inject from the start, as the JSON that POST /_stub/faults takes,
+        /// e.g. '{"latency_ms":20}'.
+        #[arg(long, value_parser = parse_faults, default_value = "{}")]
+        faults: Faults,
+    },
     /// Manage API keys from the server itself (how the first admin key is made).
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -52,6 +69,10 @@ enum KeysCommand {
         #[arg(long, default_value = "")]
         label: String,
     },
+}
+
+fn parse_faults(s: &str) -> Result<Faults, String> {
+    serde_json::from_str(s).map_err(|e| format!("invalid faults JSON: {e}"))
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {
@@ -82,12 +103,30 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve => {
             let listen = config.http.listen;
-            let state = AppState::build(config, Arc::new(SystemClock)).await?;
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("listen on {listen} (http.listen)"))?;
-            tracing::info!(address = %listener.local_addr()?, "serving");
-            app::serve(state, listener, app::shutdown_signal()).await?;
+            let address = listener.local_addr()?;
+            let app = App::build(config, Arc::new(SystemClock), address).await?;
+            tracing::info!(%address, "serving");
+            app.serve(listener, app::shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::StubProvider {
+            listen,
+            webhook_url,
+            webhook_secret,
+            faults,
+        } => {
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("listen on {listen}"))?;
+            let webhooks = webhook_url.zip(webhook_secret).map(|(url, secret)| WebhookTarget { url, secret });
+            let cancel = CancellationToken::new();
+            let stub = Stub::start(listener, Arc::new(SystemClock), webhooks, faults, cancel.clone()).await?;
+            tracing::info!(address = %stub.base_url(), "stub payment provider serving");
+            app::shutdown_signal().await;
+            cancel.cancel();
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate => {

@@ -323,6 +323,13 @@ impl Db {
         }))
     }
 
+    pub async fn attempt_by_request_key(&self, account_id: &str, key: &str) -> Result<Option<TopupAttempt>, DbError> {
+        Ok(with_pool!(self, |pool| {
+            let mut conn = pool.acquire().await?;
+            conn.attempt_by_request(account_id, key).await?
+        }))
+    }
+
     pub async fn attempt_for_payment(&self, provider_payment_id: &str) -> Result<Option<TopupAttempt>, DbError> {
         let sql = format!("SELECT {COLUMNS} FROM topup_attempts WHERE provider_payment_id = $1");
         Ok(with_pool!(self, |pool| {

@@ -46,6 +46,19 @@ pub enum ApiError {
         required: Millicredits,
         available: Millicredits,
     },
+    /// 400: a top-up amount outside the purchase limits.
+    #[error("{0}")]
+    InvalidAmount(String),
+    /// 402: the payment was declined; `topup` is the failed top-up.
+    #[error("payment failed: {message}")]
+    PaymentFailed {
+        decline_code: String,
+        message: String,
+        topup: Value,
+    },
+    /// 400: a webhook without a valid, fresh signature.
+    #[error("webhook signature rejected: {0}")]
+    InvalidSignature(String),
     /// 503: the service cannot answer right now.
     #[error("{0}")]
     Unavailable(String),
@@ -96,6 +109,9 @@ impl ApiError {
             Self::InsufficientCredits { .. } => {
                 (StatusCode::PAYMENT_REQUIRED, "insufficient_credits")
             }
+            Self::InvalidAmount(_) => (StatusCode::BAD_REQUEST, "invalid_amount"),
+            Self::PaymentFailed { .. } => (StatusCode::PAYMENT_REQUIRED, "payment_failed"),
+            Self::InvalidSignature(_) => (StatusCode::BAD_REQUEST, "invalid_signature"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::Db(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -121,6 +137,14 @@ impl IntoResponse for ApiError {
             } => {
                 body.insert("required".into(), json!(required));
                 body.insert("available".into(), json!(available));
+            }
+            Self::PaymentFailed {
+                decline_code,
+                topup,
+                ..
+            } => {
+                body.insert("decline_code".into(), json!(decline_code));
+                body.insert("topup".into(), topup.clone());
             }
             _ => {}
         }

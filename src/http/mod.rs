@@ -4,13 +4,16 @@
 pub mod accounts;
 pub mod admin;
 pub mod auth;
+pub mod cards;
 pub mod error;
 pub mod extract;
 pub mod health;
 pub mod notices;
 pub mod pagination;
 pub mod pricing;
+pub mod topups;
 pub mod usage;
+pub mod webhooks;
 
 use std::time::Duration;
 
@@ -39,6 +42,9 @@ pub fn router(state: AppState) -> Router {
         .merge(usage::router())
         .merge(admin::router())
         .merge(notices::router())
+        .merge(cards::router())
+        .merge(topups::router())
+        .merge(webhooks::router())
         .fallback(|| async { ApiError::NotFound("route") })
         .layer(DefaultBodyLimit::max(http.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(

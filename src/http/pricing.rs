@@ -15,7 +15,10 @@ use super::{
 };
 use crate::{
     app::AppState,
-    domain::pricing::{PriceRequest, Quote, Service},
+    domain::{
+        money::Cents,
+        pricing::{PriceRequest, Quote, Service},
+    },
 };
 
 pub fn router() -> Router<AppState> {
@@ -26,16 +29,51 @@ pub fn router() -> Router<AppState> {
 
 #[derive(Serialize)]
 struct PricingView<'a> {
-    currency: &'static str,
+    currency: &'a str,
     credit_price_cents: i64,
     services: &'a BTreeMap<String, Service>,
+    /// Credit packages for `POST /v1/accounts/{id}/topups`.
+    packages: Vec<Package>,
+    topup_limits: Limits,
+}
+
+#[derive(Serialize)]
+struct Package {
+    credits: i64,
+    amount_cents: i64,
+    amount_usd: String,
+}
+
+#[derive(Serialize)]
+struct Limits {
+    min_amount_cents: i64,
+    max_amount_cents: i64,
 }
 
 async fn pricing(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let config = &state.config;
+    let packages = config
+        .payments
+        .packages
+        .iter()
+        .map(|&credits| {
+            let cents = Cents(credits * config.credit_price_cents);
+            Package {
+                credits,
+                amount_cents: cents.0,
+                amount_usd: cents.to_string(),
+            }
+        })
+        .collect();
     let view = PricingView {
-        currency: "usd",
-        credit_price_cents: state.config.credit_price_cents,
+        currency: &config.payments.currency,
+        credit_price_cents: config.credit_price_cents,
         services: &state.catalogue.services,
+        packages,
+        topup_limits: Limits {
+            min_amount_cents: config.payments.min_topup_cents,
+            max_amount_cents: config.payments.max_topup_cents,
+        },
     };
     Json(serde_json::to_value(view).expect("the catalogue serializes to JSON"))
 }

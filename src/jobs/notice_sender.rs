@@ -133,27 +133,13 @@ impl NoticeSender {
         Ok(())
     }
 
-    /// Runs rounds until `cancel` fires; a full batch is followed at once by the next.
+    /// Runs rounds until `cancel` fires.
     pub async fn run(self, cancel: CancellationToken) {
         let poll = Duration::from_millis(self.config.poll_interval_ms);
-        loop {
-            let full_batch = match self.run_once(&cancel).await {
-                Ok(report) => report.claimed == self.config.batch_size as usize,
-                Err(error) => {
-                    tracing::error!(?error, "notice sender round failed");
-                    false
-                }
-            };
-            if cancel.is_cancelled() {
-                break;
-            }
-            if !full_batch {
-                tokio::select! {
-                    () = cancel.cancelled() => break,
-                    () = tokio::time::sleep(poll) => {}
-                }
-            }
-        }
-        tracing::info!("notice sender stopped");
+        let full = self.config.batch_size as usize;
+        super::repeat("notice sender", poll, cancel.clone(), || async {
+            Ok(self.run_once(&cancel).await?.claimed == full)
+        })
+        .await;
     }
 }

@@ -10,11 +10,12 @@ use tempfile::TempDir;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use topupd::{
-    app::{self, AppState},
+    app::App,
     clock::{Clock, ManualClock},
     config::{Config, EmailTransport},
     db::{Db, audit::Actor},
     domain::api_key::Role,
+    payments::stub::Stub,
 };
 
 /// 2026-01-01T00:00:00Z: tests start from a fixed instant and move time explicitly.
@@ -132,6 +133,10 @@ pub struct TestApp {
     pub base_url: String,
     pub client: reqwest::Client,
     pub db: Db,
+    /// The in-process stub provider the app charges through.
+    pub stub: Stub,
+    /// The secret the stub signs webhooks with.
+    pub webhook_secret: String,
     pub clock: ManualClock,
     pub config: Config,
     /// A key with the admin role.
@@ -180,43 +185,38 @@ impl TestApp {
         admin: Option<String>,
     ) -> Self {
         config.database.url = database.url.clone().into();
-        let state = AppState::build(config.clone(), Arc::new(clock.clone()))
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a random port");
+        let address = listener.local_addr().expect("bound address");
+        let app = App::build(config.clone(), Arc::new(clock.clone()), address)
             .await
             .expect("app builds");
         let admin = match admin {
             Some(admin) => admin,
             None => {
-                state
+                app.state
                     .db
-                    .issue_api_key(
-                        Role::Admin,
-                        None,
-                        "test admin",
-                        &Actor::cli(),
-                        clock.now_ms(),
-                    )
+                    .issue_api_key(Role::Admin, None, "test admin", &Actor::cli(), clock.now_ms())
                     .await
                     .expect("issue admin key")
                     .expect("admin keys need no account")
                     .token
             }
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind a random port");
-        let base_url = format!("http://{}", listener.local_addr().expect("bound address"));
-        let db = state.db.clone();
+        let base_url = format!("http://{address}");
+        let db = app.state.db.clone();
+        let stub = app.stub.clone().expect("tests run against the in-process stub provider");
+        let webhook_secret = app.state.webhook_secrets[0].clone();
         let shutdown = CancellationToken::new();
-        let server = tokio::spawn(app::serve(
-            state,
-            listener,
-            shutdown.clone().cancelled_owned(),
-        ));
+        let server = tokio::spawn(app.serve(listener, shutdown.clone().cancelled_owned()));
         Self {
             backend,
             base_url,
             client: reqwest::Client::new(),
             db,
+            stub,
+            webhook_secret,
             clock,
             config,
             admin,

@@ -1,0 +1,155 @@
+//! Saved payment methods of an account.
+
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    http::StatusCode,
+    routing::{delete, get, post},
+};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    auth::{Caller, STAFF},
+    error::{ApiError, ApiResult},
+    extract::ApiJson,
+};
+use crate::{
+    app::AppState,
+    clock::rfc3339,
+    db::payment_methods::{Removal, SavedCard},
+    domain::validation::FieldErrors,
+    topups::cards::SaveCardError,
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/accounts/{id}/payment-methods", get(list).post(add))
+        .route("/v1/accounts/{id}/payment-methods/{pm}/default", post(make_default))
+        .route("/v1/accounts/{id}/payment-methods/{pm}", delete(remove))
+}
+
+#[derive(Debug, Serialize)]
+struct CardView {
+    id: String,
+    brand: String,
+    last4: String,
+    exp_month: i64,
+    exp_year: i64,
+    default: bool,
+    created_at: String,
+}
+
+impl From<SavedCard> for CardView {
+    fn from(card: SavedCard) -> Self {
+        Self {
+            id: card.id,
+            brand: card.brand,
+            last4: card.last4,
+            exp_month: card.exp_month,
+            exp_year: card.exp_year,
+            default: card.is_default,
+            created_at: rfc3339(card.created_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct CardList {
+    data: Vec<CardView>,
+}
+
+async fn visible(state: &AppState, caller: &Caller, account_id: &str) -> ApiResult<()> {
+    caller.require_account(account_id, STAFF)?;
+    state
+        .db
+        .account(account_id)
+        .await?
+        .map(drop)
+        .ok_or(ApiError::NotFound("account"))
+}
+
+async fn list(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<CardList>> {
+    visible(&state, &caller, &id).await?;
+    let cards = state.db.saved_cards(&id).await?;
+    Ok(Json(CardList {
+        data: cards.into_iter().map(CardView::from).collect(),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewCardBody {
+    /// The provider's payment method id, e.g. `pm_card_visa` on the stub or in test mode.
+    payment_method_id: String,
+    /// Make it the default (the first card always is).
+    #[serde(default)]
+    default: bool,
+}
+
+/// Attaches a payment method the customer created at the provider and saves it.
+async fn add(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<NewCardBody>,
+) -> ApiResult<(StatusCode, Json<CardView>)> {
+    visible(&state, &caller, &id).await?;
+    let pm = body.payment_method_id.trim();
+    if pm.is_empty() || pm.len() > 255 || pm.chars().any(|c| c.is_control() || c == '/') {
+        return Err(ApiError::invalid(FieldErrors::single(
+            "payment_method_id",
+            "must be the provider's payment method id, such as pm_card_visa",
+        )));
+    }
+    match state.topups.save_card(&id, pm, body.default).await {
+        Ok(card) => Ok((StatusCode::CREATED, Json(card.into()))),
+        Err(SaveCardError::AccountNotFound) => Err(ApiError::NotFound("account")),
+        Err(SaveCardError::UnknownCard(message)) => Err(ApiError::invalid(FieldErrors::single(
+            "payment_method_id",
+            format!("the payment provider cannot use it: {message}"),
+        ))),
+        Err(SaveCardError::Refused { code, message }) => Err(ApiError::PaymentFailed {
+            decline_code: code,
+            message,
+            topup: serde_json::Value::Null,
+        }),
+        Err(SaveCardError::ProviderUnavailable(error)) => {
+            tracing::warn!(%error, "card not saved: provider unavailable");
+            Err(ApiError::Unavailable("the payment provider is unavailable; nothing was saved, try again".into()))
+        }
+        Err(SaveCardError::Db(error)) => Err(error.into()),
+    }
+}
+
+async fn make_default(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, pm)): Path<(String, String)>,
+) -> ApiResult<Json<CardView>> {
+    visible(&state, &caller, &id).await?;
+    let card = state
+        .db
+        .set_default_card(&id, &pm)
+        .await?
+        .ok_or(ApiError::NotFound("payment method"))?;
+    Ok(Json(card.into()))
+}
+
+/// Removes a card, unless a top-up in progress is charging it.
+async fn remove(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, pm)): Path<(String, String)>,
+) -> ApiResult<Json<CardView>> {
+    visible(&state, &caller, &id).await?;
+    match state.db.remove_card(&id, &pm).await? {
+        Removal::Removed(card) => {
+            state.topups.forget_card(&card.id).await;
+            Ok(Json(card.into()))
+        }
+        Removal::InUse => Err(ApiError::Conflict(
+            "a top-up in progress is charging this payment method; remove it once it settles".into(),
+        )),
+        Removal::NotFound => Err(ApiError::NotFound("payment method")),
+    }
+}

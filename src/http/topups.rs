@@ -1,0 +1,198 @@
+//! Buying credits with the default card, and the history of purchases.
+
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    auth::{Caller, STAFF},
+    error::{ApiError, ApiResult},
+    extract::{ApiJson, ApiQuery},
+    pagination::{PageParams, PageView},
+};
+use crate::{
+    app::AppState,
+    clock::rfc3339,
+    db::attempts::TopupAttempt,
+    domain::{api_key::Role, attempt::AttemptState, credits::Millicredits, money::Cents, validation::FieldErrors},
+    topups::PurchaseError,
+};
+
+/// Longest accepted Idempotency-Key header.
+const MAX_KEY_LEN: usize = 255;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/accounts/{id}/topups", get(list).post(purchase))
+        .route("/v1/accounts/{id}/topups/{topup}", get(one))
+}
+
+#[derive(Debug, Serialize)]
+pub struct TopupView {
+    id: String,
+    account_id: String,
+    trigger: String,
+    state: String,
+    credits: Millicredits,
+    amount_cents: i64,
+    amount_usd: String,
+    currency: String,
+    payment_method_id: String,
+    /// The provider's payment id.
+    transaction_id: Option<String>,
+    next_action: Option<NextActionView>,
+    decline_code: Option<String>,
+    failure_message: Option<String>,
+    created_at: String,
+    settled_at: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct NextActionView {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    url: String,
+}
+
+impl From<TopupAttempt> for TopupView {
+    fn from(a: TopupAttempt) -> Self {
+        let waiting = a.state == AttemptState::RequiresAction.as_str();
+        Self {
+            next_action: a
+                .next_action_url
+                .filter(|_| waiting)
+                .map(|url| NextActionView { kind: "redirect_to_url", url }),
+            id: a.id,
+            account_id: a.account_id,
+            trigger: a.trigger,
+            state: a.state,
+            credits: Millicredits(a.credits),
+            amount_cents: a.amount_cents,
+            amount_usd: Cents(a.amount_cents).to_string(),
+            currency: a.currency,
+            payment_method_id: a.payment_method_id,
+            transaction_id: a.provider_payment_id,
+            decline_code: a.decline_code,
+            failure_message: a.failure_message,
+            created_at: rfc3339(a.created_at),
+            settled_at: a.settled_at.map(rfc3339),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PurchaseBody {
+    /// Whole credits to buy; see `packages` in `GET /v1/pricing`.
+    credits: i64,
+}
+
+/// Charges the default card for `credits`. 201 when paid, 202 when it waits for the
+/// customer (`next_action.url`) or for the provider, 402 `payment_failed` when declined.
+async fn purchase(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<PurchaseBody>,
+) -> ApiResult<Response> {
+    caller.require_account(&id, &[])?;
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .filter(|k| !k.is_empty() && k.len() <= MAX_KEY_LEN)
+                .ok_or_else(|| {
+                    ApiError::malformed_fields(FieldErrors::single(
+                        "Idempotency-Key",
+                        format!("must be 1 to {MAX_KEY_LEN} visible ASCII characters"),
+                    ))
+                })?,
+        ),
+    };
+    let replay = match key {
+        Some(key) => state.db.attempt_by_request_key(&id, key).await?.is_some(),
+        None => false,
+    };
+    let attempt = match state.topups.purchase(&id, body.credits, key).await {
+        Ok(attempt) => attempt,
+        Err(PurchaseError::InvalidAmount(message)) => return Err(ApiError::InvalidAmount(message)),
+        Err(PurchaseError::AccountNotFound) => return Err(ApiError::NotFound("account")),
+        Err(e @ (PurchaseError::NoPaymentMethod | PurchaseError::KeyReused)) => return Err(ApiError::Conflict(e.to_string())),
+        Err(PurchaseError::Busy(open)) => {
+            return Err(ApiError::Conflict(format!(
+                "top-up {} of this account is {}; wait for it to settle",
+                open.id, open.state
+            )));
+        }
+        Err(PurchaseError::Db(e)) => return Err(e.into()),
+    };
+    let mut response = purchase_answer(attempt)?;
+    if replay {
+        response.headers_mut().insert("idempotent-replayed", "true".parse().expect("static header value"));
+    }
+    Ok(response)
+}
+
+fn purchase_answer(attempt: TopupAttempt) -> ApiResult<Response> {
+    let state = attempt.state()?;
+    let status = match state {
+        AttemptState::Succeeded => StatusCode::CREATED,
+        AttemptState::Failed | AttemptState::Canceled => {
+            let decline_code = attempt.decline_code.clone().unwrap_or_else(|| "card_declined".into());
+            let message = attempt
+                .failure_message
+                .clone()
+                .unwrap_or_else(|| crate::notices::templates::decline_reason(&decline_code));
+            return Err(ApiError::PaymentFailed {
+                decline_code,
+                message,
+                topup: serde_json::to_value(TopupView::from(attempt)).expect("a top-up serializes"),
+            });
+        }
+        _ => StatusCode::ACCEPTED,
+    };
+    Ok((status, Json(TopupView::from(attempt))).into_response())
+}
+
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiQuery(params): ApiQuery<PageParams>,
+) -> ApiResult<Json<PageView<TopupView>>> {
+    let page = params.page_request()?;
+    caller.require_account(&id, STAFF)?;
+    state.db.account(&id).await?.ok_or(ApiError::NotFound("account"))?;
+    let topups = state.db.topups(&id, page).await?;
+    Ok(Json(PageView::try_from_page(topups, |a| Ok::<_, ApiError>(TopupView::from(a)))?))
+}
+
+/// One top-up, brought up to date with the provider first (the poll that settles a
+/// payment whose webhook has not arrived).
+async fn one(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, topup)): Path<(String, String)>,
+) -> ApiResult<Json<TopupView>> {
+    caller.require_account(&id, &[Role::Support, Role::Admin])?;
+    let attempt = state
+        .db
+        .attempt(&topup)
+        .await?
+        .filter(|a| a.account_id == id)
+        .ok_or(ApiError::NotFound("top-up"))?;
+    let attempt = if attempt.state()?.is_terminal() {
+        attempt
+    } else {
+        state.topups.refresh(attempt).await?
+    };
+    Ok(Json(attempt.into()))
+}

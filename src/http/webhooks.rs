@@ -1,0 +1,60 @@
+//! The provider's webhooks: authenticated on the raw body, stored once per event id, then
+//! handled by re-reading the payment they name.
+
+use axum::{Json, Router, body::Bytes, extract::State, http::HeaderMap, routing::post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::error::{ApiError, ApiResult};
+use crate::{app::AppState, payments::signature};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/webhooks/payments", post(receive))
+}
+
+/// What is read from an event before storing it.
+#[derive(Debug, Deserialize)]
+struct EventHead {
+    id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    data: EventData,
+}
+
+#[derive(Debug, Deserialize)]
+struct EventData {
+    object: Value,
+}
+
+/// 400 and nothing stored unless the signature is valid and fresh; 200 once stored (a
+/// duplicate is acknowledged without effect).
+async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult<Json<Value>> {
+    let header = headers.get("stripe-signature").and_then(|v| v.to_str().ok());
+    let now_ms = state.clock.now_ms();
+    signature::verify(
+        header,
+        &body,
+        &state.webhook_secrets,
+        now_ms.div_euclid(1000),
+        state.config.payments.webhook_tolerance_secs,
+    )
+    .map_err(|e| {
+        tracing::warn!(error = %e, "webhook rejected");
+        ApiError::InvalidSignature(e.to_string())
+    })?;
+    let event: EventHead = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::malformed(format!("webhook body is not an event: {e}"), None))?;
+    let object_id = event.data.object.get("id").and_then(Value::as_str);
+    let payload = String::from_utf8_lossy(&body);
+    let new = state
+        .db
+        .store_event(&event.id, &event.kind, object_id, &payload, now_ms)
+        .await?;
+    if new {
+        if let Some(stored) = state.db.event(&event.id).await? {
+            // Failures leave the event due; the webhook processor tries again.
+            state.topups.process_event(&stored).await?;
+        }
+    }
+    Ok(Json(json!({ "received": true, "duplicate": !new })))
+}

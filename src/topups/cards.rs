@@ -1,0 +1,93 @@
+//! Saving a customer's card: the account gets a provider customer on its first card, the
+//! card is attached to it, and what the provider says of the card is stored.
+
+use super::Topups;
+use crate::{
+    db::{DbError, payment_methods::SavedCard},
+    payments::client::ProviderError,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SaveCardError {
+    #[error("account not found")]
+    AccountNotFound,
+    #[error("the payment provider has no usable card {0}")]
+    UnknownCard(String),
+    /// The provider refused the card (for example a card check failed).
+    #[error("card refused: {code}")]
+    Refused { code: String, message: String },
+    /// The provider did not answer or refused our credentials; nothing was saved.
+    #[error("the payment provider is unavailable: {0}")]
+    ProviderUnavailable(ProviderError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<ProviderError> for SaveCardError {
+    fn from(error: ProviderError) -> Self {
+        match error {
+            ProviderError::Declined { code, message, .. } => Self::Refused { code, message },
+            ProviderError::NotFound { message } | ProviderError::Rejected { message, .. } => {
+                Self::UnknownCard(message)
+            }
+            ProviderError::Unknown { .. }
+            | ProviderError::Unauthorized { .. }
+            | ProviderError::IdempotencyMismatch { .. } => Self::ProviderUnavailable(error),
+        }
+    }
+}
+
+impl Topups {
+    /// Attaches the provider's payment method `provider_id` to the account and saves it.
+    pub async fn save_card(
+        &self,
+        account_id: &str,
+        provider_id: &str,
+        make_default: bool,
+    ) -> Result<SavedCard, SaveCardError> {
+        let account = self
+            .db
+            .account(account_id)
+            .await?
+            .ok_or(SaveCardError::AccountNotFound)?;
+        let prefix = &self.config.payments.idempotency_prefix;
+        let customer = match account.provider_customer_id {
+            Some(customer) => customer,
+            None => {
+                let key = format!("{prefix}:customer:{account_id}");
+                let created = self
+                    .provider
+                    .create_customer(account_id, &account.email, &key)
+                    .await?;
+                self.db.set_provider_customer(account_id, &created.id).await?
+            }
+        };
+        let key = format!("{prefix}:attach:{provider_id}:{customer}");
+        let method = self
+            .provider
+            .attach_payment_method(provider_id, &customer, &key)
+            .await?;
+        let card = method
+            .card
+            .ok_or_else(|| SaveCardError::UnknownCard(format!("{provider_id} is not a card")))?;
+        let saved = SavedCard {
+            id: method.id,
+            account_id: account_id.to_owned(),
+            brand: card.brand,
+            last4: card.last4,
+            exp_month: card.exp_month,
+            exp_year: card.exp_year,
+            is_default: false,
+            created_at: self.clock.now_ms(),
+        };
+        Ok(self.db.save_card(&saved, make_default).await?)
+    }
+
+    /// Detaches the card at the provider (best effort) after forgetting it here.
+    pub async fn forget_card(&self, card_id: &str) {
+        let key = format!("{}:detach:{card_id}", self.config.payments.idempotency_prefix);
+        if let Err(error) = self.provider.detach_payment_method(card_id, &key).await {
+            tracing::warn!(%card_id, %error, "card removed here but not detached at the provider");
+        }
+    }
+}

@@ -1,0 +1,444 @@
+//! Charging saved cards: claiming an attempt, driving it through the provider one written
+//! state at a time, and settling it from the provider's word (an answer, a webhook or a
+//! poll). No database transaction is open during a provider call.
+
+pub mod cards;
+
+use std::sync::Arc;
+
+use crate::{
+    clock::Clock,
+    config::Config,
+    db::{
+        Db, DbError,
+        attempts::{Claim, NewAttempt, ProviderFacts, Settled, TopupAttempt},
+        notices::NewNotice,
+        webhooks::StoredEvent,
+    },
+    domain::{
+        attempt::{AttemptState, AttemptTrigger},
+        credits::{MILLIS_PER_CREDIT, Millicredits},
+        money::Cents,
+    },
+    notices::{self, Notice, PaymentFailure, Receipt, Recipient, Trigger},
+    payments::{
+        client::{NewPayment, Presence, ProviderClient, ProviderError},
+        types::PaymentIntent,
+    },
+};
+
+/// How far back, in seconds, to look for a payment created before its id was stored.
+const ADOPTION_WINDOW_SECS: i64 = 300;
+
+/// Charging and settling top-ups.
+#[derive(Clone)]
+pub struct Topups {
+    db: Db,
+    provider: Arc<ProviderClient>,
+    clock: Arc<dyn Clock>,
+    config: Arc<Config>,
+}
+
+/// Why a purchase could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum PurchaseError {
+    #[error("{0}")]
+    InvalidAmount(String),
+    #[error("account not found")]
+    AccountNotFound,
+    #[error("the account has no default payment method; add one first")]
+    NoPaymentMethod,
+    /// Another top-up of the account is still open.
+    #[error("another top-up of this account is in progress")]
+    Busy(TopupAttempt),
+    /// The caller's Idempotency-Key was used for a different purchase.
+    #[error("this Idempotency-Key was used for a different request")]
+    KeyReused,
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// The price of `credits` whole credits, if it is within the purchase limits.
+pub fn purchase_price(credits: i64, config: &Config) -> Result<Cents, String> {
+    let payments = &config.payments;
+    let range = || {
+        format!(
+            "a top-up must cost between {} and {}",
+            Cents(payments.min_topup_cents),
+            Cents(payments.max_topup_cents)
+        )
+    };
+    let cents = credits
+        .checked_mul(config.credit_price_cents)
+        .ok_or_else(range)?;
+    if credits <= 0 || cents < payments.min_topup_cents || cents > payments.max_topup_cents {
+        return Err(range());
+    }
+    Ok(Cents(cents))
+}
+
+impl Topups {
+    pub fn new(db: Db, provider: Arc<ProviderClient>, clock: Arc<dyn Clock>, config: Arc<Config>) -> Self {
+        Self {
+            db,
+            provider,
+            clock,
+            config,
+        }
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// A customer buys `credits` whole credits with the default card. `request_key`, the
+    /// caller's Idempotency-Key, makes a retried request return the same purchase.
+    pub async fn purchase(
+        &self,
+        account_id: &str,
+        credits: i64,
+        request_key: Option<&str>,
+    ) -> Result<TopupAttempt, PurchaseError> {
+        let amount = purchase_price(credits, &self.config).map_err(PurchaseError::InvalidAmount)?;
+        let account = self
+            .db
+            .account(account_id)
+            .await?
+            .ok_or(PurchaseError::AccountNotFound)?;
+        let card = self.db.default_card(account_id).await?;
+        let (Some(card), Some(customer)) = (card, account.provider_customer_id) else {
+            return Err(PurchaseError::NoPaymentMethod);
+        };
+        let fingerprint = format!("credits={credits}");
+        let claim = self
+            .db
+            .claim_attempt(&NewAttempt {
+                account_id,
+                trigger: AttemptTrigger::Manual,
+                request: request_key.map(|key| (key, fingerprint.as_str())),
+                credits: Millicredits(credits * MILLIS_PER_CREDIT),
+                amount,
+                currency: &self.config.payments.currency,
+                payment_method_id: &card.id,
+                customer_id: &customer,
+                key_prefix: &self.config.payments.idempotency_prefix,
+                at: self.clock.now_ms(),
+            })
+            .await?;
+        match claim {
+            Claim::Claimed(attempt) => Ok(self.advance(attempt).await?),
+            Claim::Replay(attempt) if attempt.request_fingerprint.as_deref() == Some(&fingerprint) => {
+                Ok(self.refresh(attempt).await?)
+            }
+            Claim::Replay(_) => Err(PurchaseError::KeyReused),
+            Claim::Busy(open) => Err(PurchaseError::Busy(open)),
+        }
+    }
+
+    /// Brings an attempt up to date: resumes the steps it still has to take, or asks the
+    /// provider what became of its payment.
+    pub async fn refresh(&self, attempt: TopupAttempt) -> Result<TopupAttempt, DbError> {
+        match attempt.state()? {
+            AttemptState::RequiresAction | AttemptState::Processing => {
+                let Some(payment_id) = attempt.provider_payment_id.clone() else {
+                    return Err(DbError::Corrupt(format!("attempt {} has no payment id", attempt.id)));
+                };
+                match self.provider.payment_intent(&payment_id).await {
+                    Ok(intent) => self.apply(attempt, &intent).await,
+                    Err(error) => {
+                        tracing::warn!(attempt_id = %attempt.id, %error, "could not read the payment; will ask again");
+                        Ok(attempt)
+                    }
+                }
+            }
+            _ => self.advance(attempt).await,
+        }
+    }
+
+    /// Drives the attempt forward from its written state. Each state is written before the
+    /// call it guards; an unknown outcome leaves the attempt where it is, to be resumed with
+    /// the same idempotency keys.
+    pub async fn advance(&self, mut attempt: TopupAttempt) -> Result<TopupAttempt, DbError> {
+        use AttemptState::*;
+        // Set when this call wrote `Confirming`, so no earlier confirmation can exist.
+        let mut confirm_now = false;
+        loop {
+            let now = self.clock.now_ms();
+            let moved = match attempt.state()? {
+                Claimed => self.db.move_attempt(&attempt.id, Claimed, Creating, None, now).await?,
+                Creating => match self.provider.create_payment_intent(&self.payment(&attempt)).await {
+                    Ok(intent) => {
+                        self.db
+                            .move_attempt(&attempt.id, Creating, Created, Some(&intent.id), now)
+                            .await?
+                    }
+                    Err(error) => return self.after_create_failed(attempt, error).await,
+                },
+                Created => {
+                    confirm_now = true;
+                    self.db.move_attempt(&attempt.id, Created, Confirming, None, now).await?
+                }
+                Confirming if confirm_now => {
+                    let confirmed = self
+                        .provider
+                        .confirm_payment_intent(self.payment_id(&attempt)?, self.presence(&attempt)?, &format!("{}:confirm", attempt.idempotency_key))
+                        .await;
+                    return match confirmed {
+                        Ok(intent) => self.apply(attempt, &intent).await,
+                        Err(error) => self.after_confirm_failed(attempt, error).await,
+                    };
+                }
+                Confirming => {
+                    // Resuming: a confirmation may have been sent; the provider knows.
+                    match self.provider.payment_intent(self.payment_id(&attempt)?).await {
+                        Ok(intent) if intent.status == "requires_confirmation" => {
+                            confirm_now = true;
+                            continue;
+                        }
+                        Ok(intent) => return self.apply(attempt, &intent).await,
+                        Err(error) => {
+                            tracing::warn!(attempt_id = %attempt.id, %error, "could not read the payment; will ask again");
+                            return Ok(attempt);
+                        }
+                    }
+                }
+                RequiresAction | Processing | Succeeded | Failed | Canceled => return Ok(attempt),
+            };
+            attempt = match moved {
+                Some(next) => next,
+                // Someone else moved it; they carry on from here.
+                None => return self.reload(&attempt).await,
+            };
+        }
+    }
+
+    fn payment_id<'a>(&self, attempt: &'a TopupAttempt) -> Result<&'a str, DbError> {
+        attempt
+            .provider_payment_id
+            .as_deref()
+            .ok_or_else(|| DbError::Corrupt(format!("attempt {} has no payment id", attempt.id)))
+    }
+
+    /// The create request, built only from the attempt row so that a replay is identical.
+    fn payment<'a>(&'a self, attempt: &'a TopupAttempt) -> NewPayment<'a> {
+        NewPayment {
+            amount_cents: attempt.amount_cents,
+            currency: &attempt.currency,
+            customer: &attempt.customer_id,
+            payment_method: &attempt.payment_method_id,
+            metadata: vec![
+                ("topup_attempt_id", attempt.id.clone()),
+                ("account_id", attempt.account_id.clone()),
+                ("seq", attempt.seq.to_string()),
+            ],
+            idempotency_key: &attempt.idempotency_key,
+        }
+    }
+
+    fn presence(&self, attempt: &TopupAttempt) -> Result<Presence<'_>, DbError> {
+        Ok(match attempt.trigger()? {
+            AttemptTrigger::Auto => Presence::OffSession,
+            AttemptTrigger::Manual | AttemptTrigger::Retry => Presence::OnSession {
+                return_url: &self.config.payments.return_url,
+            },
+        })
+    }
+
+    async fn reload(&self, attempt: &TopupAttempt) -> Result<TopupAttempt, DbError> {
+        self.db
+            .attempt(&attempt.id)
+            .await?
+            .ok_or_else(|| DbError::Corrupt(format!("attempt {} vanished", attempt.id)))
+    }
+
+    async fn after_create_failed(&self, attempt: TopupAttempt, error: ProviderError) -> Result<TopupAttempt, DbError> {
+        match error {
+            ProviderError::Unknown { .. } | ProviderError::Unauthorized { .. } => {
+                tracing::warn!(attempt_id = %attempt.id, %error, "payment not created yet; will retry with the same key");
+                Ok(attempt)
+            }
+            // An earlier incarnation of this attempt reached the provider: find its payment.
+            ProviderError::IdempotencyMismatch { .. } => match self.find_payment(&attempt).await {
+                Some(intent) => {
+                    let now = self.clock.now_ms();
+                    match self
+                        .db
+                        .move_attempt(&attempt.id, AttemptState::Creating, AttemptState::Created, Some(&intent.id), now)
+                        .await?
+                    {
+                        Some(created) => Box::pin(self.advance(created)).await,
+                        None => self.reload(&attempt).await,
+                    }
+                }
+                None => {
+                    tracing::error!(attempt_id = %attempt.id, %error, "payment cannot be found by its metadata; left for support");
+                    Ok(attempt)
+                }
+            },
+            ProviderError::Declined { code, message, .. } => self.fail(attempt, &code, &message).await,
+            ProviderError::NotFound { message } => self.fail(attempt, "no_payment_method", &message).await,
+            ProviderError::Rejected { code, message, .. } => {
+                self.fail(attempt, code.as_deref().unwrap_or("payment_rejected"), &message).await
+            }
+        }
+    }
+
+    async fn after_confirm_failed(&self, attempt: TopupAttempt, error: ProviderError) -> Result<TopupAttempt, DbError> {
+        match error {
+            ProviderError::Declined {
+                payment_intent: Some(intent),
+                ..
+            } => self.apply(attempt, &intent).await,
+            ProviderError::Declined { code, message, .. } => self.fail(attempt, &code, &message).await,
+            ProviderError::Unknown { .. } | ProviderError::Unauthorized { .. } => {
+                tracing::warn!(attempt_id = %attempt.id, %error, "confirmation outcome unknown; will ask the provider again");
+                Ok(attempt)
+            }
+            // The payment is not where this attempt thought: its own state says what happened.
+            ProviderError::IdempotencyMismatch { .. } | ProviderError::NotFound { .. } | ProviderError::Rejected { .. } => {
+                match self.provider.payment_intent(self.payment_id(&attempt)?).await {
+                    Ok(intent) => self.apply(attempt, &intent).await,
+                    Err(read_error) => {
+                        tracing::warn!(attempt_id = %attempt.id, %error, %read_error, "confirmation refused and payment unreadable; will ask again");
+                        Ok(attempt)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Looks for the attempt's payment among the customer's recent ones, by metadata.
+    async fn find_payment(&self, attempt: &TopupAttempt) -> Option<PaymentIntent> {
+        let since = attempt.created_at.div_euclid(1000) - ADOPTION_WINDOW_SECS;
+        match self.provider.payment_intents_for_customer(&attempt.customer_id, since).await {
+            Ok(intents) => intents
+                .into_iter()
+                .find(|pi| pi.metadata.get("topup_attempt_id") == Some(&attempt.id)),
+            Err(error) => {
+                tracing::warn!(attempt_id = %attempt.id, %error, "could not list the customer's payments");
+                None
+            }
+        }
+    }
+
+    async fn fail(&self, attempt: TopupAttempt, code: &str, message: &str) -> Result<TopupAttempt, DbError> {
+        let facts = ProviderFacts {
+            decline_code: Some(code),
+            failure_message: Some(message),
+            ..ProviderFacts::default()
+        };
+        self.settle(attempt, AttemptState::Failed, &facts).await
+    }
+
+    /// Applies the provider's authoritative view of the attempt's payment.
+    pub async fn apply(&self, attempt: TopupAttempt, intent: &PaymentIntent) -> Result<TopupAttempt, DbError> {
+        let Some(target) = AttemptState::from_provider_status(&intent.status) else {
+            tracing::warn!(attempt_id = %attempt.id, status = %intent.status, "unknown payment status; left as is");
+            return Ok(attempt);
+        };
+        let facts = ProviderFacts {
+            provider_payment_id: Some(&intent.id),
+            next_action_url: intent.redirect_url(),
+            decline_code: (target == AttemptState::Failed).then(|| intent.failure_code().unwrap_or("card_declined")),
+            failure_message: intent.last_payment_error.as_ref().and_then(|e| e.message.as_deref()),
+            amount_received: (target == AttemptState::Succeeded).then_some(intent.amount_received),
+        };
+        if target == AttemptState::Succeeded && intent.amount_received != attempt.amount_cents {
+            tracing::error!(attempt_id = %attempt.id, expected = attempt.amount_cents, received = intent.amount_received, "provider received a different amount");
+        }
+        self.settle(attempt, target, &facts).await
+    }
+
+    async fn settle(&self, attempt: TopupAttempt, target: AttemptState, facts: &ProviderFacts<'_>) -> Result<TopupAttempt, DbError> {
+        let now = self.clock.now_ms();
+        let settled = self
+            .db
+            .settle_attempt(&attempt.id, target, facts, now, |s| self.notice_for(target, s))
+            .await?;
+        match settled {
+            Some(attempt) => {
+                tracing::info!(attempt_id = %attempt.id, state = %attempt.state, "top-up attempt moved");
+                Ok(attempt)
+            }
+            None => self.reload(&attempt).await,
+        }
+    }
+
+    /// The notice a settled attempt sends, if any: receipts and failures.
+    fn notice_for(&self, target: AttemptState, settled: &Settled<'_>) -> Option<NewNotice> {
+        let attempt = settled.attempt;
+        let trigger = match attempt.trigger().ok()? {
+            AttemptTrigger::Auto => Trigger::Automatic,
+            AttemptTrigger::Manual | AttemptTrigger::Retry => Trigger::Manual,
+        };
+        let now = self.clock.now_ms();
+        let notice = match target {
+            AttemptState::Succeeded => Notice::TopupReceipt(Receipt {
+                trigger,
+                credits: Millicredits(attempt.credits),
+                amount: Cents(attempt.amount_cents),
+                transaction_id: attempt.provider_payment_id.clone().unwrap_or_default(),
+                new_balance: Millicredits(settled.credit.map_or(settled.account.balance, |e| e.balance_after)),
+                at: now,
+            }),
+            AttemptState::Failed => Notice::PaymentFailed(PaymentFailure {
+                trigger,
+                decline_code: attempt.decline_code.clone().unwrap_or_else(|| "card_declined".into()),
+                credits: Millicredits(attempt.credits),
+                amount: Cents(attempt.amount_cents),
+                at: now,
+            }),
+            _ => return None,
+        };
+        let recipient = Recipient {
+            account_id: &settled.account.id,
+            name: &settled.account.name,
+            email: &settled.account.email,
+        };
+        Some(notices::compose(
+            format!("attempt:{}:{}", attempt.id, target.as_str()),
+            recipient,
+            &notice,
+            &self.config.email,
+            now,
+        ))
+    }
+
+    /// Handles a stored webhook event: the payment it names is re-read from the provider
+    /// and applied, never the event's copy. Events about other objects are ignored. False
+    /// when the provider could not be asked: the event stays due.
+    pub async fn process_event(&self, event: &StoredEvent) -> Result<bool, DbError> {
+        let now = self.clock.now_ms();
+        let attempt = match (&event.object_id, event.kind.starts_with("payment_intent.")) {
+            (Some(payment_id), true) => self.db.attempt_for_payment(payment_id).await?,
+            _ => None,
+        };
+        let Some(attempt) = attempt else {
+            self.db.finish_event(&event.id, now, None).await?;
+            return Ok(true);
+        };
+        let error = self.refresh_payment(attempt).await.err().map(|e| e.to_string());
+        if let Some(error) = &error {
+            tracing::warn!(event_id = %event.id, %error, "webhook event not handled yet");
+        }
+        self.db.finish_event(&event.id, self.clock.now_ms(), error.as_deref()).await?;
+        Ok(error.is_none())
+    }
+
+    /// Re-reads the attempt's payment and applies it, reporting a provider failure.
+    async fn refresh_payment(&self, attempt: TopupAttempt) -> Result<(), EventError> {
+        let payment_id = self.payment_id(&attempt)?.to_owned();
+        let intent = self.provider.payment_intent(&payment_id).await?;
+        self.apply(attempt, &intent).await?;
+        Ok(())
+    }
+}
+
+/// A webhook could not be handled: the provider could not be asked, or storage failed.
+#[derive(Debug, thiserror::Error)]
+enum EventError {
+    #[error("reading the payment failed: {0}")]
+    Provider(#[from] ProviderError),
+    #[error("storage failed: {0}")]
+    Db(#[from] DbError),
+}
