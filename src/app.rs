@@ -55,7 +55,11 @@ impl App {
     /// Connects and migrates the database, loads the catalogue, and sets up email and the
     /// payment provider. `http_addr` is where this server listens: the in-process stub
     /// sends its webhooks there.
-    pub async fn build(config: Config, clock: Arc<dyn Clock>, http_addr: SocketAddr) -> anyhow::Result<Self> {
+    pub async fn build(
+        config: Config,
+        clock: Arc<dyn Clock>,
+        http_addr: SocketAddr,
+    ) -> anyhow::Result<Self> {
         let catalogue = load_catalogue(&config.pricing.catalogue)?;
         let mailer = Mailer::from_config(&config.email).context("set up email (email.smtp)")?;
         let db = Db::connect(&config.database)
@@ -79,20 +83,38 @@ impl App {
                 }
                 let listener = TcpListener::bind(config.payments.stub.listen)
                     .await
-                    .with_context(|| format!("listen on {} (payments.stub.listen)", config.payments.stub.listen))?;
+                    .with_context(|| {
+                        format!(
+                            "listen on {} (payments.stub.listen)",
+                            config.payments.stub.listen
+                        )
+                    })?;
                 let target = WebhookTarget {
                     url: format!("http://{}/v1/webhooks/payments", reachable(http_addr)),
                     secret: webhook_secrets[0].clone(),
                 };
-                let stub = Stub::start(listener, clock.clone(), Some(target), Faults::default(), stub_cancel.clone()).await?;
+                let stub = Stub::start(
+                    listener,
+                    clock.clone(),
+                    Some(target),
+                    Faults::default(),
+                    stub_cancel.clone(),
+                )
+                .await?;
                 tracing::info!(address = %stub.base_url(), "stub payment provider started");
                 let url = stub.base_url().to_owned();
                 (Some(stub), url)
             }
         };
         let config = Arc::new(config);
-        let provider = ProviderClient::new(&config.payments, &provider_url).context("set up the payment provider client")?;
-        let topups = Topups::new(db.clone(), Arc::new(provider), clock.clone(), config.clone());
+        let provider = ProviderClient::new(&config.payments, &provider_url)
+            .context("set up the payment provider client")?;
+        let topups = Topups::new(
+            db.clone(),
+            Arc::new(provider),
+            clock.clone(),
+            config.clone(),
+        );
         Ok(Self {
             state: AppState {
                 db,
@@ -111,7 +133,11 @@ impl App {
     /// Serves the API on `listener` and runs the background jobs until `shutdown`
     /// completes; then stops accepting, lets requests and jobs in flight finish within the
     /// grace period, and closes the pool.
-    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> anyhow::Result<()> {
         let state = self.state;
         let grace = Duration::from_secs(state.config.http.shutdown_grace_secs);
         let db = state.db.clone();
@@ -124,7 +150,10 @@ impl App {
             Arc::new(state.config.email.clone()),
         );
         jobs.spawn(sender.run(cancel.child_token()));
-        jobs.spawn(jobs::webhook_processor::run(state.topups.clone(), cancel.child_token()));
+        jobs.spawn(jobs::webhook_processor::run(
+            state.topups.clone(),
+            cancel.child_token(),
+        ));
 
         let mut http = tokio::spawn(
             axum::serve(listener, http::router(state))
@@ -150,8 +179,13 @@ impl App {
         self.stub_cancel.cancel();
         db.close().await;
         match outcome {
-            Ok(joined) => joined.context("join the HTTP server")?.context("serve HTTP")?,
-            Err(_) => tracing::warn!(?grace, "work still in flight after the grace period; exiting"),
+            Ok(joined) => joined
+                .context("join the HTTP server")?
+                .context("serve HTTP")?,
+            Err(_) => tracing::warn!(
+                ?grace,
+                "work still in flight after the grace period; exiting"
+            ),
         }
         tracing::info!("stopped");
         Ok(())

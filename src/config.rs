@@ -266,40 +266,75 @@ impl Config {
         };
         let payments = &self.payments;
         if payments.provider == ProviderKind::Stripe {
-            if !(payments.base_url.starts_with("https://") || payments.base_url.starts_with("http://")) {
+            if !(payments.base_url.starts_with("https://")
+                || payments.base_url.starts_with("http://"))
+            {
                 return invalid("payments.base_url", "must be an http(s) URL");
             }
             if payments.secret_key.expose_secret().is_empty() {
-                return invalid("payments.secret_key", "is required for provider = \"stripe\"");
+                return invalid(
+                    "payments.secret_key",
+                    "is required for provider = \"stripe\"",
+                );
             }
-            if payments.webhook_secrets.iter().all(|s| s.expose_secret().is_empty()) {
-                return invalid("payments.webhook_secrets", "at least one is required for provider = \"stripe\"");
+            if payments
+                .webhook_secrets
+                .iter()
+                .all(|s| s.expose_secret().is_empty())
+            {
+                return invalid(
+                    "payments.webhook_secrets",
+                    "at least one is required for provider = \"stripe\"",
+                );
             }
         }
         if payments.webhook_tolerance_secs <= 0 {
             return invalid("payments.webhook_tolerance_secs", "must be at least 1");
         }
-        if payments.currency.len() != 3 || !payments.currency.bytes().all(|b| b.is_ascii_lowercase()) {
-            return invalid("payments.currency", "must be a lowercase ISO currency code such as usd");
+        if payments.currency.len() != 3
+            || !payments.currency.bytes().all(|b| b.is_ascii_lowercase())
+        {
+            return invalid(
+                "payments.currency",
+                "must be a lowercase ISO currency code such as usd",
+            );
         }
-        if payments.idempotency_prefix.is_empty() || payments.idempotency_prefix.contains(char::is_whitespace) {
-            return invalid("payments.idempotency_prefix", "must be non-empty without spaces");
+        if payments.idempotency_prefix.is_empty()
+            || payments.idempotency_prefix.contains(char::is_whitespace)
+        {
+            return invalid(
+                "payments.idempotency_prefix",
+                "must be non-empty without spaces",
+            );
         }
         if payments.connect_timeout_secs == 0 || payments.request_timeout_secs == 0 {
-            return invalid("payments.request_timeout_secs", "timeouts must be at least 1 second");
+            return invalid(
+                "payments.request_timeout_secs",
+                "timeouts must be at least 1 second",
+            );
         }
         if payments.retry_base_ms == 0 || payments.retry_max_ms < payments.retry_base_ms {
-            return invalid("payments.retry_max_ms", "retry_base_ms must be at least 1 and retry_max_ms at least retry_base_ms");
+            return invalid(
+                "payments.retry_max_ms",
+                "retry_base_ms must be at least 1 and retry_max_ms at least retry_base_ms",
+            );
         }
         if payments.min_topup_cents < 1 || payments.max_topup_cents < payments.min_topup_cents {
-            return invalid("payments.max_topup_cents", "min_topup_cents must be at least 1 and max_topup_cents at least min_topup_cents");
+            return invalid(
+                "payments.max_topup_cents",
+                "min_topup_cents must be at least 1 and max_topup_cents at least min_topup_cents",
+            );
         }
         let package_cents = |credits: i64| credits.checked_mul(self.credit_price_cents);
         if payments.packages.iter().any(|&credits| {
             credits <= 0
-                || package_cents(credits).is_none_or(|c| c < payments.min_topup_cents || c > payments.max_topup_cents)
+                || package_cents(credits)
+                    .is_none_or(|c| c < payments.min_topup_cents || c > payments.max_topup_cents)
         }) {
-            return invalid("payments.packages", "each package must cost between min_topup_cents and max_topup_cents");
+            return invalid(
+                "payments.packages",
+                "each package must cost between min_topup_cents and max_topup_cents",
+            );
         }
         Ok(())
     }

@@ -121,9 +121,18 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("listen on {listen}"))?;
-            let webhooks = webhook_url.zip(webhook_secret).map(|(url, secret)| WebhookTarget { url, secret });
+            let webhooks = webhook_url
+                .zip(webhook_secret)
+                .map(|(url, secret)| WebhookTarget { url, secret });
             let cancel = CancellationToken::new();
-            let stub = Stub::start(listener, Arc::new(SystemClock), webhooks, faults, cancel.clone()).await?;
+            let stub = Stub::start(
+                listener,
+                Arc::new(SystemClock),
+                webhooks,
+                faults,
+                cancel.clone(),
+            )
+            .await?;
             tracing::info!(address = %stub.base_url(), "stub payment provider serving");
             app::shutdown_signal().await;
             cancel.cancel();

@@ -56,14 +56,23 @@ impl Db {
 
     /// Records the provider's customer for the account unless one is recorded already;
     /// returns the one that stands.
-    pub async fn set_provider_customer(&self, id: &str, customer_id: &str) -> Result<String, DbError> {
+    pub async fn set_provider_customer(
+        &self,
+        id: &str,
+        customer_id: &str,
+    ) -> Result<String, DbError> {
         const SET: &str = "UPDATE accounts SET provider_customer_id = $1 \
                            WHERE id = $2 AND provider_customer_id IS NULL";
         const GET: &str = "SELECT provider_customer_id FROM accounts WHERE id = $1";
         with_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
-            sqlx::query(SET).bind(customer_id).bind(id).execute(&mut *tx).await?;
-            let stored: Option<String> = sqlx::query_scalar(GET).bind(id).fetch_one(&mut *tx).await?;
+            sqlx::query(SET)
+                .bind(customer_id)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            let stored: Option<String> =
+                sqlx::query_scalar(GET).bind(id).fetch_one(&mut *tx).await?;
             tx.commit().await?;
             stored.ok_or_else(|| DbError::Corrupt(format!("account {id} has no provider customer")))
         })

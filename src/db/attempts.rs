@@ -46,13 +46,21 @@ pub struct TopupAttempt {
 
 impl TopupAttempt {
     pub fn state(&self) -> Result<AttemptState, DbError> {
-        AttemptState::parse(&self.state)
-            .ok_or_else(|| DbError::Corrupt(format!("attempt {} has unknown state {}", self.id, self.state)))
+        AttemptState::parse(&self.state).ok_or_else(|| {
+            DbError::Corrupt(format!(
+                "attempt {} has unknown state {}",
+                self.id, self.state
+            ))
+        })
     }
 
     pub fn trigger(&self) -> Result<AttemptTrigger, DbError> {
-        AttemptTrigger::parse(&self.trigger)
-            .ok_or_else(|| DbError::Corrupt(format!("attempt {} has unknown trigger {}", self.id, self.trigger)))
+        AttemptTrigger::parse(&self.trigger).ok_or_else(|| {
+            DbError::Corrupt(format!(
+                "attempt {} has unknown trigger {}",
+                self.id, self.trigger
+            ))
+        })
     }
 }
 
@@ -112,8 +120,13 @@ pub struct Settled<'a> {
 }
 
 pub(crate) trait AttemptReads {
-    async fn open_attempt(&mut self, account_id: &str) -> Result<Option<TopupAttempt>, sqlx::Error>;
-    async fn attempt_by_request(&mut self, account_id: &str, key: &str) -> Result<Option<TopupAttempt>, sqlx::Error>;
+    async fn open_attempt(&mut self, account_id: &str)
+    -> Result<Option<TopupAttempt>, sqlx::Error>;
+    async fn attempt_by_request(
+        &mut self,
+        account_id: &str,
+        key: &str,
+    ) -> Result<Option<TopupAttempt>, sqlx::Error>;
 }
 
 impl_for_connections!(AttemptReads {
@@ -140,7 +153,11 @@ impl_for_connections!(AttemptReads {
 
 /// `'a', 'b'` for an SQL `IN` list of states; the names are fixed words, never input.
 fn state_list(states: &[AttemptState]) -> String {
-    states.iter().map(|s| format!("'{}'", s.as_str())).collect::<Vec<_>>().join(", ")
+    states
+        .iter()
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl Db {
@@ -165,7 +182,8 @@ impl Db {
     }
 
     async fn try_claim_attempt(&self, new: &NewAttempt<'_>) -> Result<Claim, DbError> {
-        const NEXT_SEQ: &str = "UPDATE accounts SET topup_seq = topup_seq + 1 WHERE id = $1 RETURNING topup_seq";
+        const NEXT_SEQ: &str =
+            "UPDATE accounts SET topup_seq = topup_seq + 1 WHERE id = $1 RETURNING topup_seq";
         let insert = format!(
             "INSERT INTO topup_attempts (id, account_id, seq, trigger, idempotency_key, request_key, \
              request_fingerprint, credits, amount_cents, currency, payment_method_id, customer_id, state, \
@@ -184,7 +202,10 @@ impl Db {
             if let Some(open) = tx.open_attempt(new.account_id).await? {
                 return Ok(Claim::Busy(open));
             }
-            let seq: i64 = sqlx::query_scalar(NEXT_SEQ).bind(new.account_id).fetch_one(&mut *tx).await?;
+            let seq: i64 = sqlx::query_scalar(NEXT_SEQ)
+                .bind(new.account_id)
+                .fetch_one(&mut *tx)
+                .await?;
             let attempt: TopupAttempt = sqlx::query_as(&insert)
                 .bind(&id)
                 .bind(new.account_id)
@@ -259,7 +280,10 @@ impl Db {
              WHERE id = $9 AND state IN ({}) RETURNING {COLUMNS}",
             state_list(&from)
         );
-        let account_sql = format!("SELECT {} FROM accounts WHERE id = $1", super::accounts::COLUMNS);
+        let account_sql = format!(
+            "SELECT {} FROM accounts WHERE id = $1",
+            super::accounts::COLUMNS
+        );
         with_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
             let moved: Option<TopupAttempt> = sqlx::query_as(&sql)
@@ -277,7 +301,10 @@ impl Db {
             let Some(attempt) = moved else {
                 return Ok(None);
             };
-            let account: Account = sqlx::query_as(&account_sql).bind(&attempt.account_id).fetch_one(&mut *tx).await?;
+            let account: Account = sqlx::query_as(&account_sql)
+                .bind(&attempt.account_id)
+                .fetch_one(&mut *tx)
+                .await?;
             let credit = if target == AttemptState::Succeeded {
                 let kind = match attempt.trigger()? {
                     AttemptTrigger::Manual => EntryKind::ManualTopup,
@@ -323,22 +350,36 @@ impl Db {
         }))
     }
 
-    pub async fn attempt_by_request_key(&self, account_id: &str, key: &str) -> Result<Option<TopupAttempt>, DbError> {
+    pub async fn attempt_by_request_key(
+        &self,
+        account_id: &str,
+        key: &str,
+    ) -> Result<Option<TopupAttempt>, DbError> {
         Ok(with_pool!(self, |pool| {
             let mut conn = pool.acquire().await?;
             conn.attempt_by_request(account_id, key).await?
         }))
     }
 
-    pub async fn attempt_for_payment(&self, provider_payment_id: &str) -> Result<Option<TopupAttempt>, DbError> {
+    pub async fn attempt_for_payment(
+        &self,
+        provider_payment_id: &str,
+    ) -> Result<Option<TopupAttempt>, DbError> {
         let sql = format!("SELECT {COLUMNS} FROM topup_attempts WHERE provider_payment_id = $1");
         Ok(with_pool!(self, |pool| {
-            sqlx::query_as(&sql).bind(provider_payment_id).fetch_optional(pool).await?
+            sqlx::query_as(&sql)
+                .bind(provider_payment_id)
+                .fetch_optional(pool)
+                .await?
         }))
     }
 
     /// An account's top-ups, newest first.
-    pub async fn topups(&self, account_id: &str, page: PageRequest) -> Result<Page<TopupAttempt>, DbError> {
+    pub async fn topups(
+        &self,
+        account_id: &str,
+        page: PageRequest,
+    ) -> Result<Page<TopupAttempt>, DbError> {
         let sql = format!(
             "SELECT {COLUMNS} FROM topup_attempts WHERE account_id = $1 AND seq < $2 \
              ORDER BY seq DESC LIMIT $3"

@@ -34,20 +34,31 @@ impl Db {
              ORDER BY is_default DESC, created_at DESC, id"
         );
         Ok(with_pool!(self, |pool| {
-            sqlx::query_as(&sql).bind(account_id).fetch_all(pool).await?
+            sqlx::query_as(&sql)
+                .bind(account_id)
+                .fetch_all(pool)
+                .await?
         }))
     }
 
     pub async fn default_card(&self, account_id: &str) -> Result<Option<SavedCard>, DbError> {
-        let sql = format!("SELECT {COLUMNS} FROM payment_methods WHERE account_id = $1 AND is_default");
+        let sql =
+            format!("SELECT {COLUMNS} FROM payment_methods WHERE account_id = $1 AND is_default");
         Ok(with_pool!(self, |pool| {
-            sqlx::query_as(&sql).bind(account_id).fetch_optional(pool).await?
+            sqlx::query_as(&sql)
+                .bind(account_id)
+                .fetch_optional(pool)
+                .await?
         }))
     }
 
     /// Saves a card; it becomes the default when asked or when it is the account's first.
     /// Saving the same card again only updates what is known of it.
-    pub async fn save_card(&self, card: &SavedCard, make_default: bool) -> Result<SavedCard, DbError> {
+    pub async fn save_card(
+        &self,
+        card: &SavedCard,
+        make_default: bool,
+    ) -> Result<SavedCard, DbError> {
         let upsert = format!(
             "INSERT INTO payment_methods (id, account_id, brand, last4, exp_month, exp_year, is_default, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, FALSE, $7) \
@@ -67,15 +78,21 @@ impl Db {
                 .fetch_optional(&mut *tx)
                 .await?;
             let saved = saved.ok_or_else(|| {
-                DbError::Corrupt(format!("payment method {} belongs to another account", card.id))
+                DbError::Corrupt(format!(
+                    "payment method {} belongs to another account",
+                    card.id
+                ))
             })?;
-            let has_default: Option<i32> =
-                sqlx::query_scalar("SELECT 1 FROM payment_methods WHERE account_id = $1 AND is_default")
-                    .bind(&card.account_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+            let has_default: Option<i32> = sqlx::query_scalar(
+                "SELECT 1 FROM payment_methods WHERE account_id = $1 AND is_default",
+            )
+            .bind(&card.account_id)
+            .fetch_optional(&mut *tx)
+            .await?;
             let saved = if make_default || has_default.is_none() {
-                tx.make_default(&card.account_id, &card.id).await?.unwrap_or(saved)
+                tx.make_default(&card.account_id, &card.id)
+                    .await?
+                    .unwrap_or(saved)
             } else {
                 saved
             };
@@ -85,7 +102,11 @@ impl Db {
     }
 
     /// Makes the card the account's default; `None` if the account has no such card.
-    pub async fn set_default_card(&self, account_id: &str, id: &str) -> Result<Option<SavedCard>, DbError> {
+    pub async fn set_default_card(
+        &self,
+        account_id: &str,
+        id: &str,
+    ) -> Result<Option<SavedCard>, DbError> {
         with_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
             let card = tx.make_default(account_id, id).await?;
@@ -99,14 +120,24 @@ impl Db {
     pub async fn remove_card(&self, account_id: &str, id: &str) -> Result<Removal, DbError> {
         const IN_USE: &str = "SELECT 1 FROM topup_attempts WHERE account_id = $1 AND payment_method_id = $2 \
                               AND state NOT IN ('succeeded', 'failed', 'canceled')";
-        let delete = format!("DELETE FROM payment_methods WHERE account_id = $1 AND id = $2 RETURNING {COLUMNS}");
+        let delete = format!(
+            "DELETE FROM payment_methods WHERE account_id = $1 AND id = $2 RETURNING {COLUMNS}"
+        );
         with_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
-            let in_use: Option<i32> = sqlx::query_scalar(IN_USE).bind(account_id).bind(id).fetch_optional(&mut *tx).await?;
+            let in_use: Option<i32> = sqlx::query_scalar(IN_USE)
+                .bind(account_id)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
             if in_use.is_some() {
                 return Ok(Removal::InUse);
             }
-            let removed: Option<SavedCard> = sqlx::query_as(&delete).bind(account_id).bind(id).fetch_optional(&mut *tx).await?;
+            let removed: Option<SavedCard> = sqlx::query_as(&delete)
+                .bind(account_id)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
             tx.commit().await?;
             Ok(removed.map_or(Removal::NotFound, Removal::Removed))
         })
@@ -115,7 +146,11 @@ impl Db {
 
 /// Moving the default flag inside the caller's transaction.
 pub(crate) trait DefaultCard {
-    async fn make_default(&mut self, account_id: &str, id: &str) -> Result<Option<SavedCard>, sqlx::Error>;
+    async fn make_default(
+        &mut self,
+        account_id: &str,
+        id: &str,
+    ) -> Result<Option<SavedCard>, sqlx::Error>;
 }
 
 super::impl_for_connections!(DefaultCard {

@@ -44,11 +44,21 @@ impl Db {
     }
 
     /// Records that the event was handled, or why handling it failed (it stays due).
-    pub async fn finish_event(&self, id: &str, at: Millis, error: Option<&str>) -> Result<(), DbError> {
+    pub async fn finish_event(
+        &self,
+        id: &str,
+        at: Millis,
+        error: Option<&str>,
+    ) -> Result<(), DbError> {
         const SQL: &str = "UPDATE webhook_events SET processed_at = CASE WHEN $1 IS NULL THEN $2 END, \
                            last_error = $1 WHERE id = $3";
         with_pool!(self, |pool| {
-            sqlx::query(SQL).bind(error).bind(at).bind(id).execute(pool).await?;
+            sqlx::query(SQL)
+                .bind(error)
+                .bind(at)
+                .bind(id)
+                .execute(pool)
+                .await?;
         });
         Ok(())
     }
@@ -60,7 +70,10 @@ impl Db {
              ORDER BY received_at, id LIMIT $1"
         );
         Ok(with_pool!(self, |pool| {
-            sqlx::query_as(&sql).bind(i64::from(limit)).fetch_all(pool).await?
+            sqlx::query_as(&sql)
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await?
         }))
     }
 

@@ -78,7 +78,10 @@ impl AttemptState {
 
     /// The states from which `next` may be reached, for conditional updates.
     pub fn predecessors(next: Self) -> Vec<Self> {
-        Self::ALL.into_iter().filter(|s| s.can_become(next)).collect()
+        Self::ALL
+            .into_iter()
+            .filter(|s| s.can_become(next))
+            .collect()
     }
 
     /// The attempt state that a provider payment status stands for. Payments are always
@@ -133,13 +136,32 @@ mod tests {
         use AttemptState::*;
         for path in [
             &[Claimed, Creating, Created, Confirming, Succeeded][..],
-            &[Claimed, Creating, Created, Confirming, RequiresAction, Succeeded],
-            &[Claimed, Creating, Created, Confirming, RequiresAction, Failed],
+            &[
+                Claimed,
+                Creating,
+                Created,
+                Confirming,
+                RequiresAction,
+                Succeeded,
+            ],
+            &[
+                Claimed,
+                Creating,
+                Created,
+                Confirming,
+                RequiresAction,
+                Failed,
+            ],
             &[Claimed, Creating, Created, Confirming, Processing, Failed],
             &[Claimed, Creating, Failed],
         ] {
             for pair in path.windows(2) {
-                assert!(pair[0].can_become(pair[1]), "{:?} -> {:?}", pair[0], pair[1]);
+                assert!(
+                    pair[0].can_become(pair[1]),
+                    "{:?} -> {:?}",
+                    pair[0],
+                    pair[1]
+                );
             }
         }
         assert!(!Processing.can_become(RequiresAction));

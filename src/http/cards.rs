@@ -24,7 +24,10 @@ use crate::{
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/accounts/{id}/payment-methods", get(list).post(add))
-        .route("/v1/accounts/{id}/payment-methods/{pm}/default", post(make_default))
+        .route(
+            "/v1/accounts/{id}/payment-methods/{pm}/default",
+            post(make_default),
+        )
         .route("/v1/accounts/{id}/payment-methods/{pm}", delete(remove))
 }
 
@@ -68,7 +71,11 @@ async fn visible(state: &AppState, caller: &Caller, account_id: &str) -> ApiResu
         .ok_or(ApiError::NotFound("account"))
 }
 
-async fn list(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<CardList>> {
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<CardList>> {
     visible(&state, &caller, &id).await?;
     let cards = state.db.saved_cards(&id).await?;
     Ok(Json(CardList {
@@ -115,7 +122,9 @@ async fn add(
         }),
         Err(SaveCardError::ProviderUnavailable(error)) => {
             tracing::warn!(%error, "card not saved: provider unavailable");
-            Err(ApiError::Unavailable("the payment provider is unavailable; nothing was saved, try again".into()))
+            Err(ApiError::Unavailable(
+                "the payment provider is unavailable; nothing was saved, try again".into(),
+            ))
         }
         Err(SaveCardError::Db(error)) => Err(error.into()),
     }
@@ -148,7 +157,8 @@ async fn remove(
             Ok(Json(card.into()))
         }
         Removal::InUse => Err(ApiError::Conflict(
-            "a top-up in progress is charging this payment method; remove it once it settles".into(),
+            "a top-up in progress is charging this payment method; remove it once it settles"
+                .into(),
         )),
         Removal::NotFound => Err(ApiError::NotFound("payment method")),
     }

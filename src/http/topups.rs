@@ -19,7 +19,10 @@ use crate::{
     app::AppState,
     clock::rfc3339,
     db::attempts::TopupAttempt,
-    domain::{api_key::Role, attempt::AttemptState, credits::Millicredits, money::Cents, validation::FieldErrors},
+    domain::{
+        api_key::Role, attempt::AttemptState, credits::Millicredits, money::Cents,
+        validation::FieldErrors,
+    },
     topups::PurchaseError,
 };
 
@@ -66,7 +69,10 @@ impl From<TopupAttempt> for TopupView {
             next_action: a
                 .next_action_url
                 .filter(|_| waiting)
-                .map(|url| NextActionView { kind: "redirect_to_url", url }),
+                .map(|url| NextActionView {
+                    kind: "redirect_to_url",
+                    url,
+                }),
             id: a.id,
             account_id: a.account_id,
             trigger: a.trigger,
@@ -125,7 +131,9 @@ async fn purchase(
         Ok(attempt) => attempt,
         Err(PurchaseError::InvalidAmount(message)) => return Err(ApiError::InvalidAmount(message)),
         Err(PurchaseError::AccountNotFound) => return Err(ApiError::NotFound("account")),
-        Err(e @ (PurchaseError::NoPaymentMethod | PurchaseError::KeyReused)) => return Err(ApiError::Conflict(e.to_string())),
+        Err(e @ (PurchaseError::NoPaymentMethod | PurchaseError::KeyReused)) => {
+            return Err(ApiError::Conflict(e.to_string()));
+        }
         Err(PurchaseError::Busy(open)) => {
             return Err(ApiError::Conflict(format!(
                 "top-up {} of this account is {}; wait for it to settle",
@@ -136,7 +144,10 @@ async fn purchase(
     };
     let mut response = purchase_answer(attempt)?;
     if replay {
-        response.headers_mut().insert("idempotent-replayed", "true".parse().expect("static header value"));
+        response.headers_mut().insert(
+            "idempotent-replayed",
+            "true".parse().expect("static header value"),
+        );
     }
     Ok(response)
 }
@@ -146,7 +157,10 @@ fn purchase_answer(attempt: TopupAttempt) -> ApiResult<Response> {
     let status = match state {
         AttemptState::Succeeded => StatusCode::CREATED,
         AttemptState::Failed | AttemptState::Canceled => {
-            let decline_code = attempt.decline_code.clone().unwrap_or_else(|| "card_declined".into());
+            let decline_code = attempt
+                .decline_code
+                .clone()
+                .unwrap_or_else(|| "card_declined".into());
             let message = attempt
                 .failure_message
                 .clone()
@@ -170,9 +184,15 @@ async fn list(
 ) -> ApiResult<Json<PageView<TopupView>>> {
     let page = params.page_request()?;
     caller.require_account(&id, STAFF)?;
-    state.db.account(&id).await?.ok_or(ApiError::NotFound("account"))?;
+    state
+        .db
+        .account(&id)
+        .await?
+        .ok_or(ApiError::NotFound("account"))?;
     let topups = state.db.topups(&id, page).await?;
-    Ok(Json(PageView::try_from_page(topups, |a| Ok::<_, ApiError>(TopupView::from(a)))?))
+    Ok(Json(PageView::try_from_page(topups, |a| {
+        Ok::<_, ApiError>(TopupView::from(a))
+    })?))
 }
 
 /// One top-up, brought up to date with the provider first (the poll that settles a

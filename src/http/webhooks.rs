@@ -28,8 +28,14 @@ struct EventData {
 
 /// 400 and nothing stored unless the signature is valid and fresh; 200 once stored (a
 /// duplicate is acknowledged without effect).
-async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult<Json<Value>> {
-    let header = headers.get("stripe-signature").and_then(|v| v.to_str().ok());
+async fn receive(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let header = headers
+        .get("stripe-signature")
+        .and_then(|v| v.to_str().ok());
     let now_ms = state.clock.now_ms();
     signature::verify(
         header,

@@ -12,8 +12,12 @@ use crate::db::DbError;
 
 /// Runs `round` every `interval` until `cancel` fires. A round that reports more work
 /// waiting (`Ok(true)`) is followed at once by the next.
-pub async fn repeat<F, Fut>(name: &'static str, interval: Duration, cancel: CancellationToken, mut round: F)
-where
+pub async fn repeat<F, Fut>(
+    name: &'static str,
+    interval: Duration,
+    cancel: CancellationToken,
+    mut round: F,
+) where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<bool, DbError>>,
 {

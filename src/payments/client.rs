@@ -111,8 +111,13 @@ impl ProviderClient {
     }
 
     pub async fn payment_method(&self, id: &str) -> Result<PaymentMethod, ProviderError> {
-        self.send(Method::GET, &format!("/v1/payment_methods/{id}"), vec![], None)
-            .await
+        self.send(
+            Method::GET,
+            &format!("/v1/payment_methods/{id}"),
+            vec![],
+            None,
+        )
+        .await
     }
 
     /// Attaches a card to the customer; the answer's id is the one to charge from now on.
@@ -155,7 +160,10 @@ impl ProviderClient {
             ("amount".to_owned(), payment.amount_cents.to_string()),
             ("currency".to_owned(), payment.currency.to_owned()),
             ("customer".to_owned(), payment.customer.to_owned()),
-            ("payment_method".to_owned(), payment.payment_method.to_owned()),
+            (
+                "payment_method".to_owned(),
+                payment.payment_method.to_owned(),
+            ),
             ("payment_method_types[]".to_owned(), "card".to_owned()),
             ("confirm".to_owned(), "false".to_owned()),
         ];
@@ -197,8 +205,13 @@ impl ProviderClient {
     }
 
     pub async fn payment_intent(&self, id: &str) -> Result<PaymentIntent, ProviderError> {
-        self.send(Method::GET, &format!("/v1/payment_intents/{id}"), vec![], None)
-            .await
+        self.send(
+            Method::GET,
+            &format!("/v1/payment_intents/{id}"),
+            vec![],
+            None,
+        )
+        .await
     }
 
     /// The customer's payments created at or after `created_gte` (Unix seconds), newest
@@ -251,8 +264,12 @@ impl ProviderClient {
                 }
                 Try::Ambiguous(reason) => {
                     retry += 1;
-                    let delay =
-                        retry_delay(retry, self.retry_base, self.retry_max, rand::random::<f64>());
+                    let delay = retry_delay(
+                        retry,
+                        self.retry_base,
+                        self.retry_max,
+                        rand::random::<f64>(),
+                    );
                     tracing::info!(path, %reason, retry, ?delay, "retrying provider call with the same key");
                     tokio::time::sleep(delay).await;
                 }
@@ -314,7 +331,11 @@ fn transport_problem(error: &reqwest::Error) -> String {
 }
 
 /// Maps an answer to a result or to "ask again".
-fn classify<T: DeserializeOwned>(status: StatusCode, should_retry: Option<bool>, body: &[u8]) -> Try<T> {
+fn classify<T: DeserializeOwned>(
+    status: StatusCode,
+    should_retry: Option<bool>,
+    body: &[u8],
+) -> Try<T> {
     if status.is_success() {
         return match serde_json::from_slice(body) {
             Ok(value) => Try::Done(Ok(value)),
@@ -330,7 +351,9 @@ fn classify<T: DeserializeOwned>(status: StatusCode, should_retry: Option<bool>,
         None if ambiguous_status => return Try::Ambiguous(format!("provider answered {status}")),
         Some(false) | None => {}
     }
-    let error = serde_json::from_slice::<ErrorEnvelope>(body).ok().map(|e| e.error);
+    let error = serde_json::from_slice::<ErrorEnvelope>(body)
+        .ok()
+        .map(|e| e.error);
     let message = error
         .as_ref()
         .and_then(|e| e.message.clone())
@@ -345,14 +368,20 @@ fn classify<T: DeserializeOwned>(status: StatusCode, should_retry: Option<bool>,
                 payment_intent: None,
             });
             ProviderError::Declined {
-                code: error.most_specific_code().unwrap_or("card_declined").to_owned(),
+                code: error
+                    .most_specific_code()
+                    .unwrap_or("card_declined")
+                    .to_owned(),
                 message,
                 payment_intent: error.payment_intent,
             }
         }
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ProviderError::Unauthorized { message },
         StatusCode::NOT_FOUND => ProviderError::NotFound { message },
-        _ if error.as_ref().is_some_and(|e| e.kind == "idempotency_error") => {
+        _ if error
+            .as_ref()
+            .is_some_and(|e| e.kind == "idempotency_error") =>
+        {
             ProviderError::IdempotencyMismatch { message }
         }
         // The provider said not to retry something that would otherwise be ambiguous:
@@ -375,8 +404,16 @@ fn classify<T: DeserializeOwned>(status: StatusCode, should_retry: Option<bool>,
 mod tests {
     use super::*;
 
-    fn outcome(status: u16, should_retry: Option<bool>, body: &str) -> Result<Result<PaymentMethod, ProviderError>, String> {
-        match classify::<PaymentMethod>(StatusCode::from_u16(status).expect("status"), should_retry, body.as_bytes()) {
+    fn outcome(
+        status: u16,
+        should_retry: Option<bool>,
+        body: &str,
+    ) -> Result<Result<PaymentMethod, ProviderError>, String> {
+        match classify::<PaymentMethod>(
+            StatusCode::from_u16(status).expect("status"),
+            should_retry,
+            body.as_bytes(),
+        ) {
             Try::Done(result) => Ok(result),
             Try::Ambiguous(reason) => Err(reason),
         }
@@ -384,24 +421,65 @@ mod tests {
 
     #[test]
     fn ambiguous_answers_are_retried_and_never_declines() {
-        for (status, advice) in [(500, None), (502, None), (503, None), (409, None), (429, None), (400, Some(true)), (402, Some(true))] {
-            assert!(outcome(status, advice, "{}").is_err(), "{status} {advice:?} should be retried");
+        for (status, advice) in [
+            (500, None),
+            (502, None),
+            (503, None),
+            (409, None),
+            (429, None),
+            (400, Some(true)),
+            (402, Some(true)),
+        ] {
+            assert!(
+                outcome(status, advice, "{}").is_err(),
+                "{status} {advice:?} should be retried"
+            );
         }
-        assert!(outcome(200, None, "not json").is_err(), "an unreadable success is ambiguous");
+        assert!(
+            outcome(200, None, "not json").is_err(),
+            "an unreadable success is ambiguous"
+        );
     }
 
     #[test]
     fn definite_answers_map_to_their_variant() {
         let declined = r#"{"error":{"type":"card_error","code":"card_declined","decline_code":"insufficient_funds","message":"Your card has insufficient funds."}}"#;
-        assert!(matches!(outcome(402, None, declined), Ok(Err(ProviderError::Declined { code, .. })) if code == "insufficient_funds"));
-        let expired = r#"{"error":{"type":"card_error","code":"expired_card","message":"expired"}}"#;
-        assert!(matches!(outcome(402, None, expired), Ok(Err(ProviderError::Declined { code, .. })) if code == "expired_card"));
+        assert!(
+            matches!(outcome(402, None, declined), Ok(Err(ProviderError::Declined { code, .. })) if code == "insufficient_funds")
+        );
+        let expired =
+            r#"{"error":{"type":"card_error","code":"expired_card","message":"expired"}}"#;
+        assert!(
+            matches!(outcome(402, None, expired), Ok(Err(ProviderError::Declined { code, .. })) if code == "expired_card")
+        );
         let mismatch = r#"{"error":{"type":"idempotency_error","message":"Keys for idempotent requests can only be used with the same parameters"}}"#;
-        assert!(matches!(outcome(400, None, mismatch), Ok(Err(ProviderError::IdempotencyMismatch { .. }))));
-        assert!(matches!(outcome(404, None, "{}"), Ok(Err(ProviderError::NotFound { .. }))));
-        assert!(matches!(outcome(401, None, "{}"), Ok(Err(ProviderError::Unauthorized { .. }))));
-        assert!(matches!(outcome(400, None, r#"{"error":{"type":"invalid_request_error","code":"parameter_missing"}}"#), Ok(Err(ProviderError::Rejected { status: 400, .. }))));
-        assert!(matches!(outcome(500, Some(false), "{}"), Ok(Err(ProviderError::Unknown { .. }))), "no retry, still not a decline");
+        assert!(matches!(
+            outcome(400, None, mismatch),
+            Ok(Err(ProviderError::IdempotencyMismatch { .. }))
+        ));
+        assert!(matches!(
+            outcome(404, None, "{}"),
+            Ok(Err(ProviderError::NotFound { .. }))
+        ));
+        assert!(matches!(
+            outcome(401, None, "{}"),
+            Ok(Err(ProviderError::Unauthorized { .. }))
+        ));
+        assert!(matches!(
+            outcome(
+                400,
+                None,
+                r#"{"error":{"type":"invalid_request_error","code":"parameter_missing"}}"#
+            ),
+            Ok(Err(ProviderError::Rejected { status: 400, .. }))
+        ));
+        assert!(
+            matches!(
+                outcome(500, Some(false), "{}"),
+                Ok(Err(ProviderError::Unknown { .. }))
+            ),
+            "no retry, still not a decline"
+        );
         let ok = r#"{"id":"pm_1","card":{"brand":"visa","last4":"4242","exp_month":12,"exp_year":2034}}"#;
         assert!(matches!(outcome(200, None, ok), Ok(Ok(pm)) if pm.id == "pm_1"));
     }

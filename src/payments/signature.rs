@@ -21,11 +21,15 @@ pub enum SignatureError {
 
 /// The header value signing `body` at `timestamp` (seconds) with `secret`.
 pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
-    format!("t={timestamp},v1={}", hex::encode(mac(secret, timestamp, body).finalize().into_bytes()))
+    format!(
+        "t={timestamp},v1={}",
+        hex::encode(mac(secret, timestamp, body).finalize().into_bytes())
+    )
 }
 
 fn mac(secret: &str, timestamp: i64, body: &[u8]) -> HmacSha256 {
-    let mut mac = HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC takes a key of any size");
+    let mut mac =
+        HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC takes a key of any size");
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
@@ -47,8 +51,12 @@ pub fn verify(
     let mut signatures = Vec::new();
     for part in header.split(',') {
         match part.trim().split_once('=') {
-            Some(("t", t)) => timestamp = Some(t.parse::<i64>().map_err(|_| SignatureError::Malformed)?),
-            Some(("v1", hex_sig)) => signatures.push(hex::decode(hex_sig).map_err(|_| SignatureError::Malformed)?),
+            Some(("t", t)) => {
+                timestamp = Some(t.parse::<i64>().map_err(|_| SignatureError::Malformed)?)
+            }
+            Some(("v1", hex_sig)) => {
+                signatures.push(hex::decode(hex_sig).map_err(|_| SignatureError::Malformed)?)
+            }
             Some(_) => {}
             None => return Err(SignatureError::Malformed),
         }
@@ -65,7 +73,11 @@ pub fn verify(
             .iter()
             .any(|sig| mac(secret, timestamp, body).verify_slice(sig).is_ok())
     });
-    if matched { Ok(()) } else { Err(SignatureError::Mismatch) }
+    if matched {
+        Ok(())
+    } else {
+        Err(SignatureError::Mismatch)
+    }
 }
 
 #[cfg(test)]
@@ -83,7 +95,10 @@ mod tests {
     fn a_signed_body_verifies_with_either_secret_of_a_rotation() {
         for secret in ["whsec_old", "whsec_new"] {
             let header = sign(secret, NOW, BODY);
-            assert_eq!(verify(Some(&header), BODY, &secrets(), NOW + 10, 300), Ok(()));
+            assert_eq!(
+                verify(Some(&header), BODY, &secrets(), NOW + 10, 300),
+                Ok(())
+            );
         }
     }
 
@@ -98,17 +113,52 @@ mod tests {
     #[test]
     fn forged_stale_and_malformed_signatures_are_refused() {
         let header = sign("whsec_new", NOW, BODY);
-        assert_eq!(verify(None, BODY, &secrets(), NOW, 300), Err(SignatureError::Missing));
-        assert_eq!(verify(Some(&sign("whsec_other", NOW, BODY)), BODY, &secrets(), NOW, 300), Err(SignatureError::Mismatch));
+        assert_eq!(
+            verify(None, BODY, &secrets(), NOW, 300),
+            Err(SignatureError::Missing)
+        );
+        assert_eq!(
+            verify(
+                Some(&sign("whsec_other", NOW, BODY)),
+                BODY,
+                &secrets(),
+                NOW,
+                300
+            ),
+            Err(SignatureError::Mismatch)
+        );
         let mut altered = BODY.to_vec();
         altered[5] ^= 1;
-        assert_eq!(verify(Some(&header), &altered, &secrets(), NOW, 300), Err(SignatureError::Mismatch));
-        assert_eq!(verify(Some(&header), BODY, &secrets(), NOW + 301, 300), Err(SignatureError::Stale));
-        assert_eq!(verify(Some(&header), BODY, &secrets(), NOW - 301, 300), Err(SignatureError::Stale));
-        for bad in ["", "t=abc,v1=00", "v1=00", &format!("t={NOW}"), &format!("t={NOW},v1=zz"), "garbage"] {
-            assert_eq!(verify(Some(bad), BODY, &secrets(), NOW, 300), Err(SignatureError::Malformed), "{bad}");
+        assert_eq!(
+            verify(Some(&header), &altered, &secrets(), NOW, 300),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify(Some(&header), BODY, &secrets(), NOW + 301, 300),
+            Err(SignatureError::Stale)
+        );
+        assert_eq!(
+            verify(Some(&header), BODY, &secrets(), NOW - 301, 300),
+            Err(SignatureError::Stale)
+        );
+        for bad in [
+            "",
+            "t=abc,v1=00",
+            "v1=00",
+            &format!("t={NOW}"),
+            &format!("t={NOW},v1=zz"),
+            "garbage",
+        ] {
+            assert_eq!(
+                verify(Some(bad), BODY, &secrets(), NOW, 300),
+                Err(SignatureError::Malformed),
+                "{bad}"
+            );
         }
         let v0_only = header.replace("v1=", "v0=");
-        assert_eq!(verify(Some(&v0_only), BODY, &secrets(), NOW, 300), Err(SignatureError::Malformed));
+        assert_eq!(
+            verify(Some(&v0_only), BODY, &secrets(), NOW, 300),
+            Err(SignatureError::Malformed)
+        );
     }
 }

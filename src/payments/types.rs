@@ -36,7 +36,9 @@ impl PaymentIntent {
 
     /// Why the last confirmation failed, as the most specific code given.
     pub fn failure_code(&self) -> Option<&str> {
-        self.last_payment_error.as_ref().and_then(ErrorBody::most_specific_code)
+        self.last_payment_error
+            .as_ref()
+            .and_then(ErrorBody::most_specific_code)
     }
 }
 

@@ -59,7 +59,9 @@ impl Topups {
                     .provider
                     .create_customer(account_id, &account.email, &key)
                     .await?;
-                self.db.set_provider_customer(account_id, &created.id).await?
+                self.db
+                    .set_provider_customer(account_id, &created.id)
+                    .await?
             }
         };
         let key = format!("{prefix}:attach:{provider_id}:{customer}");
@@ -85,7 +87,10 @@ impl Topups {
 
     /// Detaches the card at the provider (best effort) after forgetting it here.
     pub async fn forget_card(&self, card_id: &str) {
-        let key = format!("{}:detach:{card_id}", self.config.payments.idempotency_prefix);
+        let key = format!(
+            "{}:detach:{card_id}",
+            self.config.payments.idempotency_prefix
+        );
         if let Err(error) = self.provider.detach_payment_method(card_id, &key).await {
             tracing::warn!(%card_id, %error, "card removed here but not detached at the provider");
         }

@@ -50,7 +50,7 @@ pub enum PurchaseError {
     NoPaymentMethod,
     /// Another top-up of the account is still open.
     #[error("another top-up of this account is in progress")]
-    Busy(TopupAttempt),
+    Busy(Box<TopupAttempt>),
     /// The caller's Idempotency-Key was used for a different purchase.
     #[error("this Idempotency-Key was used for a different request")]
     KeyReused,
@@ -78,7 +78,12 @@ pub fn purchase_price(credits: i64, config: &Config) -> Result<Cents, String> {
 }
 
 impl Topups {
-    pub fn new(db: Db, provider: Arc<ProviderClient>, clock: Arc<dyn Clock>, config: Arc<Config>) -> Self {
+    pub fn new(
+        db: Db,
+        provider: Arc<ProviderClient>,
+        clock: Arc<dyn Clock>,
+        config: Arc<Config>,
+    ) -> Self {
         Self {
             db,
             provider,
@@ -127,11 +132,13 @@ impl Topups {
             .await?;
         match claim {
             Claim::Claimed(attempt) => Ok(self.advance(attempt).await?),
-            Claim::Replay(attempt) if attempt.request_fingerprint.as_deref() == Some(&fingerprint) => {
+            Claim::Replay(attempt)
+                if attempt.request_fingerprint.as_deref() == Some(&fingerprint) =>
+            {
                 Ok(self.refresh(attempt).await?)
             }
             Claim::Replay(_) => Err(PurchaseError::KeyReused),
-            Claim::Busy(open) => Err(PurchaseError::Busy(open)),
+            Claim::Busy(open) => Err(PurchaseError::Busy(Box::new(open))),
         }
     }
 
@@ -141,7 +148,10 @@ impl Topups {
         match attempt.state()? {
             AttemptState::RequiresAction | AttemptState::Processing => {
                 let Some(payment_id) = attempt.provider_payment_id.clone() else {
-                    return Err(DbError::Corrupt(format!("attempt {} has no payment id", attempt.id)));
+                    return Err(DbError::Corrupt(format!(
+                        "attempt {} has no payment id",
+                        attempt.id
+                    )));
                 };
                 match self.provider.payment_intent(&payment_id).await {
                     Ok(intent) => self.apply(attempt, &intent).await,
@@ -165,8 +175,16 @@ impl Topups {
         loop {
             let now = self.clock.now_ms();
             let moved = match attempt.state()? {
-                Claimed => self.db.move_attempt(&attempt.id, Claimed, Creating, None, now).await?,
-                Creating => match self.provider.create_payment_intent(&self.payment(&attempt)).await {
+                Claimed => {
+                    self.db
+                        .move_attempt(&attempt.id, Claimed, Creating, None, now)
+                        .await?
+                }
+                Creating => match self
+                    .provider
+                    .create_payment_intent(&self.payment(&attempt))
+                    .await
+                {
                     Ok(intent) => {
                         self.db
                             .move_attempt(&attempt.id, Creating, Created, Some(&intent.id), now)
@@ -176,12 +194,18 @@ impl Topups {
                 },
                 Created => {
                     confirm_now = true;
-                    self.db.move_attempt(&attempt.id, Created, Confirming, None, now).await?
+                    self.db
+                        .move_attempt(&attempt.id, Created, Confirming, None, now)
+                        .await?
                 }
                 Confirming if confirm_now => {
                     let confirmed = self
                         .provider
-                        .confirm_payment_intent(self.payment_id(&attempt)?, self.presence(&attempt)?, &format!("{}:confirm", attempt.idempotency_key))
+                        .confirm_payment_intent(
+                            self.payment_id(&attempt)?,
+                            self.presence(&attempt)?,
+                            &format!("{}:confirm", attempt.idempotency_key),
+                        )
                         .await;
                     return match confirmed {
                         Ok(intent) => self.apply(attempt, &intent).await,
@@ -190,7 +214,11 @@ impl Topups {
                 }
                 Confirming => {
                     // Resuming: a confirmation may have been sent; the provider knows.
-                    match self.provider.payment_intent(self.payment_id(&attempt)?).await {
+                    match self
+                        .provider
+                        .payment_intent(self.payment_id(&attempt)?)
+                        .await
+                    {
                         Ok(intent) if intent.status == "requires_confirmation" => {
                             confirm_now = true;
                             continue;
@@ -251,7 +279,11 @@ impl Topups {
             .ok_or_else(|| DbError::Corrupt(format!("attempt {} vanished", attempt.id)))
     }
 
-    async fn after_create_failed(&self, attempt: TopupAttempt, error: ProviderError) -> Result<TopupAttempt, DbError> {
+    async fn after_create_failed(
+        &self,
+        attempt: TopupAttempt,
+        error: ProviderError,
+    ) -> Result<TopupAttempt, DbError> {
         match error {
             ProviderError::Unknown { .. } | ProviderError::Unauthorized { .. } => {
                 tracing::warn!(attempt_id = %attempt.id, %error, "payment not created yet; will retry with the same key");
@@ -263,7 +295,13 @@ impl Topups {
                     let now = self.clock.now_ms();
                     match self
                         .db
-                        .move_attempt(&attempt.id, AttemptState::Creating, AttemptState::Created, Some(&intent.id), now)
+                        .move_attempt(
+                            &attempt.id,
+                            AttemptState::Creating,
+                            AttemptState::Created,
+                            Some(&intent.id),
+                            now,
+                        )
                         .await?
                     {
                         Some(created) => Box::pin(self.advance(created)).await,
@@ -275,28 +313,49 @@ impl Topups {
                     Ok(attempt)
                 }
             },
-            ProviderError::Declined { code, message, .. } => self.fail(attempt, &code, &message).await,
-            ProviderError::NotFound { message } => self.fail(attempt, "no_payment_method", &message).await,
+            ProviderError::Declined { code, message, .. } => {
+                self.fail(attempt, &code, &message).await
+            }
+            ProviderError::NotFound { message } => {
+                self.fail(attempt, "no_payment_method", &message).await
+            }
             ProviderError::Rejected { code, message, .. } => {
-                self.fail(attempt, code.as_deref().unwrap_or("payment_rejected"), &message).await
+                self.fail(
+                    attempt,
+                    code.as_deref().unwrap_or("payment_rejected"),
+                    &message,
+                )
+                .await
             }
         }
     }
 
-    async fn after_confirm_failed(&self, attempt: TopupAttempt, error: ProviderError) -> Result<TopupAttempt, DbError> {
+    async fn after_confirm_failed(
+        &self,
+        attempt: TopupAttempt,
+        error: ProviderError,
+    ) -> Result<TopupAttempt, DbError> {
         match error {
             ProviderError::Declined {
                 payment_intent: Some(intent),
                 ..
             } => self.apply(attempt, &intent).await,
-            ProviderError::Declined { code, message, .. } => self.fail(attempt, &code, &message).await,
+            ProviderError::Declined { code, message, .. } => {
+                self.fail(attempt, &code, &message).await
+            }
             ProviderError::Unknown { .. } | ProviderError::Unauthorized { .. } => {
                 tracing::warn!(attempt_id = %attempt.id, %error, "confirmation outcome unknown; will ask the provider again");
                 Ok(attempt)
             }
             // The payment is not where this attempt thought: its own state says what happened.
-            ProviderError::IdempotencyMismatch { .. } | ProviderError::NotFound { .. } | ProviderError::Rejected { .. } => {
-                match self.provider.payment_intent(self.payment_id(&attempt)?).await {
+            ProviderError::IdempotencyMismatch { .. }
+            | ProviderError::NotFound { .. }
+            | ProviderError::Rejected { .. } => {
+                match self
+                    .provider
+                    .payment_intent(self.payment_id(&attempt)?)
+                    .await
+                {
                     Ok(intent) => self.apply(attempt, &intent).await,
                     Err(read_error) => {
                         tracing::warn!(attempt_id = %attempt.id, %error, %read_error, "confirmation refused and payment unreadable; will ask again");
@@ -310,7 +369,11 @@ impl Topups {
     /// Looks for the attempt's payment among the customer's recent ones, by metadata.
     async fn find_payment(&self, attempt: &TopupAttempt) -> Option<PaymentIntent> {
         let since = attempt.created_at.div_euclid(1000) - ADOPTION_WINDOW_SECS;
-        match self.provider.payment_intents_for_customer(&attempt.customer_id, since).await {
+        match self
+            .provider
+            .payment_intents_for_customer(&attempt.customer_id, since)
+            .await
+        {
             Ok(intents) => intents
                 .into_iter()
                 .find(|pi| pi.metadata.get("topup_attempt_id") == Some(&attempt.id)),
@@ -321,7 +384,12 @@ impl Topups {
         }
     }
 
-    async fn fail(&self, attempt: TopupAttempt, code: &str, message: &str) -> Result<TopupAttempt, DbError> {
+    async fn fail(
+        &self,
+        attempt: TopupAttempt,
+        code: &str,
+        message: &str,
+    ) -> Result<TopupAttempt, DbError> {
         let facts = ProviderFacts {
             decline_code: Some(code),
             failure_message: Some(message),
@@ -331,7 +399,11 @@ impl Topups {
     }
 
     /// Applies the provider's authoritative view of the attempt's payment.
-    pub async fn apply(&self, attempt: TopupAttempt, intent: &PaymentIntent) -> Result<TopupAttempt, DbError> {
+    pub async fn apply(
+        &self,
+        attempt: TopupAttempt,
+        intent: &PaymentIntent,
+    ) -> Result<TopupAttempt, DbError> {
         let Some(target) = AttemptState::from_provider_status(&intent.status) else {
             tracing::warn!(attempt_id = %attempt.id, status = %intent.status, "unknown payment status; left as is");
             return Ok(attempt);
@@ -339,8 +411,12 @@ impl Topups {
         let facts = ProviderFacts {
             provider_payment_id: Some(&intent.id),
             next_action_url: intent.redirect_url(),
-            decline_code: (target == AttemptState::Failed).then(|| intent.failure_code().unwrap_or("card_declined")),
-            failure_message: intent.last_payment_error.as_ref().and_then(|e| e.message.as_deref()),
+            decline_code: (target == AttemptState::Failed)
+                .then(|| intent.failure_code().unwrap_or("card_declined")),
+            failure_message: intent
+                .last_payment_error
+                .as_ref()
+                .and_then(|e| e.message.as_deref()),
             amount_received: (target == AttemptState::Succeeded).then_some(intent.amount_received),
         };
         if target == AttemptState::Succeeded && intent.amount_received != attempt.amount_cents {
@@ -349,11 +425,18 @@ impl Topups {
         self.settle(attempt, target, &facts).await
     }
 
-    async fn settle(&self, attempt: TopupAttempt, target: AttemptState, facts: &ProviderFacts<'_>) -> Result<TopupAttempt, DbError> {
+    async fn settle(
+        &self,
+        attempt: TopupAttempt,
+        target: AttemptState,
+        facts: &ProviderFacts<'_>,
+    ) -> Result<TopupAttempt, DbError> {
         let now = self.clock.now_ms();
         let settled = self
             .db
-            .settle_attempt(&attempt.id, target, facts, now, |s| self.notice_for(target, s))
+            .settle_attempt(&attempt.id, target, facts, now, |s| {
+                self.notice_for(target, s)
+            })
             .await?;
         match settled {
             Some(attempt) => {
@@ -378,12 +461,19 @@ impl Topups {
                 credits: Millicredits(attempt.credits),
                 amount: Cents(attempt.amount_cents),
                 transaction_id: attempt.provider_payment_id.clone().unwrap_or_default(),
-                new_balance: Millicredits(settled.credit.map_or(settled.account.balance, |e| e.balance_after)),
+                new_balance: Millicredits(
+                    settled
+                        .credit
+                        .map_or(settled.account.balance, |e| e.balance_after),
+                ),
                 at: now,
             }),
             AttemptState::Failed => Notice::PaymentFailed(PaymentFailure {
                 trigger,
-                decline_code: attempt.decline_code.clone().unwrap_or_else(|| "card_declined".into()),
+                decline_code: attempt
+                    .decline_code
+                    .clone()
+                    .unwrap_or_else(|| "card_declined".into()),
                 credits: Millicredits(attempt.credits),
                 amount: Cents(attempt.amount_cents),
                 at: now,
@@ -417,11 +507,17 @@ impl Topups {
             self.db.finish_event(&event.id, now, None).await?;
             return Ok(true);
         };
-        let error = self.refresh_payment(attempt).await.err().map(|e| e.to_string());
+        let error = self
+            .refresh_payment(attempt)
+            .await
+            .err()
+            .map(|e| e.to_string());
         if let Some(error) = &error {
             tracing::warn!(event_id = %event.id, %error, "webhook event not handled yet");
         }
-        self.db.finish_event(&event.id, self.clock.now_ms(), error.as_deref()).await?;
+        self.db
+            .finish_event(&event.id, self.clock.now_ms(), error.as_deref())
+            .await?;
         Ok(error.is_none())
     }
 

@@ -110,6 +110,7 @@ async fn sigterm_finishes_the_request_in_flight_and_exits_zero() {
         .env("TOPUPD_HTTP__LISTEN", "127.0.0.1:0")
         .env("TOPUPD_LOG__FORMAT", "json")
         .stderr(Stdio::piped())
+        .kill_on_drop(true)
         .spawn()
         .expect("start topupd serve");
     let mut log = BufReader::new(server.stderr.take().expect("stderr")).lines();
@@ -120,8 +121,11 @@ async fn sigterm_finishes_the_request_in_flight_and_exits_zero() {
             .expect("read log")
             .expect("server logs before exiting");
         let event: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
-        if let Some(address) = event["fields"]["address"].as_str() {
-            break address.to_owned();
+        if event["fields"]["message"] == "serving" {
+            break event["fields"]["address"]
+                .as_str()
+                .expect("serving address")
+                .to_owned();
         }
     };
 

@@ -197,7 +197,13 @@ impl TestApp {
             None => {
                 app.state
                     .db
-                    .issue_api_key(Role::Admin, None, "test admin", &Actor::cli(), clock.now_ms())
+                    .issue_api_key(
+                        Role::Admin,
+                        None,
+                        "test admin",
+                        &Actor::cli(),
+                        clock.now_ms(),
+                    )
                     .await
                     .expect("issue admin key")
                     .expect("admin keys need no account")
@@ -206,7 +212,10 @@ impl TestApp {
         };
         let base_url = format!("http://{address}");
         let db = app.state.db.clone();
-        let stub = app.stub.clone().expect("tests run against the in-process stub provider");
+        let stub = app
+            .stub
+            .clone()
+            .expect("tests run against the in-process stub provider");
         let webhook_secret = app.state.webhook_secrets[0].clone();
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(app.serve(listener, shutdown.clone().cancelled_owned()));
@@ -392,7 +401,7 @@ pub fn usage_body(account_id: &str, request_id: &str, seconds: u32) -> Value {
     })
 }
 
-async fn answer(response: reqwest::Response) -> Answer {
+pub async fn answer(response: reqwest::Response) -> Answer {
     let status = response.status();
     let headers = response.headers().clone();
     let bytes = response.bytes().await.expect("response body");

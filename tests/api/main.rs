@@ -6,6 +6,7 @@ mod auth;
 mod cli;
 mod helpers;
 mod notices;
+mod payments;
 mod smtp;
 mod usage;
 mod validation;

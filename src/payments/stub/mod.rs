@@ -80,7 +80,9 @@ impl Stub {
                 clock,
                 public_url,
                 webhooks,
-                http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?,
+                http: reqwest::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .build()?,
                 cancel: cancel.clone(),
             }),
         };
@@ -128,9 +130,9 @@ impl Stub {
             let mut world = self.inner.world.lock().await;
             if let Some(key) = &key {
                 match world.keys.get(key) {
-                    Some(KeyUse::InFlight { fingerprint: f } | KeyUse::Done { fingerprint: f, .. })
-                        if *f != fingerprint =>
-                    {
+                    Some(
+                        KeyUse::InFlight { fingerprint: f } | KeyUse::Done { fingerprint: f, .. },
+                    ) if *f != fingerprint => {
                         return answer(idempotency_error(
                             StatusCode::BAD_REQUEST,
                             "Keys for idempotent requests can only be used with the same parameters they were first used with.",
@@ -144,7 +146,12 @@ impl Stub {
                     }
                     Some(KeyUse::Done { .. }) => {}
                     None => {
-                        world.keys.insert(key.clone(), KeyUse::InFlight { fingerprint: fingerprint.clone() });
+                        world.keys.insert(
+                            key.clone(),
+                            KeyUse::InFlight {
+                                fingerprint: fingerprint.clone(),
+                            },
+                        );
                     }
                 }
             }
@@ -162,7 +169,12 @@ impl Stub {
             {
                 world.keys.remove(key);
             }
-            return answer(error(StatusCode::INTERNAL_SERVER_ERROR, "api_error", "injected_fault", "Injected failure before processing."));
+            return answer(error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "api_error",
+                "injected_fault",
+                "Injected failure before processing.",
+            ));
         }
         let saved = key.as_ref().and_then(|k| match world.keys.get(k) {
             Some(KeyUse::Done { answer, .. }) => Some(answer.clone()),
@@ -174,7 +186,13 @@ impl Stub {
                 let now = self.now();
                 let outcome = op(&mut world, now);
                 if let Some(key) = &key {
-                    world.keys.insert(key.clone(), KeyUse::Done { fingerprint, answer: outcome.answer.clone() });
+                    world.keys.insert(
+                        key.clone(),
+                        KeyUse::Done {
+                            fingerprint,
+                            answer: outcome.answer.clone(),
+                        },
+                    );
                 }
                 if let Some(event) = outcome.event {
                     self.emit(&mut world, event);
@@ -186,14 +204,22 @@ impl Stub {
         let hang = (hit && take(&mut world.faults.hang_after)).then_some(world.faults.hang_ms);
         drop(world);
         if fail_after {
-            return answer(error(StatusCode::INTERNAL_SERVER_ERROR, "api_error", "injected_fault", "Injected failure after processing."));
+            return answer(error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "api_error",
+                "injected_fault",
+                "Injected failure after processing.",
+            ));
         }
         if let Some(ms) = hang {
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
         let mut response = answer(result);
         if replayed {
-            response.headers_mut().insert("idempotent-replayed", "true".parse().expect("static header value"));
+            response.headers_mut().insert(
+                "idempotent-replayed",
+                "true".parse().expect("static header value"),
+            );
         }
         response
     }
@@ -209,7 +235,11 @@ impl Stub {
     /// Sends an event as the webhook faults say: dropped, twice, or once.
     fn emit(&self, world: &mut World, event: Event) {
         let dropped = take(&mut world.faults.drop_webhooks);
-        let copies = if take(&mut world.faults.duplicate_webhooks) { 2 } else { 1 };
+        let copies = if take(&mut world.faults.duplicate_webhooks) {
+            2
+        } else {
+            1
+        };
         self.dispatch(event, dropped, copies);
     }
 
@@ -223,12 +253,21 @@ impl Stub {
             let delivery = Delivery {
                 event_id: event.id.clone(),
                 kind: event.kind.clone(),
-                object_id: event.data.object.get("id").and_then(|v| v.as_str()).map(str::to_owned),
+                object_id: event
+                    .data
+                    .object
+                    .get("id")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_owned),
                 attempts: 0,
                 delivered: 0,
                 dropped,
             };
-            stub.inner.deliveries.lock().await.insert(event.id.clone(), delivery);
+            stub.inner
+                .deliveries
+                .lock()
+                .await
+                .insert(event.id.clone(), delivery);
             if dropped {
                 return;
             }
@@ -281,7 +320,10 @@ fn take(count: &mut u32) -> bool {
 }
 
 fn idempotency_error(status: StatusCode, message: &str) -> Answer {
-    (status, json!({ "error": { "type": "idempotency_error", "message": message } }))
+    (
+        status,
+        json!({ "error": { "type": "idempotency_error", "message": message } }),
+    )
 }
 
 fn answer((status, body): Answer) -> Response {
@@ -290,7 +332,10 @@ fn answer((status, body): Answer) -> Response {
 
 /// Identifies a request by what it asks, to compare a replay with the first use of a key.
 fn fingerprint(path: &str, form: &BTreeMap<String, String>) -> String {
-    format!("{path}?{}", serde_json::to_string(form).expect("a map serializes"))
+    format!(
+        "{path}?{}",
+        serde_json::to_string(form).expect("a map serializes")
+    )
 }
 
 fn form(pairs: Vec<(String, String)>) -> BTreeMap<String, String> {
@@ -315,65 +360,122 @@ fn routes() -> Router<Stub> {
         .route("/_stub/faults", get(faults).post(set_faults))
 }
 
-async fn create_customer(State(stub): State<Stub>, headers: HeaderMap, Form(pairs): Form<Vec<(String, String)>>) -> Response {
+async fn create_customer(
+    State(stub): State<Stub>,
+    headers: HeaderMap,
+    Form(pairs): Form<Vec<(String, String)>>,
+) -> Response {
     let form = form(pairs);
-    stub.mutate(&headers, fingerprint("customers", &form), FaultTarget::All, |w, _| w.create_customer(&form))
-        .await
+    stub.mutate(
+        &headers,
+        fingerprint("customers", &form),
+        FaultTarget::All,
+        |w, _| w.create_customer(&form),
+    )
+    .await
 }
 
 async fn payment_method(State(stub): State<Stub>, Path(id): Path<String>) -> Response {
     stub.read(|w| w.retrieve_payment_method(&id).answer).await
 }
 
-async fn attach(State(stub): State<Stub>, Path(id): Path<String>, headers: HeaderMap, Form(pairs): Form<Vec<(String, String)>>) -> Response {
+async fn attach(
+    State(stub): State<Stub>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Form(pairs): Form<Vec<(String, String)>>,
+) -> Response {
     let form = form(pairs);
     let print = fingerprint(&format!("attach/{id}"), &form);
-    stub.mutate(&headers, print, FaultTarget::All, |w, _| w.attach(&id, &form)).await
+    stub.mutate(&headers, print, FaultTarget::All, |w, _| {
+        w.attach(&id, &form)
+    })
+    .await
 }
 
 async fn detach(State(stub): State<Stub>, Path(id): Path<String>, headers: HeaderMap) -> Response {
     let print = fingerprint(&format!("detach/{id}"), &BTreeMap::new());
-    stub.mutate(&headers, print, FaultTarget::All, |w, _| w.detach(&id)).await
+    stub.mutate(&headers, print, FaultTarget::All, |w, _| w.detach(&id))
+        .await
 }
 
-async fn create_intent(State(stub): State<Stub>, headers: HeaderMap, Form(pairs): Form<Vec<(String, String)>>) -> Response {
+async fn create_intent(
+    State(stub): State<Stub>,
+    headers: HeaderMap,
+    Form(pairs): Form<Vec<(String, String)>>,
+) -> Response {
     let form = form(pairs);
-    stub.mutate(&headers, fingerprint("payment_intents", &form), FaultTarget::Create, |w, now| w.create_intent(&form, now))
-        .await
+    stub.mutate(
+        &headers,
+        fingerprint("payment_intents", &form),
+        FaultTarget::Create,
+        |w, now| w.create_intent(&form, now),
+    )
+    .await
 }
 
-async fn list_intents(State(stub): State<Stub>, Query(query): Query<BTreeMap<String, String>>) -> Response {
-    let created_gte = query.get("created[gte]").and_then(|v| v.parse().ok()).unwrap_or(i64::MIN);
-    stub.read(|w| (StatusCode::OK, w.list_intents(query.get("customer").map(String::as_str), created_gte)))
-        .await
+async fn list_intents(
+    State(stub): State<Stub>,
+    Query(query): Query<BTreeMap<String, String>>,
+) -> Response {
+    let created_gte = query
+        .get("created[gte]")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(i64::MIN);
+    stub.read(|w| {
+        (
+            StatusCode::OK,
+            w.list_intents(query.get("customer").map(String::as_str), created_gte),
+        )
+    })
+    .await
 }
 
 async fn payment_intent(State(stub): State<Stub>, Path(id): Path<String>) -> Response {
     stub.read(|w| match w.intents.get(&id) {
         Some(intent) => (StatusCode::OK, json!(intent)),
-        None => error(StatusCode::NOT_FOUND, "invalid_request_error", "resource_missing", &format!("No such payment_intent: '{id}'")),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "resource_missing",
+            &format!("No such payment_intent: '{id}'"),
+        ),
     })
     .await
 }
 
-async fn confirm(State(stub): State<Stub>, Path(id): Path<String>, headers: HeaderMap, Form(pairs): Form<Vec<(String, String)>>) -> Response {
+async fn confirm(
+    State(stub): State<Stub>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Form(pairs): Form<Vec<(String, String)>>,
+) -> Response {
     let form = form(pairs);
     let print = fingerprint(&format!("confirm/{id}"), &form);
     let public_url = stub.inner.public_url.clone();
-    stub.mutate(&headers, print, FaultTarget::Confirm, |w, now| w.confirm(&id, &public_url, now))
-        .await
+    stub.mutate(&headers, print, FaultTarget::Confirm, |w, now| {
+        w.confirm(&id, &public_url, now)
+    })
+    .await
 }
 
 async fn cancel(State(stub): State<Stub>, Path(id): Path<String>, headers: HeaderMap) -> Response {
     let print = fingerprint(&format!("cancel/{id}"), &BTreeMap::new());
-    stub.mutate(&headers, print, FaultTarget::All, |w, now| w.cancel(&id, now)).await
+    stub.mutate(&headers, print, FaultTarget::All, |w, now| {
+        w.cancel(&id, now)
+    })
+    .await
 }
 
 /// The customer's 3-D Secure page: complete or fail the authentication.
 async fn authentication_page(State(stub): State<Stub>, Path(id): Path<String>) -> Response {
     let world = stub.inner.world.lock().await;
     let Some(intent) = world.intents.get(&id) else {
-        return (StatusCode::NOT_FOUND, Html("<p>No such payment.</p>".to_owned())).into_response();
+        return (
+            StatusCode::NOT_FOUND,
+            Html("<p>No such payment.</p>".to_owned()),
+        )
+            .into_response();
     };
     let amount = crate::domain::money::Cents(intent.amount);
     Html(format!(
@@ -387,11 +489,21 @@ async fn authentication_page(State(stub): State<Stub>, Path(id): Path<String>) -
     .into_response()
 }
 
-async fn authenticate(State(stub): State<Stub>, Path((id, choice)): Path<(String, String)>) -> Response {
+async fn authenticate(
+    State(stub): State<Stub>,
+    Path((id, choice)): Path<(String, String)>,
+) -> Response {
     let complete = match choice.as_str() {
         "complete" => true,
         "fail" => false,
-        _ => return answer(error(StatusCode::NOT_FOUND, "invalid_request_error", "resource_missing", "choose complete or fail")),
+        _ => {
+            return answer(error(
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                "resource_missing",
+                "choose complete or fail",
+            ));
+        }
     };
     let now = stub.now();
     let mut world = stub.inner.world.lock().await;
@@ -412,7 +524,8 @@ async fn authenticate(State(stub): State<Stub>, Path((id, choice)): Path<(String
 }
 
 async fn all_intents(State(stub): State<Stub>) -> Response {
-    stub.read(|w| (StatusCode::OK, w.list_intents(None, i64::MIN))).await
+    stub.read(|w| (StatusCode::OK, w.list_intents(None, i64::MIN)))
+        .await
 }
 
 async fn charges(State(stub): State<Stub>) -> Json<Vec<Charge>> {
@@ -420,7 +533,15 @@ async fn charges(State(stub): State<Stub>) -> Json<Vec<Charge>> {
 }
 
 async fn events(State(stub): State<Stub>) -> Json<Vec<Delivery>> {
-    Json(stub.inner.deliveries.lock().await.values().cloned().collect())
+    Json(
+        stub.inner
+            .deliveries
+            .lock()
+            .await
+            .values()
+            .cloned()
+            .collect(),
+    )
 }
 
 async fn faults(State(stub): State<Stub>) -> Json<Faults> {

@@ -31,11 +31,17 @@ pub fn test_card(id: &str) -> Option<(Behaviour, Card)> {
         "pm_card_visa" => (Behaviour::Succeed, "visa", "4242"),
         "pm_card_mastercard" => (Behaviour::Succeed, "mastercard", "4444"),
         "pm_card_chargeDeclined" => (decline("card_declined", "generic_decline"), "visa", "0002"),
-        "pm_card_chargeDeclinedInsufficientFunds" => {
-            (decline("card_declined", "insufficient_funds"), "visa", "9995")
+        "pm_card_chargeDeclinedInsufficientFunds" => (
+            decline("card_declined", "insufficient_funds"),
+            "visa",
+            "9995",
+        ),
+        "pm_card_chargeDeclinedExpiredCard" => {
+            (decline("expired_card", "expired_card"), "visa", "0069")
         }
-        "pm_card_chargeDeclinedExpiredCard" => (decline("expired_card", "expired_card"), "visa", "0069"),
-        "pm_card_chargeDeclinedFraudulent" => (decline("card_declined", "fraudulent"), "visa", "0019"),
+        "pm_card_chargeDeclinedFraudulent" => {
+            (decline("card_declined", "fraudulent"), "visa", "0019")
+        }
         "pm_card_authenticationRequired" => (Behaviour::RequireAuthentication, "visa", "3184"),
         _ => return None,
     };
@@ -152,7 +158,12 @@ fn missing(what: &str, id: &str) -> Outcome {
 
 fn invalid(message: &str) -> Outcome {
     Outcome {
-        answer: error(StatusCode::BAD_REQUEST, "invalid_request_error", "parameter_invalid", message),
+        answer: error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "parameter_invalid",
+            message,
+        ),
         event: None,
     }
 }
@@ -162,10 +173,16 @@ fn unexpected_state(intent: &PaymentIntent, action: &str) -> Outcome {
         StatusCode::BAD_REQUEST,
         "invalid_request_error",
         "payment_intent_unexpected_state",
-        &format!("You cannot {action} this PaymentIntent because it has a status of {}.", intent.status),
+        &format!(
+            "You cannot {action} this PaymentIntent because it has a status of {}.",
+            intent.status
+        ),
     );
     answer.1["error"]["payment_intent"] = json!(intent);
-    Outcome { answer, event: None }
+    Outcome {
+        answer,
+        event: None,
+    }
 }
 
 impl World {
@@ -236,7 +253,8 @@ impl World {
             method.id = self.new_id("pm");
         }
         method.customer = Some(customer);
-        self.methods.insert(method.id.clone(), (method.clone(), behaviour));
+        self.methods
+            .insert(method.id.clone(), (method.clone(), behaviour));
         Outcome::ok(method)
     }
 
@@ -251,7 +269,11 @@ impl World {
     }
 
     pub fn create_intent(&mut self, form: &BTreeMap<String, String>, now: i64) -> Outcome {
-        let Some(amount) = form.get("amount").and_then(|a| a.parse::<i64>().ok()).filter(|a| *a > 0) else {
+        let Some(amount) = form
+            .get("amount")
+            .and_then(|a| a.parse::<i64>().ok())
+            .filter(|a| *a > 0)
+        else {
             return invalid("amount must be a positive integer in the smallest currency unit.");
         };
         let Some(currency) = form.get("currency").cloned() else {
@@ -275,7 +297,12 @@ impl World {
             amount_received: 0,
             currency,
             customer,
-            status: if payment_method.is_some() { "requires_confirmation" } else { "requires_payment_method" }.to_owned(),
+            status: if payment_method.is_some() {
+                "requires_confirmation"
+            } else {
+                "requires_payment_method"
+            }
+            .to_owned(),
             payment_method,
             metadata: metadata(form),
             next_action: None,
@@ -317,7 +344,10 @@ impl World {
                 intent.status = "requires_action".into();
                 intent.next_action = Some(NextAction {
                     kind: "redirect_to_url".into(),
-                    redirect_to_url: Some(RedirectToUrl { url, return_url: None }),
+                    redirect_to_url: Some(RedirectToUrl {
+                        url,
+                        return_url: None,
+                    }),
                 });
                 let intent = intent.clone();
                 let event = self.event("payment_intent.requires_action", json!(intent), now);
@@ -328,7 +358,13 @@ impl World {
 
     /// Ends a payment that is waiting: captured, or failed with `failure`. A failure
     /// answers 402 with the error, as a declined confirmation does.
-    pub fn settle(&mut self, id: &str, success: bool, failure: Option<ErrorBody>, now: i64) -> Outcome {
+    pub fn settle(
+        &mut self,
+        id: &str,
+        success: bool,
+        failure: Option<ErrorBody>,
+        now: i64,
+    ) -> Outcome {
         let Some(intent) = self.intents.get_mut(id) else {
             return missing("payment_intent", id);
         };

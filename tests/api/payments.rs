@@ -1,0 +1,708 @@
+//! Saved cards, manual top-ups and webhooks, through the stub provider over real HTTP.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use topupd::payments::{
+    client::{NewPayment, ProviderClient, ProviderError},
+    signature,
+    stub::world::{FaultTarget, Faults},
+};
+
+use crate::helpers::{
+    Answer, TestApp, backends, credits, dec, each_backend, test_config, unused_port,
+};
+
+impl TestApp {
+    /// A new account with a customer key and `card` saved as its default.
+    pub async fn customer_with_card(&self, card: &str) -> (String, String) {
+        let account = self.funded_account("0").await;
+        let key = self.key("customer", Some(&account)).await;
+        let saved = self
+            .post(
+                &format!("/v1/accounts/{account}/payment-methods"),
+                &key,
+                json!({ "payment_method_id": card }),
+            )
+            .await;
+        assert_eq!(saved.status, StatusCode::CREATED, "{}", saved.body);
+        (account, key)
+    }
+
+    pub async fn buy(
+        &self,
+        key: &str,
+        account: &str,
+        credits: i64,
+        idempotency_key: Option<&str>,
+    ) -> Answer {
+        let mut request = self
+            .client
+            .post(format!("{}/v1/accounts/{account}/topups", self.base_url))
+            .bearer_auth(key)
+            .json(&json!({ "credits": credits }));
+        if let Some(idempotency_key) = idempotency_key {
+            request = request.header("Idempotency-Key", idempotency_key);
+        }
+        crate::helpers::answer(request.send().await.expect("answered")).await
+    }
+
+    /// The account's top-ups as stored, without asking the provider.
+    pub async fn stored_topups(&self, account: &str) -> Vec<Value> {
+        let listed = self
+            .get(&format!("/v1/accounts/{account}/topups"), &self.admin)
+            .await;
+        assert_eq!(listed.status, StatusCode::OK, "{}", listed.body);
+        listed.body["data"].as_array().expect("data").clone()
+    }
+
+    /// Waits until the account's newest top-up is stored in `state` (a webhook's work).
+    pub async fn wait_for_topup_state(&self, account: &str, state: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let newest = self
+                .stored_topups(account)
+                .await
+                .into_iter()
+                .next()
+                .expect("a top-up");
+            if newest["state"] == state {
+                return newest;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "top-up stayed {}",
+                newest["state"]
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn notice_kinds(&self, account: &str) -> Vec<String> {
+        let listed = self.get("/v1/admin/notices?limit=200", &self.admin).await;
+        listed.body["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .filter(|n| n["account_id"] == account)
+            .map(|n| n["kind"].as_str().expect("kind").to_owned())
+            .collect()
+    }
+
+    /// Posts a webhook body with the given signature header (or none).
+    pub async fn deliver_webhook(&self, body: &[u8], signature: Option<String>) -> Answer {
+        let mut request = self
+            .client
+            .post(format!("{}/v1/webhooks/payments", self.base_url))
+            .header("content-type", "application/json")
+            .body(body.to_vec());
+        if let Some(signature) = signature {
+            request = request.header("stripe-signature", signature);
+        }
+        crate::helpers::answer(request.send().await.expect("answered")).await
+    }
+
+    pub fn now_secs(&self) -> i64 {
+        topupd::clock::Clock::now_ms(&self.clock) / 1000
+    }
+
+    pub fn provider(&self) -> ProviderClient {
+        ProviderClient::new(&self.config.payments, self.stub.base_url()).expect("client")
+    }
+}
+
+#[tokio::test]
+async fn each_test_card_has_its_outcome_through_a_manual_top_up() {
+    each_backend(async |app| {
+        let cases = [
+            ("pm_card_visa", StatusCode::CREATED, "succeeded", None),
+            (
+                "pm_card_chargeDeclined",
+                StatusCode::PAYMENT_REQUIRED,
+                "failed",
+                Some("generic_decline"),
+            ),
+            (
+                "pm_card_chargeDeclinedInsufficientFunds",
+                StatusCode::PAYMENT_REQUIRED,
+                "failed",
+                Some("insufficient_funds"),
+            ),
+            (
+                "pm_card_chargeDeclinedExpiredCard",
+                StatusCode::PAYMENT_REQUIRED,
+                "failed",
+                Some("expired_card"),
+            ),
+            (
+                "pm_card_chargeDeclinedFraudulent",
+                StatusCode::PAYMENT_REQUIRED,
+                "failed",
+                Some("fraudulent"),
+            ),
+            (
+                "pm_card_authenticationRequired",
+                StatusCode::ACCEPTED,
+                "requires_action",
+                None,
+            ),
+        ];
+        for (card, status, state, decline) in cases {
+            let (account, key) = app.customer_with_card(card).await;
+            let answer = app.buy(&key, &account, 5000, None).await;
+            assert_eq!(
+                answer.status, status,
+                "{:?} {card}: {}",
+                app.backend, answer.body
+            );
+            let topup = if status == StatusCode::PAYMENT_REQUIRED {
+                &answer.body["topup"]
+            } else {
+                &answer.body
+            };
+            assert_eq!(topup["state"], state, "{card}");
+            assert_eq!(topup["amount_cents"], 5000);
+            assert_eq!(topup["amount_usd"], "$50.00");
+            assert!(
+                topup["transaction_id"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("pi_")),
+                "{card}"
+            );
+            let expected_balance = if state == "succeeded" { "5000" } else { "0" };
+            assert_eq!(app.balance(&account).await, dec(expected_balance), "{card}");
+            match decline {
+                Some(code) => {
+                    assert_eq!(answer.body["error"], "payment_failed");
+                    assert_eq!(answer.body["decline_code"], code);
+                    assert_eq!(
+                        app.notice_kinds(&account).await,
+                        ["payment_failed"],
+                        "{card}"
+                    );
+                }
+                None if state == "succeeded" => {
+                    assert_eq!(app.notice_kinds(&account).await, ["topup_receipt"]);
+                    let ledger = app
+                        .get(&format!("/v1/accounts/{account}/ledger"), &key)
+                        .await;
+                    assert_eq!(ledger.body["data"][0]["kind"], "manual_topup");
+                    assert_eq!(ledger.body["data"][0]["reference"], topup["id"]);
+                }
+                None => {
+                    let url = topup["next_action"]["url"].as_str().expect("a secure link");
+                    assert!(url.contains("/_stub/authenticate/"), "{url}");
+                    assert!(app.notice_kinds(&account).await.is_empty());
+                }
+            }
+        }
+        let charges = app.stub.charges().await;
+        assert_eq!(
+            charges.len(),
+            1,
+            "only the visa card was charged: {charges:?}"
+        );
+        assert_eq!(charges[0].amount_received, 5000);
+        assert!(app.cli(&["verify"]).await.status.success());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_purchase_retried_with_the_same_idempotency_key_charges_once() {
+    each_backend(async |app| {
+        let (account, key) = app.customer_with_card("pm_card_visa").await;
+        let first = app.buy(&key, &account, 500, Some("order-1")).await;
+        assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+        let again = app.buy(&key, &account, 500, Some("order-1")).await;
+        assert_eq!(again.status, StatusCode::CREATED);
+        assert_eq!(again.headers["idempotent-replayed"], "true");
+        assert_eq!(again.body["id"], first.body["id"]);
+        let other = app.buy(&key, &account, 600, Some("order-1")).await;
+        assert_eq!(other.status, StatusCode::CONFLICT, "{}", other.body);
+        assert_eq!(app.balance(&account).await, dec("500"));
+        assert_eq!(app.stub.charges().await.len(), 1);
+        assert_eq!(app.stored_topups(&account).await.len(), 1);
+
+        let next = app.buy(&key, &account, 500, Some("order-2")).await;
+        assert_eq!(next.status, StatusCode::CREATED);
+        assert_eq!(app.balance(&account).await, dec("1000"));
+        assert_eq!(app.stub.charges().await.len(), 2);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_provider_replays_a_create_for_the_same_key_and_detects_a_mismatched_replay() {
+    each_backend(async |app| {
+        let (account, _) = app.customer_with_card("pm_card_visa").await;
+        let customer = app
+            .db
+            .account(&account)
+            .await
+            .expect("read")
+            .expect("account")
+            .provider_customer_id
+            .expect("customer");
+        let card = app
+            .db
+            .default_card(&account)
+            .await
+            .expect("read")
+            .expect("card")
+            .id;
+        let client = app.provider();
+        let payment = |amount_cents| NewPayment {
+            amount_cents,
+            currency: "usd",
+            customer: &customer,
+            payment_method: &card,
+            metadata: vec![("topup_attempt_id", "tpu_test".to_owned())],
+            idempotency_key: "test:key:1",
+        };
+        let first = client
+            .create_payment_intent(&payment(1000))
+            .await
+            .expect("created");
+        let replayed = client
+            .create_payment_intent(&payment(1000))
+            .await
+            .expect("replayed");
+        assert_eq!(replayed.id, first.id);
+        let mismatch = client.create_payment_intent(&payment(2000)).await;
+        assert!(
+            matches!(mismatch, Err(ProviderError::IdempotencyMismatch { .. })),
+            "{mismatch:?}"
+        );
+        let listed = client
+            .payment_intents_for_customer(&customer, 0)
+            .await
+            .expect("listed");
+        assert_eq!(listed.len(), 1, "one payment for one key");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn completing_3d_secure_credits_once_through_the_webhook() {
+    each_backend(async |app| {
+        let (account, key) = app
+            .customer_with_card("pm_card_authenticationRequired")
+            .await;
+        let started = app.buy(&key, &account, 2000, None).await;
+        assert_eq!(started.status, StatusCode::ACCEPTED);
+        let url = started.body["next_action"]["url"]
+            .as_str()
+            .expect("secure link")
+            .to_owned();
+
+        let page = app.client.get(&url).send().await.expect("page");
+        assert_eq!(page.status(), StatusCode::OK);
+        assert!(
+            page.text()
+                .await
+                .expect("html")
+                .contains("Complete authentication")
+        );
+        // The webhook for the completion arrives twice.
+        app.stub
+            .set_faults(Faults {
+                duplicate_webhooks: 1,
+                ..Faults::default()
+            })
+            .await;
+        let completed = app
+            .client
+            .post(format!("{url}/complete"))
+            .send()
+            .await
+            .expect("complete");
+        assert_eq!(completed.status(), StatusCode::OK);
+
+        let settled = app.wait_for_topup_state(&account, "succeeded").await;
+        assert!(settled["next_action"].is_null());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(app.balance(&account).await, dec("2000"), "credited once");
+        assert_eq!(app.notice_kinds(&account).await, ["topup_receipt"]);
+        assert_eq!(app.stub.charges().await.len(), 1);
+        assert!(app.cli(&["verify"]).await.status.success());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn failing_3d_secure_leaves_no_credit_and_queues_payment_failed() {
+    each_backend(async |app| {
+        let (account, key) = app
+            .customer_with_card("pm_card_authenticationRequired")
+            .await;
+        let started = app.buy(&key, &account, 2000, None).await;
+        let url = started.body["next_action"]["url"]
+            .as_str()
+            .expect("secure link")
+            .to_owned();
+        app.client
+            .post(format!("{url}/fail"))
+            .send()
+            .await
+            .expect("fail");
+        let failed = app.wait_for_topup_state(&account, "failed").await;
+        assert_eq!(
+            failed["decline_code"],
+            "payment_intent_authentication_failure"
+        );
+        assert_eq!(app.balance(&account).await, dec("0"));
+        assert_eq!(app.notice_kinds(&account).await, ["payment_failed"]);
+        assert!(app.stub.charges().await.is_empty());
+    })
+    .await;
+}
+
+/// A signed `payment_intent.*` event about `payment_id`.
+fn event(id: &str, kind: &str, payment_id: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "id": id,
+        "object": "event",
+        "type": kind,
+        "created": 0,
+        "data": { "object": { "id": payment_id, "object": "payment_intent", "status": "succeeded" } },
+    }))
+    .expect("JSON")
+}
+
+#[tokio::test]
+async fn forged_stale_or_unsigned_webhooks_are_refused_and_store_nothing() {
+    each_backend(async |app| {
+        let (account, key) = app
+            .customer_with_card("pm_card_authenticationRequired")
+            .await;
+        let started = app.buy(&key, &account, 2000, None).await;
+        let payment = started.body["transaction_id"]
+            .as_str()
+            .expect("payment")
+            .to_owned();
+        // The customer authenticates, but the provider's own webhook is lost.
+        app.stub
+            .set_faults(Faults {
+                drop_webhooks: 1,
+                ..Faults::default()
+            })
+            .await;
+        let url = started.body["next_action"]["url"]
+            .as_str()
+            .expect("secure link");
+        app.client
+            .post(format!("{url}/complete"))
+            .send()
+            .await
+            .expect("complete");
+
+        let body = event("evt_forged", "payment_intent.succeeded", &payment);
+        let now = app.now_secs();
+        let mut altered = body.clone();
+        let last = altered.len() - 2;
+        altered[last] ^= 0x01;
+        let secret = app.webhook_secret.clone();
+        let cases: Vec<(&str, Vec<u8>, Option<String>)> = vec![
+            ("missing header", body.clone(), None),
+            (
+                "wrong secret",
+                body.clone(),
+                Some(signature::sign("whsec_wrong", now, &body)),
+            ),
+            (
+                "body altered by one byte",
+                altered.clone(),
+                Some(signature::sign(&secret, now, &body)),
+            ),
+            (
+                "older than 5 minutes",
+                body.clone(),
+                Some(signature::sign(&secret, now - 301, &body)),
+            ),
+            (
+                "replay of an old valid event",
+                body.clone(),
+                Some(signature::sign(&secret, now - 3600, &body)),
+            ),
+            ("malformed header", body.clone(), Some("t=abc,v1=zz".into())),
+        ];
+        for (case, body, header) in cases {
+            let answer = app.deliver_webhook(&body, header).await;
+            assert_eq!(
+                answer.status,
+                StatusCode::BAD_REQUEST,
+                "{case}: {}",
+                answer.body
+            );
+            assert_eq!(answer.body["error"], "invalid_signature", "{case}");
+            assert!(
+                app.db.event("evt_forged").await.expect("read").is_none(),
+                "{case}: stored"
+            );
+        }
+        assert_eq!(
+            app.stored_topups(&account).await[0]["state"],
+            "requires_action",
+            "nothing applied"
+        );
+        assert_eq!(app.balance(&account).await, dec("0"));
+
+        let valid = app
+            .deliver_webhook(&body, Some(signature::sign(&secret, now, &body)))
+            .await;
+        assert_eq!(valid.status, StatusCode::OK, "{}", valid.body);
+        assert!(app.db.event("evt_forged").await.expect("read").is_some());
+        assert_eq!(app.stored_topups(&account).await[0]["state"], "succeeded");
+        assert_eq!(app.balance(&account).await, dec("2000"));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn duplicated_and_reordered_webhooks_apply_once_and_never_move_back() {
+    each_backend(async |app| {
+        let (account, key) = app
+            .customer_with_card("pm_card_authenticationRequired")
+            .await;
+        let started = app.buy(&key, &account, 3000, None).await;
+        let payment = started.body["transaction_id"]
+            .as_str()
+            .expect("payment")
+            .to_owned();
+        app.stub
+            .set_faults(Faults {
+                drop_webhooks: 1,
+                ..Faults::default()
+            })
+            .await;
+        let url = started.body["next_action"]["url"]
+            .as_str()
+            .expect("secure link");
+        app.client
+            .post(format!("{url}/complete"))
+            .send()
+            .await
+            .expect("complete");
+
+        let secret = app.webhook_secret.clone();
+        let now = app.now_secs();
+        let succeeded = event("evt_2", "payment_intent.succeeded", &payment);
+        let earlier = event("evt_1", "payment_intent.requires_action", &payment);
+        for body in [&succeeded, &succeeded, &earlier, &succeeded] {
+            let answer = app
+                .deliver_webhook(body, Some(signature::sign(&secret, now, body)))
+                .await;
+            assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+        }
+        let topups = app.stored_topups(&account).await;
+        assert_eq!(topups.len(), 1);
+        assert_eq!(topups[0]["state"], "succeeded");
+        assert_eq!(app.balance(&account).await, dec("3000"), "credited once");
+        let ledger = app
+            .get(&format!("/v1/accounts/{account}/ledger"), &key)
+            .await;
+        assert_eq!(ledger.body["data"].as_array().expect("entries").len(), 1);
+        assert_eq!(app.notice_kinds(&account).await, ["topup_receipt"]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_provider_timing_out_after_recording_the_charge_is_resolved_by_a_retry_with_the_same_key()
+{
+    for backend in backends() {
+        let mut config = test_config(unused_port());
+        config.payments.request_timeout_secs = 1;
+        config.payments.retry_base_ms = 10;
+        config.payments.retry_max_ms = 20;
+        let app = TestApp::spawn_with(backend, config).await;
+        let (account, key) = app.customer_with_card("pm_card_visa").await;
+        app.stub
+            .set_faults(Faults {
+                target: FaultTarget::Confirm,
+                hang_after: 3,
+                hang_ms: 1_500,
+                drop_webhooks: 2,
+                ..Faults::default()
+            })
+            .await;
+
+        let first = app.buy(&key, &account, 700, Some("order-7")).await;
+        assert_eq!(
+            first.status,
+            StatusCode::ACCEPTED,
+            "{backend:?}: {}",
+            first.body
+        );
+        assert_eq!(
+            first.body["state"], "confirming",
+            "the outcome is unknown, not declined"
+        );
+        assert_eq!(
+            app.stub.charges().await.len(),
+            1,
+            "the provider recorded the charge"
+        );
+        assert_eq!(app.balance(&account).await, dec("0"));
+
+        let retried = app.buy(&key, &account, 700, Some("order-7")).await;
+        assert_eq!(retried.status, StatusCode::CREATED, "{}", retried.body);
+        assert_eq!(retried.body["id"], first.body["id"]);
+        assert_eq!(retried.body["state"], "succeeded");
+        assert_eq!(app.balance(&account).await, dec("700"));
+        assert_eq!(app.stub.charges().await.len(), 1, "no second charge");
+        assert!(app.cli(&["verify"]).await.status.success());
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn cards_are_saved_with_provider_details_and_cannot_be_removed_while_charged() {
+    each_backend(async |app| {
+        let (account, key) = app
+            .customer_with_card("pm_card_authenticationRequired")
+            .await;
+        let path = format!("/v1/accounts/{account}/payment-methods");
+        let visa = app
+            .post(&path, &key, json!({ "payment_method_id": "pm_card_visa" }))
+            .await;
+        assert_eq!(visa.status, StatusCode::CREATED);
+        assert_eq!(
+            (visa.body["brand"].as_str(), visa.body["last4"].as_str()),
+            (Some("visa"), Some("4242"))
+        );
+        assert_eq!(
+            (
+                visa.body["exp_month"].as_i64(),
+                visa.body["exp_year"].as_i64()
+            ),
+            (Some(12), Some(2034))
+        );
+        assert_eq!(
+            visa.body["default"], false,
+            "the first card stays the default"
+        );
+        let listed = app.get(&path, &key).await;
+        let cards = listed.body["data"].as_array().expect("cards");
+        assert_eq!(cards.len(), 2);
+        assert_eq!(cards[0]["last4"], "3184");
+        assert_eq!(cards[0]["default"], true);
+        let three_ds = cards[0]["id"].as_str().expect("id").to_owned();
+
+        let started = app.buy(&key, &account, 500, None).await;
+        assert_eq!(started.body["state"], "requires_action");
+        let busy = app
+            .request(
+                Method::DELETE,
+                &format!("{path}/{three_ds}"),
+                Some(&key),
+                None,
+            )
+            .await;
+        assert_eq!(busy.status, StatusCode::CONFLICT, "{}", busy.body);
+        let concurrent = app.buy(&key, &account, 500, None).await;
+        assert_eq!(
+            concurrent.status,
+            StatusCode::CONFLICT,
+            "one open top-up per account"
+        );
+
+        let visa_id = visa.body["id"].as_str().expect("id");
+        let made_default = app
+            .post(&format!("{path}/{visa_id}/default"), &key, json!(null))
+            .await;
+        assert_eq!(made_default.status, StatusCode::OK);
+        assert_eq!(app.get(&path, &key).await.body["data"][0]["id"], visa_id);
+        let removed = app
+            .request(
+                Method::DELETE,
+                &format!("{path}/{visa_id}"),
+                Some(&key),
+                None,
+            )
+            .await;
+        assert_eq!(removed.status, StatusCode::OK);
+        assert_eq!(
+            app.get(&path, &key).await.body["data"]
+                .as_array()
+                .expect("cards")
+                .len(),
+            1
+        );
+
+        let unknown = app
+            .post(&path, &key, json!({ "payment_method_id": "pm_nope" }))
+            .await;
+        assert_eq!(
+            unknown.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{}",
+            unknown.body
+        );
+        assert!(unknown.body["fields"]["payment_method_id"].is_string());
+        let other = app.funded_account("0").await;
+        let foreign = app
+            .get(&format!("/v1/accounts/{other}/payment-methods"), &key)
+            .await;
+        assert_eq!(foreign.status, StatusCode::NOT_FOUND);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn purchases_outside_the_limits_or_without_a_card_change_nothing() {
+    each_backend(async |app| {
+        let pricing = app.request(Method::GET, "/v1/pricing", None, None).await;
+        let packages: Vec<i64> = pricing.body["packages"]
+            .as_array()
+            .expect("packages")
+            .iter()
+            .map(|p| p["credits"].as_i64().expect("credits"))
+            .collect();
+        assert_eq!(packages, [500, 5000, 50000, 125000]);
+        assert_eq!(pricing.body["packages"][3]["amount_usd"], "$1,250.00");
+
+        let (account, key) = app.customer_with_card("pm_card_visa").await;
+        for credits in [0, 99, 1_000_001, -5] {
+            let answer = app.buy(&key, &account, credits, None).await;
+            assert_eq!(
+                answer.status,
+                StatusCode::BAD_REQUEST,
+                "{credits}: {}",
+                answer.body
+            );
+            assert_eq!(answer.body["error"], "invalid_amount");
+        }
+        for ok in [100, 1_000_000] {
+            assert_eq!(
+                app.buy(&key, &account, ok, None).await.status,
+                StatusCode::CREATED,
+                "{ok}"
+            );
+        }
+        assert_eq!(
+            credits(&app.get(&format!("/v1/accounts/{account}"), &key).await.body["balance"]),
+            dec("1000100")
+        );
+
+        let bare = app.funded_account("0").await;
+        let bare_key = app.key("customer", Some(&bare)).await;
+        let answer = app.buy(&bare_key, &bare, 500, None).await;
+        assert_eq!(answer.status, StatusCode::CONFLICT);
+        assert!(
+            answer.body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("payment method"))
+        );
+        let support = app.key("support", None).await;
+        assert_eq!(
+            app.buy(&support, &account, 500, None).await.status,
+            StatusCode::FORBIDDEN,
+            "customers buy for themselves"
+        );
+        assert_eq!(app.stub.charges().await.len(), 2);
+    })
+    .await;
+}
