@@ -107,6 +107,16 @@ impl TestApp {
         topupd::clock::Clock::now_ms(&self.clock) / 1000
     }
 
+    /// The stub drops its next `n` webhooks.
+    pub async fn lose_webhooks(&self, n: u32) {
+        self.stub
+            .set_faults(Faults {
+                drop_webhooks: n,
+                ..Faults::default()
+            })
+            .await;
+    }
+
     pub fn provider(&self) -> ProviderClient {
         ProviderClient::new(&self.config.payments, self.stub.base_url()).expect("client")
     }
@@ -377,18 +387,13 @@ async fn forged_stale_or_unsigned_webhooks_are_refused_and_store_nothing() {
         let (account, key) = app
             .customer_with_card("pm_card_authenticationRequired")
             .await;
+        // Every webhook of this payment is lost: created, requires_action, succeeded.
+        app.lose_webhooks(3).await;
         let started = app.buy(&key, &account, 2000, None).await;
         let payment = started.body["transaction_id"]
             .as_str()
             .expect("payment")
             .to_owned();
-        // The customer authenticates, but the provider's own webhook is lost.
-        app.stub
-            .set_faults(Faults {
-                drop_webhooks: 1,
-                ..Faults::default()
-            })
-            .await;
         let url = started.body["next_action"]["url"]
             .as_str()
             .expect("secure link");
@@ -466,17 +471,13 @@ async fn duplicated_and_reordered_webhooks_apply_once_and_never_move_back() {
         let (account, key) = app
             .customer_with_card("pm_card_authenticationRequired")
             .await;
+        // Every webhook of this payment is lost: created, requires_action, succeeded.
+        app.lose_webhooks(3).await;
         let started = app.buy(&key, &account, 3000, None).await;
         let payment = started.body["transaction_id"]
             .as_str()
             .expect("payment")
             .to_owned();
-        app.stub
-            .set_faults(Faults {
-                drop_webhooks: 1,
-                ..Faults::default()
-            })
-            .await;
         let url = started.body["next_action"]["url"]
             .as_str()
             .expect("secure link");
@@ -705,4 +706,158 @@ async fn purchases_outside_the_limits_or_without_a_card_change_nothing() {
         assert_eq!(app.stub.charges().await.len(), 2);
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_lost_webhook_is_made_up_for_by_polling_the_top_up() {
+    each_backend(async |app| {
+        let (account, key) = app
+            .customer_with_card("pm_card_authenticationRequired")
+            .await;
+        // Every webhook of this payment is lost: created, requires_action, succeeded.
+        app.lose_webhooks(3).await;
+        let started = app.buy(&key, &account, 800, None).await;
+        let url = started.body["next_action"]["url"]
+            .as_str()
+            .expect("secure link");
+        app.client
+            .post(format!("{url}/complete"))
+            .send()
+            .await
+            .expect("complete");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            app.stored_topups(&account).await[0]["state"],
+            "requires_action"
+        );
+
+        let id = started.body["id"].as_str().expect("id");
+        let polled = app
+            .get(&format!("/v1/accounts/{account}/topups/{id}"), &key)
+            .await;
+        assert_eq!(polled.status, StatusCode::OK);
+        assert_eq!(polled.body["state"], "succeeded");
+        assert_eq!(app.balance(&account).await, dec("800"));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_stub_answers_409_while_a_key_is_in_flight() {
+    each_backend(async |app| {
+        app.stub
+            .set_faults(Faults {
+                latency_ms: 300,
+                ..Faults::default()
+            })
+            .await;
+        let send = || {
+            app.client
+                .post(format!("{}/v1/customers", app.stub.base_url()))
+                .bearer_auth("sk_test")
+                .header("Idempotency-Key", "same-key")
+                .form(&[("email", "ada@example.com")])
+                .send()
+        };
+        let (first, second) = tokio::join!(send(), send());
+        let mut statuses = [
+            first.expect("answered").status(),
+            second.expect("answered").status(),
+        ];
+        statuses.sort();
+        assert_eq!(statuses, [StatusCode::OK, StatusCode::CONFLICT]);
+        let replay = send().await.expect("answered");
+        assert_eq!(replay.status(), StatusCode::OK);
+        assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_stub_retries_each_webhook_until_it_is_acknowledged() {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    };
+    use topupd::payments::stub::{Stub, WebhookTarget};
+
+    // An endpoint that fails twice before acknowledging.
+    let calls = Arc::new(AtomicU32::new(0));
+    let counter = calls.clone();
+    let endpoint = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move || {
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n < 2 {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                } else {
+                    StatusCode::OK
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let hook = format!("http://{}/hook", listener.local_addr().expect("address"));
+    tokio::spawn(async move { axum::serve(listener, endpoint).await });
+
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let stub = Stub::start(
+        tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind"),
+        Arc::new(topupd::clock::SystemClock),
+        Some(WebhookTarget {
+            url: hook,
+            secret: "whsec_test".into(),
+        }),
+        Faults::default(),
+        cancel.clone(),
+    )
+    .await
+    .expect("stub starts");
+    let client = reqwest::Client::new();
+    let created = client
+        .post(format!("{}/v1/customers", stub.base_url()))
+        .form(&[("email", "ada@example.com")])
+        .send()
+        .await
+        .expect("customer");
+    let customer: Value = created.json().await.expect("JSON");
+    let intent = client
+        .post(format!("{}/v1/payment_intents", stub.base_url()))
+        .form(&[
+            ("amount", "100"),
+            ("currency", "usd"),
+            ("customer", customer["id"].as_str().expect("id")),
+        ])
+        .send()
+        .await
+        .expect("payment");
+    assert_eq!(intent.status(), StatusCode::OK);
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let events = loop {
+        let events: Vec<Value> = client
+            .get(format!("{}/_stub/events", stub.base_url()))
+            .send()
+            .await
+            .expect("events")
+            .json()
+            .await
+            .expect("JSON");
+        if events.iter().any(|e| e["delivered"] == 1) {
+            break events;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never acknowledged: {events:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(events[0]["attempts"], 3);
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    cancel.cancel();
 }
