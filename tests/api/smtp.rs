@@ -1,21 +1,27 @@
-//! A real SMTP server process for the tests (aiosmtpd, tests/support/smtp_sink.py) and
-//! reading what it received.
+//! A real SMTP server for the tests (mailin-embedded, listening on loopback), and
+//! reading what it received. Recipients whose local part starts with "reject-permanent"
+//! are refused with 550, "reject-temporary" with 451.
 
-use std::{path::PathBuf, process::Stdio, time::Duration};
+use std::{
+    io,
+    net::{IpAddr, TcpListener},
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use mail_parser::{Message, MessageParser, MimeHeaders};
+use mailin_embedded::{Handler, Response, Server, SslConfig, response};
 use tempfile::TempDir;
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    process::{Child, Command},
-};
 
 use crate::helpers::unused_port;
 
 pub struct SmtpSink {
     pub port: u16,
     folder: TempDir,
-    server: Option<Child>,
 }
 
 /// A message as the SMTP server received it.
@@ -29,13 +35,68 @@ pub struct Received {
     pub content_type: String,
 }
 
+/// Stores each accepted message as `NNNNNN.eml` in arrival order.
+#[derive(Clone)]
+struct Mailbox {
+    folder: PathBuf,
+    count: Arc<AtomicU64>,
+    message: Vec<u8>,
+}
+
+impl Handler for Mailbox {
+    fn rcpt(&mut self, to: &str) -> Response {
+        let local = to
+            .trim_start_matches('<')
+            .split('@')
+            .next()
+            .unwrap_or_default();
+        if local.starts_with("reject-permanent") {
+            response::NO_MAILBOX
+        } else if local.starts_with("reject-temporary") {
+            response::INTERNAL_ERROR
+        } else {
+            response::OK
+        }
+    }
+
+    fn data_start(
+        &mut self,
+        _domain: &str,
+        _from: &str,
+        _is8bit: bool,
+        _to: &[String],
+    ) -> Response {
+        self.message.clear();
+        response::OK
+    }
+
+    fn data(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.message.extend_from_slice(buf);
+        Ok(())
+    }
+
+    fn data_end(&mut self) -> Response {
+        let number = self.count.fetch_add(1, Ordering::SeqCst);
+        let partial = self.folder.join(format!(".{number:06}.partial"));
+        let stored = std::fs::write(&partial, &self.message)
+            .and_then(|()| std::fs::rename(&partial, self.folder.join(format!("{number:06}.eml"))));
+        match stored {
+            Ok(()) => response::OK,
+            Err(_) => response::INTERNAL_ERROR,
+        }
+    }
+
+    fn helo(&mut self, _ip: IpAddr, _domain: &str) -> Response {
+        response::OK
+    }
+}
+
 impl SmtpSink {
     /// A port for the server, which is not listening yet: mail sent there is refused.
     pub fn reserve() -> Self {
         Self {
             port: unused_port(),
             folder: tempfile::tempdir().expect("temporary directory"),
-            server: None,
         }
     }
 
@@ -45,28 +106,23 @@ impl SmtpSink {
         sink
     }
 
+    /// Starts listening; the server lives as long as the test process.
     pub async fn start(&mut self) {
-        let python =
-            std::env::var("TOPUPD_TEST_PYTHON").unwrap_or_else(|_| "/usr/bin/python3".to_owned());
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/smtp_sink.py");
-        let mut child = Command::new(python)
-            .arg(script)
-            .arg(self.port.to_string())
-            .arg(self.folder.path())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start the SMTP server (needs Debian's python3-aiosmtpd)");
-        let stdout = child.stdout.take().expect("stdout");
-        let ready = tokio::time::timeout(
-            Duration::from_secs(20),
-            BufReader::new(stdout).lines().next_line(),
-        )
-        .await
-        .expect("SMTP server starts in time")
-        .expect("read SMTP server output");
-        assert_eq!(ready.as_deref(), Some("ready"), "SMTP server did not start");
-        self.server = Some(child);
+        let listener = TcpListener::bind(("127.0.0.1", self.port)).expect("bind the SMTP port");
+        let mailbox = Mailbox {
+            folder: self.folder.path().to_owned(),
+            count: Arc::new(AtomicU64::new(0)),
+            message: Vec::new(),
+        };
+        let mut server = Server::new(mailbox);
+        server
+            .with_name("smtp.test")
+            .with_ssl(SslConfig::None)
+            .expect("plain SMTP")
+            .with_tcp_listener(listener);
+        std::thread::spawn(move || {
+            let _ = server.serve().map_err(|e| e.to_string());
+        });
     }
 
     /// Everything received so far, in arrival order.
