@@ -130,6 +130,12 @@ impl App {
         })
     }
 
+    /// Stops the in-process stub and closes the pool, for commands that do not serve.
+    pub async fn close(self) {
+        self.stub_cancel.cancel();
+        self.state.db.close().await;
+    }
+
     /// Serves the API on `listener` and runs the background jobs until `shutdown`
     /// completes; then stops accepting, lets requests and jobs in flight finish within the
     /// grace period, and closes the pool.
@@ -154,6 +160,19 @@ impl App {
             state.topups.clone(),
             cancel.child_token(),
         ));
+        let auto = &state.config.auto_topup;
+        jobs.spawn(jobs::reconciler::run(
+            state.topups.clone(),
+            Duration::from_secs(auto.reconcile_interval_secs),
+            cancel.child_token(),
+        ));
+        let mut scheduler = jobs::scheduler::start(
+            state.topups.clone(),
+            &auto.scan_schedule,
+            cancel.child_token(),
+            jobs.clone(),
+        )
+        .await?;
 
         let mut http = tokio::spawn(
             axum::serve(listener, http::router(state))
@@ -166,6 +185,9 @@ impl App {
         };
         tracing::info!("shutting down: no new work; finishing what is in flight");
         cancel.cancel();
+        if let Err(error) = scheduler.shutdown().await {
+            tracing::warn!(?error, "scan schedule did not stop cleanly");
+        }
         jobs.close();
         let drain = async {
             let served = match stopped_early {

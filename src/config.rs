@@ -32,6 +32,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub pricing: PricingConfig,
     pub payments: PaymentsConfig,
+    pub auto_topup: AutoTopupConfig,
     pub email: EmailConfig,
     pub log: LogConfig,
 }
@@ -81,6 +82,24 @@ pub struct PaymentsConfig {
     pub max_topup_cents: i64,
     pub packages: Vec<i64>,
     pub stub: StubConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoTopupConfig {
+    pub scan_schedule: String,
+    pub rate_limit_hours: u32,
+    pub scan_batch_size: u32,
+    pub charge_concurrency: u32,
+    pub reconcile_interval_secs: u64,
+    pub reconcile_after_secs: u64,
+    pub flag_after_hours: u32,
+}
+
+impl AutoTopupConfig {
+    pub fn window_ms(&self) -> i64 {
+        i64::from(self.rate_limit_hours) * 3_600_000
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -254,7 +273,40 @@ impl Config {
             return invalid("database.max_connections", "must be at least 1");
         }
         self.validate_payments()?;
+        self.validate_auto_topup()?;
         self.validate_email()
+    }
+
+    fn validate_auto_topup(&self) -> Result<(), ConfigError> {
+        let invalid = |key, problem: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                problem: problem.to_owned(),
+            })
+        };
+        let auto = &self.auto_topup;
+        if auto.scan_schedule.split_whitespace().count() != 6 {
+            return invalid(
+                "auto_topup.scan_schedule",
+                "must be a cron expression with six fields (seconds first), such as \"0 */30 * * * *\"",
+            );
+        }
+        if auto.rate_limit_hours == 0 {
+            return invalid("auto_topup.rate_limit_hours", "must be at least 1");
+        }
+        if !(1..=10_000).contains(&auto.scan_batch_size) {
+            return invalid("auto_topup.scan_batch_size", "must be between 1 and 10000");
+        }
+        if !(1..=256).contains(&auto.charge_concurrency) {
+            return invalid("auto_topup.charge_concurrency", "must be between 1 and 256");
+        }
+        if auto.reconcile_interval_secs == 0 {
+            return invalid("auto_topup.reconcile_interval_secs", "must be at least 1");
+        }
+        if auto.flag_after_hours == 0 {
+            return invalid("auto_topup.flag_after_hours", "must be at least 1");
+        }
+        Ok(())
     }
 
     fn validate_payments(&self) -> Result<(), ConfigError> {

@@ -36,6 +36,12 @@ enum Command {
     Migrate,
     /// Check every account's balance against its ledger; exit 1 on any mismatch.
     Verify,
+    /// Run one auto top-up scan now and print what it did (`serve` runs them on schedule).
+    Scan {
+        /// Required: one scan, then exit.
+        #[arg(long)]
+        once: bool,
+    },
     /// Run the stub payment provider on its own (for tests, demos and fault drills).
     StubProvider {
         #[arg(long, default_value = "127.0.0.1:12111")]
@@ -136,6 +142,19 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             tracing::info!(address = %stub.base_url(), "stub payment provider serving");
             app::shutdown_signal().await;
             cancel.cancel();
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Scan { once } => {
+            if !once {
+                anyhow::bail!(
+                    "use `topupd scan --once`; `topupd serve` runs scans on auto_topup.scan_schedule"
+                );
+            }
+            let listen = config.http.listen;
+            let app = App::build(config, Arc::new(SystemClock), listen).await?;
+            let report = app.state.topups.scan(&CancellationToken::new()).await?;
+            println!("scan: {report}");
+            app.close().await;
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate => {

@@ -7,7 +7,13 @@ use super::{
     audit::{Actor, AuditWrites},
     new_id, with_pool,
 };
-use crate::clock::Millis;
+use crate::{
+    clock::Millis,
+    domain::{
+        auto_topup::{PauseReason, Standing},
+        credits::Millicredits,
+    },
+};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Account {
@@ -19,9 +25,44 @@ pub struct Account {
     /// The payment provider's customer, once the account has saved a card.
     pub provider_customer_id: Option<String>,
     pub created_at: Millis,
+    pub auto_topup_enabled: bool,
+    /// Millicredits.
+    pub auto_topup_threshold: Option<i64>,
+    /// Millicredits.
+    pub auto_topup_target: Option<i64>,
+    pub auto_topup_payment_method_id: Option<String>,
+    pub auto_topup_enabled_by: Option<String>,
+    pub auto_topup_enabled_at: Option<Millis>,
+    pub auto_topup_paused_reason: Option<String>,
+    pub auto_topup_paused_code: Option<String>,
+    pub auto_topup_paused_at: Option<Millis>,
+    pub auto_topup_window_ends_at: Millis,
 }
 
-pub(crate) const COLUMNS: &str = "id, email, name, balance, provider_customer_id, created_at";
+impl Account {
+    pub fn paused(&self) -> Option<PauseReason> {
+        self.auto_topup_paused_reason
+            .as_deref()
+            .and_then(PauseReason::parse)
+    }
+
+    /// What the auto top-up rules look at, given whether an attempt is open.
+    pub fn standing(&self, attempt_open: bool) -> Standing {
+        Standing {
+            enabled: self.auto_topup_enabled,
+            paused: self.paused(),
+            balance: Millicredits(self.balance),
+            threshold: self.auto_topup_threshold.map(Millicredits),
+            window_ends_at: self.auto_topup_window_ends_at,
+            attempt_open,
+        }
+    }
+}
+
+pub(crate) const COLUMNS: &str = "id, email, name, balance, provider_customer_id, created_at, \
+    auto_topup_enabled, auto_topup_threshold, auto_topup_target, auto_topup_payment_method_id, \
+    auto_topup_enabled_by, auto_topup_enabled_at, auto_topup_paused_reason, auto_topup_paused_code, \
+    auto_topup_paused_at, auto_topup_window_ends_at";
 
 impl Db {
     /// Creates an account with a zero balance and audits who created it.

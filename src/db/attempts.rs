@@ -4,6 +4,7 @@
 use super::{
     BeginWrite, Db, DbError, Page, PageRequest, Paged,
     accounts::Account,
+    auto_topup::PauseWrites,
     impl_for_connections, is_unique_violation,
     ledger::{EntryKind, LedgerEntry, LedgerWrites, Posting},
     notices::{NewNotice, NoticeWrites},
@@ -13,6 +14,7 @@ use crate::{
     clock::Millis,
     domain::{
         attempt::{AttemptState, AttemptTrigger},
+        auto_topup::PauseChange,
         credits::Millicredits,
         money::Cents,
     },
@@ -42,6 +44,8 @@ pub struct TopupAttempt {
     pub created_at: Millis,
     pub updated_at: Millis,
     pub settled_at: Option<Millis>,
+    /// Set when the attempt stayed unresolved too long.
+    pub flagged_at: Option<Millis>,
 }
 
 impl TopupAttempt {
@@ -73,7 +77,7 @@ impl Paged for TopupAttempt {
 const COLUMNS: &str = "id, account_id, seq, trigger, idempotency_key, request_key, request_fingerprint, \
                        credits, amount_cents, currency, payment_method_id, customer_id, state, \
                        provider_payment_id, next_action_url, decline_code, failure_message, \
-                       amount_received, created_at, updated_at, settled_at";
+                       amount_received, created_at, updated_at, settled_at, flagged_at";
 
 /// An attempt to claim.
 #[derive(Debug, Clone)]
@@ -111,12 +115,21 @@ pub struct ProviderFacts<'a> {
     pub amount_received: Option<i64>,
 }
 
-/// An attempt just settled, with what its transaction wrote: the notice to queue is
-/// composed from this.
+/// An attempt just settled, with what its transaction wrote: the effects are decided
+/// from this.
 pub struct Settled<'a> {
     pub attempt: &'a TopupAttempt,
+    /// The account as it was before the effects.
     pub account: &'a Account,
     pub credit: Option<&'a LedgerEntry>,
+}
+
+/// What a settlement does besides moving the attempt and crediting: the pause, and the
+/// notices to queue. Written in the same transaction.
+#[derive(Debug, Default)]
+pub struct Effects {
+    pub pause: Option<PauseChange>,
+    pub notices: Vec<NewNotice>,
 }
 
 pub(crate) trait AttemptReads {
@@ -150,6 +163,18 @@ impl_for_connections!(AttemptReads {
         .await
     }
 });
+
+/// Inserts a claimed attempt: id, account, seq, trigger, idempotency key, request key and
+/// fingerprint, millicredits, cents, currency, card, customer, time.
+pub(crate) fn insert_sql() -> String {
+    format!(
+        "INSERT INTO topup_attempts (id, account_id, seq, trigger, idempotency_key, request_key, \
+         request_fingerprint, credits, amount_cents, currency, payment_method_id, customer_id, state, \
+         created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'claimed', $13, $13) \
+         RETURNING {COLUMNS}"
+    )
+}
 
 /// `'a', 'b'` for an SQL `IN` list of states; the names are fixed words, never input.
 fn state_list(states: &[AttemptState]) -> String {
@@ -255,15 +280,16 @@ impl Db {
     }
 
     /// Moves the attempt forward to `target` with what the provider said, and in the same
-    /// transaction credits the account on success and queues the notice `compose` makes.
-    /// `None` when the attempt is already at or past `target`: nothing is written twice.
+    /// transaction credits the account on success and applies the `effects` decided from
+    /// the outcome (pause or resume, notices). `None` when the attempt is already at or
+    /// past `target`: nothing is written twice.
     pub async fn settle_attempt(
         &self,
         id: &str,
         target: AttemptState,
         facts: &ProviderFacts<'_>,
         at: Millis,
-        compose: impl FnOnce(&Settled<'_>) -> Option<NewNotice>,
+        effects: impl FnOnce(&Settled<'_>) -> Effects,
     ) -> Result<Option<TopupAttempt>, DbError> {
         let from = AttemptState::predecessors(target);
         if from.is_empty() {
@@ -335,8 +361,18 @@ impl Db {
                 account: &account,
                 credit: credit.as_ref(),
             };
-            if let Some(notice) = compose(&settled) {
-                tx.queue_notice(&notice).await?;
+            let effects = effects(&settled);
+            if let Some(change) = &effects.pause {
+                tx.change_pause(
+                    &attempt.account_id,
+                    change,
+                    attempt.decline_code.as_deref(),
+                    at,
+                )
+                .await?;
+            }
+            for notice in &effects.notices {
+                tx.queue_notice(notice).await?;
             }
             tx.commit().await?;
             Ok(Some(attempt))
@@ -370,6 +406,77 @@ impl Db {
             sqlx::query_as(&sql)
                 .bind(provider_payment_id)
                 .fetch_optional(pool)
+                .await?
+        }))
+    }
+
+    pub async fn open_attempt_of(&self, account_id: &str) -> Result<Option<TopupAttempt>, DbError> {
+        Ok(with_pool!(self, |pool| {
+            let mut conn = pool.acquire().await?;
+            conn.open_attempt(account_id).await?
+        }))
+    }
+
+    /// The account's newest automatic top-up (or retry of one).
+    pub async fn latest_auto_attempt(
+        &self,
+        account_id: &str,
+    ) -> Result<Option<TopupAttempt>, DbError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM topup_attempts WHERE account_id = $1 AND trigger IN ('auto', 'retry') \
+             ORDER BY seq DESC LIMIT 1"
+        );
+        Ok(with_pool!(self, |pool| {
+            sqlx::query_as(&sql)
+                .bind(account_id)
+                .fetch_optional(pool)
+                .await?
+        }))
+    }
+
+    /// Open attempts nobody moved since `updated_before`, oldest first.
+    pub async fn stale_open_attempts(
+        &self,
+        updated_before: Millis,
+        limit: u32,
+    ) -> Result<Vec<TopupAttempt>, DbError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM topup_attempts WHERE state NOT IN ('succeeded', 'failed', 'canceled') \
+             AND updated_at <= $1 ORDER BY updated_at, id LIMIT $2"
+        );
+        Ok(with_pool!(self, |pool| {
+            sqlx::query_as(&sql)
+                .bind(updated_before)
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await?
+        }))
+    }
+
+    /// Flags open attempts started before `started_before`; returns how many were new.
+    pub async fn flag_attempts(&self, started_before: Millis, at: Millis) -> Result<u64, DbError> {
+        const SQL: &str = "UPDATE topup_attempts SET flagged_at = $1 WHERE flagged_at IS NULL \
+                           AND state NOT IN ('succeeded', 'failed', 'canceled') AND created_at <= $2";
+        Ok(with_pool!(self, |pool| {
+            sqlx::query(SQL)
+                .bind(at)
+                .bind(started_before)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        }))
+    }
+
+    /// Open attempts flagged for support, oldest first.
+    pub async fn flagged_attempts(&self, limit: u32) -> Result<Vec<TopupAttempt>, DbError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM topup_attempts WHERE flagged_at IS NOT NULL \
+             AND state NOT IN ('succeeded', 'failed', 'canceled') ORDER BY created_at, id LIMIT $1"
+        );
+        Ok(with_pool!(self, |pool| {
+            sqlx::query_as(&sql)
+                .bind(i64::from(limit))
+                .fetch_all(pool)
                 .await?
         }))
     }

@@ -6,6 +6,7 @@
 pub mod accounts;
 pub mod attempts;
 pub mod audit;
+pub mod auto_topup;
 pub mod keys;
 pub mod ledger;
 pub mod notices;

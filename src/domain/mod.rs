@@ -2,6 +2,7 @@
 
 pub mod api_key;
 pub mod attempt;
+pub mod auto_topup;
 pub mod backoff;
 pub mod credits;
 pub mod money;

@@ -25,6 +25,13 @@ impl FieldErrors {
             .or_insert_with(|| problem.into());
     }
 
+    /// Adds another set of problems as they are.
+    pub fn merge(&mut self, other: Self) {
+        for (field, problem) in other.0 {
+            self.0.entry(field).or_insert(problem);
+        }
+    }
+
     /// Adds another set of problems under `prefix` (`usage.service`).
     pub fn nest(&mut self, prefix: &str, other: Self) {
         for (field, problem) in other.0 {

@@ -34,15 +34,24 @@ pub struct AccountView {
     email: String,
     name: String,
     balance: Millicredits,
-    /// The balance is below the configured low-balance line.
+    /// The balance is below the configured low-balance line (or the auto top-up
+    /// threshold, when auto top-up is on).
     low_balance_warning: bool,
     created_at: String,
+    /// The auto top-up state in a few words; details at `/auto-topup`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auto_topup: Option<serde_json::Value>,
 }
 
 impl AccountView {
     pub fn new(account: Account, low_balance: Millicredits) -> Self {
+        let line = match account.auto_topup_threshold {
+            Some(threshold) if account.auto_topup_enabled => threshold.max(low_balance.0),
+            _ => low_balance.0,
+        };
         Self {
-            low_balance_warning: account.balance < low_balance.0,
+            low_balance_warning: account.balance < line,
+            auto_topup: None,
             balance: Millicredits(account.balance),
             id: account.id,
             email: account.email,
@@ -95,10 +104,10 @@ async fn account(
     Path(id): Path<String>,
 ) -> ApiResult<Json<AccountView>> {
     let account = visible_account(&state, &caller, &id).await?;
-    Ok(Json(AccountView::new(
-        account,
-        state.config.low_balance_warning(),
-    )))
+    let summary = super::auto_topup::summary(&state, &account).await?;
+    let mut view = AccountView::new(account, state.config.low_balance_warning());
+    view.auto_topup = Some(summary);
+    Ok(Json(view))
 }
 
 async fn ledger(

@@ -45,6 +45,9 @@ pub enum ApiError {
     InsufficientCredits {
         required: Millicredits,
         available: Millicredits,
+        /// What auto top-up will do about it: off, active (next top-up time), in
+        /// progress, or paused (and why).
+        auto_topup: Value,
     },
     /// 400: a top-up amount outside the purchase limits.
     #[error("{0}")]
@@ -134,9 +137,11 @@ impl IntoResponse for ApiError {
             Self::InsufficientCredits {
                 required,
                 available,
+                auto_topup,
             } => {
                 body.insert("required".into(), json!(required));
                 body.insert("available".into(), json!(available));
+                body.insert("auto_topup".into(), auto_topup.clone());
             }
             Self::PaymentFailed {
                 decline_code,

@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod auth;
+pub mod auto_topup;
 pub mod cards;
 pub mod error;
 pub mod extract;
@@ -43,6 +44,7 @@ pub fn router(state: AppState) -> Router {
         .merge(admin::router())
         .merge(notices::router())
         .merge(cards::router())
+        .merge(auto_topup::router())
         .merge(topups::router())
         .merge(webhooks::router())
         .fallback(|| async { ApiError::NotFound("route") })

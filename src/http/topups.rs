@@ -152,7 +152,8 @@ async fn purchase(
     Ok(response)
 }
 
-fn purchase_answer(attempt: TopupAttempt) -> ApiResult<Response> {
+/// 201 when paid, 202 while waiting, 402 `payment_failed` when declined.
+pub fn purchase_answer(attempt: TopupAttempt) -> ApiResult<Response> {
     let state = attempt.state()?;
     let status = match state {
         AttemptState::Succeeded => StatusCode::CREATED,

@@ -122,10 +122,18 @@ async fn record_usage(
             "request_id '{}' was already used for a different request on this account",
             body.request_id
         ))),
-        DebitOutcome::Insufficient { available } => Err(ApiError::InsufficientCredits {
-            required: quote.total,
-            available,
-        }),
+        DebitOutcome::Insufficient { available } => {
+            let account = state
+                .db
+                .account(&body.account_id)
+                .await?
+                .ok_or(ApiError::NotFound("account"))?;
+            Err(ApiError::InsufficientCredits {
+                required: quote.total,
+                available,
+                auto_topup: super::auto_topup::summary(&state, &account).await?,
+            })
+        }
         DebitOutcome::AccountNotFound => Err(ApiError::NotFound("account")),
     }
 }

@@ -2,6 +2,8 @@
 //! it did (tests call it directly); [`repeat`] is the loop that `serve` runs it in.
 
 pub mod notice_sender;
+pub mod reconciler;
+pub mod scheduler;
 pub mod webhook_processor;
 
 use std::{future::Future, time::Duration};

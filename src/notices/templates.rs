@@ -170,7 +170,9 @@ pub fn decline_reason(code: &str) -> String {
         "card_velocity_exceeded" | "withdrawal_count_limit_exceeded" => {
             "the card has reached a spending limit set by the bank."
         }
-        "authentication_failed" => "the payment was not confirmed with your bank (3-D Secure).",
+        "authentication_failed" | "payment_intent_authentication_failure" => {
+            "the payment was not confirmed with your bank (3-D Secure)."
+        }
         "no_payment_method" => "there is no saved card on your account.",
         "processing_error" => "the bank could not process the payment.",
         "generic_decline" | "do_not_honor" | "card_declined" => {
@@ -187,7 +189,7 @@ fn decline_remedy(code: &str) -> &'static str {
         "insufficient_funds" => "add funds to the card or use another card.",
         "expired_card" => "add a card that has not expired and make it your default.",
         "no_payment_method" => "add a card and make it your default.",
-        "authentication_failed" => {
+        "authentication_failed" | "payment_intent_authentication_failure" => {
             "retry the payment and complete the confirmation your bank asks for, or use another card."
         }
         "incorrect_cvc" | "invalid_cvc" => "re-enter the card details or use another card.",

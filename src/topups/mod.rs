@@ -2,6 +2,7 @@
 //! state at a time, and settling it from the provider's word (an answer, a webhook or a
 //! poll). No database transaction is open during a provider call.
 
+pub mod auto;
 pub mod cards;
 
 use std::sync::Arc;
@@ -11,16 +12,19 @@ use crate::{
     config::Config,
     db::{
         Db, DbError,
-        attempts::{Claim, NewAttempt, ProviderFacts, Settled, TopupAttempt},
-        notices::NewNotice,
+        attempts::{Claim, Effects, NewAttempt, ProviderFacts, Settled, TopupAttempt},
         webhooks::StoredEvent,
     },
     domain::{
         attempt::{AttemptState, AttemptTrigger},
+        auto_topup::{PauseChange, pause_change},
         credits::{MILLIS_PER_CREDIT, Millicredits},
         money::Cents,
     },
-    notices::{self, Notice, PaymentFailure, Receipt, Recipient, Trigger},
+    notices::{
+        self, AuthenticationRequest, Notice, PaymentFailure, Receipt, Recipient, ResumedBy,
+        Resumption, Trigger,
+    },
     payments::{
         client::{NewPayment, Presence, ProviderClient, ProviderError},
         types::PaymentIntent,
@@ -435,7 +439,7 @@ impl Topups {
         let settled = self
             .db
             .settle_attempt(&attempt.id, target, facts, now, |s| {
-                self.notice_for(target, s)
+                self.effects_for(target, s)
             })
             .await?;
         match settled {
@@ -447,51 +451,78 @@ impl Topups {
         }
     }
 
-    /// The notice a settled attempt sends, if any: receipts and failures.
-    fn notice_for(&self, target: AttemptState, settled: &Settled<'_>) -> Option<NewNotice> {
+    /// What settling the attempt does besides the money: the pause (automatic charges
+    /// pause on a decline or a request for authentication and resume on success), and the
+    /// notices the customer gets.
+    fn effects_for(&self, target: AttemptState, settled: &Settled<'_>) -> Effects {
         let attempt = settled.attempt;
-        let trigger = match attempt.trigger().ok()? {
+        let Ok(trigger) = attempt.trigger() else {
+            return Effects::default();
+        };
+        let pause = pause_change(trigger, target, settled.account.paused());
+        let who = match trigger {
             AttemptTrigger::Auto => Trigger::Automatic,
             AttemptTrigger::Manual | AttemptTrigger::Retry => Trigger::Manual,
         };
         let now = self.clock.now_ms();
-        let notice = match target {
-            AttemptState::Succeeded => Notice::TopupReceipt(Receipt {
-                trigger,
-                credits: Millicredits(attempt.credits),
-                amount: Cents(attempt.amount_cents),
-                transaction_id: attempt.provider_payment_id.clone().unwrap_or_default(),
-                new_balance: Millicredits(
-                    settled
-                        .credit
-                        .map_or(settled.account.balance, |e| e.balance_after),
-                ),
-                at: now,
-            }),
-            AttemptState::Failed => Notice::PaymentFailed(PaymentFailure {
-                trigger,
+        let (credits, amount) = (Millicredits(attempt.credits), Cents(attempt.amount_cents));
+        let mut notices = Vec::new();
+        match target {
+            AttemptState::Succeeded => {
+                notices.push(Notice::TopupReceipt(Receipt {
+                    trigger: who,
+                    credits,
+                    amount,
+                    transaction_id: attempt.provider_payment_id.clone().unwrap_or_default(),
+                    new_balance: Millicredits(
+                        settled
+                            .credit
+                            .map_or(settled.account.balance, |e| e.balance_after),
+                    ),
+                    at: now,
+                }));
+                if pause == PauseChange::Resume {
+                    notices.push(Notice::AutoTopupResumed(Resumption {
+                        by: ResumedBy::Payment,
+                        at: now,
+                    }));
+                }
+            }
+            AttemptState::Failed => notices.push(Notice::PaymentFailed(PaymentFailure {
+                trigger: who,
                 decline_code: attempt
                     .decline_code
                     .clone()
                     .unwrap_or_else(|| "card_declined".into()),
-                credits: Millicredits(attempt.credits),
-                amount: Cents(attempt.amount_cents),
+                credits,
+                amount,
                 at: now,
-            }),
-            _ => return None,
-        };
+            })),
+            // The customer at hand got the link in the answer; an absent one gets it by mail.
+            AttemptState::RequiresAction if trigger == AttemptTrigger::Auto => {
+                notices.push(Notice::AuthenticationRequired(AuthenticationRequest {
+                    link: attempt.next_action_url.clone().unwrap_or_default(),
+                    credits,
+                    amount,
+                }));
+            }
+            _ => {}
+        }
         let recipient = Recipient {
             account_id: &settled.account.id,
             name: &settled.account.name,
             email: &settled.account.email,
         };
-        Some(notices::compose(
-            format!("attempt:{}:{}", attempt.id, target.as_str()),
-            recipient,
-            &notice,
-            &self.config.email,
-            now,
-        ))
+        Effects {
+            pause: Some(pause),
+            notices: notices
+                .iter()
+                .map(|notice| {
+                    let cause = format!("attempt:{}:{}", attempt.id, notice.kind());
+                    notices::compose(cause, recipient, notice, &self.config.email, now)
+                })
+                .collect(),
+        }
     }
 
     /// Handles a stored webhook event: the payment it names is re-read from the provider

@@ -1,0 +1,435 @@
+//! Auto top-up: settings and pauses on the account row, the scan's due set and claims,
+//! and the decision journal.
+
+use serde_json::json;
+
+use super::{
+    BeginWrite, Db, DbError,
+    accounts::{self, Account},
+    attempts::{self, AttemptReads, TopupAttempt},
+    audit::{Actor, AuditWrites},
+    impl_for_connections, is_unique_violation,
+    notices::{NewNotice, NoticeWrites},
+    with_pool,
+};
+use crate::{
+    clock::Millis,
+    domain::{
+        attempt::AttemptTrigger,
+        auto_topup::{Decision, PauseChange, credits_to_target, decide},
+        credits::{MILLIS_PER_CREDIT, Millicredits},
+    },
+};
+
+/// New settings from the customer or staff.
+#[derive(Debug, Clone)]
+pub struct SettingsUpdate {
+    pub enabled: bool,
+    pub threshold: Millicredits,
+    pub target: Millicredits,
+    pub payment_method_id: Option<String>,
+}
+
+/// A claim of an automatic attempt (or of the customer's retry of a paused one).
+#[derive(Debug, Clone)]
+pub struct AutoClaim<'a> {
+    pub account_id: &'a str,
+    pub trigger: AttemptTrigger,
+    /// False when support asked to try now, inside the window.
+    pub respect_window: bool,
+    pub window_ms: i64,
+    pub credit_price_cents: i64,
+    pub currency: &'a str,
+    pub key_prefix: &'a str,
+    pub at: Millis,
+}
+
+#[derive(Debug)]
+pub enum AutoClaimOutcome {
+    Claimed(TopupAttempt),
+    /// The rules say no, and why.
+    NotDue(Decision),
+    Busy(TopupAttempt),
+    /// The balance is already at the target.
+    NothingToCharge,
+}
+
+/// The scan's latest decision about an account.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DecisionRow {
+    pub account_id: String,
+    pub decision: String,
+    pub balance: i64,
+    pub threshold: Option<i64>,
+    pub target: Option<i64>,
+    pub next_eligible_at: Option<Millis>,
+    pub attempt_id: Option<String>,
+    pub decided_at: Millis,
+}
+
+/// Where a page of the due set ends.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct DueCursor {
+    pub auto_topup_window_ends_at: Millis,
+    pub id: String,
+}
+
+pub(crate) trait PauseWrites {
+    async fn change_pause(
+        &mut self,
+        account_id: &str,
+        change: &PauseChange,
+        code: Option<&str>,
+        at: Millis,
+    ) -> Result<(), sqlx::Error>;
+
+    async fn record_decision(&mut self, row: &DecisionRow) -> Result<(), sqlx::Error>;
+}
+
+impl_for_connections!(PauseWrites {
+    async fn change_pause(
+        &mut self,
+        account_id: &str,
+        change: &PauseChange,
+        code: Option<&str>,
+        at: Millis,
+    ) -> Result<(), sqlx::Error> {
+        let query = match change {
+            PauseChange::Keep => return Ok(()),
+            // A pause keeps the time it began while its reason changes.
+            PauseChange::Pause(reason) => sqlx::query(
+                "UPDATE accounts SET auto_topup_paused_reason = $1, auto_topup_paused_code = $2, \
+                 auto_topup_paused_at = COALESCE(auto_topup_paused_at, $3) WHERE id = $4",
+            )
+            .bind(reason.as_str())
+            .bind(code)
+            .bind(at)
+            .bind(account_id),
+            PauseChange::Resume => sqlx::query(
+                "UPDATE accounts SET auto_topup_paused_reason = NULL, auto_topup_paused_code = NULL, \
+                 auto_topup_paused_at = NULL WHERE id = $1",
+            )
+            .bind(account_id),
+        };
+        query.execute(&mut *self).await?;
+        Ok(())
+    }
+
+    async fn record_decision(&mut self, row: &DecisionRow) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO auto_topup_decisions (account_id, decision, balance, threshold, target, \
+             next_eligible_at, attempt_id, decided_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (account_id) DO UPDATE SET decision = excluded.decision, \
+             balance = excluded.balance, threshold = excluded.threshold, target = excluded.target, \
+             next_eligible_at = excluded.next_eligible_at, attempt_id = excluded.attempt_id, \
+             decided_at = excluded.decided_at",
+        )
+        .bind(&row.account_id)
+        .bind(&row.decision)
+        .bind(row.balance)
+        .bind(row.threshold)
+        .bind(row.target)
+        .bind(row.next_eligible_at)
+        .bind(&row.attempt_id)
+        .bind(row.decided_at)
+        .execute(&mut *self)
+        .await?;
+        Ok(())
+    }
+});
+
+fn decision_row(
+    account: &Account,
+    decision: Decision,
+    attempt_id: Option<String>,
+    at: Millis,
+) -> DecisionRow {
+    DecisionRow {
+        account_id: account.id.clone(),
+        decision: if attempt_id.is_some() {
+            "charged".to_owned()
+        } else {
+            decision.as_str().to_owned()
+        },
+        balance: account.balance,
+        threshold: account.auto_topup_threshold,
+        target: account.auto_topup_target,
+        next_eligible_at: decision.next_eligible_at(at),
+        attempt_id,
+        decided_at: at,
+    }
+}
+
+impl Db {
+    /// Saves the settings. Turning it on records who and when; a pause survives both
+    /// turning it off and on again. `None` if the account does not exist.
+    pub async fn update_auto_topup(
+        &self,
+        account_id: &str,
+        update: &SettingsUpdate,
+        actor: &Actor,
+        at: Millis,
+    ) -> Result<Option<Account>, DbError> {
+        let sql = format!(
+            "UPDATE accounts SET \
+             auto_topup_enabled_by = CASE WHEN $1 AND NOT auto_topup_enabled THEN $2 ELSE auto_topup_enabled_by END, \
+             auto_topup_enabled_at = CASE WHEN $1 AND NOT auto_topup_enabled THEN $3 ELSE auto_topup_enabled_at END, \
+             auto_topup_enabled = $1, auto_topup_threshold = $4, auto_topup_target = $5, \
+             auto_topup_payment_method_id = $6 WHERE id = $7 RETURNING {}",
+            accounts::COLUMNS
+        );
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let updated: Option<Account> = sqlx::query_as(&sql)
+                .bind(update.enabled)
+                .bind(&actor.key_id)
+                .bind(at)
+                .bind(update.threshold.0)
+                .bind(update.target.0)
+                .bind(&update.payment_method_id)
+                .bind(account_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(account) = updated else {
+                return Ok(None);
+            };
+            let detail = json!({
+                "enabled": update.enabled,
+                "threshold": update.threshold,
+                "target": update.target,
+                "payment_method_id": update.payment_method_id,
+            });
+            tx.audit(actor, "auto_topup.update", Some(account_id), detail, at)
+                .await?;
+            tx.commit().await?;
+            Ok(Some(account))
+        })
+    }
+
+    /// Accounts the scan may charge at `now`, in window order, after `after`. The partial
+    /// index holds only accounts below their threshold, so this costs what is due.
+    pub async fn due_accounts(
+        &self,
+        now: Millis,
+        after: Option<&DueCursor>,
+        limit: u32,
+    ) -> Result<Vec<DueCursor>, DbError> {
+        const SQL: &str = "SELECT auto_topup_window_ends_at, id FROM accounts \
+             WHERE auto_topup_enabled AND auto_topup_paused_reason IS NULL AND balance < auto_topup_threshold \
+             AND auto_topup_window_ends_at <= $1 \
+             AND (auto_topup_window_ends_at > $2 OR (auto_topup_window_ends_at = $2 AND id > $3)) \
+             ORDER BY auto_topup_window_ends_at, id LIMIT $4";
+        let (window, id) = after.map_or((i64::MIN, ""), |c| {
+            (c.auto_topup_window_ends_at, c.id.as_str())
+        });
+        Ok(with_pool!(self, |pool| {
+            sqlx::query_as(SQL)
+                .bind(now)
+                .bind(window)
+                .bind(id)
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await?
+        }))
+    }
+
+    /// Claims an automatic attempt (or a retry) if the rules allow it now: a conditional
+    /// update of the account and the attempt row, in one transaction, with the decision.
+    pub async fn claim_auto_attempt(
+        &self,
+        claim: &AutoClaim<'_>,
+    ) -> Result<AutoClaimOutcome, DbError> {
+        match self.try_claim_auto_attempt(claim).await {
+            // Another claim of the account committed first (PostgreSQL).
+            Err(DbError::Sqlx(e)) if is_unique_violation(&e) => with_pool!(self, |pool| {
+                let mut conn = pool.acquire().await?;
+                match conn.open_attempt(claim.account_id).await? {
+                    Some(open) => Ok(AutoClaimOutcome::Busy(open)),
+                    None => Err(DbError::Sqlx(e)),
+                }
+            }),
+            other => other,
+        }
+    }
+
+    async fn try_claim_auto_attempt(
+        &self,
+        claim: &AutoClaim<'_>,
+    ) -> Result<AutoClaimOutcome, DbError> {
+        // The rules, as one conditional update: whoever updates the row owns the claim.
+        // An automatic attempt opens the rate-limit window; the customer's retry of a
+        // paused one is not bound by it and leaves it as it is.
+        let auto_cas = format!(
+            "UPDATE accounts SET topup_seq = topup_seq + 1, auto_topup_window_ends_at = $1 \
+             WHERE id = $2 AND auto_topup_enabled AND auto_topup_paused_reason IS NULL \
+             AND balance < auto_topup_threshold AND ($3 = FALSE OR auto_topup_window_ends_at <= $4) \
+             RETURNING {}",
+            accounts::COLUMNS
+        );
+        let retry_cas = format!(
+            "UPDATE accounts SET topup_seq = topup_seq + 1 \
+             WHERE id = $1 AND auto_topup_paused_reason IS NOT NULL RETURNING {}",
+            accounts::COLUMNS
+        );
+        if claim.trigger == AttemptTrigger::Manual {
+            return Err(DbError::Corrupt(
+                "manual purchases are not auto claims".into(),
+            ));
+        }
+        let read = format!("SELECT {} FROM accounts WHERE id = $1", accounts::COLUMNS);
+        let insert = attempts::insert_sql();
+        let window_end = claim.at.saturating_add(claim.window_ms);
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let claimed: Option<Account> = if claim.trigger == AttemptTrigger::Auto {
+                sqlx::query_as(&auto_cas)
+                    .bind(window_end)
+                    .bind(claim.account_id)
+                    .bind(claim.respect_window)
+                    .bind(claim.at)
+                    .fetch_optional(&mut *tx)
+                    .await?
+            } else {
+                sqlx::query_as(&retry_cas)
+                    .bind(claim.account_id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+            };
+            let open = tx.open_attempt(claim.account_id).await?;
+            let Some(account) = claimed else {
+                let Some(account): Option<Account> = sqlx::query_as(&read)
+                    .bind(claim.account_id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                else {
+                    return Ok(AutoClaimOutcome::NotDue(Decision::NotEnabled));
+                };
+                let decision = decide(&account.standing(open.is_some()), claim.at);
+                if claim.trigger == AttemptTrigger::Auto {
+                    tx.record_decision(&decision_row(&account, decision, None, claim.at))
+                        .await?;
+                    tx.commit().await?;
+                }
+                return Ok(AutoClaimOutcome::NotDue(decision));
+            };
+            // Dropping the transaction undoes the update.
+            if let Some(open) = open {
+                return Ok(AutoClaimOutcome::Busy(open));
+            }
+            let target = Millicredits(account.auto_topup_target.unwrap_or_default());
+            let credits = credits_to_target(Millicredits(account.balance), target);
+            if credits == 0 {
+                return Ok(AutoClaimOutcome::NothingToCharge);
+            }
+            let card: Option<String> = match &account.auto_topup_payment_method_id {
+                Some(card) => Some(card.clone()),
+                None => {
+                    sqlx::query_scalar(
+                        "SELECT id FROM payment_methods WHERE account_id = $1 AND is_default",
+                    )
+                    .bind(claim.account_id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                }
+            };
+            let seq_sql = "SELECT topup_seq FROM accounts WHERE id = $1";
+            let seq: i64 = sqlx::query_scalar(seq_sql)
+                .bind(claim.account_id)
+                .fetch_one(&mut *tx)
+                .await?;
+            let id = super::new_id("tpu");
+            // Without a card the attempt is claimed all the same and fails at once: it is
+            // a decline like any other, and holds the window.
+            let attempt: TopupAttempt = sqlx::query_as(&insert)
+                .bind(&id)
+                .bind(claim.account_id)
+                .bind(seq)
+                .bind(claim.trigger.as_str())
+                .bind(format!(
+                    "{}:topup:{}:{seq}",
+                    claim.key_prefix, claim.account_id
+                ))
+                .bind(None::<String>)
+                .bind(None::<String>)
+                .bind(credits * MILLIS_PER_CREDIT)
+                .bind(credits * claim.credit_price_cents)
+                .bind(claim.currency)
+                .bind(card.unwrap_or_default())
+                .bind(account.provider_customer_id.clone().unwrap_or_default())
+                .bind(claim.at)
+                .fetch_one(&mut *tx)
+                .await?;
+            if claim.trigger == AttemptTrigger::Auto {
+                tx.record_decision(&decision_row(&account, Decision::Due, Some(id), claim.at))
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(AutoClaimOutcome::Claimed(attempt))
+        })
+    }
+
+    /// The scan's latest decision about the account.
+    pub async fn decision(&self, account_id: &str) -> Result<Option<DecisionRow>, DbError> {
+        const SQL: &str = "SELECT account_id, decision, balance, threshold, target, next_eligible_at, \
+                           attempt_id, decided_at FROM auto_topup_decisions WHERE account_id = $1";
+        Ok(with_pool!(self, |pool| {
+            sqlx::query_as(SQL)
+                .bind(account_id)
+                .fetch_optional(pool)
+                .await?
+        }))
+    }
+
+    /// Support ends a pause, with a note, audited; the customer is told. `None` if the
+    /// account is not paused (or does not exist).
+    pub async fn resume_auto_topup(
+        &self,
+        account_id: &str,
+        actor: &Actor,
+        note: &str,
+        at: Millis,
+        notice: impl FnOnce(&Account) -> NewNotice,
+    ) -> Result<Option<Account>, DbError> {
+        let read = format!(
+            "SELECT {} FROM accounts WHERE id = $1 AND auto_topup_paused_reason IS NOT NULL",
+            accounts::COLUMNS
+        );
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let paused: Option<Account> = sqlx::query_as(&read)
+                .bind(account_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(account) = paused else {
+                return Ok(None);
+            };
+            tx.change_pause(account_id, &PauseChange::Resume, None, at)
+                .await?;
+            let detail = json!({
+                "note": note,
+                "paused_reason": account.auto_topup_paused_reason,
+                "paused_code": account.auto_topup_paused_code,
+            });
+            tx.audit(actor, "auto_topup.resume", Some(account_id), detail, at)
+                .await?;
+            tx.queue_notice(&notice(&account)).await?;
+            tx.commit().await?;
+            Ok(Some(account))
+        })
+    }
+
+    /// Paused accounts, longest paused first.
+    pub async fn paused_accounts(&self, limit: u32) -> Result<Vec<Account>, DbError> {
+        let sql = format!(
+            "SELECT {} FROM accounts WHERE auto_topup_paused_reason IS NOT NULL \
+             ORDER BY auto_topup_paused_at, id LIMIT $1",
+            accounts::COLUMNS
+        );
+        Ok(with_pool!(self, |pool| {
+            sqlx::query_as(&sql)
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await?
+        }))
+    }
+}

@@ -1,0 +1,356 @@
+//! The auto top-up rules: what settings are allowed, when an account is due, how much to
+//! charge, and what a settled payment does to a pause. Pure; the scan and the settlement
+//! apply them in the database.
+
+use rust_decimal::Decimal;
+
+use super::{
+    attempt::{AttemptState, AttemptTrigger},
+    credits::{MILLIS_PER_CREDIT, Millicredits},
+    validation::FieldErrors,
+};
+use crate::clock::Millis;
+
+/// Bounds of the settings, in whole credits.
+pub const MIN_THRESHOLD: i64 = 100;
+pub const MAX_THRESHOLD: i64 = 99_000;
+pub const MIN_TARGET: i64 = 1_100;
+pub const MAX_TARGET: i64 = 100_000;
+/// The target must exceed the threshold by at least this many credits.
+pub const MIN_GAP: i64 = 1_000;
+
+/// Why automatic top-ups stopped until someone acts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PauseReason {
+    /// A charge was declined (or its authentication failed).
+    PaymentFailed,
+    /// The bank asks the customer to authenticate (3-D Secure).
+    AuthenticationRequired,
+}
+
+impl PauseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PaymentFailed => "payment_failed",
+            Self::AuthenticationRequired => "authentication_required",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::PaymentFailed, Self::AuthenticationRequired]
+            .into_iter()
+            .find(|r| r.as_str() == s)
+    }
+}
+
+/// Checks threshold and target (whole credits), naming each bad field.
+pub fn validate_bounds(
+    threshold: Decimal,
+    target: Decimal,
+) -> Result<(Millicredits, Millicredits), FieldErrors> {
+    let mut errors = FieldErrors::new();
+    let whole = |value: Decimal| {
+        value
+            .fract()
+            .is_zero()
+            .then(|| i64::try_from(value).ok())
+            .flatten()
+    };
+    let threshold = match whole(threshold) {
+        Some(t) if (MIN_THRESHOLD..=MAX_THRESHOLD).contains(&t) => Some(t),
+        _ => {
+            errors.add(
+                "threshold",
+                format!(
+                    "must be a whole number of credits from {MIN_THRESHOLD} to {MAX_THRESHOLD}"
+                ),
+            );
+            None
+        }
+    };
+    let target = match whole(target) {
+        Some(t) if (MIN_TARGET..=MAX_TARGET).contains(&t) => Some(t),
+        _ => {
+            errors.add(
+                "target",
+                format!("must be a whole number of credits from {MIN_TARGET} to {MAX_TARGET}"),
+            );
+            None
+        }
+    };
+    if let (Some(threshold), Some(target)) = (threshold, target)
+        && target - threshold < MIN_GAP
+    {
+        errors.add(
+            "target",
+            format!("must be at least {MIN_GAP} credits above the threshold ({threshold})"),
+        );
+    }
+    match (threshold, target) {
+        (Some(threshold), Some(target)) if errors.is_empty() => Ok((
+            Millicredits(threshold * MILLIS_PER_CREDIT),
+            Millicredits(target * MILLIS_PER_CREDIT),
+        )),
+        _ => Err(errors),
+    }
+}
+
+/// Whole credits that bring `balance` back up to `target`, rounded up; zero at or above it.
+pub fn credits_to_target(balance: Millicredits, target: Millicredits) -> i64 {
+    let missing = target.0.saturating_sub(balance.0).max(0);
+    (missing + MILLIS_PER_CREDIT - 1) / MILLIS_PER_CREDIT
+}
+
+/// Everything the rules look at for one account.
+#[derive(Debug, Clone, Copy)]
+pub struct Standing {
+    pub enabled: bool,
+    pub paused: Option<PauseReason>,
+    pub balance: Millicredits,
+    pub threshold: Option<Millicredits>,
+    /// The end of the window opened by the last automatic attempt.
+    pub window_ends_at: Millis,
+    pub attempt_open: bool,
+}
+
+/// Why the scan would, or would not, charge an account now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Due,
+    NotEnabled,
+    Paused(PauseReason),
+    AboveThreshold,
+    RateLimited { until: Millis },
+    AttemptOpen,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Due => "due",
+            Self::NotEnabled => "not_enabled",
+            Self::Paused(_) => "paused",
+            Self::AboveThreshold => "above_threshold",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::AttemptOpen => "attempt_open",
+        }
+    }
+
+    /// When the account may be charged automatically next, if nothing else changes.
+    pub fn next_eligible_at(self, now: Millis) -> Option<Millis> {
+        match self {
+            Self::Due | Self::AboveThreshold => Some(now),
+            Self::RateLimited { until } => Some(until),
+            Self::NotEnabled | Self::Paused(_) | Self::AttemptOpen => None,
+        }
+    }
+}
+
+/// The scan's rule, in order: enabled, not paused, below the threshold, outside the
+/// window of the last automatic attempt, no attempt open.
+pub fn decide(standing: &Standing, now: Millis) -> Decision {
+    let Some(threshold) = standing.threshold.filter(|_| standing.enabled) else {
+        return Decision::NotEnabled;
+    };
+    if let Some(reason) = standing.paused {
+        return Decision::Paused(reason);
+    }
+    if standing.balance >= threshold {
+        return Decision::AboveThreshold;
+    }
+    if standing.window_ends_at > now {
+        return Decision::RateLimited {
+            until: standing.window_ends_at,
+        };
+    }
+    if standing.attempt_open {
+        return Decision::AttemptOpen;
+    }
+    Decision::Due
+}
+
+/// What settling an attempt does to the account's pause.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PauseChange {
+    Keep,
+    Pause(PauseReason),
+    Resume,
+}
+
+/// Automatic charges (and the customer's retry of one) pause on a decline or a request
+/// for authentication, and a success ends a pause. Manual purchases leave pauses alone.
+pub fn pause_change(
+    trigger: AttemptTrigger,
+    settled: AttemptState,
+    paused: Option<PauseReason>,
+) -> PauseChange {
+    if trigger == AttemptTrigger::Manual {
+        return PauseChange::Keep;
+    }
+    match settled {
+        AttemptState::Failed => PauseChange::Pause(PauseReason::PaymentFailed),
+        AttemptState::RequiresAction => PauseChange::Pause(PauseReason::AuthenticationRequired),
+        AttemptState::Succeeded if paused.is_some() => PauseChange::Resume,
+        _ => PauseChange::Keep,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    fn dec(s: &str) -> Decimal {
+        Decimal::from_str(s).expect("decimal")
+    }
+
+    #[test]
+    fn bounds_follow_the_published_rules() {
+        assert!(validate_bounds(dec("100"), dec("1100")).is_ok());
+        assert!(validate_bounds(dec("99000"), dec("100000")).is_ok());
+        let fields = |t, g| -> Vec<String> {
+            validate_bounds(dec(t), dec(g))
+                .expect_err("invalid")
+                .iter()
+                .map(|(f, _)| f.to_owned())
+                .collect()
+        };
+        assert_eq!(fields("99", "5000"), ["threshold"]);
+        assert_eq!(fields("99001", "100000"), ["threshold"]);
+        assert_eq!(fields("100", "1099"), ["target"]);
+        assert_eq!(fields("100", "100001"), ["target"]);
+        assert_eq!(
+            fields("500", "1499"),
+            ["target"],
+            "less than 1000 above the threshold"
+        );
+        assert_eq!(fields("100.5", "5000"), ["threshold"]);
+        assert_eq!(fields("50", "50"), ["target", "threshold"]);
+    }
+
+    #[test]
+    fn the_charge_restores_the_target_in_whole_credits() {
+        assert_eq!(
+            credits_to_target(Millicredits(499_500), Millicredits(5_000_000)),
+            4501
+        );
+        assert_eq!(
+            credits_to_target(Millicredits(0), Millicredits(5_000_000)),
+            5000
+        );
+        assert_eq!(
+            credits_to_target(Millicredits(6_000_000), Millicredits(5_000_000)),
+            0
+        );
+    }
+
+    #[test]
+    fn decisions_explain_why_not() {
+        let base = Standing {
+            enabled: true,
+            paused: None,
+            balance: Millicredits(10_000),
+            threshold: Some(Millicredits(100_000)),
+            window_ends_at: 0,
+            attempt_open: false,
+        };
+        assert_eq!(decide(&base, 1000), Decision::Due);
+        assert_eq!(
+            decide(
+                &Standing {
+                    enabled: false,
+                    ..base
+                },
+                1000
+            ),
+            Decision::NotEnabled
+        );
+        assert_eq!(
+            decide(
+                &Standing {
+                    paused: Some(PauseReason::PaymentFailed),
+                    ..base
+                },
+                1000
+            ),
+            Decision::Paused(PauseReason::PaymentFailed)
+        );
+        assert_eq!(
+            decide(
+                &Standing {
+                    balance: Millicredits(100_000),
+                    ..base
+                },
+                1000
+            ),
+            Decision::AboveThreshold
+        );
+        assert_eq!(
+            decide(
+                &Standing {
+                    window_ends_at: 5000,
+                    ..base
+                },
+                1000
+            ),
+            Decision::RateLimited { until: 5000 }
+        );
+        assert_eq!(
+            decide(
+                &Standing {
+                    window_ends_at: 1000,
+                    ..base
+                },
+                1000
+            ),
+            Decision::Due,
+            "the window ends exactly then"
+        );
+        assert_eq!(
+            decide(
+                &Standing {
+                    attempt_open: true,
+                    ..base
+                },
+                1000
+            ),
+            Decision::AttemptOpen
+        );
+    }
+
+    #[test]
+    fn only_automatic_payments_pause_and_success_resumes() {
+        use AttemptState::*;
+        use AttemptTrigger::*;
+        assert_eq!(
+            pause_change(Auto, Failed, None),
+            PauseChange::Pause(PauseReason::PaymentFailed)
+        );
+        assert_eq!(
+            pause_change(Auto, RequiresAction, None),
+            PauseChange::Pause(PauseReason::AuthenticationRequired)
+        );
+        assert_eq!(
+            pause_change(Auto, Succeeded, Some(PauseReason::AuthenticationRequired)),
+            PauseChange::Resume
+        );
+        assert_eq!(pause_change(Auto, Succeeded, None), PauseChange::Keep);
+        assert_eq!(
+            pause_change(Retry, Failed, Some(PauseReason::PaymentFailed)),
+            PauseChange::Pause(PauseReason::PaymentFailed)
+        );
+        assert_eq!(
+            pause_change(Retry, Succeeded, Some(PauseReason::PaymentFailed)),
+            PauseChange::Resume
+        );
+        assert_eq!(pause_change(Manual, Failed, None), PauseChange::Keep);
+        assert_eq!(
+            pause_change(Manual, Succeeded, Some(PauseReason::PaymentFailed)),
+            PauseChange::Keep
+        );
+        assert_eq!(
+            pause_change(Auto, Canceled, Some(PauseReason::AuthenticationRequired)),
+            PauseChange::Keep
+        );
+    }
+}

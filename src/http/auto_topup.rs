@@ -1,0 +1,389 @@
+//! Auto top-up: the settings and state of an account (and why it did or did not top up),
+//! the customer's retry of a paused top-up, and support's view and resume.
+
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::{
+    auth::{Caller, STAFF},
+    error::{ApiError, ApiResult},
+    extract::{ApiJson, ApiQuery},
+    topups::{TopupView, purchase_answer},
+};
+use crate::{
+    app::AppState,
+    clock::rfc3339,
+    db::{accounts::Account, auto_topup::SettingsUpdate},
+    domain::{
+        api_key::Role,
+        auto_topup::{Decision, validate_bounds},
+        credits::Millicredits,
+        validation::FieldErrors,
+    },
+    topups::auto::RetryOutcome,
+};
+
+const MAX_NOTE_LEN: usize = 500;
+const MAX_LISTED: u32 = 500;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/accounts/{id}/auto-topup", get(settings).put(update))
+        .route("/v1/accounts/{id}/auto-topup/retry", post(retry))
+        .route("/v1/admin/accounts/{id}/auto-topup/resume", post(resume))
+        .route("/v1/admin/auto-topups", get(admin_list))
+}
+
+#[derive(Debug, Serialize)]
+struct PauseView {
+    reason: Option<String>,
+    decline_code: Option<String>,
+    since: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct DecisionView {
+    decision: &'static str,
+    balance: Millicredits,
+    threshold: Option<Millicredits>,
+    target: Option<Millicredits>,
+    /// When an automatic top-up may happen next, if nothing changes; null when it cannot
+    /// until someone acts (off, paused, or a top-up in progress).
+    next_eligible_at: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct ScanView {
+    decision: String,
+    balance: Millicredits,
+    threshold: Option<Millicredits>,
+    target: Option<Millicredits>,
+    next_eligible_at: Option<String>,
+    topup_id: Option<String>,
+    decided_at: String,
+}
+
+#[derive(Debug, Serialize)]
+struct AutoTopupView {
+    account_id: String,
+    enabled: bool,
+    threshold: Option<Millicredits>,
+    target: Option<Millicredits>,
+    payment_method_id: Option<String>,
+    /// `active`, `paused` or `off`.
+    state: &'static str,
+    pause: Option<PauseView>,
+    enabled_by: Option<String>,
+    enabled_at: Option<String>,
+    last_topup: Option<TopupView>,
+    /// Why it would or would not top up now, by the scan's rule.
+    decision: DecisionView,
+    /// What the scan last decided for this account.
+    last_scan: Option<ScanView>,
+}
+
+fn state_name(account: &Account) -> &'static str {
+    if account.paused().is_some() {
+        "paused"
+    } else if account.auto_topup_enabled {
+        "active"
+    } else {
+        "off"
+    }
+}
+
+fn pause_view(account: &Account) -> Option<PauseView> {
+    account.paused().map(|_| PauseView {
+        reason: account.auto_topup_paused_reason.clone(),
+        decline_code: account.auto_topup_paused_code.clone(),
+        since: account.auto_topup_paused_at.map(rfc3339),
+    })
+}
+
+/// What a customer short of credits can expect: the auto top-up state in a few words.
+pub async fn summary(state: &AppState, account: &Account) -> ApiResult<Value> {
+    if let Some(pause) = pause_view(account) {
+        return Ok(
+            json!({ "state": "paused", "reason": pause.reason, "decline_code": pause.decline_code, "since": pause.since }),
+        );
+    }
+    if let Some(open) = state.db.open_attempt_of(&account.id).await? {
+        return Ok(json!({ "state": "in_progress", "topup_id": open.id }));
+    }
+    if !account.auto_topup_enabled {
+        return Ok(json!({ "state": "off" }));
+    }
+    let decision = state.topups.decision(account).await?;
+    let next = decision.next_eligible_at(state.clock.now_ms()).map(rfc3339);
+    Ok(json!({ "state": "active", "next_top_up_at": next }))
+}
+
+async fn view(state: &AppState, account: Account) -> ApiResult<AutoTopupView> {
+    let now = state.clock.now_ms();
+    let decision: Decision = state.topups.decision(&account).await?;
+    let last_topup = state
+        .db
+        .latest_auto_attempt(&account.id)
+        .await?
+        .map(TopupView::from);
+    let last_scan = state.db.decision(&account.id).await?.map(|d| ScanView {
+        decision: d.decision,
+        balance: Millicredits(d.balance),
+        threshold: d.threshold.map(Millicredits),
+        target: d.target.map(Millicredits),
+        next_eligible_at: d.next_eligible_at.map(rfc3339),
+        topup_id: d.attempt_id,
+        decided_at: rfc3339(d.decided_at),
+    });
+    Ok(AutoTopupView {
+        state: state_name(&account),
+        pause: pause_view(&account),
+        decision: DecisionView {
+            decision: decision.as_str(),
+            balance: Millicredits(account.balance),
+            threshold: account.auto_topup_threshold.map(Millicredits),
+            target: account.auto_topup_target.map(Millicredits),
+            next_eligible_at: decision.next_eligible_at(now).map(rfc3339),
+        },
+        account_id: account.id,
+        enabled: account.auto_topup_enabled,
+        threshold: account.auto_topup_threshold.map(Millicredits),
+        target: account.auto_topup_target.map(Millicredits),
+        payment_method_id: account.auto_topup_payment_method_id,
+        enabled_by: account.auto_topup_enabled_by,
+        enabled_at: account.auto_topup_enabled_at.map(rfc3339),
+        last_topup,
+        last_scan,
+    })
+}
+
+async fn visible_account(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Account> {
+    caller.require_account(id, STAFF)?;
+    state
+        .db
+        .account(id)
+        .await?
+        .ok_or(ApiError::NotFound("account"))
+}
+
+async fn settings(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<AutoTopupView>> {
+    let account = visible_account(&state, &caller, &id).await?;
+    Ok(Json(view(&state, account).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettingsBody {
+    enabled: bool,
+    /// Credits; top up when the balance falls below this.
+    threshold: Decimal,
+    /// Credits; top up to this.
+    target: Decimal,
+    /// A saved card to charge instead of the default one.
+    #[serde(default)]
+    payment_method_id: Option<String>,
+}
+
+/// Saves the settings. Only this request turns auto top-up on, and it records who did.
+async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<SettingsBody>,
+) -> ApiResult<Json<AutoTopupView>> {
+    visible_account(&state, &caller, &id).await?;
+    let mut errors = FieldErrors::new();
+    let bounds = match validate_bounds(body.threshold, body.target) {
+        Ok(bounds) => Some(bounds),
+        Err(problems) => {
+            errors.merge(problems);
+            None
+        }
+    };
+    if let Some(card) = &body.payment_method_id {
+        let saved = state.db.saved_cards(&id).await?;
+        if !saved.iter().any(|c| &c.id == card) {
+            errors.add(
+                "payment_method_id",
+                "must be one of the account's saved payment methods",
+            );
+        }
+    }
+    let (Some((threshold, target)), true) = (bounds, errors.is_empty()) else {
+        return Err(ApiError::invalid(errors));
+    };
+    let update = SettingsUpdate {
+        enabled: body.enabled,
+        threshold,
+        target,
+        payment_method_id: body.payment_method_id,
+    };
+    let account = state
+        .db
+        .update_auto_topup(&id, &update, &caller.actor(), state.clock.now_ms())
+        .await?
+        .ok_or(ApiError::NotFound("account"))?;
+    Ok(Json(view(&state, account).await?))
+}
+
+/// The customer completes a paused top-up now, outside the rate-limit window.
+async fn retry(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    caller.require_account(&id, &[Role::Support, Role::Admin])?;
+    match state.topups.retry_paused(&id).await? {
+        RetryOutcome::Charged(attempt) => purchase_answer(attempt),
+        RetryOutcome::ResumedWithoutCharge => {
+            let account = state
+                .db
+                .account(&id)
+                .await?
+                .ok_or(ApiError::NotFound("account"))?;
+            Ok((StatusCode::OK, Json(view(&state, account).await?)).into_response())
+        }
+        RetryOutcome::NotPaused => Err(ApiError::Conflict(
+            "auto top-up is not paused; there is nothing to retry".into(),
+        )),
+        RetryOutcome::Busy(open) => Err(ApiError::Conflict(format!(
+            "top-up {} of this account is {}; complete or wait for it first",
+            open.id, open.state
+        ))),
+        RetryOutcome::AccountNotFound => Err(ApiError::NotFound("account")),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResumeBody {
+    /// Why support resumes it; kept in the audit log.
+    note: String,
+    /// Charge now if the balance is below the threshold, even inside the window.
+    #[serde(default)]
+    try_now: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct ResumedView {
+    auto_topup: AutoTopupView,
+    /// The top-up charged at once when `try_now` asked for it.
+    topup: Option<TopupView>,
+}
+
+async fn resume(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ResumeBody>,
+) -> ApiResult<Json<ResumedView>> {
+    caller.require(STAFF)?;
+    let note = body.note.trim();
+    if note.is_empty() || note.chars().count() > MAX_NOTE_LEN || note.chars().any(char::is_control)
+    {
+        return Err(ApiError::invalid(FieldErrors::single(
+            "note",
+            format!("must be 1 to {MAX_NOTE_LEN} characters without control characters"),
+        )));
+    }
+    let account = state
+        .db
+        .account(&id)
+        .await?
+        .ok_or(ApiError::NotFound("account"))?;
+    let Some(charged) = state
+        .topups
+        .resume(&id, &caller.actor(), note, body.try_now)
+        .await?
+    else {
+        return Err(ApiError::Conflict(format!(
+            "auto top-up of account {} is not paused",
+            account.id
+        )));
+    };
+    let account = state
+        .db
+        .account(&id)
+        .await?
+        .ok_or(ApiError::NotFound("account"))?;
+    Ok(Json(ResumedView {
+        auto_topup: view(&state, account).await?,
+        topup: charged.map(TopupView::from),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+struct AdminListParams {
+    state: Option<String>,
+    limit: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct PausedView {
+    account_id: String,
+    email: String,
+    name: String,
+    reason: Option<String>,
+    decline_code: Option<String>,
+    since: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct AdminListView {
+    /// Paused accounts, longest paused first.
+    paused: Vec<PausedView>,
+    /// Top-ups unresolved for too long, oldest first.
+    flagged: Vec<TopupView>,
+}
+
+async fn admin_list(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(params): ApiQuery<AdminListParams>,
+) -> ApiResult<Json<AdminListView>> {
+    caller.require(STAFF)?;
+    let mut errors = FieldErrors::new();
+    if params.state.as_deref().is_some_and(|s| s != "paused") {
+        errors.add("state", "only paused is supported");
+    }
+    let limit = match params.limit.as_deref().map(str::parse::<u32>) {
+        None => 100,
+        Some(Ok(n)) if (1..=MAX_LISTED).contains(&n) => n,
+        Some(_) => {
+            errors.add(
+                "limit",
+                format!("must be an integer from 1 to {MAX_LISTED}"),
+            );
+            100
+        }
+    };
+    errors.into_result(()).map_err(ApiError::malformed_fields)?;
+    let paused = state.db.paused_accounts(limit).await?;
+    let flagged = state.db.flagged_attempts(limit).await?;
+    Ok(Json(AdminListView {
+        paused: paused
+            .into_iter()
+            .map(|a| PausedView {
+                reason: a.auto_topup_paused_reason,
+                decline_code: a.auto_topup_paused_code,
+                since: a.auto_topup_paused_at.map(rfc3339),
+                account_id: a.id,
+                email: a.email,
+                name: a.name,
+            })
+            .collect(),
+        flagged: flagged.into_iter().map(TopupView::from).collect(),
+    }))
+}

@@ -1,0 +1,287 @@
+//! The auto top-up engine: the scan that claims and charges due accounts, the customer's
+//! retry of a paused top-up, support's resume, and the reconciler that resumes attempts a
+//! crash or an unknown answer left open.
+
+use std::sync::Arc;
+
+use tokio::{sync::Semaphore, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use super::Topups;
+use crate::{
+    db::{
+        DbError,
+        accounts::Account,
+        attempts::TopupAttempt,
+        audit::Actor,
+        auto_topup::{AutoClaim, AutoClaimOutcome},
+    },
+    domain::{
+        attempt::{AttemptState, AttemptTrigger},
+        auto_topup::{Decision, decide},
+    },
+    notices::{self, Notice, Recipient, ResumedBy, Resumption},
+};
+
+/// What one scan did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ScanReport {
+    /// Accounts the due query returned.
+    pub due: usize,
+    /// Attempts claimed and charged.
+    pub claimed: usize,
+    /// Due accounts another scan, an open attempt or a change of balance took first.
+    pub skipped: usize,
+    pub succeeded: usize,
+    pub failed: usize,
+    pub requires_action: usize,
+    /// Outcome not known yet: left open for the reconciler, never paused.
+    pub pending: usize,
+}
+
+impl std::fmt::Display for ScanReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} due, {} charged ({} succeeded, {} failed, {} awaiting authentication, {} pending), {} skipped",
+            self.due,
+            self.claimed,
+            self.succeeded,
+            self.failed,
+            self.requires_action,
+            self.pending,
+            self.skipped
+        )
+    }
+}
+
+/// What one reconciler round did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReconcileReport {
+    /// Open attempts looked at again.
+    pub examined: usize,
+    /// Of those, the ones that reached an outcome.
+    pub settled: usize,
+    /// Attempts newly flagged for support.
+    pub flagged: u64,
+}
+
+/// The result of the customer's retry.
+#[derive(Debug)]
+pub enum RetryOutcome {
+    /// Charged (or being charged): the attempt as it stands.
+    Charged(TopupAttempt),
+    /// The balance is already at the target: resumed without a charge.
+    ResumedWithoutCharge,
+    NotPaused,
+    Busy(TopupAttempt),
+    AccountNotFound,
+}
+
+impl Topups {
+    fn auto_claim<'a>(
+        &'a self,
+        account_id: &'a str,
+        trigger: AttemptTrigger,
+        respect_window: bool,
+    ) -> AutoClaim<'a> {
+        AutoClaim {
+            account_id,
+            trigger,
+            respect_window,
+            window_ms: self.config.auto_topup.window_ms(),
+            credit_price_cents: self.config.credit_price_cents,
+            currency: &self.config.payments.currency,
+            key_prefix: &self.config.payments.idempotency_prefix,
+            at: self.clock.now_ms(),
+        }
+    }
+
+    /// One scan: every account due now is claimed (once, whatever else scans at the same
+    /// time) and charged, at most `charge_concurrency` charges at a time.
+    pub async fn scan(&self, cancel: &CancellationToken) -> Result<ScanReport, DbError> {
+        let settings = &self.config.auto_topup;
+        let now = self.clock.now_ms();
+        let permits = Arc::new(Semaphore::new(settings.charge_concurrency as usize));
+        let mut charges = JoinSet::new();
+        let mut report = ScanReport::default();
+        let mut cursor = None;
+        'pages: loop {
+            let due = self
+                .db
+                .due_accounts(now, cursor.as_ref(), settings.scan_batch_size)
+                .await?;
+            let Some(last) = due.last().cloned() else {
+                break;
+            };
+            for account in &due {
+                if cancel.is_cancelled() {
+                    break 'pages;
+                }
+                report.due += 1;
+                match self
+                    .db
+                    .claim_auto_attempt(&self.auto_claim(&account.id, AttemptTrigger::Auto, true))
+                    .await?
+                {
+                    AutoClaimOutcome::Claimed(attempt) => {
+                        report.claimed += 1;
+                        let permit = permits
+                            .clone()
+                            .acquire_owned()
+                            .await
+                            .expect("the semaphore is never closed");
+                        let engine = self.clone();
+                        charges.spawn(async move {
+                            let _permit = permit;
+                            engine.advance(attempt).await
+                        });
+                    }
+                    AutoClaimOutcome::NotDue(_)
+                    | AutoClaimOutcome::Busy(_)
+                    | AutoClaimOutcome::NothingToCharge => {
+                        report.skipped += 1;
+                    }
+                }
+            }
+            cursor = Some(last);
+        }
+        while let Some(joined) = charges.join_next().await {
+            let attempt =
+                joined.map_err(|e| DbError::Corrupt(format!("a charge task failed: {e}")))??;
+            match attempt.state()? {
+                AttemptState::Succeeded => report.succeeded += 1,
+                AttemptState::Failed | AttemptState::Canceled => report.failed += 1,
+                AttemptState::RequiresAction => report.requires_action += 1,
+                _ => report.pending += 1,
+            }
+        }
+        tracing::info!(%report, "scan finished");
+        Ok(report)
+    }
+
+    /// The customer completes a paused top-up now with the current default card (or the
+    /// one set for auto top-up), outside the rate-limit window. Success resumes.
+    pub async fn retry_paused(&self, account_id: &str) -> Result<RetryOutcome, DbError> {
+        let Some(account) = self.db.account(account_id).await? else {
+            return Ok(RetryOutcome::AccountNotFound);
+        };
+        if account.paused().is_none() {
+            return Ok(RetryOutcome::NotPaused);
+        }
+        match self
+            .db
+            .claim_auto_attempt(&self.auto_claim(account_id, AttemptTrigger::Retry, false))
+            .await?
+        {
+            AutoClaimOutcome::Claimed(attempt) => {
+                Ok(RetryOutcome::Charged(self.advance(attempt).await?))
+            }
+            AutoClaimOutcome::Busy(open) => Ok(RetryOutcome::Busy(open)),
+            AutoClaimOutcome::NotDue(_) => Ok(RetryOutcome::NotPaused),
+            AutoClaimOutcome::NothingToCharge => {
+                let actor = Actor {
+                    key_id: "customer-retry".into(),
+                    role: "customer".into(),
+                };
+                self.resume(account_id, &actor, "balance already at target", false)
+                    .await?;
+                Ok(RetryOutcome::ResumedWithoutCharge)
+            }
+        }
+    }
+
+    /// Support ends a pause (audited, the customer is told). With `try_now`, the account
+    /// is charged at once if it is below its threshold, even inside the window. `None`
+    /// when the account is not paused.
+    pub async fn resume(
+        &self,
+        account_id: &str,
+        actor: &Actor,
+        note: &str,
+        try_now: bool,
+    ) -> Result<Option<Option<TopupAttempt>>, DbError> {
+        let now = self.clock.now_ms();
+        let email = &self.config.email;
+        let resumed = self
+            .db
+            .resume_auto_topup(account_id, actor, note, now, |account: &Account| {
+                let recipient = Recipient {
+                    account_id: &account.id,
+                    name: &account.name,
+                    email: &account.email,
+                };
+                let notice = Notice::AutoTopupResumed(Resumption {
+                    by: ResumedBy::Support,
+                    at: now,
+                });
+                notices::compose(
+                    format!("resume:{account_id}:{now}"),
+                    recipient,
+                    &notice,
+                    email,
+                    now,
+                )
+            })
+            .await?;
+        if resumed.is_none() {
+            return Ok(None);
+        }
+        if !try_now {
+            return Ok(Some(None));
+        }
+        match self
+            .db
+            .claim_auto_attempt(&self.auto_claim(account_id, AttemptTrigger::Auto, false))
+            .await?
+        {
+            AutoClaimOutcome::Claimed(attempt) => Ok(Some(Some(self.advance(attempt).await?))),
+            _ => Ok(Some(None)),
+        }
+    }
+
+    /// Why the account would or would not be charged now, by the scan's own rule.
+    pub async fn decision(&self, account: &Account) -> Result<Decision, DbError> {
+        let open = self.db.open_attempt_of(&account.id).await?;
+        Ok(decide(
+            &account.standing(open.is_some()),
+            self.clock.now_ms(),
+        ))
+    }
+
+    /// One reconciler round: open attempts untouched for `reconcile_after_secs` are
+    /// resumed from their written state (asking the provider again with the same keys),
+    /// and those open past `flag_after_hours` are flagged for support.
+    pub async fn reconcile(&self, cancel: &CancellationToken) -> Result<ReconcileReport, DbError> {
+        let settings = &self.config.auto_topup;
+        let now = self.clock.now_ms();
+        let flag_before = now - i64::from(settings.flag_after_hours) * 3_600_000;
+        let flagged = self.db.flag_attempts(flag_before, now).await?;
+        if flagged > 0 {
+            tracing::error!(
+                flagged,
+                "top-up attempts unresolved for too long; flagged for support"
+            );
+        }
+        let stale_before =
+            now - i64::try_from(settings.reconcile_after_secs * 1000).unwrap_or(i64::MAX);
+        let mut report = ReconcileReport {
+            flagged,
+            ..ReconcileReport::default()
+        };
+        for attempt in self
+            .db
+            .stale_open_attempts(stale_before, settings.scan_batch_size)
+            .await?
+        {
+            if cancel.is_cancelled() {
+                break;
+            }
+            report.examined += 1;
+            if self.refresh(attempt).await?.state()?.is_terminal() {
+                report.settled += 1;
+            }
+        }
+        Ok(report)
+    }
+}
