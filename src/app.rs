@@ -166,13 +166,18 @@ impl App {
             Duration::from_secs(auto.reconcile_interval_secs),
             cancel.child_token(),
         ));
-        let mut scheduler = jobs::scheduler::start(
-            state.topups.clone(),
-            &auto.scan_schedule,
-            cancel.child_token(),
-            jobs.clone(),
-        )
-        .await?;
+        let mut scheduler = match auto.scan_schedule.as_str() {
+            "" => None,
+            schedule => Some(
+                jobs::scheduler::start(
+                    state.topups.clone(),
+                    schedule,
+                    cancel.child_token(),
+                    jobs.clone(),
+                )
+                .await?,
+            ),
+        };
 
         let mut http = tokio::spawn(
             axum::serve(listener, http::router(state))
@@ -185,7 +190,9 @@ impl App {
         };
         tracing::info!("shutting down: no new work; finishing what is in flight");
         cancel.cancel();
-        if let Err(error) = scheduler.shutdown().await {
+        if let Some(scheduler) = scheduler.as_mut()
+            && let Err(error) = scheduler.shutdown().await
+        {
             tracing::warn!(?error, "scan schedule did not stop cleanly");
         }
         jobs.close();

@@ -285,10 +285,10 @@ impl Config {
             })
         };
         let auto = &self.auto_topup;
-        if auto.scan_schedule.split_whitespace().count() != 6 {
+        if !auto.scan_schedule.is_empty() && auto.scan_schedule.split_whitespace().count() != 6 {
             return invalid(
                 "auto_topup.scan_schedule",
-                "must be a cron expression with six fields (seconds first), such as \"0 */30 * * * *\"",
+                "must be empty (no scheduled scans) or a cron expression with six fields (seconds first), such as \"0 */30 * * * *\"",
             );
         }
         if auto.rate_limit_hours == 0 {

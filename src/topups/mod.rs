@@ -186,7 +186,7 @@ impl Topups {
                 }
                 Creating => match self
                     .provider
-                    .create_payment_intent(&self.payment(&attempt))
+                    .create_payment_intent(&Self::create_request(&attempt))
                     .await
                 {
                     Ok(intent) => {
@@ -251,8 +251,9 @@ impl Topups {
             .ok_or_else(|| DbError::Corrupt(format!("attempt {} has no payment id", attempt.id)))
     }
 
-    /// The create request, built only from the attempt row so that a replay is identical.
-    fn payment<'a>(&'a self, attempt: &'a TopupAttempt) -> NewPayment<'a> {
+    /// The create request of an attempt, built only from its row so that a replay is
+    /// identical.
+    pub fn create_request(attempt: &TopupAttempt) -> NewPayment<'_> {
         NewPayment {
             amount_cents: attempt.amount_cents,
             currency: &attempt.currency,

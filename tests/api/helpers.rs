@@ -16,6 +16,7 @@ use topupd::{
     db::{Db, audit::Actor},
     domain::api_key::Role,
     payments::stub::Stub,
+    topups::Topups,
 };
 
 /// 2026-01-01T00:00:00Z: tests start from a fixed instant and move time explicitly.
@@ -54,6 +55,9 @@ pub fn test_config(smtp_port: u16) -> Config {
     config.email.smtp.port = smtp_port;
     config.email.smtp.timeout_secs = 5;
     config.email.poll_interval_ms = 3_600_000;
+    // Scans and reconciles run when a test asks, not on the wall clock.
+    config.auto_topup.scan_schedule = String::new();
+    config.auto_topup.reconcile_interval_secs = 3_600;
     config
 }
 
@@ -135,6 +139,8 @@ pub struct TestApp {
     pub db: Db,
     /// The in-process stub provider the app charges through.
     pub stub: Stub,
+    /// The app's charging engine, to run scans and reconciles on demand.
+    pub topups: Topups,
     /// The secret the stub signs webhooks with.
     pub webhook_secret: String,
     pub clock: ManualClock,
@@ -216,6 +222,7 @@ impl TestApp {
             .stub
             .clone()
             .expect("tests run against the in-process stub provider");
+        let topups = app.state.topups.clone();
         let webhook_secret = app.state.webhook_secrets[0].clone();
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(app.serve(listener, shutdown.clone().cancelled_owned()));
@@ -225,6 +232,7 @@ impl TestApp {
             client: reqwest::Client::new(),
             db,
             stub,
+            topups,
             webhook_secret,
             clock,
             config,

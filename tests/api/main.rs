@@ -3,6 +3,7 @@
 
 mod accounts;
 mod auth;
+mod auto_topup;
 mod cli;
 mod helpers;
 mod notices;

@@ -1,0 +1,1012 @@
+//! The auto top-up engine end to end: settings, every outcome, pauses and resumes, the
+//! 6-hour window, crash recovery, concurrent scans and racing debits.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use topupd::{
+    db::{
+        attempts::TopupAttempt,
+        auto_topup::{AutoClaim, AutoClaimOutcome},
+    },
+    domain::attempt::{AttemptState, AttemptTrigger},
+    payments::{
+        client::Presence,
+        signature,
+        stub::world::{FaultTarget, Faults},
+    },
+    topups::{Topups, auto::ScanReport},
+};
+
+use crate::helpers::{TestApp, backends, dec, each_backend, test_config, unused_port};
+
+const HOUR_MS: i64 = 3_600_000;
+
+impl TestApp {
+    /// An account with `card` saved and auto top-up on (threshold 1,000, target 5,000),
+    /// with `balance` credits.
+    pub async fn auto_account(&self, card: &str, balance: &str) -> (String, String) {
+        let (account, key) = self.customer_with_card(card).await;
+        if dec(balance) > dec("0") {
+            let funded = self
+                .post(
+                    &format!("/v1/admin/accounts/{account}/adjustments"),
+                    &self.admin,
+                    json!({ "credits": crate::helpers::number(balance), "reason": "starting balance" }),
+                )
+                .await;
+            assert_eq!(funded.status, StatusCode::CREATED);
+        }
+        let enabled = self
+            .request(
+                Method::PUT,
+                &format!("/v1/accounts/{account}/auto-topup"),
+                Some(&key),
+                Some(json!({ "enabled": true, "threshold": 1000, "target": 5000 })),
+            )
+            .await;
+        assert_eq!(enabled.status, StatusCode::OK, "{}", enabled.body);
+        (account, key)
+    }
+
+    pub async fn scan(&self) -> ScanReport {
+        self.topups
+            .scan(&CancellationToken::new())
+            .await
+            .expect("scan")
+    }
+
+    /// Moves time past the reconciler's patience, then runs it, as at a restart.
+    pub async fn reconcile_later(&self) {
+        self.clock.advance_ms(61_000);
+        self.topups
+            .reconcile(&CancellationToken::new())
+            .await
+            .expect("reconcile");
+    }
+
+    pub async fn auto_topup(&self, account: &str) -> Value {
+        let answer = self
+            .get(&format!("/v1/accounts/{account}/auto-topup"), &self.admin)
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+        answer.body
+    }
+
+    /// Charges at the stub for the account's provider customer.
+    pub async fn charges_of(&self, account: &str) -> usize {
+        let customer = self
+            .db
+            .account(account)
+            .await
+            .expect("read")
+            .expect("account")
+            .provider_customer_id;
+        self.stub
+            .charges()
+            .await
+            .iter()
+            .filter(|c| c.customer == customer)
+            .count()
+    }
+}
+
+#[tokio::test]
+async fn settings_are_validated_and_recorded_and_nothing_else_turns_them_on() {
+    each_backend(async |app| {
+        let (account, key) = app.customer_with_card("pm_card_visa").await;
+        assert_eq!(app.buy(&key, &account, 500, None).await.status, StatusCode::CREATED);
+        let fresh = app.auto_topup(&account).await;
+        assert_eq!((fresh["enabled"].as_bool(), fresh["state"].as_str()), (Some(false), Some("off")), "{fresh}");
+        assert_eq!(fresh["decision"]["decision"], "not_enabled");
+
+        let path = format!("/v1/accounts/{account}/auto-topup");
+        for (body, fields) in [
+            (json!({ "enabled": true, "threshold": 50, "target": 500 }), vec!["target", "threshold"]),
+            (json!({ "enabled": true, "threshold": 1000, "target": 1500 }), vec!["target"]),
+            (json!({ "enabled": true, "threshold": 99001, "target": 100000 }), vec!["threshold"]),
+            (json!({ "enabled": true, "threshold": 1000, "target": 100001 }), vec!["target"]),
+            (json!({ "enabled": true, "threshold": 1000, "target": 5000, "payment_method_id": "pm_other" }), vec!["payment_method_id"]),
+        ] {
+            let answer = app.request(Method::PUT, &path, Some(&key), Some(body.clone())).await;
+            assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {}", answer.body);
+            let named: Vec<&str> = answer.body["fields"].as_object().expect("fields").keys().map(String::as_str).collect();
+            assert_eq!(named, fields, "{body}");
+        }
+        assert_eq!(app.auto_topup(&account).await["enabled"], false, "a rejected update changes nothing");
+
+        let customer_key_id = app.get(&format!("/v1/admin/audit?account_id={account}"), &app.admin).await.body["data"]
+            .as_array()
+            .expect("audit")
+            .iter()
+            .find(|e| e["action"] == "api_key.create")
+            .expect("customer key")["detail"]["key_id"]
+            .clone();
+        let saved = app.request(Method::PUT, &path, Some(&key), Some(json!({ "enabled": true, "threshold": 100, "target": 1100 }))).await;
+        assert_eq!(saved.status, StatusCode::OK, "{}", saved.body);
+        assert_eq!(saved.body["state"], "active");
+        assert_eq!(saved.body["enabled_by"], customer_key_id);
+        assert_eq!(saved.body["enabled_at"], "2026-01-01T00:00:00.000Z");
+        assert_eq!(saved.body["threshold"], 100);
+        let audit = app.get(&format!("/v1/admin/audit?account_id={account}"), &app.admin).await;
+        assert_eq!(audit.body["data"][0]["action"], "auto_topup.update");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_successful_auto_top_up_restores_the_target_and_sends_a_receipt() {
+    each_backend(async |app| {
+        let (account, _) = app.auto_account("pm_card_visa", "499.5").await;
+        let report = app.scan().await;
+        assert_eq!(
+            (report.due, report.claimed, report.succeeded),
+            (1, 1, 1),
+            "{report:?}"
+        );
+        assert_eq!(
+            app.balance(&account).await,
+            dec("5000.5"),
+            "4,501 whole credits bought"
+        );
+        let state = app.auto_topup(&account).await;
+        assert_eq!(state["state"], "active");
+        assert_eq!(state["last_topup"]["state"], "succeeded");
+        assert_eq!(state["last_topup"]["amount_cents"], 4501);
+        assert_eq!(state["last_scan"]["decision"], "charged");
+        assert_eq!(state["decision"]["decision"], "above_threshold");
+        assert_eq!(app.notice_kinds(&account).await, ["topup_receipt"]);
+        let ledger = app
+            .get(&format!("/v1/accounts/{account}/ledger"), &app.admin)
+            .await;
+        assert_eq!(ledger.body["data"][0]["kind"], "auto_topup");
+        assert_eq!(app.scan().await.due, 0, "nothing due any more");
+        assert_eq!(app.charges_of(&account).await, 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_decline_pauses_with_its_code_and_is_never_retried_automatically() {
+    each_backend(async |app| {
+        for (card, code) in [
+            ("pm_card_chargeDeclined", "generic_decline"),
+            (
+                "pm_card_chargeDeclinedInsufficientFunds",
+                "insufficient_funds",
+            ),
+            ("pm_card_chargeDeclinedExpiredCard", "expired_card"),
+            ("pm_card_chargeDeclinedFraudulent", "fraudulent"),
+        ] {
+            let (account, _) = app.auto_account(card, "0").await;
+            let report = app.scan().await;
+            assert_eq!(report.failed, 1, "{card}: {report:?}");
+            let state = app.auto_topup(&account).await;
+            assert_eq!(state["state"], "paused", "{card}");
+            assert_eq!(state["pause"]["reason"], "payment_failed");
+            assert_eq!(state["pause"]["decline_code"], code);
+            assert_eq!(state["pause"]["since"], "2026-01-01T00:00:00.000Z");
+            assert_eq!(
+                app.notice_kinds(&account).await,
+                ["payment_failed"],
+                "{card}"
+            );
+            assert_eq!(app.balance(&account).await, dec("0"));
+        }
+        let attempts_before = app.stub.charges().await.len();
+        for _ in 0..3 {
+            app.clock.advance_ms(7 * HOUR_MS);
+            assert_eq!(
+                app.scan().await.claimed,
+                0,
+                "a paused account is not charged"
+            );
+        }
+        assert_eq!(app.stub.charges().await.len(), attempts_before);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_account_without_a_card_pauses_like_a_decline() {
+    each_backend(async |app| {
+        let (account, key) = app.auto_account("pm_card_visa", "0").await;
+        let card = app
+            .get(&format!("/v1/accounts/{account}/payment-methods"), &key)
+            .await
+            .body["data"][0]["id"]
+            .as_str()
+            .expect("card")
+            .to_owned();
+        let removed = app
+            .request(
+                Method::DELETE,
+                &format!("/v1/accounts/{account}/payment-methods/{card}"),
+                Some(&key),
+                None,
+            )
+            .await;
+        assert_eq!(removed.status, StatusCode::OK);
+        assert_eq!(app.scan().await.failed, 1);
+        let state = app.auto_topup(&account).await;
+        assert_eq!(state["pause"]["decline_code"], "no_payment_method");
+        assert_eq!(app.notice_kinds(&account).await, ["payment_failed"]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn three_d_secure_pauses_then_completing_it_credits_and_resumes() {
+    each_backend(async |app| {
+        let (account, _) = app
+            .auto_account("pm_card_authenticationRequired", "0")
+            .await;
+        let report = app.scan().await;
+        assert_eq!(report.requires_action, 1, "{report:?}");
+        let state = app.auto_topup(&account).await;
+        assert_eq!(
+            (state["state"].as_str(), state["pause"]["reason"].as_str()),
+            (Some("paused"), Some("authentication_required"))
+        );
+        let url = state["last_topup"]["next_action"]["url"]
+            .as_str()
+            .expect("secure link")
+            .to_owned();
+        assert_eq!(
+            app.notice_kinds(&account).await,
+            ["authentication_required"]
+        );
+        let notice = &app.notices_in("pending").await[0];
+        assert_eq!(notice["kind"], "authentication_required");
+
+        app.client
+            .post(format!("{url}/complete"))
+            .send()
+            .await
+            .expect("complete");
+        app.wait_for_topup_state(&account, "succeeded").await;
+        assert_eq!(app.balance(&account).await, dec("5000"));
+        let state = app.auto_topup(&account).await;
+        assert_eq!(state["state"], "active", "{state}");
+        assert!(state["pause"].is_null());
+        let mut kinds = app.notice_kinds(&account).await;
+        kinds.sort();
+        assert_eq!(
+            kinds,
+            [
+                "authentication_required",
+                "auto_topup_resumed",
+                "topup_receipt"
+            ]
+        );
+        assert!(app.cli(&["verify"]).await.status.success());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn failing_three_d_secure_stays_paused_as_payment_failed() {
+    each_backend(async |app| {
+        let (account, _) = app
+            .auto_account("pm_card_authenticationRequired", "0")
+            .await;
+        app.scan().await;
+        let url = app.auto_topup(&account).await["last_topup"]["next_action"]["url"]
+            .as_str()
+            .expect("link")
+            .to_owned();
+        app.client
+            .post(format!("{url}/fail"))
+            .send()
+            .await
+            .expect("fail");
+        app.wait_for_topup_state(&account, "failed").await;
+        let state = app.auto_topup(&account).await;
+        assert_eq!(state["pause"]["reason"], "payment_failed");
+        assert_eq!(
+            state["pause"]["since"], "2026-01-01T00:00:00.000Z",
+            "the pause keeps its start"
+        );
+        assert_eq!(app.balance(&account).await, dec("0"));
+        let mut kinds = app.notice_kinds(&account).await;
+        kinds.sort();
+        assert_eq!(kinds, ["authentication_required", "payment_failed"]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn provider_timeouts_and_5xx_leave_the_attempt_open_until_the_same_key_finds_the_truth() {
+    for backend in backends() {
+        let cases = [
+            (
+                "5xx before the charge is recorded",
+                Faults {
+                    target: FaultTarget::Create,
+                    fail_before: 3,
+                    ..Faults::default()
+                },
+                0,
+            ),
+            (
+                "5xx after the charge is recorded",
+                Faults {
+                    target: FaultTarget::Confirm,
+                    fail_after: 3,
+                    drop_webhooks: 2,
+                    ..Faults::default()
+                },
+                1,
+            ),
+            (
+                "timeout after the charge is recorded",
+                Faults {
+                    target: FaultTarget::Confirm,
+                    hang_after: 3,
+                    hang_ms: 1_500,
+                    drop_webhooks: 2,
+                    ..Faults::default()
+                },
+                1,
+            ),
+        ];
+        for (case, faults, charged_at_once) in cases {
+            let mut config = test_config(unused_port());
+            config.payments.request_timeout_secs = 1;
+            config.payments.retry_base_ms = 10;
+            config.payments.retry_max_ms = 20;
+            let app = TestApp::spawn_with(backend, config).await;
+            let (account, _) = app.auto_account("pm_card_visa", "0").await;
+            app.stub.set_faults(faults).await;
+            let report = app.scan().await;
+            assert_eq!(report.pending, 1, "{backend:?} {case}: {report:?}");
+            let state = app.auto_topup(&account).await;
+            assert_eq!(
+                state["state"], "active",
+                "{case}: an unknown outcome never pauses"
+            );
+            assert_eq!(app.charges_of(&account).await, charged_at_once, "{case}");
+            assert_eq!(app.balance(&account).await, dec("0"));
+
+            app.reconcile_later().await;
+            assert_eq!(
+                app.auto_topup(&account).await["last_topup"]["state"],
+                "succeeded",
+                "{case}"
+            );
+            assert_eq!(app.balance(&account).await, dec("5000"), "{case}");
+            assert_eq!(app.charges_of(&account).await, 1, "{case}: one charge");
+            let customer = app
+                .db
+                .account(&account)
+                .await
+                .expect("read")
+                .expect("account")
+                .provider_customer_id
+                .expect("customer");
+            let payments = app
+                .provider()
+                .payment_intents_for_customer(&customer, 0)
+                .await
+                .expect("list");
+            assert_eq!(payments.len(), 1, "{case}: one payment, one key");
+            app.stop().await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_six_hour_window_holds_for_successes_and_failures_but_not_for_a_manual_retry() {
+    each_backend(async |app| {
+        let (account, _) = app.auto_account("pm_card_visa", "0").await;
+        assert_eq!(app.scan().await.succeeded, 1);
+        // Spend it again, below the threshold.
+        let spend = app
+            .post(
+                &format!("/v1/admin/accounts/{account}/adjustments"),
+                &app.admin,
+                json!({ "credits": -4990, "reason": "spent" }),
+            )
+            .await;
+        assert_eq!(spend.status, StatusCode::CREATED);
+
+        app.clock.advance_ms(6 * HOUR_MS - 1_000);
+        assert_eq!(app.scan().await.claimed, 0, "not at t+5h59m59s");
+        let state = app.auto_topup(&account).await;
+        assert_eq!(state["decision"]["decision"], "rate_limited");
+        assert_eq!(
+            state["decision"]["next_eligible_at"],
+            "2026-01-01T06:00:00.000Z"
+        );
+        app.clock.advance_ms(1_000);
+        assert_eq!(app.scan().await.succeeded, 1, "at t+6h");
+        assert_eq!(app.charges_of(&account).await, 2);
+
+        // A failed attempt holds the window too; the customer's retry is not bound by it.
+        let (failing, key) = app.auto_account("pm_card_chargeDeclined", "0").await;
+        assert_eq!(app.scan().await.failed, 1);
+        let visa = app
+            .post(
+                &format!("/v1/accounts/{failing}/payment-methods"),
+                &key,
+                json!({ "payment_method_id": "pm_card_visa", "default": true }),
+            )
+            .await;
+        assert_eq!(visa.status, StatusCode::CREATED);
+        let support = app.key("support", None).await;
+        let resumed = app
+            .post(
+                &format!("/v1/admin/accounts/{failing}/auto-topup/resume"),
+                &support,
+                json!({ "note": "card replaced" }),
+            )
+            .await;
+        assert_eq!(resumed.status, StatusCode::OK, "{}", resumed.body);
+        app.clock.advance_ms(HOUR_MS);
+        assert_eq!(
+            app.scan().await.claimed,
+            0,
+            "resumed, but the failed attempt still holds the window"
+        );
+        assert_eq!(
+            app.auto_topup(&failing).await["decision"]["decision"],
+            "rate_limited"
+        );
+
+        let (retrying, retry_key) = app.auto_account("pm_card_chargeDeclined", "0").await;
+        assert_eq!(app.scan().await.failed, 1);
+        app.post(
+            &format!("/v1/accounts/{retrying}/payment-methods"),
+            &retry_key,
+            json!({ "payment_method_id": "pm_card_visa", "default": true }),
+        )
+        .await;
+        app.clock.advance_ms(60_000);
+        let retried = app
+            .post(
+                &format!("/v1/accounts/{retrying}/auto-topup/retry"),
+                &retry_key,
+                json!(null),
+            )
+            .await;
+        assert_eq!(retried.status, StatusCode::CREATED, "{}", retried.body);
+        assert_eq!(retried.body["trigger"], "retry");
+        assert_eq!(app.balance(&retrying).await, dec("5000"));
+        assert_eq!(
+            app.auto_topup(&retrying).await["state"],
+            "active",
+            "a successful retry resumes"
+        );
+        let again = app
+            .post(
+                &format!("/v1/accounts/{retrying}/auto-topup/retry"),
+                &retry_key,
+                json!(null),
+            )
+            .await;
+        assert_eq!(
+            again.status,
+            StatusCode::CONFLICT,
+            "nothing to retry once active"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn support_sees_paused_accounts_and_resumes_them_with_an_audited_note() {
+    each_backend(async |app| {
+        let (account, key) = app
+            .auto_account("pm_card_chargeDeclinedExpiredCard", "0")
+            .await;
+        app.scan().await;
+        let support = app.key("support", None).await;
+        let listed = app
+            .get("/v1/admin/auto-topups?state=paused", &support)
+            .await;
+        assert_eq!(listed.status, StatusCode::OK, "{}", listed.body);
+        let paused = &listed.body["paused"][0];
+        assert_eq!(
+            (
+                paused["account_id"].as_str(),
+                paused["reason"].as_str(),
+                paused["decline_code"].as_str()
+            ),
+            (
+                Some(account.as_str()),
+                Some("payment_failed"),
+                Some("expired_card")
+            )
+        );
+        assert_eq!(paused["since"], "2026-01-01T00:00:00.000Z");
+        assert_eq!(
+            app.get("/v1/admin/auto-topups", &key).await.status,
+            StatusCode::FORBIDDEN
+        );
+
+        let no_note = app
+            .post(
+                &format!("/v1/admin/accounts/{account}/auto-topup/resume"),
+                &support,
+                json!({ "note": "" }),
+            )
+            .await;
+        assert_eq!(no_note.status, StatusCode::UNPROCESSABLE_ENTITY);
+        app.post(
+            &format!("/v1/accounts/{account}/payment-methods"),
+            &key,
+            json!({ "payment_method_id": "pm_card_visa", "default": true }),
+        )
+        .await;
+        let resumed = app
+            .post(
+                &format!("/v1/admin/accounts/{account}/auto-topup/resume"),
+                &support,
+                json!({ "note": "customer added a new card", "try_now": true }),
+            )
+            .await;
+        assert_eq!(resumed.status, StatusCode::OK, "{}", resumed.body);
+        assert_eq!(
+            resumed.body["topup"]["state"], "succeeded",
+            "try now charges inside the window"
+        );
+        assert_eq!(resumed.body["auto_topup"]["state"], "active");
+        assert_eq!(app.balance(&account).await, dec("5000"));
+        let audit = app
+            .get(&format!("/v1/admin/audit?account_id={account}"), &support)
+            .await;
+        let resume = audit.body["data"]
+            .as_array()
+            .expect("audit")
+            .iter()
+            .find(|e| e["action"] == "auto_topup.resume")
+            .expect("audited")
+            .clone();
+        assert_eq!(resume["detail"]["note"], "customer added a new card");
+        assert_eq!(resume["actor_role"], "support");
+        assert!(
+            app.notice_kinds(&account)
+                .await
+                .contains(&"auto_topup_resumed".to_owned())
+        );
+        let twice = app
+            .post(
+                &format!("/v1/admin/accounts/{account}/auto-topup/resume"),
+                &support,
+                json!({ "note": "again" }),
+            )
+            .await;
+        assert_eq!(twice.status, StatusCode::CONFLICT);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_402_says_what_auto_top_up_will_do() {
+    each_backend(async |app| {
+        let service = app.key("service", None).await;
+        let short = async |account: &str| {
+            let answer = app
+                .debit(&service, account, &format!("big-{}", uuid_like()), 86_400)
+                .await;
+            assert_eq!(
+                answer.status,
+                StatusCode::PAYMENT_REQUIRED,
+                "{}",
+                answer.body
+            );
+            answer.body["auto_topup"].clone()
+        };
+        let off = app.funded_account("0").await;
+        assert_eq!(short(&off).await, json!({ "state": "off" }));
+
+        let (active, _) = app.auto_account("pm_card_visa", "0").await;
+        let summary = short(&active).await;
+        assert_eq!(summary["state"], "active");
+        assert_eq!(summary["next_top_up_at"], "2026-01-01T00:00:00.000Z");
+        app.scan().await;
+        let summary = short(&active).await;
+        assert_eq!(summary["state"], "active");
+        assert!(summary["next_top_up_at"].is_string(), "{summary}");
+
+        let (paused, _) = app
+            .auto_account("pm_card_chargeDeclinedInsufficientFunds", "0")
+            .await;
+        app.scan().await;
+        let summary = short(&paused).await;
+        assert_eq!(
+            (
+                summary["state"].as_str(),
+                summary["reason"].as_str(),
+                summary["decline_code"].as_str()
+            ),
+            (
+                Some("paused"),
+                Some("payment_failed"),
+                Some("insufficient_funds")
+            )
+        );
+
+        let (pending, key) = app
+            .customer_with_card("pm_card_authenticationRequired")
+            .await;
+        app.buy(&key, &pending, 500, None).await;
+        assert_eq!(short(&pending).await["state"], "in_progress");
+    })
+    .await;
+}
+
+fn uuid_like() -> String {
+    format!("{:?}", std::time::Instant::now())
+}
+
+/// Drives an automatic attempt the way the engine does, stopping at `stop` as if the
+/// process died there: after writing the state, before or after the provider call.
+async fn crash_at(app: &TestApp, attempt: TopupAttempt, stop: &str) {
+    use AttemptState::*;
+    let provider = app.provider();
+    let now = topupd::clock::Clock::now_ms(&app.clock);
+    if stop == "claimed" {
+        return;
+    }
+    let attempt = app
+        .db
+        .move_attempt(&attempt.id, Claimed, Creating, None, now)
+        .await
+        .expect("write")
+        .expect("moved");
+    if stop == "creating, before the call" {
+        return;
+    }
+    let created = provider
+        .create_payment_intent(&Topups::create_request(&attempt))
+        .await
+        .expect("created");
+    if stop == "creating, after the call" {
+        return;
+    }
+    app.db
+        .move_attempt(&attempt.id, Creating, Created, Some(&created.id), now)
+        .await
+        .expect("write")
+        .expect("moved");
+    if stop == "created" {
+        return;
+    }
+    app.db
+        .move_attempt(&attempt.id, Created, Confirming, None, now)
+        .await
+        .expect("write")
+        .expect("moved");
+    if stop == "confirming, before the call" {
+        return;
+    }
+    let _ = provider
+        .confirm_payment_intent(
+            &created.id,
+            Presence::OffSession,
+            &format!("{}:confirm", attempt.idempotency_key),
+        )
+        .await;
+    assert_eq!(stop, "confirming, after the call");
+}
+
+#[tokio::test]
+async fn a_restart_at_any_persisted_state_charges_at_most_once_and_credits_exactly_what_was_charged()
+ {
+    let stops = [
+        "claimed",
+        "creating, before the call",
+        "creating, after the call",
+        "created",
+        "confirming, before the call",
+        "confirming, after the call",
+    ];
+    each_backend(async |app| {
+        // Webhooks are lost: only the restart's reconciler may settle.
+        app.lose_webhooks(10_000).await;
+        for card in [
+            "pm_card_visa",
+            "pm_card_chargeDeclined",
+            "pm_card_authenticationRequired",
+        ] {
+            for stop in stops {
+                let (account, _) = app.auto_account(card, "0").await;
+                let claim = AutoClaim {
+                    account_id: &account,
+                    trigger: AttemptTrigger::Auto,
+                    respect_window: true,
+                    window_ms: 6 * HOUR_MS,
+                    credit_price_cents: 1,
+                    currency: "usd",
+                    key_prefix: "topupd",
+                    at: topupd::clock::Clock::now_ms(&app.clock),
+                };
+                let AutoClaimOutcome::Claimed(attempt) =
+                    app.db.claim_auto_attempt(&claim).await.expect("claim")
+                else {
+                    panic!("{card} {stop}: not claimed");
+                };
+                crash_at(app, attempt, stop).await;
+                app.reconcile_later().await;
+
+                let charges = app.charges_of(&account).await;
+                let state = app.auto_topup(&account).await;
+                let outcome = state["last_topup"]["state"]
+                    .as_str()
+                    .expect("state")
+                    .to_owned();
+                let expected = match card {
+                    "pm_card_visa" => ("succeeded", 1, "5000", "active"),
+                    "pm_card_chargeDeclined" => ("failed", 0, "0", "paused"),
+                    _ => ("requires_action", 0, "0", "paused"),
+                };
+                assert_eq!(
+                    (outcome.as_str(), charges),
+                    (expected.0, expected.1),
+                    "{card}, {stop}"
+                );
+                assert_eq!(
+                    app.balance(&account).await,
+                    dec(expected.2),
+                    "{card}, {stop}"
+                );
+                assert_eq!(state["state"], expected.3, "{card}, {stop}");
+                let customer = app
+                    .db
+                    .account(&account)
+                    .await
+                    .expect("read")
+                    .expect("account")
+                    .provider_customer_id
+                    .expect("customer");
+                let payments = app
+                    .provider()
+                    .payment_intents_for_customer(&customer, 0)
+                    .await
+                    .expect("list");
+                assert!(
+                    payments.len() <= 1,
+                    "{card}, {stop}: {} payments",
+                    payments.len()
+                );
+            }
+        }
+        assert!(app.cli(&["verify"]).await.status.success());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn four_scans_at_once_charge_each_of_1000_due_accounts_exactly_once() {
+    each_backend(async |app| {
+        let mut accounts = Vec::new();
+        for _ in 0..1000 {
+            accounts.push(seed_due_account(app).await);
+        }
+        let mut scans = tokio::task::JoinSet::new();
+        for _ in 0..4 {
+            let topups = app.topups.clone();
+            scans.spawn(async move { topups.scan(&CancellationToken::new()).await.expect("scan") });
+        }
+        let reports = scans.join_all().await;
+        let claimed: usize = reports.iter().map(|r| r.claimed).sum();
+        assert_eq!(claimed, 1000, "{:?}: {reports:?}", app.backend);
+        assert_eq!(app.stub.charges().await.len(), 1000);
+        for account in accounts.iter().step_by(97) {
+            assert_eq!(app.balance(account).await, dec("5000"));
+        }
+        assert!(app.cli(&["verify"]).await.status.success());
+    })
+    .await;
+}
+
+/// A due account with a card, made through the engine's own parts without HTTP.
+async fn seed_due_account(app: &TestApp) -> String {
+    use topupd::db::{audit::Actor, auto_topup::SettingsUpdate};
+    use topupd::domain::credits::Millicredits;
+    let now = topupd::clock::Clock::now_ms(&app.clock);
+    let account = app
+        .db
+        .create_account("bulk@example.com", "Bulk", &Actor::cli(), now)
+        .await
+        .expect("account");
+    app.topups
+        .save_card(&account.id, "pm_card_visa", true)
+        .await
+        .expect("card");
+    let settings = SettingsUpdate {
+        enabled: true,
+        threshold: Millicredits(1_000_000),
+        target: Millicredits(5_000_000),
+        payment_method_id: None,
+    };
+    app.db
+        .update_auto_topup(&account.id, &settings, &Actor::cli(), now)
+        .await
+        .expect("settings");
+    account.id
+}
+
+#[tokio::test]
+async fn scans_in_separate_processes_on_postgresql_charge_each_account_once() {
+    if !backends().contains(&crate::helpers::Backend::Postgres) {
+        return;
+    }
+    let app = TestApp::spawn(crate::helpers::Backend::Postgres).await;
+    let mut accounts = Vec::new();
+    for _ in 0..1000 {
+        accounts.push(seed_due_account(&app).await);
+    }
+    let mut processes = Vec::new();
+    for _ in 0..4 {
+        processes.push(
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_topupd"))
+                .args(["scan", "--once"])
+                .env("TOPUPD_DATABASE__URL", &app.database.url)
+                .env("TOPUPD_PAYMENTS__PROVIDER", "stripe")
+                .env("TOPUPD_PAYMENTS__BASE_URL", app.stub.base_url())
+                .env("TOPUPD_PAYMENTS__SECRET_KEY", "sk_test_stub")
+                .env(
+                    "TOPUPD_PAYMENTS__WEBHOOK_SECRETS",
+                    format!("[\"{}\"]", app.webhook_secret),
+                )
+                .env("TOPUPD_HTTP__LISTEN", "127.0.0.1:0")
+                .output(),
+        );
+    }
+    let mut claimed = 0;
+    for process in processes {
+        let output = process.await.expect("scan process");
+        let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+        assert!(
+            output.status.success(),
+            "{stdout} {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let charged: usize = stdout
+            .split(" charged")
+            .next()
+            .and_then(|s| s.rsplit(", ").next())
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("summary: {stdout}"));
+        claimed += charged;
+    }
+    assert_eq!(claimed, 1000);
+    assert_eq!(
+        app.stub.charges().await.len(),
+        1000,
+        "one charge per account across processes"
+    );
+    assert!(app.cli(&["verify"]).await.status.success());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn debits_racing_top_ups_keep_every_balance_equal_to_its_history() {
+    each_backend(async |app| {
+        let service = app.key("service", None).await;
+        let mut accounts = Vec::new();
+        for _ in 0..10 {
+            accounts.push(app.auto_account("pm_card_visa", "1500").await.0);
+        }
+        let debits = {
+            let mut tasks = tokio::task::JoinSet::new();
+            for i in 0..300 {
+                let (client, url, key) = (
+                    app.client.clone(),
+                    format!("{}/v1/usage", app.base_url),
+                    service.clone(),
+                );
+                let account = accounts[i % accounts.len()].clone();
+                tasks.spawn(async move {
+                    let response = client
+                        .post(url)
+                        .bearer_auth(key)
+                        .json(&crate::helpers::usage_body(
+                            &account,
+                            &format!("req-{i}"),
+                            600,
+                        ))
+                        .send()
+                        .await
+                        .expect("answered");
+                    (account, response.status())
+                });
+            }
+            tasks
+        };
+        for _ in 0..5 {
+            app.scan().await;
+            app.clock.advance_ms(6 * HOUR_MS);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let results = debits.join_all().await;
+        app.scan().await;
+        for account in &accounts {
+            let debited = results
+                .iter()
+                .filter(|(a, s)| a == account && *s == StatusCode::CREATED)
+                .count();
+            let bought: i64 = app
+                .stored_topups(account)
+                .await
+                .iter()
+                .filter(|t| t["state"] == "succeeded")
+                .map(|t| t["credits"].as_i64().expect("credits"))
+                .sum();
+            let expected = dec("1500") + rust_decimal::Decimal::from(bought)
+                - rust_decimal::Decimal::from(debited as i64 * 100);
+            let balance = app.balance(account).await;
+            assert_eq!(
+                balance, expected,
+                "{account}: 1500 + {bought} bought - {debited} debits of 100"
+            );
+            assert!(balance >= dec("0"));
+        }
+        assert!(
+            results
+                .iter()
+                .all(|(_, s)| *s == StatusCode::CREATED || *s == StatusCode::PAYMENT_REQUIRED)
+        );
+        assert!(app.cli(&["verify"]).await.status.success());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn duplicated_and_reordered_webhooks_of_an_auto_top_up_credit_and_resume_once() {
+    each_backend(async |app| {
+        app.lose_webhooks(10).await;
+        let (account, _) = app.auto_account("pm_card_authenticationRequired", "0").await;
+        app.scan().await;
+        let last = app.auto_topup(&account).await["last_topup"].clone();
+        let (url, payment) = (last["next_action"]["url"].as_str().expect("link").to_owned(), last["transaction_id"].as_str().expect("payment").to_owned());
+        app.client.post(format!("{url}/complete")).send().await.expect("complete");
+        let now = app.now_secs();
+        let event = |id: &str, kind: &str| {
+            serde_json::to_vec(&json!({ "id": id, "type": kind, "created": now, "data": { "object": { "id": payment } } })).expect("JSON")
+        };
+        let (succeeded, earlier) = (event("evt_b", "payment_intent.succeeded"), event("evt_a", "payment_intent.requires_action"));
+        for body in [&succeeded, &earlier, &succeeded, &earlier] {
+            let answer = app.deliver_webhook(body, Some(signature::sign(&app.webhook_secret, now, body))).await;
+            assert_eq!(answer.status, StatusCode::OK);
+        }
+        assert_eq!(app.balance(&account).await, dec("5000"));
+        assert_eq!(app.auto_topup(&account).await["state"], "active");
+        let kinds = app.notice_kinds(&account).await;
+        assert_eq!(kinds.iter().filter(|k| *k == "auto_topup_resumed").count(), 1);
+        assert_eq!(kinds.iter().filter(|k| *k == "topup_receipt").count(), 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn serve_scans_on_its_schedule_and_scan_once_prints_a_summary() {
+    for backend in backends() {
+        let mut config = test_config(unused_port());
+        config.auto_topup.scan_schedule = "* * * * * *".into();
+        let app = TestApp::spawn_with(backend, config).await;
+        let (account, _) = app.auto_account("pm_card_visa", "0").await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while app.balance(&account).await != dec("5000") {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{backend:?}: the scheduled scan never charged"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let once = app.cli(&["scan", "--once"]).await;
+        assert!(
+            once.status.success(),
+            "{}",
+            String::from_utf8_lossy(&once.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&once.stdout);
+        assert!(stdout.starts_with("scan: 0 due, 0 charged"), "{stdout}");
+        assert_eq!(app.charges_of(&account).await, 1);
+        app.stop().await;
+    }
+}
