@@ -53,6 +53,8 @@ pub struct TopupView {
     failure_message: Option<String>,
     created_at: String,
     settled_at: Option<String>,
+    /// Set when the top-up stayed unresolved too long and support was alerted.
+    flagged_at: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -87,6 +89,7 @@ impl From<TopupAttempt> for TopupView {
             failure_message: a.failure_message,
             created_at: rfc3339(a.created_at),
             settled_at: a.settled_at.map(rfc3339),
+            flagged_at: a.flagged_at.map(rfc3339),
         }
     }
 }

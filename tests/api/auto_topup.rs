@@ -1010,3 +1010,44 @@ async fn serve_scans_on_its_schedule_and_scan_once_prints_a_summary() {
         app.stop().await;
     }
 }
+
+#[tokio::test]
+async fn an_attempt_unresolved_too_long_is_flagged_for_support_and_blocks_a_retry() {
+    each_backend(async |app| {
+        let (account, key) = app
+            .auto_account("pm_card_authenticationRequired", "0")
+            .await;
+        app.scan().await;
+        let retry = app
+            .post(
+                &format!("/v1/accounts/{account}/auto-topup/retry"),
+                &key,
+                json!(null),
+            )
+            .await;
+        assert_eq!(
+            retry.status,
+            StatusCode::CONFLICT,
+            "the open attempt must be completed first: {}",
+            retry.body
+        );
+
+        app.clock.advance_ms(23 * HOUR_MS);
+        app.reconcile_later().await;
+        let support = app.key("support", None).await;
+        assert!(
+            app.get("/v1/admin/auto-topups", &support).await.body["flagged"]
+                .as_array()
+                .expect("flagged")
+                .is_empty()
+        );
+        app.clock.advance_ms(HOUR_MS);
+        app.reconcile_later().await;
+        let listed = app.get("/v1/admin/auto-topups", &support).await;
+        let flagged = listed.body["flagged"].as_array().expect("flagged");
+        assert_eq!(flagged.len(), 1, "{}", listed.body);
+        assert_eq!(flagged[0]["account_id"], account.as_str());
+        assert_eq!(flagged[0]["state"], "requires_action");
+    })
+    .await;
+}
