@@ -88,8 +88,12 @@ impl From<LedgerEntry> for LedgerEntryView {
     }
 }
 
-/// The account, if this caller may see it.
-async fn visible_account(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Account> {
+/// The account, if this caller may see it: its customer, or staff.
+pub(super) async fn visible_account(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> ApiResult<Account> {
     caller.require_account(id, STAFF)?;
     state
         .db

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{
+    accounts::visible_account,
     auth::{Caller, STAFF},
     error::{ApiError, ApiResult},
     extract::{ApiJson, ApiQuery},
@@ -163,15 +164,6 @@ async fn view(state: &AppState, account: Account) -> ApiResult<AutoTopupView> {
         last_topup,
         last_scan,
     })
-}
-
-async fn visible_account(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Account> {
-    caller.require_account(id, STAFF)?;
-    state
-        .db
-        .account(id)
-        .await?
-        .ok_or(ApiError::NotFound("account"))
 }
 
 async fn settings(

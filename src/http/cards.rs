@@ -9,7 +9,8 @@ use axum::{
 use serde::{Deserialize, Serialize};
 
 use super::{
-    auth::{Caller, STAFF},
+    accounts::visible_account,
+    auth::Caller,
     error::{ApiError, ApiResult},
     extract::ApiJson,
 };
@@ -61,22 +62,12 @@ struct CardList {
     data: Vec<CardView>,
 }
 
-async fn visible(state: &AppState, caller: &Caller, account_id: &str) -> ApiResult<()> {
-    caller.require_account(account_id, STAFF)?;
-    state
-        .db
-        .account(account_id)
-        .await?
-        .map(drop)
-        .ok_or(ApiError::NotFound("account"))
-}
-
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<CardList>> {
-    visible(&state, &caller, &id).await?;
+    visible_account(&state, &caller, &id).await?;
     let cards = state.db.saved_cards(&id).await?;
     Ok(Json(CardList {
         data: cards.into_iter().map(CardView::from).collect(),
@@ -100,7 +91,7 @@ async fn add(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<NewCardBody>,
 ) -> ApiResult<(StatusCode, Json<CardView>)> {
-    visible(&state, &caller, &id).await?;
+    visible_account(&state, &caller, &id).await?;
     let pm = body.payment_method_id.trim();
     if pm.is_empty() || pm.len() > 255 || pm.chars().any(|c| c.is_control() || c == '/') {
         return Err(ApiError::invalid(FieldErrors::single(
@@ -135,7 +126,7 @@ async fn make_default(
     caller: Caller,
     Path((id, pm)): Path<(String, String)>,
 ) -> ApiResult<Json<CardView>> {
-    visible(&state, &caller, &id).await?;
+    visible_account(&state, &caller, &id).await?;
     let card = state
         .db
         .set_default_card(&id, &pm)
@@ -150,7 +141,7 @@ async fn remove(
     caller: Caller,
     Path((id, pm)): Path<(String, String)>,
 ) -> ApiResult<Json<CardView>> {
-    visible(&state, &caller, &id).await?;
+    visible_account(&state, &caller, &id).await?;
     match state.db.remove_card(&id, &pm).await? {
         Removal::Removed(card) => {
             state.topups.forget_card(&card.id).await;

@@ -10,7 +10,8 @@ use axum::{
 use serde::{Deserialize, Serialize};
 
 use super::{
-    auth::{Caller, STAFF},
+    accounts::visible_account,
+    auth::Caller,
     error::{ApiError, ApiResult},
     extract::{ApiJson, ApiQuery},
     pagination::{PageParams, PageView},
@@ -187,12 +188,7 @@ async fn list(
     ApiQuery(params): ApiQuery<PageParams>,
 ) -> ApiResult<Json<PageView<TopupView>>> {
     let page = params.page_request()?;
-    caller.require_account(&id, STAFF)?;
-    state
-        .db
-        .account(&id)
-        .await?
-        .ok_or(ApiError::NotFound("account"))?;
+    visible_account(&state, &caller, &id).await?;
     let topups = state.db.topups(&id, page).await?;
     Ok(Json(PageView::try_from_page(topups, |a| {
         Ok::<_, ApiError>(TopupView::from(a))
