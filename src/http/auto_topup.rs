@@ -237,7 +237,7 @@ async fn retry(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     caller.require_account(&id, &[Role::Support, Role::Admin])?;
-    match state.topups.retry_paused(&id).await? {
+    match state.topups.retry_paused(&id, &caller.actor()).await? {
         RetryOutcome::Charged(attempt) => purchase_answer(attempt),
         RetryOutcome::ResumedWithoutCharge => {
             let account = state

@@ -119,6 +119,13 @@ impl Topups {
                     break 'pages;
                 }
                 report.due += 1;
+                // The permit comes first, so no more attempts are claimed than are being
+                // charged: a crash leaves few claimed-but-unstarted attempts behind.
+                let permit = permits
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("the semaphore is never closed");
                 match self
                     .db
                     .claim_auto_attempt(&self.auto_claim(&account.id, AttemptTrigger::Auto, true))
@@ -126,11 +133,6 @@ impl Topups {
                 {
                     AutoClaimOutcome::Claimed(attempt) => {
                         report.claimed += 1;
-                        let permit = permits
-                            .clone()
-                            .acquire_owned()
-                            .await
-                            .expect("the semaphore is never closed");
                         let engine = self.clone();
                         charges.spawn(async move {
                             let _permit = permit;
@@ -162,7 +164,11 @@ impl Topups {
 
     /// The customer completes a paused top-up now with the current default card (or the
     /// one set for auto top-up), outside the rate-limit window. Success resumes.
-    pub async fn retry_paused(&self, account_id: &str) -> Result<RetryOutcome, DbError> {
+    pub async fn retry_paused(
+        &self,
+        account_id: &str,
+        actor: &Actor,
+    ) -> Result<RetryOutcome, DbError> {
         let Some(account) = self.db.account(account_id).await? else {
             return Ok(RetryOutcome::AccountNotFound);
         };
@@ -180,12 +186,13 @@ impl Topups {
             AutoClaimOutcome::Busy(open) => Ok(RetryOutcome::Busy(open)),
             AutoClaimOutcome::NotDue(_) => Ok(RetryOutcome::NotPaused),
             AutoClaimOutcome::NothingToCharge => {
-                let actor = Actor {
-                    key_id: "customer-retry".into(),
-                    role: "customer".into(),
-                };
-                self.resume(account_id, &actor, "balance already at target", false)
-                    .await?;
+                self.resume(
+                    account_id,
+                    actor,
+                    "retried with the balance already at the target",
+                    false,
+                )
+                .await?;
                 Ok(RetryOutcome::ResumedWithoutCharge)
             }
         }
