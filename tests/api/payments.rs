@@ -861,3 +861,33 @@ async fn the_stub_retries_each_webhook_until_it_is_acknowledged() {
     assert_eq!(calls.load(Ordering::SeqCst), 3);
     cancel.cancel();
 }
+
+#[tokio::test]
+async fn saved_cards_keep_working_when_the_in_process_stub_restarts() {
+    for backend in backends() {
+        let app = TestApp::spawn(backend).await;
+        let (account, key) = app.customer_with_card("pm_card_visa").await;
+        assert_eq!(
+            app.buy(&key, &account, 500, None).await.status,
+            StatusCode::CREATED
+        );
+        // The stub keeps nothing across restarts; the database keeps the card and customer.
+        let app = app.restart().await;
+        let again = app.buy(&key, &account, 500, None).await;
+        assert_eq!(
+            again.status,
+            StatusCode::CREATED,
+            "{backend:?}: {}",
+            again.body
+        );
+        assert_eq!(app.balance(&account).await, dec("1000"));
+        let ids: Vec<String> = app
+            .stored_topups(&account)
+            .await
+            .iter()
+            .map(|t| t["transaction_id"].as_str().expect("id").to_owned())
+            .collect();
+        assert_ne!(ids[0], ids[1], "payment ids never repeat across stub runs");
+        app.stop().await;
+    }
+}

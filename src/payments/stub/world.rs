@@ -114,6 +114,9 @@ pub struct World {
     pub intents: BTreeMap<String, PaymentIntent>,
     pub keys: HashMap<String, KeyUse>,
     pub faults: Faults,
+    /// Makes this run's ids unlike any earlier run's: the stub keeps nothing across
+    /// restarts, but the databases of its clients do.
+    instance: String,
     next_id: u64,
 }
 
@@ -189,13 +192,27 @@ impl World {
     pub fn new(faults: Faults) -> Self {
         Self {
             faults,
+            instance: uuid::Uuid::new_v4().simple().to_string()[..8].to_owned(),
             ..Self::default()
         }
     }
 
     fn new_id(&mut self, prefix: &str) -> String {
         self.next_id += 1;
-        format!("{prefix}_stub{:08}", self.next_id)
+        format!("{prefix}_{}{:06}", self.instance, self.next_id)
+    }
+
+    /// The stub forgets its customers when it stops; one named by a client that
+    /// remembers it is taken as known again.
+    fn recall_customer(&mut self, id: &str) -> bool {
+        if !self.customers.contains_key(id) && id.starts_with("cus_") {
+            let customer = Customer {
+                id: id.to_owned(),
+                metadata: BTreeMap::new(),
+            };
+            self.customers.insert(id.to_owned(), customer);
+        }
+        self.customers.contains_key(id)
     }
 
     fn event(&mut self, kind: &str, object: Value, now: i64) -> Event {
@@ -216,12 +233,15 @@ impl World {
         Outcome::ok(customer)
     }
 
-    /// A stored card, or a test card as it looks before it is attached.
+    /// A stored card, or a test card as it looks before it is attached. Attached test
+    /// cards are named `<test card id>__<unique suffix>`, so they keep working after the
+    /// stub restarts.
     pub fn payment_method(&self, id: &str) -> Option<(PaymentMethod, Behaviour)> {
         if let Some(stored) = self.methods.get(id) {
             return Some(stored.clone());
         }
-        test_card(id).map(|(behaviour, card)| {
+        let test_id = id.split_once("__").map_or(id, |(test_id, _)| test_id);
+        test_card(test_id).map(|(behaviour, card)| {
             let method = PaymentMethod {
                 id: id.to_owned(),
                 customer: None,
@@ -243,14 +263,14 @@ impl World {
         let Some(customer) = form.get("customer").cloned() else {
             return invalid("Missing required param: customer.");
         };
-        if !self.customers.contains_key(&customer) {
+        if !self.recall_customer(&customer) {
             return missing("customer", &customer);
         }
         let Some((mut method, behaviour)) = self.payment_method(id) else {
             return missing("payment_method", id);
         };
         if test_card(id).is_some() {
-            method.id = self.new_id("pm");
+            method.id = format!("{id}__{}", self.new_id("pm"));
         }
         method.customer = Some(customer);
         self.methods
@@ -281,7 +301,7 @@ impl World {
         };
         let customer = form.get("customer").cloned();
         if let Some(customer) = &customer
-            && !self.customers.contains_key(customer)
+            && !self.recall_customer(customer)
         {
             return missing("customer", customer);
         }
