@@ -94,6 +94,7 @@ pub struct AutoTopupConfig {
     pub reconcile_interval_secs: u64,
     pub reconcile_after_secs: u64,
     pub flag_after_hours: u32,
+    pub authentication_expiry_hours: u32,
 }
 
 impl AutoTopupConfig {
@@ -302,6 +303,12 @@ impl Config {
         }
         if auto.reconcile_interval_secs == 0 {
             return invalid("auto_topup.reconcile_interval_secs", "must be at least 1");
+        }
+        if auto.authentication_expiry_hours == 0 {
+            return invalid(
+                "auto_topup.authentication_expiry_hours",
+                "must be at least 1",
+            );
         }
         if auto.flag_after_hours == 0 {
             return invalid("auto_topup.flag_after_hours", "must be at least 1");

@@ -46,6 +46,10 @@ pub struct TopupAttempt {
     pub settled_at: Option<Millis>,
     /// Set when the attempt stayed unresolved too long.
     pub flagged_at: Option<Millis>,
+    /// When the reconciler next asks the provider about it.
+    pub next_check_at: Millis,
+    /// How often the reconciler has asked.
+    pub check_count: i64,
 }
 
 impl TopupAttempt {
@@ -77,7 +81,8 @@ impl Paged for TopupAttempt {
 const COLUMNS: &str = "id, account_id, seq, trigger, idempotency_key, request_key, request_fingerprint, \
                        credits, amount_cents, currency, payment_method_id, customer_id, state, \
                        provider_payment_id, next_action_url, decline_code, failure_message, \
-                       amount_received, created_at, updated_at, settled_at, flagged_at";
+                       amount_received, created_at, updated_at, settled_at, flagged_at, \
+                       next_check_at, check_count";
 
 /// An attempt to claim.
 #[derive(Debug, Clone)]
@@ -113,6 +118,10 @@ pub struct ProviderFacts<'a> {
     pub decline_code: Option<&'a str>,
     pub failure_message: Option<&'a str>,
     pub amount_received: Option<i64>,
+    /// Millicredits to credit when the provider received another amount than the attempt
+    /// asked for (a payment adopted from an earlier incarnation of the attempt): the credit
+    /// always matches the money received.
+    pub credits_received: Option<i64>,
 }
 
 /// An attempt just settled, with what its transaction wrote: the effects are decided
@@ -302,7 +311,8 @@ impl Db {
              next_action_url = COALESCE($5, next_action_url), \
              decline_code = COALESCE($6, decline_code), \
              failure_message = COALESCE($7, failure_message), \
-             amount_received = COALESCE($8, amount_received) \
+             amount_received = COALESCE($8, amount_received), \
+             credits = COALESCE($10, credits), amount_cents = COALESCE($8, amount_cents) \
              WHERE id = $9 AND state IN ({}) RETURNING {COLUMNS}",
             state_list(&from)
         );
@@ -322,6 +332,7 @@ impl Db {
                 .bind(facts.failure_message)
                 .bind(facts.amount_received)
                 .bind(id)
+                .bind(facts.credits_received)
                 .fetch_optional(&mut *tx)
                 .await?;
             let Some(attempt) = moved else {
@@ -434,23 +445,40 @@ impl Db {
         }))
     }
 
-    /// Open attempts nobody moved since `updated_before`, oldest first.
-    pub async fn stale_open_attempts(
+    /// Open attempts due for a check at `now` that nobody moved since `updated_before`,
+    /// the longest waiting first.
+    pub async fn attempts_to_check(
         &self,
+        now: Millis,
         updated_before: Millis,
         limit: u32,
     ) -> Result<Vec<TopupAttempt>, DbError> {
         let sql = format!(
             "SELECT {COLUMNS} FROM topup_attempts WHERE state NOT IN ('succeeded', 'failed', 'canceled') \
-             AND updated_at <= $1 ORDER BY updated_at, id LIMIT $2"
+             AND next_check_at <= $1 AND updated_at <= $2 ORDER BY next_check_at, id LIMIT $3"
         );
         Ok(with_pool!(self, |pool| {
             sqlx::query_as(&sql)
+                .bind(now)
                 .bind(updated_before)
                 .bind(i64::from(limit))
                 .fetch_all(pool)
                 .await?
         }))
+    }
+
+    /// Records a check of an open attempt and when to check it again.
+    pub async fn checked_attempt(&self, id: &str, next_check_at: Millis) -> Result<(), DbError> {
+        const SQL: &str = "UPDATE topup_attempts SET check_count = check_count + 1, next_check_at = $1 \
+                           WHERE id = $2 AND state NOT IN ('succeeded', 'failed', 'canceled')";
+        with_pool!(self, |pool| {
+            sqlx::query(SQL)
+                .bind(next_check_at)
+                .bind(id)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
     }
 
     /// Flags open attempts started before `started_before`; returns how many were new.

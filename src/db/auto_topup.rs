@@ -321,8 +321,14 @@ impl Db {
             if credits == 0 {
                 return Ok(AutoClaimOutcome::NothingToCharge);
             }
-            let card: Option<String> = match &account.auto_topup_payment_method_id {
-                Some(card) => Some(card.clone()),
+            // The retry charges the current default card, as the customer expects after
+            // replacing a declined one; automatic charges use the card chosen for them.
+            let chosen = match claim.trigger {
+                AttemptTrigger::Auto => account.auto_topup_payment_method_id.clone(),
+                AttemptTrigger::Retry | AttemptTrigger::Manual => None,
+            };
+            let card: Option<String> = match chosen {
+                Some(card) => Some(card),
                 None => {
                     sqlx::query_scalar(
                         "SELECT id FROM payment_methods WHERE account_id = $1 AND is_default",
@@ -403,8 +409,22 @@ impl Db {
             let Some(account) = paused else {
                 return Ok(None);
             };
-            tx.change_pause(account_id, &PauseChange::Resume, None, at)
-                .await?;
+            // Only the pause that was read: a decline that re-paused the account meanwhile
+            // is not cleared by a resume that never saw it.
+            let cleared = sqlx::query(
+                "UPDATE accounts SET auto_topup_paused_reason = NULL, auto_topup_paused_code = NULL, \
+                 auto_topup_paused_at = NULL \
+                 WHERE id = $1 AND auto_topup_paused_reason = $2 AND auto_topup_paused_at = $3",
+            )
+            .bind(account_id)
+            .bind(&account.auto_topup_paused_reason)
+            .bind(account.auto_topup_paused_at)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if cleared == 0 {
+                return Ok(None);
+            }
             let detail = json!({
                 "note": note,
                 "paused_reason": account.auto_topup_paused_reason,

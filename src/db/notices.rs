@@ -167,6 +167,28 @@ impl Db {
         Ok(rows)
     }
 
+    /// Extends this sender's lease on a notice it is about to send; false if the lease was
+    /// lost (it expired and another sender took the notice), in which case it must not send.
+    pub async fn renew_notice_lease(
+        &self,
+        id: &str,
+        owner: &str,
+        until: Millis,
+    ) -> Result<bool, DbError> {
+        const SQL: &str = "UPDATE notices SET lease_expires_at = $1 \
+                           WHERE id = $2 AND lease_owner = $3 AND state = 'sending'";
+        let renewed = with_pool!(self, |pool| {
+            sqlx::query(SQL)
+                .bind(until)
+                .bind(id)
+                .bind(owner)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(renewed == 1)
+    }
+
     /// Records delivery; false if the lease was lost to another sender meanwhile.
     pub async fn mark_notice_sent(
         &self,

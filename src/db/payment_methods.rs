@@ -138,6 +138,15 @@ impl Db {
                 .bind(id)
                 .fetch_optional(&mut *tx)
                 .await?;
+            // Auto top-up falls back to the default card rather than one that is gone.
+            sqlx::query(
+                "UPDATE accounts SET auto_topup_payment_method_id = NULL \
+                 WHERE id = $1 AND auto_topup_payment_method_id = $2",
+            )
+            .bind(account_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
             tx.commit().await?;
             Ok(removed.map_or(Removal::NotFound, Removal::Removed))
         })

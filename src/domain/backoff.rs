@@ -12,6 +12,17 @@ pub fn retry_delay(attempt: u32, base: Duration, max: Duration, jitter: f64) -> 
     exponential.mul_f64(0.5 + jitter / 2.0)
 }
 
+/// How long the reconciler waits before asking the provider again about an open attempt
+/// it has already asked about `checks` times: soon at first, then every six hours.
+pub fn recheck_delay(checks: i64) -> Duration {
+    const SCHEDULE: [u64; 4] = [60, 5 * 60, 30 * 60, 2 * 3600];
+    let secs = usize::try_from(checks)
+        .ok()
+        .and_then(|i| SCHEDULE.get(i).copied())
+        .unwrap_or(6 * 3600);
+    Duration::from_secs(secs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -29,6 +40,14 @@ mod tests {
         assert_eq!(full(8), Duration::from_secs(3600));
         assert_eq!(full(1000), Duration::from_secs(3600));
         assert_eq!(retry_delay(1, BASE, MAX, 0.0), Duration::from_secs(15));
+    }
+
+    #[test]
+    fn rechecks_slow_down_to_every_six_hours() {
+        assert_eq!(recheck_delay(0), Duration::from_secs(60));
+        assert_eq!(recheck_delay(3), Duration::from_secs(7200));
+        assert_eq!(recheck_delay(4), Duration::from_secs(21_600));
+        assert_eq!(recheck_delay(1_000), Duration::from_secs(21_600));
     }
 
     proptest! {

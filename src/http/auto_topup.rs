@@ -17,7 +17,7 @@ use super::{
     auth::{Caller, STAFF},
     error::{ApiError, ApiResult},
     extract::{ApiJson, ApiQuery},
-    topups::{TopupView, purchase_answer},
+    topups::{TopupView, in_own_task, purchase_answer, still_charging},
 };
 use crate::{
     app::AppState,
@@ -237,7 +237,15 @@ async fn retry(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     caller.require_account(&id, &[Role::Support, Role::Admin])?;
-    match state.topups.retry_paused(&id, &caller.actor()).await? {
+    let (topups, account, actor) = (state.topups.clone(), id.clone(), caller.actor());
+    let retried = in_own_task(&state, async move {
+        topups.retry_paused(&account, &actor).await
+    })
+    .await;
+    let Some(retried) = retried else {
+        return still_charging(&state, &id).await;
+    };
+    match retried? {
         RetryOutcome::Charged(attempt) => purchase_answer(attempt),
         RetryOutcome::ResumedWithoutCharge => {
             let account = state

@@ -1,5 +1,7 @@
 //! Buying credits with the default card, and the history of purchases.
 
+use std::{future::Future, time::Duration};
+
 use axum::{
     Json, Router,
     extract::{Path, State},
@@ -131,7 +133,18 @@ async fn purchase(
         Some(key) => state.db.attempt_by_request_key(&id, key).await?.is_some(),
         None => false,
     };
-    let attempt = match state.topups.purchase(&id, body.credits, key).await {
+    let topups = state.topups.clone();
+    let (account, request_key) = (id.clone(), key.map(str::to_owned));
+    let charged = in_own_task(&state, async move {
+        topups
+            .purchase(&account, body.credits, request_key.as_deref())
+            .await
+    })
+    .await;
+    let Some(charged) = charged else {
+        return still_charging(&state, &id).await;
+    };
+    let attempt = match charged {
         Ok(attempt) => attempt,
         Err(PurchaseError::InvalidAmount(message)) => return Err(ApiError::InvalidAmount(message)),
         Err(PurchaseError::AccountNotFound) => return Err(ApiError::NotFound("account")),
@@ -154,6 +167,39 @@ async fn purchase(
         );
     }
     Ok(response)
+}
+
+/// Runs a charge in a task of its own, so that neither a slow provider nor a client that
+/// hangs up cuts it short, and waits for it until just before the request would time out.
+/// `None` if it is still running then.
+pub async fn in_own_task<T: Send + 'static>(
+    state: &AppState,
+    charge: impl Future<Output = T> + Send + 'static,
+) -> Option<T> {
+    let deadline = Duration::from_secs(state.config.http.request_timeout_secs)
+        .saturating_sub(Duration::from_secs(1))
+        .max(Duration::from_millis(500));
+    match tokio::time::timeout(deadline, tokio::spawn(charge)).await {
+        Ok(Ok(done)) => Some(done),
+        Ok(Err(error)) => {
+            tracing::error!(
+                ?error,
+                "charge task failed; the reconciler resumes the attempt"
+            );
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+/// 202 with the account's top-up in progress, for a charge still running at the deadline.
+pub async fn still_charging(state: &AppState, account_id: &str) -> ApiResult<Response> {
+    match state.db.open_attempt_of(account_id).await? {
+        Some(open) => Ok((StatusCode::ACCEPTED, Json(TopupView::from(open))).into_response()),
+        None => Err(ApiError::Unavailable(
+            "the payment provider is slow to answer; the top-up goes on, see GET /v1/accounts/{id}/topups".into(),
+        )),
+    }
 }
 
 /// 201 when paid, 202 while waiting, 402 `payment_failed` when declined.

@@ -57,13 +57,12 @@ impl NoticeSender {
     /// `cancel` fires, giving the untried ones back.
     pub async fn run_once(&self, cancel: &CancellationToken) -> Result<SendReport, DbError> {
         let now = self.clock.now_ms();
-        let lease = i64::try_from(self.config.lease_secs * 1000).unwrap_or(i64::MAX);
         let batch = self
             .db
             .claim_notices(
                 &self.owner,
                 now,
-                now.saturating_add(lease),
+                now.saturating_add(self.lease_ms()),
                 self.config.batch_size,
             )
             .await?;
@@ -83,7 +82,22 @@ impl NoticeSender {
         Ok(report)
     }
 
+    fn lease_ms(&self) -> i64 {
+        i64::try_from(self.config.lease_secs * 1000).unwrap_or(i64::MAX)
+    }
+
     async fn deliver(&self, notice: &NoticeRow, report: &mut SendReport) -> Result<(), DbError> {
+        // A whole batch is claimed at once but sent one by one: each send starts with a
+        // fresh lease, so a slow server never lets another sender take a notice mid-send.
+        let until = self.clock.now_ms().saturating_add(self.lease_ms());
+        if !self
+            .db
+            .renew_notice_lease(&notice.id, &self.owner, until)
+            .await?
+        {
+            tracing::warn!(notice_id = %notice.id, "lease lost before sending; another sender has it");
+            return Ok(());
+        }
         let outcome = self.mailer.send(notice).await;
         let now = self.clock.now_ms();
         let attempts = u32::try_from(notice.attempts).unwrap_or(u32::MAX);

@@ -19,6 +19,7 @@ use crate::{
     domain::{
         attempt::{AttemptState, AttemptTrigger},
         auto_topup::{Decision, decide},
+        backoff::recheck_delay,
     },
     notices::{self, Notice, Recipient, ResumedBy, Resumption},
 };
@@ -106,11 +107,21 @@ impl Topups {
         let mut charges = JoinSet::new();
         let mut report = ScanReport::default();
         let mut cursor = None;
+        // A failure stops the search for due accounts, never the charges under way: they
+        // are drained before the scan returns.
+        let mut failure = None;
         'pages: loop {
-            let due = self
+            let due = match self
                 .db
                 .due_accounts(now, cursor.as_ref(), settings.scan_batch_size)
-                .await?;
+                .await
+            {
+                Ok(due) => due,
+                Err(error) => {
+                    failure = Some(error);
+                    break;
+                }
+            };
             let Some(last) = due.last().cloned() else {
                 break;
             };
@@ -126,12 +137,9 @@ impl Topups {
                     .acquire_owned()
                     .await
                     .expect("the semaphore is never closed");
-                match self
-                    .db
-                    .claim_auto_attempt(&self.auto_claim(&account.id, AttemptTrigger::Auto, true))
-                    .await?
-                {
-                    AutoClaimOutcome::Claimed(attempt) => {
+                let claim = self.auto_claim(&account.id, AttemptTrigger::Auto, true);
+                match self.db.claim_auto_attempt(&claim).await {
+                    Ok(AutoClaimOutcome::Claimed(attempt)) => {
                         report.claimed += 1;
                         let engine = self.clone();
                         charges.spawn(async move {
@@ -139,9 +147,15 @@ impl Topups {
                             engine.advance(attempt).await
                         });
                     }
-                    AutoClaimOutcome::NotDue(_)
-                    | AutoClaimOutcome::Busy(_)
-                    | AutoClaimOutcome::NothingToCharge => {
+                    Ok(
+                        AutoClaimOutcome::NotDue(_)
+                        | AutoClaimOutcome::Busy(_)
+                        | AutoClaimOutcome::NothingToCharge,
+                    ) => {
+                        report.skipped += 1;
+                    }
+                    Err(error) => {
+                        tracing::error!(account_id = %account.id, ?error, "claim failed; the next scan tries again");
                         report.skipped += 1;
                     }
                 }
@@ -149,14 +163,26 @@ impl Topups {
             cursor = Some(last);
         }
         while let Some(joined) = charges.join_next().await {
-            let attempt =
-                joined.map_err(|e| DbError::Corrupt(format!("a charge task failed: {e}")))??;
-            match attempt.state()? {
-                AttemptState::Succeeded => report.succeeded += 1,
-                AttemptState::Failed | AttemptState::Canceled => report.failed += 1,
-                AttemptState::RequiresAction => report.requires_action += 1,
-                _ => report.pending += 1,
+            let state = match joined {
+                Ok(Ok(attempt)) => attempt.state(),
+                Ok(Err(error)) => Err(error),
+                Err(error) => Err(DbError::Corrupt(format!("a charge task failed: {error}"))),
+            };
+            match state {
+                Ok(AttemptState::Succeeded) => report.succeeded += 1,
+                Ok(AttemptState::Failed | AttemptState::Canceled) => report.failed += 1,
+                Ok(AttemptState::RequiresAction) => report.requires_action += 1,
+                Ok(_) => report.pending += 1,
+                Err(error) => {
+                    // The attempt is open; the reconciler resumes it.
+                    tracing::error!(?error, "charge interrupted");
+                    report.pending += 1;
+                }
             }
+        }
+        if let Some(error) = failure {
+            tracing::error!(%report, "scan stopped early");
+            return Err(error);
         }
         tracing::info!(%report, "scan finished");
         Ok(report)
@@ -256,9 +282,12 @@ impl Topups {
         ))
     }
 
-    /// One reconciler round: open attempts untouched for `reconcile_after_secs` are
-    /// resumed from their written state (asking the provider again with the same keys),
-    /// and those open past `flag_after_hours` are flagged for support.
+    /// One reconciler round: open attempts due for a check and untouched for
+    /// `reconcile_after_secs` are resumed from their written state (asking the provider
+    /// again with the same keys); checks back off per attempt, so attempts waiting on a
+    /// customer never crowd out the others. Payments waiting for authentication past
+    /// `authentication_expiry_hours` are cancelled, and attempts open past
+    /// `flag_after_hours` are flagged for support.
     pub async fn reconcile(&self, cancel: &CancellationToken) -> Result<ReconcileReport, DbError> {
         let settings = &self.config.auto_topup;
         let now = self.clock.now_ms();
@@ -272,23 +301,53 @@ impl Topups {
         }
         let stale_before =
             now - i64::try_from(settings.reconcile_after_secs * 1000).unwrap_or(i64::MAX);
+        let expired_before = now - i64::from(settings.authentication_expiry_hours) * 3_600_000;
         let mut report = ReconcileReport {
             flagged,
             ..ReconcileReport::default()
         };
         for attempt in self
             .db
-            .stale_open_attempts(stale_before, settings.scan_batch_size)
+            .attempts_to_check(now, stale_before, settings.scan_batch_size)
             .await?
         {
             if cancel.is_cancelled() {
                 break;
             }
             report.examined += 1;
-            if self.refresh(attempt).await?.state()?.is_terminal() {
+            let checks = attempt.check_count;
+            let expired = attempt.state == AttemptState::RequiresAction.as_str()
+                && attempt.created_at <= expired_before;
+            let attempt = if expired {
+                self.cancel_payment(attempt).await?
+            } else {
+                self.refresh(attempt).await?
+            };
+            if attempt.state()?.is_terminal() {
                 report.settled += 1;
+            } else {
+                let delay = i64::try_from(recheck_delay(checks).as_millis()).unwrap_or(i64::MAX);
+                self.db
+                    .checked_attempt(&attempt.id, self.clock.now_ms().saturating_add(delay))
+                    .await?;
             }
         }
         Ok(report)
+    }
+
+    /// Cancels the attempt's payment at the provider and applies what the provider says:
+    /// usually canceled, but succeeded if the customer authenticated just before.
+    async fn cancel_payment(&self, attempt: TopupAttempt) -> Result<TopupAttempt, DbError> {
+        let Some(payment_id) = attempt.provider_payment_id.clone() else {
+            return Ok(attempt);
+        };
+        let key = format!("{}:cancel", attempt.idempotency_key);
+        match self.provider.cancel_payment_intent(&payment_id, &key).await {
+            Ok(intent) => self.apply(attempt, &intent).await,
+            Err(error) => {
+                tracing::warn!(attempt_id = %attempt.id, %error, "cancel refused; reading the payment instead");
+                self.refresh(attempt).await
+            }
+        }
     }
 }

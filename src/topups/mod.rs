@@ -379,9 +379,12 @@ impl Topups {
             .payment_intents_for_customer(&attempt.customer_id, since)
             .await
         {
-            Ok(intents) => intents
-                .into_iter()
-                .find(|pi| pi.metadata.get("topup_attempt_id") == Some(&attempt.id)),
+            // By account and sequence, not attempt id: after a lost claim commit the attempt
+            // row is new but its sequence, and so its key, are the same.
+            Ok(intents) => intents.into_iter().find(|pi| {
+                pi.metadata.get("account_id") == Some(&attempt.account_id)
+                    && pi.metadata.get("seq") == Some(&attempt.seq.to_string())
+            }),
             Err(error) => {
                 tracing::warn!(attempt_id = %attempt.id, %error, "could not list the customer's payments");
                 None
@@ -413,6 +416,11 @@ impl Topups {
             tracing::warn!(attempt_id = %attempt.id, status = %intent.status, "unknown payment status; left as is");
             return Ok(attempt);
         };
+        let succeeded = target == AttemptState::Succeeded;
+        let received_other = succeeded && intent.amount_received != attempt.amount_cents;
+        if received_other {
+            tracing::warn!(attempt_id = %attempt.id, asked = attempt.amount_cents, received = intent.amount_received, "provider received another amount; crediting what was received");
+        }
         let facts = ProviderFacts {
             provider_payment_id: Some(&intent.id),
             next_action_url: intent.redirect_url(),
@@ -422,11 +430,11 @@ impl Topups {
                 .last_payment_error
                 .as_ref()
                 .and_then(|e| e.message.as_deref()),
-            amount_received: (target == AttemptState::Succeeded).then_some(intent.amount_received),
+            amount_received: succeeded.then_some(intent.amount_received),
+            credits_received: received_other.then(|| {
+                intent.amount_received * MILLIS_PER_CREDIT / self.config.credit_price_cents
+            }),
         };
-        if target == AttemptState::Succeeded && intent.amount_received != attempt.amount_cents {
-            tracing::error!(attempt_id = %attempt.id, expected = attempt.amount_cents, received = intent.amount_received, "provider received a different amount");
-        }
         self.settle(attempt, target, &facts).await
     }
 

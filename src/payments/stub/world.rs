@@ -306,10 +306,19 @@ impl World {
             return missing("customer", customer);
         }
         let payment_method = form.get("payment_method").cloned();
-        if let Some(pm) = &payment_method
-            && self.payment_method(pm).is_none()
-        {
-            return missing("payment_method", pm);
+        if let Some(pm) = &payment_method {
+            if self.payment_method(pm).is_none() {
+                return missing("payment_method", pm);
+            }
+            // A saved card charges only for the customer it is attached to (a detached
+            // card charges nobody), as at Stripe.
+            if let Some((stored, _)) = self.methods.get(pm)
+                && stored.customer != customer
+            {
+                return invalid(&format!(
+                    "The PaymentMethod {pm} does not belong to this customer."
+                ));
+            }
         }
         let intent = PaymentIntent {
             id: self.new_id("pi"),
