@@ -177,17 +177,25 @@ pub enum PauseChange {
     Resume,
 }
 
+/// The decline code of a bank that wants the customer to authenticate a payment made
+/// without them (Stripe's off-session answer): it pauses like a 3-D Secure request.
+pub const AUTHENTICATION_DECLINE: &str = "authentication_required";
+
 /// Automatic charges (and the customer's retry of one) pause on a decline or a request
 /// for authentication, and a success ends a pause. Manual purchases leave pauses alone.
 pub fn pause_change(
     trigger: AttemptTrigger,
     settled: AttemptState,
+    decline_code: Option<&str>,
     paused: Option<PauseReason>,
 ) -> PauseChange {
     if trigger == AttemptTrigger::Manual {
         return PauseChange::Keep;
     }
     match settled {
+        AttemptState::Failed if decline_code == Some(AUTHENTICATION_DECLINE) => {
+            PauseChange::Pause(PauseReason::AuthenticationRequired)
+        }
         AttemptState::Failed => PauseChange::Pause(PauseReason::PaymentFailed),
         AttemptState::RequiresAction => PauseChange::Pause(PauseReason::AuthenticationRequired),
         AttemptState::Succeeded if paused.is_some() => PauseChange::Resume,
@@ -323,33 +331,47 @@ mod tests {
         use AttemptState::*;
         use AttemptTrigger::*;
         assert_eq!(
-            pause_change(Auto, Failed, None),
+            pause_change(Auto, Failed, None, None),
             PauseChange::Pause(PauseReason::PaymentFailed)
         );
         assert_eq!(
-            pause_change(Auto, RequiresAction, None),
+            pause_change(Auto, RequiresAction, None, None),
             PauseChange::Pause(PauseReason::AuthenticationRequired)
         );
         assert_eq!(
-            pause_change(Auto, Succeeded, Some(PauseReason::AuthenticationRequired)),
+            pause_change(
+                Auto,
+                Succeeded,
+                None,
+                Some(PauseReason::AuthenticationRequired)
+            ),
             PauseChange::Resume
         );
-        assert_eq!(pause_change(Auto, Succeeded, None), PauseChange::Keep);
+        assert_eq!(pause_change(Auto, Succeeded, None, None), PauseChange::Keep);
         assert_eq!(
-            pause_change(Retry, Failed, Some(PauseReason::PaymentFailed)),
+            pause_change(Auto, Failed, Some(AUTHENTICATION_DECLINE), None),
+            PauseChange::Pause(PauseReason::AuthenticationRequired)
+        );
+        assert_eq!(
+            pause_change(Retry, Failed, None, Some(PauseReason::PaymentFailed)),
             PauseChange::Pause(PauseReason::PaymentFailed)
         );
         assert_eq!(
-            pause_change(Retry, Succeeded, Some(PauseReason::PaymentFailed)),
+            pause_change(Retry, Succeeded, None, Some(PauseReason::PaymentFailed)),
             PauseChange::Resume
         );
-        assert_eq!(pause_change(Manual, Failed, None), PauseChange::Keep);
+        assert_eq!(pause_change(Manual, Failed, None, None), PauseChange::Keep);
         assert_eq!(
-            pause_change(Manual, Succeeded, Some(PauseReason::PaymentFailed)),
+            pause_change(Manual, Succeeded, None, Some(PauseReason::PaymentFailed)),
             PauseChange::Keep
         );
         assert_eq!(
-            pause_change(Auto, Canceled, Some(PauseReason::AuthenticationRequired)),
+            pause_change(
+                Auto,
+                Canceled,
+                None,
+                Some(PauseReason::AuthenticationRequired)
+            ),
             PauseChange::Keep
         );
     }

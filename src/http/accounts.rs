@@ -1,16 +1,12 @@
 //! An account's balance and history, for its customer and for staff.
 
-use axum::{
-    Json, Router,
-    extract::{Path, State},
-    routing::get,
-};
+use axum::{Json, Router, extract::State, routing::get};
 use serde::Serialize;
 
 use super::{
     auth::{Caller, STAFF},
     error::{ApiError, ApiResult},
-    extract::ApiQuery,
+    extract::{ApiPath, ApiQuery},
     pagination::{PageParams, PageView},
     usage::UsageView,
 };
@@ -105,7 +101,7 @@ pub(super) async fn visible_account(
 async fn account(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<AccountView>> {
     let account = visible_account(&state, &caller, &id).await?;
     let summary = super::auto_topup::summary(&state, &account).await?;
@@ -117,7 +113,7 @@ async fn account(
 async fn ledger(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(params): ApiQuery<PageParams>,
 ) -> ApiResult<Json<PageView<LedgerEntryView>>> {
     let page = params.page_request()?;
@@ -131,7 +127,7 @@ async fn ledger(
 async fn usage_history(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(params): ApiQuery<PageParams>,
 ) -> ApiResult<Json<PageView<UsageView>>> {
     let page = params.page_request()?;

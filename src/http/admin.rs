@@ -3,7 +3,7 @@
 
 use axum::{
     Json, Router,
-    extract::{Path, State},
+    extract::State,
     http::StatusCode,
     routing::{delete, get, post},
 };
@@ -15,7 +15,7 @@ use super::{
     accounts::{AccountView, LedgerEntryView},
     auth::{Caller, STAFF},
     error::{ApiError, ApiResult},
-    extract::{ApiJson, ApiQuery},
+    extract::{ApiJson, ApiPath, ApiQuery},
     pagination::{PageParams, PageView},
 };
 use crate::{
@@ -182,7 +182,7 @@ async fn issue_key(
 async fn revoke_key(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<KeyView>> {
     caller.require(&[Role::Admin])?;
     let key = state
@@ -204,7 +204,7 @@ struct AdjustmentBody {
 async fn adjust_balance(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<AdjustmentBody>,
 ) -> ApiResult<(StatusCode, Json<LedgerEntryView>)> {
     caller.require(STAFF)?;

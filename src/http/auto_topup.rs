@@ -3,7 +3,7 @@
 
 use axum::{
     Json, Router,
-    extract::{Path, State},
+    extract::State,
     http::StatusCode,
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -16,7 +16,7 @@ use super::{
     accounts::visible_account,
     auth::{Caller, STAFF},
     error::{ApiError, ApiResult},
-    extract::{ApiJson, ApiQuery},
+    extract::{ApiJson, ApiPath, ApiQuery},
     topups::{TopupView, in_own_task, purchase_answer, still_charging},
 };
 use crate::{
@@ -169,7 +169,7 @@ async fn view(state: &AppState, account: Account) -> ApiResult<AutoTopupView> {
 async fn settings(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<AutoTopupView>> {
     let account = visible_account(&state, &caller, &id).await?;
     Ok(Json(view(&state, account).await?))
@@ -192,7 +192,7 @@ struct SettingsBody {
 async fn update(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<SettingsBody>,
 ) -> ApiResult<Json<AutoTopupView>> {
     visible_account(&state, &caller, &id).await?;
@@ -234,7 +234,7 @@ async fn update(
 async fn retry(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
     caller.require_account(&id, &[Role::Support, Role::Admin])?;
     let (topups, account, actor) = (state.topups.clone(), id.clone(), caller.actor());
@@ -286,7 +286,7 @@ struct ResumedView {
 async fn resume(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<ResumeBody>,
 ) -> ApiResult<Json<ResumedView>> {
     caller.require(STAFF)?;

@@ -2,7 +2,7 @@
 
 use axum::{
     Json, Router,
-    extract::{Path, State},
+    extract::State,
     http::StatusCode,
     routing::{delete, get, post},
 };
@@ -12,7 +12,7 @@ use super::{
     accounts::visible_account,
     auth::Caller,
     error::{ApiError, ApiResult},
-    extract::ApiJson,
+    extract::{ApiJson, ApiPath},
 };
 use crate::{
     app::AppState,
@@ -65,7 +65,7 @@ struct CardList {
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<CardList>> {
     visible_account(&state, &caller, &id).await?;
     let cards = state.db.saved_cards(&id).await?;
@@ -88,7 +88,7 @@ struct NewCardBody {
 async fn add(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<NewCardBody>,
 ) -> ApiResult<(StatusCode, Json<CardView>)> {
     visible_account(&state, &caller, &id).await?;
@@ -124,7 +124,7 @@ async fn add(
 async fn make_default(
     State(state): State<AppState>,
     caller: Caller,
-    Path((id, pm)): Path<(String, String)>,
+    ApiPath((id, pm)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<CardView>> {
     visible_account(&state, &caller, &id).await?;
     let card = state
@@ -139,7 +139,7 @@ async fn make_default(
 async fn remove(
     State(state): State<AppState>,
     caller: Caller,
-    Path((id, pm)): Path<(String, String)>,
+    ApiPath((id, pm)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<CardView>> {
     visible_account(&state, &caller, &id).await?;
     match state.db.remove_card(&id, &pm).await? {

@@ -37,6 +37,9 @@ pub enum ApiError {
     /// 404: no such resource, or not visible to this key.
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// 405: the route exists but not with this method.
+    #[error("this route does not accept this method")]
+    MethodNotAllowed,
     /// 409: the request conflicts with the current state.
     #[error("{0}")]
     Conflict(String),
@@ -108,6 +111,7 @@ impl ApiError {
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::InsufficientCredits { .. } => {
                 (StatusCode::PAYMENT_REQUIRED, "insufficient_credits")

@@ -2,7 +2,7 @@
 
 use axum::{
     Json, Router,
-    extract::{Path, State},
+    extract::State,
     routing::{get, post},
 };
 use serde::{Deserialize, Serialize};
@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     auth::{Caller, STAFF},
     error::{ApiError, ApiResult},
-    extract::ApiQuery,
+    extract::{ApiPath, ApiQuery},
     pagination::{PageParams, PageView},
 };
 use crate::{
@@ -97,7 +97,7 @@ async fn list(
 async fn requeue(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<NoticeView>> {
     caller.require(STAFF)?;
     match state

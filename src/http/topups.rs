@@ -4,7 +4,7 @@ use std::{future::Future, time::Duration};
 
 use axum::{
     Json, Router,
-    extract::{Path, State},
+    extract::State,
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::get,
@@ -15,7 +15,7 @@ use super::{
     accounts::visible_account,
     auth::Caller,
     error::{ApiError, ApiResult},
-    extract::{ApiJson, ApiQuery},
+    extract::{ApiJson, ApiPath, ApiQuery},
     pagination::{PageParams, PageView},
 };
 use crate::{
@@ -109,7 +109,7 @@ struct PurchaseBody {
 async fn purchase(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<PurchaseBody>,
 ) -> ApiResult<Response> {
@@ -230,7 +230,7 @@ pub fn purchase_answer(attempt: TopupAttempt) -> ApiResult<Response> {
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(params): ApiQuery<PageParams>,
 ) -> ApiResult<Json<PageView<TopupView>>> {
     let page = params.page_request()?;
@@ -246,7 +246,7 @@ async fn list(
 async fn one(
     State(state): State<AppState>,
     caller: Caller,
-    Path((id, topup)): Path<(String, String)>,
+    ApiPath((id, topup)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<TopupView>> {
     caller.require_account(&id, &[Role::Support, Role::Admin])?;
     let attempt = state

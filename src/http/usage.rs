@@ -2,7 +2,7 @@
 
 use axum::{
     Json, Router,
-    extract::{Path, State},
+    extract::State,
     http::StatusCode,
     response::{IntoResponse, Response},
     routing::post,
@@ -14,7 +14,7 @@ use super::{
     accounts::LedgerEntryView,
     auth::Caller,
     error::{ApiError, ApiResult},
-    extract::ApiJson,
+    extract::{ApiJson, ApiPath},
 };
 use crate::{
     app::AppState,
@@ -157,7 +157,7 @@ struct RefundView {
 async fn refund_usage(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
     caller.require(&[Role::Service, Role::Support, Role::Admin])?;
     let view = |record, entry| -> ApiResult<Json<RefundView>> {

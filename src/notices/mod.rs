@@ -51,8 +51,9 @@ pub struct PaymentFailure {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuthenticationRequest {
-    /// The provider's page where the customer completes 3-D Secure.
-    pub link: String,
+    /// The provider's page where the customer completes 3-D Secure; none when the bank
+    /// wants the payment made again on-session (the customer retries it).
+    pub link: Option<String>,
     pub credits: Millicredits,
     pub amount: Cents,
 }

@@ -113,22 +113,31 @@ fn payment_failed(f: &PaymentFailure, head: &Letterhead) -> Letter {
 }
 
 fn authentication_required(a: &AuthenticationRequest, head: &Letterhead) -> Letter {
+    let mut paragraphs = vec![Paragraph::Text(format!(
+        "Your bank asks you to confirm a payment of {} for {} credits (3-D Secure).",
+        a.amount,
+        a.credits.to_display()
+    ))];
+    match &a.link {
+        Some(url) => paragraphs.push(Paragraph::Link {
+            label: "Confirm the payment".to_owned(),
+            url: url.clone(),
+        }),
+        // The bank refused to let the payment go through without you: it has to be made
+        // again while you are there to confirm it.
+        None => {
+            paragraphs.push(Paragraph::Text(
+                "To confirm it, retry the payment from your billing settings and follow your bank's steps.".to_owned(),
+            ));
+            push_billing_link(&mut paragraphs, head, "Retry the payment");
+        }
+    }
+    paragraphs.push(Paragraph::Text(
+        "Automatic top-ups are paused until you complete this step. Once the payment is confirmed, the credits are added and automatic top-ups resume.".to_owned(),
+    ));
     Letter {
         subject: format!("Action needed: confirm your {} payment", head.product_name),
-        paragraphs: vec![
-            Paragraph::Text(format!(
-                "Your bank asks you to confirm a payment of {} for {} credits (3-D Secure).",
-                a.amount,
-                a.credits.to_display()
-            )),
-            Paragraph::Link {
-                label: "Confirm the payment".to_owned(),
-                url: a.link.clone(),
-            },
-            Paragraph::Text(
-                "Automatic top-ups are paused until you complete this step. Once the payment is confirmed, the credits are added and automatic top-ups resume.".to_owned(),
-            ),
-        ],
+        paragraphs,
     }
 }
 
@@ -392,7 +401,7 @@ mod tests {
         let link = "https://hooks.stripe.com/3d_secure/abc?x=1&y=2";
         let r = render(
             &Notice::AuthenticationRequired(AuthenticationRequest {
-                link: link.into(),
+                link: Some(link.into()),
                 credits: Millicredits(2_000_000),
                 amount: Cents(2_000),
             }),

@@ -17,7 +17,7 @@ use crate::{
     },
     domain::{
         attempt::{AttemptState, AttemptTrigger},
-        auto_topup::{PauseChange, pause_change},
+        auto_topup::{AUTHENTICATION_DECLINE, PauseChange, pause_change},
         credits::{MILLIS_PER_CREDIT, Millicredits},
         money::Cents,
     },
@@ -468,7 +468,8 @@ impl Topups {
         let Ok(trigger) = attempt.trigger() else {
             return Effects::default();
         };
-        let pause = pause_change(trigger, target, settled.account.paused());
+        let decline = attempt.decline_code.as_deref();
+        let pause = pause_change(trigger, target, decline, settled.account.paused());
         let who = match trigger {
             AttemptTrigger::Auto => Trigger::Automatic,
             AttemptTrigger::Manual | AttemptTrigger::Retry => Trigger::Manual,
@@ -497,12 +498,20 @@ impl Topups {
                     }));
                 }
             }
+            // The bank wants the customer there to confirm: ask them to, rather than
+            // report a decline they can do nothing about with another card.
+            AttemptState::Failed
+                if decline == Some(AUTHENTICATION_DECLINE) && trigger == AttemptTrigger::Auto =>
+            {
+                notices.push(Notice::AuthenticationRequired(AuthenticationRequest {
+                    link: None,
+                    credits,
+                    amount,
+                }));
+            }
             AttemptState::Failed => notices.push(Notice::PaymentFailed(PaymentFailure {
                 trigger: who,
-                decline_code: attempt
-                    .decline_code
-                    .clone()
-                    .unwrap_or_else(|| "card_declined".into()),
+                decline_code: decline.unwrap_or("card_declined").to_owned(),
                 credits,
                 amount,
                 at: now,
@@ -510,7 +519,7 @@ impl Topups {
             // The customer at hand got the link in the answer; an absent one gets it by mail.
             AttemptState::RequiresAction if trigger == AttemptTrigger::Auto => {
                 notices.push(Notice::AuthenticationRequired(AuthenticationRequest {
-                    link: attempt.next_action_url.clone().unwrap_or_default(),
+                    link: attempt.next_action_url.clone(),
                     credits,
                     amount,
                 }));

@@ -110,7 +110,7 @@ async fn queued_notices_arrive_with_recipient_subject_both_parts_and_a_stable_me
                 at: crate::helpers::EPOCH_MS,
             }),
             Notice::AuthenticationRequired(AuthenticationRequest {
-                link: "https://pay.example/3ds/abc".into(),
+                link: Some("https://pay.example/3ds/abc".into()),
                 credits: Millicredits(5_000_000),
                 amount: Cents(5_000),
             }),
