@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    clock::Clock,
+    clock::{Clock, DatabaseClock, SystemClock},
     config::{Config, ProviderKind},
     db::Db,
     domain::pricing::Catalogue,
@@ -43,15 +43,35 @@ pub struct AppState {
     pub webhook_secrets: Arc<Vec<String>>,
 }
 
+/// How often a database-synced clock measures its offset again.
+const CLOCK_SYNC_INTERVAL: Duration = Duration::from_secs(60);
+
 /// The application, built and ready to serve.
 pub struct App {
     pub state: AppState,
     /// The in-process stub provider, when the configuration asks for it.
     pub stub: Option<Stub>,
     stub_cancel: CancellationToken,
+    /// Set when the app keeps time by the database's clock.
+    database_clock: Option<Arc<DatabaseClock>>,
 }
 
 impl App {
+    /// Builds the app on the database's clock: what production runs, so that replicas
+    /// agree on time whatever their hosts say.
+    pub async fn build_on_database_clock(
+        config: Config,
+        http_addr: SocketAddr,
+    ) -> anyhow::Result<Self> {
+        let clock = Arc::new(DatabaseClock::default());
+        let mut app = Self::build(config, clock.clone(), http_addr).await?;
+        sync_clock(&clock, &app.state.db)
+            .await
+            .context("read the database clock")?;
+        app.database_clock = Some(clock);
+        Ok(app)
+    }
+
     /// Connects and migrates the database, loads the catalogue, and sets up email and the
     /// payment provider. `http_addr` is where this server listens: the in-process stub
     /// sends its webhooks there.
@@ -127,6 +147,7 @@ impl App {
             },
             stub,
             stub_cancel,
+            database_clock: None,
         })
     }
 
@@ -160,6 +181,18 @@ impl App {
             state.topups.clone(),
             cancel.child_token(),
         ));
+        if let Some(clock) = self.database_clock.clone() {
+            let (db, cancel) = (state.db.clone(), cancel.child_token());
+            jobs.spawn(jobs::repeat(
+                "clock sync",
+                CLOCK_SYNC_INTERVAL,
+                cancel,
+                move || {
+                    let (clock, db) = (clock.clone(), db.clone());
+                    async move { sync_clock(&clock, &db).await.map(|()| false) }
+                },
+            ));
+        }
         let auto = &state.config.auto_topup;
         jobs.spawn(jobs::reconciler::run(
             state.topups.clone(),
@@ -219,6 +252,22 @@ impl App {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Measures the database clock's offset from this host's, halfway through the round trip.
+async fn sync_clock(clock: &DatabaseClock, db: &Db) -> Result<(), crate::db::DbError> {
+    let before = SystemClock.now_ms();
+    let database = db.clock_ms().await?;
+    let after = SystemClock.now_ms();
+    let offset = database - (before + (after - before) / 2);
+    if offset.abs() > 1_000 {
+        tracing::warn!(
+            offset_ms = offset,
+            "this host's clock differs from the database's; using the database's"
+        );
+    }
+    clock.set_offset(offset);
+    Ok(())
 }
 
 /// An address others on this host can reach: a wildcard listen address becomes loopback.

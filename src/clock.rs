@@ -23,6 +23,27 @@ impl Clock for SystemClock {
     }
 }
 
+/// Wall-clock time corrected to the database's clock, so that every replica sharing a
+/// database measures the rate-limit window and leases on the same clock, whatever its own
+/// says. The offset is measured at start and kept up to date by `serve`.
+#[derive(Debug, Default)]
+pub struct DatabaseClock {
+    offset_ms: AtomicI64,
+}
+
+impl DatabaseClock {
+    /// Adopts the offset between the database's clock and this host's.
+    pub fn set_offset(&self, offset_ms: i64) {
+        self.offset_ms.store(offset_ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for DatabaseClock {
+    fn now_ms(&self) -> Millis {
+        SystemClock.now_ms() + self.offset_ms.load(Ordering::SeqCst)
+    }
+}
+
 /// A clock that only moves when told to; shared by cloning.
 #[derive(Debug, Clone)]
 pub struct ManualClock(Arc<AtomicI64>);

@@ -113,7 +113,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                 .await
                 .with_context(|| format!("listen on {listen} (http.listen)"))?;
             let address = listener.local_addr()?;
-            let app = App::build(config, Arc::new(SystemClock), address).await?;
+            let app = App::build_on_database_clock(config, address).await?;
             tracing::info!(%address, "serving");
             app.serve(listener, app::shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
@@ -151,7 +151,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                 );
             }
             let listen = config.http.listen;
-            let app = App::build(config, Arc::new(SystemClock), listen).await?;
+            let app = App::build_on_database_clock(config, listen).await?;
             let report = app.state.topups.scan(&CancellationToken::new()).await?;
             println!("scan: {report}");
             app.close().await;

@@ -214,6 +214,21 @@ impl Db {
         }
     }
 
+    /// The database's own clock, in Unix milliseconds.
+    pub async fn clock_ms(&self) -> Result<i64, DbError> {
+        let sql = match self {
+            Self::Sqlite(_) => {
+                "SELECT CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)"
+            }
+            Self::Postgres(_) => {
+                "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
+            }
+        };
+        Ok(with_pool!(self, |pool| sqlx::query_scalar(sql)
+            .fetch_one(pool)
+            .await?))
+    }
+
     pub async fn close(&self) {
         with_pool!(self, |pool| pool.close().await)
     }

@@ -1051,3 +1051,17 @@ async fn an_attempt_unresolved_too_long_is_flagged_for_support_and_blocks_a_retr
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_database_clock_that_replicas_share_is_readable_on_both_backends() {
+    each_backend(async |app| {
+        let database = app.db.clock_ms().await.expect("database clock");
+        let host = topupd::clock::Clock::now_ms(&topupd::clock::SystemClock);
+        assert!(
+            (database - host).abs() < 5_000,
+            "{:?}: database {database}, host {host}",
+            app.backend
+        );
+    })
+    .await;
+}
