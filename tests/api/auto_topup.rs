@@ -1065,3 +1065,172 @@ async fn the_database_clock_that_replicas_share_is_readable_on_both_backends() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn attempts_waiting_on_customers_never_starve_the_reconciler() {
+    for backend in backends() {
+        let mut config = test_config(unused_port());
+        config.auto_topup.scan_batch_size = 2;
+        config.payments.request_timeout_secs = 1;
+        config.payments.retry_base_ms = 10;
+        config.payments.retry_max_ms = 20;
+        let app = TestApp::spawn_with(backend, config).await;
+        for _ in 0..2 {
+            app.auto_account("pm_card_authenticationRequired", "0")
+                .await;
+        }
+        assert_eq!(app.scan().await.requires_action, 2);
+        let (account, _) = app.auto_account("pm_card_visa", "0").await;
+        app.stub
+            .set_faults(Faults {
+                target: FaultTarget::Confirm,
+                hang_after: 3,
+                hang_ms: 1_500,
+                drop_webhooks: 2,
+                ..Faults::default()
+            })
+            .await;
+        assert_eq!(app.scan().await.pending, 1);
+        for _ in 0..3 {
+            app.reconcile_later().await;
+        }
+        assert_eq!(
+            app.auto_topup(&account).await["last_topup"]["state"],
+            "succeeded",
+            "{backend:?}"
+        );
+        assert_eq!(app.balance(&account).await, dec("5000"));
+        app.stop().await;
+    }
+}
+
+/// Runs SQL on the app's database behind the app's back.
+async fn tamper(app: &TestApp, sql: &str, id: &str) {
+    use topupd::db::Db;
+    match &app.db {
+        Db::Sqlite(pool) => sqlx::query(sql).bind(id).execute(pool).await.map(drop),
+        Db::Postgres(pool) => sqlx::query(sql).bind(id).execute(pool).await.map(drop),
+    }
+    .expect("tamper");
+}
+
+#[tokio::test]
+async fn a_lost_claim_commit_adopts_the_charge_already_made_instead_of_charging_again() {
+    each_backend(async |app| {
+        app.lose_webhooks(10).await;
+        let (account, _) = app.auto_account("pm_card_visa", "0").await;
+        let claim = AutoClaim {
+            account_id: &account,
+            trigger: AttemptTrigger::Auto,
+            respect_window: true,
+            window_ms: 6 * HOUR_MS,
+            credit_price_cents: 1,
+            currency: "usd",
+            key_prefix: "topupd",
+            at: topupd::clock::Clock::now_ms(&app.clock),
+        };
+        let AutoClaimOutcome::Claimed(lost) =
+            app.db.claim_auto_attempt(&claim).await.expect("claim")
+        else {
+            panic!("not claimed");
+        };
+        // The charge reaches the provider...
+        let provider = app.provider();
+        let created = provider
+            .create_payment_intent(&Topups::create_request(&lost))
+            .await
+            .expect("created");
+        provider
+            .confirm_payment_intent(
+                &created.id,
+                Presence::OffSession,
+                &format!("{}:confirm", lost.idempotency_key),
+            )
+            .await
+            .expect("charged");
+        // ...and then the database loses the claim, as a failover to a stale replica would.
+        tamper(
+            app,
+            "DELETE FROM auto_topup_decisions WHERE account_id = $1",
+            &account,
+        )
+        .await;
+        tamper(
+            app,
+            "DELETE FROM topup_attempts WHERE account_id = $1",
+            &account,
+        )
+        .await;
+        tamper(
+            app,
+            "UPDATE accounts SET topup_seq = 0, auto_topup_window_ends_at = 0 WHERE id = $1",
+            &account,
+        )
+        .await;
+
+        let report = app.scan().await;
+        assert_eq!(report.succeeded, 1, "{:?}: {report:?}", app.backend);
+        assert_eq!(
+            app.charges_of(&account).await,
+            1,
+            "the same key finds the same charge"
+        );
+        assert_eq!(app.balance(&account).await, dec("5000"));
+        assert!(app.cli(&["verify"]).await.status.success());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn concurrent_resumes_resume_once() {
+    each_backend(async |app| {
+        let (account, _) = app.auto_account("pm_card_chargeDeclined", "0").await;
+        app.scan().await;
+        let support = app.key("support", None).await;
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..8 {
+            let (client, url, key) = (
+                app.client.clone(),
+                format!(
+                    "{}/v1/admin/accounts/{account}/auto-topup/resume",
+                    app.base_url
+                ),
+                support.clone(),
+            );
+            tasks.spawn(async move {
+                client
+                    .post(url)
+                    .bearer_auth(key)
+                    .json(&json!({ "note": format!("attempt {i}") }))
+                    .send()
+                    .await
+                    .expect("answered")
+                    .status()
+            });
+        }
+        let statuses = tasks.join_all().await;
+        assert_eq!(
+            statuses.iter().filter(|s| **s == StatusCode::OK).count(),
+            1,
+            "{statuses:?}"
+        );
+        assert_eq!(
+            statuses
+                .iter()
+                .filter(|s| **s == StatusCode::CONFLICT)
+                .count(),
+            7
+        );
+        let audit = app
+            .get(&format!("/v1/admin/audit?account_id={account}"), &support)
+            .await;
+        let resumes = audit.body["data"]
+            .as_array()
+            .expect("audit")
+            .iter()
+            .filter(|e| e["action"] == "auto_topup.resume")
+            .count();
+        assert_eq!(resumes, 1);
+    })
+    .await;
+}
