@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::Context;
 use secrecy::ExposeSecret;
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, task::JoinSet};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
@@ -41,8 +41,12 @@ pub struct AppState {
     pub topups: Topups,
     /// Secrets that may sign the provider's webhooks.
     pub webhook_secrets: Arc<Vec<String>>,
+    /// What this process runs, as readiness reports it.
+    pub roles: Roles,
 }
 
+/// How often database state is sampled into gauges.
+const SAMPLE_INTERVAL: Duration = Duration::from_secs(15);
 /// How often a database-synced clock measures its offset again.
 const CLOCK_SYNC_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -144,6 +148,7 @@ impl App {
                 mailer: Arc::new(mailer),
                 topups,
                 webhook_secrets: Arc::new(webhook_secrets),
+                roles: Roles::ALL,
             },
             stub,
             stub_cancel,
@@ -157,29 +162,34 @@ impl App {
         self.state.db.close().await;
     }
 
-    /// Serves the API on `listener` and runs the background jobs until `shutdown`
-    /// completes; then stops accepting, lets requests and jobs in flight finish within the
-    /// grace period, and closes the pool.
+    /// Serves the API on `api` (with the `api` role) and `/metrics` and the probes on
+    /// `ops`, and runs the background work of the other roles, until `shutdown` completes;
+    /// then stops accepting, lets requests and jobs in flight finish within the grace
+    /// period, and closes the pool.
     pub async fn serve(
         self,
-        listener: TcpListener,
+        api: Option<TcpListener>,
+        ops: Option<TcpListener>,
+        roles: Roles,
         shutdown: impl Future<Output = ()>,
     ) -> anyhow::Result<()> {
-        let state = self.state;
+        let mut state = self.state;
+        state.roles = roles;
         let grace = Duration::from_secs(state.config.http.shutdown_grace_secs);
         let db = state.db.clone();
         let cancel = CancellationToken::new();
         let jobs = TaskTracker::new();
-        let sender = NoticeSender::new(
-            state.db.clone(),
-            state.mailer.clone(),
-            state.clock.clone(),
-            Arc::new(state.config.email.clone()),
-        );
-        jobs.spawn(sender.run(cancel.child_token()));
-        jobs.spawn(jobs::webhook_processor::run(
-            state.topups.clone(),
+        jobs.spawn(jobs::repeat(
+            "metrics sampler",
+            SAMPLE_INTERVAL,
             cancel.child_token(),
+            {
+                let db = state.db.clone();
+                move || {
+                    let db = db.clone();
+                    async move { db.sample_metrics().await.map(|()| false) }
+                }
+            },
         ));
         if let Some(clock) = self.database_clock.clone() {
             let (db, cancel) = (state.db.clone(), cancel.child_token());
@@ -193,33 +203,57 @@ impl App {
                 },
             ));
         }
+        if roles.notices {
+            let sender = NoticeSender::new(
+                state.db.clone(),
+                state.mailer.clone(),
+                state.clock.clone(),
+                Arc::new(state.config.email.clone()),
+            );
+            jobs.spawn(sender.run(cancel.child_token()));
+        }
         let auto = &state.config.auto_topup;
-        jobs.spawn(jobs::reconciler::run(
-            state.topups.clone(),
-            Duration::from_secs(auto.reconcile_interval_secs),
-            cancel.child_token(),
-        ));
-        let mut scheduler = match auto.scan_schedule.as_str() {
-            "" => None,
-            schedule => Some(
-                jobs::scheduler::start(
-                    state.topups.clone(),
-                    schedule,
-                    cancel.child_token(),
-                    jobs.clone(),
-                )
-                .await?,
-            ),
-        };
+        let mut scheduler = None;
+        if roles.scheduler {
+            jobs.spawn(jobs::webhook_processor::run(
+                state.topups.clone(),
+                cancel.child_token(),
+            ));
+            jobs.spawn(jobs::reconciler::run(
+                state.topups.clone(),
+                Duration::from_secs(auto.reconcile_interval_secs),
+                cancel.child_token(),
+            ));
+            if !auto.scan_schedule.is_empty() {
+                scheduler = Some(
+                    jobs::scheduler::start(
+                        state.topups.clone(),
+                        &auto.scan_schedule,
+                        cancel.child_token(),
+                        jobs.clone(),
+                    )
+                    .await?,
+                );
+            }
+        }
 
-        let mut http = tokio::spawn(
-            axum::serve(listener, http::router(state))
-                .with_graceful_shutdown(cancel.clone().cancelled_owned())
-                .into_future(),
-        );
+        let mut servers = JoinSet::new();
+        let routers = [
+            (api.filter(|_| roles.api), http::router(state.clone())),
+            (ops, http::ops_router(state)),
+        ];
+        for (listener, router) in routers {
+            if let Some(listener) = listener {
+                servers.spawn(
+                    axum::serve(listener, router)
+                        .with_graceful_shutdown(cancel.clone().cancelled_owned())
+                        .into_future(),
+                );
+            }
+        }
         let stopped_early = tokio::select! {
             () = shutdown => None,
-            joined = &mut http => Some(joined),
+            Some(joined) = servers.join_next() => Some(joined),
         };
         tracing::info!("shutting down: no new work; finishing what is in flight");
         cancel.cancel();
@@ -230,10 +264,12 @@ impl App {
         }
         jobs.close();
         let drain = async {
-            let served = match stopped_early {
-                Some(joined) => joined,
-                None => http.await,
-            };
+            let mut served = stopped_early.unwrap_or(Ok(Ok(())));
+            while let Some(joined) = servers.join_next().await {
+                if served.as_ref().is_ok_and(Result::is_ok) {
+                    served = joined;
+                }
+            }
             jobs.wait().await;
             served
         };
@@ -242,7 +278,7 @@ impl App {
         db.close().await;
         match outcome {
             Ok(joined) => joined
-                .context("join the HTTP server")?
+                .context("join an HTTP server")?
                 .context("serve HTTP")?,
             Err(_) => tracing::warn!(
                 ?grace,
@@ -251,6 +287,37 @@ impl App {
         }
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// What one process runs; all of it by default. Replicas can split the work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Roles {
+    /// The HTTP API.
+    pub api: bool,
+    /// The scan schedule, the reconciler and the webhook processor.
+    pub scheduler: bool,
+    /// The notice sender.
+    pub notices: bool,
+}
+
+impl Roles {
+    pub const ALL: Self = Self {
+        api: true,
+        scheduler: true,
+        notices: true,
+    };
+
+    /// The names of the roles this process runs.
+    pub fn names(self) -> Vec<&'static str> {
+        [
+            ("api", self.api),
+            ("scheduler", self.scheduler),
+            ("notices", self.notices),
+        ]
+        .into_iter()
+        .filter_map(|(name, on)| on.then_some(name))
+        .collect()
     }
 }
 

@@ -29,6 +29,7 @@ pub struct Config {
     /// Balance below which an account is flagged `low_balance_warning`.
     pub low_balance_warning_credits: Decimal,
     pub http: HttpConfig,
+    pub ops: OpsConfig,
     pub database: DatabaseConfig,
     pub pricing: PricingConfig,
     pub payments: PaymentsConfig,
@@ -44,6 +45,20 @@ pub struct HttpConfig {
     pub request_timeout_secs: u64,
     pub shutdown_grace_secs: u64,
     pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpsConfig {
+    /// Address of `/metrics` and the probes; empty for none.
+    pub listen: String,
+}
+
+impl OpsConfig {
+    /// The address to listen on, if any; validated at load.
+    pub fn address(&self) -> Option<SocketAddr> {
+        self.listen.parse().ok()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -256,6 +271,12 @@ impl Config {
         }
         if self.http.request_timeout_secs == 0 {
             return invalid("http.request_timeout_secs", "must be at least 1");
+        }
+        if !self.ops.listen.is_empty() && self.ops.address().is_none() {
+            return invalid(
+                "ops.listen",
+                "must be empty or an address such as 127.0.0.1:9464",
+            );
         }
         if self.http.max_body_bytes < 1024 {
             return invalid("http.max_body_bytes", "must be at least 1024");

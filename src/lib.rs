@@ -8,6 +8,7 @@ pub mod db;
 pub mod domain;
 pub mod http;
 pub mod jobs;
+pub mod metrics;
 pub mod notices;
 pub mod payments;
 pub mod telemetry;

@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use topupd::{
-    app::{self, App},
+    app::{self, App, Roles},
     clock::{Clock, SystemClock},
     config::Config,
     db::{Db, audit::Actor},
@@ -30,8 +30,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the service: migrate, then serve the HTTP API until SIGTERM or SIGINT.
-    Serve,
+    /// Run the service: migrate, then serve until SIGTERM or SIGINT.
+    Serve {
+        /// What this process runs (comma-separated): api, scheduler (scans, reconciler,
+        /// webhook processing), notices (the email sender). All by default.
+        #[arg(long, value_delimiter = ',', value_parser = ["api", "scheduler", "notices"], default_value = "api,scheduler,notices")]
+        roles: Vec<String>,
+    },
     /// Apply database migrations and exit.
     Migrate,
     /// Check every account's balance against its ledger; exit 1 on any mismatch.
@@ -107,15 +112,31 @@ async fn main() -> ExitCode {
 
 async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Serve => {
+        Command::Serve { roles } => {
+            let roles = Roles {
+                api: roles.iter().any(|r| r == "api"),
+                scheduler: roles.iter().any(|r| r == "scheduler"),
+                notices: roles.iter().any(|r| r == "notices"),
+            };
             let listen = config.http.listen;
-            let listener = tokio::net::TcpListener::bind(listen)
-                .await
-                .with_context(|| format!("listen on {listen} (http.listen)"))?;
-            let address = listener.local_addr()?;
+            let api = match roles.api {
+                true => Some(bind(listen, "http.listen").await?),
+                false => None,
+            };
+            let ops = match config.ops.address() {
+                Some(address) => Some(bind(address, "ops.listen").await?),
+                None => None,
+            };
+            let address = match &api {
+                Some(listener) => listener.local_addr()?,
+                None => listen,
+            };
             let app = App::build_on_database_clock(config, address).await?;
-            tracing::info!(%address, "serving");
-            app.serve(listener, app::shutdown_signal()).await?;
+            if let Some(ops) = &ops {
+                tracing::info!(address = %ops.local_addr()?, "operations listener");
+            }
+            tracing::info!(%address, roles = ?roles.names(), "serving");
+            app.serve(api, ops, roles, app::shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::StubProvider {
@@ -213,6 +234,12 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+async fn bind(address: std::net::SocketAddr, key: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("listen on {address} ({key})"))
 }
 
 /// Connects and migrates, as every command that touches the database does.

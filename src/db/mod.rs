@@ -214,6 +214,26 @@ impl Db {
         }
     }
 
+    /// Samples what is open, flagged and waiting, and the pool, into gauges.
+    pub async fn sample_metrics(&self) -> Result<(), DbError> {
+        const SQL: &str = "SELECT \
+            (SELECT COUNT(*) FROM topup_attempts WHERE state NOT IN ('succeeded', 'failed', 'canceled')), \
+            (SELECT COUNT(*) FROM topup_attempts WHERE flagged_at IS NOT NULL \
+                AND state NOT IN ('succeeded', 'failed', 'canceled')), \
+            (SELECT COUNT(*) FROM notices WHERE state IN ('pending', 'sending')), \
+            (SELECT MIN(created_at) FROM notices WHERE state IN ('pending', 'sending'))";
+        let (open, flagged, pending, oldest): (i64, i64, i64, Option<i64>) =
+            with_pool!(self, |pool| sqlx::query_as(SQL).fetch_one(pool).await?);
+        let now = chrono::Utc::now().timestamp_millis();
+        let age = oldest.map_or(0.0, |at| (now - at).max(0) as f64 / 1000.0);
+        crate::metrics::sampled(open, flagged, pending, age);
+        with_pool!(self, |pool| crate::metrics::pool(
+            pool.size(),
+            pool.num_idle()
+        ));
+        Ok(())
+    }
+
     /// The database's own clock, in Unix milliseconds.
     pub async fn clock_ms(&self) -> Result<i64, DbError> {
         let sql = match self {

@@ -88,5 +88,6 @@ impl FromRequestParts<AppState> for Caller {
 
 fn unauthorized(why: &'static str) -> ApiError {
     tracing::warn!(reason = why, "authentication failed");
+    crate::metrics::auth_failure(why);
     ApiError::Unauthorized
 }

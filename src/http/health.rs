@@ -17,10 +17,13 @@ async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// The database answers and every migration this build expects is applied.
+/// The database answers and every migration this build expects is applied; says which
+/// roles this process runs.
 async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Value>> {
     match state.db.ready().await {
-        Ok(true) => Ok(Json(json!({ "status": "ready" }))),
+        Ok(true) => Ok(Json(
+            json!({ "status": "ready", "roles": state.roles.names() }),
+        )),
         Ok(false) => Err(ApiError::Unavailable(
             "database migrations are not applied".into(),
         )),

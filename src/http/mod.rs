@@ -50,6 +50,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(http.max_body_bytes))
+        .layer(axum::middleware::from_fn(crate::metrics::track_http))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             timeout,
@@ -61,6 +62,18 @@ pub fn router(state: AppState) -> Router {
         )
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .with_state(state)
+}
+
+/// The operations listener: `/metrics` and the probes, kept off the public API.
+pub fn ops_router(state: AppState) -> Router {
+    Router::new()
+        .merge(health::router())
+        .route(
+            "/metrics",
+            axum::routing::get(|| async { crate::metrics::handle().render() }),
+        )
+        .fallback(|| async { ApiError::NotFound("route") })
         .with_state(state)
 }
 

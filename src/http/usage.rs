@@ -111,6 +111,13 @@ async fn record_usage(
             at: state.clock.now_ms(),
         })
         .await?;
+    crate::metrics::usage(match &outcome {
+        DebitOutcome::Debited(_) => "debited",
+        DebitOutcome::Existing(record) if record.fingerprint == fingerprint => "replayed",
+        DebitOutcome::Existing(_) => "conflict",
+        DebitOutcome::Insufficient { .. } => "insufficient",
+        DebitOutcome::AccountNotFound => "account_not_found",
+    });
     match outcome {
         DebitOutcome::Debited(record) => {
             Ok((StatusCode::CREATED, Json(UsageView::new(record)?)).into_response())

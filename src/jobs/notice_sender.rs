@@ -107,6 +107,7 @@ impl NoticeSender {
                     .mark_notice_sent(&notice.id, &self.owner, now)
                     .await?;
                 report.sent += 1;
+                crate::metrics::notice_delivery("sent");
                 tracing::info!(notice_id = %notice.id, kind = %notice.kind, attempts, "notice sent");
             }
             Err(SendError::Permanent(error)) => {
@@ -114,6 +115,7 @@ impl NoticeSender {
                     .fail_notice(&notice.id, &self.owner, now, &error)
                     .await?;
                 report.failed += 1;
+                crate::metrics::notice_delivery("failed");
                 tracing::error!(notice_id = %notice.id, kind = %notice.kind, %error, "notice rejected permanently");
             }
             Err(SendError::Transient(error)) if attempts >= self.config.max_attempts => {
@@ -122,6 +124,7 @@ impl NoticeSender {
                     .fail_notice(&notice.id, &self.owner, now, &error)
                     .await?;
                 report.failed += 1;
+                crate::metrics::notice_delivery("failed");
                 tracing::error!(notice_id = %notice.id, kind = %notice.kind, %error, "notice failed");
             }
             Err(SendError::Transient(error)) => {
@@ -141,6 +144,7 @@ impl NoticeSender {
                     )
                     .await?;
                 report.retried += 1;
+                crate::metrics::notice_delivery("retried");
                 tracing::warn!(notice_id = %notice.id, kind = %notice.kind, attempts, retry_in = ?delay, %error, "notice not sent; will retry");
             }
         }

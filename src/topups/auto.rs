@@ -102,6 +102,7 @@ impl Topups {
     /// time) and charged, at most `charge_concurrency` charges at a time.
     pub async fn scan(&self, cancel: &CancellationToken) -> Result<ScanReport, DbError> {
         let settings = &self.config.auto_topup;
+        let started = std::time::Instant::now();
         let now = self.clock.now_ms();
         let permits = Arc::new(Semaphore::new(settings.charge_concurrency as usize));
         let mut charges = JoinSet::new();
@@ -180,6 +181,7 @@ impl Topups {
                 }
             }
         }
+        crate::metrics::scan_finished(report.due, report.claimed, started.elapsed().as_secs_f64());
         if let Some(error) = failure {
             tracing::error!(%report, "scan stopped early");
             return Err(error);
@@ -260,6 +262,7 @@ impl Topups {
         if resumed.is_none() {
             return Ok(None);
         }
+        crate::metrics::resumed("support");
         if !try_now {
             return Ok(Some(None));
         }

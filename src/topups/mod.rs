@@ -445,19 +445,32 @@ impl Topups {
         facts: &ProviderFacts<'_>,
     ) -> Result<TopupAttempt, DbError> {
         let now = self.clock.now_ms();
+        let mut decided = None;
         let settled = self
             .db
             .settle_attempt(&attempt.id, target, facts, now, |s| {
-                self.effects_for(target, s)
+                let effects = self.effects_for(target, s);
+                let kinds: Vec<&'static str> = effects.notices.iter().map(|n| n.kind).collect();
+                decided = Some((effects.pause.clone(), kinds));
+                effects
             })
             .await?;
-        match settled {
-            Some(attempt) => {
-                tracing::info!(attempt_id = %attempt.id, state = %attempt.state, "top-up attempt moved");
-                Ok(attempt)
+        let Some(attempt) = settled else {
+            return self.reload(&attempt).await;
+        };
+        tracing::info!(attempt_id = %attempt.id, state = %attempt.state, "top-up attempt moved");
+        crate::metrics::attempt_settled(&attempt.trigger, &attempt.state);
+        if let Some((pause, kinds)) = decided {
+            match pause {
+                Some(PauseChange::Pause(reason)) => crate::metrics::paused(reason.as_str()),
+                Some(PauseChange::Resume) => crate::metrics::resumed("payment"),
+                Some(PauseChange::Keep) | None => {}
             }
-            None => self.reload(&attempt).await,
+            for kind in kinds {
+                crate::metrics::notices_queued(kind, 1);
+            }
         }
+        Ok(attempt)
     }
 
     /// What settling the attempt does besides the money: the pause (automatic charges

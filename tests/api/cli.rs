@@ -108,6 +108,7 @@ async fn sigterm_finishes_the_request_in_flight_and_exits_zero() {
         .arg("serve")
         .env("TOPUPD_DATABASE__URL", &database.url)
         .env("TOPUPD_HTTP__LISTEN", "127.0.0.1:0")
+        .env("TOPUPD_OPS__LISTEN", "127.0.0.1:0")
         .env("TOPUPD_LOG__FORMAT", "json")
         .stderr(Stdio::piped())
         .kill_on_drop(true)

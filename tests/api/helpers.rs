@@ -10,7 +10,7 @@ use tempfile::TempDir;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use topupd::{
-    app::App,
+    app::{App, Roles},
     clock::{Clock, ManualClock},
     config::{Config, EmailTransport},
     db::{Db, audit::Actor},
@@ -53,7 +53,9 @@ pub fn test_config(smtp_port: u16) -> Config {
     config.email.transport = EmailTransport::Smtp;
     config.email.smtp.host = "127.0.0.1".into();
     config.email.smtp.port = smtp_port;
-    config.email.smtp.timeout_secs = 5;
+    // Generous: a loaded CI machine must not turn an accepted message into a retry.
+    config.email.smtp.timeout_secs = 30;
+    config.email.lease_secs = 600;
     config.email.poll_interval_ms = 3_600_000;
     // Scans and reconciles run when a test asks, not on the wall clock.
     config.auto_topup.scan_schedule = String::new();
@@ -134,7 +136,10 @@ fn uuid_suffix() -> String {
 /// The running app.
 pub struct TestApp {
     pub backend: Backend,
+    pub roles: Roles,
     pub base_url: String,
+    /// The operations listener: metrics and probes.
+    pub ops_url: String,
     pub client: reqwest::Client,
     pub db: Db,
     /// The in-process stub provider the app charges through.
@@ -164,10 +169,19 @@ impl TestApp {
         Self::spawn_with(backend, test_config(unused_port())).await
     }
 
+    /// An app whose notices are sent only when a test asks ([`Self::send_notices`]).
     pub async fn spawn_with(backend: Backend, config: Config) -> Self {
+        let by_hand = Roles {
+            notices: false,
+            ..Roles::ALL
+        };
+        Self::spawn_with_roles(backend, config, by_hand).await
+    }
+
+    pub async fn spawn_with_roles(backend: Backend, config: Config, roles: Roles) -> Self {
         let database = TestDatabase::create(backend).await;
         let clock = ManualClock::starting_at(EPOCH_MS);
-        Self::start(backend, database, config, clock, None).await
+        Self::start(backend, database, config, clock, None, roles).await
     }
 
     /// Stops this app and starts a new one on the same database, clock and key.
@@ -179,6 +193,7 @@ impl TestApp {
             self.config,
             self.clock,
             Some(self.admin),
+            self.roles,
         )
         .await
     }
@@ -189,6 +204,7 @@ impl TestApp {
         mut config: Config,
         clock: ManualClock,
         admin: Option<String>,
+        roles: Roles,
     ) -> Self {
         config.database.url = database.url.clone().into();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -225,10 +241,21 @@ impl TestApp {
         let topups = app.state.topups.clone();
         let webhook_secret = app.state.webhook_secrets[0].clone();
         let shutdown = CancellationToken::new();
-        let server = tokio::spawn(app.serve(listener, shutdown.clone().cancelled_owned()));
+        let ops = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a random port");
+        let ops_url = format!("http://{}", ops.local_addr().expect("bound address"));
+        let server = tokio::spawn(app.serve(
+            Some(listener),
+            Some(ops),
+            roles,
+            shutdown.clone().cancelled_owned(),
+        ));
         Self {
             backend,
+            roles,
             base_url,
+            ops_url,
             client: reqwest::Client::new(),
             db,
             stub,

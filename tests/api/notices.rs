@@ -385,7 +385,7 @@ async fn serve_delivers_in_the_background_and_a_restart_keeps_what_was_not_deliv
         let mut smtp = SmtpSink::reserve();
         let mut config = test_config(smtp.port);
         config.email.poll_interval_ms = 20;
-        let app = TestApp::spawn_with(backend, config).await;
+        let app = TestApp::spawn_with_roles(backend, config, topupd::app::Roles::ALL).await;
         let account = app.account_with_email("ada@example.com", "0").await;
         for i in 0..3 {
             app.queue(
