@@ -46,7 +46,7 @@ pub struct AppState {
 }
 
 /// How often database state is sampled into gauges.
-const SAMPLE_INTERVAL: Duration = Duration::from_secs(15);
+const SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
 /// How often a database-synced clock measures its offset again.
 const CLOCK_SYNC_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -84,6 +84,8 @@ impl App {
         clock: Arc<dyn Clock>,
         http_addr: SocketAddr,
     ) -> anyhow::Result<Self> {
+        // Installed before anything is counted: counts made before it would be lost.
+        crate::metrics::handle();
         let catalogue = load_catalogue(&config.pricing.catalogue)?;
         let mailer = Mailer::from_config(&config.email).context("set up email (email.smtp)")?;
         let db = Db::connect(&config.database)

@@ -135,7 +135,10 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             if let Some(ops) = &ops {
                 tracing::info!(address = %ops.local_addr()?, "operations listener");
             }
-            tracing::info!(%address, roles = ?roles.names(), "serving");
+            match &api {
+                Some(_) => tracing::info!(%address, roles = ?roles.names(), "serving"),
+                None => tracing::info!(roles = ?roles.names(), "running without the API"),
+            }
             app.serve(api, ops, roles, app::shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }

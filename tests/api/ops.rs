@@ -1,0 +1,340 @@
+//! What operators see: metrics, roles and readiness, of a real `topupd serve` process
+//! (its own process, so its metrics count only what the test did).
+
+use std::{collections::BTreeMap, process::Stdio, time::Duration};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader, Lines},
+    process::{Child, ChildStderr, Command},
+};
+
+use crate::helpers::{Backend, TestDatabase, backends};
+
+/// A `topupd serve` process with its own database.
+struct Server {
+    process: Child,
+    log: Lines<BufReader<ChildStderr>>,
+    api: Option<String>,
+    ops: String,
+    admin: String,
+    database: TestDatabase,
+    client: reqwest::Client,
+}
+
+impl Server {
+    async fn start(backend: Backend, roles: &str, schedule: &str) -> Self {
+        let database = TestDatabase::create(backend).await;
+        let key = Command::new(env!("CARGO_BIN_EXE_topupd"))
+            .args(["keys", "create", "--role", "admin"])
+            .env("TOPUPD_DATABASE__URL", &database.url)
+            .output()
+            .await
+            .expect("create a key");
+        let admin = String::from_utf8(key.stdout)
+            .expect("utf-8")
+            .trim()
+            .to_owned();
+        let mut process = Command::new(env!("CARGO_BIN_EXE_topupd"))
+            .args(["serve", "--roles", roles])
+            .env("TOPUPD_DATABASE__URL", &database.url)
+            .env("TOPUPD_HTTP__LISTEN", "127.0.0.1:0")
+            .env("TOPUPD_OPS__LISTEN", "127.0.0.1:0")
+            .env("TOPUPD_AUTO_TOPUP__SCAN_SCHEDULE", schedule)
+            .env("TOPUPD_EMAIL__TRANSPORT", "log")
+            .env("TOPUPD_LOG__FORMAT", "json")
+            .env("RUST_LOG", "topupd=info")
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start topupd serve");
+        let mut log = BufReader::new(process.stderr.take().expect("stderr")).lines();
+        let (mut api, mut ops) = (None, None);
+        while ops.is_none() || (api.is_none() && roles.contains("api")) {
+            let line = log
+                .next_line()
+                .await
+                .expect("log")
+                .expect("server logs before exiting");
+            let event: Value = serde_json::from_str(&line).expect("JSON log line");
+            let address = event["fields"]["address"]
+                .as_str()
+                .map(|a| format!("http://{a}"));
+            match event["fields"]["message"].as_str() {
+                Some("serving") => api = address,
+                Some("operations listener") => ops = address,
+                _ => {}
+            }
+        }
+        Self {
+            process,
+            log,
+            api,
+            ops: ops.expect("ops address"),
+            admin,
+            database,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.client.request(
+            method,
+            format!("{}{path}", self.api.as_deref().expect("api role")),
+        );
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("answered");
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Metric samples as `name{labels}` -> value.
+    async fn metrics(&self) -> BTreeMap<String, f64> {
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.ops))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        text.lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .filter_map(|l| l.rsplit_once(' '))
+            .filter_map(|(name, value)| Some((name.to_owned(), value.parse().ok()?)))
+            .collect()
+    }
+
+    async fn stop(mut self) {
+        let pid = self.process.id().expect("running").to_string();
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        let status = tokio::time::timeout(Duration::from_secs(20), self.process.wait())
+            .await
+            .expect("stops")
+            .expect("status");
+        assert!(status.success());
+        drop(self.log);
+        drop(self.database);
+    }
+}
+
+/// An account with `card` and auto top-up on, below its threshold.
+async fn due_account(server: &Server, card: &str) -> String {
+    use reqwest::Method;
+    let (_, account) = server
+        .call(
+            Method::POST,
+            "/v1/admin/accounts",
+            Some(&server.admin),
+            Some(json!({ "email": "ada@example.com", "name": "Ada" })),
+        )
+        .await;
+    let id = account["id"].as_str().expect("id").to_owned();
+    let (_, key) = server
+        .call(
+            Method::POST,
+            "/v1/admin/api-keys",
+            Some(&server.admin),
+            Some(json!({ "role": "customer", "account_id": id })),
+        )
+        .await;
+    let key = key["token"].as_str().expect("token").to_owned();
+    let (status, _) = server
+        .call(
+            Method::POST,
+            &format!("/v1/accounts/{id}/payment-methods"),
+            Some(&key),
+            Some(json!({ "payment_method_id": card })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _) = server
+        .call(
+            Method::PUT,
+            &format!("/v1/accounts/{id}/auto-topup"),
+            Some(&key),
+            Some(json!({ "enabled": true, "threshold": 1000, "target": 5000 })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    id
+}
+
+#[tokio::test]
+async fn metrics_count_what_a_scripted_scan_did() {
+    let backend = *backends().last().expect("a backend");
+    let server = Server::start(backend, "api,scheduler,notices", "* * * * * *").await;
+    let service = {
+        let (_, key) = server
+            .call(
+                reqwest::Method::POST,
+                "/v1/admin/api-keys",
+                Some(&server.admin),
+                Some(json!({ "role": "service" })),
+            )
+            .await;
+        key["token"].as_str().expect("token").to_owned()
+    };
+    let success = due_account(&server, "pm_card_visa").await;
+    due_account(&server, "pm_card_chargeDeclinedInsufficientFunds").await;
+    due_account(&server, "pm_card_authenticationRequired").await;
+    let empty = {
+        let (_, account) = server
+            .call(
+                reqwest::Method::POST,
+                "/v1/admin/accounts",
+                Some(&server.admin),
+                Some(json!({ "email": "b@example.com", "name": "B" })),
+            )
+            .await;
+        account["id"].as_str().expect("id").to_owned()
+    };
+    for request_id in ["a", "b"] {
+        let body = json!({ "account_id": empty, "request_id": request_id, "usage": { "service": "voice_clone" } });
+        let (status, _) = server
+            .call(
+                reqwest::Method::POST,
+                "/v1/usage",
+                Some(&service),
+                Some(body),
+            )
+            .await;
+        assert_eq!(status, StatusCode::PAYMENT_REQUIRED);
+    }
+    let body =
+        json!({ "account_id": success, "request_id": "c", "usage": { "service": "voice_clone" } });
+    let (_, _) = server
+        .call(
+            reqwest::Method::POST,
+            "/v1/usage",
+            Some("not-a-key"),
+            Some(body),
+        )
+        .await;
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let metrics = loop {
+        let metrics = server.metrics().await;
+        let settled: f64 = metrics
+            .iter()
+            .filter(|(k, _)| k.starts_with("topupd_topup_attempts_total{"))
+            .map(|(_, v)| v)
+            .sum();
+        // The gauges are sampled every few seconds.
+        if settled >= 3.0 && metrics.get("topupd_open_attempts") == Some(&1.0) {
+            break metrics;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the scheduled scan never settled three attempts: {metrics:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let get = |name: &str| {
+        metrics
+            .get(name)
+            .copied()
+            .unwrap_or_else(|| panic!("{name} missing from {metrics:#?}"))
+    };
+    assert_eq!(
+        get(r#"topupd_topup_attempts_total{trigger="auto",outcome="succeeded"}"#),
+        1.0
+    );
+    assert_eq!(
+        get(r#"topupd_topup_attempts_total{trigger="auto",outcome="failed"}"#),
+        1.0
+    );
+    assert_eq!(
+        get(r#"topupd_topup_attempts_total{trigger="auto",outcome="requires_action"}"#),
+        1.0
+    );
+    assert_eq!(
+        get(r#"topupd_auto_topup_pauses_total{reason="payment_failed"}"#),
+        1.0
+    );
+    assert_eq!(
+        get(r#"topupd_auto_topup_pauses_total{reason="authentication_required"}"#),
+        1.0
+    );
+    assert_eq!(
+        get(r#"topupd_notices_queued_total{kind="topup_receipt"}"#),
+        1.0
+    );
+    assert_eq!(
+        get(r#"topupd_notices_queued_total{kind="payment_failed"}"#),
+        1.0
+    );
+    assert_eq!(
+        get(r#"topupd_usage_requests_total{outcome="insufficient"}"#),
+        2.0
+    );
+    assert_eq!(
+        get(r#"topupd_auth_failures_total{reason="missing or malformed"}"#),
+        1.0
+    );
+    assert!(get("topupd_scans_total") >= 1.0);
+    assert!(get("topupd_scan_duration_seconds_count") >= 1.0);
+    assert_eq!(
+        get(r#"topupd_http_requests_total{route="/v1/usage",method="POST",status="402"}"#),
+        2.0
+    );
+    assert!(
+        get(r#"topupd_http_request_duration_seconds_count{route="/v1/usage",method="POST"}"#)
+            >= 3.0
+    );
+    assert_eq!(get("topupd_open_attempts"), 1.0, "the 3-D Secure one waits");
+    assert!(
+        metrics
+            .keys()
+            .any(|k| k.starts_with("topupd_db_pool_connections"))
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn each_role_runs_only_its_parts() {
+    for backend in backends() {
+        let jobs_only = Server::start(backend, "scheduler", "").await;
+        assert!(jobs_only.api.is_none(), "no API listener");
+        let ready: Value = reqwest::get(format!("{}/readyz", jobs_only.ops))
+            .await
+            .expect("readyz")
+            .json()
+            .await
+            .expect("JSON");
+        assert_eq!(ready, json!({ "status": "ready", "roles": ["scheduler"] }));
+        jobs_only.stop().await;
+
+        let api_only = Server::start(backend, "api", "").await;
+        let ready: Value =
+            reqwest::get(format!("{}/readyz", api_only.api.as_deref().expect("api")))
+                .await
+                .expect("readyz")
+                .json()
+                .await
+                .expect("JSON");
+        assert_eq!(ready["roles"], json!(["api"]));
+        let metrics = api_only.metrics().await;
+        assert!(
+            !metrics.keys().any(|k| k.starts_with("topupd_scans_total")),
+            "no scans without the scheduler role"
+        );
+        api_only.stop().await;
+    }
+}
