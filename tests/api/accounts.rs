@@ -202,6 +202,36 @@ async fn health_and_readiness_answer() {
             (ready.status, &ready.body["status"]),
             (StatusCode::OK, &json!("ready"))
         );
+        let wrong_method = app.request(Method::GET, "/v1/usage", None, None).await;
+        assert_eq!(wrong_method.status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(wrong_method.body["error"], "method_not_allowed");
+        let bad_path = app.get("/v1/accounts/%FF/topups", &app.admin).await;
+        assert_eq!(bad_path.status, StatusCode::BAD_REQUEST);
+        assert_eq!(bad_path.body["error"], "invalid_request");
+        let metrics = app
+            .client
+            .get(format!("{}/metrics", app.ops_url))
+            .send()
+            .await
+            .expect("metrics");
+        assert_eq!(metrics.status(), StatusCode::OK);
+        assert!(
+            metrics
+                .text()
+                .await
+                .expect("text")
+                .contains("topupd_http_requests_total")
+        );
+        let ops_ready: serde_json::Value = app
+            .client
+            .get(format!("{}/readyz", app.ops_url))
+            .send()
+            .await
+            .expect("readyz")
+            .json()
+            .await
+            .expect("JSON");
+        assert_eq!(ops_ready["status"], "ready");
         let unknown = app
             .request(Method::GET, "/v1/nothing-here", None, None)
             .await;
