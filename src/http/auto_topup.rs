@@ -303,11 +303,26 @@ async fn resume(
         .account(&id)
         .await?
         .ok_or(ApiError::NotFound("account"))?;
-    let Some(charged) = state
-        .topups
-        .resume(&id, &caller.actor(), note, body.try_now)
-        .await?
-    else {
+    let (topups, account_id, actor) = (state.topups.clone(), id.clone(), caller.actor());
+    let (note, try_now) = (note.to_owned(), body.try_now);
+    let resumed = in_own_task(&state, async move {
+        topups.resume(&account_id, &actor, &note, try_now).await
+    })
+    .await;
+    // Still charging at the deadline: the resume is done and the charge goes on.
+    let Some(resumed) = resumed else {
+        let account = state
+            .db
+            .account(&id)
+            .await?
+            .ok_or(ApiError::NotFound("account"))?;
+        let topup = state.db.open_attempt_of(&id).await?.map(TopupView::from);
+        return Ok(Json(ResumedView {
+            auto_topup: view(&state, account).await?,
+            topup,
+        }));
+    };
+    let Some(charged) = resumed? else {
         return Err(ApiError::Conflict(format!(
             "auto top-up of account {} is not paused",
             account.id
