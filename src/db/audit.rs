@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::{Db, DbError, Page, PageRequest, Paged, impl_for_connections};
+use super::{Db, DbError, Page, PageRequest, Paged, impl_for_connections, with_pool};
 use crate::clock::Millis;
 
 /// Who acted: an API key, or the command line on the server itself.
@@ -78,6 +78,22 @@ impl_for_connections!(AuditWrites {
 });
 
 impl Db {
+    /// Records a staff action that has no transaction of its own to join.
+    pub async fn record_audit(
+        &self,
+        actor: &Actor,
+        action: &str,
+        account_id: Option<&str>,
+        detail: Value,
+        at: Millis,
+    ) -> Result<(), DbError> {
+        with_pool!(self, |pool| {
+            let mut conn = pool.acquire().await?;
+            conn.audit(actor, action, account_id, detail, at).await?;
+        });
+        Ok(())
+    }
+
     /// Audit entries, newest first, optionally for one account.
     pub async fn audit_log(
         &self,

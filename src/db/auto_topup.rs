@@ -25,8 +25,9 @@ use crate::{
 #[derive(Debug, Clone)]
 pub struct SettingsUpdate {
     pub enabled: bool,
-    pub threshold: Millicredits,
-    pub target: Millicredits,
+    /// `None` keeps the current bound (turning auto top-up off needs none).
+    pub threshold: Option<Millicredits>,
+    pub target: Option<Millicredits>,
     pub payment_method_id: Option<String>,
 }
 
@@ -154,7 +155,7 @@ fn decision_row(
         balance: account.balance,
         threshold: account.auto_topup_threshold,
         target: account.auto_topup_target,
-        next_eligible_at: decision.next_eligible_at(at),
+        next_eligible_at: decision.next_eligible_at(at, account.auto_topup_window_ends_at),
         attempt_id,
         decided_at: at,
     }
@@ -174,7 +175,8 @@ impl Db {
             "UPDATE accounts SET \
              auto_topup_enabled_by = CASE WHEN $1 AND NOT auto_topup_enabled THEN $2 ELSE auto_topup_enabled_by END, \
              auto_topup_enabled_at = CASE WHEN $1 AND NOT auto_topup_enabled THEN $3 ELSE auto_topup_enabled_at END, \
-             auto_topup_enabled = $1, auto_topup_threshold = $4, auto_topup_target = $5, \
+             auto_topup_enabled = $1, auto_topup_threshold = COALESCE($4, auto_topup_threshold), \
+             auto_topup_target = COALESCE($5, auto_topup_target), \
              auto_topup_payment_method_id = $6 WHERE id = $7 RETURNING {}",
             accounts::COLUMNS
         );
@@ -184,8 +186,8 @@ impl Db {
                 .bind(update.enabled)
                 .bind(&actor.key_id)
                 .bind(at)
-                .bind(update.threshold.0)
-                .bind(update.target.0)
+                .bind(update.threshold.map(|t| t.0))
+                .bind(update.target.map(|t| t.0))
                 .bind(&update.payment_method_id)
                 .bind(account_id)
                 .fetch_optional(&mut *tx)

@@ -1,6 +1,12 @@
 //! Saved cards: the provider's payment method ids with what the provider says of them.
 
-use super::{BeginWrite, Db, DbError, with_pool};
+use serde_json::json;
+
+use super::{
+    BeginWrite, Db, DbError,
+    audit::{Actor, AuditWrites},
+    with_pool,
+};
 use crate::clock::Millis;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -41,6 +47,17 @@ impl Db {
         }))
     }
 
+    /// The account that saved the card, if any.
+    pub async fn card_owner(&self, id: &str) -> Result<Option<String>, DbError> {
+        const SQL: &str = "SELECT account_id FROM payment_methods WHERE id = $1";
+        Ok(with_pool!(self, |pool| {
+            sqlx::query_scalar(SQL)
+                .bind(id)
+                .fetch_optional(pool)
+                .await?
+        }))
+    }
+
     pub async fn default_card(&self, account_id: &str) -> Result<Option<SavedCard>, DbError> {
         let sql =
             format!("SELECT {COLUMNS} FROM payment_methods WHERE account_id = $1 AND is_default");
@@ -54,10 +71,12 @@ impl Db {
 
     /// Saves a card; it becomes the default when asked or when it is the account's first.
     /// Saving the same card again only updates what is known of it.
+    /// Staff changes name their `actor` and are audited in the same transaction.
     pub async fn save_card(
         &self,
         card: &SavedCard,
         make_default: bool,
+        actor: Option<&Actor>,
     ) -> Result<SavedCard, DbError> {
         let upsert = format!(
             "INSERT INTO payment_methods (id, account_id, brand, last4, exp_month, exp_year, is_default, created_at) \
@@ -96,6 +115,17 @@ impl Db {
             } else {
                 saved
             };
+            if let Some(actor) = actor {
+                let detail = json!({ "payment_method_id": saved.id, "default": saved.is_default });
+                tx.audit(
+                    actor,
+                    "payment_method.add",
+                    Some(&card.account_id),
+                    detail,
+                    card.created_at,
+                )
+                .await?;
+            }
             tx.commit().await?;
             Ok(saved)
         })
@@ -106,10 +136,23 @@ impl Db {
         &self,
         account_id: &str,
         id: &str,
+        actor: Option<&Actor>,
+        at: Millis,
     ) -> Result<Option<SavedCard>, DbError> {
         with_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
             let card = tx.make_default(account_id, id).await?;
+            if let (Some(actor), Some(_)) = (actor, &card) {
+                let detail = json!({ "payment_method_id": id });
+                tx.audit(
+                    actor,
+                    "payment_method.default",
+                    Some(account_id),
+                    detail,
+                    at,
+                )
+                .await?;
+            }
             tx.commit().await?;
             Ok(card)
         })
@@ -117,7 +160,13 @@ impl Db {
 
     /// Forgets a card unless an open attempt is charging it. Removing the default leaves
     /// the account without one: a new default is an explicit choice.
-    pub async fn remove_card(&self, account_id: &str, id: &str) -> Result<Removal, DbError> {
+    pub async fn remove_card(
+        &self,
+        account_id: &str,
+        id: &str,
+        actor: Option<&Actor>,
+        at: Millis,
+    ) -> Result<Removal, DbError> {
         const IN_USE: &str = "SELECT 1 FROM topup_attempts WHERE account_id = $1 AND payment_method_id = $2 \
                               AND state NOT IN ('succeeded', 'failed', 'canceled')";
         let delete = format!(
@@ -147,6 +196,11 @@ impl Db {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+            if let (Some(actor), Some(_)) = (actor, &removed) {
+                let detail = json!({ "payment_method_id": id });
+                tx.audit(actor, "payment_method.remove", Some(account_id), detail, at)
+                    .await?;
+            }
             tx.commit().await?;
             Ok(removed.map_or(Removal::NotFound, Removal::Removed))
         })

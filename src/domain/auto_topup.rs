@@ -136,10 +136,11 @@ impl Decision {
         }
     }
 
-    /// When the account may be charged automatically next, if nothing else changes.
-    pub fn next_eligible_at(self, now: Millis) -> Option<Millis> {
+    /// When the account may be charged automatically next, if nothing else changes:
+    /// never before the end of the window opened by the last automatic attempt.
+    pub fn next_eligible_at(self, now: Millis, window_ends_at: Millis) -> Option<Millis> {
         match self {
-            Self::Due | Self::AboveThreshold => Some(now),
+            Self::Due | Self::AboveThreshold => Some(now.max(window_ends_at)),
             Self::RateLimited { until } => Some(until),
             Self::NotEnabled | Self::Paused(_) | Self::AttemptOpen => None,
         }
@@ -324,6 +325,12 @@ mod tests {
             ),
             Decision::AttemptOpen
         );
+        assert_eq!(
+            Decision::AboveThreshold.next_eligible_at(1000, 5000),
+            Some(5000),
+            "the window still holds"
+        );
+        assert_eq!(Decision::Due.next_eligible_at(1000, 0), Some(1000));
     }
 
     #[test]

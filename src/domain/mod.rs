@@ -6,5 +6,6 @@ pub mod auto_topup;
 pub mod backoff;
 pub mod credits;
 pub mod money;
+pub mod number;
 pub mod pricing;
 pub mod validation;

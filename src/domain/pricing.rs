@@ -96,7 +96,11 @@ pub enum CatalogueError {
 #[serde(deny_unknown_fields)]
 pub struct PriceRequest {
     pub service: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::number::optional_decimal"
+    )]
     pub duration_seconds: Option<Decimal>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub characters: Option<u64>,

@@ -197,6 +197,7 @@ async fn revoke_key(
 #[serde(deny_unknown_fields)]
 struct AdjustmentBody {
     /// Signed: positive grants credits, negative removes them.
+    #[serde(deserialize_with = "crate::domain::number::decimal")]
     credits: Decimal,
     reason: String,
 }

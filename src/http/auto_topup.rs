@@ -123,7 +123,9 @@ pub async fn summary(state: &AppState, account: &Account) -> ApiResult<Value> {
         return Ok(json!({ "state": "off" }));
     }
     let decision = state.topups.decision(account).await?;
-    let next = decision.next_eligible_at(state.clock.now_ms()).map(rfc3339);
+    let next = decision
+        .next_eligible_at(state.clock.now_ms(), account.auto_topup_window_ends_at)
+        .map(rfc3339);
     Ok(json!({ "state": "active", "next_top_up_at": next }))
 }
 
@@ -152,7 +154,9 @@ async fn view(state: &AppState, account: Account) -> ApiResult<AutoTopupView> {
             balance: Millicredits(account.balance),
             threshold: account.auto_topup_threshold.map(Millicredits),
             target: account.auto_topup_target.map(Millicredits),
-            next_eligible_at: decision.next_eligible_at(now).map(rfc3339),
+            next_eligible_at: decision
+                .next_eligible_at(now, account.auto_topup_window_ends_at)
+                .map(rfc3339),
         },
         account_id: account.id,
         enabled: account.auto_topup_enabled,
@@ -179,29 +183,50 @@ async fn settings(
 #[serde(deny_unknown_fields)]
 struct SettingsBody {
     enabled: bool,
-    /// Credits; top up when the balance falls below this.
-    threshold: Decimal,
-    /// Credits; top up to this.
-    target: Decimal,
+    /// Credits; top up when the balance falls below this. Required to enable.
+    #[serde(default, deserialize_with = "crate::domain::number::optional_decimal")]
+    threshold: Option<Decimal>,
+    /// Credits; top up to this. Required to enable.
+    #[serde(default, deserialize_with = "crate::domain::number::optional_decimal")]
+    target: Option<Decimal>,
     /// A saved card to charge instead of the default one.
     #[serde(default)]
     payment_method_id: Option<String>,
 }
 
-/// Saves the settings. Only this request turns auto top-up on, and it records who did.
+/// Saves the settings. Only this request turns auto top-up on, and it records who did;
+/// turning it off needs nothing else.
 async fn update(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<SettingsBody>,
 ) -> ApiResult<Json<AutoTopupView>> {
-    visible_account(&state, &caller, &id).await?;
+    let account = visible_account(&state, &caller, &id).await?;
+    // Turning it on is the customer's decision (or an admin's), never support's.
+    if body.enabled && !account.auto_topup_enabled && caller.role == Role::Support {
+        return Err(ApiError::Forbidden);
+    }
     let mut errors = FieldErrors::new();
-    let bounds = match validate_bounds(body.threshold, body.target) {
-        Ok(bounds) => Some(bounds),
-        Err(problems) => {
-            errors.merge(problems);
-            None
+    let bounds = match (body.threshold, body.target) {
+        (Some(threshold), Some(target)) => match validate_bounds(threshold, target) {
+            Ok((threshold, target)) => (Some(threshold), Some(target)),
+            Err(problems) => {
+                errors.merge(problems);
+                (None, None)
+            }
+        },
+        (None, None) if !body.enabled => (None, None),
+        (threshold, target) => {
+            for (field, value) in [("threshold", threshold), ("target", target)] {
+                if value.is_none() {
+                    errors.add(
+                        field,
+                        "required with the other bound, and to enable auto top-up",
+                    );
+                }
+            }
+            (None, None)
         }
     };
     if let Some(card) = &body.payment_method_id {
@@ -213,9 +238,10 @@ async fn update(
             );
         }
     }
-    let (Some((threshold, target)), true) = (bounds, errors.is_empty()) else {
+    if !errors.is_empty() {
         return Err(ApiError::invalid(errors));
-    };
+    }
+    let (threshold, target) = bounds;
     let update = SettingsUpdate {
         enabled: body.enabled,
         threshold,
@@ -242,6 +268,20 @@ async fn retry(
         topups.retry_paused(&account, &actor).await
     })
     .await;
+    // A charge made by staff on the customer's behalf is a staff action.
+    if caller.role != Role::Customer {
+        let detail = json!({ "topup_id": state.db.latest_auto_attempt(&id).await?.map(|a| a.id) });
+        state
+            .db
+            .record_audit(
+                &caller.actor(),
+                "auto_topup.retry",
+                Some(&id),
+                detail,
+                state.clock.now_ms(),
+            )
+            .await?;
+    }
     let Some(retried) = retried else {
         return still_charging(&state, &id).await;
     };

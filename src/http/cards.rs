@@ -32,6 +32,11 @@ pub fn router() -> Router<AppState> {
         .route("/v1/accounts/{id}/payment-methods/{pm}", delete(remove))
 }
 
+/// Staff acting on a customer's cards are audited; the customer's own changes are not.
+fn staff_actor(caller: &Caller) -> Option<crate::db::audit::Actor> {
+    (caller.role != crate::domain::api_key::Role::Customer).then(|| caller.actor())
+}
+
 #[derive(Debug, Serialize)]
 struct CardView {
     id: String,
@@ -99,7 +104,12 @@ async fn add(
             "must be the provider's payment method id, such as pm_card_visa",
         )));
     }
-    match state.topups.save_card(&id, pm, body.default).await {
+    let staff = staff_actor(&caller);
+    match state
+        .topups
+        .save_card(&id, pm, body.default, staff.as_ref())
+        .await
+    {
         Ok(card) => Ok((StatusCode::CREATED, Json(card.into()))),
         Err(SaveCardError::AccountNotFound) => Err(ApiError::NotFound("account")),
         Err(SaveCardError::UnknownCard(message)) => Err(ApiError::invalid(FieldErrors::single(
@@ -129,7 +139,12 @@ async fn make_default(
     visible_account(&state, &caller, &id).await?;
     let card = state
         .db
-        .set_default_card(&id, &pm)
+        .set_default_card(
+            &id,
+            &pm,
+            staff_actor(&caller).as_ref(),
+            state.clock.now_ms(),
+        )
         .await?
         .ok_or(ApiError::NotFound("payment method"))?;
     Ok(Json(card.into()))
@@ -142,7 +157,12 @@ async fn remove(
     ApiPath((id, pm)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<CardView>> {
     visible_account(&state, &caller, &id).await?;
-    match state.db.remove_card(&id, &pm).await? {
+    let staff = staff_actor(&caller);
+    match state
+        .db
+        .remove_card(&id, &pm, staff.as_ref(), state.clock.now_ms())
+        .await?
+    {
         Removal::Removed(card) => {
             state.topups.forget_card(&card.id).await;
             Ok(Json(card.into()))

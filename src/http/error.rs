@@ -37,6 +37,9 @@ pub enum ApiError {
     /// 404: no such resource, or not visible to this key.
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// 408: the request took longer than `http.request_timeout_secs`.
+    #[error("the request took too long and was abandoned")]
+    Timeout,
     /// 405: the route exists but not with this method.
     #[error("this route does not accept this method")]
     MethodNotAllowed,
@@ -112,6 +115,7 @@ impl ApiError {
             Self::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Self::Timeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::InsufficientCredits { .. } => {
                 (StatusCode::PAYMENT_REQUIRED, "insufficient_credits")
@@ -137,6 +141,9 @@ impl IntoResponse for ApiError {
         match &self {
             Self::InvalidRequest { fields, .. } => {
                 body.insert("fields".into(), json!(fields));
+            }
+            Self::UnsupportedMediaType | Self::PayloadTooLarge => {
+                body.insert("fields".into(), json!({}));
             }
             Self::InsufficientCredits {
                 required,

@@ -97,8 +97,18 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath
         Path::<T>::from_request_parts(parts, state)
             .await
             .map(|Path(p)| ApiPath(p))
-            .map_err(|e| ApiError::malformed(format!("path is invalid: {}", e.body_text()), None))
+            .map_err(|e| rejected("path", &e.body_text()))
     }
+}
+
+/// A 400 for a path or query string axum could not read, naming the field it quotes.
+fn rejected(part: &str, problem: &str) -> ApiError {
+    let field = problem
+        .split('`')
+        .nth(1)
+        .filter(|f| !f.is_empty())
+        .map(|f| (f.to_owned(), problem.to_owned()));
+    ApiError::malformed(format!("{part} is invalid: {problem}"), field)
 }
 
 /// A query string.

@@ -36,6 +36,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/accounts/{id}/topups", get(list).post(purchase))
         .route("/v1/accounts/{id}/topups/{topup}", get(one))
+        .route("/v1/payments/return", get(returned))
 }
 
 #[derive(Debug, Serialize)]
@@ -239,6 +240,43 @@ async fn list(
     Ok(Json(PageView::try_from_page(topups, |a| {
         Ok::<_, ApiError>(TopupView::from(a))
     })?))
+}
+
+#[derive(Debug, Deserialize)]
+struct ReturnParams {
+    /// Added by the provider when it sends the customer back.
+    payment_intent: Option<String>,
+}
+
+/// Where the provider sends a customer back after authenticating (`payments.return_url`):
+/// the payment is read from the provider at once, so the customer sees the outcome.
+async fn returned(
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<ReturnParams>,
+) -> ApiResult<axum::response::Html<String>> {
+    let attempt = match params.payment_intent.as_deref() {
+        Some(payment) => state.db.attempt_for_payment(payment).await?,
+        None => None,
+    };
+    let outcome = match attempt {
+        Some(attempt) if !attempt.state()?.is_terminal() => {
+            state.topups.refresh(attempt).await?.state
+        }
+        Some(attempt) => attempt.state,
+        None => "unknown".to_owned(),
+    };
+    let message = match outcome.as_str() {
+        "succeeded" => "Your payment went through and the credits are in your account.",
+        "failed" | "canceled" => {
+            "Your payment did not go through. You can retry it from your billing settings."
+        }
+        "unknown" => "We could not find this payment.",
+        _ => "Your payment is being processed; the credits are added as soon as it completes.",
+    };
+    Ok(axum::response::Html(format!(
+        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>Payment</title></head>\
+         <body><p>{message}</p><p>You can close this page.</p></body></html>"
+    )))
 }
 
 /// One top-up, brought up to date with the provider first (the poll that settles a

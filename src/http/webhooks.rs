@@ -1,7 +1,13 @@
 //! The provider's webhooks: authenticated on the raw body, stored once per event id, then
 //! handled by re-reading the payment they name.
 
-use axum::{Json, Router, body::Bytes, extract::State, http::HeaderMap, routing::post};
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{State, rejection::BytesRejection},
+    http::HeaderMap,
+    routing::post,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -31,8 +37,12 @@ struct EventData {
 async fn receive(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Value>> {
+    let body = body.map_err(|e| match e {
+        BytesRejection::FailedToBufferBody(_) => ApiError::PayloadTooLarge,
+        other => ApiError::malformed(other.body_text(), None),
+    })?;
     let header = headers
         .get("stripe-signature")
         .and_then(|v| v.to_str().ok());

@@ -3,7 +3,7 @@
 
 use super::Topups;
 use crate::{
-    db::{DbError, payment_methods::SavedCard},
+    db::{DbError, audit::Actor, payment_methods::SavedCard},
     payments::client::ProviderError,
 };
 
@@ -39,17 +39,30 @@ impl From<ProviderError> for SaveCardError {
 
 impl Topups {
     /// Attaches the provider's payment method `provider_id` to the account and saves it.
+    /// Staff (`actor`) are audited.
     pub async fn save_card(
         &self,
         account_id: &str,
         provider_id: &str,
         make_default: bool,
+        actor: Option<&Actor>,
     ) -> Result<SavedCard, SaveCardError> {
         let account = self
             .db
             .account(account_id)
             .await?
             .ok_or(SaveCardError::AccountNotFound)?;
+        // A card saved by another account is not this account's to take.
+        if self
+            .db
+            .card_owner(provider_id)
+            .await?
+            .is_some_and(|owner| owner != account_id)
+        {
+            return Err(SaveCardError::UnknownCard(format!(
+                "{provider_id} is saved by another account"
+            )));
+        }
         let prefix = &self.config.payments.idempotency_prefix;
         let customer = match account.provider_customer_id {
             Some(customer) => customer,
@@ -82,7 +95,18 @@ impl Topups {
             is_default: false,
             created_at: self.clock.now_ms(),
         };
-        Ok(self.db.save_card(&saved, make_default).await?)
+        if self
+            .db
+            .card_owner(&saved.id)
+            .await?
+            .is_some_and(|owner| owner != account_id)
+        {
+            return Err(SaveCardError::UnknownCard(format!(
+                "{} is saved by another account",
+                saved.id
+            )));
+        }
+        Ok(self.db.save_card(&saved, make_default, actor).await?)
     }
 
     /// Detaches the card at the provider (best effort) after forgetting it here.

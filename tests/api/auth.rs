@@ -114,3 +114,95 @@ async fn roles_are_enforced_on_every_route() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn another_customers_key_finds_nothing_and_staff_changes_are_audited() {
+    each_backend(async |app| {
+        let (account, _) = app.customer_with_card("pm_card_chargeDeclined").await;
+        let other = app.funded_account("0").await;
+        let stranger = app.key("customer", Some(&other)).await;
+        let service = app.key("service", None).await;
+        for (method, path, body) in [
+            (Method::GET, format!("/v1/accounts/{account}/topups"), None),
+            (
+                Method::POST,
+                format!("/v1/accounts/{account}/topups"),
+                Some(json!({ "credits": 500 })),
+            ),
+            (
+                Method::GET,
+                format!("/v1/accounts/{account}/auto-topup"),
+                None,
+            ),
+            (
+                Method::PUT,
+                format!("/v1/accounts/{account}/auto-topup"),
+                Some(json!({ "enabled": false })),
+            ),
+            (
+                Method::POST,
+                format!("/v1/accounts/{account}/auto-topup/retry"),
+                None,
+            ),
+            (
+                Method::GET,
+                format!("/v1/accounts/{account}/payment-methods"),
+                None,
+            ),
+            (
+                Method::POST,
+                format!("/v1/accounts/{account}/payment-methods"),
+                Some(json!({ "payment_method_id": "pm_card_visa" })),
+            ),
+        ] {
+            let answer = app
+                .request(method.clone(), &path, Some(&stranger), body.clone())
+                .await;
+            assert_eq!(
+                answer.status,
+                StatusCode::NOT_FOUND,
+                "stranger {method} {path}: {}",
+                answer.body
+            );
+            let answer = app
+                .request(method.clone(), &path, Some(&service), body)
+                .await;
+            assert_eq!(
+                answer.status,
+                StatusCode::FORBIDDEN,
+                "service {method} {path}: {}",
+                answer.body
+            );
+        }
+
+        let support = app.key("support", None).await;
+        let enable = json!({ "enabled": true, "threshold": 1000, "target": 5000 });
+        let refused = app
+            .request(
+                Method::PUT,
+                &format!("/v1/accounts/{account}/auto-topup"),
+                Some(&support),
+                Some(enable),
+            )
+            .await;
+        assert_eq!(
+            refused.status,
+            StatusCode::FORBIDDEN,
+            "only the customer or an admin turns it on"
+        );
+        let added = app
+            .post(
+                &format!("/v1/accounts/{account}/payment-methods"),
+                &support,
+                json!({ "payment_method_id": "pm_card_visa", "default": true }),
+            )
+            .await;
+        assert_eq!(added.status, StatusCode::CREATED, "{}", added.body);
+        let audit = app
+            .get(&format!("/v1/admin/audit?account_id={account}"), &support)
+            .await;
+        assert_eq!(audit.body["data"][0]["action"], "payment_method.add");
+        assert_eq!(audit.body["data"][0]["actor_role"], "support");
+    })
+    .await;
+}

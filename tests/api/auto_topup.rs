@@ -156,6 +156,14 @@ async fn a_successful_auto_top_up_restores_the_target_and_sends_a_receipt() {
         assert_eq!(state["last_topup"]["state"], "succeeded");
         assert_eq!(state["last_topup"]["amount_cents"], 4501);
         assert_eq!(state["last_scan"]["decision"], "charged");
+        assert_eq!(
+            state["last_scan"]["next_eligible_at"],
+            "2026-01-01T06:00:00.000Z"
+        );
+        assert_eq!(
+            state["decision"]["next_eligible_at"],
+            "2026-01-01T06:00:00.000Z"
+        );
         assert_eq!(state["decision"]["decision"], "above_threshold");
         assert_eq!(app.notice_kinds(&account).await, ["topup_receipt"]);
         let ledger = app
@@ -609,7 +617,10 @@ async fn a_402_says_what_auto_top_up_will_do() {
         app.scan().await;
         let summary = short(&active).await;
         assert_eq!(summary["state"], "active");
-        assert!(summary["next_top_up_at"].is_string(), "{summary}");
+        assert_eq!(
+            summary["next_top_up_at"], "2026-01-01T06:00:00.000Z",
+            "{summary}"
+        );
 
         let (paused, _) = app
             .auto_account("pm_card_chargeDeclinedInsufficientFunds", "0")
@@ -814,13 +825,13 @@ async fn seed_due_account(app: &TestApp) -> String {
         .await
         .expect("account");
     app.topups
-        .save_card(&account.id, "pm_card_visa", true)
+        .save_card(&account.id, "pm_card_visa", true, None)
         .await
         .expect("card");
     let settings = SettingsUpdate {
         enabled: true,
-        threshold: Millicredits(1_000_000),
-        target: Millicredits(5_000_000),
+        threshold: Some(Millicredits(1_000_000)),
+        target: Some(Millicredits(5_000_000)),
         payment_method_id: None,
     };
     app.db

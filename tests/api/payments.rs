@@ -891,3 +891,84 @@ async fn saved_cards_keep_working_when_the_in_process_stub_restarts() {
         app.stop().await;
     }
 }
+
+#[tokio::test]
+async fn a_card_saved_by_one_account_cannot_be_taken_by_another() {
+    each_backend(async |app| {
+        let (owner, owner_key) = app.customer_with_card("pm_card_visa").await;
+        let card = app
+            .get(&format!("/v1/accounts/{owner}/payment-methods"), &owner_key)
+            .await
+            .body["data"][0]["id"]
+            .as_str()
+            .expect("card")
+            .to_owned();
+        let other = app.funded_account("0").await;
+        let other_key = app.key("customer", Some(&other)).await;
+        let taken = app
+            .post(
+                &format!("/v1/accounts/{other}/payment-methods"),
+                &other_key,
+                json!({ "payment_method_id": card }),
+            )
+            .await;
+        assert_eq!(
+            taken.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{}",
+            taken.body
+        );
+        assert!(taken.body["fields"]["payment_method_id"].is_string());
+        assert_eq!(
+            app.buy(&owner_key, &owner, 500, None).await.status,
+            StatusCode::CREATED,
+            "the owner still pays with it"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_return_page_settles_an_authenticated_payment_at_once() {
+    each_backend(async |app| {
+        let (account, key) = app
+            .customer_with_card("pm_card_authenticationRequired")
+            .await;
+        app.lose_webhooks(3).await;
+        let started = app.buy(&key, &account, 700, None).await;
+        let url = started.body["next_action"]["url"]
+            .as_str()
+            .expect("secure link")
+            .to_owned();
+        app.client
+            .post(format!("{url}/complete"))
+            .send()
+            .await
+            .expect("complete");
+        let payment = started.body["transaction_id"].as_str().expect("payment");
+        let page = app
+            .client
+            .get(format!(
+                "{}/v1/payments/return?payment_intent={payment}",
+                app.base_url
+            ))
+            .send()
+            .await
+            .expect("return page");
+        assert_eq!(page.status(), StatusCode::OK);
+        assert!(page.text().await.expect("html").contains("went through"));
+        assert_eq!(app.balance(&account).await, dec("700"));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_oversized_webhook_is_refused_with_a_json_error() {
+    each_backend(async |app| {
+        let body = vec![b'x'; 100_000];
+        let answer = app.deliver_webhook(&body, Some("t=1,v1=00".into())).await;
+        assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(answer.body["error"], "invalid_request");
+    })
+    .await;
+}

@@ -59,6 +59,7 @@ async fn usage_and_estimate_reject_bad_input() {
             (usage(r#"{"service":"dubbing","duration_seconds":0}"#), INVALID, Some("usage.duration_seconds")),
             (usage(r#"{"service":"dubbing","duration_seconds":1e12}"#), INVALID, Some("usage.duration_seconds")),
             (usage(r#"{"service":"dubbing","duration_seconds":"thirty"}"#), BAD, Some("usage.duration_seconds")),
+            (usage(r#"{"service":"dubbing","duration_seconds":"30"}"#), BAD, Some("usage.duration_seconds")),
             (usage(r#"{"service":"text_to_speech","characters":-5}"#), BAD, Some("usage.characters")),
             (usage(r#"{"service":"text_to_speech","characters":99999999999999999999999}"#), BAD, Some("usage.characters")),
             (usage(r#"{"service":"voice_clone","calls":0}"#), INVALID, Some("usage.calls")),
@@ -165,6 +166,12 @@ async fn staff_routes_reject_bad_input() {
             (
                 &adjust,
                 r#"{"credits":"ten","reason":"x"}"#,
+                BAD,
+                Some("credits"),
+            ),
+            (
+                &adjust,
+                r#"{"credits":"5","reason":"x"}"#,
                 BAD,
                 Some("credits"),
             ),

@@ -271,6 +271,14 @@ impl World {
         };
         if test_card(id).is_some() {
             method.id = format!("{id}__{}", self.new_id("pm"));
+        } else if method
+            .customer
+            .as_ref()
+            .is_some_and(|owner| *owner != customer)
+        {
+            return invalid(
+                "The payment method you provided has already been attached to a customer.",
+            );
         }
         method.customer = Some(customer);
         self.methods
