@@ -38,8 +38,7 @@ async fn histories_are_newest_first_in_cursor_pages() {
                 }
             }
             assert_eq!(seen.len(), total, "{listing}");
-            let mut unique = seen.clone();
-            unique.dedup();
+            let unique: std::collections::HashSet<_> = seen.iter().collect();
             assert_eq!(unique.len(), total, "{listing}: no row twice");
         }
         let usage = app

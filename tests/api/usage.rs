@@ -207,6 +207,43 @@ async fn a_refund_restores_the_credits_once() {
         }
         assert_eq!(app.balance(&account).await, dec("100"));
 
+        // Eight refunds racing from the unrefunded state: one credit, one refund for all.
+        let second = app.debit(&service, &account, "req-2", 30).await;
+        let second_id = second.body["id"].as_str().expect("usage id").to_owned();
+        assert_eq!(app.balance(&account).await, dec("90"));
+        let mut racing = JoinSet::new();
+        for _ in 0..8 {
+            let (client, url, key) = (
+                app.client.clone(),
+                format!("{}/v1/usage/{second_id}/refund", app.base_url),
+                service.clone(),
+            );
+            racing.spawn(async move {
+                let response = client
+                    .post(url)
+                    .bearer_auth(key)
+                    .send()
+                    .await
+                    .expect("answered");
+                let status = response.status();
+                (
+                    status,
+                    response.json::<serde_json::Value>().await.expect("JSON"),
+                )
+            });
+        }
+        let answers = racing.join_all().await;
+        assert!(
+            answers.iter().all(|(s, _)| *s == StatusCode::OK),
+            "{answers:?}"
+        );
+        let refund_ids: std::collections::HashSet<String> = answers
+            .iter()
+            .map(|(_, b)| b["refund"]["id"].to_string())
+            .collect();
+        assert_eq!(refund_ids.len(), 1, "one refund entry: {answers:?}");
+        assert_eq!(app.balance(&account).await, dec("100"));
+
         let missing = app
             .post("/v1/usage/use_nope/refund", &service, json!(null))
             .await;
