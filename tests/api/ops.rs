@@ -16,6 +16,8 @@ use crate::helpers::{Backend, TestDatabase, backends};
 struct Server {
     process: Child,
     log: Lines<BufReader<ChildStderr>>,
+    /// The log lines read so far.
+    lines: Vec<String>,
     api: Option<String>,
     ops: String,
     admin: String,
@@ -51,6 +53,7 @@ impl Server {
             .expect("start topupd serve");
         let mut log = BufReader::new(process.stderr.take().expect("stderr")).lines();
         let (mut api, mut ops) = (None, None);
+        let mut lines = Vec::new();
         while ops.is_none() || (api.is_none() && roles.contains("api")) {
             let line = log
                 .next_line()
@@ -58,6 +61,7 @@ impl Server {
                 .expect("log")
                 .expect("server logs before exiting");
             let event: Value = serde_json::from_str(&line).expect("JSON log line");
+            lines.push(line.clone());
             let address = event["fields"]["address"]
                 .as_str()
                 .map(|a| format!("http://{a}"));
@@ -70,6 +74,7 @@ impl Server {
         Self {
             process,
             log,
+            lines,
             api,
             ops: ops.expect("ops address"),
             admin,
@@ -118,19 +123,23 @@ impl Server {
             .collect()
     }
 
-    async fn stop(mut self) {
+    /// Stops the process and returns everything it logged.
+    async fn stop(mut self) -> Vec<String> {
         let pid = self.process.id().expect("running").to_string();
         std::process::Command::new("kill")
             .args(["-TERM", &pid])
             .status()
             .expect("kill");
+        while let Some(line) = self.log.next_line().await.expect("log") {
+            self.lines.push(line);
+        }
         let status = tokio::time::timeout(Duration::from_secs(20), self.process.wait())
             .await
             .expect("stops")
             .expect("status");
         assert!(status.success());
-        drop(self.log);
         drop(self.database);
+        self.lines
     }
 }
 
@@ -304,7 +313,32 @@ async fn metrics_count_what_a_scripted_scan_did() {
             .keys()
             .any(|k| k.starts_with("topupd_db_pool_connections"))
     );
-    server.stop().await;
+
+    // Nothing secret or personal reaches the logs: keys, card numbers, email addresses
+    // and bodies, the database URL.
+    let admin = server.admin.clone();
+    let database_url = server.database.url.clone();
+    let log = server.stop().await.join("\n");
+    assert!(
+        log.contains("authentication failed"),
+        "failed authentication is logged"
+    );
+    assert!(
+        log.contains("notice delivered to the log"),
+        "notices were sent"
+    );
+    let admin_secret = &admin[admin.len() - 64..];
+    for secret in [
+        admin.as_str(),
+        admin_secret,
+        service.as_str(),
+        "ada@example.com",
+        "Hello Ada",
+        "4242",
+        database_url.as_str(),
+    ] {
+        assert!(!log.contains(secret), "the log contains {secret:?}");
+    }
 }
 
 #[tokio::test]
