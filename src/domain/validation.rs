@@ -25,6 +25,17 @@ impl FieldErrors {
             .or_insert_with(|| problem.into());
     }
 
+    /// Records a problem unless `value` is 1 to `max` characters without control
+    /// characters: the rule for names, reasons, notes and ids.
+    pub fn require_text(&mut self, field: &str, value: &str, max: usize) {
+        if value.is_empty() || value.chars().count() > max || value.chars().any(char::is_control) {
+            self.add(
+                field,
+                format!("must be 1 to {max} characters without control characters"),
+            );
+        }
+    }
+
     /// Adds another set of problems as they are.
     pub fn merge(&mut self, other: Self) {
         for (field, problem) in other.0 {

@@ -59,7 +59,7 @@ async fn create_account(
     if !is_plausible_email(email) {
         errors.add("email", "must be an email address such as ops@example.com");
     }
-    check_text(&mut errors, "name", name, MAX_NAME_LEN);
+    errors.require_text("name", name, MAX_NAME_LEN);
     errors.into_result(()).map_err(ApiError::invalid)?;
     let account = state
         .db
@@ -85,16 +85,6 @@ fn is_plausible_email(email: &str) -> bool {
         && !domain.ends_with('.')
         && !domain.contains('@')
         && !email.chars().any(|c| c.is_whitespace() || c.is_control())
-}
-
-/// Records a problem unless `value` is 1 to `max` characters without control characters.
-fn check_text(errors: &mut FieldErrors, field: &str, value: &str, max: usize) {
-    if value.is_empty() || value.chars().count() > max || value.chars().any(char::is_control) {
-        errors.add(
-            field,
-            format!("must be 1 to {max} characters without control characters"),
-        );
-    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -222,7 +212,7 @@ async fn adjust_balance(
         );
     }
     let reason = body.reason.trim();
-    check_text(&mut errors, "reason", reason, MAX_REASON_LEN);
+    errors.require_text("reason", reason, MAX_REASON_LEN);
     let (Some(amount), true) = (amount, errors.is_empty()) else {
         return Err(ApiError::invalid(errors));
     };

@@ -331,13 +331,9 @@ async fn resume(
 ) -> ApiResult<Json<ResumedView>> {
     caller.require(STAFF)?;
     let note = body.note.trim();
-    if note.is_empty() || note.chars().count() > MAX_NOTE_LEN || note.chars().any(char::is_control)
-    {
-        return Err(ApiError::invalid(FieldErrors::single(
-            "note",
-            format!("must be 1 to {MAX_NOTE_LEN} characters without control characters"),
-        )));
-    }
+    let mut errors = FieldErrors::new();
+    errors.require_text("note", note, MAX_NOTE_LEN);
+    errors.into_result(()).map_err(ApiError::invalid)?;
     let account = state
         .db
         .account(&id)

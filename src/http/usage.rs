@@ -84,8 +84,8 @@ async fn record_usage(
 ) -> ApiResult<Response> {
     caller.require(&[Role::Service])?;
     let mut errors = FieldErrors::new();
-    check_id(&mut errors, "account_id", &body.account_id);
-    check_id(&mut errors, "request_id", &body.request_id);
+    errors.require_text("account_id", &body.account_id, MAX_ID_LEN);
+    errors.require_text("request_id", &body.request_id, MAX_ID_LEN);
     let quote = match state.catalogue.quote(&body.usage) {
         Ok(quote) => Some(quote),
         Err(problems) => {
@@ -142,15 +142,6 @@ async fn record_usage(
             })
         }
         DebitOutcome::AccountNotFound => Err(ApiError::NotFound("account")),
-    }
-}
-
-fn check_id(errors: &mut FieldErrors, field: &str, value: &str) {
-    if value.is_empty() || value.len() > MAX_ID_LEN || value.chars().any(char::is_control) {
-        errors.add(
-            field,
-            format!("must be 1 to {MAX_ID_LEN} characters without control characters"),
-        );
     }
 }
 
