@@ -358,30 +358,35 @@ pub fn load_catalogue(path: &str) -> anyhow::Result<Catalogue> {
     Catalogue::parse(&text).with_context(|| format!("load the pricing catalogue {path}"))
 }
 
-/// Completes on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let interrupt = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!(?error, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
+/// Completes on SIGTERM or SIGINT. The handlers are installed when this is called, not
+/// when it is first awaited, so a signal arriving during start-up is not lost.
+pub fn shutdown_signal() -> impl Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let listen = |kind: SignalKind| match signal(kind) {
+        Ok(stream) => Some(stream),
+        Err(error) => {
+            tracing::error!(?error, "cannot listen for a shutdown signal");
+            None
         }
     };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::error!(?error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
+    let (mut terminate, mut interrupt) = (
+        listen(SignalKind::terminate()),
+        listen(SignalKind::interrupt()),
+    );
+    async move {
+        tokio::select! {
+            () = received(terminate.as_mut()) => {}
+            () = received(interrupt.as_mut()) => {}
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => {}
-        () = terminate => {}
+    }
+}
+
+/// The next signal on `stream`; never, if there is no stream.
+async fn received(stream: Option<&mut tokio::signal::unix::Signal>) {
+    match stream {
+        Some(stream) => {
+            stream.recv().await;
+        }
+        None => std::future::pending::<()>().await,
     }
 }

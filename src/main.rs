@@ -113,6 +113,7 @@ async fn main() -> ExitCode {
 async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve { roles } => {
+            let shutdown = app::shutdown_signal();
             let roles = Roles {
                 api: roles.iter().any(|r| r == "api"),
                 scheduler: roles.iter().any(|r| r == "scheduler"),
@@ -139,7 +140,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                 Some(_) => tracing::info!(%address, roles = ?roles.names(), "serving"),
                 None => tracing::info!(roles = ?roles.names(), "running without the API"),
             }
-            app.serve(api, ops, roles, app::shutdown_signal()).await?;
+            app.serve(api, ops, roles, shutdown).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::StubProvider {
@@ -148,6 +149,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             webhook_secret,
             faults,
         } => {
+            let shutdown = app::shutdown_signal();
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("listen on {listen}"))?;
@@ -164,7 +166,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             )
             .await?;
             tracing::info!(address = %stub.base_url(), "stub payment provider serving");
-            app::shutdown_signal().await;
+            shutdown.await;
             cancel.cancel();
             Ok(ExitCode::SUCCESS)
         }
