@@ -51,6 +51,24 @@ impl TestApp {
         (account, key)
     }
 
+    /// Claims an automatic attempt for a due account, the first step of a scan.
+    pub async fn claim_as_the_scan_would(&self, account: &str) -> TopupAttempt {
+        let claim = AutoClaim {
+            account_id: account,
+            trigger: AttemptTrigger::Auto,
+            respect_window: true,
+            window_ms: 6 * HOUR_MS,
+            credit_price_cents: 1,
+            currency: "usd",
+            key_prefix: "topupd",
+            at: topupd::clock::Clock::now_ms(&self.clock),
+        };
+        match self.db.claim_auto_attempt(&claim).await.expect("claim") {
+            AutoClaimOutcome::Claimed(attempt) => attempt,
+            other => panic!("{account}: not claimed: {other:?}"),
+        }
+    }
+
     pub async fn scan(&self) -> ScanReport {
         self.topups
             .scan(&CancellationToken::new())
@@ -743,21 +761,7 @@ async fn a_restart_at_any_persisted_state_charges_at_most_once_and_credits_exact
         ] {
             for stop in stops {
                 let (account, _) = app.auto_account(card, "0").await;
-                let claim = AutoClaim {
-                    account_id: &account,
-                    trigger: AttemptTrigger::Auto,
-                    respect_window: true,
-                    window_ms: 6 * HOUR_MS,
-                    credit_price_cents: 1,
-                    currency: "usd",
-                    key_prefix: "topupd",
-                    at: topupd::clock::Clock::now_ms(&app.clock),
-                };
-                let AutoClaimOutcome::Claimed(attempt) =
-                    app.db.claim_auto_attempt(&claim).await.expect("claim")
-                else {
-                    panic!("{card} {stop}: not claimed");
-                };
+                let attempt = app.claim_as_the_scan_would(&account).await;
                 crash_at(app, attempt, stop).await;
                 app.reconcile_later().await;
 
@@ -1148,21 +1152,7 @@ async fn a_lost_claim_commit_adopts_the_charge_already_made_instead_of_charging_
     each_backend(async |app| {
         app.lose_webhooks(10).await;
         let (account, _) = app.auto_account("pm_card_visa", "0").await;
-        let claim = AutoClaim {
-            account_id: &account,
-            trigger: AttemptTrigger::Auto,
-            respect_window: true,
-            window_ms: 6 * HOUR_MS,
-            credit_price_cents: 1,
-            currency: "usd",
-            key_prefix: "topupd",
-            at: topupd::clock::Clock::now_ms(&app.clock),
-        };
-        let AutoClaimOutcome::Claimed(lost) =
-            app.db.claim_auto_attempt(&claim).await.expect("claim")
-        else {
-            panic!("not claimed");
-        };
+        let lost = app.claim_as_the_scan_would(&account).await;
         // The charge reaches the provider...
         let provider = app.provider();
         let created = provider

@@ -107,6 +107,28 @@ impl TestApp {
         topupd::clock::Clock::now_ms(&self.clock) / 1000
     }
 
+    /// A customer buys `credits` with a card that asks for 3-D Secure and completes it at
+    /// the provider, while every webhook of the payment is lost: the provider knows the
+    /// payment succeeded, topupd does not yet. Returns the account, its key and the
+    /// purchase answer.
+    pub async fn authenticated_without_webhooks(&self, credits: i64) -> (String, String, Answer) {
+        let (account, key) = self
+            .customer_with_card("pm_card_authenticationRequired")
+            .await;
+        // created, requires_action and succeeded
+        self.lose_webhooks(3).await;
+        let started = self.buy(&key, &account, credits, None).await;
+        let url = started.body["next_action"]["url"]
+            .as_str()
+            .expect("secure link");
+        self.client
+            .post(format!("{url}/complete"))
+            .send()
+            .await
+            .expect("complete");
+        (account, key, started)
+    }
+
     /// The stub drops its next `n` webhooks.
     pub async fn lose_webhooks(&self, n: u32) {
         self.stub
@@ -384,24 +406,11 @@ fn event(id: &str, kind: &str, payment_id: &str) -> Vec<u8> {
 #[tokio::test]
 async fn forged_stale_or_unsigned_webhooks_are_refused_and_store_nothing() {
     each_backend(async |app| {
-        let (account, key) = app
-            .customer_with_card("pm_card_authenticationRequired")
-            .await;
-        // Every webhook of this payment is lost: created, requires_action, succeeded.
-        app.lose_webhooks(3).await;
-        let started = app.buy(&key, &account, 2000, None).await;
+        let (account, _, started) = app.authenticated_without_webhooks(2000).await;
         let payment = started.body["transaction_id"]
             .as_str()
             .expect("payment")
             .to_owned();
-        let url = started.body["next_action"]["url"]
-            .as_str()
-            .expect("secure link");
-        app.client
-            .post(format!("{url}/complete"))
-            .send()
-            .await
-            .expect("complete");
 
         let body = event("evt_forged", "payment_intent.succeeded", &payment);
         let now = app.now_secs();
@@ -468,24 +477,11 @@ async fn forged_stale_or_unsigned_webhooks_are_refused_and_store_nothing() {
 #[tokio::test]
 async fn duplicated_and_reordered_webhooks_apply_once_and_never_move_back() {
     each_backend(async |app| {
-        let (account, key) = app
-            .customer_with_card("pm_card_authenticationRequired")
-            .await;
-        // Every webhook of this payment is lost: created, requires_action, succeeded.
-        app.lose_webhooks(3).await;
-        let started = app.buy(&key, &account, 3000, None).await;
+        let (account, key, started) = app.authenticated_without_webhooks(3000).await;
         let payment = started.body["transaction_id"]
             .as_str()
             .expect("payment")
             .to_owned();
-        let url = started.body["next_action"]["url"]
-            .as_str()
-            .expect("secure link");
-        app.client
-            .post(format!("{url}/complete"))
-            .send()
-            .await
-            .expect("complete");
 
         let secret = app.webhook_secret.clone();
         let now = app.now_secs();
@@ -711,20 +707,7 @@ async fn purchases_outside_the_limits_or_without_a_card_change_nothing() {
 #[tokio::test]
 async fn a_lost_webhook_is_made_up_for_by_polling_the_top_up() {
     each_backend(async |app| {
-        let (account, key) = app
-            .customer_with_card("pm_card_authenticationRequired")
-            .await;
-        // Every webhook of this payment is lost: created, requires_action, succeeded.
-        app.lose_webhooks(3).await;
-        let started = app.buy(&key, &account, 800, None).await;
-        let url = started.body["next_action"]["url"]
-            .as_str()
-            .expect("secure link");
-        app.client
-            .post(format!("{url}/complete"))
-            .send()
-            .await
-            .expect("complete");
+        let (account, key, started) = app.authenticated_without_webhooks(800).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(
             app.stored_topups(&account).await[0]["state"],
@@ -931,20 +914,7 @@ async fn a_card_saved_by_one_account_cannot_be_taken_by_another() {
 #[tokio::test]
 async fn the_return_page_settles_an_authenticated_payment_at_once() {
     each_backend(async |app| {
-        let (account, key) = app
-            .customer_with_card("pm_card_authenticationRequired")
-            .await;
-        app.lose_webhooks(3).await;
-        let started = app.buy(&key, &account, 700, None).await;
-        let url = started.body["next_action"]["url"]
-            .as_str()
-            .expect("secure link")
-            .to_owned();
-        app.client
-            .post(format!("{url}/complete"))
-            .send()
-            .await
-            .expect("complete");
+        let (account, _, started) = app.authenticated_without_webhooks(700).await;
         let payment = started.body["transaction_id"].as_str().expect("payment");
         let page = app
             .client

@@ -39,6 +39,31 @@ async fn concurrently(
     tasks.join_all().await
 }
 
+/// Sends `n` refunds of the usage at once.
+async fn refund_concurrently(
+    app: &TestApp,
+    key: &str,
+    usage_id: &str,
+    n: usize,
+) -> Vec<(StatusCode, serde_json::Value)> {
+    let mut tasks = JoinSet::new();
+    for _ in 0..n {
+        let request = app
+            .client
+            .post(format!("{}/v1/usage/{usage_id}/refund", app.base_url))
+            .bearer_auth(key);
+        tasks.spawn(async move {
+            let response = request.send().await.expect("answered");
+            let status = response.status();
+            (
+                status,
+                response.json::<serde_json::Value>().await.expect("JSON"),
+            )
+        });
+    }
+    tasks.join_all().await
+}
+
 #[tokio::test]
 async fn concurrent_debits_succeed_exactly_as_far_as_the_balance_goes() {
     each_backend(async |app| {
@@ -178,27 +203,8 @@ async fn a_refund_restores_the_credits_once() {
         assert!(refund.body["usage"]["refunded_at"].is_string());
         assert_eq!(app.balance(&account).await, dec("100"));
 
-        let mut tasks = JoinSet::new();
-        for _ in 0..8 {
-            let (client, url, key) = (
-                app.client.clone(),
-                format!("{}/v1/usage/{id}/refund", app.base_url),
-                service.clone(),
-            );
-            tasks.spawn(async move {
-                let response = client
-                    .post(url)
-                    .bearer_auth(key)
-                    .send()
-                    .await
-                    .expect("answered");
-                (
-                    response.status(),
-                    response.json::<serde_json::Value>().await.expect("JSON"),
-                )
-            });
-        }
-        for (status, body) in tasks.join_all().await {
+        let again = refund_concurrently(app, &service, id, 8).await;
+        for (status, body) in again {
             assert_eq!(status, StatusCode::OK);
             assert_eq!(
                 body["refund"]["id"], refund.body["refund"]["id"],
@@ -211,28 +217,7 @@ async fn a_refund_restores_the_credits_once() {
         let second = app.debit(&service, &account, "req-2", 30).await;
         let second_id = second.body["id"].as_str().expect("usage id").to_owned();
         assert_eq!(app.balance(&account).await, dec("90"));
-        let mut racing = JoinSet::new();
-        for _ in 0..8 {
-            let (client, url, key) = (
-                app.client.clone(),
-                format!("{}/v1/usage/{second_id}/refund", app.base_url),
-                service.clone(),
-            );
-            racing.spawn(async move {
-                let response = client
-                    .post(url)
-                    .bearer_auth(key)
-                    .send()
-                    .await
-                    .expect("answered");
-                let status = response.status();
-                (
-                    status,
-                    response.json::<serde_json::Value>().await.expect("JSON"),
-                )
-            });
-        }
-        let answers = racing.join_all().await;
+        let answers = refund_concurrently(app, &service, &second_id, 8).await;
         assert!(
             answers.iter().all(|(s, _)| *s == StatusCode::OK),
             "{answers:?}"
