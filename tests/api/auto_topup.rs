@@ -95,13 +95,7 @@ impl TestApp {
 
     /// Charges at the stub for the account's provider customer.
     pub async fn charges_of(&self, account: &str) -> usize {
-        let customer = self
-            .db
-            .account(account)
-            .await
-            .expect("read")
-            .expect("account")
-            .provider_customer_id;
+        let customer = Some(self.provider_customer(account).await);
         self.stub
             .charges()
             .await
@@ -422,19 +416,7 @@ async fn provider_timeouts_and_5xx_leave_the_attempt_open_until_the_same_key_fin
             );
             assert_eq!(app.balance(&account).await, dec("5000"), "{case}");
             assert_eq!(app.charges_of(&account).await, 1, "{case}: one charge");
-            let customer = app
-                .db
-                .account(&account)
-                .await
-                .expect("read")
-                .expect("account")
-                .provider_customer_id
-                .expect("customer");
-            let payments = app
-                .provider()
-                .payment_intents_for_customer(&customer, 0)
-                .await
-                .expect("list");
+            let payments = app.payments_of(&account).await;
             assert_eq!(payments.len(), 1, "{case}: one payment, one key");
             app.stop().await;
         }
@@ -787,19 +769,7 @@ async fn a_restart_at_any_persisted_state_charges_at_most_once_and_credits_exact
                     "{card}, {stop}"
                 );
                 assert_eq!(state["state"], expected.3, "{card}, {stop}");
-                let customer = app
-                    .db
-                    .account(&account)
-                    .await
-                    .expect("read")
-                    .expect("account")
-                    .provider_customer_id
-                    .expect("customer");
-                let payments = app
-                    .provider()
-                    .payment_intents_for_customer(&customer, 0)
-                    .await
-                    .expect("list");
+                let payments = app.payments_of(&account).await;
                 assert!(
                     payments.len() <= 1,
                     "{card}, {stop}: {} payments",

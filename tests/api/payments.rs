@@ -139,6 +139,26 @@ impl TestApp {
             .await;
     }
 
+    /// The account's customer at the provider.
+    pub async fn provider_customer(&self, account: &str) -> String {
+        self.db
+            .account(account)
+            .await
+            .expect("read")
+            .expect("account")
+            .provider_customer_id
+            .expect("the account has a provider customer")
+    }
+
+    /// Every payment the provider holds for the account, whatever its state.
+    pub async fn payments_of(&self, account: &str) -> Vec<topupd::payments::types::PaymentIntent> {
+        let customer = self.provider_customer(account).await;
+        self.provider()
+            .payment_intents_for_customer(&customer, 0)
+            .await
+            .expect("list")
+    }
+
     pub fn provider(&self) -> ProviderClient {
         ProviderClient::new(&self.config.payments, self.stub.base_url()).expect("client")
     }
@@ -269,14 +289,7 @@ async fn a_purchase_retried_with_the_same_idempotency_key_charges_once() {
 async fn the_provider_replays_a_create_for_the_same_key_and_detects_a_mismatched_replay() {
     each_backend(async |app| {
         let (account, _) = app.customer_with_card("pm_card_visa").await;
-        let customer = app
-            .db
-            .account(&account)
-            .await
-            .expect("read")
-            .expect("account")
-            .provider_customer_id
-            .expect("customer");
+        let customer = app.provider_customer(&account).await;
         let card = app
             .db
             .default_card(&account)
