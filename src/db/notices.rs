@@ -11,7 +11,8 @@ use super::{
 use crate::clock::Millis;
 
 /// Where a notice stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
 pub enum NoticeState {
     /// Waiting for its next attempt.
     Pending,

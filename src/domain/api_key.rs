@@ -6,7 +6,9 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 /// What a key may do. Customers are bound to one account; the others are staff or platform.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Customer,

@@ -4,7 +4,8 @@
 
 /// Where an attempt stands. The non-terminal states before `RequiresAction` are written
 /// *before* the provider call they guard.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
 pub enum AttemptState {
     /// Claimed; nothing sent to the provider yet.
     Claimed,
@@ -100,7 +101,8 @@ impl AttemptState {
 }
 
 /// What started an attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
 pub enum AttemptTrigger {
     /// The scheduler found the balance below the threshold.
     Auto,

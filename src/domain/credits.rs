@@ -90,6 +90,19 @@ impl Serialize for Millicredits {
     }
 }
 
+/// Documented as what it serializes to: an exact JSON number of credits.
+impl utoipa::PartialSchema for Millicredits {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::Number)
+            .description(Some("Credits, with at most three decimals"))
+            .examples([serde_json::json!(12.5)])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Millicredits {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

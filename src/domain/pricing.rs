@@ -29,7 +29,7 @@ const MAX_MULTIPLIER: u32 = 100;
 const SECONDS_PER_MINUTE: u32 = 60;
 
 /// What a service is billed by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Unit {
     /// Media duration, from `duration_seconds`.
@@ -41,7 +41,7 @@ pub enum Unit {
 }
 
 /// How partial minutes are billed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Rounding {
     /// A started minute is billed as a full minute.
@@ -51,7 +51,7 @@ pub enum Rounding {
 }
 
 /// One service, as written in the catalogue file and shown by `GET /v1/pricing`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Service {
     pub description: String,
@@ -92,7 +92,7 @@ pub enum CatalogueError {
 }
 
 /// What a caller wants priced. The body of `POST /v1/estimate`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PriceRequest {
     pub service: String,
@@ -102,9 +102,17 @@ pub struct PriceRequest {
         deserialize_with = "super::number::optional_decimal"
     )]
     pub duration_seconds: Option<Decimal>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::number::optional_whole"
+    )]
     pub characters: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::number::optional_whole"
+    )]
     pub calls: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
@@ -134,7 +142,7 @@ impl PriceRequest {
 }
 
 /// The priced request.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Quote {
     pub service: String,
     pub lines: Vec<QuoteLine>,
@@ -142,7 +150,7 @@ pub struct Quote {
 }
 
 /// One line of a quote.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct QuoteLine {
     pub item: String,
     /// Billed units (minutes, blocks or calls), shown to three decimals.

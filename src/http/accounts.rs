@@ -1,11 +1,14 @@
 //! An account's balance and history, for its customer and for staff.
 
-use axum::{Json, Router, extract::State, routing::get};
-use serde::Serialize;
+use axum::{Json, extract::State};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
     auth::{Caller, STAFF},
-    error::{ApiError, ApiResult},
+    auto_topup::AutoTopupSummary,
+    error::{ApiError, ApiResult, ErrorBody},
     extract::{ApiPath, ApiQuery},
     pagination::{PageParams, PageView},
     usage::UsageView,
@@ -17,14 +20,22 @@ use crate::{
     domain::credits::Millicredits,
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/accounts/{id}", get(account))
-        .route("/v1/accounts/{id}/ledger", get(ledger))
-        .route("/v1/accounts/{id}/usage", get(usage_history))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(account))
+        .routes(routes!(ledger))
+        .routes(routes!(usage_history))
 }
 
-#[derive(Debug, Serialize)]
+/// The `{id}` of an account's routes.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct AccountId {
+    /// The account's id.
+    pub id: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AccountView {
     id: String,
     email: String,
@@ -36,7 +47,7 @@ pub struct AccountView {
     created_at: String,
     /// The auto top-up state in a few words; details at `/auto-topup`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    auto_topup: Option<serde_json::Value>,
+    auto_topup: Option<AutoTopupSummary>,
 }
 
 impl AccountView {
@@ -57,11 +68,14 @@ impl AccountView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct LedgerEntryView {
     id: i64,
     account_id: String,
+    /// What moved the balance: `usage`, `refund`, `auto_topup`, `manual_topup` or
+    /// `adjustment`.
     kind: String,
+    /// What it belongs to (a top-up, usage record or adjustment id); unique per kind.
     reference: String,
     amount: Millicredits,
     balance_after: Millicredits,
@@ -98,10 +112,16 @@ pub(super) async fn visible_account(
         .ok_or(ApiError::NotFound("account"))
 }
 
+/// The balance, with the auto top-up state in a few words.
+#[utoipa::path(get, path = "/v1/accounts/{id}", operation_id = "get_account", tag = "accounts", params(AccountId),
+    responses(
+        (status = 200, body = AccountView),
+        (status = 404, description = "No such account, or not this key's", body = ErrorBody),
+    ))]
 async fn account(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(AccountId { id }): ApiPath<AccountId>,
 ) -> ApiResult<Json<AccountView>> {
     let account = visible_account(&state, &caller, &id).await?;
     let summary = super::auto_topup::summary(&state, &account).await?;
@@ -110,10 +130,16 @@ async fn account(
     Ok(Json(view))
 }
 
+/// Every movement of the balance, newest first.
+#[utoipa::path(get, path = "/v1/accounts/{id}/ledger", operation_id = "list_ledger", tag = "accounts", params(AccountId, PageParams),
+    responses(
+        (status = 200, body = PageView<LedgerEntryView>),
+        (status = 404, description = "No such account, or not this key's", body = ErrorBody),
+    ))]
 async fn ledger(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(AccountId { id }): ApiPath<AccountId>,
     ApiQuery(params): ApiQuery<PageParams>,
 ) -> ApiResult<Json<PageView<LedgerEntryView>>> {
     let page = params.page_request()?;
@@ -124,10 +150,16 @@ async fn ledger(
     })?))
 }
 
+/// Metered usage, newest first.
+#[utoipa::path(get, path = "/v1/accounts/{id}/usage", operation_id = "list_usage", tag = "accounts", params(AccountId, PageParams),
+    responses(
+        (status = 200, body = PageView<UsageView>),
+        (status = 404, description = "No such account, or not this key's", body = ErrorBody),
+    ))]
 async fn usage_history(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(AccountId { id }): ApiPath<AccountId>,
     ApiQuery(params): ApiQuery<PageParams>,
 ) -> ApiResult<Json<PageView<UsageView>>> {
     let page = params.page_request()?;

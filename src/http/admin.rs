@@ -1,20 +1,17 @@
 //! Staff routes: accounts and keys (admin), balance adjustments and the audit log
 //! (support and admin). Every change is audited in its own transaction.
 
-use axum::{
-    Json, Router,
-    extract::State,
-    http::StatusCode,
-    routing::{delete, get, post},
-};
+use axum::{Json, extract::State, http::StatusCode};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
-    accounts::{AccountView, LedgerEntryView},
+    accounts::{AccountId, AccountView, LedgerEntryView},
     auth::{Caller, STAFF},
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, ErrorBody},
     extract::{ApiJson, ApiPath, ApiQuery},
     pagination::{PageParams, PageView},
 };
@@ -32,22 +29,25 @@ const MAX_REASON_LEN: usize = 500;
 /// The largest single adjustment, in credits, either way.
 const MAX_ADJUSTMENT_CREDITS: i64 = 10_000_000;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/admin/accounts", post(create_account))
-        .route("/v1/admin/accounts/{id}/adjustments", post(adjust_balance))
-        .route("/v1/admin/api-keys", post(issue_key))
-        .route("/v1/admin/api-keys/{id}", delete(revoke_key))
-        .route("/v1/admin/audit", get(audit_log))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_account))
+        .routes(routes!(adjust_balance))
+        .routes(routes!(issue_key))
+        .routes(routes!(revoke_key))
+        .routes(routes!(audit_log))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewAccountBody {
+pub struct NewAccountBody {
     email: String,
     name: String,
 }
 
+/// Opens an account with a zero balance. Admin keys only.
+#[utoipa::path(post, path = "/v1/admin/accounts", tag = "admin", request_body = NewAccountBody,
+    responses((status = 201, body = AccountView)))]
 async fn create_account(
     State(state): State<AppState>,
     caller: Caller,
@@ -87,9 +87,9 @@ fn is_plausible_email(email: &str) -> bool {
         && !email.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewKeyBody {
+pub struct NewKeyBody {
     role: Role,
     /// Required for, and only for, customer keys.
     account_id: Option<String>,
@@ -97,9 +97,10 @@ struct NewKeyBody {
     label: String,
 }
 
-#[derive(Debug, Serialize)]
-struct KeyView {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyView {
     id: String,
+    #[schema(value_type = Role)]
     role: String,
     account_id: Option<String>,
     label: String,
@@ -120,14 +121,20 @@ impl From<StoredKey> for KeyView {
     }
 }
 
-#[derive(Debug, Serialize)]
-struct IssuedKeyView {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IssuedKeyView {
     #[serde(flatten)]
     key: KeyView,
     /// The key itself. It is shown this once and stored nowhere.
     token: String,
 }
 
+/// Issues an API key; the answer is the only time the key is shown. Admin keys only.
+#[utoipa::path(post, path = "/v1/admin/api-keys", tag = "admin", request_body = NewKeyBody,
+    responses(
+        (status = 201, body = IssuedKeyView),
+        (status = 404, description = "No such account", body = ErrorBody),
+    ))]
 async fn issue_key(
     State(state): State<AppState>,
     caller: Caller,
@@ -169,6 +176,13 @@ async fn issue_key(
     ))
 }
 
+/// Revokes a key, effective at once. Admin keys only.
+#[utoipa::path(delete, path = "/v1/admin/api-keys/{id}", tag = "admin",
+    params(("id" = String, Path, description = "The key's id (`tpk_<id>_...`)")),
+    responses(
+        (status = 200, body = KeyView),
+        (status = 404, description = "No such key", body = ErrorBody),
+    ))]
 async fn revoke_key(
     State(state): State<AppState>,
     caller: Caller,
@@ -183,19 +197,27 @@ async fn revoke_key(
     Ok(Json(key.into()))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct AdjustmentBody {
+pub struct AdjustmentBody {
     /// Signed: positive grants credits, negative removes them.
     #[serde(deserialize_with = "crate::domain::number::decimal")]
+    #[schema(value_type = f64)]
     credits: Decimal,
     reason: String,
 }
 
+/// Grants or removes credits, with a reason; audited. Support and admin keys.
+#[utoipa::path(post, path = "/v1/admin/accounts/{id}/adjustments", tag = "admin",
+    params(AccountId), request_body = AdjustmentBody,
+    responses(
+        (status = 201, description = "The ledger entry", body = LedgerEntryView),
+        (status = 404, description = "No such account", body = ErrorBody),
+    ))]
 async fn adjust_balance(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(AccountId { id }): ApiPath<AccountId>,
     ApiJson(body): ApiJson<AdjustmentBody>,
 ) -> ApiResult<(StatusCode, Json<LedgerEntryView>)> {
     caller.require(STAFF)?;
@@ -239,13 +261,15 @@ struct AuditParams {
     page: PageParams,
 }
 
-#[derive(Debug, Serialize)]
-struct AuditView {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditView {
     id: i64,
     actor_key_id: String,
     actor_role: String,
     action: String,
     account_id: Option<String>,
+    /// What changed, by action.
+    #[schema(value_type = Object)]
     detail: Value,
     created_at: String,
 }
@@ -272,6 +296,10 @@ impl TryFrom<AuditEntry> for AuditView {
     }
 }
 
+/// Every staff action and settings change, newest first. Support and admin keys.
+#[utoipa::path(get, path = "/v1/admin/audit", tag = "admin",
+    params(("account_id" = Option<String>, Query, description = "Only this account's entries"), PageParams),
+    responses((status = 200, body = PageView<AuditView>)))]
 async fn audit_log(
     State(state): State<AppState>,
     caller: Caller,

@@ -2,20 +2,21 @@
 //! the customer's retry of a paused top-up, and support's view and resume.
 
 use axum::{
-    Json, Router,
+    Json,
     extract::State,
     http::StatusCode,
     response::{IntoResponse, Response},
-    routing::{get, post},
 };
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
-    accounts::visible_account,
+    accounts::{AccountId, visible_account},
     auth::{Caller, STAFF},
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, ErrorBody},
     extract::{ApiJson, ApiPath, ApiQuery},
     topups::{TopupView, in_own_task, purchase_answer, still_charging},
 };
@@ -35,23 +36,44 @@ use crate::{
 const MAX_NOTE_LEN: usize = 500;
 const MAX_LISTED: u32 = 500;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/accounts/{id}/auto-topup", get(settings).put(update))
-        .route("/v1/accounts/{id}/auto-topup/retry", post(retry))
-        .route("/v1/admin/accounts/{id}/auto-topup/resume", post(resume))
-        .route("/v1/admin/auto-topups", get(admin_list))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(settings, update))
+        .routes(routes!(retry))
+        .routes(routes!(resume))
+        .routes(routes!(admin_list))
 }
 
-#[derive(Debug, Serialize)]
-struct PauseView {
+/// The auto top-up state in a few words: what a customer short of credits can expect.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum AutoTopupSummary {
+    /// Paused until the customer pays again or support resumes it.
+    Paused {
+        /// `payment_failed` or `authentication_required`.
+        reason: Option<String>,
+        decline_code: Option<String>,
+        since: Option<String>,
+    },
+    /// A top-up is being charged.
+    InProgress { topup_id: String },
+    /// Auto top-up is off.
+    Off,
+    /// On; when the next top-up may happen, if the balance is below the threshold.
+    Active { next_top_up_at: Option<String> },
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PauseView {
     reason: Option<String>,
     decline_code: Option<String>,
     since: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
-struct DecisionView {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DecisionView {
+    /// The scan's rule applied now: `due`, `not_enabled`, `paused`, `above_threshold`,
+    /// `rate_limited` or `attempt_open`.
     decision: &'static str,
     balance: Millicredits,
     threshold: Option<Millicredits>,
@@ -61,8 +83,8 @@ struct DecisionView {
     next_eligible_at: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
-struct ScanView {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ScanView {
     decision: String,
     balance: Millicredits,
     threshold: Option<Millicredits>,
@@ -72,15 +94,14 @@ struct ScanView {
     decided_at: String,
 }
 
-#[derive(Debug, Serialize)]
-struct AutoTopupView {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AutoTopupView {
     account_id: String,
     enabled: bool,
     threshold: Option<Millicredits>,
     target: Option<Millicredits>,
     payment_method_id: Option<String>,
-    /// `active`, `paused` or `off`.
-    state: &'static str,
+    state: AutoTopupState,
     pause: Option<PauseView>,
     enabled_by: Option<String>,
     enabled_at: Option<String>,
@@ -91,13 +112,21 @@ struct AutoTopupView {
     last_scan: Option<ScanView>,
 }
 
-fn state_name(account: &Account) -> &'static str {
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AutoTopupState {
+    Active,
+    Paused,
+    Off,
+}
+
+fn state_of(account: &Account) -> AutoTopupState {
     if account.paused().is_some() {
-        "paused"
+        AutoTopupState::Paused
     } else if account.auto_topup_enabled {
-        "active"
+        AutoTopupState::Active
     } else {
-        "off"
+        AutoTopupState::Off
     }
 }
 
@@ -109,24 +138,26 @@ fn pause_view(account: &Account) -> Option<PauseView> {
     })
 }
 
-/// What a customer short of credits can expect: the auto top-up state in a few words.
-pub async fn summary(state: &AppState, account: &Account) -> ApiResult<Value> {
+/// What a customer short of credits can expect.
+pub async fn summary(state: &AppState, account: &Account) -> ApiResult<AutoTopupSummary> {
     if let Some(pause) = pause_view(account) {
-        return Ok(
-            json!({ "state": "paused", "reason": pause.reason, "decline_code": pause.decline_code, "since": pause.since }),
-        );
+        return Ok(AutoTopupSummary::Paused {
+            reason: pause.reason,
+            decline_code: pause.decline_code,
+            since: pause.since,
+        });
     }
     if let Some(open) = state.db.open_attempt_of(&account.id).await? {
-        return Ok(json!({ "state": "in_progress", "topup_id": open.id }));
+        return Ok(AutoTopupSummary::InProgress { topup_id: open.id });
     }
     if !account.auto_topup_enabled {
-        return Ok(json!({ "state": "off" }));
+        return Ok(AutoTopupSummary::Off);
     }
     let decision = state.topups.decision(account).await?;
-    let next = decision
+    let next_top_up_at = decision
         .next_eligible_at(state.clock.now_ms(), account.auto_topup_window_ends_at)
         .map(rfc3339);
-    Ok(json!({ "state": "active", "next_top_up_at": next }))
+    Ok(AutoTopupSummary::Active { next_top_up_at })
 }
 
 async fn view(state: &AppState, account: Account) -> ApiResult<AutoTopupView> {
@@ -147,7 +178,7 @@ async fn view(state: &AppState, account: Account) -> ApiResult<AutoTopupView> {
         decided_at: rfc3339(d.decided_at),
     });
     Ok(AutoTopupView {
-        state: state_name(&account),
+        state: state_of(&account),
         pause: pause_view(&account),
         decision: DecisionView {
             decision: decision.as_str(),
@@ -170,24 +201,35 @@ async fn view(state: &AppState, account: Account) -> ApiResult<AutoTopupView> {
     })
 }
 
+/// The settings and state, why it would or would not top up now, and what the scan last
+/// decided.
+#[utoipa::path(get, path = "/v1/accounts/{id}/auto-topup", operation_id = "get_auto_topup", tag = "auto top-up", params(AccountId),
+    responses(
+        (status = 200, body = AutoTopupView),
+        (status = 404, description = "No such account, or not this key's", body = ErrorBody),
+    ))]
 async fn settings(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(AccountId { id }): ApiPath<AccountId>,
 ) -> ApiResult<Json<AutoTopupView>> {
     let account = visible_account(&state, &caller, &id).await?;
     Ok(Json(view(&state, account).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SettingsBody {
+pub struct SettingsBody {
     enabled: bool,
-    /// Credits; top up when the balance falls below this. Required to enable.
+    /// Credits, 100 to 99,000; top up when the balance falls below this. Required to
+    /// enable.
     #[serde(default, deserialize_with = "crate::domain::number::optional_decimal")]
+    #[schema(value_type = Option<f64>)]
     threshold: Option<Decimal>,
-    /// Credits; top up to this. Required to enable.
+    /// Credits, 1,100 to 100,000 and at least 1,000 above the threshold; top up to this.
+    /// Required to enable.
     #[serde(default, deserialize_with = "crate::domain::number::optional_decimal")]
+    #[schema(value_type = Option<f64>)]
     target: Option<Decimal>,
     /// A saved card to charge instead of the default one.
     #[serde(default)]
@@ -196,10 +238,16 @@ struct SettingsBody {
 
 /// Saves the settings. Only this request turns auto top-up on, and it records who did;
 /// turning it off needs nothing else.
+#[utoipa::path(put, path = "/v1/accounts/{id}/auto-topup", operation_id = "update_auto_topup", tag = "auto top-up",
+    params(AccountId), request_body = SettingsBody,
+    responses(
+        (status = 200, body = AutoTopupView),
+        (status = 404, description = "No such account, or not this key's", body = ErrorBody),
+    ))]
 async fn update(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(AccountId { id }): ApiPath<AccountId>,
     ApiJson(body): ApiJson<SettingsBody>,
 ) -> ApiResult<Json<AutoTopupView>> {
     let account = visible_account(&state, &caller, &id).await?;
@@ -256,11 +304,21 @@ async fn update(
     Ok(Json(view(&state, account).await?))
 }
 
-/// The customer completes a paused top-up now, outside the rate-limit window.
+/// The customer completes a paused top-up now, outside the rate-limit window, with the
+/// current default card. Resumes auto top-up when paid.
+#[utoipa::path(post, path = "/v1/accounts/{id}/auto-topup/retry", operation_id = "retry_auto_topup", tag = "auto top-up", params(AccountId),
+    responses(
+        (status = 201, description = "Paid, credited and resumed", body = TopupView),
+        (status = 202, description = "Waiting for the customer (`next_action.url`) or the provider", body = TopupView),
+        (status = 200, description = "The balance is already at the target: resumed without a charge", body = AutoTopupView),
+        (status = 402, description = "`payment_failed`: declined; still paused", body = ErrorBody),
+        (status = 404, description = "No such account, or not this key's", body = ErrorBody),
+        (status = 409, description = "Not paused, or a top-up is in progress", body = ErrorBody),
+    ))]
 async fn retry(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(AccountId { id }): ApiPath<AccountId>,
 ) -> ApiResult<Response> {
     caller.require_account(&id, &[Role::Support, Role::Admin])?;
     let (topups, account, actor) = (state.topups.clone(), id.clone(), caller.actor());
@@ -306,9 +364,9 @@ async fn retry(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ResumeBody {
+pub struct ResumeBody {
     /// Why support resumes it; kept in the audit log.
     note: String,
     /// Charge now if the balance is below the threshold, even inside the window.
@@ -316,17 +374,25 @@ struct ResumeBody {
     try_now: bool,
 }
 
-#[derive(Debug, Serialize)]
-struct ResumedView {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResumedView {
     auto_topup: AutoTopupView,
     /// The top-up charged at once when `try_now` asked for it.
     topup: Option<TopupView>,
 }
 
+/// Support resumes a paused auto top-up, with a note; audited. Support and admin keys.
+#[utoipa::path(post, path = "/v1/admin/accounts/{id}/auto-topup/resume", operation_id = "resume_auto_topup", tag = "auto top-up",
+    params(AccountId), request_body = ResumeBody,
+    responses(
+        (status = 200, body = ResumedView),
+        (status = 404, description = "No such account", body = ErrorBody),
+        (status = 409, description = "Not paused", body = ErrorBody),
+    ))]
 async fn resume(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(AccountId { id }): ApiPath<AccountId>,
     ApiJson(body): ApiJson<ResumeBody>,
 ) -> ApiResult<Json<ResumedView>> {
     caller.require(STAFF)?;
@@ -375,14 +441,19 @@ async fn resume(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct AdminListParams {
+    /// `paused`, the only listing (and the default).
+    #[param(pattern = "^paused$")]
     state: Option<String>,
+    /// How many of each to return, 1 to 500 (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 500)]
     limit: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
-struct PausedView {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PausedView {
     account_id: String,
     email: String,
     name: String,
@@ -391,14 +462,18 @@ struct PausedView {
     since: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
-struct AdminListView {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AdminListView {
     /// Paused accounts, longest paused first.
     paused: Vec<PausedView>,
     /// Top-ups unresolved for too long, oldest first.
     flagged: Vec<TopupView>,
 }
 
+/// Paused accounts and flagged top-ups: what support should look at. Support and admin
+/// keys.
+#[utoipa::path(get, path = "/v1/admin/auto-topups", operation_id = "list_auto_topup_issues", tag = "auto top-up", params(AdminListParams),
+    responses((status = 200, body = AdminListView)))]
 async fn admin_list(
     State(state): State<AppState>,
     caller: Caller,

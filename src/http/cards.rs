@@ -1,17 +1,14 @@
 //! Saved payment methods of an account.
 
-use axum::{
-    Json, Router,
-    extract::State,
-    http::StatusCode,
-    routing::{delete, get, post},
-};
+use axum::{Json, extract::State, http::StatusCode};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
-    accounts::visible_account,
+    accounts::{AccountId, visible_account},
     auth::Caller,
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, ErrorBody},
     extract::{ApiJson, ApiPath},
 };
 use crate::{
@@ -22,14 +19,21 @@ use crate::{
     topups::cards::SaveCardError,
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/accounts/{id}/payment-methods", get(list).post(add))
-        .route(
-            "/v1/accounts/{id}/payment-methods/{pm}/default",
-            post(make_default),
-        )
-        .route("/v1/accounts/{id}/payment-methods/{pm}", delete(remove))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, add))
+        .routes(routes!(make_default))
+        .routes(routes!(remove))
+}
+
+/// One saved card of an account.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+struct CardPath {
+    /// The account's id.
+    id: String,
+    /// The saved card's payment method id.
+    pm: String,
 }
 
 /// Staff acting on a customer's cards are audited; the customer's own changes are not.
@@ -37,8 +41,8 @@ fn staff_actor(caller: &Caller) -> Option<crate::db::audit::Actor> {
     (caller.role != crate::domain::api_key::Role::Customer).then(|| caller.actor())
 }
 
-#[derive(Debug, Serialize)]
-struct CardView {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CardView {
     id: String,
     brand: String,
     last4: String,
@@ -62,15 +66,22 @@ impl From<SavedCard> for CardView {
     }
 }
 
-#[derive(Debug, Serialize)]
-struct CardList {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CardList {
     data: Vec<CardView>,
 }
 
+/// The account's saved cards.
+#[utoipa::path(get, path = "/v1/accounts/{id}/payment-methods", operation_id = "list_payment_methods", tag = "payment methods",
+    params(AccountId),
+    responses(
+        (status = 200, body = CardList),
+        (status = 404, description = "No such account, or not this key's", body = ErrorBody),
+    ))]
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(AccountId { id }): ApiPath<AccountId>,
 ) -> ApiResult<Json<CardList>> {
     visible_account(&state, &caller, &id).await?;
     let cards = state.db.saved_cards(&id).await?;
@@ -79,9 +90,9 @@ async fn list(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewCardBody {
+pub struct NewCardBody {
     /// The provider's payment method id, e.g. `pm_card_visa` on the stub or in test mode.
     payment_method_id: String,
     /// Make it the default (the first card always is).
@@ -90,10 +101,18 @@ struct NewCardBody {
 }
 
 /// Attaches a payment method the customer created at the provider and saves it.
+#[utoipa::path(post, path = "/v1/accounts/{id}/payment-methods", operation_id = "add_payment_method", tag = "payment methods",
+    params(AccountId), request_body = NewCardBody,
+    responses(
+        (status = 201, body = CardView),
+        (status = 402, description = "`payment_failed`: the provider refused the card", body = ErrorBody),
+        (status = 404, description = "No such account, or not this key's", body = ErrorBody),
+        (status = 503, description = "The provider is unavailable; nothing was saved", body = ErrorBody),
+    ))]
 async fn add(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(AccountId { id }): ApiPath<AccountId>,
     ApiJson(body): ApiJson<NewCardBody>,
 ) -> ApiResult<(StatusCode, Json<CardView>)> {
     visible_account(&state, &caller, &id).await?;
@@ -119,7 +138,7 @@ async fn add(
         Err(SaveCardError::Refused { code, message }) => Err(ApiError::PaymentFailed {
             decline_code: code,
             message,
-            topup: serde_json::Value::Null,
+            topup: None,
         }),
         Err(SaveCardError::ProviderUnavailable(error)) => {
             tracing::warn!(%error, "card not saved: provider unavailable");
@@ -131,10 +150,17 @@ async fn add(
     }
 }
 
+/// Makes a saved card the default one.
+#[utoipa::path(post, path = "/v1/accounts/{id}/payment-methods/{pm}/default", operation_id = "make_default_payment_method", tag = "payment methods",
+    params(CardPath),
+    responses(
+        (status = 200, body = CardView),
+        (status = 404, description = "No such account or card", body = ErrorBody),
+    ))]
 async fn make_default(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath((id, pm)): ApiPath<(String, String)>,
+    ApiPath(CardPath { id, pm }): ApiPath<CardPath>,
 ) -> ApiResult<Json<CardView>> {
     visible_account(&state, &caller, &id).await?;
     let card = state
@@ -151,10 +177,17 @@ async fn make_default(
 }
 
 /// Removes a card, unless a top-up in progress is charging it.
+#[utoipa::path(delete, path = "/v1/accounts/{id}/payment-methods/{pm}", operation_id = "remove_payment_method", tag = "payment methods",
+    params(CardPath),
+    responses(
+        (status = 200, description = "The removed card", body = CardView),
+        (status = 404, description = "No such account or card", body = ErrorBody),
+        (status = 409, description = "A top-up in progress is charging it", body = ErrorBody),
+    ))]
 async fn remove(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath((id, pm)): ApiPath<(String, String)>,
+    ApiPath(CardPath { id, pm }): ApiPath<CardPath>,
 ) -> ApiResult<Json<CardView>> {
     visible_account(&state, &caller, &id).await?;
     let staff = staff_actor(&caller);

@@ -6,8 +6,10 @@ use axum::{
     http::StatusCode,
     response::{IntoResponse, Response},
 };
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use utoipa::ToSchema;
 
+use super::{auto_topup::AutoTopupSummary, topups::TopupView};
 use crate::{
     db::DbError,
     domain::{credits::Millicredits, validation::FieldErrors},
@@ -51,19 +53,17 @@ pub enum ApiError {
     InsufficientCredits {
         required: Millicredits,
         available: Millicredits,
-        /// What auto top-up will do about it: off, active (next top-up time), in
-        /// progress, or paused (and why).
-        auto_topup: Value,
+        auto_topup: AutoTopupSummary,
     },
     /// 400: a top-up amount outside the purchase limits.
     #[error("{0}")]
     InvalidAmount(String),
-    /// 402: the payment was declined; `topup` is the failed top-up.
+    /// 402: the payment was declined; `topup` is the failed top-up, if one was made.
     #[error("payment failed: {message}")]
     PaymentFailed {
         decline_code: String,
         message: String,
-        topup: Value,
+        topup: Option<Box<TopupView>>,
     },
     /// 400: a webhook without a valid, fresh signature.
     #[error("webhook signature rejected: {0}")]
@@ -129,41 +129,77 @@ impl ApiError {
     }
 }
 
+/// The body of every error answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// A stable code: `invalid_request`, `invalid_amount`, `unauthorized`, `forbidden`,
+    /// `not_found`, `method_not_allowed`, `request_timeout`, `conflict`,
+    /// `insufficient_credits`, `payment_failed`, `invalid_signature`, `unavailable` or
+    /// `internal`.
+    error: &'static str,
+    /// What went wrong, in a sentence.
+    message: String,
+    /// Each bad field and what is wrong with it (`invalid_request`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<std::collections::BTreeMap<String, String>>)]
+    fields: Option<FieldErrors>,
+    /// The cost of the request (`insufficient_credits`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    required: Option<Millicredits>,
+    /// The balance (`insufficient_credits`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    available: Option<Millicredits>,
+    /// What auto top-up will do about it (`insufficient_credits`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auto_topup: Option<AutoTopupSummary>,
+    /// The provider's reason (`payment_failed`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    decline_code: Option<String>,
+    /// The failed top-up (`payment_failed`, when a charge was attempted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    topup: Option<Box<TopupView>>,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
         if status.is_server_error() {
             tracing::error!(error = ?self, "request failed");
         }
-        let mut body = Map::new();
-        body.insert("error".into(), json!(code));
-        body.insert("message".into(), json!(self.to_string()));
-        match &self {
-            Self::InvalidRequest { fields, .. } => {
-                body.insert("fields".into(), json!(fields));
-            }
+        let mut body = ErrorBody {
+            error: code,
+            message: self.to_string(),
+            fields: None,
+            required: None,
+            available: None,
+            auto_topup: None,
+            decline_code: None,
+            topup: None,
+        };
+        match self {
+            Self::InvalidRequest { fields, .. } => body.fields = Some(fields),
             Self::UnsupportedMediaType | Self::PayloadTooLarge => {
-                body.insert("fields".into(), json!({}));
+                body.fields = Some(FieldErrors::new());
             }
             Self::InsufficientCredits {
                 required,
                 available,
                 auto_topup,
             } => {
-                body.insert("required".into(), json!(required));
-                body.insert("available".into(), json!(available));
-                body.insert("auto_topup".into(), auto_topup.clone());
+                body.required = Some(required);
+                body.available = Some(available);
+                body.auto_topup = Some(auto_topup);
             }
             Self::PaymentFailed {
                 decline_code,
                 topup,
                 ..
             } => {
-                body.insert("decline_code".into(), json!(decline_code));
-                body.insert("topup".into(), topup.clone());
+                body.decline_code = Some(decline_code);
+                body.topup = topup;
             }
             _ => {}
         }
-        (status, Json(Value::Object(body))).into_response()
+        (status, Json(body)).into_response()
     }
 }

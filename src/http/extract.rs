@@ -9,6 +9,7 @@ use axum::{
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
+use crate::domain::{number::OUT_OF_RANGE, validation::FieldErrors};
 
 /// A JSON body.
 pub struct ApiJson<T>(pub T);
@@ -54,6 +55,9 @@ fn json_error(path: &str, error: serde_json::Error) -> ApiError {
     // Exact numbers are read through a private marker field that callers never wrote.
     let path = path.replace(".$serde_json::private::Number", "");
     match named_field(&path, &problem) {
+        Some(field) if problem.contains(OUT_OF_RANGE) => {
+            ApiError::invalid(FieldErrors::single(&field, problem))
+        }
         Some(field) => ApiError::malformed(
             format!("request body is invalid: {field}: {problem}"),
             Some((field, problem)),

@@ -1,6 +1,9 @@
 //! The HTTP API: one router per resource, merged here under the shared middleware
 //! (request ids, tracing, timeouts, body limit).
 
+// utoipa's generated code names the types given to `params(...)` by full path.
+#![allow(unused_qualifications)]
+
 pub mod accounts;
 pub mod admin;
 pub mod auth;
@@ -10,6 +13,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod notices;
+pub mod openapi;
 pub mod pagination;
 pub mod pricing;
 pub mod topups;
@@ -29,15 +33,17 @@ use tower_http::{
     trace::{DefaultOnResponse, TraceLayer},
 };
 use tracing::Level;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::app::AppState;
 use error::ApiError;
 
-pub fn router(state: AppState) -> Router {
-    let http = &state.config.http;
-    let timeout = Duration::from_secs(http.request_timeout_secs);
-    Router::new()
+/// Every route of the API, each with its OpenAPI description.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(health::router())
+        .merge(openapi::router())
         .merge(pricing::router())
         .merge(accounts::router())
         .merge(usage::router())
@@ -47,6 +53,13 @@ pub fn router(state: AppState) -> Router {
         .merge(auto_topup::router())
         .merge(topups::router())
         .merge(webhooks::router())
+}
+
+pub fn router(state: AppState) -> Router {
+    let http = &state.config.http;
+    let timeout = Duration::from_secs(http.request_timeout_secs);
+    let (routes, _) = routes().split_for_parts();
+    routes
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(http.max_body_bytes))
@@ -73,8 +86,8 @@ pub fn router(state: AppState) -> Router {
 
 /// The operations listener: `/metrics` and the probes, kept off the public API.
 pub fn ops_router(state: AppState) -> Router {
-    Router::new()
-        .merge(health::router())
+    let (probes, _) = health::router().split_for_parts();
+    probes
         .route(
             "/metrics",
             axum::routing::get(|| async { crate::metrics::handle().render() }),

@@ -1,15 +1,13 @@
 //! Support's view of the notice outbox: what failed, and sending it again.
 
-use axum::{
-    Json, Router,
-    extract::State,
-    routing::{get, post},
-};
+use axum::{Json, extract::State};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
     auth::{Caller, STAFF},
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, ErrorBody},
     extract::{ApiPath, ApiQuery},
     pagination::{PageParams, PageView},
 };
@@ -20,20 +18,22 @@ use crate::{
     domain::validation::FieldErrors,
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/admin/notices", get(list))
-        .route("/v1/admin/notices/{id}/requeue", post(requeue))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(requeue))
 }
 
-#[derive(Debug, Serialize)]
-struct NoticeView {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NoticeView {
     id: String,
+    /// `receipt`, `payment_failed`, `authentication_required` or `auto_topup_resumed`.
     kind: String,
     account_id: String,
     recipient: String,
     subject: String,
     message_id: String,
+    /// `pending`, `sending`, `sent` or `failed`.
     state: String,
     attempts: i64,
     last_error: Option<String>,
@@ -70,7 +70,11 @@ struct ListParams {
     page: PageParams,
 }
 
-/// Notices, newest first; `?state=failed` for those that need support.
+/// Notices, newest first; `?state=failed` for those that need support. Support and admin
+/// keys.
+#[utoipa::path(get, path = "/v1/admin/notices", operation_id = "list_notices", tag = "notices",
+    params(("state" = inline(Option<NoticeState>), Query, description = "Only notices in this state"), PageParams),
+    responses((status = 200, body = PageView<NoticeView>)))]
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -93,7 +97,14 @@ async fn list(
     })?))
 }
 
-/// Sends a failed notice again, from a fresh attempt count.
+/// Sends a failed notice again, from a fresh attempt count. Support and admin keys.
+#[utoipa::path(post, path = "/v1/admin/notices/{id}/requeue", operation_id = "requeue_notice", tag = "notices",
+    params(("id" = String, Path, description = "The notice's id")),
+    responses(
+        (status = 200, body = NoticeView),
+        (status = 404, description = "No such notice", body = ErrorBody),
+        (status = 409, description = "The notice has not failed", body = ErrorBody),
+    ))]
 async fn requeue(
     State(state): State<AppState>,
     caller: Caller,

@@ -1,6 +1,7 @@
 //! Newest-first listings: `?limit=N&cursor=C`, answered as `{"data": [...], "next_cursor"}`.
 
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::error::ApiError;
 use crate::{
@@ -11,9 +12,15 @@ use crate::{
 const DEFAULT_LIMIT: u32 = 50;
 const MAX_LIMIT: u32 = 200;
 
-#[derive(Debug, Default, Deserialize)]
+/// Read as text so that a bad value gets this API's own error naming the field.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageParams {
+    /// How many to return, 1 to 200 (default 50).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
     pub limit: Option<String>,
+    /// `next_cursor` of the previous page.
+    #[param(pattern = "^[1-9][0-9]{0,17}$")]
     pub cursor: Option<String>,
 }
 
@@ -42,7 +49,7 @@ impl PageParams {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct PageView<T> {
     pub data: Vec<T>,
     /// Pass as `cursor` for the next (older) page; null on the last page.

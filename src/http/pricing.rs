@@ -2,15 +2,13 @@
 
 use std::collections::BTreeMap;
 
-use axum::{
-    Json, Router,
-    extract::State,
-    routing::{get, post},
-};
+use axum::{Json, extract::State};
 use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, ErrorBody},
     extract::ApiJson,
 };
 use crate::{
@@ -21,36 +19,40 @@ use crate::{
     },
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/pricing", get(pricing))
-        .route("/v1/estimate", post(estimate))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(pricing))
+        .routes(routes!(estimate))
 }
 
-#[derive(Serialize)]
-struct PricingView<'a> {
-    currency: &'a str,
+#[derive(Serialize, ToSchema)]
+pub struct PricingView {
+    currency: String,
     credit_price_cents: i64,
-    services: &'a BTreeMap<String, Service>,
+    /// The catalogue: each service by name.
+    services: BTreeMap<String, Service>,
     /// Credit packages for `POST /v1/accounts/{id}/topups`.
     packages: Vec<Package>,
     topup_limits: Limits,
 }
 
-#[derive(Serialize)]
-struct Package {
+#[derive(Serialize, ToSchema)]
+pub struct Package {
     credits: i64,
     amount_cents: i64,
     amount_usd: String,
 }
 
-#[derive(Serialize)]
-struct Limits {
+#[derive(Serialize, ToSchema)]
+pub struct Limits {
     min_amount_cents: i64,
     max_amount_cents: i64,
 }
 
-async fn pricing(State(state): State<AppState>) -> Json<serde_json::Value> {
+/// The catalogue, credit packages and purchase limits.
+#[utoipa::path(get, path = "/v1/pricing", operation_id = "get_pricing", tag = "pricing", security(()),
+    responses((status = 200, body = PricingView)))]
+async fn pricing(State(state): State<AppState>) -> Json<PricingView> {
     let config = &state.config;
     let packages = config
         .payments
@@ -65,20 +67,25 @@ async fn pricing(State(state): State<AppState>) -> Json<serde_json::Value> {
             }
         })
         .collect();
-    let view = PricingView {
-        currency: &config.payments.currency,
+    Json(PricingView {
+        currency: config.payments.currency.clone(),
         credit_price_cents: config.credit_price_cents,
-        services: &state.catalogue.services,
+        services: state.catalogue.services.clone(),
         packages,
         topup_limits: Limits {
             min_amount_cents: config.payments.min_topup_cents,
             max_amount_cents: config.payments.max_topup_cents,
         },
-    };
-    Json(serde_json::to_value(view).expect("the catalogue serializes to JSON"))
+    })
 }
 
 /// The cost of a request, line by line, without debiting anything.
+#[utoipa::path(post, path = "/v1/estimate", tag = "pricing", security(()),
+    request_body = PriceRequest,
+    responses(
+        (status = 200, body = Quote),
+        (status = 422, description = "Unknown service, variant or add-on, or a missing quantity", body = ErrorBody),
+    ))]
 async fn estimate(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<PriceRequest>,

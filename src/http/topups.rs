@@ -3,18 +3,19 @@
 use std::{future::Future, time::Duration};
 
 use axum::{
-    Json, Router,
+    Json,
     extract::State,
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
-    routing::get,
 };
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
-    accounts::visible_account,
+    accounts::{AccountId, visible_account},
     auth::Caller,
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, ErrorBody},
     extract::{ApiJson, ApiPath, ApiQuery},
     pagination::{PageParams, PageView},
 };
@@ -23,7 +24,10 @@ use crate::{
     clock::rfc3339,
     db::attempts::TopupAttempt,
     domain::{
-        api_key::Role, attempt::AttemptState, credits::Millicredits, money::Cents,
+        api_key::Role,
+        attempt::{AttemptState, AttemptTrigger},
+        credits::Millicredits,
+        money::Cents,
         validation::FieldErrors,
     },
     topups::PurchaseError,
@@ -32,18 +36,30 @@ use crate::{
 /// Longest accepted Idempotency-Key header.
 const MAX_KEY_LEN: usize = 255;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/accounts/{id}/topups", get(list).post(purchase))
-        .route("/v1/accounts/{id}/topups/{topup}", get(one))
-        .route("/v1/payments/return", get(returned))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, purchase))
+        .routes(routes!(one))
+        .routes(routes!(returned))
 }
 
-#[derive(Debug, Serialize)]
+/// One top-up of an account.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+struct TopupPath {
+    /// The account's id.
+    id: String,
+    /// The top-up's id.
+    topup: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
 pub struct TopupView {
     id: String,
     account_id: String,
+    #[schema(value_type = AttemptTrigger)]
     trigger: String,
+    #[schema(value_type = AttemptState)]
     state: String,
     credits: Millicredits,
     amount_cents: i64,
@@ -61,8 +77,10 @@ pub struct TopupView {
     flagged_at: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
-struct NextActionView {
+/// What the customer must do for the payment to go on.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NextActionView {
+    /// `redirect_to_url`: authenticate the payment (3-D Secure) at `url`.
     #[serde(rename = "type")]
     kind: &'static str,
     url: String,
@@ -98,19 +116,33 @@ impl From<TopupAttempt> for TopupView {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PurchaseBody {
+pub struct PurchaseBody {
     /// Whole credits to buy; see `packages` in `GET /v1/pricing`.
+    #[serde(deserialize_with = "crate::domain::number::whole")]
     credits: i64,
 }
 
 /// Charges the default card for `credits`. 201 when paid, 202 when it waits for the
 /// customer (`next_action.url`) or for the provider, 402 `payment_failed` when declined.
+#[utoipa::path(post, path = "/v1/accounts/{id}/topups", operation_id = "purchase", tag = "top-ups",
+    params(AccountId,
+        ("Idempotency-Key" = Option<String>, Header,
+            description = "Repeat the purchase with the same key to get the same top-up, never a second charge")),
+    request_body = PurchaseBody,
+    responses(
+        (status = 201, description = "Paid and credited", body = TopupView),
+        (status = 202, description = "Waiting for the customer (`next_action.url`) or the provider", body = TopupView),
+        (status = 400, description = "`invalid_amount`: outside the purchase limits", body = ErrorBody),
+        (status = 402, description = "`payment_failed`: declined; `topup` is the failed top-up", body = ErrorBody),
+        (status = 404, description = "No such account, or not this key's", body = ErrorBody),
+        (status = 409, description = "No saved card, a top-up in progress, or the key reused for another amount", body = ErrorBody),
+    ))]
 async fn purchase(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(AccountId { id }): ApiPath<AccountId>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<PurchaseBody>,
 ) -> ApiResult<Response> {
@@ -220,7 +252,7 @@ pub fn purchase_answer(attempt: TopupAttempt) -> ApiResult<Response> {
             return Err(ApiError::PaymentFailed {
                 decline_code,
                 message,
-                topup: serde_json::to_value(TopupView::from(attempt)).expect("a top-up serializes"),
+                topup: Some(Box::new(TopupView::from(attempt))),
             });
         }
         _ => StatusCode::ACCEPTED,
@@ -228,10 +260,16 @@ pub fn purchase_answer(attempt: TopupAttempt) -> ApiResult<Response> {
     Ok((status, Json(TopupView::from(attempt))).into_response())
 }
 
+/// Purchases and automatic top-ups, newest first.
+#[utoipa::path(get, path = "/v1/accounts/{id}/topups", operation_id = "list_topups", tag = "top-ups", params(AccountId, PageParams),
+    responses(
+        (status = 200, body = PageView<TopupView>),
+        (status = 404, description = "No such account, or not this key's", body = ErrorBody),
+    ))]
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(AccountId { id }): ApiPath<AccountId>,
     ApiQuery(params): ApiQuery<PageParams>,
 ) -> ApiResult<Json<PageView<TopupView>>> {
     let page = params.page_request()?;
@@ -242,7 +280,8 @@ async fn list(
     })?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ReturnParams {
     /// Added by the provider when it sends the customer back.
     payment_intent: Option<String>,
@@ -250,6 +289,8 @@ struct ReturnParams {
 
 /// Where the provider sends a customer back after authenticating (`payments.return_url`):
 /// the payment is read from the provider at once, so the customer sees the outcome.
+#[utoipa::path(get, path = "/v1/payments/return", operation_id = "payment_return", tag = "top-ups", security(()), params(ReturnParams),
+    responses((status = 200, description = "A page telling the customer the outcome", body = String, content_type = "text/html")))]
 async fn returned(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<ReturnParams>,
@@ -281,10 +322,15 @@ async fn returned(
 
 /// One top-up, brought up to date with the provider first (the poll that settles a
 /// payment whose webhook has not arrived).
+#[utoipa::path(get, path = "/v1/accounts/{id}/topups/{topup}", operation_id = "get_topup", tag = "top-ups", params(TopupPath),
+    responses(
+        (status = 200, body = TopupView),
+        (status = 404, description = "No such top-up on this account, or not this key's", body = ErrorBody),
+    ))]
 async fn one(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath((id, topup)): ApiPath<(String, String)>,
+    ApiPath(TopupPath { id, topup }): ApiPath<TopupPath>,
 ) -> ApiResult<Json<TopupView>> {
     caller.require_account(&id, &[Role::Support, Role::Admin])?;
     let attempt = state

@@ -1,19 +1,20 @@
 //! Metering: price and debit usage, refund it. For the product's API servers.
 
 use axum::{
-    Json, Router,
+    Json,
     extract::State,
     http::StatusCode,
     response::{IntoResponse, Response},
-    routing::post,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
     accounts::LedgerEntryView,
     auth::Caller,
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, ErrorBody},
     extract::{ApiJson, ApiPath},
 };
 use crate::{
@@ -21,7 +22,10 @@ use crate::{
     clock::rfc3339,
     db::usage::{DebitOutcome, NewUsage, RefundOutcome, UsageRecord},
     domain::{
-        api_key::Role, credits::Millicredits, pricing::PriceRequest, validation::FieldErrors,
+        api_key::Role,
+        credits::Millicredits,
+        pricing::{PriceRequest, Quote},
+        validation::FieldErrors,
     },
 };
 
@@ -30,28 +34,30 @@ const MAX_ID_LEN: usize = 200;
 /// Set on answers that repeat an earlier result instead of acting again.
 const REPLAYED: (&str, &str) = ("idempotent-replayed", "true");
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/usage", post(record_usage))
-        .route("/v1/usage/{id}/refund", post(refund_usage))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(record_usage))
+        .routes(routes!(refund_usage))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct UsageBody {
+pub struct UsageBody {
     account_id: String,
     /// The caller's id for this unit of work; a repeat is answered, not debited.
     request_id: String,
     usage: PriceRequest,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct UsageView {
     id: String,
     account_id: String,
     request_id: String,
     service: String,
     cost: Millicredits,
+    /// The quote it was priced by, as `POST /v1/estimate` answers it.
+    #[schema(value_type = Quote)]
     quote: Value,
     created_at: String,
     refunded_at: Option<String>,
@@ -76,7 +82,16 @@ impl UsageView {
 }
 
 /// Prices the usage and debits it in one transaction; 402 with `required` and `available`
-/// when the balance is short, in which case nothing changes.
+/// when the balance is short, in which case nothing changes. Service keys only.
+#[utoipa::path(post, path = "/v1/usage", tag = "usage", request_body = UsageBody,
+    responses(
+        (status = 201, description = "Debited", body = UsageView),
+        (status = 200, description = "This request_id was already debited for the same usage; the earlier record, nothing debited",
+            body = UsageView, headers(("idempotent-replayed" = String, description = "`true`"))),
+        (status = 402, description = "`insufficient_credits`: nothing debited", body = ErrorBody),
+        (status = 404, description = "No such account", body = ErrorBody),
+        (status = 409, description = "This request_id was used for different usage on this account", body = ErrorBody),
+    ))]
 async fn record_usage(
     State(state): State<AppState>,
     caller: Caller,
@@ -145,13 +160,20 @@ async fn record_usage(
     }
 }
 
-#[derive(Debug, Serialize)]
-struct RefundView {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RefundView {
     usage: UsageView,
     refund: LedgerEntryView,
 }
 
 /// Restores the credits of usage that failed on the platform side, once.
+#[utoipa::path(post, path = "/v1/usage/{id}/refund", tag = "usage",
+    params(("id" = String, Path, description = "The usage record's id")),
+    responses(
+        (status = 200, description = "Refunded now, or already refunded (`idempotent-replayed: true`)", body = RefundView,
+            headers(("idempotent-replayed" = Option<String>, description = "`true` when it was refunded before"))),
+        (status = 404, description = "No such usage record", body = ErrorBody),
+    ))]
 async fn refund_usage(
     State(state): State<AppState>,
     caller: Caller,

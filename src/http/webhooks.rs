@@ -2,20 +2,28 @@
 //! handled by re-reading the payment they name.
 
 use axum::{
-    Json, Router,
+    Json,
     body::Bytes,
     extract::{State, rejection::BytesRejection},
     http::HeaderMap,
-    routing::post,
 };
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorBody};
 use crate::{app::AppState, payments::signature};
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/webhooks/payments", post(receive))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(receive))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReceivedView {
+    received: bool,
+    /// The event was stored before; nothing was done again.
+    duplicate: bool,
 }
 
 /// What is read from an event before storing it.
@@ -32,13 +40,20 @@ struct EventData {
     object: Value,
 }
 
-/// 400 and nothing stored unless the signature is valid and fresh; 200 once stored (a
-/// duplicate is acknowledged without effect).
+/// The payment provider's events. 400 and nothing stored unless the signature is valid and
+/// fresh; 200 once stored (a duplicate is acknowledged without effect).
+#[utoipa::path(post, path = "/v1/webhooks/payments", operation_id = "receive_webhook", tag = "webhooks", security(()),
+    params(("Stripe-Signature" = String, Header, description = "`t=<unix time>,v1=<HMAC-SHA256 hex>` over `<t>.<raw body>`")),
+    request_body(content = Object, description = "A provider event: `{id, type, data: {object}}`"),
+    responses(
+        (status = 200, body = ReceivedView),
+        (status = 400, description = "`invalid_signature`, or not an event", body = ErrorBody),
+    ))]
 async fn receive(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ReceivedView>> {
     let body = body.map_err(|e| match e {
         BytesRejection::FailedToBufferBody(_) => ApiError::PayloadTooLarge,
         other => ApiError::malformed(other.body_text(), None),
@@ -66,11 +81,12 @@ async fn receive(
         .db
         .store_event(&event.id, &event.kind, object_id, &payload, now_ms)
         .await?;
-    if new {
-        if let Some(stored) = state.db.event(&event.id).await? {
-            // Failures leave the event due; the webhook processor tries again.
-            state.topups.process_event(&stored).await?;
-        }
+    if new && let Some(stored) = state.db.event(&event.id).await? {
+        // Failures leave the event due; the webhook processor tries again.
+        state.topups.process_event(&stored).await?;
     }
-    Ok(Json(json!({ "received": true, "duplicate": !new })))
+    Ok(Json(ReceivedView {
+        received: true,
+        duplicate: !new,
+    }))
 }

@@ -7,6 +7,7 @@ mod auto_topup;
 mod cli;
 mod helpers;
 mod notices;
+mod openapi;
 mod ops;
 mod payments;
 mod smtp;
