@@ -60,8 +60,10 @@ async fn usage_and_estimate_reject_bad_input() {
             (usage(r#"{"service":"dubbing","duration_seconds":1e12}"#), INVALID, Some("usage.duration_seconds")),
             (usage(r#"{"service":"dubbing","duration_seconds":"thirty"}"#), BAD, Some("usage.duration_seconds")),
             (usage(r#"{"service":"dubbing","duration_seconds":"30"}"#), BAD, Some("usage.duration_seconds")),
-            (usage(r#"{"service":"text_to_speech","characters":-5}"#), BAD, Some("usage.characters")),
-            (usage(r#"{"service":"text_to_speech","characters":99999999999999999999999}"#), BAD, Some("usage.characters")),
+            (usage(r#"{"service":"text_to_speech","characters":-5}"#), INVALID, Some("usage.characters")),
+            (usage(r#"{"service":"text_to_speech","characters":99999999999999999999999}"#), INVALID, Some("usage.characters")),
+            (usage(r#"{"service":"text_to_speech","characters":12.5}"#), INVALID, Some("usage.characters")),
+            (usage(r#"{"service":"text_to_speech","characters":"12"}"#), BAD, Some("usage.characters")),
             (usage(r#"{"service":"voice_clone","calls":0}"#), INVALID, Some("usage.calls")),
             (usage(r#"{"service":"stem_separation","duration_seconds":30,"variant":"gold"}"#), INVALID, Some("usage.variant")),
             (usage(r#"{"service":"dubbing","duration_seconds":30,"addons":["lip_sync"]}"#), INVALID, Some("usage.addons")),
@@ -147,7 +149,7 @@ async fn staff_routes_reject_bad_input() {
             (
                 &adjust,
                 r#"{"credits":1e30,"reason":"x"}"#,
-                BAD,
+                INVALID,
                 Some("credits"),
             ),
             (
