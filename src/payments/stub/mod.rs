@@ -19,7 +19,7 @@ use serde_json::json;
 use tokio::{net::TcpListener, sync::Mutex};
 use tokio_util::sync::CancellationToken;
 
-use self::world::{Answer, Charge, FaultTarget, Faults, KeyUse, Outcome, World, error};
+use self::world::{Answer, Charge, Fault, FaultTarget, Faults, KeyUse, Outcome, World, error};
 use super::{signature, types::Event};
 use crate::clock::Clock;
 
@@ -103,7 +103,7 @@ impl Stub {
     }
 
     pub async fn set_faults(&self, faults: Faults) {
-        self.inner.world.lock().await.faults = faults;
+        self.inner.world.lock().await.set_faults(faults);
     }
 
     pub async fn charges(&self) -> Vec<Charge> {
@@ -155,15 +155,14 @@ impl Stub {
                     }
                 }
             }
-            world.faults.latency_ms
+            world.faults().latency_ms
         };
         if latency > 0 {
             tokio::time::sleep(Duration::from_millis(latency)).await;
         }
 
         let mut world = self.inner.world.lock().await;
-        let hit = world.faults.target == FaultTarget::All || world.faults.target == target;
-        if hit && take(&mut world.faults.fail_before) {
+        if world.strikes(Fault::FailBefore, target) {
             if let Some(key) = &key
                 && matches!(world.keys.get(key), Some(KeyUse::InFlight { .. }))
             {
@@ -200,8 +199,10 @@ impl Stub {
                 (outcome.answer, false)
             }
         };
-        let fail_after = hit && take(&mut world.faults.fail_after);
-        let hang = (hit && take(&mut world.faults.hang_after)).then_some(world.faults.hang_ms);
+        let fail_after = world.strikes(Fault::FailAfter, target);
+        let hang = world
+            .strikes(Fault::HangAfter, target)
+            .then_some(world.faults().hang_ms);
         drop(world);
         if fail_after {
             return answer(error(
@@ -225,7 +226,7 @@ impl Stub {
     }
 
     async fn read(&self, op: impl FnOnce(&World) -> Answer) -> Response {
-        let latency = self.inner.world.lock().await.faults.latency_ms;
+        let latency = self.inner.world.lock().await.faults().latency_ms;
         if latency > 0 {
             tokio::time::sleep(Duration::from_millis(latency)).await;
         }
@@ -234,12 +235,8 @@ impl Stub {
 
     /// Sends an event as the webhook faults say: dropped, twice, or once.
     fn emit(&self, world: &mut World, event: Event) {
-        let dropped = take(&mut world.faults.drop_webhooks);
-        let copies = if take(&mut world.faults.duplicate_webhooks) {
-            2
-        } else {
-            1
-        };
+        let dropped = world.strikes(Fault::DropWebhook, FaultTarget::All);
+        let copies = if world.duplicates_webhook() { 2 } else { 1 };
         self.dispatch(event, dropped, copies);
     }
 
@@ -306,16 +303,6 @@ impl Stub {
             }
             delay = (delay * 2).min(MAX_RETRY_DELAY);
         }
-    }
-}
-
-/// Uses one unit of a fault count.
-fn take(count: &mut u32) -> bool {
-    if *count > 0 {
-        *count -= 1;
-        true
-    } else {
-        false
     }
 }
 
@@ -545,10 +532,18 @@ async fn events(State(stub): State<Stub>) -> Json<Vec<Delivery>> {
 }
 
 async fn faults(State(stub): State<Stub>) -> Json<Faults> {
-    Json(stub.inner.world.lock().await.faults.clone())
+    Json(stub.inner.world.lock().await.faults().clone())
 }
 
-async fn set_faults(State(stub): State<Stub>, Json(faults): Json<Faults>) -> Json<Faults> {
+async fn set_faults(State(stub): State<Stub>, Json(faults): Json<Faults>) -> Response {
+    if let Err(problem) = faults.validate() {
+        return answer(error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "parameter_invalid",
+            &problem,
+        ));
+    }
     stub.set_faults(faults.clone()).await;
-    Json(faults)
+    Json(faults).into_response()
 }
