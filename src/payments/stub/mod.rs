@@ -114,18 +114,37 @@ impl Stub {
         self.inner.clock.now_ms().div_euclid(1000)
     }
 
-    /// Applies an operation under its idempotency key and the configured faults.
+    /// Applies an operation under its idempotency key and the configured faults. Like a
+    /// real provider, the stub finishes a request it has started even when the client
+    /// hangs up (or dies) meanwhile: the work runs on a task of its own, so a key is never
+    /// left in flight for good.
     async fn mutate(
         &self,
         headers: &HeaderMap,
         fingerprint: String,
         target: FaultTarget,
-        op: impl FnOnce(&mut World, i64) -> Outcome,
+        op: impl FnOnce(&mut World, i64) -> Outcome + Send + 'static,
     ) -> Response {
         let key = headers
             .get("idempotency-key")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        let stub = self.clone();
+        let work =
+            tokio::spawn(async move { stub.mutate_to_end(key, fingerprint, target, op).await });
+        match work.await {
+            Ok(response) => response,
+            Err(error) => answer(error_answer_for(&error)),
+        }
+    }
+
+    async fn mutate_to_end(
+        &self,
+        key: Option<String>,
+        fingerprint: String,
+        target: FaultTarget,
+        op: impl FnOnce(&mut World, i64) -> Outcome,
+    ) -> Response {
         let latency = {
             let mut world = self.inner.world.lock().await;
             if let Some(key) = &key {
@@ -306,6 +325,16 @@ impl Stub {
     }
 }
 
+/// The answer when a request's work failed to run to its end.
+fn error_answer_for(failure: &tokio::task::JoinError) -> Answer {
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "api_error",
+        "stub_failure",
+        &format!("The request failed: {failure}."),
+    )
+}
+
 fn idempotency_error(status: StatusCode, message: &str) -> Answer {
     (
         status,
@@ -357,7 +386,7 @@ async fn create_customer(
         &headers,
         fingerprint("customers", &form),
         FaultTarget::All,
-        |w, _| w.create_customer(&form),
+        move |w, _| w.create_customer(&form),
     )
     .await
 }
@@ -374,7 +403,7 @@ async fn attach(
 ) -> Response {
     let form = form(pairs);
     let print = fingerprint(&format!("attach/{id}"), &form);
-    stub.mutate(&headers, print, FaultTarget::All, |w, _| {
+    stub.mutate(&headers, print, FaultTarget::All, move |w, _| {
         w.attach(&id, &form)
     })
     .await
@@ -382,7 +411,7 @@ async fn attach(
 
 async fn detach(State(stub): State<Stub>, Path(id): Path<String>, headers: HeaderMap) -> Response {
     let print = fingerprint(&format!("detach/{id}"), &BTreeMap::new());
-    stub.mutate(&headers, print, FaultTarget::All, |w, _| w.detach(&id))
+    stub.mutate(&headers, print, FaultTarget::All, move |w, _| w.detach(&id))
         .await
 }
 
@@ -396,7 +425,7 @@ async fn create_intent(
         &headers,
         fingerprint("payment_intents", &form),
         FaultTarget::Create,
-        |w, now| w.create_intent(&form, now),
+        move |w, now| w.create_intent(&form, now),
     )
     .await
 }
@@ -440,7 +469,7 @@ async fn confirm(
     let form = form(pairs);
     let print = fingerprint(&format!("confirm/{id}"), &form);
     let public_url = stub.inner.public_url.clone();
-    stub.mutate(&headers, print, FaultTarget::Confirm, |w, now| {
+    stub.mutate(&headers, print, FaultTarget::Confirm, move |w, now| {
         w.confirm(&id, &public_url, now)
     })
     .await
@@ -448,7 +477,7 @@ async fn confirm(
 
 async fn cancel(State(stub): State<Stub>, Path(id): Path<String>, headers: HeaderMap) -> Response {
     let print = fingerprint(&format!("cancel/{id}"), &BTreeMap::new());
-    stub.mutate(&headers, print, FaultTarget::All, |w, now| {
+    stub.mutate(&headers, print, FaultTarget::All, move |w, now| {
         w.cancel(&id, now)
     })
     .await
