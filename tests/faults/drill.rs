@@ -109,8 +109,10 @@ impl fmt::Display for Report {
     }
 }
 
-/// The drill's own random stream: the run's seed mixed with the scenario's name, so
-/// scenarios differ and `--seed N --scenario NAME` replays one alone.
+/// A random stream of the drill: the run's seed mixed with the scenario's name, so
+/// scenarios differ and `--seed N --scenario NAME` replays one alone, and with the
+/// stream's purpose, so that draws which depend on timing (how many payments wait for
+/// authentication when the customers look) never shift the kill schedule.
 fn rng_for(seed: u64, name: &str) -> StdRng {
     // FNV-1a: stable across Rust versions, unlike the standard hasher.
     let mixed = name
@@ -153,7 +155,9 @@ pub async fn run(scenario: &Scenario, seed: u64) -> Report {
         if scenario.smtp_outage { "yes" } else { "no" },
     );
     let started = Instant::now();
-    let mut rng = rng_for(seed, &scenario.name);
+    let mut setup_rng = rng_for(seed, &format!("{}/setup", scenario.name));
+    let mut kill_rng = rng_for(seed, &format!("{}/kills", scenario.name));
+    let mut answer_rng = rng_for(seed, &format!("{}/answers", scenario.name));
     let dir = tempfile::Builder::new()
         .prefix(&format!("topupd-faults-{}-", scenario.name))
         .tempdir()
@@ -193,9 +197,9 @@ pub async fn run(scenario: &Scenario, seed: u64) -> Report {
     }
 
     let api = Api::new(admin);
-    let customers = open_accounts(&api, &replicas[0].url(), scenario.topups, &mut rng).await;
+    let customers = open_accounts(&api, &replicas[0].url(), scenario.topups, &mut setup_rng).await;
     if scenario.provider_failure_rate > 0.0 || scenario.webhook_drop_rate > 0.0 {
-        stub.set_faults(&provider_faults(scenario, rng.random()))
+        stub.set_faults(&provider_faults(scenario, setup_rng.random()))
             .await;
     }
     let db = database.connect().await;
@@ -205,20 +209,20 @@ pub async fn run(scenario: &Scenario, seed: u64) -> Report {
     let per_round = scenario.topups.div_ceil(rounds);
     for (round, batch) in customers.chunks(per_round.max(1)).enumerate() {
         for customer in batch {
-            let entry = &replicas[rng.random_range(0..replicas.len())];
+            let entry = &replicas[kill_rng.random_range(0..replicas.len())];
             api.enable_auto_topup(&entry.url(), customer).await;
         }
-        authenticator.answer_waiting(&stub, &mut rng).await;
+        authenticator.answer_waiting(&stub, &mut answer_rng).await;
         if round >= scenario.kills {
             continue;
         }
-        tokio::time::sleep(Duration::from_millis(rng.random_range(300..2_000))).await;
-        let victim = &mut replicas[rng.random_range(0..scenario.replicas)];
+        tokio::time::sleep(Duration::from_millis(kill_rng.random_range(300..2_000))).await;
+        let victim = &mut replicas[kill_rng.random_range(0..scenario.replicas)];
         if Progress::read(&db).await.open > 0 {
             kills_mid_topup += 1;
         }
         victim.kill().await;
-        tokio::time::sleep(Duration::from_millis(rng.random_range(0..300))).await;
+        tokio::time::sleep(Duration::from_millis(kill_rng.random_range(0..300))).await;
         victim.start(&settings).await;
     }
 
@@ -233,14 +237,14 @@ pub async fn run(scenario: &Scenario, seed: u64) -> Report {
         progress.attempted == topups && progress.open == 0
     };
     wait_until(limit, Duration::from_millis(250), async || {
-        settled(&mut rng, &mut authenticator).await
+        settled(&mut answer_rng, &mut authenticator).await
     })
     .await;
     if scenario.smtp_outage {
         smtp.start().await;
     }
     wait_until(limit, Duration::from_millis(250), async || {
-        settled(&mut rng, &mut authenticator).await && Progress::read(&db).await.unsent == 0
+        settled(&mut answer_rng, &mut authenticator).await && Progress::read(&db).await.unsent == 0
     })
     .await;
     // A send under way when the outbox looked empty lands in the next moment.

@@ -19,7 +19,7 @@ mod scenario;
 #[path = "../api/smtp.rs"]
 mod smtp;
 
-use std::process::ExitCode;
+use std::{process::ExitCode, time::Instant};
 
 use options::Options;
 use scenario::Scenario;
@@ -43,6 +43,7 @@ async fn main() -> ExitCode {
         options.seed,
         scenarios.len()
     );
+    let started = Instant::now();
     let mut failed = Vec::new();
     for scenario in &scenarios {
         let report = drill::run(scenario, options.seed).await;
@@ -51,6 +52,13 @@ async fn main() -> ExitCode {
             failed.push(scenario.name.clone());
         }
     }
+    let kills: usize = scenarios.iter().map(|s| s.kills).sum();
+    let topups: usize = scenarios.iter().map(|s| s.topups).sum();
+    println!(
+        "fault harness: {} scenario(s), {topups} top-ups, {kills} kills in {:.0} s",
+        scenarios.len(),
+        started.elapsed().as_secs_f64()
+    );
     if failed.is_empty() {
         println!("fault harness: ok");
         ExitCode::SUCCESS

@@ -45,22 +45,22 @@ impl Scenario {
         let mut scenarios = Vec::new();
         for &backend in &backends {
             scenarios.push(Scenario {
-                topups: scale(60, 1_000),
-                kills: scale(10, 200),
+                topups: scale(40, 1_000),
+                kills: scale(8, 200),
                 ..base("kill", backend)
             });
         }
         if backends.contains(&Backend::Postgres) {
             scenarios.push(Scenario {
                 replicas: 3,
-                topups: scale(60, 1_000),
-                kills: scale(12, 200),
+                topups: scale(50, 1_000),
+                kills: scale(10, 200),
                 ..base("replicas", Backend::Postgres)
             });
         }
         for &backend in &backends {
             scenarios.push(Scenario {
-                topups: scale(150, 5_000),
+                topups: scale(120, 5_000),
                 provider_failure_rate: 0.2,
                 webhook_drop_rate: 0.3,
                 ..base("provider-faults", backend)
@@ -68,8 +68,8 @@ impl Scenario {
         }
         for &backend in &backends {
             scenarios.push(Scenario {
-                topups: scale(40, 500),
-                kills: scale(4, 20),
+                topups: scale(30, 500),
+                kills: scale(3, 20),
                 smtp_outage: true,
                 ..base("smtp-outage", backend)
             });
