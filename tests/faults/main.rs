@@ -64,7 +64,7 @@ async fn main() -> ExitCode {
         ExitCode::SUCCESS
     } else {
         println!(
-            "fault harness: FAILED {} (replay: cargo test --test faults -- {} --seed {} --scenario NAME)",
+            "fault harness: FAILED {} (replay one: cargo test --test faults --{} --seed {} --scenario NAME)",
             failed.join(", "),
             options.mode.flag(),
             options.seed

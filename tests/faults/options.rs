@@ -20,11 +20,11 @@ impl Mode {
         }
     }
 
-    /// The flag that selects this mode.
+    /// The flag that selects this mode, with its leading space.
     pub fn flag(self) -> &'static str {
         match self {
             Mode::Short => "",
-            Mode::Full => "--full",
+            Mode::Full => " --full",
         }
     }
 }
