@@ -108,6 +108,7 @@ pub struct AutoTopupConfig {
     pub charge_concurrency: u32,
     pub reconcile_interval_secs: u64,
     pub reconcile_after_secs: u64,
+    pub recheck_after_secs: u64,
     pub flag_after_hours: u32,
     pub authentication_expiry_hours: u32,
 }
@@ -325,6 +326,9 @@ impl Config {
         if auto.reconcile_interval_secs == 0 {
             return invalid("auto_topup.reconcile_interval_secs", "must be at least 1");
         }
+        if auto.recheck_after_secs == 0 {
+            return invalid("auto_topup.recheck_after_secs", "must be at least 1");
+        }
         if auto.authentication_expiry_hours == 0 {
             return invalid(
                 "auto_topup.authentication_expiry_hours",
@@ -516,6 +520,11 @@ mod tests {
             jail.set_env("TOPUPD_DATABASE__URL", "mysql://x");
             let err = Config::load(None).expect_err("bad url").to_string();
             assert!(err.contains("database.url"), "{err}");
+            jail.clear_env();
+
+            jail.set_env("TOPUPD_AUTO_TOPUP__RECHECK_AFTER_SECS", "0");
+            let err = Config::load(None).expect_err("no delay").to_string();
+            assert!(err.contains("auto_topup.recheck_after_secs"), "{err}");
             jail.clear_env();
 
             jail.create_file("typo.toml", "[http]\nlisten_addr = \"0.0.0.0:1\"\n")?;

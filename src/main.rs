@@ -58,7 +58,7 @@ enum Command {
         #[arg(long, env = "TOPUPD_STUB_WEBHOOK_SECRET")]
         webhook_secret: Option<String>,
         /// Faults to inject from the start, as the JSON that POST /_stub/faults takes,
-        /// e.g. '{"latency_ms":20}'.
+        /// e.g. '{"latency_ms":20}' or '{"seed":7,"fail_before_rate":0.05,"drop_webhook_rate":0.3}'.
         #[arg(long, value_parser = parse_faults, default_value = "{}")]
         faults: Faults,
     },
@@ -83,7 +83,10 @@ enum KeysCommand {
 }
 
 fn parse_faults(s: &str) -> Result<Faults, String> {
-    serde_json::from_str(s).map_err(|e| format!("invalid faults JSON: {e}"))
+    let faults: Faults =
+        serde_json::from_str(s).map_err(|e| format!("invalid faults JSON: {e}"))?;
+    faults.validate()?;
+    Ok(faults)
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {

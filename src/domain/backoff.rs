@@ -13,14 +13,16 @@ pub fn retry_delay(attempt: u32, base: Duration, max: Duration, jitter: f64) -> 
 }
 
 /// How long the reconciler waits before asking the provider again about an open attempt
-/// it has already asked about `checks` times: soon at first, then every six hours.
-pub fn recheck_delay(checks: i64) -> Duration {
-    const SCHEDULE: [u64; 4] = [60, 5 * 60, 30 * 60, 2 * 3600];
-    let secs = usize::try_from(checks)
+/// it has already asked about `checks` times: `first` at first, then 5, 30 and 120 times
+/// that, then 360 times that for good (with `first` = 60 s: 1 min, 5 min, 30 min, 2 h,
+/// then every six hours).
+pub fn recheck_delay(checks: i64, first: Duration) -> Duration {
+    const MULTIPLES: [u32; 4] = [1, 5, 30, 120];
+    let multiple = usize::try_from(checks)
         .ok()
-        .and_then(|i| SCHEDULE.get(i).copied())
-        .unwrap_or(6 * 3600);
-    Duration::from_secs(secs)
+        .and_then(|i| MULTIPLES.get(i).copied())
+        .unwrap_or(360);
+    first.saturating_mul(multiple)
 }
 
 #[cfg(test)]
@@ -44,10 +46,22 @@ mod tests {
 
     #[test]
     fn rechecks_slow_down_to_every_six_hours() {
-        assert_eq!(recheck_delay(0), Duration::from_secs(60));
-        assert_eq!(recheck_delay(3), Duration::from_secs(7200));
-        assert_eq!(recheck_delay(4), Duration::from_secs(21_600));
-        assert_eq!(recheck_delay(1_000), Duration::from_secs(21_600));
+        let minute = Duration::from_secs(60);
+        assert_eq!(recheck_delay(0, minute), Duration::from_secs(60));
+        assert_eq!(recheck_delay(1, minute), Duration::from_secs(300));
+        assert_eq!(recheck_delay(2, minute), Duration::from_secs(1800));
+        assert_eq!(recheck_delay(3, minute), Duration::from_secs(7200));
+        assert_eq!(recheck_delay(4, minute), Duration::from_secs(21_600));
+        assert_eq!(recheck_delay(1_000, minute), Duration::from_secs(21_600));
+    }
+
+    #[test]
+    fn rechecks_scale_with_the_first_delay() {
+        let second = Duration::from_secs(1);
+        assert_eq!(recheck_delay(0, second), Duration::from_secs(1));
+        assert_eq!(recheck_delay(2, second), Duration::from_secs(30));
+        assert_eq!(recheck_delay(9, second), Duration::from_secs(360));
+        assert_eq!(recheck_delay(-1, second), Duration::from_secs(360));
     }
 
     proptest! {

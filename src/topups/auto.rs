@@ -2,7 +2,7 @@
 //! retry of a paused top-up, support's resume, and the reconciler that resumes attempts a
 //! crash or an unknown answer left open.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use tokio::{sync::Semaphore, task::JoinSet};
 use tokio_util::sync::CancellationToken;
@@ -329,7 +329,9 @@ impl Topups {
             if attempt.state()?.is_terminal() {
                 report.settled += 1;
             } else {
-                let delay = i64::try_from(recheck_delay(checks).as_millis()).unwrap_or(i64::MAX);
+                let first = Duration::from_secs(settings.recheck_after_secs);
+                let delay =
+                    i64::try_from(recheck_delay(checks, first).as_millis()).unwrap_or(i64::MAX);
                 self.db
                     .checked_attempt(&attempt.id, self.clock.now_ms().saturating_add(delay))
                     .await?;

@@ -770,6 +770,38 @@ async fn the_stub_answers_409_while_a_key_is_in_flight() {
 }
 
 #[tokio::test]
+async fn the_stub_finishes_a_request_whose_client_hung_up_so_its_key_is_not_held_for_good() {
+    // Found by the fault harness: a topupd killed while waiting on the stub left the key
+    // in flight, and every retry of the attempt got 409 forever.
+    let app = TestApp::spawn(backends()[0]).await;
+    app.stub
+        .set_faults(Faults {
+            latency_ms: 300,
+            ..Faults::default()
+        })
+        .await;
+    let send = |timeout| {
+        app.client
+            .post(format!("{}/v1/customers", app.stub.base_url()))
+            .bearer_auth("sk_test")
+            .header("Idempotency-Key", "abandoned-key")
+            .form(&[("email", "ada@example.com")])
+            .timeout(timeout)
+            .send()
+    };
+    let abandoned = send(Duration::from_millis(50)).await;
+    assert!(
+        abandoned.is_err_and(|e| e.is_timeout()),
+        "the client hangs up"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let retry = send(Duration::from_secs(10)).await.expect("answered");
+    assert_eq!(retry.status(), StatusCode::OK);
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn the_stub_retries_each_webhook_until_it_is_acknowledged() {
     use std::sync::{
         Arc,

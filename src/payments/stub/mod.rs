@@ -19,7 +19,7 @@ use serde_json::json;
 use tokio::{net::TcpListener, sync::Mutex};
 use tokio_util::sync::CancellationToken;
 
-use self::world::{Answer, Charge, FaultTarget, Faults, KeyUse, Outcome, World, error};
+use self::world::{Answer, Charge, Fault, FaultTarget, Faults, KeyUse, Outcome, World, error};
 use super::{signature, types::Event};
 use crate::clock::Clock;
 
@@ -103,7 +103,7 @@ impl Stub {
     }
 
     pub async fn set_faults(&self, faults: Faults) {
-        self.inner.world.lock().await.faults = faults;
+        self.inner.world.lock().await.set_faults(faults);
     }
 
     pub async fn charges(&self) -> Vec<Charge> {
@@ -114,18 +114,37 @@ impl Stub {
         self.inner.clock.now_ms().div_euclid(1000)
     }
 
-    /// Applies an operation under its idempotency key and the configured faults.
+    /// Applies an operation under its idempotency key and the configured faults. Like a
+    /// real provider, the stub finishes a request it has started even when the client
+    /// hangs up (or dies) meanwhile: the work runs on a task of its own, so a key is never
+    /// left in flight for good.
     async fn mutate(
         &self,
         headers: &HeaderMap,
         fingerprint: String,
         target: FaultTarget,
-        op: impl FnOnce(&mut World, i64) -> Outcome,
+        op: impl FnOnce(&mut World, i64) -> Outcome + Send + 'static,
     ) -> Response {
         let key = headers
             .get("idempotency-key")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        let stub = self.clone();
+        let work =
+            tokio::spawn(async move { stub.mutate_to_end(key, fingerprint, target, op).await });
+        match work.await {
+            Ok(response) => response,
+            Err(error) => answer(error_answer_for(&error)),
+        }
+    }
+
+    async fn mutate_to_end(
+        &self,
+        key: Option<String>,
+        fingerprint: String,
+        target: FaultTarget,
+        op: impl FnOnce(&mut World, i64) -> Outcome,
+    ) -> Response {
         let latency = {
             let mut world = self.inner.world.lock().await;
             if let Some(key) = &key {
@@ -155,15 +174,14 @@ impl Stub {
                     }
                 }
             }
-            world.faults.latency_ms
+            world.faults().latency_ms
         };
         if latency > 0 {
             tokio::time::sleep(Duration::from_millis(latency)).await;
         }
 
         let mut world = self.inner.world.lock().await;
-        let hit = world.faults.target == FaultTarget::All || world.faults.target == target;
-        if hit && take(&mut world.faults.fail_before) {
+        if world.strikes(Fault::FailBefore, target) {
             if let Some(key) = &key
                 && matches!(world.keys.get(key), Some(KeyUse::InFlight { .. }))
             {
@@ -200,8 +218,10 @@ impl Stub {
                 (outcome.answer, false)
             }
         };
-        let fail_after = hit && take(&mut world.faults.fail_after);
-        let hang = (hit && take(&mut world.faults.hang_after)).then_some(world.faults.hang_ms);
+        let fail_after = world.strikes(Fault::FailAfter, target);
+        let hang = world
+            .strikes(Fault::HangAfter, target)
+            .then_some(world.faults().hang_ms);
         drop(world);
         if fail_after {
             return answer(error(
@@ -225,7 +245,7 @@ impl Stub {
     }
 
     async fn read(&self, op: impl FnOnce(&World) -> Answer) -> Response {
-        let latency = self.inner.world.lock().await.faults.latency_ms;
+        let latency = self.inner.world.lock().await.faults().latency_ms;
         if latency > 0 {
             tokio::time::sleep(Duration::from_millis(latency)).await;
         }
@@ -234,12 +254,8 @@ impl Stub {
 
     /// Sends an event as the webhook faults say: dropped, twice, or once.
     fn emit(&self, world: &mut World, event: Event) {
-        let dropped = take(&mut world.faults.drop_webhooks);
-        let copies = if take(&mut world.faults.duplicate_webhooks) {
-            2
-        } else {
-            1
-        };
+        let dropped = world.strikes(Fault::DropWebhook, FaultTarget::All);
+        let copies = if world.duplicates_webhook() { 2 } else { 1 };
         self.dispatch(event, dropped, copies);
     }
 
@@ -309,14 +325,14 @@ impl Stub {
     }
 }
 
-/// Uses one unit of a fault count.
-fn take(count: &mut u32) -> bool {
-    if *count > 0 {
-        *count -= 1;
-        true
-    } else {
-        false
-    }
+/// The answer when a request's work failed to run to its end.
+fn error_answer_for(failure: &tokio::task::JoinError) -> Answer {
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "api_error",
+        "stub_failure",
+        &format!("The request failed: {failure}."),
+    )
 }
 
 fn idempotency_error(status: StatusCode, message: &str) -> Answer {
@@ -370,7 +386,7 @@ async fn create_customer(
         &headers,
         fingerprint("customers", &form),
         FaultTarget::All,
-        |w, _| w.create_customer(&form),
+        move |w, _| w.create_customer(&form),
     )
     .await
 }
@@ -387,7 +403,7 @@ async fn attach(
 ) -> Response {
     let form = form(pairs);
     let print = fingerprint(&format!("attach/{id}"), &form);
-    stub.mutate(&headers, print, FaultTarget::All, |w, _| {
+    stub.mutate(&headers, print, FaultTarget::All, move |w, _| {
         w.attach(&id, &form)
     })
     .await
@@ -395,7 +411,7 @@ async fn attach(
 
 async fn detach(State(stub): State<Stub>, Path(id): Path<String>, headers: HeaderMap) -> Response {
     let print = fingerprint(&format!("detach/{id}"), &BTreeMap::new());
-    stub.mutate(&headers, print, FaultTarget::All, |w, _| w.detach(&id))
+    stub.mutate(&headers, print, FaultTarget::All, move |w, _| w.detach(&id))
         .await
 }
 
@@ -409,7 +425,7 @@ async fn create_intent(
         &headers,
         fingerprint("payment_intents", &form),
         FaultTarget::Create,
-        |w, now| w.create_intent(&form, now),
+        move |w, now| w.create_intent(&form, now),
     )
     .await
 }
@@ -453,7 +469,7 @@ async fn confirm(
     let form = form(pairs);
     let print = fingerprint(&format!("confirm/{id}"), &form);
     let public_url = stub.inner.public_url.clone();
-    stub.mutate(&headers, print, FaultTarget::Confirm, |w, now| {
+    stub.mutate(&headers, print, FaultTarget::Confirm, move |w, now| {
         w.confirm(&id, &public_url, now)
     })
     .await
@@ -461,7 +477,7 @@ async fn confirm(
 
 async fn cancel(State(stub): State<Stub>, Path(id): Path<String>, headers: HeaderMap) -> Response {
     let print = fingerprint(&format!("cancel/{id}"), &BTreeMap::new());
-    stub.mutate(&headers, print, FaultTarget::All, |w, now| {
+    stub.mutate(&headers, print, FaultTarget::All, move |w, now| {
         w.cancel(&id, now)
     })
     .await
@@ -545,10 +561,18 @@ async fn events(State(stub): State<Stub>) -> Json<Vec<Delivery>> {
 }
 
 async fn faults(State(stub): State<Stub>) -> Json<Faults> {
-    Json(stub.inner.world.lock().await.faults.clone())
+    Json(stub.inner.world.lock().await.faults().clone())
 }
 
-async fn set_faults(State(stub): State<Stub>, Json(faults): Json<Faults>) -> Json<Faults> {
+async fn set_faults(State(stub): State<Stub>, Json(faults): Json<Faults>) -> Response {
+    if let Err(problem) = faults.validate() {
+        return answer(error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "parameter_invalid",
+            &problem,
+        ));
+    }
     stub.set_faults(faults.clone()).await;
-    Json(faults)
+    Json(faults).into_response()
 }

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use axum::http::StatusCode;
+use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -55,7 +56,9 @@ pub fn test_card(id: &str) -> Option<(Behaviour, Card)> {
 }
 
 /// Misbehaviour to inject, set by flags or `POST /_stub/faults`. Counts apply to the next
-/// matching requests (or events) and run down as they are used.
+/// matching requests (or events) and run down as they are used; rates (0 to 1) strike
+/// each matching request (or event) with that probability, drawn from `seed`, for as
+/// long as they are set.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Faults {
@@ -75,6 +78,42 @@ pub struct Faults {
     pub drop_webhooks: u32,
     /// Events delivered twice.
     pub duplicate_webhooks: u32,
+    /// Seeds the draws of the rates below, so a fault drill can be replayed (as far as the
+    /// requests arrive in the same order).
+    pub seed: u64,
+    /// Share of matching requests failed as `fail_before` does.
+    pub fail_before_rate: f64,
+    /// Share of matching requests failed as `fail_after` does.
+    pub fail_after_rate: f64,
+    /// Share of matching requests that hang as `hang_after` does.
+    pub hang_after_rate: f64,
+    /// Share of events never delivered.
+    pub drop_webhook_rate: f64,
+}
+
+impl Faults {
+    /// Rejects rates that are not probabilities.
+    pub fn validate(&self) -> Result<(), String> {
+        let rates = [
+            ("fail_before_rate", self.fail_before_rate),
+            ("fail_after_rate", self.fail_after_rate),
+            ("hang_after_rate", self.hang_after_rate),
+            ("drop_webhook_rate", self.drop_webhook_rate),
+        ];
+        match rates.iter().find(|(_, rate)| !(0.0..=1.0).contains(rate)) {
+            Some((name, rate)) => Err(format!("{name} must be between 0 and 1, not {rate}")),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A fault that strikes single requests or events, by count or by rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    FailBefore,
+    FailAfter,
+    HangAfter,
+    DropWebhook,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,13 +146,15 @@ pub struct Charge {
     pub metadata: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct World {
     pub customers: BTreeMap<String, Customer>,
     pub methods: BTreeMap<String, (PaymentMethod, Behaviour)>,
     pub intents: BTreeMap<String, PaymentIntent>,
     pub keys: HashMap<String, KeyUse>,
-    pub faults: Faults,
+    faults: Faults,
+    /// Draws the rated faults; seeded from `faults.seed` whenever faults are set.
+    fault_draws: StdRng,
     /// Makes this run's ids unlike any earlier run's: the stub keeps nothing across
     /// restarts, but the databases of its clients do.
     instance: String,
@@ -191,10 +232,49 @@ fn unexpected_state(intent: &PaymentIntent, action: &str) -> Outcome {
 impl World {
     pub fn new(faults: Faults) -> Self {
         Self {
+            fault_draws: StdRng::seed_from_u64(faults.seed),
             faults,
             instance: uuid::Uuid::new_v4().simple().to_string()[..8].to_owned(),
-            ..Self::default()
+            customers: BTreeMap::new(),
+            methods: BTreeMap::new(),
+            intents: BTreeMap::new(),
+            keys: HashMap::new(),
+            next_id: 0,
         }
+    }
+
+    pub fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
+    /// Replaces the faults and restarts the draws from their seed.
+    pub fn set_faults(&mut self, faults: Faults) {
+        self.fault_draws = StdRng::seed_from_u64(faults.seed);
+        self.faults = faults;
+    }
+
+    /// Whether `fault` strikes the request (to `request`) or event at hand: a count left
+    /// is used up first, then the rate is drawn. Webhook faults strike whatever the target.
+    pub fn strikes(&mut self, fault: Fault, request: FaultTarget) -> bool {
+        let faults = &mut self.faults;
+        let (count, rate) = match fault {
+            Fault::FailBefore => (&mut faults.fail_before, faults.fail_before_rate),
+            Fault::FailAfter => (&mut faults.fail_after, faults.fail_after_rate),
+            Fault::HangAfter => (&mut faults.hang_after, faults.hang_after_rate),
+            Fault::DropWebhook => (&mut faults.drop_webhooks, faults.drop_webhook_rate),
+        };
+        let aimed = fault == Fault::DropWebhook
+            || faults.target == FaultTarget::All
+            || faults.target == request;
+        if !aimed {
+            return false;
+        }
+        take(count) || (rate > 0.0 && self.fault_draws.random::<f64>() < rate)
+    }
+
+    /// Whether the event at hand is delivered twice (uses one duplication).
+    pub fn duplicates_webhook(&mut self) -> bool {
+        take(&mut self.faults.duplicate_webhooks)
     }
 
     fn new_id(&mut self, prefix: &str) -> String {
@@ -491,6 +571,16 @@ impl World {
     }
 }
 
+/// Uses one unit of a fault count.
+fn take(count: &mut u32) -> bool {
+    if *count > 0 {
+        *count -= 1;
+        true
+    } else {
+        false
+    }
+}
+
 /// `metadata[key]=value` form fields as a map.
 fn metadata(form: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     form.iter()
@@ -499,4 +589,95 @@ fn metadata(form: &BTreeMap<String, String>) -> BTreeMap<String, String> {
             Some((key.to_owned(), v.clone()))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strikes(world: &mut World, fault: Fault, n: usize) -> Vec<bool> {
+        (0..n)
+            .map(|_| world.strikes(fault, FaultTarget::Confirm))
+            .collect()
+    }
+
+    #[test]
+    fn counts_run_down_then_nothing_strikes() {
+        let mut world = World::new(Faults {
+            fail_after: 2,
+            ..Faults::default()
+        });
+        assert_eq!(
+            strikes(&mut world, Fault::FailAfter, 4),
+            [true, true, false, false]
+        );
+        assert_eq!(world.faults().fail_after, 0);
+    }
+
+    #[test]
+    fn rates_strike_about_their_share_and_replay_from_the_seed() {
+        let faults = Faults {
+            seed: 42,
+            drop_webhook_rate: 0.3,
+            ..Faults::default()
+        };
+        let first = strikes(&mut World::new(faults.clone()), Fault::DropWebhook, 10_000);
+        let again = strikes(&mut World::new(faults), Fault::DropWebhook, 10_000);
+        assert_eq!(first, again, "the same seed draws the same faults");
+        let dropped = first.iter().filter(|&&s| s).count();
+        assert!(
+            (2_700..3_300).contains(&dropped),
+            "{dropped} of 10000 dropped"
+        );
+    }
+
+    #[test]
+    fn setting_faults_restarts_the_draws() {
+        let faults = Faults {
+            seed: 7,
+            fail_before_rate: 0.5,
+            ..Faults::default()
+        };
+        let mut world = World::new(faults.clone());
+        let first = strikes(&mut world, Fault::FailBefore, 50);
+        world.set_faults(faults);
+        assert_eq!(strikes(&mut world, Fault::FailBefore, 50), first);
+    }
+
+    #[test]
+    fn request_faults_strike_only_their_target_but_webhook_faults_any() {
+        let mut world = World::new(Faults {
+            target: FaultTarget::Create,
+            hang_after_rate: 1.0,
+            drop_webhook_rate: 1.0,
+            ..Faults::default()
+        });
+        assert!(!world.strikes(Fault::HangAfter, FaultTarget::Confirm));
+        assert!(world.strikes(Fault::HangAfter, FaultTarget::Create));
+        assert!(world.strikes(Fault::DropWebhook, FaultTarget::All));
+        assert!(!world.strikes(Fault::FailBefore, FaultTarget::Create));
+    }
+
+    #[test]
+    fn rates_must_be_probabilities() {
+        let faults = |rate| Faults {
+            fail_after_rate: rate,
+            ..Faults::default()
+        };
+        assert!(faults(0.2).validate().is_ok());
+        let error = faults(1.5).validate().expect_err("above 1");
+        assert!(error.contains("fail_after_rate"), "{error}");
+        assert!(faults(-0.1).validate().is_err());
+        assert!(faults(f64::NAN).validate().is_err());
+    }
+
+    #[test]
+    fn rates_come_from_json() {
+        let faults: Faults = serde_json::from_str(
+            r#"{"seed":1,"fail_before_rate":0.07,"fail_after_rate":0.07,"hang_after_rate":0.06,"hang_ms":1500,"drop_webhook_rate":0.3}"#,
+        )
+        .expect("valid faults");
+        assert_eq!(faults.hang_after_rate, 0.06);
+        assert_eq!(faults.drop_webhook_rate, 0.3);
+    }
 }

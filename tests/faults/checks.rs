@@ -1,0 +1,291 @@
+//! What a drill must end with, checked against the stub provider's own list of charges
+//! (never topupd's word alone), topupd's database, `topupd verify` and the SMTP sink.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use sqlx::{postgres::PgRow, sqlite::SqliteRow};
+use topupd::{db::Db, payments::stub::world::Charge};
+
+use crate::smtp::Received;
+
+/// Runs a read-only query on either backend.
+async fn fetch<T>(db: &Db, sql: &'static str) -> Vec<T>
+where
+    T: Send + Unpin + for<'r> sqlx::FromRow<'r, SqliteRow> + for<'r> sqlx::FromRow<'r, PgRow>,
+{
+    match db {
+        Db::Sqlite(pool) => sqlx::query_as(sql).fetch_all(pool).await,
+        Db::Postgres(pool) => sqlx::query_as(sql).fetch_all(pool).await,
+    }
+    .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// How far the drill has come, to know when it is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+pub struct Progress {
+    /// Accounts with at least one top-up attempt.
+    pub attempted: i64,
+    /// Attempts not yet succeeded, failed or canceled.
+    pub open: i64,
+    /// Notices still to be sent.
+    pub unsent: i64,
+}
+
+impl Progress {
+    pub async fn read(db: &Db) -> Self {
+        const SQL: &str = "SELECT \
+            (SELECT COUNT(DISTINCT account_id) FROM topup_attempts) AS attempted, \
+            (SELECT COUNT(*) FROM topup_attempts WHERE state NOT IN ('succeeded', 'failed', 'canceled')) AS open, \
+            (SELECT COUNT(*) FROM notices WHERE state IN ('pending', 'sending')) AS unsent";
+        fetch(db, SQL).await.remove(0)
+    }
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct Attempt {
+    id: String,
+    state: String,
+    provider_payment_id: Option<String>,
+    credits: i64,
+    amount_cents: i64,
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct Credit {
+    reference: String,
+    amount: i64,
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct Notice {
+    cause: String,
+    message_id: String,
+    state: String,
+}
+
+/// What the checks found. A drill passes when every count of trouble is zero.
+#[derive(Debug, Default)]
+pub struct Verdict {
+    pub attempts: usize,
+    pub succeeded: usize,
+    pub failed: usize,
+    /// Payments captured, by the stub's list.
+    pub charges: usize,
+    /// Charges beyond the first for an account (each may be charged once per window).
+    pub double_charges: usize,
+    pub charged_not_credited: usize,
+    pub credited_not_charged: usize,
+    /// Attempts still open after the drill.
+    pub stuck: usize,
+    pub verify_clean: bool,
+    pub notices: usize,
+    /// Notices not marked sent, or never received by the SMTP server.
+    pub notices_lost: usize,
+    /// Settled attempts that queued no notice.
+    pub attempts_without_notice: usize,
+    /// Copies received beyond the first, all with the notice's own Message-ID.
+    pub notices_resent: usize,
+    /// Messages received that no notice accounts for.
+    pub unknown_messages: usize,
+    /// How many resends the drill allows: one per kill inside a send, none without kills.
+    pub resends_allowed: usize,
+    /// The first few findings, to start an investigation from.
+    pub problems: Vec<String>,
+}
+
+impl Verdict {
+    pub fn passed(&self) -> bool {
+        self.double_charges == 0
+            && self.charged_not_credited == 0
+            && self.credited_not_charged == 0
+            && self.stuck == 0
+            && self.verify_clean
+            && self.notices_lost == 0
+            && self.attempts_without_notice == 0
+            && self.unknown_messages == 0
+            && self.notices_resent <= self.resends_allowed
+    }
+
+    fn problem(&mut self, problem: String) {
+        const KEPT: usize = 20;
+        if self.problems.len() < KEPT {
+            self.problems.push(problem);
+        }
+    }
+
+    /// Checks the money, the ledger and the notices of a drill that has come to rest.
+    pub async fn reach(
+        db: &Db,
+        charges: &[Charge],
+        verify: (bool, String),
+        received: &[Received],
+        resends_allowed: usize,
+    ) -> Self {
+        let mut verdict = Verdict {
+            charges: charges.len(),
+            verify_clean: verify.0,
+            resends_allowed,
+            ..Verdict::default()
+        };
+        if !verify.0 {
+            verdict.problem(format!("topupd verify: {}", verify.1));
+        }
+        let attempts: Vec<Attempt> = fetch(
+            db,
+            "SELECT id, state, provider_payment_id, credits, amount_cents FROM topup_attempts",
+        )
+        .await;
+        let credits: Vec<Credit> = fetch(
+            db,
+            "SELECT reference, amount FROM ledger_entries WHERE kind IN ('auto_topup', 'manual_topup')",
+        )
+        .await;
+        let notices: Vec<Notice> = fetch(db, "SELECT cause, message_id, state FROM notices").await;
+        verdict.check_money(&attempts, &credits, charges);
+        verdict.check_notices(&attempts, &notices, received);
+        verdict
+    }
+
+    fn check_money(&mut self, attempts: &[Attempt], credits: &[Credit], charges: &[Charge]) {
+        self.attempts = attempts.len();
+        self.succeeded = attempts.iter().filter(|a| a.state == "succeeded").count();
+        self.failed = attempts
+            .iter()
+            .filter(|a| matches!(a.state.as_str(), "failed" | "canceled"))
+            .count();
+        for open in attempts
+            .iter()
+            .filter(|a| !matches!(a.state.as_str(), "succeeded" | "failed" | "canceled"))
+        {
+            self.stuck += 1;
+            self.problem(format!("attempt {} still {}", open.id, open.state));
+        }
+
+        let mut per_account: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for charge in charges {
+            let account = charge
+                .metadata
+                .get("account_id")
+                .map_or("?", String::as_str);
+            per_account
+                .entry(account)
+                .or_default()
+                .push(&charge.payment_intent);
+        }
+        for (account, payments) in per_account.iter().filter(|(_, p)| p.len() > 1) {
+            self.double_charges += payments.len() - 1;
+            self.problem(format!(
+                "account {account} charged {} times: {payments:?}",
+                payments.len()
+            ));
+        }
+
+        let by_payment: BTreeMap<&str, &Attempt> = attempts
+            .iter()
+            .filter_map(|a| Some((a.provider_payment_id.as_deref()?, a)))
+            .collect();
+        let mut credits_of: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+        for credit in credits {
+            credits_of
+                .entry(&credit.reference)
+                .or_default()
+                .push(credit.amount);
+        }
+        for charge in charges {
+            let Some(attempt) = by_payment.get(charge.payment_intent.as_str()) else {
+                self.charged_not_credited += 1;
+                self.problem(format!("charge {} has no attempt", charge.payment_intent));
+                continue;
+            };
+            let credited = credits_of
+                .get(attempt.id.as_str())
+                .map_or(&[][..], Vec::as_slice);
+            let exact = credited == [attempt.credits]
+                && attempt.state == "succeeded"
+                && attempt.amount_cents == charge.amount_received;
+            if !exact {
+                self.charged_not_credited += 1;
+                self.problem(format!(
+                    "charge {} of {} cents: attempt {} is {} for {} cents and credited {credited:?} (expected [{}])",
+                    charge.payment_intent,
+                    charge.amount_received,
+                    attempt.id,
+                    attempt.state,
+                    attempt.amount_cents,
+                    attempt.credits
+                ));
+            }
+        }
+
+        let charged: BTreeSet<&str> = charges.iter().map(|c| c.payment_intent.as_str()).collect();
+        let by_id: BTreeMap<&str, &Attempt> = attempts.iter().map(|a| (a.id.as_str(), a)).collect();
+        for credit in credits {
+            let payment = by_id
+                .get(credit.reference.as_str())
+                .and_then(|a| a.provider_payment_id.as_deref());
+            if !payment.is_some_and(|p| charged.contains(p)) {
+                self.credited_not_charged += 1;
+                self.problem(format!(
+                    "credit of {} for {} matches no charge (payment {payment:?})",
+                    credit.amount, credit.reference
+                ));
+            }
+        }
+    }
+
+    fn check_notices(&mut self, attempts: &[Attempt], notices: &[Notice], received: &[Received]) {
+        self.notices = notices.len();
+        let causes: BTreeSet<&str> = notices
+            .iter()
+            .filter_map(|n| n.cause.strip_prefix("attempt:")?.split(':').next())
+            .collect();
+        for attempt in attempts
+            .iter()
+            .filter(|a| matches!(a.state.as_str(), "succeeded" | "failed" | "canceled"))
+        {
+            if !causes.contains(attempt.id.as_str()) {
+                self.attempts_without_notice += 1;
+                self.problem(format!(
+                    "attempt {} is {} but queued no notice",
+                    attempt.id, attempt.state
+                ));
+            }
+        }
+
+        let mut copies: BTreeMap<&str, usize> = BTreeMap::new();
+        for message in received {
+            *copies.entry(bare_id(&message.message_id)).or_default() += 1;
+        }
+        for notice in notices {
+            let delivered = copies.remove(bare_id(&notice.message_id)).unwrap_or(0);
+            if notice.state != "sent" || delivered == 0 {
+                self.notices_lost += 1;
+                self.problem(format!(
+                    "notice {} is {} and reached the SMTP server {delivered} times",
+                    notice.cause, notice.state
+                ));
+            }
+            self.notices_resent += delivered.saturating_sub(1);
+        }
+        for (message_id, count) in copies {
+            self.unknown_messages += count;
+            self.problem(format!(
+                "received {message_id} {count} times, no notice has it"
+            ));
+        }
+        if self.notices_resent > self.resends_allowed {
+            self.problem(format!(
+                "{} copies resent, at most {} allowed",
+                self.notices_resent, self.resends_allowed
+            ));
+        }
+    }
+}
+
+/// A Message-ID without its angle brackets, as mail parsers give it.
+fn bare_id(message_id: &str) -> &str {
+    message_id
+        .trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+}
