@@ -4,7 +4,10 @@
 
 use std::sync::Arc;
 
-use tokio::{sync::Semaphore, task::JoinSet};
+use tokio::{
+    sync::Semaphore,
+    task::{JoinError, JoinSet},
+};
 use tokio_util::sync::CancellationToken;
 
 use super::Topups;
@@ -38,6 +41,28 @@ pub struct ScanReport {
     pub requires_action: usize,
     /// Outcome not known yet: left open for the reconciler, never paused.
     pub pending: usize,
+}
+
+impl ScanReport {
+    /// Counts the outcome of one charge task.
+    fn count_charge(&mut self, joined: Result<Result<TopupAttempt, DbError>, JoinError>) {
+        let state = match joined {
+            Ok(Ok(attempt)) => attempt.state(),
+            Ok(Err(error)) => Err(error),
+            Err(error) => Err(DbError::Corrupt(format!("a charge task failed: {error}"))),
+        };
+        match state {
+            Ok(AttemptState::Succeeded) => self.succeeded += 1,
+            Ok(AttemptState::Failed | AttemptState::Canceled) => self.failed += 1,
+            Ok(AttemptState::RequiresAction) => self.requires_action += 1,
+            Ok(_) => self.pending += 1,
+            Err(error) => {
+                // The attempt is open; the reconciler resumes it.
+                tracing::error!(?error, "charge interrupted");
+                self.pending += 1;
+            }
+        }
+    }
 }
 
 impl std::fmt::Display for ScanReport {
@@ -147,6 +172,11 @@ impl Topups {
                             let _permit = permit;
                             engine.advance(attempt).await
                         });
+                        // A finished charge is counted now: kept until the end, each
+                        // would hold its task's memory for the rest of the scan.
+                        while let Some(joined) = charges.try_join_next() {
+                            report.count_charge(joined);
+                        }
                     }
                     Ok(
                         AutoClaimOutcome::NotDue(_)
@@ -164,22 +194,7 @@ impl Topups {
             cursor = Some(last);
         }
         while let Some(joined) = charges.join_next().await {
-            let state = match joined {
-                Ok(Ok(attempt)) => attempt.state(),
-                Ok(Err(error)) => Err(error),
-                Err(error) => Err(DbError::Corrupt(format!("a charge task failed: {error}"))),
-            };
-            match state {
-                Ok(AttemptState::Succeeded) => report.succeeded += 1,
-                Ok(AttemptState::Failed | AttemptState::Canceled) => report.failed += 1,
-                Ok(AttemptState::RequiresAction) => report.requires_action += 1,
-                Ok(_) => report.pending += 1,
-                Err(error) => {
-                    // The attempt is open; the reconciler resumes it.
-                    tracing::error!(?error, "charge interrupted");
-                    report.pending += 1;
-                }
-            }
+            report.count_charge(joined);
         }
         crate::metrics::scan_finished(report.due, report.claimed, started.elapsed().as_secs_f64());
         if let Some(error) = failure {
