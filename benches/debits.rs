@@ -147,9 +147,10 @@ async fn in_process_rate(bench: &BenchDb) -> Samples {
         .await
         .expect("build the app");
     let state = app.state.clone();
-    let run = uuid::Uuid::now_v7().simple().to_string();
     let rates = repeat(|| {
-        let (state, run) = (state.clone(), run.clone());
+        // Request ids unique across runs, so every debit is a new one.
+        let run = uuid::Uuid::now_v7().simple().to_string();
+        let state = state.clone();
         sustained_rate(CONCURRENCY, RUN_TIME, move |task, n| {
             let (state, request_id) = (state.clone(), format!("{run}-{task}-{n}"));
             let account = account_id(spread(task, n));
