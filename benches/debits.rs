@@ -11,7 +11,7 @@ mod common;
 #[path = "debits/loadgen.rs"]
 mod loadgen;
 
-use std::{sync::Arc, time::Duration};
+use std::{path::Path, sync::Arc, time::Duration};
 
 use common::{
     BenchDb, backends,
@@ -26,7 +26,7 @@ use topupd::{
     app::{App, AppState},
     clock::SystemClock,
     db::usage::{DebitOutcome, NewUsage},
-    domain::pricing::PriceRequest,
+    domain::{api_key, pricing::PriceRequest},
 };
 
 /// Funded accounts the debits are spread over.
@@ -75,8 +75,17 @@ async fn bench() {
         .await;
         db.close().await;
 
-        let in_process = in_process_rate(&bench).await;
-        let http = http_figures(&bench).await;
+        let config = bench.config_file(&[]);
+        let key = run(
+            &config,
+            &["keys", "create", "--role", "service", "--label", "bench"],
+        )
+        .await
+        .trim()
+        .to_owned();
+        let in_process = in_process_rate(&bench, None).await;
+        let in_process_keyed = in_process_rate(&bench, Some(&key)).await;
+        let http = http_figures(&config, &key).await;
         bench.drop().await;
 
         let base = baseline.median();
@@ -106,6 +115,14 @@ async fn bench() {
             measured: in_process.describe("/s"),
             baseline: format!("{} /s", round(base)),
             ratio: round(in_process.median() / base),
+            goal: "-".into(),
+            pass: None,
+        });
+        table.line(Line {
+            figure: "in-process debits with the handler's API key check".into(),
+            measured: in_process_keyed.describe("/s"),
+            baseline: format!("{} /s", round(base)),
+            ratio: round(in_process_keyed.median() / base),
             goal: "-".into(),
             pass: None,
         });
@@ -141,8 +158,10 @@ where
     Samples::new(values)
 }
 
-/// The handler's own steps without HTTP: price the request, then debit it.
-async fn in_process_rate(bench: &BenchDb) -> Samples {
+/// The handler's own steps without HTTP: price the request, then debit it; with `key`,
+/// first check the caller's API key as the handler's authentication does.
+async fn in_process_rate(bench: &BenchDb, key: Option<&str>) -> Samples {
+    let key = key.map(|token| Arc::new(token.to_owned()));
     let app = App::build(bench.config(&[]), Arc::new(SystemClock), free_address())
         .await
         .expect("build the app");
@@ -150,16 +169,35 @@ async fn in_process_rate(bench: &BenchDb) -> Samples {
     let rates = repeat(|| {
         // Request ids unique across runs, so every debit is a new one.
         let run = uuid::Uuid::now_v7().simple().to_string();
-        let state = state.clone();
+        let (state, key) = (state.clone(), key.clone());
         sustained_rate(CONCURRENCY, RUN_TIME, move |task, n| {
-            let (state, request_id) = (state.clone(), format!("{run}-{task}-{n}"));
+            let (state, key) = (state.clone(), key.clone());
+            let request_id = format!("{run}-{task}-{n}");
             let account = account_id(spread(task, n));
-            async move { debit_in_process(&state, &account, &request_id).await }
+            async move {
+                if let Some(token) = key {
+                    check_key(&state, &token).await;
+                }
+                debit_in_process(&state, &account, &request_id).await
+            }
         })
     })
     .await;
     app.close().await;
     rates
+}
+
+/// What the handler's authentication does before the debit: read the key, compare the
+/// secret's hash.
+async fn check_key(state: &AppState, token: &str) {
+    let (key_id, secret) = api_key::parse_token(token).expect("a well-formed key");
+    let stored = state
+        .db
+        .api_key(&key_id)
+        .await
+        .expect("read the key")
+        .expect("the key exists");
+    assert!(api_key::secret_matches(&stored.secret_hash, secret));
 }
 
 async fn debit_in_process(state: &AppState, account_id: &str, request_id: &str) {
@@ -190,22 +228,14 @@ struct HttpFigures {
     at_ninety: Outcome,
 }
 
-/// Starts the server with a fresh service key, finds its highest rate, then measures
-/// latency at fixed rates below it.
-async fn http_figures(bench: &BenchDb) -> HttpFigures {
-    let config = bench.config_file(&[]);
-    let key = run(
-        &config,
-        &["keys", "create", "--role", "service", "--label", "bench"],
-    )
-    .await
-    .trim()
-    .to_owned();
+/// Starts the server, finds its highest rate with `key`, then measures latency at fixed
+/// rates below it.
+async fn http_figures(config: &Path, key: &str) -> HttpFigures {
     let address = free_address();
-    let _server = serve_api(&config, address).await;
+    let _server = serve_api(config, address).await;
     let spec = |pace| Spec {
         url: format!("http://{address}"),
-        key: key.clone(),
+        key: key.to_owned(),
         accounts: ACCOUNTS,
         pace,
         duration: HTTP_RUN_TIME,
