@@ -232,10 +232,11 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
-        // TOPUPD_CONFIG names the file and TOPUPD_TEST_* belong to the test suite.
+        // TOPUPD_CONFIG names the file; TOPUPD_TEST_* belong to the test suite and
+        // TOPUPD_BENCH_* to the benchmarks.
         let env = Env::prefixed(ENV_PREFIX).split("__").filter(|key| {
             let key = key.as_str().to_ascii_lowercase();
-            key != "config" && !key.starts_with("test_")
+            key != "config" && !key.starts_with("test_") && !key.starts_with("bench_")
         });
         Self::extract(figment.merge(env))
     }
@@ -502,6 +503,7 @@ mod tests {
             jail.set_env("TOPUPD_DATABASE__URL", "postgres://u@h/db");
             jail.set_env("TOPUPD_HTTP__LISTEN", "127.0.0.1:9100");
             jail.set_env("TOPUPD_TEST_POSTGRES_URL", "postgres://ignored");
+            jail.set_env("TOPUPD_BENCH_POSTGRES_URL", "postgres://ignored");
             let config = Config::load(Some(Path::new("topupd.toml"))).expect("valid");
             assert_eq!(config.http.listen.port(), 9100);
             assert_eq!(config.database.url.expose_secret(), "postgres://u@h/db");

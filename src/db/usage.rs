@@ -6,7 +6,7 @@ use serde_json::json;
 use super::{
     BeginWrite, Db, DbError, Page, PageRequest, Paged,
     audit::{Actor, AuditWrites},
-    impl_for_connections, is_unique_violation,
+    impl_for_connections, is_foreign_key_violation,
     ledger::{EntryKind, LedgerEntry, LedgerWrites, PostRefusal, Posting},
     new_id, with_pool,
 };
@@ -100,49 +100,21 @@ impl Db {
     /// Debits priced usage once per `(account_id, request_id)`: the row and the ledger
     /// entry are written together or not at all.
     pub async fn debit_usage(&self, usage: &NewUsage<'_>) -> Result<DebitOutcome, DbError> {
-        match self.try_debit_usage(usage).await {
-            // A concurrent twin committed first (PostgreSQL); it is now a replay.
-            Err(DbError::Sqlx(e)) if is_unique_violation(&e) => with_pool!(self, |pool| {
-                let mut conn = pool.acquire().await?;
-                match conn
-                    .usage_by_request(usage.account_id, usage.request_id)
-                    .await?
-                {
-                    Some(existing) => Ok(DebitOutcome::Existing(existing)),
-                    None => Err(DbError::Sqlx(e)),
-                }
-            }),
-            other => other,
-        }
-    }
-
-    async fn try_debit_usage(&self, usage: &NewUsage<'_>) -> Result<DebitOutcome, DbError> {
         let id = new_id("use");
+        // A repeated request id inserts nothing and the first usage is read instead, so a
+        // new request, the usual case, reads nothing before it writes.
         let insert = format!(
             "INSERT INTO usage_events \
              (id, account_id, request_id, fingerprint, service, quote, cost, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {COLUMNS}"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (account_id, request_id) DO NOTHING RETURNING {COLUMNS}"
         );
         let description = format!("{} usage", usage.service);
         with_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
-            if let Some(existing) = tx
-                .usage_by_request(usage.account_id, usage.request_id)
-                .await?
-            {
-                return Ok(DebitOutcome::Existing(existing));
-            }
-            let account_exists: Option<i32> =
-                sqlx::query_scalar("SELECT 1 FROM accounts WHERE id = $1")
-                    .bind(usage.account_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if account_exists.is_none() {
-                return Ok(DebitOutcome::AccountNotFound);
-            }
             // The row first: a concurrent duplicate then waits on the unique key instead
-            // of on the balance.
-            let record: UsageRecord = sqlx::query_as(&insert)
+            // of on the balance. An unknown account fails the row's foreign key.
+            let inserted: Option<UsageRecord> = match sqlx::query_as(&insert)
                 .bind(&id)
                 .bind(usage.account_id)
                 .bind(usage.request_id)
@@ -151,8 +123,27 @@ impl Db {
                 .bind(usage.quote)
                 .bind(usage.cost.0)
                 .bind(usage.at)
-                .fetch_one(&mut *tx)
-                .await?;
+                .fetch_optional(&mut *tx)
+                .await
+            {
+                Ok(inserted) => inserted,
+                Err(e) if is_foreign_key_violation(&e) => {
+                    return Ok(DebitOutcome::AccountNotFound);
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let Some(record) = inserted else {
+                let existing = tx
+                    .usage_by_request(usage.account_id, usage.request_id)
+                    .await?
+                    .ok_or_else(|| {
+                        DbError::Corrupt(format!(
+                            "usage {} of account {} conflicts but cannot be read",
+                            usage.request_id, usage.account_id
+                        ))
+                    })?;
+                return Ok(DebitOutcome::Existing(existing));
+            };
             let posting = Posting {
                 account_id: usage.account_id,
                 kind: EntryKind::Usage,

@@ -4,7 +4,10 @@
 
 use std::{sync::Arc, time::Duration};
 
-use tokio::{sync::Semaphore, task::JoinSet};
+use tokio::{
+    sync::Semaphore,
+    task::{JoinError, JoinSet},
+};
 use tokio_util::sync::CancellationToken;
 
 use super::Topups;
@@ -38,6 +41,41 @@ pub struct ScanReport {
     pub requires_action: usize,
     /// Outcome not known yet: left open for the reconciler, never paused.
     pub pending: usize,
+}
+
+/// What became of one due account in a scan.
+enum ScanOutcome {
+    /// Another scan, an open attempt or a change of balance took it first, or the claim
+    /// failed.
+    Skipped,
+    /// Claimed, and charged as far as this scan could: the attempt's state.
+    Charged(Result<AttemptState, DbError>),
+}
+
+impl ScanReport {
+    /// Counts what one claim-and-charge task did.
+    fn count(&mut self, joined: Result<ScanOutcome, JoinError>) {
+        let state = match joined {
+            Ok(ScanOutcome::Skipped) => {
+                self.skipped += 1;
+                return;
+            }
+            Ok(ScanOutcome::Charged(state)) => state,
+            Err(error) => Err(DbError::Corrupt(format!("a charge task failed: {error}"))),
+        };
+        self.claimed += 1;
+        match state {
+            Ok(AttemptState::Succeeded) => self.succeeded += 1,
+            Ok(AttemptState::Failed | AttemptState::Canceled) => self.failed += 1,
+            Ok(AttemptState::RequiresAction) => self.requires_action += 1,
+            Ok(_) => self.pending += 1,
+            Err(error) => {
+                // The attempt, if claimed, is open; the reconciler resumes it.
+                tracing::error!(?error, "charge interrupted");
+                self.pending += 1;
+            }
+        }
+    }
 }
 
 impl std::fmt::Display for ScanReport {
@@ -138,48 +176,24 @@ impl Topups {
                     .acquire_owned()
                     .await
                     .expect("the semaphore is never closed");
-                let claim = self.auto_claim(&account.id, AttemptTrigger::Auto, true);
-                match self.db.claim_auto_attempt(&claim).await {
-                    Ok(AutoClaimOutcome::Claimed(attempt)) => {
-                        report.claimed += 1;
-                        let engine = self.clone();
-                        charges.spawn(async move {
-                            let _permit = permit;
-                            engine.advance(attempt).await
-                        });
-                    }
-                    Ok(
-                        AutoClaimOutcome::NotDue(_)
-                        | AutoClaimOutcome::Busy(_)
-                        | AutoClaimOutcome::NothingToCharge,
-                    ) => {
-                        report.skipped += 1;
-                    }
-                    Err(error) => {
-                        tracing::error!(account_id = %account.id, ?error, "claim failed; the next scan tries again");
-                        report.skipped += 1;
-                    }
+                // Claims run in the charge tasks, side by side: one after another, their
+                // commits would bound the scan whatever the concurrency.
+                let engine = self.clone();
+                let account_id = account.id.clone();
+                charges.spawn(async move {
+                    let _permit = permit;
+                    engine.claim_and_charge(&account_id).await
+                });
+                // A finished charge is counted now: kept until the end, each would hold
+                // its task's memory for the rest of the scan.
+                while let Some(joined) = charges.try_join_next() {
+                    report.count(joined);
                 }
             }
             cursor = Some(last);
         }
         while let Some(joined) = charges.join_next().await {
-            let state = match joined {
-                Ok(Ok(attempt)) => attempt.state(),
-                Ok(Err(error)) => Err(error),
-                Err(error) => Err(DbError::Corrupt(format!("a charge task failed: {error}"))),
-            };
-            match state {
-                Ok(AttemptState::Succeeded) => report.succeeded += 1,
-                Ok(AttemptState::Failed | AttemptState::Canceled) => report.failed += 1,
-                Ok(AttemptState::RequiresAction) => report.requires_action += 1,
-                Ok(_) => report.pending += 1,
-                Err(error) => {
-                    // The attempt is open; the reconciler resumes it.
-                    tracing::error!(?error, "charge interrupted");
-                    report.pending += 1;
-                }
-            }
+            report.count(joined);
         }
         crate::metrics::scan_finished(report.due, report.claimed, started.elapsed().as_secs_f64());
         if let Some(error) = failure {
@@ -188,6 +202,25 @@ impl Topups {
         }
         tracing::info!(%report, "scan finished");
         Ok(report)
+    }
+
+    /// Claims the due account (once, whatever else scans at the same time) and charges it.
+    async fn claim_and_charge(&self, account_id: &str) -> ScanOutcome {
+        let claim = self.auto_claim(account_id, AttemptTrigger::Auto, true);
+        match self.db.claim_auto_attempt(&claim).await {
+            Ok(AutoClaimOutcome::Claimed(attempt)) => {
+                ScanOutcome::Charged(self.advance(attempt).await.and_then(|a| a.state()))
+            }
+            Ok(
+                AutoClaimOutcome::NotDue(_)
+                | AutoClaimOutcome::Busy(_)
+                | AutoClaimOutcome::NothingToCharge,
+            ) => ScanOutcome::Skipped,
+            Err(error) => {
+                tracing::error!(%account_id, ?error, "claim failed; the next scan tries again");
+                ScanOutcome::Skipped
+            }
+        }
     }
 
     /// The customer completes a paused top-up now with the current default card (or the

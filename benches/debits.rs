@@ -1,0 +1,273 @@
+//! Metering debits: `POST /v1/usage` against a real `topupd serve` process, loaded over
+//! loopback by a separate load generator process (this executable in its `loadgen`
+//! mode); the same debit in-process without HTTP; and the baseline, in the same run:
+//! conditional single-row balance updates, each in its own durable transaction, on the
+//! same database with the same pool and the same concurrency. The p99 latency is measured
+//! at fixed rates of 50% and 90% of the highest rate found.
+//!
+//! `cargo bench --bench debits`
+
+mod common;
+#[path = "debits/loadgen.rs"]
+mod loadgen;
+
+use std::{path::Path, sync::Arc, time::Duration};
+
+use common::{
+    BenchDb, backends,
+    durable::{debit_one, sustained_rate},
+    now_ms,
+    process::{free_address, run, serve_api},
+    report::{Line, Samples, Table, round},
+    seed::{Population, account_id, seed},
+};
+use loadgen::{Outcome, Pace, Spec};
+use topupd::{
+    app::{App, AppState},
+    clock::SystemClock,
+    db::usage::{DebitOutcome, NewUsage},
+    domain::{api_key, pricing::PriceRequest},
+};
+
+/// Funded accounts the debits are spread over.
+const ACCOUNTS: u64 = 1_000;
+/// A billion credits each: the bench never runs an account dry.
+const FUNDED: i64 = 1_000_000_000_000;
+/// What a minute of dubbing costs, in millicredits, for the baseline's update.
+const DEBIT: i64 = 10_000;
+/// Requests in flight (HTTP) and tasks (in-process and baseline).
+const CONCURRENCY: usize = 64;
+const RUNS: usize = 3;
+const RUN_TIME: Duration = Duration::from_secs(5);
+const HTTP_RUN_TIME: Duration = Duration::from_secs(10);
+const GOAL_SHARE: f64 = 0.6;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(loadgen::MODE) {
+        loadgen::main(&args[2..]);
+        return;
+    }
+    tokio::runtime::Runtime::new()
+        .expect("a runtime for the bench")
+        .block_on(bench());
+}
+
+async fn bench() {
+    for backend in backends() {
+        let bench = BenchDb::create(backend, "debits").await;
+        let db = bench.connect().await;
+        let population = Population {
+            accounts: ACCOUNTS as i64,
+            due: 0,
+            balance: FUNDED,
+        };
+        seed(&db, population).await;
+
+        let baseline = repeat(|| {
+            let db = db.clone();
+            sustained_rate(CONCURRENCY, RUN_TIME, move |task, n| {
+                let db = db.clone();
+                let account = account_id(spread(task, n));
+                async move { debit_one(&db, &account, DEBIT).await }
+            })
+        })
+        .await;
+        db.close().await;
+
+        let config = bench.config_file(&[]);
+        let key = run(
+            &config,
+            &["keys", "create", "--role", "service", "--label", "bench"],
+        )
+        .await
+        .trim()
+        .to_owned();
+        let in_process = in_process_rate(&bench, None).await;
+        let in_process_keyed = in_process_rate(&bench, Some(&key)).await;
+        let http = http_figures(&config, &key).await;
+        bench.drop().await;
+
+        let base = baseline.median();
+        let max = http.max.median();
+        let mut table = Table::new(format!(
+            "Metering debits, {} ({CONCURRENCY} concurrent, {ACCOUNTS} accounts)",
+            backend.name()
+        ));
+        table.line(Line {
+            figure: "conditional single-row updates".into(),
+            measured: baseline.describe("/s"),
+            baseline: "-".into(),
+            ratio: "-".into(),
+            goal: "-".into(),
+            pass: None,
+        });
+        table.line(Line {
+            figure: "HTTP debits (`POST /v1/usage`, max rate)".into(),
+            measured: http.max.describe("/s"),
+            baseline: format!("{} /s", round(base)),
+            ratio: round(max / base),
+            goal: format!("≥ {GOAL_SHARE}"),
+            pass: Some(max / base >= GOAL_SHARE),
+        });
+        table.line(Line {
+            figure: "in-process debits (same path, no HTTP)".into(),
+            measured: in_process.describe("/s"),
+            baseline: format!("{} /s", round(base)),
+            ratio: round(in_process.median() / base),
+            goal: "-".into(),
+            pass: None,
+        });
+        table.line(Line {
+            figure: "in-process debits with the handler's API key check".into(),
+            measured: in_process_keyed.describe("/s"),
+            baseline: format!("{} /s", round(base)),
+            ratio: round(in_process_keyed.median() / base),
+            goal: "-".into(),
+            pass: None,
+        });
+        for (share, at) in [(50, &http.at_half), (90, &http.at_ninety)] {
+            table.line(Line {
+                figure: format!("HTTP latency at {share}% of max ({} /s)", round(at.rate)),
+                measured: format!("p99 {} ms, p50 {} ms", round(at.p99_ms), round(at.p50_ms)),
+                baseline: "-".into(),
+                ratio: "-".into(),
+                goal: "reported".into(),
+                pass: None,
+            });
+        }
+        table.print();
+    }
+}
+
+/// Which account the `n`-th operation of `task` debits: spread so that concurrent tasks
+/// rarely share one.
+fn spread(task: usize, n: u64) -> i64 {
+    ((task as u64 * 7919 + n) % ACCOUNTS + 1) as i64
+}
+
+async fn repeat<F, Fut>(mut measure: F) -> Samples
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = f64>,
+{
+    let mut values = Vec::with_capacity(RUNS);
+    for _ in 0..RUNS {
+        values.push(measure().await);
+    }
+    Samples::new(values)
+}
+
+/// The handler's own steps without HTTP: price the request, then debit it; with `key`,
+/// first check the caller's API key as the handler's authentication does.
+async fn in_process_rate(bench: &BenchDb, key: Option<&str>) -> Samples {
+    let key = key.map(|token| Arc::new(token.to_owned()));
+    let app = App::build(bench.config(&[]), Arc::new(SystemClock), free_address())
+        .await
+        .expect("build the app");
+    let state = app.state.clone();
+    let rates = repeat(|| {
+        // Request ids unique across runs, so every debit is a new one.
+        let run = uuid::Uuid::now_v7().simple().to_string();
+        let (state, key) = (state.clone(), key.clone());
+        sustained_rate(CONCURRENCY, RUN_TIME, move |task, n| {
+            let (state, key) = (state.clone(), key.clone());
+            let request_id = format!("{run}-{task}-{n}");
+            let account = account_id(spread(task, n));
+            async move {
+                if let Some(token) = key {
+                    check_key(&state, &token).await;
+                }
+                debit_in_process(&state, &account, &request_id).await
+            }
+        })
+    })
+    .await;
+    app.close().await;
+    rates
+}
+
+/// What the handler's authentication does before the debit: read the key, compare the
+/// secret's hash.
+async fn check_key(state: &AppState, token: &str) {
+    let (key_id, secret) = api_key::parse_token(token).expect("a well-formed key");
+    let stored = state
+        .db
+        .api_key(&key_id)
+        .await
+        .expect("read the key")
+        .expect("the key exists");
+    assert!(api_key::secret_matches(&stored.secret_hash, secret));
+}
+
+async fn debit_in_process(state: &AppState, account_id: &str, request_id: &str) {
+    let request: PriceRequest =
+        serde_json::from_value(serde_json::json!({ "service": "dubbing", "duration_seconds": 60 }))
+            .expect("a valid price request");
+    let quote = state.catalogue.quote(&request).expect("dubbing is priced");
+    let quote_json = serde_json::to_string(&quote).expect("a quote serializes");
+    let outcome = state
+        .db
+        .debit_usage(&NewUsage {
+            account_id,
+            request_id,
+            fingerprint: &request.fingerprint(),
+            service: &quote.service,
+            quote: &quote_json,
+            cost: quote.total,
+            at: now_ms(),
+        })
+        .await
+        .expect("the debit");
+    assert!(matches!(outcome, DebitOutcome::Debited(_)), "{outcome:?}");
+}
+
+struct HttpFigures {
+    max: Samples,
+    at_half: Outcome,
+    at_ninety: Outcome,
+}
+
+/// Starts the server, finds its highest rate with `key`, then measures latency at fixed
+/// rates below it.
+async fn http_figures(config: &Path, key: &str) -> HttpFigures {
+    let address = free_address();
+    let _server = serve_api(config, address).await;
+    let spec = |pace| Spec {
+        url: format!("http://{address}"),
+        key: key.to_owned(),
+        accounts: ACCOUNTS,
+        pace,
+        duration: HTTP_RUN_TIME,
+    };
+    let max = repeat(|| async { load(&spec(Pace::InFlight(CONCURRENCY))).await.rate }).await;
+    let at_half = load(&spec(Pace::Rate(max.median() * 0.5))).await;
+    let at_ninety = load(&spec(Pace::Rate(max.median() * 0.9))).await;
+    HttpFigures {
+        max,
+        at_half,
+        at_ninety,
+    }
+}
+
+/// Runs the load generator as its own process.
+async fn load(spec: &Spec) -> Outcome {
+    let output = tokio::process::Command::new(
+        std::env::current_exe().expect("the bench knows its own executable"),
+    )
+    .arg(loadgen::MODE)
+    .args(spec.to_args())
+    .output()
+    .await
+    .expect("run the load generator");
+    assert!(
+        output.status.success(),
+        "the load generator failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let outcome: Outcome =
+        serde_json::from_slice(&output.stdout).expect("the load generator prints its outcome");
+    println!("load {:?}: {outcome:?}", spec.pace);
+    assert_eq!(outcome.failed, 0, "every debit succeeds");
+    outcome
+}

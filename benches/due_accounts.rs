@@ -1,0 +1,167 @@
+//! Finding due accounts: the scan's own due query (`Db::due_accounts`, paged by
+//! `auto_topup.scan_batch_size`) over 100,000 and 1,000,000 accounts with auto top-up on,
+//! 10,000 of them due; and the peak memory of a real `topupd scan --once` that charges
+//! those 10,000 at 1,000,000 accounts, against the same command finding nothing due.
+//!
+//! `cargo bench --bench due_accounts`
+
+mod common;
+
+use std::time::Instant;
+
+use common::{
+    Backend, BenchDb, backends, external_provider, now_ms,
+    process::{StubProcess, run_measuring_memory},
+    report::{Line, Samples, Table, round},
+    seed::{Population, THRESHOLD, seed},
+};
+use topupd::db::Db;
+
+const DUE: i64 = 10_000;
+const SMALL: i64 = 100_000;
+const LARGE: i64 = 1_000_000;
+/// Measured runs of the due query per size, after one warm-up run.
+const RUNS: usize = 11;
+const GOAL_MS: f64 = 50.0;
+const GOAL_GROWTH: f64 = 1.5;
+const GOAL_PEAK_BYTES: f64 = 100e6;
+
+#[tokio::main]
+async fn main() {
+    for backend in backends() {
+        let small = due_query(backend, SMALL).await;
+        let large = due_query(backend, LARGE).await;
+        let (small_ms, large_ms) = (small.times.median(), large.times.median());
+        let growth = large_ms / small_ms;
+        let memory = large.memory.expect("measured at the large size");
+        let mut table = Table::new(format!(
+            "Finding due accounts, {} ({DUE} due)",
+            backend.name()
+        ));
+        table.line(Line {
+            figure: format!("due set at {LARGE} accounts"),
+            measured: large.times.describe("ms"),
+            baseline: format!("{} ms at {SMALL} accounts", round(small_ms)),
+            ratio: format!("{}×", round(growth)),
+            goal: format!("≤ {GOAL_MS} ms"),
+            pass: Some(large_ms <= GOAL_MS),
+        });
+        table.line(Line {
+            figure: format!("due set at {SMALL} accounts"),
+            measured: small.times.describe("ms"),
+            baseline: "-".into(),
+            ratio: "-".into(),
+            goal: "-".into(),
+            pass: None,
+        });
+        table.line(Line {
+            figure: format!("time at {LARGE} / time at {SMALL}"),
+            measured: format!("{}×", round(growth)),
+            baseline: format!("{} ms", round(small_ms)),
+            ratio: format!("{}×", round(growth)),
+            goal: format!("≤ {GOAL_GROWTH}×"),
+            pass: Some(growth <= GOAL_GROWTH),
+        });
+        table.line(Line {
+            figure: format!("peak RSS, `scan --once` charging {DUE} of {LARGE}"),
+            measured: format!("{} MB", round(memory.full as f64 / 1e6)),
+            baseline: format!("{} MB with 0 due", round(memory.idle as f64 / 1e6)),
+            ratio: format!("{}×", round(memory.full as f64 / memory.idle as f64)),
+            goal: format!("≤ {} MB", GOAL_PEAK_BYTES / 1e6),
+            pass: Some(memory.full as f64 <= GOAL_PEAK_BYTES),
+        });
+        table.print();
+    }
+}
+
+struct Measured {
+    /// Milliseconds to find the whole due set.
+    times: Samples,
+    memory: Option<PeakMemory>,
+}
+
+/// Peak resident memory of `topupd scan --once`, in bytes.
+struct PeakMemory {
+    /// Charging every due account.
+    full: u64,
+    /// The same command again on the same database, when nothing is due any more.
+    idle: u64,
+}
+
+async fn due_query(backend: Backend, accounts: i64) -> Measured {
+    let bench = BenchDb::create(backend, &format!("due_{accounts}")).await;
+    let db = bench.connect().await;
+    let started = Instant::now();
+    let population = Population {
+        accounts,
+        due: DUE,
+        balance: THRESHOLD * 5,
+    };
+    seed(&db, population).await;
+    println!(
+        "{}: seeded {accounts} accounts ({DUE} due) in {:.1} s",
+        backend.name(),
+        started.elapsed().as_secs_f64()
+    );
+    let batch = bench.config(&[]).auto_topup.scan_batch_size;
+    let now = now_ms();
+    // The first run reads the index into the cache; a scan every 30 minutes finds it there.
+    assert_eq!(find_due_set(&db, now, batch).await, DUE as usize);
+    let mut times = Vec::with_capacity(RUNS);
+    for _ in 0..RUNS {
+        let started = Instant::now();
+        let found = find_due_set(&db, now, batch).await;
+        times.push(started.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(found, DUE as usize);
+    }
+    db.close().await;
+    let memory = match accounts {
+        LARGE => Some(scan_memory(&bench).await),
+        _ => None,
+    };
+    bench.drop().await;
+    Measured {
+        times: Samples::new(times),
+        memory,
+    }
+}
+
+/// Pages through the due set as the scan does; how many accounts it holds.
+async fn find_due_set(db: &Db, now: i64, batch: u32) -> usize {
+    let mut cursor = None;
+    let mut found = 0;
+    loop {
+        let page = db
+            .due_accounts(now, cursor.as_ref(), batch)
+            .await
+            .expect("the due query");
+        let Some(last) = page.last().cloned() else {
+            return found;
+        };
+        found += page.len();
+        cursor = Some(last);
+    }
+}
+
+/// Runs the real command twice: the first scan charges every due account (through a stub
+/// provider in its own process, so the stub's memory is not counted), the second finds
+/// them all topped up.
+async fn scan_memory(bench: &BenchDb) -> PeakMemory {
+    let stub = StubProcess::start(0).await;
+    let config = bench.config_file(&external_provider(&stub.base_url));
+    let started = Instant::now();
+    let (report, full) = run_measuring_memory(&config, &["scan", "--once"]).await;
+    println!(
+        "{}: {} in {:.1} s",
+        bench.backend.name(),
+        report.trim(),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        report.contains(&format!("{DUE} succeeded")),
+        "every due account is charged"
+    );
+    let (report, idle) = run_measuring_memory(&config, &["scan", "--once"]).await;
+    println!("{}: {}", bench.backend.name(), report.trim());
+    PeakMemory { full, idle }
+}

@@ -1,0 +1,181 @@
+//! Top-up throughput: 10,000 due accounts charged by the real scan (`Topups::scan`)
+//! through the stub provider running as its own process, with 20 ms of latency on every
+//! call. Baseline, in the same run: the database's rate of durable single-row
+//! transactions with the service's pool and durability settings, divided by the durable
+//! commits one top-up makes. The scan runs at the default `charge_concurrency` and at a
+//! higher one, since 20 ms per call bounds what a few charges in flight can do.
+//!
+//! `cargo bench --bench topup_throughput`
+
+mod common;
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use common::{
+    Backend, BenchDb, backends,
+    durable::{create_commit_table, insert_one, sustained_rate},
+    external_provider,
+    process::{StubProcess, free_address},
+    report::{Line, Samples, Table, round},
+    seed::{Population, THRESHOLD, seed},
+};
+use sqlx::Connection;
+use tokio_util::sync::CancellationToken;
+use topupd::{app::App, clock::SystemClock, config::Config};
+
+const ACCOUNTS: i64 = 10_000;
+const LATENCY_MS: u64 = 20;
+/// Durable commits of one automatic top-up that succeeds: the claim, then `creating`,
+/// `created` (with the payment id) and `confirming`, each written before the provider call
+/// it guards, and the settlement that credits the account.
+const COMMITS_PER_TOPUP: f64 = 5.0;
+/// The scan's concurrency besides the default: enough charges in flight that 2 calls of
+/// 20 ms each no longer bound the rate below what the database can commit.
+const TUNED_CONCURRENCY: u32 = 64;
+const BASELINE_RUNS: usize = 3;
+const BASELINE_TIME: Duration = Duration::from_secs(5);
+const GOAL_SHARE: f64 = 0.5;
+
+#[tokio::main]
+async fn main() {
+    let stub = StubProcess::start(LATENCY_MS).await;
+    for backend in backends() {
+        let baseline = durable_rate(backend).await;
+        let per_topup = baseline.median() / COMMITS_PER_TOPUP;
+        let mut table = Table::new(format!(
+            "Top-up throughput, {} ({ACCOUNTS} due, {LATENCY_MS} ms per provider call)",
+            backend.name()
+        ));
+        table.line(Line {
+            figure: "durable single-row transactions".into(),
+            measured: baseline.describe("tx/s"),
+            baseline: "-".into(),
+            ratio: "-".into(),
+            goal: "-".into(),
+            pass: None,
+        });
+        let default = Config::defaults().auto_topup.charge_concurrency;
+        for concurrency in [default, TUNED_CONCURRENCY] {
+            let run = scan(backend, &stub, concurrency).await;
+            let rate = run.succeeded as f64 / run.seconds;
+            table.line(Line {
+                figure: format!("top-ups/s, charge_concurrency = {concurrency}"),
+                measured: format!(
+                    "{} /s ({} in {} s)",
+                    round(rate),
+                    run.succeeded,
+                    round(run.seconds)
+                ),
+                baseline: format!(
+                    "{} tx/s ÷ {COMMITS_PER_TOPUP} = {} /s",
+                    round(baseline.median()),
+                    round(per_topup)
+                ),
+                ratio: round(rate / per_topup),
+                goal: format!("≥ {GOAL_SHARE}"),
+                pass: Some(rate / per_topup >= GOAL_SHARE),
+            });
+            if let Some(commits) = run.commits {
+                table.line(Line {
+                    figure: format!("transactions per top-up, charge_concurrency = {concurrency}"),
+                    measured: format!("{:.2}", commits as f64 / run.succeeded as f64),
+                    baseline: format!("{COMMITS_PER_TOPUP} by the code"),
+                    ratio: "-".into(),
+                    goal: "-".into(),
+                    pass: None,
+                });
+            }
+        }
+        table.print();
+    }
+}
+
+/// Durable single-row transactions per second, from as many tasks as the service's pool
+/// has connections.
+async fn durable_rate(backend: Backend) -> Samples {
+    let bench = BenchDb::create(backend, "topup_baseline").await;
+    let db = bench.connect().await;
+    create_commit_table(&db).await;
+    let writers = bench.config(&[]).database.max_connections as usize;
+    let mut rates = Vec::with_capacity(BASELINE_RUNS);
+    for _ in 0..BASELINE_RUNS {
+        let db = db.clone();
+        let rate = sustained_rate(writers, BASELINE_TIME, move |task, n| {
+            let db = db.clone();
+            async move { insert_one(&db, task, n).await }
+        })
+        .await;
+        rates.push(rate);
+    }
+    db.close().await;
+    bench.drop().await;
+    Samples::new(rates)
+}
+
+struct ScanRun {
+    succeeded: usize,
+    seconds: f64,
+    /// Transactions PostgreSQL counted in the database during the scan.
+    commits: Option<i64>,
+}
+
+async fn scan(backend: Backend, stub: &StubProcess, concurrency: u32) -> ScanRun {
+    let bench = BenchDb::create(backend, "topup_scan").await;
+    let db = bench.connect().await;
+    let population = Population {
+        accounts: ACCOUNTS,
+        due: ACCOUNTS,
+        balance: THRESHOLD,
+    };
+    seed(&db, population).await;
+    db.close().await;
+    let mut settings = external_provider(&stub.base_url);
+    settings.push(format!("auto_topup.charge_concurrency = {concurrency}"));
+    let config = bench.config(&settings);
+    let before = committed_transactions(&bench).await;
+    let app = App::build(config, Arc::new(SystemClock), free_address())
+        .await
+        .expect("build the app");
+    let started = Instant::now();
+    let report = app
+        .state
+        .topups
+        .scan(&CancellationToken::new())
+        .await
+        .expect("the scan");
+    let seconds = started.elapsed().as_secs_f64();
+    app.close().await;
+    println!("{}: {report} in {seconds:.1} s", backend.name());
+    assert_eq!(report.succeeded, ACCOUNTS as usize, "every top-up succeeds");
+    let after = committed_transactions(&bench).await;
+    bench.drop().await;
+    ScanRun {
+        succeeded: report.succeeded,
+        seconds,
+        commits: before.zip(after).map(|(b, a)| a - b),
+    }
+}
+
+/// PostgreSQL's count of committed transactions in the bench database (read-only ones
+/// included), once the backends that ran them have reported.
+async fn committed_transactions(bench: &BenchDb) -> Option<i64> {
+    if bench.backend != Backend::Postgres {
+        return None;
+    }
+    // Backends report their counts when they exit or go idle, at most once a second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut conn = sqlx::PgConnection::connect(&bench.url)
+        .await
+        .expect("connect to read statistics");
+    let count: i64 = sqlx::query_scalar(
+        "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .expect("read pg_stat_database");
+    conn.close().await.expect("close the statistics connection");
+    Some(count)
+}
