@@ -207,13 +207,13 @@ async fn debit_in_process(state: &AppState, account_id: &str, request_id: &str) 
     let quote = state.catalogue.quote(&request).expect("dubbing is priced");
     let quote_json = serde_json::to_string(&quote).expect("a quote serializes");
     let outcome = state
-        .db
-        .debit_usage(&NewUsage {
-            account_id,
-            request_id,
-            fingerprint: &request.fingerprint(),
-            service: &quote.service,
-            quote: &quote_json,
+        .debits
+        .debit(NewUsage {
+            account_id: account_id.to_owned(),
+            request_id: request_id.to_owned(),
+            fingerprint: request.fingerprint(),
+            service: quote.service.clone(),
+            quote: quote_json,
             cost: quote.total,
             at: now_ms(),
         })

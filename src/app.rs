@@ -18,7 +18,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{
     clock::{Clock, DatabaseClock, SystemClock},
     config::{Config, ProviderKind},
-    db::Db,
+    db::{Db, group_commit::DebitQueue},
     domain::pricing::Catalogue,
     http,
     jobs::{self, notice_sender::NoticeSender},
@@ -34,6 +34,8 @@ use crate::{
 #[derive(Clone)]
 pub struct AppState {
     pub db: Db,
+    /// Debits from the API, committed together when they arrive together.
+    pub debits: DebitQueue,
     pub catalogue: Arc<Catalogue>,
     pub clock: Arc<dyn Clock>,
     pub config: Arc<Config>,
@@ -143,6 +145,7 @@ impl App {
         );
         Ok(Self {
             state: AppState {
+                debits: DebitQueue::start(db.clone()),
                 db,
                 catalogue: Arc::new(catalogue),
                 clock,

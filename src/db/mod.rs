@@ -7,6 +7,7 @@ pub mod accounts;
 pub mod attempts;
 pub mod audit;
 pub mod auto_topup;
+pub mod group_commit;
 pub mod keys;
 pub mod ledger;
 pub mod notices;
@@ -49,6 +50,8 @@ pub enum DbError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
+    #[error("the debit writer has stopped")]
+    WriterStopped,
 }
 
 /// Expands `$body` once per backend with `$pool` bound to the concrete pool.

@@ -36,13 +36,14 @@ impl Paged for UsageRecord {
 }
 
 /// Usage to debit.
-#[derive(Debug, Clone, Copy)]
-pub struct NewUsage<'a> {
-    pub account_id: &'a str,
-    pub request_id: &'a str,
-    pub fingerprint: &'a str,
-    pub service: &'a str,
-    pub quote: &'a str,
+#[derive(Debug, Clone)]
+pub struct NewUsage {
+    pub account_id: String,
+    pub request_id: String,
+    pub fingerprint: String,
+    pub service: String,
+    /// The quote as JSON.
+    pub quote: String,
     pub cost: Millicredits,
     pub at: Millis,
 }
@@ -96,72 +97,102 @@ impl_for_connections!(UsageReads {
     }
 });
 
-impl Db {
-    /// Debits priced usage once per `(account_id, request_id)`: the row and the ledger
-    /// entry are written together or not at all.
-    pub async fn debit_usage(&self, usage: &NewUsage<'_>) -> Result<DebitOutcome, DbError> {
+/// A debit inside a transaction that the caller commits only when it debited.
+pub(crate) trait UsageWrites {
+    async fn debit(&mut self, usage: &NewUsage) -> Result<DebitOutcome, DbError>;
+}
+
+impl_for_connections!(UsageWrites {
+    async fn debit(&mut self, usage: &NewUsage) -> Result<DebitOutcome, DbError> {
         let id = new_id("use");
         // A repeated request id inserts nothing and the first usage is read instead, so a
-        // new request, the usual case, reads nothing before it writes.
-        let insert = format!(
+        // new request, the usual case, reads nothing before it writes. The row comes
+        // first: a concurrent duplicate then waits on the unique key instead of on the
+        // balance. An unknown account fails the row's foreign key.
+        let inserted: Option<UsageRecord> = match sqlx::query_as(&format!(
             "INSERT INTO usage_events \
              (id, account_id, request_id, fingerprint, service, quote, cost, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
              ON CONFLICT (account_id, request_id) DO NOTHING RETURNING {COLUMNS}"
-        );
-        let description = format!("{} usage", usage.service);
+        ))
+        .bind(&id)
+        .bind(&usage.account_id)
+        .bind(&usage.request_id)
+        .bind(&usage.fingerprint)
+        .bind(&usage.service)
+        .bind(&usage.quote)
+        .bind(usage.cost.0)
+        .bind(usage.at)
+        .fetch_optional(&mut *self)
+        .await
+        {
+            Ok(inserted) => inserted,
+            Err(e) if is_foreign_key_violation(&e) => return Ok(DebitOutcome::AccountNotFound),
+            Err(e) => return Err(e.into()),
+        };
+        let Some(record) = inserted else {
+            let existing = self
+                .usage_by_request(&usage.account_id, &usage.request_id)
+                .await?
+                .ok_or_else(|| {
+                    DbError::Corrupt(format!(
+                        "usage {} of account {} conflicts but cannot be read",
+                        usage.request_id, usage.account_id
+                    ))
+                })?;
+            return Ok(DebitOutcome::Existing(existing));
+        };
+        let posting = Posting {
+            account_id: &usage.account_id,
+            kind: EntryKind::Usage,
+            reference: &id,
+            amount: Millicredits(-usage.cost.0),
+            description: &format!("{} usage", usage.service),
+            at: usage.at,
+        };
+        Ok(match self.post(&posting).await? {
+            Ok(_) => DebitOutcome::Debited(record),
+            Err(PostRefusal::Insufficient { available }) => {
+                DebitOutcome::Insufficient { available }
+            }
+            Err(PostRefusal::AccountNotFound) => DebitOutcome::AccountNotFound,
+        })
+    }
+});
+
+impl Db {
+    /// Debits priced usage once per `(account_id, request_id)`: the row and the ledger
+    /// entry are written together or not at all.
+    pub async fn debit_usage(&self, usage: &NewUsage) -> Result<DebitOutcome, DbError> {
         with_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
-            // The row first: a concurrent duplicate then waits on the unique key instead
-            // of on the balance. An unknown account fails the row's foreign key.
-            let inserted: Option<UsageRecord> = match sqlx::query_as(&insert)
-                .bind(&id)
-                .bind(usage.account_id)
-                .bind(usage.request_id)
-                .bind(usage.fingerprint)
-                .bind(usage.service)
-                .bind(usage.quote)
-                .bind(usage.cost.0)
-                .bind(usage.at)
-                .fetch_optional(&mut *tx)
-                .await
-            {
-                Ok(inserted) => inserted,
-                Err(e) if is_foreign_key_violation(&e) => {
-                    return Ok(DebitOutcome::AccountNotFound);
-                }
-                Err(e) => return Err(e.into()),
-            };
-            let Some(record) = inserted else {
-                let existing = tx
-                    .usage_by_request(usage.account_id, usage.request_id)
-                    .await?
-                    .ok_or_else(|| {
-                        DbError::Corrupt(format!(
-                            "usage {} of account {} conflicts but cannot be read",
-                            usage.request_id, usage.account_id
-                        ))
-                    })?;
-                return Ok(DebitOutcome::Existing(existing));
-            };
-            let posting = Posting {
-                account_id: usage.account_id,
-                kind: EntryKind::Usage,
-                reference: &id,
-                amount: Millicredits(-usage.cost.0),
-                description: &description,
-                at: usage.at,
-            };
-            match tx.post(&posting).await? {
-                Ok(_) => {
-                    tx.commit().await?;
-                    Ok(DebitOutcome::Debited(record))
-                }
-                Err(PostRefusal::Insufficient { available }) => {
-                    Ok(DebitOutcome::Insufficient { available })
-                }
-                Err(PostRefusal::AccountNotFound) => Ok(DebitOutcome::AccountNotFound),
+            let outcome = tx.debit(usage).await?;
+            if matches!(outcome, DebitOutcome::Debited(_)) {
+                tx.commit().await?;
             }
+            Ok(outcome)
+        })
+    }
+
+    /// Debits several usages under one durable commit. Each is still all or nothing, in a
+    /// savepoint of its own, and gets the outcome it would get alone; an error undoes
+    /// them all.
+    pub async fn debit_usages(&self, usages: &[&NewUsage]) -> Result<Vec<DebitOutcome>, DbError> {
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let mut outcomes = Vec::with_capacity(usages.len());
+            for usage in usages {
+                let mut one = sqlx::Connection::begin(&mut *tx).await?;
+                let outcome = one.debit(usage).await?;
+                if matches!(outcome, DebitOutcome::Debited(_)) {
+                    one.commit().await?;
+                } else {
+                    one.rollback().await?;
+                }
+                outcomes.push(outcome);
+            }
+            tx.commit().await?;
+            Ok(outcomes)
         })
     }
 

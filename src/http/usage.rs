@@ -115,13 +115,13 @@ async fn record_usage(
     let fingerprint = body.usage.fingerprint();
     let quote_json = serde_json::to_string(&quote).expect("a quote serializes to JSON");
     let outcome = state
-        .db
-        .debit_usage(&NewUsage {
-            account_id: &body.account_id,
-            request_id: &body.request_id,
-            fingerprint: &fingerprint,
-            service: &quote.service,
-            quote: &quote_json,
+        .debits
+        .debit(NewUsage {
+            account_id: body.account_id.clone(),
+            request_id: body.request_id.clone(),
+            fingerprint: fingerprint.clone(),
+            service: quote.service.clone(),
+            quote: quote_json,
             cost: quote.total,
             at: state.clock.now_ms(),
         })

@@ -4,6 +4,11 @@ use reqwest::StatusCode;
 use serde_json::json;
 use tokio::task::JoinSet;
 
+use topupd::{
+    db::usage::{DebitOutcome, NewUsage},
+    domain::credits::Millicredits,
+};
+
 use crate::helpers::{TestApp, credits, dec, each_backend, usage_body};
 
 async fn concurrently(
@@ -269,6 +274,76 @@ async fn usage_for_an_unknown_account_is_404() {
         let answer = app.debit(&service, "acct_nope", "req-1", 30).await;
         assert_eq!(answer.status, StatusCode::NOT_FOUND);
         assert_eq!(answer.body["error"], "not_found");
+    })
+    .await;
+}
+
+/// Debits that share a commit get exactly the outcomes they would get alone.
+#[tokio::test]
+async fn debits_committed_together_keep_their_own_outcomes() {
+    each_backend(async |app: &TestApp| {
+        let funded = app.funded_account("10").await;
+        let empty = app.funded_account("0").await;
+        let usage = |account: &str, request: &str| NewUsage {
+            account_id: account.to_owned(),
+            request_id: request.to_owned(),
+            fingerprint: "f".into(),
+            service: "voice_clone".into(),
+            quote: "{}".into(),
+            cost: Millicredits(5_000),
+            at: 0,
+        };
+        let batch = [
+            usage(&funded, "r1"),
+            usage(&funded, "r1"),
+            usage(&empty, "r1"),
+            usage("acct_missing", "r1"),
+            usage(&funded, "r2"),
+            usage(&funded, "r3"),
+        ];
+        let outcomes = app
+            .db
+            .debit_usages(&batch.iter().collect::<Vec<_>>())
+            .await
+            .expect("the batch commits");
+        let names: Vec<&str> = outcomes
+            .iter()
+            .map(|outcome| match outcome {
+                DebitOutcome::Debited(_) => "debited",
+                DebitOutcome::Existing(_) => "existing",
+                DebitOutcome::Insufficient { .. } => "insufficient",
+                DebitOutcome::AccountNotFound => "not found",
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "debited",
+                "existing",
+                "insufficient",
+                "not found",
+                "debited",
+                "insufficient"
+            ]
+        );
+        assert_eq!(app.balance(&funded).await, dec("0"));
+        assert_eq!(app.balance(&empty).await, dec("0"));
+        let ledger = app
+            .get(&format!("/v1/accounts/{funded}/ledger"), &app.admin)
+            .await;
+        let kinds: Vec<&str> = ledger.body["data"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .map(|entry| entry["kind"].as_str().expect("a kind"))
+            .collect();
+        assert_eq!(kinds, ["usage", "usage", "adjustment"]);
+        let usage = app
+            .get(&format!("/v1/accounts/{funded}/usage"), &app.admin)
+            .await;
+        assert_eq!(usage.body["data"].as_array().map(Vec::len), Some(2));
+        let verify = app.cli(&["verify"]).await;
+        assert!(verify.status.success(), "{verify:?}");
     })
     .await;
 }
