@@ -24,12 +24,18 @@ pub struct DebitQueue {
 
 impl DebitQueue {
     /// Starts the writers. SQLite writes one transaction at a time, so one writer; on
-    /// PostgreSQL a few, so that one batch is written while the next gathers. They stop
-    /// once every `DebitQueue` is dropped and the queue is drained.
+    /// PostgreSQL all but two of the pool's connections (kept for reads, such as the
+    /// API key check, and for the jobs), so batches are written side by side while the
+    /// next ones gather. They stop once every `DebitQueue` is dropped and the queue is
+    /// drained.
     pub fn start(db: Db) -> Self {
         let writers = match &db {
             Db::Sqlite(_) => 1,
-            Db::Postgres(pool) => (pool.options().get_max_connections() / 2).clamp(1, 4),
+            Db::Postgres(pool) => pool
+                .options()
+                .get_max_connections()
+                .saturating_sub(2)
+                .max(1),
         };
         let (sender, receiver) = mpsc::channel(MAX_BATCH * 4);
         let receiver = Arc::new(Mutex::new(receiver));

@@ -6,7 +6,7 @@ use serde_json::json;
 use super::{
     BeginWrite, Db, DbError, Page, PageRequest, Paged,
     audit::{Actor, AuditWrites},
-    impl_for_connections, is_foreign_key_violation,
+    impl_for_connections,
     ledger::{EntryKind, LedgerEntry, LedgerWrites, PostRefusal, Posting},
     new_id, with_pool,
 };
@@ -97,7 +97,8 @@ impl_for_connections!(UsageReads {
     }
 });
 
-/// A debit inside a transaction that the caller commits only when it debited.
+/// A debit inside a transaction. Only a debit writes: every other outcome leaves the
+/// transaction as it found it, so several debits can share one.
 pub(crate) trait UsageWrites {
     async fn debit(&mut self, usage: &NewUsage) -> Result<DebitOutcome, DbError>;
 }
@@ -105,14 +106,14 @@ pub(crate) trait UsageWrites {
 impl_for_connections!(UsageWrites {
     async fn debit(&mut self, usage: &NewUsage) -> Result<DebitOutcome, DbError> {
         let id = new_id("use");
-        // A repeated request id inserts nothing and the first usage is read instead, so a
-        // new request, the usual case, reads nothing before it writes. The row comes
-        // first: a concurrent duplicate then waits on the unique key instead of on the
-        // balance. An unknown account fails the row's foreign key.
-        let inserted: Option<UsageRecord> = match sqlx::query_as(&format!(
+        // A repeated request id or an unknown account inserts nothing, so a new request,
+        // the usual case, reads nothing before it writes. The row comes first: a
+        // concurrent duplicate then waits on the unique key instead of on the balance.
+        let inserted: Option<UsageRecord> = sqlx::query_as(&format!(
             "INSERT INTO usage_events \
              (id, account_id, request_id, fingerprint, service, quote, cost, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8 \
+             WHERE EXISTS (SELECT 1 FROM accounts WHERE id = $2) \
              ON CONFLICT (account_id, request_id) DO NOTHING RETURNING {COLUMNS}"
         ))
         .bind(&id)
@@ -124,23 +125,17 @@ impl_for_connections!(UsageWrites {
         .bind(usage.cost.0)
         .bind(usage.at)
         .fetch_optional(&mut *self)
-        .await
-        {
-            Ok(inserted) => inserted,
-            Err(e) if is_foreign_key_violation(&e) => return Ok(DebitOutcome::AccountNotFound),
-            Err(e) => return Err(e.into()),
-        };
+        .await?;
         let Some(record) = inserted else {
-            let existing = self
-                .usage_by_request(&usage.account_id, &usage.request_id)
-                .await?
-                .ok_or_else(|| {
-                    DbError::Corrupt(format!(
-                        "usage {} of account {} conflicts but cannot be read",
-                        usage.request_id, usage.account_id
-                    ))
-                })?;
-            return Ok(DebitOutcome::Existing(existing));
+            return Ok(
+                match self
+                    .usage_by_request(&usage.account_id, &usage.request_id)
+                    .await?
+                {
+                    Some(existing) => DebitOutcome::Existing(existing),
+                    None => DebitOutcome::AccountNotFound,
+                },
+            );
         };
         let posting = Posting {
             account_id: &usage.account_id,
@@ -150,12 +145,17 @@ impl_for_connections!(UsageWrites {
             description: &format!("{} usage", usage.service),
             at: usage.at,
         };
-        Ok(match self.post(&posting).await? {
-            Ok(_) => DebitOutcome::Debited(record),
-            Err(PostRefusal::Insufficient { available }) => {
-                DebitOutcome::Insufficient { available }
-            }
-            Err(PostRefusal::AccountNotFound) => DebitOutcome::AccountNotFound,
+        let refusal = match self.post(&posting).await? {
+            Ok(_) => return Ok(DebitOutcome::Debited(record)),
+            Err(refusal) => refusal,
+        };
+        sqlx::query("DELETE FROM usage_events WHERE id = $1")
+            .bind(&id)
+            .execute(&mut *self)
+            .await?;
+        Ok(match refusal {
+            PostRefusal::Insufficient { available } => DebitOutcome::Insufficient { available },
+            PostRefusal::AccountNotFound => DebitOutcome::AccountNotFound,
         })
     }
 });
@@ -174,22 +174,14 @@ impl Db {
         })
     }
 
-    /// Debits several usages under one durable commit. Each is still all or nothing, in a
-    /// savepoint of its own, and gets the outcome it would get alone; an error undoes
-    /// them all.
+    /// Debits several usages under one durable commit. Each gets the outcome it would get
+    /// alone and writes only if it debits; an error undoes them all.
     pub async fn debit_usages(&self, usages: &[&NewUsage]) -> Result<Vec<DebitOutcome>, DbError> {
         with_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
             let mut outcomes = Vec::with_capacity(usages.len());
             for usage in usages {
-                let mut one = sqlx::Connection::begin(&mut *tx).await?;
-                let outcome = one.debit(usage).await?;
-                if matches!(outcome, DebitOutcome::Debited(_)) {
-                    one.commit().await?;
-                } else {
-                    one.rollback().await?;
-                }
-                outcomes.push(outcome);
+                outcomes.push(tx.debit(usage).await?);
             }
             tx.commit().await?;
             Ok(outcomes)
