@@ -5,6 +5,8 @@
 #![allow(dead_code)]
 
 pub mod durable;
+#[path = "../../tests/api/postgres_url.rs"]
+mod postgres_url;
 pub mod process;
 pub mod report;
 pub mod seed;
@@ -14,6 +16,8 @@ use std::path::{Path, PathBuf};
 use sqlx::Connection;
 use tempfile::TempDir;
 use topupd::{config::Config, db::Db};
+
+use postgres_url::with_database;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -157,21 +161,6 @@ async fn postgres_admin() -> sqlx::PgConnection {
     sqlx::PgConnection::connect(&url)
         .await
         .expect("connect to the PostgreSQL server for benches")
-}
-
-/// The same server URL with another database name.
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let server = base
-        .rsplit_once('/')
-        .filter(|(server, _)| server.contains("://") && !server.ends_with('/'))
-        .map_or(base, |(server, _)| server);
-    match query {
-        Some(q) => format!("{server}/{name}?{q}"),
-        None => format!("{server}/{name}"),
-    }
 }
 
 /// Now, in the service's clock unit (Unix milliseconds).

@@ -19,6 +19,8 @@ use topupd::{
     topups::Topups,
 };
 
+use crate::postgres_url::with_database;
+
 /// 2026-01-01T00:00:00Z: tests start from a fixed instant and move time explicitly.
 pub const EPOCH_MS: i64 = 1_767_225_600_000;
 
@@ -112,21 +114,6 @@ impl TestDatabase {
 
 fn postgres_admin_url() -> String {
     std::env::var("TOPUPD_TEST_POSTGRES_URL").expect("TOPUPD_TEST_POSTGRES_URL is set")
-}
-
-/// The same server URL with another database name.
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let server = base
-        .rsplit_once('/')
-        .filter(|(server, _)| server.contains("://") && !server.ends_with('/'))
-        .map_or(base, |(server, _)| server);
-    match query {
-        Some(q) => format!("{server}/{name}?{q}"),
-        None => format!("{server}/{name}"),
-    }
 }
 
 fn uuid_suffix() -> String {

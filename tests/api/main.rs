@@ -10,6 +10,7 @@ mod notices;
 mod openapi;
 mod ops;
 mod payments;
+mod postgres_url;
 mod smtp;
 mod usage;
 mod validation;

@@ -14,7 +14,10 @@ use sqlx::Connection;
 use tokio::process::{Child, Command};
 use topupd::{config::Config, db::Db, payments::stub::world::Charge};
 
-use crate::helpers::{unused_port, wait_until};
+use crate::{
+    helpers::{unused_port, wait_until},
+    postgres_url::with_database,
+};
 
 const TOPUPD: &str = env!("CARGO_BIN_EXE_topupd");
 /// Signs the stub's webhooks; shared with the replicas.
@@ -93,21 +96,6 @@ async fn admin_execute(sql: &str) {
         .execute(&mut admin)
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
-}
-
-/// The same server URL with another database name.
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let server = base
-        .rsplit_once('/')
-        .filter(|(server, _)| server.contains("://") && !server.ends_with('/'))
-        .map_or(base, |(server, _)| server);
-    match query {
-        Some(q) => format!("{server}/{name}?{q}"),
-        None => format!("{server}/{name}"),
-    }
 }
 
 /// The admin key of a fresh database, made as an operator would.

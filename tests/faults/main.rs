@@ -14,6 +14,8 @@ mod customers;
 mod drill;
 mod helpers;
 mod options;
+#[path = "../api/postgres_url.rs"]
+mod postgres_url;
 mod scenario;
 #[allow(dead_code)] // shared with the api suite, which uses all of it
 #[path = "../api/smtp.rs"]
