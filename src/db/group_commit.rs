@@ -1,8 +1,16 @@
 //! Group commit for debits: debits that arrive together share one durable commit instead
 //! of paying for one each. Each keeps its own outcome, all or nothing, and is answered
 //! only once the commit is durable, so a caller sees nothing different but the rate.
+//!
+//! A batch holds at most one debit per account, taken in account order. A debit locks its
+//! usage key, then its account, so two batches (or a batch and any one-account
+//! transaction, such as a refund) can never wait on each other in a cycle; a second debit
+//! of the same account waits for the next batch.
 
-use std::sync::Arc;
+use std::{
+    collections::{HashSet, VecDeque},
+    sync::Arc,
+};
 
 use tokio::sync::{Mutex, mpsc, oneshot};
 
@@ -15,11 +23,19 @@ use super::{
 const MAX_BATCH: usize = 128;
 
 type Reply = oneshot::Sender<Result<DebitOutcome, DbError>>;
+type Queued = (NewUsage, Reply);
 
 /// Where the HTTP API sends its debits.
 #[derive(Clone)]
 pub struct DebitQueue {
-    sender: mpsc::Sender<(NewUsage, Reply)>,
+    sender: mpsc::Sender<Queued>,
+}
+
+/// What the writers take their batches from.
+struct Inbox {
+    receiver: mpsc::Receiver<Queued>,
+    /// Debits of accounts that already had one in the batch being gathered, oldest first.
+    deferred: VecDeque<Queued>,
 }
 
 impl DebitQueue {
@@ -38,15 +54,18 @@ impl DebitQueue {
                 .max(1),
         };
         let (sender, receiver) = mpsc::channel(MAX_BATCH * 4);
-        let receiver = Arc::new(Mutex::new(receiver));
+        let inbox = Arc::new(Mutex::new(Inbox {
+            receiver,
+            deferred: VecDeque::new(),
+        }));
         for _ in 0..writers {
-            tokio::spawn(write(db.clone(), Arc::clone(&receiver)));
+            tokio::spawn(write(db.clone(), Arc::clone(&inbox)));
         }
         Self { sender }
     }
 
-    /// Debits `usage` as [`Db::debit_usage`] does, sharing its commit with whatever
-    /// arrived meanwhile.
+    /// Debits `usage` once per `(account_id, request_id)` (see [`Db::debit_usages`]),
+    /// sharing its commit with whatever arrived meanwhile.
     pub async fn debit(&self, usage: NewUsage) -> Result<DebitOutcome, DbError> {
         let (reply, answer) = oneshot::channel();
         self.sender
@@ -57,51 +76,67 @@ impl DebitQueue {
     }
 }
 
-async fn write(db: Db, receiver: Arc<Mutex<mpsc::Receiver<(NewUsage, Reply)>>>) {
-    while let Some(mut batch) = gather(&receiver).await {
-        if let [(usage, _)] = batch.as_slice() {
-            let outcome = db.debit_usage(usage).await;
-            let (_, reply) = batch.remove(0);
-            // The caller may have gone; the debit stands either way.
-            let _ = reply.send(outcome);
+async fn write(db: Db, inbox: Arc<Mutex<Inbox>>) {
+    while let Some(mut batch) = gather(&inbox).await {
+        // A caller that has gone (timed out, hung up) is not debited.
+        batch.retain(|(_, reply)| !reply.is_closed());
+        if batch.is_empty() {
             continue;
         }
-        // Accounts in ascending order: writers that overlap lock them in the same order.
         batch.sort_by(|(a, _), (b, _)| a.account_id.cmp(&b.account_id));
         let usages: Vec<&NewUsage> = batch.iter().map(|(usage, _)| usage).collect();
         match db.debit_usages(&usages).await {
             Ok(outcomes) => {
                 for ((_, reply), outcome) in batch.into_iter().zip(outcomes) {
+                    // The caller may have gone meanwhile; the debit stands either way.
                     let _ = reply.send(Ok(outcome));
                 }
             }
             Err(error) => {
-                // Nothing of the batch was written; each goes alone, so one bad debit
-                // fails only itself.
-                tracing::warn!(
-                    ?error,
-                    size = batch.len(),
-                    "debit batch failed; debiting one by one"
-                );
-                for (usage, reply) in batch {
-                    let _ = reply.send(db.debit_usage(&usage).await);
+                // Nothing of the batch was written (or, if the commit itself was lost,
+                // a retry with the same request id finds what was): each caller gets the
+                // error and may retry.
+                tracing::error!(?error, size = batch.len(), "debit batch failed");
+                let message = error.to_string();
+                for (_, reply) in batch {
+                    let _ = reply.send(Err(DbError::BatchFailed(message.clone())));
                 }
             }
         }
     }
 }
 
-/// The next batch: waits for one debit, then takes what else is already queued.
-async fn gather(
-    receiver: &Mutex<mpsc::Receiver<(NewUsage, Reply)>>,
-) -> Option<Vec<(NewUsage, Reply)>> {
-    let mut receiver = receiver.lock().await;
-    let first = receiver.recv().await?;
+/// The next batch: the oldest waiting debit, then whatever else is waiting, one per
+/// account. `None` once the queue is closed and drained.
+async fn gather(inbox: &Mutex<Inbox>) -> Option<Vec<Queued>> {
+    let mut inbox = inbox.lock().await;
+    let first = match inbox.deferred.pop_front() {
+        Some(first) => first,
+        None => inbox.receiver.recv().await?,
+    };
+    let mut accounts = HashSet::from([first.0.account_id.clone()]);
     let mut batch = vec![first];
+    let mut later = VecDeque::new();
     while batch.len() < MAX_BATCH {
-        match receiver.try_recv() {
-            Ok(next) => batch.push(next),
-            Err(_) => break,
+        let Some(next) = inbox.deferred.pop_front() else {
+            break;
+        };
+        if accounts.insert(next.0.account_id.clone()) {
+            batch.push(next);
+        } else {
+            later.push_back(next);
+        }
+    }
+    later.append(&mut inbox.deferred);
+    inbox.deferred = later;
+    while batch.len() < MAX_BATCH {
+        let Ok(next) = inbox.receiver.try_recv() else {
+            break;
+        };
+        if accounts.insert(next.0.account_id.clone()) {
+            batch.push(next);
+        } else {
+            inbox.deferred.push_back(next);
         }
     }
     Some(batch)

@@ -52,6 +52,9 @@ pub enum DbError {
     Corrupt(String),
     #[error("the debit writer has stopped")]
     WriterStopped,
+    /// A batch of debits sharing one commit failed; this one was in it.
+    #[error("debit batch failed: {0}")]
+    BatchFailed(String),
 }
 
 /// Expands `$body` once per backend with `$pool` bound to the concrete pool.

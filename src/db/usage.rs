@@ -161,21 +161,12 @@ impl_for_connections!(UsageWrites {
 });
 
 impl Db {
-    /// Debits priced usage once per `(account_id, request_id)`: the row and the ledger
-    /// entry are written together or not at all.
-    pub async fn debit_usage(&self, usage: &NewUsage) -> Result<DebitOutcome, DbError> {
-        with_pool!(self, |pool| {
-            let mut tx = pool.begin_write().await?;
-            let outcome = tx.debit(usage).await?;
-            if matches!(outcome, DebitOutcome::Debited(_)) {
-                tx.commit().await?;
-            }
-            Ok(outcome)
-        })
-    }
-
-    /// Debits several usages under one durable commit. Each gets the outcome it would get
-    /// alone and writes only if it debits; an error undoes them all.
+    /// Debits each usage once per `(account_id, request_id)`, all under one durable
+    /// commit: a usage row and its ledger entry are written together or not at all, each
+    /// usage gets the outcome it would get alone, and an error undoes them all. Calls that
+    /// run side by side should pass at most one usage per account, in account order, as
+    /// the debit queue does, so that they never wait on each other in a cycle (see
+    /// [`super::group_commit`]).
     pub async fn debit_usages(&self, usages: &[&NewUsage]) -> Result<Vec<DebitOutcome>, DbError> {
         with_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;

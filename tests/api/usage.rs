@@ -326,8 +326,26 @@ async fn debits_committed_together_keep_their_own_outcomes() {
                 "insufficient"
             ]
         );
+        let (DebitOutcome::Debited(first), DebitOutcome::Existing(replayed)) =
+            (&outcomes[0], &outcomes[1])
+        else {
+            panic!("{outcomes:?}");
+        };
+        assert_eq!(replayed.id, first.id, "the replay is the first debit");
+        let DebitOutcome::Insufficient { available } = &outcomes[5] else {
+            panic!("{outcomes:?}");
+        };
+        assert_eq!(*available, Millicredits(0));
         assert_eq!(app.balance(&funded).await, dec("0"));
         assert_eq!(app.balance(&empty).await, dec("0"));
+        let empty_usage = app
+            .get(&format!("/v1/accounts/{empty}/usage"), &app.admin)
+            .await;
+        assert_eq!(
+            empty_usage.body["data"],
+            serde_json::json!([]),
+            "no row left behind"
+        );
         let ledger = app
             .get(&format!("/v1/accounts/{funded}/ledger"), &app.admin)
             .await;
@@ -342,6 +360,77 @@ async fn debits_committed_together_keep_their_own_outcomes() {
             .get(&format!("/v1/accounts/{funded}/usage"), &app.admin)
             .await;
         assert_eq!(usage.body["data"].as_array().map(Vec::len), Some(2));
+        let verify = app.cli(&["verify"]).await;
+        assert!(verify.status.success(), "{verify:?}");
+    })
+    .await;
+}
+
+/// Debits of several accounts, their duplicates, replays of earlier debits and refunds of
+/// those, all at once: the mix that makes transactions wait on each other. Every answer is
+/// an answer (no 5xx, no deadlock), each request id debits once, each refund happens once.
+#[tokio::test]
+async fn debits_replays_and_refunds_at_once_never_fail_and_never_drift() {
+    each_backend(async |app| {
+        let service = app.key("service", None).await;
+        let mut accounts = Vec::new();
+        for _ in 0..4 {
+            accounts.push(app.funded_account("1000").await);
+        }
+        let earlier: Vec<_> = accounts
+            .iter()
+            .flat_map(|a| {
+                [
+                    usage_body(a, "earlier-1", 30),
+                    usage_body(a, "earlier-2", 30),
+                ]
+            })
+            .collect();
+        let earlier_ids: Vec<String> = concurrently(app, &service, earlier.clone())
+            .await
+            .into_iter()
+            .map(|(status, body)| {
+                assert_eq!(status, StatusCode::CREATED, "{body}");
+                body["id"].as_str().expect("an id").to_owned()
+            })
+            .collect();
+
+        // 15 new request ids per account, each sent twice, and the earlier ones again.
+        let mut bodies = earlier;
+        for account in &accounts {
+            for i in 0..15 {
+                bodies.push(usage_body(account, &format!("new-{i}"), 30));
+                bodies.push(usage_body(account, &format!("new-{i}"), 30));
+            }
+        }
+        let refunds = async {
+            let mut answers = Vec::new();
+            for id in &earlier_ids {
+                answers.extend(refund_concurrently(app, &service, id, 2).await);
+            }
+            answers
+        };
+        let (debits, refunds) = tokio::join!(concurrently(app, &service, bodies), refunds);
+
+        let created = debits
+            .iter()
+            .filter(|(s, _)| *s == StatusCode::CREATED)
+            .count();
+        assert!(
+            debits
+                .iter()
+                .all(|(s, _)| *s == StatusCode::CREATED || *s == StatusCode::OK),
+            "{debits:?}"
+        );
+        assert_eq!(created, 4 * 15, "each new request id debits once");
+        assert_eq!(refunds.len(), 16);
+        for (status, body) in &refunds {
+            assert_eq!(*status, StatusCode::OK, "{body}");
+        }
+        // 1000 - 17 debits of 10 + 2 refunds of 10.
+        for account in &accounts {
+            assert_eq!(app.balance(account).await, dec("850"));
+        }
         let verify = app.cli(&["verify"]).await;
         assert!(verify.status.success(), "{verify:?}");
     })
