@@ -52,66 +52,50 @@ pub async fn create_commit_table(db: &Db) {
     created.expect("create the baseline table");
 }
 
+/// Runs `$body` in a write transaction opened as the service opens its own (`BEGIN
+/// IMMEDIATE` on SQLite), bound to `$tx`, then commits it.
+macro_rules! durably {
+    ($db:expr, |$tx:ident| $body:expr) => {
+        match $db {
+            Db::Sqlite(pool) => {
+                let mut $tx = pool
+                    .begin_with("BEGIN IMMEDIATE")
+                    .await
+                    .expect("begin a write");
+                $body;
+                $tx.commit().await.expect("commit");
+            }
+            Db::Postgres(pool) => {
+                let mut $tx = pool.begin().await.expect("begin a write");
+                $body;
+                $tx.commit().await.expect("commit");
+            }
+        }
+    };
+}
+
 /// One durable transaction that inserts one row.
 pub async fn insert_one(db: &Db, task: usize, n: u64) {
     const SQL: &str = "INSERT INTO bench_commits (task, n) VALUES ($1, $2)";
     let (task, n) = (task as i64, n as i64);
-    // Opened as the service opens its write transactions.
-    match db {
-        Db::Sqlite(pool) => {
-            let mut tx = pool
-                .begin_with("BEGIN IMMEDIATE")
-                .await
-                .expect("begin a write");
-            sqlx::query(SQL)
-                .bind(task)
-                .bind(n)
-                .execute(&mut *tx)
-                .await
-                .expect("insert one row");
-            tx.commit().await.expect("commit");
-        }
-        Db::Postgres(pool) => {
-            let mut tx = pool.begin().await.expect("begin a write");
-            sqlx::query(SQL)
-                .bind(task)
-                .bind(n)
-                .execute(&mut *tx)
-                .await
-                .expect("insert one row");
-            tx.commit().await.expect("commit");
-        }
-    }
+    durably!(db, |tx| sqlx::query(SQL)
+        .bind(task)
+        .bind(n)
+        .execute(&mut *tx)
+        .await
+        .expect("insert one row"));
 }
 
 /// One durable transaction with one conditional update of a balance, as a debit makes.
 pub async fn debit_one(db: &Db, account_id: &str, amount: i64) {
     const SQL: &str = "UPDATE accounts SET balance = balance - $1 WHERE id = $2 AND balance >= $1";
-    match db {
-        Db::Sqlite(pool) => {
-            let mut tx = pool
-                .begin_with("BEGIN IMMEDIATE")
-                .await
-                .expect("begin a write");
-            let done = sqlx::query(SQL)
-                .bind(amount)
-                .bind(account_id)
-                .execute(&mut *tx)
-                .await
-                .expect("update one balance");
-            assert_eq!(done.rows_affected(), 1, "the bench accounts are funded");
-            tx.commit().await.expect("commit");
-        }
-        Db::Postgres(pool) => {
-            let mut tx = pool.begin().await.expect("begin a write");
-            let done = sqlx::query(SQL)
-                .bind(amount)
-                .bind(account_id)
-                .execute(&mut *tx)
-                .await
-                .expect("update one balance");
-            assert_eq!(done.rows_affected(), 1, "the bench accounts are funded");
-            tx.commit().await.expect("commit");
-        }
-    }
+    durably!(db, |tx| {
+        let done = sqlx::query(SQL)
+            .bind(amount)
+            .bind(account_id)
+            .execute(&mut *tx)
+            .await
+            .expect("update one balance");
+        assert_eq!(done.rows_affected(), 1, "the bench accounts are funded");
+    });
 }

@@ -34,7 +34,8 @@ pub struct DebitQueue {
 /// What the writers take their batches from.
 struct Inbox {
     receiver: mpsc::Receiver<Queued>,
-    /// Debits of accounts that already had one in the batch being gathered, oldest first.
+    /// Debits taken from the channel but not yet written, oldest first: those of an
+    /// account that already had one in the last batch, and any beyond a full batch.
     deferred: VecDeque<Queued>,
 }
 
@@ -106,38 +107,27 @@ async fn write(db: Db, inbox: Arc<Mutex<Inbox>>) {
     }
 }
 
-/// The next batch: the oldest waiting debit, then whatever else is waiting, one per
-/// account. `None` once the queue is closed and drained.
+/// The next batch: the oldest waiting debits, one per account. `None` once the queue is
+/// closed and drained.
 async fn gather(inbox: &Mutex<Inbox>) -> Option<Vec<Queued>> {
     let mut inbox = inbox.lock().await;
-    let first = match inbox.deferred.pop_front() {
-        Some(first) => first,
-        None => inbox.receiver.recv().await?,
-    };
-    let mut accounts = HashSet::from([first.0.account_id.clone()]);
-    let mut batch = vec![first];
+    if inbox.deferred.is_empty() {
+        let first = inbox.receiver.recv().await?;
+        inbox.deferred.push_back(first);
+    }
+    while let Ok(next) = inbox.receiver.try_recv() {
+        inbox.deferred.push_back(next);
+    }
+    let mut accounts = HashSet::new();
+    let mut batch = Vec::new();
     let mut later = VecDeque::new();
-    while batch.len() < MAX_BATCH {
-        let Some(next) = inbox.deferred.pop_front() else {
-            break;
-        };
-        if accounts.insert(next.0.account_id.clone()) {
+    for next in inbox.deferred.drain(..) {
+        if batch.len() < MAX_BATCH && accounts.insert(next.0.account_id.clone()) {
             batch.push(next);
         } else {
             later.push_back(next);
         }
     }
-    later.append(&mut inbox.deferred);
     inbox.deferred = later;
-    while batch.len() < MAX_BATCH {
-        let Ok(next) = inbox.receiver.try_recv() else {
-            break;
-        };
-        if accounts.insert(next.0.account_id.clone()) {
-            batch.push(next);
-        } else {
-            inbox.deferred.push_back(next);
-        }
-    }
     Some(batch)
 }
