@@ -41,7 +41,6 @@ const GOAL_SHARE: f64 = 0.5;
 
 #[tokio::main]
 async fn main() {
-    let stub = StubProcess::start(LATENCY_MS).await;
     for backend in backends() {
         let baseline = durable_rate(backend).await;
         let per_topup = baseline.median() / COMMITS_PER_TOPUP;
@@ -59,7 +58,7 @@ async fn main() {
         });
         let default = Config::defaults().auto_topup.charge_concurrency;
         for concurrency in [default, TUNED_CONCURRENCY] {
-            let run = scan(backend, &stub, concurrency).await;
+            let run = scan(backend, concurrency).await;
             let rate = run.succeeded as f64 / run.seconds;
             table.line(Line {
                 figure: format!("top-ups/s, charge_concurrency = {concurrency}"),
@@ -122,7 +121,10 @@ struct ScanRun {
     commits: Option<i64>,
 }
 
-async fn scan(backend: Backend, stub: &StubProcess, concurrency: u32) -> ScanRun {
+/// One scan of freshly seeded accounts, through a stub of its own: the accounts of every
+/// scan have the same ids and so their charges the same idempotency keys.
+async fn scan(backend: Backend, concurrency: u32) -> ScanRun {
+    let stub = StubProcess::start(LATENCY_MS).await;
     let bench = BenchDb::create(backend, "topup_scan").await;
     let db = bench.connect().await;
     let population = Population {
@@ -150,6 +152,11 @@ async fn scan(backend: Backend, stub: &StubProcess, concurrency: u32) -> ScanRun
     app.close().await;
     println!("{}: {report} in {seconds:.1} s", backend.name());
     assert_eq!(report.succeeded, ACCOUNTS as usize, "every top-up succeeds");
+    assert_eq!(
+        stub.charge_count().await,
+        ACCOUNTS as usize,
+        "every top-up is one charge at the provider"
+    );
     let after = committed_transactions(&bench).await;
     bench.drop().await;
     ScanRun {

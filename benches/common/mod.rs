@@ -32,6 +32,13 @@ impl Backend {
             Backend::Postgres => "PostgreSQL",
         }
     }
+
+    fn short(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
 }
 
 /// The PostgreSQL server to create bench databases on, if one is given.
@@ -41,15 +48,21 @@ fn postgres_admin_url() -> Option<String> {
         .ok()
 }
 
-/// SQLite always; PostgreSQL as well when a server is given.
+/// SQLite always; PostgreSQL as well when a server is given. `TOPUPD_BENCH_ONLY=sqlite`
+/// or `=postgres` runs one of them.
 pub fn backends() -> Vec<Backend> {
-    let mut backends = vec![Backend::Sqlite];
-    if postgres_admin_url().is_some() {
-        backends.push(Backend::Postgres);
-    } else {
+    let only = std::env::var("TOPUPD_BENCH_ONLY").ok();
+    let wanted = |backend: Backend| only.as_deref().is_none_or(|name| name == backend.short());
+    let mut backends = Vec::new();
+    if wanted(Backend::Sqlite) {
+        backends.push(Backend::Sqlite);
+    }
+    if postgres_admin_url().is_none() {
         println!(
             "PostgreSQL skipped: set TOPUPD_BENCH_POSTGRES_URL (or TOPUPD_TEST_POSTGRES_URL)\n"
         );
+    } else if wanted(Backend::Postgres) {
+        backends.push(Backend::Postgres);
     }
     backends
 }

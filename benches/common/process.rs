@@ -58,6 +58,19 @@ impl StubProcess {
             _child: child,
         }
     }
+
+    /// How many payments the stub has taken money for: its own charge list, which counts a
+    /// payment once however often it was asked for.
+    pub async fn charge_count(&self) -> usize {
+        let charges: Vec<serde_json::Value> = reqwest::get(format!("{}/_stub/charges", self.base_url))
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .expect("read the stub's charges")
+            .json()
+            .await
+            .expect("the stub's charges are JSON");
+        charges.len()
+    }
 }
 
 /// `topupd --config <config> serve --roles api`, listening on `address`; killed when
