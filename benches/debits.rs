@@ -208,7 +208,7 @@ async fn debit_in_process(state: &AppState, account_id: &str, request_id: &str) 
     let quote_json = serde_json::to_string(&quote).expect("a quote serializes");
     let outcome = state
         .debits
-        .debit(NewUsage {
+        .write(NewUsage {
             account_id: account_id.to_owned(),
             request_id: request_id.to_owned(),
             fingerprint: request.fingerprint(),

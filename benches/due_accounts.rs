@@ -161,7 +161,11 @@ async fn scan_memory(bench: &BenchDb) -> PeakMemory {
         report.contains(&format!("{DUE} succeeded")),
         "every due account is charged"
     );
-    assert_eq!(stub.charge_count().await, DUE as usize, "one charge per due account");
+    assert_eq!(
+        stub.charge_count().await,
+        DUE as usize,
+        "one charge per due account"
+    );
     let (report, idle) = run_measuring_memory(&config, &["scan", "--once"]).await;
     println!("{}: {}", bench.backend.name(), report.trim());
     PeakMemory { full, idle }

@@ -18,7 +18,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{
     clock::{Clock, DatabaseClock, SystemClock},
     config::{Config, ProviderKind},
-    db::{Db, group_commit::DebitQueue},
+    db::{Db, group_commit::GroupCommit, usage::NewUsage},
     domain::pricing::Catalogue,
     http,
     jobs::{self, notice_sender::NoticeSender},
@@ -35,7 +35,7 @@ use crate::{
 pub struct AppState {
     pub db: Db,
     /// Debits from the API, committed together when they arrive together.
-    pub debits: DebitQueue,
+    pub debits: GroupCommit<NewUsage>,
     pub catalogue: Arc<Catalogue>,
     pub clock: Arc<dyn Clock>,
     pub config: Arc<Config>,
@@ -145,7 +145,7 @@ impl App {
         );
         Ok(Self {
             state: AppState {
-                debits: DebitQueue::start(db.clone()),
+                debits: GroupCommit::start(db.clone()),
                 db,
                 catalogue: Arc::new(catalogue),
                 clock,

@@ -62,13 +62,14 @@ impl StubProcess {
     /// How many payments the stub has taken money for: its own charge list, which counts a
     /// payment once however often it was asked for.
     pub async fn charge_count(&self) -> usize {
-        let charges: Vec<serde_json::Value> = reqwest::get(format!("{}/_stub/charges", self.base_url))
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .expect("read the stub's charges")
-            .json()
-            .await
-            .expect("the stub's charges are JSON");
+        let charges: Vec<serde_json::Value> =
+            reqwest::get(format!("{}/_stub/charges", self.base_url))
+                .await
+                .and_then(reqwest::Response::error_for_status)
+                .expect("read the stub's charges")
+                .json()
+                .await
+                .expect("the stub's charges are JSON");
         charges.len()
     }
 }

@@ -45,6 +45,14 @@ pub struct AutoClaim<'a> {
     pub at: Millis,
 }
 
+/// The account a claim updated, with the top-up sequence number it took.
+#[derive(sqlx::FromRow)]
+struct ClaimedAccount {
+    #[sqlx(flatten)]
+    account: Account,
+    topup_seq: i64,
+}
+
 #[derive(Debug)]
 pub enum AutoClaimOutcome {
     Claimed(TopupAttempt),
@@ -242,7 +250,8 @@ impl Db {
         claim: &AutoClaim<'_>,
     ) -> Result<AutoClaimOutcome, DbError> {
         match self.try_claim_auto_attempt(claim).await {
-            // Another claim of the account committed first (PostgreSQL).
+            // The account has an open attempt: one committed before this claim, or
+            // concurrently with it (PostgreSQL).
             Err(DbError::Sqlx(e)) if is_unique_violation(&e) => with_pool!(self, |pool| {
                 let mut conn = pool.acquire().await?;
                 match conn.open_attempt(claim.account_id).await? {
@@ -265,12 +274,12 @@ impl Db {
             "UPDATE accounts SET topup_seq = topup_seq + 1, auto_topup_window_ends_at = $1 \
              WHERE id = $2 AND auto_topup_enabled AND auto_topup_paused_reason IS NULL \
              AND balance < auto_topup_threshold AND ($3 = FALSE OR auto_topup_window_ends_at <= $4) \
-             RETURNING {}",
+             RETURNING {}, topup_seq",
             accounts::COLUMNS
         );
         let retry_cas = format!(
             "UPDATE accounts SET topup_seq = topup_seq + 1 \
-             WHERE id = $1 AND auto_topup_paused_reason IS NOT NULL RETURNING {}",
+             WHERE id = $1 AND auto_topup_paused_reason IS NOT NULL RETURNING {}, topup_seq",
             accounts::COLUMNS
         );
         if claim.trigger == AttemptTrigger::Manual {
@@ -283,7 +292,7 @@ impl Db {
         let window_end = claim.at.saturating_add(claim.window_ms);
         with_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
-            let claimed: Option<Account> = if claim.trigger == AttemptTrigger::Auto {
+            let claimed: Option<ClaimedAccount> = if claim.trigger == AttemptTrigger::Auto {
                 sqlx::query_as(&auto_cas)
                     .bind(window_end)
                     .bind(claim.account_id)
@@ -297,8 +306,12 @@ impl Db {
                     .fetch_optional(&mut *tx)
                     .await?
             };
-            let open = tx.open_attempt(claim.account_id).await?;
-            let Some(account) = claimed else {
+            let Some(ClaimedAccount {
+                account,
+                topup_seq: seq,
+            }) = claimed
+            else {
+                let open = tx.open_attempt(claim.account_id).await?;
                 let Some(account): Option<Account> = sqlx::query_as(&read)
                     .bind(claim.account_id)
                     .fetch_optional(&mut *tx)
@@ -314,10 +327,6 @@ impl Db {
                 }
                 return Ok(AutoClaimOutcome::NotDue(decision));
             };
-            // Dropping the transaction undoes the update.
-            if let Some(open) = open {
-                return Ok(AutoClaimOutcome::Busy(open));
-            }
             let target = Millicredits(account.auto_topup_target.unwrap_or_default());
             let credits = credits_to_target(Millicredits(account.balance), target);
             if credits == 0 {
@@ -340,14 +349,11 @@ impl Db {
                     .await?
                 }
             };
-            let seq_sql = "SELECT topup_seq FROM accounts WHERE id = $1";
-            let seq: i64 = sqlx::query_scalar(seq_sql)
-                .bind(claim.account_id)
-                .fetch_one(&mut *tx)
-                .await?;
             let id = super::new_id("tpu");
             // Without a card the attempt is claimed all the same and fails at once: it is
-            // a decline like any other, and holds the window.
+            // a decline like any other, and holds the window. An attempt still open makes
+            // this insert break the one-open-attempt index, which undoes the claim and
+            // answers `Busy` (see `claim_auto_attempt`).
             let attempt: TopupAttempt = sqlx::query_as(&insert)
                 .bind(&id)
                 .bind(claim.account_id)

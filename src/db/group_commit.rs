@@ -1,11 +1,12 @@
-//! Group commit for debits: debits that arrive together share one durable commit instead
-//! of paying for one each. Each keeps its own outcome, all or nothing, and is answered
-//! only once the commit is durable, so a caller sees nothing different but the rate.
+//! Group commit: writes that arrive together share one durable commit (and, on
+//! PostgreSQL, one statement) instead of paying for one each. Each keeps its own outcome,
+//! all or nothing, and is answered only once the commit is durable, so a caller sees
+//! nothing different but the rate. Debits and the steps of top-up attempts go through it.
 //!
-//! A batch holds at most one debit per account, taken in account order. A debit locks its
-//! usage key, then its account, so two batches (or a batch and any one-account
-//! transaction, such as a refund) can never wait on each other in a cycle; a second debit
-//! of the same account waits for the next batch.
+//! A batch holds at most one write per key (an account for debits, an attempt for its
+//! steps), taken in key order. Rows are then locked in one order by every batch, so two
+//! batches (or a batch and any one-row transaction, such as a refund) never wait on each
+//! other in a cycle; a second write with the same key waits for the next batch.
 
 use std::{
     collections::{HashSet, VecDeque},
@@ -14,37 +15,55 @@ use std::{
 
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use super::{
-    Db, DbError,
-    usage::{DebitOutcome, NewUsage},
-};
+use super::{Db, DbError};
 
-/// The most debits one commit carries.
+/// The most writes one commit carries.
 const MAX_BATCH: usize = 128;
 
-type Reply = oneshot::Sender<Result<DebitOutcome, DbError>>;
-type Queued = (NewUsage, Reply);
+/// A write that can share its commit with others of its kind.
+pub trait Batched: Send + Sync + 'static {
+    type Outcome: Send + 'static;
 
-/// Where the HTTP API sends its debits.
-#[derive(Clone)]
-pub struct DebitQueue {
-    sender: mpsc::Sender<Queued>,
+    /// What two writes of one batch must not share; batches are written in its order.
+    fn key(&self) -> &str;
+
+    /// Writes `batch` (distinct keys, in key order) under one durable commit: an outcome
+    /// per write, in order, or an error and nothing written.
+    fn write_batch(
+        db: &Db,
+        batch: &[&Self],
+    ) -> impl Future<Output = Result<Vec<Self::Outcome>, DbError>> + Send;
+}
+
+type Reply<W> = oneshot::Sender<Result<<W as Batched>::Outcome, DbError>>;
+type Queued<W> = (W, Reply<W>);
+
+/// Where writes of one kind are handed to their writers.
+pub struct GroupCommit<W: Batched> {
+    sender: mpsc::Sender<Queued<W>>,
+}
+
+impl<W: Batched> Clone for GroupCommit<W> {
+    fn clone(&self) -> Self {
+        Self {
+            sender: self.sender.clone(),
+        }
+    }
 }
 
 /// What the writers take their batches from.
-struct Inbox {
-    receiver: mpsc::Receiver<Queued>,
-    /// Debits taken from the channel but not yet written, oldest first: those of an
-    /// account that already had one in the last batch, and any beyond a full batch.
-    deferred: VecDeque<Queued>,
+struct Inbox<W: Batched> {
+    receiver: mpsc::Receiver<Queued<W>>,
+    /// Writes taken from the channel but not yet written, oldest first: those whose key
+    /// was already in the last batch, and any beyond a full batch.
+    deferred: VecDeque<Queued<W>>,
 }
 
-impl DebitQueue {
+impl<W: Batched> GroupCommit<W> {
     /// Starts the writers. SQLite writes one transaction at a time, so one writer; on
     /// PostgreSQL all but two of the pool's connections (kept for reads, such as the
     /// API key check, and for the jobs), so batches are written side by side while the
-    /// next ones gather. They stop once every `DebitQueue` is dropped and the queue is
-    /// drained.
+    /// next ones gather. They stop once every handle is dropped and the queue is drained.
     pub fn start(db: Db) -> Self {
         let writers = match &db {
             Db::Sqlite(_) => 1,
@@ -65,39 +84,37 @@ impl DebitQueue {
         Self { sender }
     }
 
-    /// Debits `usage` once per `(account_id, request_id)` (see [`Db::debit_usages`]),
-    /// sharing its commit with whatever arrived meanwhile.
-    pub async fn debit(&self, usage: NewUsage) -> Result<DebitOutcome, DbError> {
+    /// Writes `item`, sharing its commit with whatever arrived meanwhile.
+    pub async fn write(&self, item: W) -> Result<W::Outcome, DbError> {
         let (reply, answer) = oneshot::channel();
         self.sender
-            .send((usage, reply))
+            .send((item, reply))
             .await
             .map_err(|_| DbError::WriterStopped)?;
         answer.await.map_err(|_| DbError::WriterStopped)?
     }
 }
 
-async fn write(db: Db, inbox: Arc<Mutex<Inbox>>) {
+async fn write<W: Batched>(db: Db, inbox: Arc<Mutex<Inbox<W>>>) {
     while let Some(mut batch) = gather(&inbox).await {
-        // A caller that has gone (timed out, hung up) is not debited.
+        // A caller that has gone (timed out, hung up) is not written for.
         batch.retain(|(_, reply)| !reply.is_closed());
         if batch.is_empty() {
             continue;
         }
-        batch.sort_by(|(a, _), (b, _)| a.account_id.cmp(&b.account_id));
-        let usages: Vec<&NewUsage> = batch.iter().map(|(usage, _)| usage).collect();
-        match db.debit_usages(&usages).await {
+        batch.sort_by(|(a, _), (b, _)| a.key().cmp(b.key()));
+        let items: Vec<&W> = batch.iter().map(|(item, _)| item).collect();
+        match W::write_batch(&db, &items).await {
             Ok(outcomes) => {
                 for ((_, reply), outcome) in batch.into_iter().zip(outcomes) {
-                    // The caller may have gone meanwhile; the debit stands either way.
+                    // The caller may have gone meanwhile; the write stands either way.
                     let _ = reply.send(Ok(outcome));
                 }
             }
             Err(error) => {
                 // Nothing of the batch was written (or, if the commit itself was lost,
-                // a retry with the same request id finds what was): each caller gets the
-                // error and may retry.
-                tracing::error!(?error, size = batch.len(), "debit batch failed");
+                // a retry finds what was): each caller gets the error and may retry.
+                tracing::error!(?error, size = batch.len(), "batch write failed");
                 let message = error.to_string();
                 for (_, reply) in batch {
                     let _ = reply.send(Err(DbError::BatchFailed(message.clone())));
@@ -107,9 +124,9 @@ async fn write(db: Db, inbox: Arc<Mutex<Inbox>>) {
     }
 }
 
-/// The next batch: the oldest waiting debits, one per account. `None` once the queue is
+/// The next batch: the oldest waiting writes, one per key. `None` once the queue is
 /// closed and drained.
-async fn gather(inbox: &Mutex<Inbox>) -> Option<Vec<Queued>> {
+async fn gather<W: Batched>(inbox: &Mutex<Inbox<W>>) -> Option<Vec<Queued<W>>> {
     let mut inbox = inbox.lock().await;
     if inbox.deferred.is_empty() {
         let first = inbox.receiver.recv().await?;
@@ -118,11 +135,11 @@ async fn gather(inbox: &Mutex<Inbox>) -> Option<Vec<Queued>> {
     while let Ok(next) = inbox.receiver.try_recv() {
         inbox.deferred.push_back(next);
     }
-    let mut accounts = HashSet::new();
+    let mut keys = HashSet::new();
     let mut batch = Vec::new();
     let mut later = VecDeque::new();
     for next in inbox.deferred.drain(..) {
-        if batch.len() < MAX_BATCH && accounts.insert(next.0.account_id.clone()) {
+        if batch.len() < MAX_BATCH && keys.insert(next.0.key().to_owned()) {
             batch.push(next);
         } else {
             later.push_back(next);

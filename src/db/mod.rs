@@ -50,10 +50,10 @@ pub enum DbError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
-    #[error("the debit writer has stopped")]
+    #[error("the batch writer has stopped")]
     WriterStopped,
-    /// A batch of debits sharing one commit failed; this one was in it.
-    #[error("debit batch failed: {0}")]
+    /// A batch of writes sharing one commit failed; this one was in it.
+    #[error("batch write failed: {0}")]
     BatchFailed(String),
 }
 

@@ -1,11 +1,14 @@
 //! Usage: a priced request debited from an account, idempotent per the caller's request
 //! id, and refundable once.
 
+use std::collections::HashSet;
+
 use serde_json::json;
 
 use super::{
     BeginWrite, Db, DbError, Page, PageRequest, Paged,
     audit::{Actor, AuditWrites},
+    group_commit::Batched,
     impl_for_connections,
     ledger::{EntryKind, LedgerEntry, LedgerWrites, PostRefusal, Posting},
     new_id, with_pool,
@@ -142,7 +145,7 @@ impl_for_connections!(UsageWrites {
             kind: EntryKind::Usage,
             reference: &id,
             amount: Millicredits(-usage.cost.0),
-            description: &format!("{} usage", usage.service),
+            description: &debit_description(&usage.service),
             at: usage.at,
         };
         let refusal = match self.post(&posting).await? {
@@ -160,6 +163,56 @@ impl_for_connections!(UsageWrites {
     }
 });
 
+impl Batched for NewUsage {
+    type Outcome = DebitOutcome;
+
+    fn key(&self) -> &str {
+        &self.account_id
+    }
+
+    async fn write_batch(db: &Db, batch: &[&Self]) -> Result<Vec<DebitOutcome>, DbError> {
+        db.debit_usages(batch).await
+    }
+}
+
+/// The ledger description of a usage's debit.
+fn debit_description(service: &str) -> String {
+    format!("{service} usage")
+}
+
+/// The whole batch as one statement, for PostgreSQL, where each statement is a round
+/// trip; for usages of distinct accounts (an account matched twice would be updated
+/// once). Every account with the credits and without the request id is debited, and its
+/// usage row and ledger entry written. The usages it debited come back; the others wrote
+/// nothing. Run with the accounts locked (see `debit_in_one_statement`): a request id
+/// then cannot be in flight elsewhere, and `NOT EXISTS` sees every committed one.
+const DEBIT_BATCH_SQL: &str = "\
+    WITH input AS ( \
+        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                             $6::text[], $7::int8[], $8::int8[], $9::text[]) \
+            AS t(usage_id, usage_account, usage_request, usage_fingerprint, usage_service, \
+                 usage_quote, usage_cost, usage_at, usage_description) \
+    ), debited AS ( \
+        UPDATE accounts SET balance = balance - input.usage_cost \
+        FROM input \
+        WHERE accounts.id = input.usage_account AND balance - input.usage_cost >= 0 \
+          AND NOT EXISTS (SELECT 1 FROM usage_events u \
+                          WHERE u.account_id = input.usage_account \
+                            AND u.request_id = input.usage_request) \
+        RETURNING input.usage_id, balance \
+    ), entries AS ( \
+        INSERT INTO ledger_entries \
+            (account_id, kind, reference, amount, balance_after, description, created_at) \
+        SELECT usage_account, $10, usage_id, -usage_cost, balance, usage_description, usage_at \
+        FROM debited JOIN input USING (usage_id) ORDER BY usage_account \
+    ) \
+    INSERT INTO usage_events \
+        (id, account_id, request_id, fingerprint, service, quote, cost, created_at) \
+    SELECT usage_id, usage_account, usage_request, usage_fingerprint, usage_service, \
+           usage_quote, usage_cost, usage_at \
+    FROM debited JOIN input USING (usage_id) ORDER BY usage_account \
+    RETURNING ";
+
 impl Db {
     /// Debits each usage once per `(account_id, request_id)`, all under one durable
     /// commit: a usage row and its ledger entry are written together or not at all, each
@@ -168,6 +221,17 @@ impl Db {
     /// the debit queue does, so that they never wait on each other in a cycle (see
     /// [`super::group_commit`]).
     pub async fn debit_usages(&self, usages: &[&NewUsage]) -> Result<Vec<DebitOutcome>, DbError> {
+        let distinct_accounts = usages
+            .iter()
+            .map(|u| &u.account_id)
+            .collect::<HashSet<_>>()
+            .len()
+            == usages.len();
+        if let Db::Postgres(pool) = self
+            && distinct_accounts
+        {
+            return debit_in_one_statement(pool, usages).await;
+        }
         with_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
             let mut outcomes = Vec::with_capacity(usages.len());
@@ -264,4 +328,74 @@ impl Db {
         );
         self.page(&sql, Some(account_id), page).await
     }
+}
+
+/// [`Db::debit_usages`] on PostgreSQL in one statement, then the reason each usage it did
+/// not debit was not debited: a repeat, a short balance or an unknown account. The
+/// accounts are locked first, in account order: every batch then waits for accounts in
+/// one order and holds its accounts before it inserts their usages, so no other debit can
+/// hold one of its request ids meanwhile, and batches never wait on each other in a cycle.
+async fn debit_in_one_statement(
+    pool: &sqlx::PgPool,
+    usages: &[&NewUsage],
+) -> Result<Vec<DebitOutcome>, DbError> {
+    let ids: Vec<String> = usages.iter().map(|_| new_id("use")).collect();
+    let column =
+        |field: fn(&NewUsage) -> &str| -> Vec<&str> { usages.iter().map(|u| field(u)).collect() };
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT 1 FROM accounts WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+        .bind(column(|u| &u.account_id))
+        .execute(&mut *tx)
+        .await?;
+    let mut debited: Vec<UsageRecord> = sqlx::query_as(&format!("{DEBIT_BATCH_SQL}{COLUMNS}"))
+        .bind(&ids)
+        .bind(column(|u| &u.account_id))
+        .bind(column(|u| &u.request_id))
+        .bind(column(|u| &u.fingerprint))
+        .bind(column(|u| &u.service))
+        .bind(column(|u| &u.quote))
+        .bind(usages.iter().map(|u| u.cost.0).collect::<Vec<_>>())
+        .bind(usages.iter().map(|u| u.at).collect::<Vec<_>>())
+        .bind(
+            usages
+                .iter()
+                .map(|u| debit_description(&u.service))
+                .collect::<Vec<_>>(),
+        )
+        .bind(EntryKind::Usage.as_str())
+        .fetch_all(&mut *tx)
+        .await?;
+    let mut outcomes = Vec::with_capacity(usages.len());
+    for (usage, id) in usages.iter().zip(&ids) {
+        let outcome = match debited.iter().position(|record| &record.id == id) {
+            Some(at) => DebitOutcome::Debited(debited.swap_remove(at)),
+            None => not_debited(&mut tx, usage).await?,
+        };
+        outcomes.push(outcome);
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+/// Why a usage the batch statement left alone was not debited.
+async fn not_debited(
+    tx: &mut sqlx::PgTransaction<'_>,
+    usage: &NewUsage,
+) -> Result<DebitOutcome, DbError> {
+    if let Some(existing) = tx
+        .usage_by_request(&usage.account_id, &usage.request_id)
+        .await?
+    {
+        return Ok(DebitOutcome::Existing(existing));
+    }
+    let balance: Option<i64> = sqlx::query_scalar("SELECT balance FROM accounts WHERE id = $1")
+        .bind(&usage.account_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    Ok(match balance {
+        Some(available) => DebitOutcome::Insufficient {
+            available: Millicredits(available),
+        },
+        None => DebitOutcome::AccountNotFound,
+    })
 }

@@ -116,7 +116,7 @@ async fn record_usage(
     let quote_json = serde_json::to_string(&quote).expect("a quote serializes to JSON");
     let outcome = state
         .debits
-        .debit(NewUsage {
+        .write(NewUsage {
             account_id: body.account_id.clone(),
             request_id: body.request_id.clone(),
             fingerprint: fingerprint.clone(),
