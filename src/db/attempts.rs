@@ -5,6 +5,7 @@ use super::{
     BeginWrite, Db, DbError, Page, PageRequest, Paged,
     accounts::Account,
     auto_topup::PauseWrites,
+    group_commit::{Batched, lock_in_key_order},
     impl_for_connections, is_unique_violation,
     ledger::{EntryKind, LedgerEntry, LedgerWrites, Posting},
     notices::{NewNotice, NoticeWrites},
@@ -75,6 +76,29 @@ impl TopupAttempt {
 impl Paged for TopupAttempt {
     fn page_key(&self) -> i64 {
         self.seq
+    }
+}
+
+/// One step of an attempt, written before it is taken: `from` -> `to`, if the attempt is
+/// still at `from`, with the provider's payment id once there is one.
+#[derive(Debug, Clone)]
+pub struct AttemptMove {
+    pub id: String,
+    pub from: AttemptState,
+    pub to: AttemptState,
+    pub provider_payment_id: Option<String>,
+    pub at: Millis,
+}
+
+impl Batched for AttemptMove {
+    type Outcome = Option<TopupAttempt>;
+
+    fn key(&self) -> &str {
+        &self.id
+    }
+
+    async fn write_batch(db: &Db, batch: &[&Self]) -> Result<Vec<Self::Outcome>, DbError> {
+        db.move_attempts(batch).await
     }
 }
 
@@ -271,21 +295,88 @@ impl Db {
         provider_payment_id: Option<&str>,
         at: Millis,
     ) -> Result<Option<TopupAttempt>, DbError> {
-        let sql = format!(
-            "UPDATE topup_attempts SET state = $1, updated_at = $2, \
-             provider_payment_id = COALESCE($3, provider_payment_id) \
-             WHERE id = $4 AND state = $5 RETURNING {COLUMNS}"
-        );
-        Ok(with_pool!(self, |pool| {
-            sqlx::query_as(&sql)
-                .bind(to.as_str())
-                .bind(at)
-                .bind(provider_payment_id)
-                .bind(id)
-                .bind(from.as_str())
-                .fetch_optional(pool)
-                .await?
-        }))
+        let step = AttemptMove {
+            id: id.to_owned(),
+            from,
+            to,
+            provider_payment_id: provider_payment_id.map(str::to_owned),
+            at,
+        };
+        Ok(self.move_attempts(&[&step]).await?.pop().flatten())
+    }
+
+    /// Takes each step of `steps` (of distinct attempts) under one durable commit: the
+    /// attempt as moved, or `None` where someone else moved it first. Calls that run side
+    /// by side should pass steps in attempt order, as the step queue does; the rows are
+    /// then locked in one order.
+    pub async fn move_attempts(
+        &self,
+        steps: &[&AttemptMove],
+    ) -> Result<Vec<Option<TopupAttempt>>, DbError> {
+        let mut moved: Vec<TopupAttempt> = match self {
+            // One statement for them all: on PostgreSQL each statement is a round trip.
+            // The rows are locked first, in attempt order, so that batches never wait on
+            // each other in a cycle; both statements are planned for their batch.
+            Db::Postgres(pool) => {
+                let ids: Vec<&str> = steps.iter().map(|s| s.id.as_str()).collect();
+                let state = |pick: fn(&AttemptMove) -> AttemptState| -> Vec<&str> {
+                    steps.iter().map(|s| pick(s).as_str()).collect()
+                };
+                let mut tx = pool.begin().await?;
+                lock_in_key_order(&mut tx, "topup_attempts", &ids).await?;
+                let moved = sqlx::query_as(&format!(
+                    "UPDATE topup_attempts SET state = step_to, updated_at = step_at, \
+                     provider_payment_id = COALESCE(step_payment, provider_payment_id) \
+                     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[]) \
+                         AS step(step_id, step_from, step_to, step_payment, step_at) \
+                     WHERE id = step_id AND state = step_from RETURNING {COLUMNS}"
+                ))
+                .bind(&ids)
+                .bind(state(|s| s.from))
+                .bind(state(|s| s.to))
+                .bind(
+                    steps
+                        .iter()
+                        .map(|s| s.provider_payment_id.as_deref())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(steps.iter().map(|s| s.at).collect::<Vec<_>>())
+                .persistent(false)
+                .fetch_all(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                moved
+            }
+            Db::Sqlite(pool) => {
+                let sql = format!(
+                    "UPDATE topup_attempts SET state = $1, updated_at = $2, \
+                     provider_payment_id = COALESCE($3, provider_payment_id) \
+                     WHERE id = $4 AND state = $5 RETURNING {COLUMNS}"
+                );
+                let mut tx = pool.begin_write().await?;
+                let mut moved = Vec::with_capacity(steps.len());
+                for step in steps {
+                    let one: Option<TopupAttempt> = sqlx::query_as(&sql)
+                        .bind(step.to.as_str())
+                        .bind(step.at)
+                        .bind(step.provider_payment_id.as_deref())
+                        .bind(&step.id)
+                        .bind(step.from.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    moved.extend(one);
+                }
+                tx.commit().await?;
+                moved
+            }
+        };
+        Ok(steps
+            .iter()
+            .map(|step| {
+                let at = moved.iter().position(|a| a.id == step.id)?;
+                Some(moved.swap_remove(at))
+            })
+            .collect())
     }
 
     /// Moves the attempt forward to `target` with what the provider said, and in the same

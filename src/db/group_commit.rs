@@ -35,6 +35,25 @@ pub trait Batched: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<Self::Outcome>, DbError>> + Send;
 }
 
+/// Locks the rows of `table` whose `id` is in `ids`, in id order, so that every batch
+/// written to PostgreSQL waits for rows in one order. Like the batch statements, it is
+/// planned at each call rather than prepared once: a plan cached while the table was
+/// nearly empty would go on scanning the whole table as it grows.
+pub(crate) async fn lock_in_key_order(
+    tx: &mut sqlx::PgConnection,
+    table: &str,
+    ids: &[&str],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!(
+        "SELECT 1 FROM {table} WHERE id = ANY($1) ORDER BY id FOR UPDATE"
+    ))
+    .bind(ids)
+    .persistent(false)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
 type Reply<W> = oneshot::Sender<Result<<W as Batched>::Outcome, DbError>>;
 type Queued<W> = (W, Reply<W>);
 

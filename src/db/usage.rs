@@ -8,7 +8,7 @@ use serde_json::json;
 use super::{
     BeginWrite, Db, DbError, Page, PageRequest, Paged,
     audit::{Actor, AuditWrites},
-    group_commit::Batched,
+    group_commit::{Batched, lock_in_key_order},
     impl_for_connections,
     ledger::{EntryKind, LedgerEntry, LedgerWrites, PostRefusal, Posting},
     new_id, with_pool,
@@ -181,11 +181,12 @@ fn debit_description(service: &str) -> String {
 }
 
 /// The whole batch as one statement, for PostgreSQL, where each statement is a round
-/// trip; for usages of distinct accounts (an account matched twice would be updated
-/// once). Every account with the credits and without the request id is debited, and its
-/// usage row and ledger entry written. The usages it debited come back; the others wrote
-/// nothing. Run with the accounts locked (see `debit_in_one_statement`): a request id
-/// then cannot be in flight elsewhere, and `NOT EXISTS` sees every committed one.
+/// trip; planned for each batch (see [`lock_in_key_order`]), and only for usages of
+/// distinct accounts (an account matched twice would be updated once). Every account with
+/// the credits and without the request id is debited, and its usage row and ledger entry
+/// written. The usages it debited come back; the others wrote nothing. Run with the
+/// accounts locked (see `debit_in_one_statement`): a request id then cannot be in flight
+/// elsewhere, and `NOT EXISTS` sees every committed one.
 const DEBIT_BATCH_SQL: &str = "\
     WITH input AS ( \
         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
@@ -343,10 +344,7 @@ async fn debit_in_one_statement(
     let column =
         |field: fn(&NewUsage) -> &str| -> Vec<&str> { usages.iter().map(|u| field(u)).collect() };
     let mut tx = pool.begin().await?;
-    sqlx::query("SELECT 1 FROM accounts WHERE id = ANY($1) ORDER BY id FOR UPDATE")
-        .bind(column(|u| &u.account_id))
-        .execute(&mut *tx)
-        .await?;
+    lock_in_key_order(&mut tx, "accounts", &column(|u| &u.account_id)).await?;
     let mut debited: Vec<UsageRecord> = sqlx::query_as(&format!("{DEBIT_BATCH_SQL}{COLUMNS}"))
         .bind(&ids)
         .bind(column(|u| &u.account_id))
@@ -363,6 +361,7 @@ async fn debit_in_one_statement(
                 .collect::<Vec<_>>(),
         )
         .bind(EntryKind::Usage.as_str())
+        .persistent(false)
         .fetch_all(&mut *tx)
         .await?;
     let mut outcomes = Vec::with_capacity(usages.len());

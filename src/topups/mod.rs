@@ -8,11 +8,12 @@ pub mod cards;
 use std::sync::Arc;
 
 use crate::{
-    clock::Clock,
+    clock::{Clock, Millis},
     config::Config,
     db::{
         Db, DbError,
-        attempts::{Claim, Effects, NewAttempt, ProviderFacts, Settled, TopupAttempt},
+        attempts::{AttemptMove, Claim, Effects, NewAttempt, ProviderFacts, Settled, TopupAttempt},
+        group_commit::GroupCommit,
         webhooks::StoredEvent,
     },
     domain::{
@@ -38,6 +39,8 @@ const ADOPTION_WINDOW_SECS: i64 = 300;
 #[derive(Clone)]
 pub struct Topups {
     db: Db,
+    /// Attempts' steps, written together when several attempts move at once.
+    steps: GroupCommit<AttemptMove>,
     provider: Arc<ProviderClient>,
     clock: Arc<dyn Clock>,
     config: Arc<Config>,
@@ -82,6 +85,7 @@ pub fn purchase_price(credits: i64, config: &Config) -> Result<Cents, String> {
 }
 
 impl Topups {
+    /// Starts the writers of attempts' steps, so it must run inside the runtime.
     pub fn new(
         db: Db,
         provider: Arc<ProviderClient>,
@@ -89,6 +93,7 @@ impl Topups {
         config: Arc<Config>,
     ) -> Self {
         Self {
+            steps: GroupCommit::start(db.clone()),
             db,
             provider,
             clock,
@@ -179,28 +184,21 @@ impl Topups {
         loop {
             let now = self.clock.now_ms();
             let moved = match attempt.state()? {
-                Claimed => {
-                    self.db
-                        .move_attempt(&attempt.id, Claimed, Creating, None, now)
-                        .await?
-                }
+                Claimed => self.step(&attempt, Claimed, Creating, None, now).await?,
                 Creating => match self
                     .provider
                     .create_payment_intent(&Self::create_request(&attempt))
                     .await
                 {
                     Ok(intent) => {
-                        self.db
-                            .move_attempt(&attempt.id, Creating, Created, Some(&intent.id), now)
+                        self.step(&attempt, Creating, Created, Some(intent.id), now)
                             .await?
                     }
                     Err(error) => return self.after_create_failed(attempt, error).await,
                 },
                 Created => {
                     confirm_now = true;
-                    self.db
-                        .move_attempt(&attempt.id, Created, Confirming, None, now)
-                        .await?
+                    self.step(&attempt, Created, Confirming, None, now).await?
                 }
                 Confirming if confirm_now => {
                     let confirmed = self
@@ -242,6 +240,26 @@ impl Topups {
                 None => return self.reload(&attempt).await,
             };
         }
+    }
+
+    /// Writes the attempt's next step (see [`Db::move_attempt`]) through the step queue.
+    async fn step(
+        &self,
+        attempt: &TopupAttempt,
+        from: AttemptState,
+        to: AttemptState,
+        provider_payment_id: Option<String>,
+        at: Millis,
+    ) -> Result<Option<TopupAttempt>, DbError> {
+        self.steps
+            .write(AttemptMove {
+                id: attempt.id.clone(),
+                from,
+                to,
+                provider_payment_id,
+                at,
+            })
+            .await
     }
 
     fn payment_id<'a>(&self, attempt: &'a TopupAttempt) -> Result<&'a str, DbError> {
@@ -299,12 +317,11 @@ impl Topups {
                 Some(intent) => {
                     let now = self.clock.now_ms();
                     match self
-                        .db
-                        .move_attempt(
-                            &attempt.id,
+                        .step(
+                            &attempt,
                             AttemptState::Creating,
                             AttemptState::Created,
-                            Some(&intent.id),
+                            Some(intent.id),
                             now,
                         )
                         .await?
