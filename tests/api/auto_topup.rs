@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use topupd::{
     db::{
-        attempts::TopupAttempt,
+        attempts::{AttemptMove, TopupAttempt},
         auto_topup::{AutoClaim, AutoClaimOutcome},
     },
     domain::attempt::{AttemptState, AttemptTrigger},
@@ -663,6 +663,92 @@ async fn a_402_says_what_auto_top_up_will_do() {
             .await;
         app.buy(&key, &pending, 500, None).await;
         assert_eq!(short(&pending).await["state"], "in_progress");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn steps_written_together_keep_their_own_outcomes() {
+    use AttemptState::*;
+    each_backend(async |app| {
+        let mut attempts = Vec::new();
+        for _ in 0..4 {
+            let (account, _) = app.auto_account("pm_card_visa", "0").await;
+            attempts.push(app.claim_as_the_scan_would(&account).await);
+        }
+        let now = topupd::clock::Clock::now_ms(&app.clock);
+        let step = |attempt: &TopupAttempt, from, to, payment: Option<&str>| AttemptMove {
+            id: attempt.id.clone(),
+            from,
+            to,
+            provider_payment_id: payment.map(str::to_owned),
+            at: now,
+        };
+        // Moved ahead of the batch, so its step from `claimed` finds it gone.
+        app.db
+            .move_attempt(&attempts[3].id, Claimed, Creating, None, now)
+            .await
+            .expect("write")
+            .expect("moved");
+        let steps = [
+            step(&attempts[0], Claimed, Creating, None),
+            step(&attempts[1], Claimed, Creating, None),
+            step(&attempts[2], Claimed, Creating, None),
+            step(&attempts[3], Claimed, Creating, None),
+        ];
+        let moved = app
+            .db
+            .move_attempts(&steps.iter().collect::<Vec<_>>())
+            .await
+            .expect("the batch commits");
+        let states: Vec<Option<String>> = moved
+            .iter()
+            .map(|m| m.as_ref().map(|a| a.state.clone()))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                Some("creating".to_owned()),
+                Some("creating".to_owned()),
+                Some("creating".to_owned()),
+                None
+            ]
+        );
+        for (attempt, moved) in attempts.iter().zip(&moved).take(3) {
+            assert_eq!(moved.as_ref().expect("moved").id, attempt.id);
+        }
+
+        // Different steps in one batch, one with the provider's payment id.
+        let steps = [
+            step(&attempts[0], Creating, Created, Some("pi_batch_0")),
+            step(&attempts[1], Creating, Created, None),
+            step(&attempts[3], Creating, Created, Some("pi_batch_3")),
+        ];
+        let moved = app
+            .db
+            .move_attempts(&steps.iter().collect::<Vec<_>>())
+            .await
+            .expect("the batch commits");
+        let payments: Vec<Option<&str>> = moved
+            .iter()
+            .map(|m| m.as_ref().expect("moved").provider_payment_id.as_deref())
+            .collect();
+        assert_eq!(payments, [Some("pi_batch_0"), None, Some("pi_batch_3")]);
+        for (attempt, state, payment) in [
+            (&attempts[0], "created", Some("pi_batch_0")),
+            (&attempts[1], "created", None),
+            (&attempts[2], "creating", None),
+            (&attempts[3], "created", Some("pi_batch_3")),
+        ] {
+            let stored = app
+                .db
+                .attempt(&attempt.id)
+                .await
+                .expect("read")
+                .expect("stored");
+            assert_eq!(stored.state, state, "{}", attempt.id);
+            assert_eq!(stored.provider_payment_id.as_deref(), payment);
+        }
     })
     .await;
 }
