@@ -1,6 +1,8 @@
 //! Top-up attempts: claimed once, moved forward one written state at a time, settled with
 //! their money and notice in one transaction.
 
+use std::collections::HashSet;
+
 use super::{
     BeginWrite, Db, DbError, Page, PageRequest, Paged,
     accounts::Account,
@@ -97,8 +99,21 @@ impl Batched for AttemptMove {
         &self.id
     }
 
+    /// A step that fails fails its batch; since a step is a compare-and-set, the batch is
+    /// then written again one step at a time, so one bad step (or a batch chosen to
+    /// break a cycle of lock waits) does not hold the others back.
     async fn write_batch(db: &Db, batch: &[&Self]) -> Result<Vec<Self::Outcome>, DbError> {
-        db.move_attempts(batch).await
+        match db.move_attempts(batch).await {
+            Err(error) if batch.len() > 1 => {
+                tracing::warn!(%error, size = batch.len(), "step batch failed; writing its steps one by one");
+                let mut moved = Vec::with_capacity(batch.len());
+                for step in batch {
+                    moved.extend(db.move_attempts(&[step]).await?);
+                }
+                Ok(moved)
+            }
+            written => written,
+        }
     }
 }
 
@@ -192,6 +207,28 @@ impl_for_connections!(AttemptReads {
         ))
         .bind(account_id)
         .bind(key)
+        .fetch_optional(&mut *self)
+        .await
+    }
+});
+
+/// One step, on a connection or in a transaction.
+trait StepWrites {
+    async fn take_step(&mut self, step: &AttemptMove) -> Result<Option<TopupAttempt>, sqlx::Error>;
+}
+
+impl_for_connections!(StepWrites {
+    async fn take_step(&mut self, step: &AttemptMove) -> Result<Option<TopupAttempt>, sqlx::Error> {
+        sqlx::query_as(&format!(
+            "UPDATE topup_attempts SET state = $1, updated_at = $2, \
+             provider_payment_id = COALESCE($3, provider_payment_id) \
+             WHERE id = $4 AND state = $5 RETURNING {COLUMNS}"
+        ))
+        .bind(step.to.as_str())
+        .bind(step.at)
+        .bind(step.provider_payment_id.as_deref())
+        .bind(&step.id)
+        .bind(step.from.as_str())
         .fetch_optional(&mut *self)
         .await
     }
@@ -305,78 +342,34 @@ impl Db {
         Ok(self.move_attempts(&[&step]).await?.pop().flatten())
     }
 
-    /// Takes each step of `steps` (of distinct attempts) under one durable commit: the
-    /// attempt as moved, or `None` where someone else moved it first. Calls that run side
-    /// by side should pass steps in attempt order, as the step queue does; the rows are
-    /// then locked in one order.
+    /// Takes each step of `steps` under one durable commit: the attempt as moved, or
+    /// `None` where someone else moved it first. One step is one statement; several steps
+    /// of distinct attempts are one statement on PostgreSQL, where each statement is a
+    /// round trip (see [`move_in_one_statement`]), and one transaction otherwise.
     pub async fn move_attempts(
         &self,
         steps: &[&AttemptMove],
     ) -> Result<Vec<Option<TopupAttempt>>, DbError> {
-        let mut moved: Vec<TopupAttempt> = match self {
-            // One statement for them all: on PostgreSQL each statement is a round trip.
-            // The rows are locked first, in attempt order, so that batches never wait on
-            // each other in a cycle; both statements are planned for their batch.
-            Db::Postgres(pool) => {
-                let ids: Vec<&str> = steps.iter().map(|s| s.id.as_str()).collect();
-                let state = |pick: fn(&AttemptMove) -> AttemptState| -> Vec<&str> {
-                    steps.iter().map(|s| pick(s).as_str()).collect()
-                };
-                let mut tx = pool.begin().await?;
-                lock_in_key_order(&mut tx, "topup_attempts", &ids).await?;
-                let moved = sqlx::query_as(&format!(
-                    "UPDATE topup_attempts SET state = step_to, updated_at = step_at, \
-                     provider_payment_id = COALESCE(step_payment, provider_payment_id) \
-                     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[]) \
-                         AS step(step_id, step_from, step_to, step_payment, step_at) \
-                     WHERE id = step_id AND state = step_from RETURNING {COLUMNS}"
-                ))
-                .bind(&ids)
-                .bind(state(|s| s.from))
-                .bind(state(|s| s.to))
-                .bind(
-                    steps
-                        .iter()
-                        .map(|s| s.provider_payment_id.as_deref())
-                        .collect::<Vec<_>>(),
-                )
-                .bind(steps.iter().map(|s| s.at).collect::<Vec<_>>())
-                .persistent(false)
-                .fetch_all(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                moved
+        let distinct = steps.iter().map(|s| &s.id).collect::<HashSet<_>>().len() == steps.len();
+        if let Db::Postgres(pool) = self
+            && steps.len() > 1
+            && distinct
+        {
+            return move_in_one_statement(pool, steps).await;
+        }
+        with_pool!(self, |pool| {
+            if let [step] = steps {
+                let mut conn = pool.acquire().await?;
+                return Ok(vec![conn.take_step(step).await?]);
             }
-            Db::Sqlite(pool) => {
-                let sql = format!(
-                    "UPDATE topup_attempts SET state = $1, updated_at = $2, \
-                     provider_payment_id = COALESCE($3, provider_payment_id) \
-                     WHERE id = $4 AND state = $5 RETURNING {COLUMNS}"
-                );
-                let mut tx = pool.begin_write().await?;
-                let mut moved = Vec::with_capacity(steps.len());
-                for step in steps {
-                    let one: Option<TopupAttempt> = sqlx::query_as(&sql)
-                        .bind(step.to.as_str())
-                        .bind(step.at)
-                        .bind(step.provider_payment_id.as_deref())
-                        .bind(&step.id)
-                        .bind(step.from.as_str())
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    moved.extend(one);
-                }
-                tx.commit().await?;
-                moved
+            let mut tx = pool.begin_write().await?;
+            let mut moved = Vec::with_capacity(steps.len());
+            for step in steps {
+                moved.push(tx.take_step(step).await?);
             }
-        };
-        Ok(steps
-            .iter()
-            .map(|step| {
-                let at = moved.iter().position(|a| a.id == step.id)?;
-                Some(moved.swap_remove(at))
-            })
-            .collect())
+            tx.commit().await?;
+            Ok(moved)
+        })
     }
 
     /// Moves the attempt forward to `target` with what the provider said, and in the same
@@ -612,4 +605,47 @@ impl Db {
         );
         self.page(&sql, Some(account_id), page).await
     }
+}
+
+/// [`Db::move_attempts`] on PostgreSQL, for steps of distinct attempts: their rows locked
+/// in attempt order (so that batches never wait on each other in a cycle), then one
+/// statement for them all, planned for the batch.
+async fn move_in_one_statement(
+    pool: &sqlx::PgPool,
+    steps: &[&AttemptMove],
+) -> Result<Vec<Option<TopupAttempt>>, DbError> {
+    let ids: Vec<&str> = steps.iter().map(|s| s.id.as_str()).collect();
+    let state = |pick: fn(&AttemptMove) -> AttemptState| -> Vec<&str> {
+        steps.iter().map(|s| pick(s).as_str()).collect()
+    };
+    let mut tx = pool.begin().await?;
+    lock_in_key_order(&mut tx, "topup_attempts", &ids).await?;
+    let mut moved: Vec<TopupAttempt> = sqlx::query_as(&format!(
+        "UPDATE topup_attempts SET state = step_to, updated_at = step_at, \
+         provider_payment_id = COALESCE(step_payment, provider_payment_id) \
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[]) \
+             AS step(step_id, step_from, step_to, step_payment, step_at) \
+         WHERE id = step_id AND state = step_from RETURNING {COLUMNS}"
+    ))
+    .bind(&ids)
+    .bind(state(|s| s.from))
+    .bind(state(|s| s.to))
+    .bind(
+        steps
+            .iter()
+            .map(|s| s.provider_payment_id.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(steps.iter().map(|s| s.at).collect::<Vec<_>>())
+    .persistent(false)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(steps
+        .iter()
+        .map(|step| {
+            let at = moved.iter().position(|a| a.id == step.id)?;
+            Some(moved.swap_remove(at))
+        })
+        .collect())
 }

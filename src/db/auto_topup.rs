@@ -250,8 +250,7 @@ impl Db {
         claim: &AutoClaim<'_>,
     ) -> Result<AutoClaimOutcome, DbError> {
         match self.try_claim_auto_attempt(claim).await {
-            // The account has an open attempt: one committed before this claim, or
-            // concurrently with it (PostgreSQL).
+            // Another claim of the account committed first (PostgreSQL).
             Err(DbError::Sqlx(e)) if is_unique_violation(&e) => with_pool!(self, |pool| {
                 let mut conn = pool.acquire().await?;
                 match conn.open_attempt(claim.account_id).await? {
@@ -306,12 +305,12 @@ impl Db {
                     .fetch_optional(&mut *tx)
                     .await?
             };
+            let open = tx.open_attempt(claim.account_id).await?;
             let Some(ClaimedAccount {
                 account,
                 topup_seq: seq,
             }) = claimed
             else {
-                let open = tx.open_attempt(claim.account_id).await?;
                 let Some(account): Option<Account> = sqlx::query_as(&read)
                     .bind(claim.account_id)
                     .fetch_optional(&mut *tx)
@@ -327,6 +326,10 @@ impl Db {
                 }
                 return Ok(AutoClaimOutcome::NotDue(decision));
             };
+            // Dropping the transaction undoes the update.
+            if let Some(open) = open {
+                return Ok(AutoClaimOutcome::Busy(open));
+            }
             let target = Millicredits(account.auto_topup_target.unwrap_or_default());
             let credits = credits_to_target(Millicredits(account.balance), target);
             if credits == 0 {
@@ -351,9 +354,7 @@ impl Db {
             };
             let id = super::new_id("tpu");
             // Without a card the attempt is claimed all the same and fails at once: it is
-            // a decline like any other, and holds the window. An attempt still open makes
-            // this insert break the one-open-attempt index, which undoes the claim and
-            // answers `Busy` (see `claim_auto_attempt`).
+            // a decline like any other, and holds the window.
             let attempt: TopupAttempt = sqlx::query_as(&insert)
                 .bind(&id)
                 .bind(claim.account_id)

@@ -185,8 +185,9 @@ fn debit_description(service: &str) -> String {
 /// distinct accounts (an account matched twice would be updated once). Every account with
 /// the credits and without the request id is debited, and its usage row and ledger entry
 /// written. The usages it debited come back; the others wrote nothing. Run with the
-/// accounts locked (see `debit_in_one_statement`): a request id then cannot be in flight
-/// elsewhere, and `NOT EXISTS` sees every committed one.
+/// accounts locked (see `debit_in_one_statement`): since every debit the queue writes
+/// locks its account before it inserts its usage, a request id of a locked account cannot
+/// be in flight elsewhere, and `NOT EXISTS` sees every committed one.
 const DEBIT_BATCH_SQL: &str = "\
     WITH input AS ( \
         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
@@ -217,10 +218,11 @@ const DEBIT_BATCH_SQL: &str = "\
 impl Db {
     /// Debits each usage once per `(account_id, request_id)`, all under one durable
     /// commit: a usage row and its ledger entry are written together or not at all, each
-    /// usage gets the outcome it would get alone, and an error undoes them all. Calls that
-    /// run side by side should pass at most one usage per account, in account order, as
-    /// the debit queue does, so that they never wait on each other in a cycle (see
-    /// [`super::group_commit`]).
+    /// usage gets the outcome it would get alone, and an error undoes them all. On
+    /// PostgreSQL, usages of distinct accounts (what the debit queue passes) are one
+    /// statement; a call with two usages of one account takes them one at a time, and
+    /// should not run beside other debits of those accounts, since it inserts the usage
+    /// before it locks the account (the other way round from the batch statement).
     pub async fn debit_usages(&self, usages: &[&NewUsage]) -> Result<Vec<DebitOutcome>, DbError> {
         let distinct_accounts = usages
             .iter()
