@@ -110,22 +110,22 @@ async fn bench() {
             goal: format!("≥ {GOAL_SHARE}"),
             pass: Some(max / base >= GOAL_SHARE),
         });
-        table.line(Line {
-            figure: "in-process debits (same path, no HTTP)".into(),
-            measured: in_process.describe("/s"),
-            baseline: format!("{} /s", round(base)),
-            ratio: round(in_process.median() / base),
-            goal: "-".into(),
-            pass: None,
-        });
-        table.line(Line {
-            figure: "in-process debits with the handler's API key check".into(),
-            measured: in_process_keyed.describe("/s"),
-            baseline: format!("{} /s", round(base)),
-            ratio: round(in_process_keyed.median() / base),
-            goal: "-".into(),
-            pass: None,
-        });
+        for (figure, samples) in [
+            ("in-process debits (same path, no HTTP)", &in_process),
+            (
+                "in-process debits with the handler's API key check",
+                &in_process_keyed,
+            ),
+        ] {
+            table.line(Line {
+                figure: figure.into(),
+                measured: samples.describe("/s"),
+                baseline: format!("{} /s", round(base)),
+                ratio: round(samples.median() / base),
+                goal: "-".into(),
+                pass: None,
+            });
+        }
         for (share, at) in [(50, &http.at_half), (90, &http.at_ninety)] {
             table.line(Line {
                 figure: format!("HTTP latency at {share}% of max ({} /s)", round(at.rate)),

@@ -1,13 +1,11 @@
 //! Top-up attempts: claimed once, moved forward one written state at a time, settled with
 //! their money and notice in one transaction.
 
-use std::collections::HashSet;
-
 use super::{
     BeginWrite, Db, DbError, Page, PageRequest, Paged,
     accounts::Account,
     auto_topup::PauseWrites,
-    group_commit::{Batched, lock_in_key_order},
+    group_commit::{Batched, distinct_keys, lock_in_key_order},
     impl_for_connections, is_unique_violation,
     ledger::{EntryKind, LedgerEntry, LedgerWrites, Posting},
     notices::{NewNotice, NoticeWrites},
@@ -350,10 +348,9 @@ impl Db {
         &self,
         steps: &[&AttemptMove],
     ) -> Result<Vec<Option<TopupAttempt>>, DbError> {
-        let distinct = steps.iter().map(|s| &s.id).collect::<HashSet<_>>().len() == steps.len();
         if let Db::Postgres(pool) = self
             && steps.len() > 1
-            && distinct
+            && distinct_keys(steps)
         {
             return move_in_one_statement(pool, steps).await;
         }

@@ -36,6 +36,11 @@ pub trait Batched: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<Self::Outcome>, DbError>> + Send;
 }
 
+/// Whether no two writes of `batch` share a key, as in every batch the writers take.
+pub(crate) fn distinct_keys<W: Batched>(batch: &[&W]) -> bool {
+    batch.iter().map(|w| w.key()).collect::<HashSet<_>>().len() == batch.len()
+}
+
 /// Locks the rows of `table` whose `id` is in `ids`, in id order, so that every batch
 /// written to PostgreSQL waits for rows in one order. Like the batch statements, it is
 /// planned at each call rather than prepared once: a plan cached by a connection while the

@@ -1,14 +1,12 @@
 //! Usage: a priced request debited from an account, idempotent per the caller's request
 //! id, and refundable once.
 
-use std::collections::HashSet;
-
 use serde_json::json;
 
 use super::{
     BeginWrite, Db, DbError, Page, PageRequest, Paged,
     audit::{Actor, AuditWrites},
-    group_commit::{Batched, lock_in_key_order},
+    group_commit::{Batched, distinct_keys, lock_in_key_order},
     impl_for_connections,
     ledger::{EntryKind, LedgerEntry, LedgerWrites, PostRefusal, Posting},
     new_id, with_pool,
@@ -224,14 +222,8 @@ impl Db {
     /// should not run beside other debits of those accounts, since it inserts the usage
     /// before it locks the account (the other way round from the batch statement).
     pub async fn debit_usages(&self, usages: &[&NewUsage]) -> Result<Vec<DebitOutcome>, DbError> {
-        let distinct_accounts = usages
-            .iter()
-            .map(|u| &u.account_id)
-            .collect::<HashSet<_>>()
-            .len()
-            == usages.len();
         if let Db::Postgres(pool) = self
-            && distinct_accounts
+            && distinct_keys(usages)
         {
             return debit_in_one_statement(pool, usages).await;
         }
