@@ -216,6 +216,40 @@ impl Db {
         })
     }
 
+    /// Turns auto top-up off and nothing else: the bounds and the card stay for when the
+    /// customer turns it on again. `None` if the account does not exist.
+    pub async fn disable_auto_topup(
+        &self,
+        account_id: &str,
+        actor: &Actor,
+        at: Millis,
+    ) -> Result<Option<Account>, DbError> {
+        let sql = format!(
+            "UPDATE accounts SET auto_topup_enabled = FALSE WHERE id = $1 RETURNING {}",
+            accounts::COLUMNS
+        );
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let updated: Option<Account> = sqlx::query_as(&sql)
+                .bind(account_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(account) = updated else {
+                return Ok(None);
+            };
+            tx.audit(
+                actor,
+                "auto_topup.update",
+                Some(account_id),
+                json!({ "enabled": false }),
+                at,
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(Some(account))
+        })
+    }
+
     /// Accounts the scan may charge at `now`, in window order, after `after`. The partial
     /// index holds only accounts below their threshold, so this costs what is due.
     pub async fn due_accounts(

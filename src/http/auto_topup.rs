@@ -237,11 +237,13 @@ pub struct SettingsBody {
 }
 
 /// Saves the settings. Only this request turns auto top-up on, and it records who did;
-/// turning it off needs nothing else.
+/// turning it off needs nothing else. Support keys may only turn it off (`{"enabled":
+/// false}`); enabling it, or changing its amounts or card, is for the customer or an admin.
 #[utoipa::path(put, path = "/v1/accounts/{id}/auto-topup", operation_id = "update_auto_topup", tag = "auto top-up",
     params(AccountId), request_body = SettingsBody,
     responses(
         (status = 200, body = AutoTopupView),
+        (status = 403, description = "A support key asked for more than turning it off", body = ErrorBody),
         (status = 404, description = "No such account, or not this key's", body = ErrorBody),
     ))]
 async fn update(
@@ -250,10 +252,24 @@ async fn update(
     ApiPath(AccountId { id }): ApiPath<AccountId>,
     ApiJson(body): ApiJson<SettingsBody>,
 ) -> ApiResult<Json<AutoTopupView>> {
-    let account = visible_account(&state, &caller, &id).await?;
-    // Turning it on is the customer's decision (or an admin's), never support's.
-    if body.enabled && !account.auto_topup_enabled && caller.role == Role::Support {
-        return Err(ApiError::Forbidden);
+    visible_account(&state, &caller, &id).await?;
+    // Turning it on, and what it charges and on which card, are the customer's decision
+    // (or an admin's), never support's. Support's write can only turn it off, so no
+    // interleaving with the customer's writes can leave it on by support's hand.
+    if caller.role == Role::Support {
+        let only_off = !body.enabled
+            && body.threshold.is_none()
+            && body.target.is_none()
+            && body.payment_method_id.is_none();
+        if !only_off {
+            return Err(ApiError::Forbidden);
+        }
+        let account = state
+            .db
+            .disable_auto_topup(&id, &caller.actor(), state.clock.now_ms())
+            .await?
+            .ok_or(ApiError::NotFound("account"))?;
+        return Ok(Json(view(&state, account).await?));
     }
     let mut errors = FieldErrors::new();
     let bounds = match (body.threshold, body.target) {

@@ -1309,3 +1309,112 @@ async fn concurrent_resumes_resume_once() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn support_turns_auto_top_up_off_but_never_on_nor_changes_what_it_charges() {
+    each_backend(async |app| {
+        let (account, customer) = app.auto_account("pm_card_visa", "0").await;
+        let other = app
+            .post(
+                &format!("/v1/accounts/{account}/payment-methods"),
+                &customer,
+                json!({ "payment_method_id": "pm_card_mastercard" }),
+            )
+            .await;
+        assert_eq!(other.status, StatusCode::CREATED, "{}", other.body);
+        let other = other.body["id"].as_str().expect("card id").to_owned();
+        let support = app.key("support", None).await;
+        let path = format!("/v1/accounts/{account}/auto-topup");
+        let before = app.auto_topup(&account).await;
+        for body in [
+            json!({ "enabled": true, "threshold": 99000, "target": 100000, "payment_method_id": other }),
+            json!({ "enabled": true, "threshold": 1000, "target": 5000 }),
+            json!({ "enabled": true }),
+            json!({ "enabled": false, "threshold": 99000, "target": 100000 }),
+            json!({ "enabled": false, "payment_method_id": other }),
+        ] {
+            let refused = app
+                .request(Method::PUT, &path, Some(&support), Some(body.clone()))
+                .await;
+            assert_eq!(refused.status, StatusCode::FORBIDDEN, "{body}: {}", refused.body);
+        }
+        let unchanged = app.auto_topup(&account).await;
+        for field in ["enabled", "threshold", "target", "payment_method_id", "enabled_by"] {
+            assert_eq!(unchanged[field], before[field], "{field}");
+        }
+
+        let off = app
+            .request(Method::PUT, &path, Some(&support), Some(json!({ "enabled": false })))
+            .await;
+        assert_eq!(off.status, StatusCode::OK, "{}", off.body);
+        assert_eq!(off.body["enabled"], false);
+        assert_eq!(off.body["threshold"], before["threshold"], "the bounds stay");
+        let audit = app
+            .get(&format!("/v1/admin/audit?account_id={account}"), &support)
+            .await;
+        assert_eq!(audit.body["data"][0]["action"], "auto_topup.update");
+        assert_eq!(audit.body["data"][0]["actor_role"], "support");
+
+        // An admin may change what it charges; it is audited as the admin's.
+        let admin = app
+            .request(
+                Method::PUT,
+                &path,
+                Some(&app.admin),
+                Some(json!({ "enabled": true, "threshold": 2000, "target": 6000, "payment_method_id": other })),
+            )
+            .await;
+        assert_eq!(admin.status, StatusCode::OK, "{}", admin.body);
+        assert_eq!(admin.body["payment_method_id"], other.as_str());
+        let audit = app
+            .get(&format!("/v1/admin/audit?account_id={account}"), &support)
+            .await;
+        assert_eq!(audit.body["data"][0]["actor_role"], "admin");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_customer_turning_auto_top_up_off_while_support_asks_to_turn_it_on_leaves_it_off() {
+    each_backend(async |app| {
+        let (account, customer) = app.auto_account("pm_card_visa", "0").await;
+        let support = app.key("support", None).await;
+        let path = format!("/v1/accounts/{account}/auto-topup");
+        let enable = json!({ "enabled": true, "threshold": 99000, "target": 100000 });
+        for round in 0..100 {
+            let on = app
+                .request(
+                    Method::PUT,
+                    &path,
+                    Some(&customer),
+                    Some(json!({ "enabled": true, "threshold": 1000, "target": 5000 })),
+                )
+                .await;
+            assert_eq!(on.status, StatusCode::OK, "{}", on.body);
+            let (off, raced) = tokio::join!(
+                app.request(
+                    Method::PUT,
+                    &path,
+                    Some(&customer),
+                    Some(json!({ "enabled": false }))
+                ),
+                app.request(Method::PUT, &path, Some(&support), Some(enable.clone())),
+            );
+            assert_eq!(off.status, StatusCode::OK, "round {round}: {}", off.body);
+            assert_eq!(
+                raced.status,
+                StatusCode::FORBIDDEN,
+                "round {round}: {}",
+                raced.body
+            );
+            let settled = app.auto_topup(&account).await;
+            assert_eq!(settled["enabled"], false, "round {round}: {settled}");
+            assert_eq!(settled["threshold"], json!(1000), "round {round}");
+            assert_eq!(
+                settled["enabled_by"], on.body["enabled_by"],
+                "round {round}: the customer's key turned it on last"
+            );
+        }
+    })
+    .await;
+}
