@@ -8,8 +8,10 @@ use serde::{Deserialize, Serialize};
 pub struct PaymentIntent {
     pub id: String,
     pub amount: i64,
+    /// Absent is not zero: a payment that says it succeeded without saying how much it
+    /// received has an unknown outcome.
     #[serde(default)]
-    pub amount_received: i64,
+    pub amount_received: Option<i64>,
     pub currency: String,
     #[serde(default)]
     pub customer: Option<String>,

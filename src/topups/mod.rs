@@ -434,9 +434,19 @@ impl Topups {
             return Ok(attempt);
         };
         let succeeded = target == AttemptState::Succeeded;
-        let received_other = succeeded && intent.amount_received != attempt.amount_cents;
+        let received = match intent.amount_received {
+            Some(cents) if cents > 0 => cents,
+            // A success whose amount cannot be read is no number to credit: the attempt
+            // stays open, is asked about again, and is flagged if it never reads well.
+            _ if succeeded => {
+                tracing::error!(attempt_id = %attempt.id, amount_received = ?intent.amount_received, "payment succeeded without a readable amount received; left open");
+                return Ok(attempt);
+            }
+            _ => 0,
+        };
+        let received_other = succeeded && received != attempt.amount_cents;
         if received_other {
-            tracing::warn!(attempt_id = %attempt.id, asked = attempt.amount_cents, received = intent.amount_received, "provider received another amount; crediting what was received");
+            tracing::warn!(attempt_id = %attempt.id, asked = attempt.amount_cents, received, "provider received another amount; crediting what was received");
         }
         let facts = ProviderFacts {
             provider_payment_id: Some(&intent.id),
@@ -447,10 +457,9 @@ impl Topups {
                 .last_payment_error
                 .as_ref()
                 .and_then(|e| e.message.as_deref()),
-            amount_received: succeeded.then_some(intent.amount_received),
-            credits_received: received_other.then(|| {
-                intent.amount_received * MILLIS_PER_CREDIT / self.config.credit_price_cents
-            }),
+            amount_received: succeeded.then_some(received),
+            credits_received: received_other
+                .then(|| received * MILLIS_PER_CREDIT / self.config.credit_price_cents),
         };
         self.settle(attempt, target, &facts).await
     }

@@ -987,3 +987,53 @@ async fn an_oversized_webhook_is_refused_with_a_json_error() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_succeeded_payment_that_does_not_say_what_it_received_stays_open_and_credits_nothing() {
+    each_backend(async |app| {
+        let (account, key) = app.customer_with_card("pm_card_visa").await;
+        app.stub
+            .set_faults(Faults {
+                omit_fields: vec!["amount_received".into()],
+                ..Faults::default()
+            })
+            .await;
+        let bought = app.buy(&key, &account, 500, None).await;
+        assert_eq!(bought.status, StatusCode::ACCEPTED, "{}", bought.body);
+        let id = bought.body["id"].as_str().expect("id").to_owned();
+        assert_eq!(app.stub.charges().await.len(), 1, "the card was charged");
+
+        // The webhook is handled once: the payment read again says no amount either, and
+        // the event is not left to loop.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !app
+            .db
+            .unprocessed_events(10)
+            .await
+            .expect("events")
+            .is_empty()
+        {
+            assert!(tokio::time::Instant::now() < deadline, "the event loops");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let polled = app
+            .get(&format!("/v1/accounts/{account}/topups/{id}"), &key)
+            .await;
+        assert_eq!(polled.status, StatusCode::OK, "{}", polled.body);
+        assert!(
+            !["succeeded", "failed"].contains(&polled.body["state"].as_str().unwrap_or("")),
+            "still open: {}",
+            polled.body
+        );
+        assert_eq!(app.balance(&account).await, dec("0"));
+
+        // Once the provider says what it received, the poll credits it, once.
+        app.stub.set_faults(Faults::default()).await;
+        let polled = app
+            .get(&format!("/v1/accounts/{account}/topups/{id}"), &key)
+            .await;
+        assert_eq!(polled.body["state"], "succeeded", "{}", polled.body);
+        assert_eq!(app.balance(&account).await, dec("500"));
+    })
+    .await;
+}

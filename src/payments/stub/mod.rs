@@ -222,6 +222,7 @@ impl Stub {
         let hang = world
             .strikes(Fault::HangAfter, target)
             .then_some(world.faults().hang_ms);
+        let faults = world.faults().clone();
         drop(world);
         if fail_after {
             return answer(error(
@@ -234,7 +235,7 @@ impl Stub {
         if let Some(ms) = hang {
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
-        let mut response = answer(result);
+        let mut response = answer(faults.omit(result));
         if replayed {
             response.headers_mut().insert(
                 "idempotent-replayed",
@@ -249,7 +250,8 @@ impl Stub {
         if latency > 0 {
             tokio::time::sleep(Duration::from_millis(latency)).await;
         }
-        answer(op(&*self.inner.world.lock().await))
+        let world = self.inner.world.lock().await;
+        answer(world.faults().omit(op(&*world)))
     }
 
     /// Sends an event as the webhook faults say: dropped, twice, or once.

@@ -89,9 +89,22 @@ pub struct Faults {
     pub hang_after_rate: f64,
     /// Share of events never delivered.
     pub drop_webhook_rate: f64,
+    /// Fields left out of every object the API answers with, as a provider on another API
+    /// version (or a broken proxy) might.
+    pub omit_fields: Vec<String>,
 }
 
 impl Faults {
+    /// The answer's object without the fields `omit_fields` names.
+    pub fn omit(&self, (status, mut body): (StatusCode, Value)) -> (StatusCode, Value) {
+        if let Some(object) = body.as_object_mut() {
+            for field in &self.omit_fields {
+                object.remove(field);
+            }
+        }
+        (status, body)
+    }
+
     /// Rejects rates that are not probabilities.
     pub fn validate(&self) -> Result<(), String> {
         let rates = [
@@ -411,7 +424,7 @@ impl World {
         let intent = PaymentIntent {
             id: self.new_id("pi"),
             amount,
-            amount_received: 0,
+            amount_received: Some(0),
             currency,
             customer,
             status: if payment_method.is_some() {
@@ -488,7 +501,7 @@ impl World {
         intent.next_action = None;
         if success {
             intent.status = "succeeded".into();
-            intent.amount_received = intent.amount;
+            intent.amount_received = Some(intent.amount);
             let intent = intent.clone();
             let event = self.event("payment_intent.succeeded", json!(intent), now);
             return Outcome::ok(intent).with_event(event);
@@ -563,7 +576,7 @@ impl World {
             .filter(|pi| pi.status == "succeeded")
             .map(|pi| Charge {
                 payment_intent: pi.id.clone(),
-                amount_received: pi.amount_received,
+                amount_received: pi.amount_received.unwrap_or_default(),
                 customer: pi.customer.clone(),
                 metadata: pi.metadata.clone(),
             })
