@@ -3,6 +3,7 @@
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use subtle::ConstantTimeEq;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -36,9 +37,16 @@ fn mac(secret: &str, timestamp: i64, body: &[u8]) -> HmacSha256 {
     mac
 }
 
+/// The longest `Stripe-Signature` header read: a timestamp and a few signatures (one per
+/// secret in a rotation) fit many times over.
+pub const MAX_HEADER_LEN: usize = 2048;
+/// The most `v1` values read from one header.
+pub const MAX_SIGNATURES: usize = 8;
+
 /// Checks `header` against the raw `body`: the timestamp within `tolerance_secs` of `now`
-/// (seconds), and some `v1` value matching some secret (several during a rotation). The
-/// comparison is constant-time.
+/// (seconds), and some `v1` value matching some secret (several during a rotation). Each
+/// secret's signature is computed once, whatever the header holds, and compared with each
+/// value in constant time; a header past the bounds above is refused unread.
 pub fn verify(
     header: Option<&str>,
     body: &[u8],
@@ -47,6 +55,9 @@ pub fn verify(
     tolerance_secs: i64,
 ) -> Result<(), SignatureError> {
     let header = header.ok_or(SignatureError::Missing)?;
+    if header.len() > MAX_HEADER_LEN {
+        return Err(SignatureError::Malformed);
+    }
     let mut timestamp = None;
     let mut signatures = Vec::new();
     for part in header.split(',') {
@@ -54,9 +65,10 @@ pub fn verify(
             Some(("t", t)) => {
                 timestamp = Some(t.parse::<i64>().map_err(|_| SignatureError::Malformed)?)
             }
-            Some(("v1", hex_sig)) => {
+            Some(("v1", hex_sig)) if signatures.len() < MAX_SIGNATURES => {
                 signatures.push(hex::decode(hex_sig).map_err(|_| SignatureError::Malformed)?)
             }
+            Some(("v1", _)) => return Err(SignatureError::Malformed),
             Some(_) => {}
             None => return Err(SignatureError::Malformed),
         }
@@ -69,9 +81,10 @@ pub fn verify(
         return Err(SignatureError::Stale);
     }
     let matched = secrets.iter().any(|secret| {
+        let expected = mac(secret, timestamp, body).finalize().into_bytes();
         signatures
             .iter()
-            .any(|sig| mac(secret, timestamp, body).verify_slice(sig).is_ok())
+            .any(|sig| bool::from(expected.as_slice().ct_eq(sig.as_slice())))
     });
     if matched {
         Ok(())
@@ -108,6 +121,31 @@ mod tests {
         let v1 = good.split("v1=").nth(1).expect("v1");
         let header = format!("t={NOW},v1={},v1={v1}", "00".repeat(32));
         assert_eq!(verify(Some(&header), BODY, &secrets(), NOW, 300), Ok(()));
+    }
+
+    #[test]
+    fn a_header_past_its_bounds_is_refused_unread() {
+        let good = sign("whsec_new", NOW, BODY);
+        let v1 = good.split("v1=").nth(1).expect("v1");
+        let wrong = format!(",v1={}", "00".repeat(32));
+        let at_most = format!("t={NOW}{},v1={v1}", wrong.repeat(MAX_SIGNATURES - 1));
+        assert_eq!(verify(Some(&at_most), BODY, &secrets(), NOW, 300), Ok(()));
+        let too_many = format!("t={NOW}{},v1={v1}", wrong.repeat(MAX_SIGNATURES));
+        assert!(too_many.len() < MAX_HEADER_LEN);
+        assert_eq!(
+            verify(Some(&too_many), BODY, &secrets(), NOW, 300),
+            Err(SignatureError::Malformed)
+        );
+        let flood = format!("t={NOW},v1={v1}{}", wrong.repeat(5_000));
+        assert_eq!(
+            verify(Some(&flood), BODY, &secrets(), NOW, 300),
+            Err(SignatureError::Malformed)
+        );
+        let padded = format!("{good},{}", "x=y,".repeat(MAX_HEADER_LEN / 4));
+        assert_eq!(
+            verify(Some(&padded), BODY, &secrets(), NOW, 300),
+            Err(SignatureError::Malformed)
+        );
     }
 
     #[test]
