@@ -16,7 +16,10 @@ use rust_decimal::Decimal;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use crate::{domain::credits::Millicredits, notices::templates::Letterhead};
+use crate::{
+    domain::{auto_topup::SMALLEST_AUTO_CREDITS, credits::Millicredits},
+    notices::templates::Letterhead,
+};
 
 const DEFAULTS: &str = include_str!("../deploy/config.example.toml");
 const ENV_PREFIX: &str = "TOPUPD_";
@@ -410,6 +413,17 @@ impl Config {
                 "min_topup_cents must be at least 1 and max_topup_cents at least min_topup_cents",
             );
         }
+        // Every automatic top-up must be a purchase the minimum allows, or a due account
+        // would never be charged.
+        let smallest_auto = SMALLEST_AUTO_CREDITS * self.credit_price_cents;
+        if payments.min_topup_cents > smallest_auto {
+            return invalid(
+                "payments.min_topup_cents",
+                &format!(
+                    "must be at most {smallest_auto}, the price of the smallest automatic top-up ({SMALLEST_AUTO_CREDITS} credits)"
+                ),
+            );
+        }
         let package_cents = |credits: i64| credits.checked_mul(self.credit_price_cents);
         if payments.packages.iter().any(|&credits| {
             credits <= 0
@@ -527,6 +541,14 @@ mod tests {
             jail.set_env("TOPUPD_AUTO_TOPUP__RECHECK_AFTER_SECS", "0");
             let err = Config::load(None).expect_err("no delay").to_string();
             assert!(err.contains("auto_topup.recheck_after_secs"), "{err}");
+            jail.clear_env();
+
+            // $10.02 is more than the smallest automatic top-up (1,001 credits) costs.
+            jail.set_env("TOPUPD_PAYMENTS__MIN_TOPUP_CENTS", "1002");
+            let err = Config::load(None)
+                .expect_err("minimum too high")
+                .to_string();
+            assert!(err.contains("payments.min_topup_cents"), "{err}");
             jail.clear_env();
 
             jail.create_file("typo.toml", "[http]\nlisten_addr = \"0.0.0.0:1\"\n")?;

@@ -16,7 +16,7 @@ use crate::{
     clock::Millis,
     domain::{
         attempt::AttemptTrigger,
-        auto_topup::{Decision, PauseChange, credits_to_target, decide},
+        auto_topup::{Decision, PauseChange, credits_to_charge, decide},
         credits::{MILLIS_PER_CREDIT, Millicredits},
     },
 };
@@ -40,6 +40,8 @@ pub struct AutoClaim<'a> {
     pub respect_window: bool,
     pub window_ms: i64,
     pub credit_price_cents: i64,
+    /// The smallest purchase: less missing than this buys is nothing worth charging.
+    pub min_amount_cents: i64,
     pub currency: &'a str,
     pub key_prefix: &'a str,
     pub at: Millis,
@@ -59,7 +61,7 @@ pub enum AutoClaimOutcome {
     /// The rules say no, and why.
     NotDue(Decision),
     Busy(TopupAttempt),
-    /// The balance is already at the target.
+    /// The balance is at the target, or closer to it than the smallest purchase buys.
     NothingToCharge,
 }
 
@@ -365,7 +367,12 @@ impl Db {
                 return Ok(AutoClaimOutcome::Busy(open));
             }
             let target = Millicredits(account.auto_topup_target.unwrap_or_default());
-            let credits = credits_to_target(Millicredits(account.balance), target);
+            let credits = credits_to_charge(
+                Millicredits(account.balance),
+                target,
+                claim.credit_price_cents,
+                claim.min_amount_cents,
+            );
             if credits == 0 {
                 return Ok(AutoClaimOutcome::NothingToCharge);
             }

@@ -95,10 +95,26 @@ pub fn validate_bounds(
     }
 }
 
-/// Whole credits that bring `balance` back up to `target`, rounded up; zero at or above it.
-pub fn credits_to_target(balance: Millicredits, target: Millicredits) -> i64 {
+/// The smallest automatic top-up, in whole credits: the balance is below the threshold,
+/// which is at least `MIN_GAP` below the target.
+pub const SMALLEST_AUTO_CREDITS: i64 = MIN_GAP + 1;
+
+/// Whole credits that bring `balance` back up to `target`, rounded up. Zero when nothing is
+/// worth charging: at or above the target, or closer to it than the smallest purchase
+/// (`min_cents` at `credit_price_cents` a credit) buys.
+pub fn credits_to_charge(
+    balance: Millicredits,
+    target: Millicredits,
+    credit_price_cents: i64,
+    min_cents: i64,
+) -> i64 {
     let missing = target.0.saturating_sub(balance.0).max(0);
-    (missing + MILLIS_PER_CREDIT - 1) / MILLIS_PER_CREDIT
+    let credits = (missing + MILLIS_PER_CREDIT - 1) / MILLIS_PER_CREDIT;
+    if credits.saturating_mul(credit_price_cents) < min_cents {
+        0
+    } else {
+        credits
+    }
 }
 
 /// Everything the rules look at for one account.
@@ -239,17 +255,36 @@ mod tests {
 
     #[test]
     fn the_charge_restores_the_target_in_whole_credits() {
+        let charge = |balance, target| {
+            credits_to_charge(Millicredits(balance), Millicredits(target), 1, 100)
+        };
+        assert_eq!(charge(499_500, 5_000_000), 4501);
+        assert_eq!(charge(0, 5_000_000), 5000);
+        assert_eq!(charge(6_000_000, 5_000_000), 0);
+        assert_eq!(charge(4_900_000, 5_000_000), 100, "exactly the minimum");
+    }
+
+    #[test]
+    fn less_than_the_smallest_purchase_is_not_worth_charging() {
+        let charge = |balance, price| {
+            credits_to_charge(Millicredits(balance), Millicredits(5_000_000), price, 100)
+        };
+        assert_eq!(charge(4_999_999, 1), 0, "one cent");
+        assert_eq!(charge(4_901_000, 1), 0, "99 credits for 99 cents");
         assert_eq!(
-            credits_to_target(Millicredits(499_500), Millicredits(5_000_000)),
-            4501
+            charge(4_900_001, 1),
+            100,
+            "99.001 short rounds up to 100 credits"
         );
         assert_eq!(
-            credits_to_target(Millicredits(0), Millicredits(5_000_000)),
-            5000
+            charge(4_999_999, 100),
+            1,
+            "one credit at a dollar is worth it"
         );
         assert_eq!(
-            credits_to_target(Millicredits(6_000_000), Millicredits(5_000_000)),
-            0
+            credits_to_charge(Millicredits(999_999), Millicredits(2_000_000), 1, 1001),
+            SMALLEST_AUTO_CREDITS,
+            "below a threshold 1,000 under the target, the smallest automatic top-up"
         );
     }
 

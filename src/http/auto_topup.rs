@@ -326,7 +326,7 @@ async fn update(
     responses(
         (status = 201, description = "Paid, credited and resumed", body = TopupView),
         (status = 202, description = "Waiting for the customer (`next_action.url`) or the provider", body = TopupView),
-        (status = 200, description = "The balance is already at the target: resumed without a charge", body = AutoTopupView),
+        (status = 200, description = "Nothing worth charging (the balance is within the smallest purchase of the target): resumed without a charge", body = AutoTopupView),
         (status = 402, description = "`payment_failed`: declined; still paused", body = ErrorBody),
         (status = 404, description = "No such account, or not this key's", body = ErrorBody),
         (status = 409, description = "Not paused, or a top-up is in progress", body = ErrorBody),

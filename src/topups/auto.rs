@@ -110,7 +110,8 @@ pub struct ReconcileReport {
 pub enum RetryOutcome {
     /// Charged (or being charged): the attempt as it stands.
     Charged(TopupAttempt),
-    /// The balance is already at the target: resumed without a charge.
+    /// Nothing worth charging (the balance is at the target, or closer to it than the
+    /// smallest purchase buys): resumed without a charge.
     ResumedWithoutCharge,
     NotPaused,
     Busy(TopupAttempt),
@@ -130,6 +131,7 @@ impl Topups {
             respect_window,
             window_ms: self.config.auto_topup.window_ms(),
             credit_price_cents: self.config.credit_price_cents,
+            min_amount_cents: self.config.payments.min_topup_cents,
             currency: &self.config.payments.currency,
             key_prefix: &self.config.payments.idempotency_prefix,
             at: self.clock.now_ms(),
@@ -250,7 +252,7 @@ impl Topups {
                 self.resume(
                     account_id,
                     actor,
-                    "retried with the balance already at the target",
+                    "retried with nothing worth charging: the balance is within the smallest purchase of the target",
                     false,
                 )
                 .await?;

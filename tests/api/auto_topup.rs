@@ -59,6 +59,7 @@ impl TestApp {
             respect_window: true,
             window_ms: 6 * HOUR_MS,
             credit_price_cents: 1,
+            min_amount_cents: 100,
             currency: "usd",
             key_prefix: "topupd",
             at: topupd::clock::Clock::now_ms(&self.clock),
@@ -1415,6 +1416,59 @@ async fn a_customer_turning_auto_top_up_off_while_support_asks_to_turn_it_on_lea
                 "round {round}: the customer's key turned it on last"
             );
         }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_retry_with_less_missing_than_the_smallest_purchase_resumes_without_a_charge() {
+    each_backend(async |app| {
+        let (account, key) = app.auto_account("pm_card_chargeDeclined", "0").await;
+        assert_eq!(app.scan().await.failed, 1);
+        let visa = app
+            .post(
+                &format!("/v1/accounts/{account}/payment-methods"),
+                &key,
+                json!({ "payment_method_id": "pm_card_visa", "default": true }),
+            )
+            .await;
+        assert_eq!(visa.status, StatusCode::CREATED, "{}", visa.body);
+        let funded = app
+            .post(
+                &format!("/v1/admin/accounts/{account}/adjustments"),
+                &app.admin,
+                json!({ "credits": crate::helpers::number("4999.999"), "reason": "goodwill" }),
+            )
+            .await;
+        assert_eq!(funded.status, StatusCode::CREATED, "{}", funded.body);
+        let support = app.key("support", None).await;
+        let retried = app
+            .post(
+                &format!("/v1/accounts/{account}/auto-topup/retry"),
+                &support,
+                json!(null),
+            )
+            .await;
+        assert_eq!(retried.status, StatusCode::OK, "{}", retried.body);
+        assert_eq!(retried.body["state"], "active", "{}", retried.body);
+        assert_eq!(app.charges_of(&account).await, 0, "no 1-cent charge");
+        assert_eq!(app.balance(&account).await, dec("4999.999"));
+        let audit = app
+            .get(&format!("/v1/admin/audit?account_id={account}"), &support)
+            .await;
+        let resume = audit.body["data"]
+            .as_array()
+            .expect("audit")
+            .iter()
+            .find(|e| e["action"] == "auto_topup.resume")
+            .expect("the resume is audited")
+            .clone();
+        assert!(
+            resume["detail"]["note"]
+                .as_str()
+                .is_some_and(|n| n.contains("nothing worth charging")),
+            "{resume}"
+        );
     })
     .await;
 }
