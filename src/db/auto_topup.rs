@@ -94,6 +94,9 @@ pub(crate) trait PauseWrites {
         at: Millis,
     ) -> Result<(), sqlx::Error>;
 
+    /// The claim that acted owns the entry: a decision not to charge, made inside the
+    /// window a charge opened (a claim that lost the race to it, seeing its open attempt
+    /// or its window), does not replace that charge's entry.
     async fn record_decision(&mut self, row: &DecisionRow) -> Result<(), sqlx::Error>;
 }
 
@@ -133,7 +136,9 @@ impl_for_connections!(PauseWrites {
              ON CONFLICT (account_id) DO UPDATE SET decision = excluded.decision, \
              balance = excluded.balance, threshold = excluded.threshold, target = excluded.target, \
              next_eligible_at = excluded.next_eligible_at, attempt_id = excluded.attempt_id, \
-             decided_at = excluded.decided_at",
+             decided_at = excluded.decided_at \
+             WHERE excluded.attempt_id IS NOT NULL OR auto_topup_decisions.attempt_id IS NULL \
+             OR excluded.decided_at >= COALESCE(auto_topup_decisions.next_eligible_at, 0)",
         )
         .bind(&row.account_id)
         .bind(&row.decision)

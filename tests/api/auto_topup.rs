@@ -888,9 +888,33 @@ async fn four_scans_at_once_charge_each_of_1000_due_accounts_exactly_once() {
         for account in accounts.iter().step_by(97) {
             assert_eq!(app.balance(account).await, dec("5000"));
         }
+        assert_journal_names_each_charge(app, &accounts).await;
         assert!(app.cli(&["verify"]).await.status.success());
     })
     .await;
+}
+
+/// The scan that charged an account owns its journal entry, whatever lost the race to it.
+async fn assert_journal_names_each_charge(app: &TestApp, accounts: &[String]) {
+    let mut lost = Vec::new();
+    for account in accounts {
+        let entry = app
+            .db
+            .decision(account)
+            .await
+            .expect("read")
+            .expect("entry");
+        if entry.decision != "charged" || entry.attempt_id.is_none() {
+            lost.push(format!("{account}: {}", entry.decision));
+        }
+    }
+    assert!(
+        lost.is_empty(),
+        "{} of {} entries lost their charge: {:?}",
+        lost.len(),
+        accounts.len(),
+        &lost[..lost.len().min(5)]
+    );
 }
 
 /// A due account with a card, made through the engine's own parts without HTTP.
@@ -970,6 +994,7 @@ async fn scans_in_separate_processes_on_postgresql_charge_each_account_once() {
         1000,
         "one charge per account across processes"
     );
+    assert_journal_names_each_charge(&app, &accounts).await;
     assert!(app.cli(&["verify"]).await.status.success());
     app.stop().await;
 }
