@@ -441,16 +441,17 @@ impl Db {
         }))
     }
 
-    /// Support ends a pause, with a note, audited; the customer is told. `None` if the
-    /// account is not paused (or does not exist).
+    /// Support ends a pause, with a note, audited, with the notice `notice` makes of the
+    /// account, if any. `None` if the account is not paused (or does not exist); else
+    /// whether a notice was queued.
     pub async fn resume_auto_topup(
         &self,
         account_id: &str,
         actor: &Actor,
         note: &str,
         at: Millis,
-        notice: impl FnOnce(&Account) -> NewNotice,
-    ) -> Result<Option<Account>, DbError> {
+        notice: impl FnOnce(&Account) -> Option<NewNotice>,
+    ) -> Result<Option<bool>, DbError> {
         let read = format!(
             "SELECT {} FROM accounts WHERE id = $1 AND auto_topup_paused_reason IS NOT NULL",
             accounts::COLUMNS
@@ -487,9 +488,41 @@ impl Db {
             });
             tx.audit(actor, "auto_topup.resume", Some(account_id), detail, at)
                 .await?;
-            tx.queue_notice(&notice(&account)).await?;
+            let resumed = Account {
+                auto_topup_paused_reason: None,
+                auto_topup_paused_code: None,
+                auto_topup_paused_at: None,
+                ..account
+            };
+            let queued = match notice(&resumed) {
+                Some(notice) => tx.queue_notice(&notice).await?,
+                None => false,
+            };
             tx.commit().await?;
-            Ok(Some(account))
+            Ok(Some(queued))
+        })
+    }
+
+    /// Queues the notice `notice` makes of the account as it stands, if it makes one: the
+    /// read and the queueing in one transaction. True if queued.
+    pub async fn queue_notice_for(
+        &self,
+        account_id: &str,
+        notice: impl FnOnce(&Account) -> Option<NewNotice>,
+    ) -> Result<bool, DbError> {
+        let read = format!("SELECT {} FROM accounts WHERE id = $1", accounts::COLUMNS);
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let account: Option<Account> = sqlx::query_as(&read)
+                .bind(account_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(notice) = account.as_ref().and_then(notice) else {
+                return Ok(false);
+            };
+            let queued = tx.queue_notice(&notice).await?;
+            tx.commit().await?;
+            Ok(queued)
         })
     }
 

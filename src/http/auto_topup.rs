@@ -26,11 +26,13 @@ use crate::{
     db::{accounts::Account, auto_topup::SettingsUpdate},
     domain::{
         api_key::Role,
-        auto_topup::{Decision, validate_bounds},
+        attempt::AttemptState,
+        auto_topup::{Decision, PauseReason, validate_bounds},
         credits::Millicredits,
+        money::Cents,
         validation::FieldErrors,
     },
-    topups::auto::RetryOutcome,
+    topups::auto::{RetryOutcome, TriedNow},
 };
 
 const MAX_NOTE_LEN: usize = 500;
@@ -395,9 +397,94 @@ pub struct ResumedView {
     auto_topup: AutoTopupView,
     /// The top-up charged at once when `try_now` asked for it.
     topup: Option<TopupView>,
+    outcome: ResumeOutcome,
+    /// What happened, in a sentence for the support agent.
+    message: String,
+}
+
+/// What a resume did, with its try if one was asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ResumeOutcome {
+    /// Resumed; no charge was asked for.
+    Resumed,
+    /// Resumed and charged.
+    Charged,
+    /// Resumed; the charge is still in progress.
+    ChargePending,
+    /// Resumed, then the charge was declined: paused again as `payment_failed`.
+    ChargeFailed,
+    /// Resumed, then the bank asked the customer to authenticate: paused again.
+    AuthenticationRequired,
+    /// Resumed; nothing was charged now (see `message`).
+    NotCharged,
+}
+
+/// The outcome of a resume, judged from the account as it stands after it.
+fn resume_outcome(tried: &TriedNow, account: &Account) -> (ResumeOutcome, String) {
+    let off = if account.auto_topup_enabled {
+        ""
+    } else {
+        " Auto top-up itself is off: nothing is charged until the customer turns it on."
+    };
+    let (outcome, message) = match tried {
+        TriedNow::NotAsked => (
+            ResumeOutcome::Resumed,
+            "Resumed; the next scan charges the account if it is due.".to_owned(),
+        ),
+        TriedNow::Charged(attempt) => match account.paused() {
+            Some(PauseReason::PaymentFailed) => (
+                ResumeOutcome::ChargeFailed,
+                format!(
+                    "Resumed, but the charge tried now was declined ({}); auto top-up is paused again.",
+                    attempt.decline_code.as_deref().unwrap_or("card_declined")
+                ),
+            ),
+            Some(PauseReason::AuthenticationRequired) => (
+                ResumeOutcome::AuthenticationRequired,
+                "Resumed, but the bank asks the customer to authenticate the charge tried now; auto top-up is paused again until they do.".to_owned(),
+            ),
+            None if attempt.state == AttemptState::Succeeded.as_str() => (
+                ResumeOutcome::Charged,
+                format!(
+                    "Resumed and charged: {} credits for {}.",
+                    Millicredits(attempt.credits),
+                    Cents(attempt.amount_cents)
+                ),
+            ),
+            None => (
+                ResumeOutcome::ChargePending,
+                format!(
+                    "Resumed; the charge tried now is {} and settles on its own.",
+                    attempt.state
+                ),
+            ),
+        },
+        TriedNow::NotDue(decision) => (
+            ResumeOutcome::NotCharged,
+            format!(
+                "Resumed; nothing was charged now ({}).",
+                decision.as_str().replace('_', " ")
+            ),
+        ),
+        TriedNow::NothingWorthCharging => (
+            ResumeOutcome::NotCharged,
+            "Resumed; nothing was charged now: the balance is within the smallest purchase of the target.".to_owned(),
+        ),
+        TriedNow::Busy(open) => (
+            ResumeOutcome::NotCharged,
+            format!(
+                "Resumed; nothing was charged now: top-up {} is {}.",
+                open.id, open.state
+            ),
+        ),
+    };
+    (outcome, format!("{message}{off}"))
 }
 
 /// Support resumes a paused auto top-up, with a note; audited. Support and admin keys.
+/// With `try_now`, `outcome` says what the charge did: a try that fails again leaves the
+/// account paused, and the customer is told it is back on only if it is.
 #[utoipa::path(post, path = "/v1/admin/accounts/{id}/auto-topup/resume", operation_id = "resume_auto_topup", tag = "auto top-up",
     params(AccountId), request_body = ResumeBody,
     responses(
@@ -416,44 +503,47 @@ async fn resume(
     let mut errors = FieldErrors::new();
     errors.require_text("note", note, MAX_NOTE_LEN);
     errors.into_result(()).map_err(ApiError::invalid)?;
-    let account = state
-        .db
-        .account(&id)
-        .await?
-        .ok_or(ApiError::NotFound("account"))?;
     let (topups, account_id, actor) = (state.topups.clone(), id.clone(), caller.actor());
     let (note, try_now) = (note.to_owned(), body.try_now);
     let resumed = in_own_task(&state, async move {
         topups.resume(&account_id, &actor, &note, try_now).await
     })
     .await;
-    // Still charging at the deadline: the resume is done and the charge goes on.
-    let Some(resumed) = resumed else {
-        let account = state
+    let account = || async {
+        state
             .db
             .account(&id)
             .await?
-            .ok_or(ApiError::NotFound("account"))?;
+            .ok_or(ApiError::NotFound("account"))
+    };
+    // Still charging at the deadline: the resume is done and the charge goes on.
+    let Some(resumed) = resumed else {
         let topup = state.db.open_attempt_of(&id).await?.map(TopupView::from);
         return Ok(Json(ResumedView {
-            auto_topup: view(&state, account).await?,
+            auto_topup: view(&state, account().await?).await?,
             topup,
+            outcome: ResumeOutcome::ChargePending,
+            message: "Resumed; the charge tried now is still in progress and settles on its own."
+                .to_owned(),
         }));
     };
-    let Some(charged) = resumed? else {
+    let Some(tried) = resumed? else {
+        account().await?;
         return Err(ApiError::Conflict(format!(
-            "auto top-up of account {} is not paused",
-            account.id
+            "auto top-up of account {id} is not paused"
         )));
     };
-    let account = state
-        .db
-        .account(&id)
-        .await?
-        .ok_or(ApiError::NotFound("account"))?;
+    let account = account().await?;
+    let (outcome, message) = resume_outcome(&tried, &account);
+    let topup = match tried {
+        TriedNow::Charged(attempt) => Some(TopupView::from(attempt)),
+        _ => None,
+    };
     Ok(Json(ResumedView {
         auto_topup: view(&state, account).await?,
-        topup: charged.map(TopupView::from),
+        topup,
+        outcome,
+        message,
     }))
 }
 

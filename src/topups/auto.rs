@@ -12,6 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::Topups;
 use crate::{
+    clock::Millis,
+    db::notices::NewNotice,
     db::{
         DbError,
         accounts::Account,
@@ -103,6 +105,21 @@ pub struct ReconcileReport {
     pub settled: usize,
     /// Attempts newly flagged for support.
     pub flagged: u64,
+}
+
+/// What support's "try now" did after the resume.
+#[derive(Debug)]
+pub enum TriedNow {
+    /// Not asked: the next scan charges the account if it is due.
+    NotAsked,
+    /// Charged (or being charged): the attempt as it stands.
+    Charged(TopupAttempt),
+    /// The rules say there is nothing to charge now, and why.
+    NotDue(Decision),
+    /// Less is missing than the smallest purchase buys.
+    NothingWorthCharging,
+    /// Another top-up of the account is open.
+    Busy(TopupAttempt),
 }
 
 /// The result of the customer's retry.
@@ -261,54 +278,73 @@ impl Topups {
         }
     }
 
-    /// Support ends a pause (audited, the customer is told). With `try_now`, the account
-    /// is charged at once if it is below its threshold, even inside the window. `None`
-    /// when the account is not paused.
+    /// Support ends a pause (audited). With `try_now`, the account is charged at once if it
+    /// is below its threshold, even inside the window. The customer is told auto top-up is
+    /// back on only if it is on when the resume (and its try) is done. `None` when the
+    /// account is not paused.
     pub async fn resume(
         &self,
         account_id: &str,
         actor: &Actor,
         note: &str,
         try_now: bool,
-    ) -> Result<Option<Option<TopupAttempt>>, DbError> {
+    ) -> Result<Option<TriedNow>, DbError> {
         let now = self.clock.now_ms();
-        let email = &self.config.email;
+        let back_on = |account: &Account| {
+            let active = account.auto_topup_enabled && account.paused().is_none();
+            active.then(|| self.resumed_notice(account, now))
+        };
         let resumed = self
             .db
             .resume_auto_topup(account_id, actor, note, now, |account: &Account| {
-                let recipient = Recipient {
-                    account_id: &account.id,
-                    name: &account.name,
-                    email: &account.email,
-                };
-                let notice = Notice::AutoTopupResumed(Resumption {
-                    by: ResumedBy::Support,
-                    at: now,
-                });
-                notices::compose(
-                    format!("resume:{account_id}:{now}"),
-                    recipient,
-                    &notice,
-                    email,
-                    now,
-                )
+                // A try is told by its own outcome: the notice waits for it.
+                if try_now { None } else { back_on(account) }
             })
             .await?;
-        if resumed.is_none() {
+        let Some(queued) = resumed else {
             return Ok(None);
-        }
+        };
         crate::metrics::resumed("support");
+        let count_notice = |queued| {
+            if queued {
+                crate::metrics::notices_queued("auto_topup_resumed", 1);
+            }
+        };
+        count_notice(queued);
         if !try_now {
-            return Ok(Some(None));
+            return Ok(Some(TriedNow::NotAsked));
         }
-        match self
+        let tried = match self
             .db
             .claim_auto_attempt(&self.auto_claim(account_id, AttemptTrigger::Auto, false))
             .await?
         {
-            AutoClaimOutcome::Claimed(attempt) => Ok(Some(Some(self.advance(attempt).await?))),
-            _ => Ok(Some(None)),
-        }
+            AutoClaimOutcome::Claimed(attempt) => TriedNow::Charged(self.advance(attempt).await?),
+            AutoClaimOutcome::NotDue(decision) => TriedNow::NotDue(decision),
+            AutoClaimOutcome::NothingToCharge => TriedNow::NothingWorthCharging,
+            AutoClaimOutcome::Busy(open) => TriedNow::Busy(open),
+        };
+        count_notice(self.db.queue_notice_for(account_id, back_on).await?);
+        Ok(Some(tried))
+    }
+
+    fn resumed_notice(&self, account: &Account, at: Millis) -> NewNotice {
+        let recipient = Recipient {
+            account_id: &account.id,
+            name: &account.name,
+            email: &account.email,
+        };
+        let notice = Notice::AutoTopupResumed(Resumption {
+            by: ResumedBy::Support,
+            at,
+        });
+        notices::compose(
+            format!("resume:{}:{at}", account.id),
+            recipient,
+            &notice,
+            &self.config.email,
+            at,
+        )
     }
 
     /// Why the account would or would not be charged now, by the scan's own rule.

@@ -575,6 +575,7 @@ async fn support_sees_paused_accounts_and_resumes_them_with_an_audited_note() {
             )
             .await;
         assert_eq!(resumed.status, StatusCode::OK, "{}", resumed.body);
+        assert_eq!(resumed.body["outcome"], "charged", "{}", resumed.body);
         assert_eq!(
             resumed.body["topup"]["state"], "succeeded",
             "try now charges inside the window"
@@ -1493,6 +1494,81 @@ async fn a_retry_with_less_missing_than_the_smallest_purchase_resumes_without_a_
                 .as_str()
                 .is_some_and(|n| n.contains("nothing worth charging")),
             "{resume}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_resume_whose_try_fails_again_says_so_and_never_tells_the_customer_it_is_back_on() {
+    each_backend(async |app| {
+        let (declining, _) = app.auto_account("pm_card_chargeDeclined", "0").await;
+        let (untried, _) = app.auto_account("pm_card_chargeDeclined", "0").await;
+        assert_eq!(app.scan().await.failed, 2);
+        let support = app.key("support", None).await;
+        let resume = async |account: &str, body: Value| {
+            let answer = app
+                .post(
+                    &format!("/v1/admin/accounts/{account}/auto-topup/resume"),
+                    &support,
+                    body,
+                )
+                .await;
+            assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+            answer.body
+        };
+
+        let tried = resume(&declining, json!({ "note": "try again", "try_now": true })).await;
+        assert_eq!(tried["outcome"], "charge_failed", "{tried}");
+        assert_eq!(tried["topup"]["state"], "failed");
+        assert_eq!(tried["auto_topup"]["state"], "paused");
+        assert!(
+            tried["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("declined") && m.contains("paused again")),
+            "{tried}"
+        );
+        let kinds = app.notice_kinds(&declining).await;
+        assert!(
+            !kinds.contains(&"auto_topup_resumed".to_owned()),
+            "no 'back on' after a failed try: {kinds:?}"
+        );
+        assert_eq!(
+            kinds.iter().filter(|k| *k == "payment_failed").count(),
+            2,
+            "{kinds:?}"
+        );
+
+        // Without a try, the customer is told at once; with auto top-up off, never.
+        let plain = resume(&untried, json!({ "note": "card fixed by phone" })).await;
+        assert_eq!(plain["outcome"], "resumed", "{plain}");
+        assert!(
+            app.notice_kinds(&untried)
+                .await
+                .contains(&"auto_topup_resumed".to_owned())
+        );
+        let (off, key) = app.auto_account("pm_card_chargeDeclined", "0").await;
+        assert_eq!(app.scan().await.failed, 1);
+        let disabled = app
+            .request(
+                Method::PUT,
+                &format!("/v1/accounts/{off}/auto-topup"),
+                Some(&key),
+                Some(json!({ "enabled": false })),
+            )
+            .await;
+        assert_eq!(disabled.status, StatusCode::OK, "{}", disabled.body);
+        let cleared = resume(
+            &off,
+            json!({ "note": "clearing the pause", "try_now": true }),
+        )
+        .await;
+        assert_eq!(cleared["outcome"], "not_charged", "{cleared}");
+        assert!(
+            !app.notice_kinds(&off)
+                .await
+                .contains(&"auto_topup_resumed".to_owned()),
+            "auto top-up is off: it is not back on"
         );
     })
     .await;
