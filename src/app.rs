@@ -62,15 +62,59 @@ pub struct App {
     database_clock: Option<Arc<DatabaseClock>>,
 }
 
+/// Where the app finds its payment provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProviderAt {
+    /// As configured: the provider's URL, or a stub started in-process on
+    /// `payments.stub.listen`, which lives as long as this process.
+    Configured,
+    /// The stub provider already serving at this URL, for a command that exits before the
+    /// payments it makes are settled: they must be kept by a stub that outlives it.
+    RunningStub(String),
+}
+
+/// Why a command that exits cannot charge through a stub provider.
+#[derive(Debug, thiserror::Error)]
+pub enum NoLastingStub {
+    #[error(
+        "payments.stub.listen is port 0, so this command would charge through a stub provider of its own that exits with it: \
+         its payments, and the 3-D Secure links it emails, would be gone while the accounts stay credited. \
+         Set payments.stub.listen (TOPUPD_PAYMENTS__STUB__LISTEN) to one fixed address, such as 127.0.0.1:12111, \
+         for `topupd serve` and for this command, so that it charges through the server's stub; \
+         or use a provider that outlives it (payments.provider = \"stripe\" and payments.base_url)"
+    )]
+    OwnPort,
+    #[error(
+        "no stub provider answers on {0} (payments.stub.listen); start `topupd serve` with the same \
+         payments.stub.listen first (or `topupd stub-provider --listen {0}`)"
+    )]
+    NotRunning(SocketAddr),
+}
+
+/// The stub provider that outlives this command: the one serving on `payments.stub.listen`
+/// (usually the server's), never one of its own.
+pub async fn lasting_stub(config: &Config) -> Result<ProviderAt, NoLastingStub> {
+    let listen = config.payments.stub.listen;
+    if listen.port() == 0 {
+        return Err(NoLastingStub::OwnPort);
+    }
+    let address = reachable(listen);
+    match tokio::net::TcpStream::connect(address).await {
+        Ok(_) => Ok(ProviderAt::RunningStub(format!("http://{address}"))),
+        Err(_) => Err(NoLastingStub::NotRunning(listen)),
+    }
+}
+
 impl App {
     /// Builds the app on the database's clock: what production runs, so that replicas
     /// agree on time whatever their hosts say.
     pub async fn build_on_database_clock(
         config: Config,
         http_addr: SocketAddr,
+        provider: ProviderAt,
     ) -> anyhow::Result<Self> {
         let clock = Arc::new(DatabaseClock::default());
-        let mut app = Self::build(config, clock.clone(), http_addr).await?;
+        let mut app = Self::build_with(config, clock.clone(), http_addr, provider).await?;
         sync_clock(&clock, &app.state.db)
             .await
             .context("read the database clock")?;
@@ -85,6 +129,16 @@ impl App {
         config: Config,
         clock: Arc<dyn Clock>,
         http_addr: SocketAddr,
+    ) -> anyhow::Result<Self> {
+        Self::build_with(config, clock, http_addr, ProviderAt::Configured).await
+    }
+
+    /// [`App::build`], with the payment provider found as `provider` says.
+    pub async fn build_with(
+        config: Config,
+        clock: Arc<dyn Clock>,
+        http_addr: SocketAddr,
+        provider: ProviderAt,
     ) -> anyhow::Result<Self> {
         // Installed before anything is counted: counts made before it would be lost.
         crate::metrics::handle();
@@ -103,9 +157,12 @@ impl App {
             .filter(|s| !s.is_empty())
             .collect();
         let stub_cancel = CancellationToken::new();
-        let (stub, provider_url) = match config.payments.provider {
-            ProviderKind::Stripe => (None, config.payments.base_url.clone()),
-            ProviderKind::Stub => {
+        let (stub, provider_url) = match (config.payments.provider, provider) {
+            (_, ProviderAt::RunningStub(url)) => (None, url),
+            (ProviderKind::Stripe, ProviderAt::Configured) => {
+                (None, config.payments.base_url.clone())
+            }
+            (ProviderKind::Stub, ProviderAt::Configured) => {
                 if webhook_secrets.is_empty() {
                     webhook_secrets.push(format!("whsec_{}", uuid::Uuid::new_v4().simple()));
                 }

@@ -6,9 +6,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use topupd::{
-    app::{self, App, Roles},
+    app::{self, App, ProviderAt, Roles},
     clock::{Clock, SystemClock},
-    config::Config,
+    config::{Config, ProviderKind},
     db::{Db, audit::Actor},
     domain::{api_key::Role, credits::Millicredits},
     payments::stub::{Stub, WebhookTarget, world::Faults},
@@ -135,7 +135,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                 Some(listener) => listener.local_addr()?,
                 None => listen,
             };
-            let app = App::build_on_database_clock(config, address).await?;
+            let app = App::build_on_database_clock(config, address, ProviderAt::Configured).await?;
             if let Some(ops) = &ops {
                 tracing::info!(address = %ops.local_addr()?, "operations listener");
             }
@@ -179,8 +179,18 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                     "use `topupd scan --once`; `topupd serve` runs scans on auto_topup.scan_schedule"
                 );
             }
+            let provider = match config.payments.provider {
+                ProviderKind::Stripe => ProviderAt::Configured,
+                ProviderKind::Stub => match app::lasting_stub(&config).await {
+                    Ok(running) => running,
+                    Err(refusal) => {
+                        eprintln!("topupd: scan --once refused: {refusal}");
+                        return Ok(ExitCode::from(2));
+                    }
+                },
+            };
             let listen = config.http.listen;
-            let app = App::build_on_database_clock(config, listen).await?;
+            let app = App::build_on_database_clock(config, listen, provider).await?;
             let report = app.state.topups.scan(&CancellationToken::new()).await?;
             println!("scan: {report}");
             app.close().await;

@@ -1114,7 +1114,7 @@ async fn serve_scans_on_its_schedule_and_scan_once_prints_a_summary() {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let once = app.cli(&["scan", "--once"]).await;
+        let once = app.scan_once_through_the_servers_stub().await;
         assert!(
             once.status.success(),
             "{}",
@@ -1125,6 +1125,82 @@ async fn serve_scans_on_its_schedule_and_scan_once_prints_a_summary() {
         assert_eq!(app.charges_of(&account).await, 1);
         app.stop().await;
     }
+}
+
+impl TestApp {
+    /// `topupd scan --once` charging through this app's stub, as it would through the
+    /// stub of a server whose `payments.stub.listen` is a fixed address.
+    async fn scan_once_through_the_servers_stub(&self) -> std::process::Output {
+        let stub = self
+            .stub
+            .base_url()
+            .trim_start_matches("http://")
+            .to_owned();
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_topupd"))
+            .args(["scan", "--once"])
+            .env("TOPUPD_DATABASE__URL", &self.database.url)
+            .env("TOPUPD_PAYMENTS__STUB__LISTEN", stub)
+            .output()
+            .await
+            .expect("run topupd")
+    }
+}
+
+#[tokio::test]
+async fn scan_once_never_charges_through_a_stub_that_exits_with_it() {
+    each_backend(async |app| {
+        let (account, _) = app.auto_account("pm_card_visa", "0").await;
+        let refused = app.cli(&["scan", "--once"]).await;
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert_eq!(refused.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("payments.stub.listen") && stderr.contains("topupd serve"),
+            "says why and what to do: {stderr}"
+        );
+        let port = unused_port();
+        let nobody = tokio::process::Command::new(env!("CARGO_BIN_EXE_topupd"))
+            .args(["scan", "--once"])
+            .env("TOPUPD_DATABASE__URL", &app.database.url)
+            .env("TOPUPD_PAYMENTS__STUB__LISTEN", format!("127.0.0.1:{port}"))
+            .output()
+            .await
+            .expect("run topupd");
+        let stderr = String::from_utf8_lossy(&nobody.stderr);
+        assert_eq!(nobody.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{stderr}");
+        assert!(
+            app.db
+                .open_attempt_of(&account)
+                .await
+                .expect("read")
+                .is_none()
+                && app
+                    .db
+                    .latest_auto_attempt(&account)
+                    .await
+                    .expect("read")
+                    .is_none(),
+            "nothing was claimed"
+        );
+        assert_eq!(app.balance(&account).await, dec("0"));
+
+        // Through the server's stub, the scan charges where the server can see it.
+        let once = app.scan_once_through_the_servers_stub().await;
+        let stdout = String::from_utf8_lossy(&once.stdout);
+        assert!(
+            once.status.success(),
+            "{}",
+            String::from_utf8_lossy(&once.stderr)
+        );
+        assert!(stdout.contains("1 succeeded"), "{stdout}");
+        assert_eq!(
+            app.charges_of(&account).await,
+            1,
+            "the server's stub holds the charge"
+        );
+        assert_eq!(app.balance(&account).await, dec("5000"));
+    })
+    .await;
 }
 
 #[tokio::test]
