@@ -251,7 +251,7 @@ impl Stub {
             tokio::time::sleep(Duration::from_millis(latency)).await;
         }
         let world = self.inner.world.lock().await;
-        answer(world.faults().omit(op(&*world)))
+        answer(world.faults().omit(op(&world)))
     }
 
     /// Sends an event as the webhook faults say: dropped, twice, or once.
