@@ -10,13 +10,44 @@ use serde::{Deserialize, Deserializer, de::Error};
 /// request is readable but invalid.
 pub const OUT_OF_RANGE: &str = "is out of range for this field";
 
-/// A decimal that must be a JSON number.
+/// A decimal that must be a JSON number, held exactly: a number with more significant
+/// digits than a decimal holds (28) is refused, never rounded.
 pub fn decimal<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Decimal, D::Error> {
     let number = serde_json::Number::deserialize(deserializer)?;
     let text = number.as_str();
-    Decimal::from_str(text)
+    let shown = || text.chars().take(40).collect::<String>();
+    let parsed = Decimal::from_str(text)
         .or_else(|_| Decimal::from_scientific(text))
-        .map_err(|_| D::Error::custom(format!("{text} {OUT_OF_RANGE}")))
+        .map_err(|_| D::Error::custom(format!("{} {OUT_OF_RANGE}", shown())))?;
+    if significant(text) != significant(&parsed.to_string()) {
+        return Err(D::Error::custom(format!(
+            "{}… {OUT_OF_RANGE}: it has more significant digits than it can hold exactly (28)",
+            shown()
+        )));
+    }
+    Ok(parsed)
+}
+
+/// A JSON number's value as its sign, its significant digits and the power of ten of the
+/// last one: equal for two spellings of one value, whatever their zeros or exponent.
+fn significant(text: &str) -> (bool, String, i64) {
+    let (negative, unsigned) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (mantissa, exponent) = match unsigned.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.trim_start_matches('+').parse::<i64>().unwrap_or(0)),
+        None => (unsigned, 0),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits = format!("{whole}{fraction}");
+    let digits = digits.trim_start_matches('0');
+    let kept = digits.trim_end_matches('0');
+    if kept.is_empty() {
+        return (false, String::new(), 0);
+    }
+    let power = exponent - fraction.len() as i64 + (digits.len() - kept.len()) as i64;
+    (negative, kept.to_owned(), power)
 }
 
 /// An optional decimal that must be a JSON number when present.
@@ -74,6 +105,33 @@ mod tests {
         assert!(serde_json::from_str::<Body>(r#"{"credits": "5"}"#).is_err());
         assert!(serde_json::from_str::<Body>(r#"{"credits": 5, "seconds": "30"}"#).is_err());
         assert!(serde_json::from_str::<Body>(r#"{"credits": 1e30}"#).is_err());
+        for exact in ["1.50", "-0.001", "12e-1", "0.0e5", "1000000", "1E3"] {
+            let body: Body = serde_json::from_str(&format!(r#"{{"credits": {exact}}}"#))
+                .unwrap_or_else(|e| panic!("{exact}: {e}"));
+            assert_eq!(
+                body.credits,
+                Decimal::from_scientific(exact)
+                    .or_else(|_| Decimal::from_str(exact))
+                    .expect("decimal")
+            );
+        }
+        let long_one = format!("1.{}1", "0".repeat(398));
+        let tiny = format!("0.{}1", "0".repeat(30));
+        let many = "9234567890123456789012345678.9";
+        for inexact in [long_one.as_str(), tiny.as_str(), many] {
+            let refused = serde_json::from_str::<Body>(&format!(r#"{{"credits": {inexact}}}"#));
+            assert!(
+                refused
+                    .expect_err(inexact)
+                    .to_string()
+                    .contains(OUT_OF_RANGE),
+                "{inexact}"
+            );
+        }
+        let zeros = format!("1.{}", "0".repeat(60));
+        let body: Body =
+            serde_json::from_str(&format!(r#"{{"credits": {zeros}}}"#)).expect("trailing zeros");
+        assert_eq!(body.credits, Decimal::ONE, "zeros lose nothing");
         let none: Body = serde_json::from_str(r#"{"credits": 1}"#).expect("optional");
         assert_eq!(none.seconds, None);
     }

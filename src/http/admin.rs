@@ -19,11 +19,14 @@ use crate::{
     app::AppState,
     clock::rfc3339,
     db::{audit::AuditEntry, keys::StoredKey, ledger::PostRefusal},
-    domain::{api_key::Role, credits::Millicredits, validation::FieldErrors},
+    domain::{
+        api_key::Role,
+        credits::Millicredits,
+        validation::{FieldErrors, is_plain_email},
+    },
 };
 
 const MAX_NAME_LEN: usize = 200;
-const MAX_EMAIL_LEN: usize = 254;
 const MAX_LABEL_LEN: usize = 100;
 const MAX_REASON_LEN: usize = 500;
 /// The largest single adjustment, in credits, either way.
@@ -56,8 +59,11 @@ async fn create_account(
     caller.require(&[Role::Admin])?;
     let (email, name) = (body.email.trim(), body.name.trim());
     let mut errors = FieldErrors::new();
-    if !is_plausible_email(email) {
-        errors.add("email", "must be an email address such as ops@example.com");
+    if !is_plain_email(email) {
+        errors.add(
+            "email",
+            "must be a plain email address such as ops@example.com, without a name or brackets",
+        );
     }
     errors.require_text("name", name, MAX_NAME_LEN);
     errors.into_result(()).map_err(ApiError::invalid)?;
@@ -72,19 +78,6 @@ async fn create_account(
             state.config.low_balance_warning(),
         )),
     ))
-}
-
-fn is_plausible_email(email: &str) -> bool {
-    let Some((local, domain)) = email.split_once('@') else {
-        return false;
-    };
-    email.len() <= MAX_EMAIL_LEN
-        && !local.is_empty()
-        && domain.contains('.')
-        && !domain.starts_with('.')
-        && !domain.ends_with('.')
-        && !domain.contains('@')
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -149,11 +142,8 @@ async fn issue_key(
         }
         _ => {}
     }
-    if body.label.chars().count() > MAX_LABEL_LEN || body.label.chars().any(char::is_control) {
-        errors.add(
-            "label",
-            format!("must be at most {MAX_LABEL_LEN} characters"),
-        );
+    if !body.label.is_empty() {
+        errors.require_text("label", &body.label, MAX_LABEL_LEN);
     }
     errors.into_result(()).map_err(ApiError::invalid)?;
     let issued = state

@@ -15,7 +15,7 @@ use crate::{
     app::AppState,
     clock::rfc3339,
     db::payment_methods::{Removal, SavedCard},
-    domain::validation::FieldErrors,
+    domain::validation::{FieldErrors, is_id},
     topups::cards::SaveCardError,
 };
 
@@ -117,7 +117,7 @@ async fn add(
 ) -> ApiResult<(StatusCode, Json<CardView>)> {
     visible_account(&state, &caller, &id).await?;
     let pm = body.payment_method_id.trim();
-    if pm.is_empty() || pm.len() > 255 || pm.chars().any(|c| c.is_control() || c == '/') {
+    if !is_id(pm, 255) || pm.contains('/') {
         return Err(ApiError::invalid(FieldErrors::single(
             "payment_method_id",
             "must be the provider's payment method id, such as pm_card_visa",

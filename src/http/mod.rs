@@ -25,6 +25,10 @@ use std::time::Duration;
 use axum::{
     Router,
     extract::{DefaultBodyLimit, MatchedPath, Request},
+    http::{
+        HeaderValue,
+        header::{CONNECTION, CONTENT_LENGTH},
+    },
     middleware::Next,
     response::IntoResponse,
 };
@@ -58,6 +62,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 pub fn router(state: AppState) -> Router {
     let http = &state.config.http;
     let timeout = Duration::from_secs(http.request_timeout_secs);
+    let max_body = u64::try_from(http.max_body_bytes).unwrap_or(u64::MAX);
     let (routes, _) = routes().split_for_parts();
     routes
         .fallback(|| async { ApiError::NotFound("route") })
@@ -74,6 +79,20 @@ pub fn router(state: AppState) -> Router {
                 }
             },
         ))
+        .layer(axum::middleware::from_fn(
+            move |request: Request, next: Next| async move {
+                // A body announced past the limit is refused before anything reads the
+                // request (with a key or without): nothing waits for bytes it would refuse.
+                if announced_length(&request).is_some_and(|length| length > max_body) {
+                    let mut refused = ApiError::PayloadTooLarge.into_response();
+                    refused
+                        .headers_mut()
+                        .insert(CONNECTION, HeaderValue::from_static("close"));
+                    return refused;
+                }
+                next.run(request).await
+            },
+        ))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_span)
@@ -82,6 +101,17 @@ pub fn router(state: AppState) -> Router {
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
+}
+
+/// The body length the request announces, if it announces one.
+fn announced_length(request: &Request) -> Option<u64> {
+    request
+        .headers()
+        .get(CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// The operations listener: `/metrics` and the probes, kept off the public API.

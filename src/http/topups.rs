@@ -28,7 +28,7 @@ use crate::{
         attempt::{AttemptState, AttemptTrigger},
         credits::Millicredits,
         money::Cents,
-        validation::FieldErrors,
+        validation::{FieldErrors, id_rule, is_id},
     },
     topups::PurchaseError,
 };
@@ -128,8 +128,8 @@ pub struct PurchaseBody {
 /// customer (`next_action.url`) or for the provider, 402 `payment_failed` when declined.
 #[utoipa::path(post, path = "/v1/accounts/{id}/topups", operation_id = "purchase", tag = "top-ups",
     params(AccountId,
-        ("Idempotency-Key" = Option<String>, Header,
-            description = "Repeat the purchase with the same key to get the same top-up, never a second charge")),
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$",
+            description = "Repeat the purchase with the same key to get the same top-up, never a second charge; 1 to 255 visible ASCII characters")),
     request_body = PurchaseBody,
     responses(
         (status = 201, description = "Paid and credited", body = TopupView),
@@ -153,11 +153,11 @@ async fn purchase(
             value
                 .to_str()
                 .ok()
-                .filter(|k| !k.is_empty() && k.len() <= MAX_KEY_LEN)
+                .filter(|k| is_id(k, MAX_KEY_LEN))
                 .ok_or_else(|| {
                     ApiError::malformed_fields(FieldErrors::single(
                         "Idempotency-Key",
-                        format!("must be 1 to {MAX_KEY_LEN} visible ASCII characters"),
+                        id_rule(MAX_KEY_LEN),
                     ))
                 })?,
         ),

@@ -43,8 +43,11 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UsageBody {
+    #[schema(pattern = "^[!-~]{1,200}$")]
     account_id: String,
-    /// The caller's id for this unit of work; a repeat is answered, not debited.
+    /// The caller's id for this unit of work; a repeat is answered, not debited. 1 to 200
+    /// visible ASCII characters.
+    #[schema(pattern = "^[!-~]{1,200}$")]
     request_id: String,
     usage: PriceRequest,
 }
@@ -99,8 +102,8 @@ async fn record_usage(
 ) -> ApiResult<Response> {
     caller.require(&[Role::Service])?;
     let mut errors = FieldErrors::new();
-    errors.require_text("account_id", &body.account_id, MAX_ID_LEN);
-    errors.require_text("request_id", &body.request_id, MAX_ID_LEN);
+    errors.require_id("account_id", &body.account_id, MAX_ID_LEN);
+    errors.require_id("request_id", &body.request_id, MAX_ID_LEN);
     let quote = match state.catalogue.quote(&body.usage) {
         Ok(quote) => Some(quote),
         Err(problems) => {

@@ -213,3 +213,93 @@ async fn staff_routes_reject_bad_input() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn inexact_numbers_dressed_up_emails_and_invisible_characters_are_refused() {
+    each_backend(async |app| {
+        let account = app.funded_account("100").await;
+        let admin = app.admin.clone();
+        let service = app.key("service", None).await;
+        let adjust = format!("/v1/admin/accounts/{account}/adjustments");
+        let long_one = format!(r#"{{"credits":1.{}1,"reason":"x"}}"#, "0".repeat(398));
+        let tiny = format!(r#"{{"credits":0.{}1,"reason":"x"}}"#, "0".repeat(30));
+        let usage = |request_id: &str| {
+            format!(
+                r#"{{"account_id":"{account}","request_id":"{request_id}","usage":{{"service":"voice_clone"}}}}"#
+            )
+        };
+        let cases: Vec<(&str, String, &str, Option<&str>)> = vec![
+            (&adjust, long_one, &admin, Some("credits")),
+            (&adjust, tiny, &admin, Some("credits")),
+            (&adjust, r#"{"credits":1,"reason":"refund\u202Egnp.exe"}"#.into(), &admin, Some("reason")),
+            (&adjust, r#"{"credits":1,"reason":"\uFEFFrefund"}"#.into(), &admin, Some("reason")),
+            ("/v1/admin/accounts", r#"{"email":"Eve<eve@evil.example>","name":"Eve"}"#.into(), &admin, Some("email")),
+            ("/v1/admin/accounts", r#"{"email":"a@b.c>","name":"Eve"}"#.into(), &admin, Some("email")),
+            ("/v1/admin/accounts", r#"{"email":"eve@example.com","name":"E\u200Bve"}"#.into(), &admin, Some("name")),
+            ("/v1/admin/api-keys", r#"{"role":"service","label":"api\u2066servers"}"#.into(), &admin, Some("label")),
+            ("/v1/usage", usage("job\\u200B1"), &service, Some("request_id")),
+            ("/v1/usage", usage("job 1"), &service, Some("request_id")),
+        ];
+        for (path, body, key, field) in &cases {
+            rejects(app, &account, key, path, body, INVALID, *field).await;
+        }
+        let created = app
+            .post("/v1/admin/accounts", &admin, json!({ "email": "eve@example.com", "name": "Eve" }))
+            .await;
+        assert_eq!(created.status, StatusCode::CREATED, "a plain address is fine");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn idempotency_keys_are_visible_ascii_of_at_most_255() {
+    each_backend(async |app| {
+        let (account, key) = app.customer_with_card("pm_card_visa").await;
+        for bad in ["order 1".to_owned(), "k".repeat(256), "\t".to_owned()] {
+            let answer = app.buy(&key, &account, 500, Some(&bad)).await;
+            assert_eq!(
+                answer.status,
+                StatusCode::BAD_REQUEST,
+                "{bad:?}: {}",
+                answer.body
+            );
+            assert!(
+                answer.body["fields"]["Idempotency-Key"].is_string(),
+                "{}",
+                answer.body
+            );
+        }
+        assert!(app.stub.charges().await.is_empty(), "nothing charged");
+        let fine = app.buy(&key, &account, 500, Some(&"k".repeat(255))).await;
+        assert_eq!(fine.status, StatusCode::CREATED, "{}", fine.body);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_body_announced_past_the_limit_is_refused_at_once_without_a_key() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    each_backend(async |app| {
+        let address = app.base_url.trim_start_matches("http://").to_owned();
+        for path in ["/v1/usage", "/v1/admin/accounts", "/v1/webhooks/payments"] {
+            let mut stream = tokio::net::TcpStream::connect(&address).await.expect("connect");
+            let head = format!(
+                "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: 99999999999\r\n\r\n{{"
+            );
+            stream.write_all(head.as_bytes()).await.expect("send head");
+            // Well before the request deadline (30 s), which is what answered before.
+            let mut answer = vec![0; 1024];
+            let read = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                stream.read(&mut answer),
+            )
+            .await
+            .expect("answered before the request deadline")
+            .expect("read");
+            let answer = String::from_utf8_lossy(&answer[..read]);
+            assert!(answer.starts_with("HTTP/1.1 413"), "{path}: {answer}");
+            assert!(answer.contains("invalid_request"), "{path}: {answer}");
+        }
+    })
+    .await;
+}
