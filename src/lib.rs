@@ -6,6 +6,7 @@ pub mod clock;
 pub mod config;
 pub mod db;
 pub mod domain;
+pub mod files;
 pub mod http;
 pub mod jobs;
 pub mod metrics;

@@ -15,7 +15,7 @@ pub mod payment_methods;
 pub mod usage;
 pub mod webhooks;
 
-use std::{str::FromStr, time::Duration};
+use std::{path::Path, str::FromStr, time::Duration};
 
 use secrecy::ExposeSecret;
 use sqlx::{
@@ -177,6 +177,11 @@ impl Db {
                 .synchronous(SqliteSynchronous::Full)
                 .busy_timeout(Duration::from_millis(config.busy_timeout_ms))
                 .foreign_keys(true);
+            // SQLite gives its -wal and -shm files the database file's permissions.
+            let file = options.get_filename();
+            if !url.contains("mode=memory") && file != Path::new(":memory:") {
+                crate::files::create_private_file(file).map_err(sqlx::Error::Io)?;
+            }
             let pool = SqlitePoolOptions::new()
                 .max_connections(config.max_connections)
                 .acquire_timeout(ACQUIRE_TIMEOUT)

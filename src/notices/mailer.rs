@@ -129,8 +129,9 @@ fn message(from: &Mailbox, notice: &NoticeRow) -> Result<Message, SendError> {
 /// Writes `<id>.eml` whole or not at all, so a reader never sees half a message and a
 /// resend replaces the file instead of adding one.
 async fn write_eml(folder: &std::path::Path, id: &str, bytes: &[u8]) -> std::io::Result<()> {
-    tokio::fs::create_dir_all(folder).await?;
+    let private = folder.to_owned();
+    tokio::task::spawn_blocking(move || crate::files::create_private_dir(&private)).await??;
     let partial = folder.join(format!(".{id}.eml.partial"));
-    tokio::fs::write(&partial, bytes).await?;
+    crate::files::write_private(&partial, bytes).await?;
     tokio::fs::rename(&partial, folder.join(format!("{id}.eml"))).await
 }

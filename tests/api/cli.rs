@@ -173,3 +173,120 @@ async fn sigterm_finishes_the_request_in_flight_and_exits_zero() {
         "no longer accepting"
     );
 }
+
+#[tokio::test]
+async fn the_database_its_journals_and_written_emails_are_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = tokio::process::Command::new("sh")
+        .args([
+            "-c",
+            "umask 000 && exec \"$0\" serve",
+            env!("CARGO_BIN_EXE_topupd"),
+        ])
+        .current_dir(dir.path())
+        .env("TOPUPD_HTTP__LISTEN", "127.0.0.1:0")
+        .env("TOPUPD_LOG__FORMAT", "json")
+        .env("TOPUPD_EMAIL__POLL_INTERVAL_MS", "50")
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start topupd serve");
+    let mut log = BufReader::new(server.stderr.take().expect("stderr")).lines();
+    let address = loop {
+        let line = log
+            .next_line()
+            .await
+            .expect("read log")
+            .expect("server logs");
+        let event: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
+        if event["fields"]["message"] == "serving" {
+            break event["fields"]["address"]
+                .as_str()
+                .expect("address")
+                .to_owned();
+        }
+    };
+    let api = format!("http://{address}");
+    let admin = tokio::process::Command::new(env!("CARGO_BIN_EXE_topupd"))
+        .args(["keys", "create", "--role", "admin"])
+        .current_dir(dir.path())
+        .output()
+        .await
+        .expect("keys create");
+    let admin = String::from_utf8(admin.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned();
+    let client = reqwest::Client::new();
+    let post = async |path: &str, key: &str, body: serde_json::Value| {
+        let answer = client
+            .post(format!("{api}{path}"))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+            .await
+            .expect("answered");
+        assert!(answer.status().is_success(), "{path}: {}", answer.status());
+        answer.json::<serde_json::Value>().await.expect("JSON")
+    };
+    let account = post(
+        "/v1/admin/accounts",
+        &admin,
+        serde_json::json!({ "email": "ada@example.com", "name": "Ada" }),
+    )
+    .await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let customer = post(
+        "/v1/admin/api-keys",
+        &admin,
+        serde_json::json!({ "role": "customer", "account_id": account }),
+    )
+    .await["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    post(
+        &format!("/v1/accounts/{account}/payment-methods"),
+        &customer,
+        serde_json::json!({ "payment_method_id": "pm_card_visa" }),
+    )
+    .await;
+    post(
+        &format!("/v1/accounts/{account}/topups"),
+        &customer,
+        serde_json::json!({ "credits": 500 }),
+    )
+    .await;
+
+    let notices = dir.path().join("notices");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let email = loop {
+        let written = std::fs::read_dir(&notices).ok().and_then(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .find(|p| p.extension().is_some_and(|x| x == "eml"))
+        });
+        if let Some(email) = written {
+            break email;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no receipt written");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mode = |path: &std::path::Path| {
+        std::fs::metadata(path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    for file in ["topupd.db", "topupd.db-wal", "topupd.db-shm"] {
+        assert_eq!(mode(&dir.path().join(file)), 0o600, "{file}");
+    }
+    assert_eq!(mode(&notices), 0o700, "the notices folder");
+    assert_eq!(mode(&email), 0o600, "{}", email.display());
+    server.kill().await.expect("stop");
+}
