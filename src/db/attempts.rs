@@ -42,6 +42,8 @@ pub struct TopupAttempt {
     pub decline_code: Option<String>,
     pub failure_message: Option<String>,
     pub amount_received: Option<i64>,
+    /// The payment's client secret, which the provider's redirect back carries.
+    pub client_secret: Option<String>,
     pub created_at: Millis,
     pub updated_at: Millis,
     pub settled_at: Option<Millis>,
@@ -118,8 +120,8 @@ impl Batched for AttemptMove {
 const COLUMNS: &str = "id, account_id, seq, trigger, idempotency_key, request_key, request_fingerprint, \
                        credits, amount_cents, currency, payment_method_id, customer_id, state, \
                        provider_payment_id, next_action_url, decline_code, failure_message, \
-                       amount_received, created_at, updated_at, settled_at, flagged_at, \
-                       next_check_at, check_count";
+                       amount_received, client_secret, created_at, updated_at, settled_at, \
+                       flagged_at, next_check_at, check_count";
 
 /// An attempt to claim.
 #[derive(Debug, Clone)]
@@ -155,6 +157,7 @@ pub struct ProviderFacts<'a> {
     pub decline_code: Option<&'a str>,
     pub failure_message: Option<&'a str>,
     pub amount_received: Option<i64>,
+    pub client_secret: Option<&'a str>,
     /// Millicredits to credit when the provider received another amount than the attempt
     /// asked for (a payment adopted from an earlier incarnation of the attempt): the credit
     /// always matches the money received.
@@ -393,7 +396,8 @@ impl Db {
              decline_code = COALESCE($6, decline_code), \
              failure_message = COALESCE($7, failure_message), \
              amount_received = COALESCE($8, amount_received), \
-             credits = COALESCE($10, credits), amount_cents = COALESCE($8, amount_cents) \
+             credits = COALESCE($10, credits), amount_cents = COALESCE($8, amount_cents), \
+             client_secret = COALESCE($11, client_secret) \
              WHERE id = $9 AND state IN ({}) RETURNING {COLUMNS}",
             state_list(&from)
         );
@@ -414,6 +418,7 @@ impl Db {
                 .bind(facts.amount_received)
                 .bind(id)
                 .bind(facts.credits_received)
+                .bind(facts.client_secret)
                 .fetch_optional(&mut *tx)
                 .await?;
             let Some(attempt) = moved else {

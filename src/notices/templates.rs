@@ -275,7 +275,8 @@ fn signature(head: &Letterhead) -> String {
     )
 }
 
-fn escape(s: &str) -> String {
+/// Text safe inside an HTML element or a quoted attribute.
+pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

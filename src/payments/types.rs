@@ -22,6 +22,10 @@ pub struct PaymentIntent {
     pub metadata: BTreeMap<String, String>,
     #[serde(default)]
     pub next_action: Option<NextAction>,
+    /// What the customer's browser confirms the payment with; the provider's redirect
+    /// back carries it.
+    #[serde(default)]
+    pub client_secret: Option<String>,
     #[serde(default)]
     pub last_payment_error: Option<ErrorBody>,
     pub created: i64,

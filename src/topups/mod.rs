@@ -458,6 +458,7 @@ impl Topups {
                 .as_ref()
                 .and_then(|e| e.message.as_deref()),
             amount_received: succeeded.then_some(received),
+            client_secret: intent.client_secret.as_deref(),
             credits_received: received_other
                 .then(|| received * MILLIS_PER_CREDIT / self.config.credit_price_cents),
         };

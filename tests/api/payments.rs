@@ -970,22 +970,74 @@ async fn a_card_saved_by_one_account_cannot_be_taken_by_another() {
 }
 
 #[tokio::test]
-async fn the_return_page_settles_an_authenticated_payment_at_once() {
+async fn the_return_page_shows_the_outcome_only_to_the_customer_the_provider_sent_back() {
     each_backend(async |app| {
-        let (account, _, started) = app.authenticated_without_webhooks(700).await;
-        let payment = started.body["transaction_id"].as_str().expect("payment");
-        let page = app
+        let (account, key) = app
+            .customer_with_card("pm_card_authenticationRequired")
+            .await;
+        app.lose_webhooks(3).await;
+        let started = app.buy(&key, &account, 700, None).await;
+        assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.body);
+        let url = started.body["next_action"]["url"]
+            .as_str()
+            .expect("secure link");
+        let done = app
             .client
-            .get(format!(
-                "{}/v1/payments/return?payment_intent={payment}",
-                app.base_url
-            ))
+            .post(format!("{url}/complete"))
             .send()
             .await
-            .expect("return page");
-        assert_eq!(page.status(), StatusCode::OK);
-        assert!(page.text().await.expect("html").contains("went through"));
+            .expect("complete")
+            .text()
+            .await
+            .expect("page");
+        // The provider's page sends the customer back with the payment's id and secret.
+        let query = done
+            .split("url=")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .and_then(|back| back.split_once('?'))
+            .map(|(_, query)| query.replace("&amp;", "&"))
+            .unwrap_or_else(|| panic!("no way back in {done}"));
+        assert!(query.contains("payment_intent_client_secret="), "{query}");
+        let payment = started.body["transaction_id"].as_str().expect("payment");
+        let page = async |query: &str| {
+            let answer = app
+                .client
+                .get(format!("{}/v1/payments/return?{query}", app.base_url))
+                .send()
+                .await
+                .expect("return page");
+            (answer.status(), answer.text().await.expect("html"))
+        };
+
+        for stranger in [
+            format!("payment_intent={payment}"),
+            format!("payment_intent={payment}&payment_intent_client_secret={payment}_secret_guess"),
+            format!("payment_intent_client_secret={payment}_secret_guess"),
+        ] {
+            let (status, html) = page(&stranger).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{stranger}");
+            assert!(html.contains("could not find"), "{html}");
+        }
+        assert_eq!(
+            app.stored_topups(&account).await[0]["state"],
+            "requires_action",
+            "no stranger's hit asked the provider"
+        );
+        assert_eq!(app.balance(&account).await, dec("0"));
+
+        let (status, html) = page(&query).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(html.contains("went through"), "{html}");
         assert_eq!(app.balance(&account).await, dec("700"));
+        let (status, html) = page(&query).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "settled: answered from the database"
+        );
+        assert!(html.contains("went through"), "{html}");
+        assert_eq!(app.balance(&account).await, dec("700"), "credited once");
     })
     .await;
 }

@@ -471,8 +471,9 @@ async fn confirm(
     let form = form(pairs);
     let print = fingerprint(&format!("confirm/{id}"), &form);
     let public_url = stub.inner.public_url.clone();
+    let return_url = form.get("return_url").cloned();
     stub.mutate(&headers, print, FaultTarget::Confirm, move |w, now| {
-        w.confirm(&id, &public_url, now)
+        w.confirm(&id, &public_url, return_url, now)
     })
     .await
 }
@@ -525,18 +526,50 @@ async fn authenticate(
     };
     let now = stub.now();
     let mut world = stub.inner.world.lock().await;
+    let waiting = world.intents.get(&id).cloned();
     let outcome = world.authenticate(&id, complete, now);
     let (status, _) = outcome.answer;
     if let Some(event) = outcome.event {
         stub.emit(&mut world, event);
     }
     drop(world);
-    let page = if status.is_client_error() && status != StatusCode::PAYMENT_REQUIRED {
-        "<p>This payment is not waiting for authentication.</p>"
-    } else if complete {
-        "<p>Authentication complete. You can close this page.</p>"
+    if status.is_client_error() && status != StatusCode::PAYMENT_REQUIRED {
+        return Html("<p>This payment is not waiting for authentication.</p>").into_response();
+    }
+    let done = if complete {
+        "Authentication complete."
     } else {
-        "<p>Authentication failed. You can close this page.</p>"
+        "Authentication failed."
+    };
+    // As Stripe does, the customer goes back to the return URL with the payment's id and
+    // client secret (a page that refreshes, so that clients that follow no redirect
+    // stay here).
+    let back = waiting.and_then(|intent| {
+        let return_url = intent.next_action?.redirect_to_url?.return_url?;
+        let query = serde_urlencoded::to_string([
+            ("payment_intent", intent.id.as_str()),
+            (
+                "payment_intent_client_secret",
+                intent.client_secret.as_deref().unwrap_or_default(),
+            ),
+            (
+                "redirect_status",
+                if complete { "succeeded" } else { "failed" },
+            ),
+        ])
+        .ok()?;
+        let joiner = if return_url.contains('?') { '&' } else { '?' };
+        Some(format!("{return_url}{joiner}{query}"))
+    });
+    let page = match back {
+        Some(url) => {
+            let url = crate::notices::templates::escape(&url);
+            format!(
+                "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"0;url={url}\">\
+                 <title>{done}</title></head><body><p>{done} <a href=\"{url}\">Back to the merchant</a></p></body></html>"
+            )
+        }
+        None => format!("<p>{done} You can close this page.</p>"),
     };
     Html(page).into_response()
 }

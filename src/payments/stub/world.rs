@@ -421,8 +421,10 @@ impl World {
                 ));
             }
         }
+        let id = self.new_id("pi");
         let intent = PaymentIntent {
-            id: self.new_id("pi"),
+            client_secret: Some(format!("{id}_secret_{}", uuid::Uuid::new_v4().simple())),
+            id,
             amount,
             amount_received: Some(0),
             currency,
@@ -444,7 +446,15 @@ impl World {
         Outcome::ok(intent).with_event(event)
     }
 
-    pub fn confirm(&mut self, id: &str, public_url: &str, now: i64) -> Outcome {
+    /// Confirms the payment; one that needs authentication sends the customer back to
+    /// `return_url` afterwards.
+    pub fn confirm(
+        &mut self,
+        id: &str,
+        public_url: &str,
+        return_url: Option<String>,
+        now: i64,
+    ) -> Outcome {
         let Some(intent) = self.intents.get(id).cloned() else {
             return missing("payment_intent", id);
         };
@@ -474,10 +484,7 @@ impl World {
                 intent.status = "requires_action".into();
                 intent.next_action = Some(NextAction {
                     kind: "redirect_to_url".into(),
-                    redirect_to_url: Some(RedirectToUrl {
-                        url,
-                        return_url: None,
-                    }),
+                    redirect_to_url: Some(RedirectToUrl { url, return_url }),
                 });
                 let intent = intent.clone();
                 let event = self.event("payment_intent.requires_action", json!(intent), now);
