@@ -756,7 +756,7 @@ async fn steps_written_together_keep_their_own_outcomes() {
 }
 
 fn uuid_like() -> String {
-    format!("{:?}", std::time::Instant::now())
+    uuid::Uuid::new_v4().simple().to_string()
 }
 
 /// Drives an automatic attempt the way the engine does, stopping at `stop` as if the
