@@ -51,6 +51,39 @@ impl TestApp {
         (account, key)
     }
 
+    /// An account whose automatic top-up was declined, and so paused, with a card that
+    /// works saved as its default since.
+    pub async fn paused_with_a_new_card(&self) -> (String, String) {
+        let (account, key) = self.auto_account("pm_card_chargeDeclined", "0").await;
+        assert_eq!(self.scan().await.failed, 1);
+        let visa = self
+            .post(
+                &format!("/v1/accounts/{account}/payment-methods"),
+                &key,
+                json!({ "payment_method_id": "pm_card_visa", "default": true }),
+            )
+            .await;
+        assert_eq!(visa.status, StatusCode::CREATED, "{}", visa.body);
+        (account, key)
+    }
+
+    /// The account's newest audit entry of `action`.
+    pub async fn audited(&self, account: &str, action: &str) -> Value {
+        let audit = self
+            .get(
+                &format!("/v1/admin/audit?account_id={account}"),
+                &self.admin,
+            )
+            .await;
+        audit.body["data"]
+            .as_array()
+            .expect("audit")
+            .iter()
+            .find(|e| e["action"] == action)
+            .unwrap_or_else(|| panic!("{action} is audited: {}", audit.body))
+            .clone()
+    }
+
     /// Claims an automatic attempt for a due account, the first step of a scan.
     pub async fn claim_as_the_scan_would(&self, account: &str) -> TopupAttempt {
         let claim = AutoClaim {
@@ -482,14 +515,7 @@ async fn the_six_hour_window_holds_for_successes_and_failures_but_not_for_a_manu
             "rate_limited"
         );
 
-        let (retrying, retry_key) = app.auto_account("pm_card_chargeDeclined", "0").await;
-        assert_eq!(app.scan().await.failed, 1);
-        app.post(
-            &format!("/v1/accounts/{retrying}/payment-methods"),
-            &retry_key,
-            json!({ "payment_method_id": "pm_card_visa", "default": true }),
-        )
-        .await;
+        let (retrying, retry_key) = app.paused_with_a_new_card().await;
         app.clock.advance_ms(60_000);
         let retried = app
             .post(
@@ -582,16 +608,7 @@ async fn support_sees_paused_accounts_and_resumes_them_with_an_audited_note() {
         );
         assert_eq!(resumed.body["auto_topup"]["state"], "active");
         assert_eq!(app.balance(&account).await, dec("5000"));
-        let audit = app
-            .get(&format!("/v1/admin/audit?account_id={account}"), &support)
-            .await;
-        let resume = audit.body["data"]
-            .as_array()
-            .expect("audit")
-            .iter()
-            .find(|e| e["action"] == "auto_topup.resume")
-            .expect("audited")
-            .clone();
+        let resume = app.audited(&account, "auto_topup.resume").await;
         assert_eq!(resume["detail"]["note"], "customer added a new card");
         assert_eq!(resume["actor_role"], "support");
         assert!(
@@ -1525,16 +1542,7 @@ async fn a_customer_turning_auto_top_up_off_while_support_asks_to_turn_it_on_lea
 #[tokio::test]
 async fn a_retry_with_less_missing_than_the_smallest_purchase_resumes_without_a_charge() {
     each_backend(async |app| {
-        let (account, key) = app.auto_account("pm_card_chargeDeclined", "0").await;
-        assert_eq!(app.scan().await.failed, 1);
-        let visa = app
-            .post(
-                &format!("/v1/accounts/{account}/payment-methods"),
-                &key,
-                json!({ "payment_method_id": "pm_card_visa", "default": true }),
-            )
-            .await;
-        assert_eq!(visa.status, StatusCode::CREATED, "{}", visa.body);
+        let (account, _) = app.paused_with_a_new_card().await;
         let funded = app
             .post(
                 &format!("/v1/admin/accounts/{account}/adjustments"),
@@ -1555,16 +1563,7 @@ async fn a_retry_with_less_missing_than_the_smallest_purchase_resumes_without_a_
         assert_eq!(retried.body["state"], "active", "{}", retried.body);
         assert_eq!(app.charges_of(&account).await, 0, "no 1-cent charge");
         assert_eq!(app.balance(&account).await, dec("4999.999"));
-        let audit = app
-            .get(&format!("/v1/admin/audit?account_id={account}"), &support)
-            .await;
-        let resume = audit.body["data"]
-            .as_array()
-            .expect("audit")
-            .iter()
-            .find(|e| e["action"] == "auto_topup.resume")
-            .expect("the resume is audited")
-            .clone();
+        let resume = app.audited(&account, "auto_topup.resume").await;
         assert!(
             resume["detail"]["note"]
                 .as_str()

@@ -104,31 +104,14 @@ async fn migrate_is_repeatable_and_configuration_errors_name_the_key() {
 #[tokio::test]
 async fn sigterm_finishes_the_request_in_flight_and_exits_zero() {
     let database = TestDatabase::create(Backend::Sqlite).await;
-    let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_topupd"))
+    let mut serve = tokio::process::Command::new(env!("CARGO_BIN_EXE_topupd"));
+    serve
         .arg("serve")
         .env("TOPUPD_DATABASE__URL", &database.url)
         .env("TOPUPD_HTTP__LISTEN", "127.0.0.1:0")
         .env("TOPUPD_OPS__LISTEN", "127.0.0.1:0")
-        .env("TOPUPD_LOG__FORMAT", "json")
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start topupd serve");
-    let mut log = BufReader::new(server.stderr.take().expect("stderr")).lines();
-    let address = loop {
-        let line = log
-            .next_line()
-            .await
-            .expect("read log")
-            .expect("server logs before exiting");
-        let event: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
-        if event["fields"]["message"] == "serving" {
-            break event["fields"]["address"]
-                .as_str()
-                .expect("serving address")
-                .to_owned();
-        }
-    };
+        .env("TOPUPD_LOG__FORMAT", "json");
+    let (mut server, address) = serving(&mut serve).await;
 
     // Half a request: the server has accepted it and waits for the rest of the body.
     let body = r#"{"service":"voice_clone"}"#;
@@ -178,7 +161,8 @@ async fn sigterm_finishes_the_request_in_flight_and_exits_zero() {
 async fn the_database_its_journals_and_written_emails_are_private_whatever_the_umask() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut server = tokio::process::Command::new("sh")
+    let mut serve = tokio::process::Command::new("sh");
+    serve
         .args([
             "-c",
             "umask 000 && exec \"$0\" serve",
@@ -187,26 +171,8 @@ async fn the_database_its_journals_and_written_emails_are_private_whatever_the_u
         .current_dir(dir.path())
         .env("TOPUPD_HTTP__LISTEN", "127.0.0.1:0")
         .env("TOPUPD_LOG__FORMAT", "json")
-        .env("TOPUPD_EMAIL__POLL_INTERVAL_MS", "50")
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start topupd serve");
-    let mut log = BufReader::new(server.stderr.take().expect("stderr")).lines();
-    let address = loop {
-        let line = log
-            .next_line()
-            .await
-            .expect("read log")
-            .expect("server logs");
-        let event: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
-        if event["fields"]["message"] == "serving" {
-            break event["fields"]["address"]
-                .as_str()
-                .expect("address")
-                .to_owned();
-        }
-    };
+        .env("TOPUPD_EMAIL__POLL_INTERVAL_MS", "50");
+    let (mut server, address) = serving(&mut serve).await;
     let api = format!("http://{address}");
     let admin = tokio::process::Command::new(env!("CARGO_BIN_EXE_topupd"))
         .args(["keys", "create", "--role", "admin"])
@@ -289,4 +255,28 @@ async fn the_database_its_journals_and_written_emails_are_private_whatever_the_u
     assert_eq!(mode(&notices), 0o700, "the notices folder");
     assert_eq!(mode(&email), 0o600, "{}", email.display());
     server.kill().await.expect("stop");
+}
+
+/// Starts `serve`, a `topupd serve` logging JSON, and waits until it says where it serves.
+async fn serving(serve: &mut tokio::process::Command) -> (tokio::process::Child, String) {
+    let mut server = serve
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start topupd serve");
+    let mut log = BufReader::new(server.stderr.take().expect("stderr")).lines();
+    loop {
+        let line = log
+            .next_line()
+            .await
+            .expect("read log")
+            .expect("server logs before exiting");
+        let event: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
+        if event["fields"]["message"] == "serving" {
+            let address = event["fields"]["address"].as_str().expect("address");
+            // The rest of the log is read, so the server never writes to a closed pipe.
+            tokio::spawn(async move { while let Ok(Some(_)) = log.next_line().await {} });
+            return (server, address.to_owned());
+        }
+    }
 }
