@@ -1,10 +1,9 @@
-//! A real SMTP server for the tests (mailin-embedded, listening on loopback), and
-//! reading what it received. Recipients whose local part starts with "reject-permanent"
+//! A real SMTP server for the tests (plain SMTP over TCP on loopback, as small as the
+//! protocol allows), and reading what it received. Recipients whose local part starts with "reject-permanent"
 //! are refused with 550, "reject-temporary" with 451.
 
 use std::{
     io,
-    net::{IpAddr, TcpListener},
     path::PathBuf,
     sync::{
         Arc,
@@ -14,8 +13,11 @@ use std::{
 };
 
 use mail_parser::{Message, MessageParser, MimeHeaders};
-use mailin_embedded::{Handler, Response, Server, SslConfig, response};
 use tempfile::TempDir;
+use tokio::{
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    net::{TcpListener, TcpStream},
+};
 
 use crate::helpers::unused_port;
 
@@ -40,54 +42,85 @@ pub struct Received {
 struct Mailbox {
     folder: PathBuf,
     count: Arc<AtomicU64>,
-    message: Vec<u8>,
 }
 
-impl Handler for Mailbox {
-    fn rcpt(&mut self, to: &str) -> Response {
-        let local = to
+impl Mailbox {
+    /// The answer to `RCPT TO:<address>`.
+    fn recipient(address: &str) -> &'static str {
+        let local = address
+            .trim()
             .trim_start_matches('<')
             .split('@')
             .next()
             .unwrap_or_default();
         if local.starts_with("reject-permanent") {
-            response::NO_MAILBOX
+            "550 5.1.1 no such mailbox"
         } else if local.starts_with("reject-temporary") {
-            response::INTERNAL_ERROR
+            "451 4.3.0 try again later"
         } else {
-            response::OK
+            "250 2.1.5 ok"
         }
     }
 
-    fn data_start(
-        &mut self,
-        _domain: &str,
-        _from: &str,
-        _is8bit: bool,
-        _to: &[String],
-    ) -> Response {
-        self.message.clear();
-        response::OK
-    }
-
-    fn data(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.message.extend_from_slice(buf);
-        Ok(())
-    }
-
-    fn data_end(&mut self) -> Response {
+    fn store(&self, message: &[u8]) -> &'static str {
         let number = self.count.fetch_add(1, Ordering::SeqCst);
         let partial = self.folder.join(format!(".{number:06}.partial"));
-        let stored = std::fs::write(&partial, &self.message)
+        let stored = std::fs::write(&partial, message)
             .and_then(|()| std::fs::rename(&partial, self.folder.join(format!("{number:06}.eml"))));
         match stored {
-            Ok(()) => response::OK,
-            Err(_) => response::INTERNAL_ERROR,
+            Ok(()) => "250 2.0.0 queued",
+            Err(_) => "451 4.3.0 cannot store the message",
         }
     }
 
-    fn helo(&mut self, _ip: IpAddr, _domain: &str) -> Response {
-        response::OK
+    /// One SMTP session, plain text (RFC 5321's minimum: no TLS, no authentication).
+    async fn session(self, stream: TcpStream) -> io::Result<()> {
+        let (read, mut write) = stream.into_split();
+        let mut lines = BufReader::new(read);
+        let mut say = async |reply: &str| write.write_all(format!("{reply}\r\n").as_bytes()).await;
+        say("220 smtp.test ESMTP").await?;
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            if lines.read_until(b'\n', &mut line).await? == 0 {
+                return Ok(());
+            }
+            let command = String::from_utf8_lossy(&line).trim_end().to_owned();
+            let verb = command
+                .split(' ')
+                .next()
+                .unwrap_or_default()
+                .to_ascii_uppercase();
+            let reply = match verb.as_str() {
+                "EHLO" => "250-smtp.test\r\n250-8BITMIME\r\n250 SMTPUTF8",
+                "HELO" => "250 smtp.test",
+                "MAIL" | "RSET" | "NOOP" => "250 2.0.0 ok",
+                "RCPT" => Self::recipient(command.split_once(':').map_or("", |(_, a)| a)),
+                "DATA" => {
+                    say("354 end with <CRLF>.<CRLF>").await?;
+                    let mut message = Vec::new();
+                    loop {
+                        line.clear();
+                        if lines.read_until(b'\n', &mut line).await? == 0 {
+                            return Ok(());
+                        }
+                        if line == b".\r\n" || line == b".\n" {
+                            break;
+                        }
+                        // A leading dot was doubled by the sender.
+                        let unstuffed = line.strip_prefix(b".").unwrap_or(&line);
+                        message.extend_from_slice(unstuffed);
+                    }
+                    self.store(&message)
+                }
+                "QUIT" => {
+                    say("221 2.0.0 bye").await?;
+                    return Ok(());
+                }
+                _ => "502 5.5.2 command not implemented",
+            };
+            say(reply).await?;
+        }
     }
 }
 
@@ -106,22 +139,19 @@ impl SmtpSink {
         sink
     }
 
-    /// Starts listening; the server lives as long as the test process.
+    /// Starts listening; the server lives as long as the test's runtime.
     pub async fn start(&mut self) {
-        let listener = TcpListener::bind(("127.0.0.1", self.port)).expect("bind the SMTP port");
+        let listener = TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .expect("bind the SMTP port");
         let mailbox = Mailbox {
             folder: self.folder.path().to_owned(),
             count: Arc::new(AtomicU64::new(0)),
-            message: Vec::new(),
         };
-        let mut server = Server::new(mailbox);
-        server
-            .with_name("smtp.test")
-            .with_ssl(SslConfig::None)
-            .expect("plain SMTP")
-            .with_tcp_listener(listener);
-        std::thread::spawn(move || {
-            let _ = server.serve().map_err(|e| e.to_string());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(mailbox.clone().session(stream));
+            }
         });
     }
 
