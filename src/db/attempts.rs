@@ -323,26 +323,6 @@ impl Db {
         })
     }
 
-    /// Writes the next step before taking it: moves `from` -> `to` if the attempt is still
-    /// at `from`. `None` if someone else moved it first.
-    pub async fn move_attempt(
-        &self,
-        id: &str,
-        from: AttemptState,
-        to: AttemptState,
-        provider_payment_id: Option<&str>,
-        at: Millis,
-    ) -> Result<Option<TopupAttempt>, DbError> {
-        let step = AttemptMove {
-            id: id.to_owned(),
-            from,
-            to,
-            provider_payment_id: provider_payment_id.map(str::to_owned),
-            at,
-        };
-        Ok(self.move_attempts(&[&step]).await?.pop().flatten())
-    }
-
     /// Takes each step of `steps` under one durable commit: the attempt as moved, or
     /// `None` where someone else moved it first. One step is one statement; several steps
     /// of distinct attempts are one statement on PostgreSQL, where each statement is a

@@ -304,13 +304,6 @@ impl Db {
         })
     }
 
-    pub async fn usage(&self, id: &str) -> Result<Option<UsageRecord>, DbError> {
-        let sql = format!("SELECT {COLUMNS} FROM usage_events WHERE id = $1");
-        Ok(with_pool!(self, |pool| {
-            sqlx::query_as(&sql).bind(id).fetch_optional(pool).await?
-        }))
-    }
-
     /// Usage of one account, newest first.
     pub async fn usage_history(
         &self,

@@ -242,7 +242,7 @@ impl Topups {
         }
     }
 
-    /// Writes the attempt's next step (see [`Db::move_attempt`]) through the step queue.
+    /// Writes the attempt's next step (see [`Db::move_attempts`]) through the step queue.
     async fn step(
         &self,
         attempt: &TopupAttempt,

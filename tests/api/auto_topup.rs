@@ -84,6 +84,25 @@ impl TestApp {
             .clone()
     }
 
+    /// Moves one attempt `from` -> `to`, as the engine's step queue does for a batch of one.
+    pub async fn move_attempt_alone(
+        &self,
+        id: &str,
+        from: AttemptState,
+        to: AttemptState,
+        provider_payment_id: Option<&str>,
+        at: i64,
+    ) -> Result<Option<TopupAttempt>, topupd::db::DbError> {
+        let step = AttemptMove {
+            id: id.to_owned(),
+            from,
+            to,
+            provider_payment_id: provider_payment_id.map(str::to_owned),
+            at,
+        };
+        Ok(self.db.move_attempts(&[&step]).await?.pop().flatten())
+    }
+
     /// Claims an automatic attempt for a due account, the first step of a scan.
     pub async fn claim_as_the_scan_would(&self, account: &str) -> TopupAttempt {
         let claim = AutoClaim {
@@ -704,8 +723,7 @@ async fn steps_written_together_keep_their_own_outcomes() {
             at: now,
         };
         // Moved ahead of the batch, so its step from `claimed` finds it gone.
-        app.db
-            .move_attempt(&attempts[3].id, Claimed, Creating, None, now)
+        app.move_attempt_alone(&attempts[3].id, Claimed, Creating, None, now)
             .await
             .expect("write")
             .expect("moved");
@@ -786,8 +804,7 @@ async fn crash_at(app: &TestApp, attempt: TopupAttempt, stop: &str) {
         return;
     }
     let attempt = app
-        .db
-        .move_attempt(&attempt.id, Claimed, Creating, None, now)
+        .move_attempt_alone(&attempt.id, Claimed, Creating, None, now)
         .await
         .expect("write")
         .expect("moved");
@@ -801,16 +818,14 @@ async fn crash_at(app: &TestApp, attempt: TopupAttempt, stop: &str) {
     if stop == "creating, after the call" {
         return;
     }
-    app.db
-        .move_attempt(&attempt.id, Creating, Created, Some(&created.id), now)
+    app.move_attempt_alone(&attempt.id, Creating, Created, Some(&created.id), now)
         .await
         .expect("write")
         .expect("moved");
     if stop == "created" {
         return;
     }
-    app.db
-        .move_attempt(&attempt.id, Created, Confirming, None, now)
+    app.move_attempt_alone(&attempt.id, Created, Confirming, None, now)
         .await
         .expect("write")
         .expect("moved");
