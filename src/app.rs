@@ -18,7 +18,11 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{
     clock::{Clock, DatabaseClock, SystemClock},
     config::{Config, ProviderKind},
-    db::{Db, group_commit::GroupCommit, usage::NewUsage},
+    db::{
+        Db,
+        group_commit::{GroupCommit, Writers},
+        usage::NewUsage,
+    },
     domain::pricing::Catalogue,
     http,
     jobs::{self, notice_sender::NoticeSender},
@@ -58,6 +62,9 @@ pub struct App {
     /// The in-process stub provider, when the configuration asks for it.
     pub stub: Option<Stub>,
     stub_cancel: CancellationToken,
+    /// The group-commit writers (debits, attempts' steps): they finish the writes queued
+    /// before the pool is closed.
+    writers: Writers,
     /// Set when the app keeps time by the database's clock.
     database_clock: Option<Arc<DatabaseClock>>,
 }
@@ -194,15 +201,17 @@ impl App {
         let config = Arc::new(config);
         let provider = ProviderClient::new(&config.payments, &provider_url)
             .context("set up the payment provider client")?;
+        let writers = Writers::default();
         let topups = Topups::new(
             db.clone(),
             Arc::new(provider),
             clock.clone(),
             config.clone(),
+            &writers,
         );
         Ok(Self {
             state: AppState {
-                debits: GroupCommit::start(db.clone()),
+                debits: GroupCommit::start(db.clone(), &writers),
                 db,
                 catalogue: Arc::new(catalogue),
                 clock,
@@ -214,12 +223,18 @@ impl App {
             },
             stub,
             stub_cancel,
+            writers,
             database_clock: None,
         })
     }
 
-    /// Stops the in-process stub and closes the pool, for commands that do not serve.
+    /// Lets the writers finish what was queued, stops the in-process stub and closes the
+    /// pool, for commands that do not serve.
     pub async fn close(self) {
+        let grace = Duration::from_secs(self.state.config.http.shutdown_grace_secs);
+        self.writers
+            .drain(tokio::time::Instant::now() + grace)
+            .await;
         self.stub_cancel.cancel();
         self.state.db.close().await;
     }
@@ -335,7 +350,10 @@ impl App {
             jobs.wait().await;
             served
         };
-        let outcome = tokio::time::timeout(grace, drain).await;
+        let deadline = tokio::time::Instant::now() + grace;
+        let outcome = tokio::time::timeout_at(deadline, drain).await;
+        // The writes the finished work queued are written before the pool closes.
+        self.writers.drain(deadline).await;
         self.stub_cancel.cancel();
         db.close().await;
         match outcome {

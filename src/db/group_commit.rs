@@ -15,6 +15,7 @@ use std::{
 };
 
 use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{Db, DbError};
 
@@ -62,6 +63,30 @@ pub(crate) async fn lock_in_key_order(
     Ok(())
 }
 
+/// Where the writers of every queue run, and what tells them to finish.
+#[derive(Debug, Clone, Default)]
+pub struct Writers {
+    pub tasks: TaskTracker,
+    pub stop: CancellationToken,
+}
+
+impl Writers {
+    /// Lets the writers write what is queued and stop; waits for that until `deadline`.
+    pub async fn drain(&self, deadline: tokio::time::Instant) {
+        self.stop.cancel();
+        self.tasks.close();
+        if tokio::time::timeout_at(deadline, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                writers = self.tasks.len(),
+                "writes still queued after the grace period"
+            );
+        }
+    }
+}
+
 type Reply<W> = oneshot::Sender<Result<<W as Batched>::Outcome, DbError>>;
 type Queued<W> = (W, Reply<W>);
 
@@ -90,10 +115,11 @@ impl<W: Batched> GroupCommit<W> {
     /// Starts the writers. SQLite writes one transaction at a time, so one writer; on
     /// PostgreSQL half of the pool's connections but two, so that the two queues (debits
     /// and steps) together leave two for reads, such as the API key check, and for the
-    /// jobs; batches are written side by side while the next ones gather. The writers
-    /// stop once every handle is dropped and the queue is drained.
-    pub fn start(db: Db) -> Self {
-        let writers = match &db {
+    /// jobs; batches are written side by side while the next ones gather. The writers run
+    /// on `writers.tasks`, and stop once the queue is drained after `writers.stop` (or
+    /// after every handle is dropped); a write handed in later fails with `WriterStopped`.
+    pub fn start(db: Db, writers: &Writers) -> Self {
+        let count = match &db {
             Db::Sqlite(_) => 1,
             Db::Postgres(pool) => {
                 (pool.options().get_max_connections().saturating_sub(2) / 2).max(1)
@@ -104,8 +130,11 @@ impl<W: Batched> GroupCommit<W> {
             receiver,
             deferred: VecDeque::new(),
         }));
-        for _ in 0..writers {
-            tokio::spawn(write(db.clone(), Arc::clone(&inbox)));
+        for _ in 0..count {
+            let stop = writers.stop.clone();
+            writers
+                .tasks
+                .spawn(write(db.clone(), Arc::clone(&inbox), stop));
         }
         Self { sender }
     }
@@ -121,8 +150,8 @@ impl<W: Batched> GroupCommit<W> {
     }
 }
 
-async fn write<W: Batched>(db: Db, inbox: Arc<Mutex<Inbox<W>>>) {
-    while let Some(mut batch) = gather(&inbox).await {
+async fn write<W: Batched>(db: Db, inbox: Arc<Mutex<Inbox<W>>>, stop: CancellationToken) {
+    while let Some(mut batch) = gather(&inbox, &stop).await {
         // A caller that has gone (timed out, hung up) is not written for.
         batch.retain(|(_, reply)| !reply.is_closed());
         if batch.is_empty() {
@@ -153,11 +182,18 @@ async fn write<W: Batched>(db: Db, inbox: Arc<Mutex<Inbox<W>>>) {
 }
 
 /// The next batch: the oldest waiting writes, one per key. `None` once the queue is
-/// closed and drained.
-async fn gather<W: Batched>(inbox: &Mutex<Inbox<W>>) -> Option<Vec<Queued<W>>> {
+/// drained after `stop`, or closed and drained.
+async fn gather<W: Batched>(
+    inbox: &Mutex<Inbox<W>>,
+    stop: &CancellationToken,
+) -> Option<Vec<Queued<W>>> {
     let mut inbox = inbox.lock().await;
     if inbox.deferred.is_empty() {
-        let first = inbox.receiver.recv().await?;
+        let first = tokio::select! {
+            biased;
+            next = inbox.receiver.recv() => next?,
+            () = stop.cancelled() => inbox.receiver.try_recv().ok()?,
+        };
         inbox.deferred.push_back(first);
     }
     while let Ok(next) = inbox.receiver.try_recv() {

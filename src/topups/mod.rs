@@ -13,7 +13,7 @@ use crate::{
     db::{
         Db, DbError,
         attempts::{AttemptMove, Claim, Effects, NewAttempt, ProviderFacts, Settled, TopupAttempt},
-        group_commit::GroupCommit,
+        group_commit::{GroupCommit, Writers},
         webhooks::StoredEvent,
     },
     domain::{
@@ -85,15 +85,17 @@ pub fn purchase_price(credits: i64, config: &Config) -> Result<Cents, String> {
 }
 
 impl Topups {
-    /// Starts the writers of attempts' steps, so it must run inside the runtime.
+    /// Starts the writers of attempts' steps on `writers`, so it must run inside the
+    /// runtime.
     pub fn new(
         db: Db,
         provider: Arc<ProviderClient>,
         clock: Arc<dyn Clock>,
         config: Arc<Config>,
+        writers: &Writers,
     ) -> Self {
         Self {
-            steps: GroupCommit::start(db.clone()),
+            steps: GroupCommit::start(db.clone(), writers),
             db,
             provider,
             clock,
