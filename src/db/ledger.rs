@@ -6,7 +6,9 @@ use serde_json::json;
 use super::{
     BeginWrite, Db, DbError, Page, PageRequest, Paged,
     audit::{Actor, AuditWrites},
-    impl_for_connections, new_id, with_pool,
+    impl_for_connections, new_id,
+    usage::{self, NewUsage, UsageRecord},
+    with_pool,
 };
 use crate::{clock::Millis, domain::credits::Millicredits};
 
@@ -219,4 +221,70 @@ impl Db {
             })
         })
     }
+}
+
+/// The whole batch as one statement, for PostgreSQL, where each statement is a round
+/// trip; planned for each batch (see [`lock_in_key_order`]), and only for usages of
+/// distinct accounts (an account matched twice would be updated once). Every account with
+/// the credits and without the request id is debited, and its usage row and ledger entry
+/// written. The usages it debited come back; the others wrote nothing. Run with the
+/// accounts locked (see `usage::debit_in_one_statement`): since every debit the queue writes
+/// locks its account before it inserts its usage, a request id of a locked account cannot
+/// be in flight elsewhere, and `NOT EXISTS` sees every committed one.
+const DEBIT_BATCH_SQL: &str = "\
+    WITH input AS ( \
+        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                             $6::text[], $7::int8[], $8::int8[], $9::text[]) \
+            AS t(usage_id, usage_account, usage_request, usage_fingerprint, usage_service, \
+                 usage_quote, usage_cost, usage_at, usage_description) \
+    ), debited AS ( \
+        UPDATE accounts SET balance = balance - input.usage_cost \
+        FROM input \
+        WHERE accounts.id = input.usage_account AND balance - input.usage_cost >= 0 \
+          AND NOT EXISTS (SELECT 1 FROM usage_events u \
+                          WHERE u.account_id = input.usage_account \
+                            AND u.request_id = input.usage_request) \
+        RETURNING input.usage_id, balance \
+    ), entries AS ( \
+        INSERT INTO ledger_entries \
+            (account_id, kind, reference, amount, balance_after, description, created_at) \
+        SELECT usage_account, $10, usage_id, -usage_cost, balance, usage_description, usage_at \
+        FROM debited JOIN input USING (usage_id) ORDER BY usage_account \
+    ) \
+    INSERT INTO usage_events \
+        (id, account_id, request_id, fingerprint, service, quote, cost, created_at) \
+    SELECT usage_id, usage_account, usage_request, usage_fingerprint, usage_service, \
+           usage_quote, usage_cost, usage_at \
+    FROM debited JOIN input USING (usage_id) ORDER BY usage_account \
+    RETURNING ";
+
+/// Debits every usage of `usages` (distinct accounts, locked) whose account has the
+/// credits and not its request id, with its usage row (id from `ids`) and ledger entry:
+/// [`DEBIT_BATCH_SQL`]. The usages it debited come back.
+pub(super) async fn debit_batch(
+    tx: &mut sqlx::PgConnection,
+    ids: &[String],
+    usages: &[&NewUsage],
+) -> Result<Vec<UsageRecord>, sqlx::Error> {
+    let column =
+        |field: fn(&NewUsage) -> &str| -> Vec<&str> { usages.iter().map(|u| field(u)).collect() };
+    sqlx::query_as(&format!("{DEBIT_BATCH_SQL}{}", usage::COLUMNS))
+        .bind(ids)
+        .bind(column(|u| &u.account_id))
+        .bind(column(|u| &u.request_id))
+        .bind(column(|u| &u.fingerprint))
+        .bind(column(|u| &u.service))
+        .bind(column(|u| &u.quote))
+        .bind(usages.iter().map(|u| u.cost.0).collect::<Vec<_>>())
+        .bind(usages.iter().map(|u| u.at).collect::<Vec<_>>())
+        .bind(
+            usages
+                .iter()
+                .map(|u| usage::debit_description(&u.service))
+                .collect::<Vec<_>>(),
+        )
+        .bind(EntryKind::Usage.as_str())
+        .persistent(false)
+        .fetch_all(tx)
+        .await
 }

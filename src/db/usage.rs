@@ -71,7 +71,7 @@ pub enum RefundOutcome {
     NotFound,
 }
 
-const COLUMNS: &str = "seq, id, account_id, request_id, fingerprint, service, quote, cost, \
+pub(super) const COLUMNS: &str = "seq, id, account_id, request_id, fingerprint, service, quote, cost, \
                        created_at, refunded_at";
 
 pub(crate) trait UsageReads {
@@ -174,44 +174,9 @@ impl Batched for NewUsage {
 }
 
 /// The ledger description of a usage's debit.
-fn debit_description(service: &str) -> String {
+pub(super) fn debit_description(service: &str) -> String {
     format!("{service} usage")
 }
-
-/// The whole batch as one statement, for PostgreSQL, where each statement is a round
-/// trip; planned for each batch (see [`lock_in_key_order`]), and only for usages of
-/// distinct accounts (an account matched twice would be updated once). Every account with
-/// the credits and without the request id is debited, and its usage row and ledger entry
-/// written. The usages it debited come back; the others wrote nothing. Run with the
-/// accounts locked (see `debit_in_one_statement`): since every debit the queue writes
-/// locks its account before it inserts its usage, a request id of a locked account cannot
-/// be in flight elsewhere, and `NOT EXISTS` sees every committed one.
-const DEBIT_BATCH_SQL: &str = "\
-    WITH input AS ( \
-        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
-                             $6::text[], $7::int8[], $8::int8[], $9::text[]) \
-            AS t(usage_id, usage_account, usage_request, usage_fingerprint, usage_service, \
-                 usage_quote, usage_cost, usage_at, usage_description) \
-    ), debited AS ( \
-        UPDATE accounts SET balance = balance - input.usage_cost \
-        FROM input \
-        WHERE accounts.id = input.usage_account AND balance - input.usage_cost >= 0 \
-          AND NOT EXISTS (SELECT 1 FROM usage_events u \
-                          WHERE u.account_id = input.usage_account \
-                            AND u.request_id = input.usage_request) \
-        RETURNING input.usage_id, balance \
-    ), entries AS ( \
-        INSERT INTO ledger_entries \
-            (account_id, kind, reference, amount, balance_after, description, created_at) \
-        SELECT usage_account, $10, usage_id, -usage_cost, balance, usage_description, usage_at \
-        FROM debited JOIN input USING (usage_id) ORDER BY usage_account \
-    ) \
-    INSERT INTO usage_events \
-        (id, account_id, request_id, fingerprint, service, quote, cost, created_at) \
-    SELECT usage_id, usage_account, usage_request, usage_fingerprint, usage_service, \
-           usage_quote, usage_cost, usage_at \
-    FROM debited JOIN input USING (usage_id) ORDER BY usage_account \
-    RETURNING ";
 
 impl Db {
     /// Debits each usage once per `(account_id, request_id)`, all under one durable
@@ -328,29 +293,10 @@ async fn debit_in_one_statement(
     usages: &[&NewUsage],
 ) -> Result<Vec<DebitOutcome>, DbError> {
     let ids: Vec<String> = usages.iter().map(|_| new_id("use")).collect();
-    let column =
-        |field: fn(&NewUsage) -> &str| -> Vec<&str> { usages.iter().map(|u| field(u)).collect() };
+    let accounts: Vec<&str> = usages.iter().map(|u| u.account_id.as_str()).collect();
     let mut tx = pool.begin().await?;
-    lock_in_key_order(&mut tx, "accounts", &column(|u| &u.account_id)).await?;
-    let mut debited: Vec<UsageRecord> = sqlx::query_as(&format!("{DEBIT_BATCH_SQL}{COLUMNS}"))
-        .bind(&ids)
-        .bind(column(|u| &u.account_id))
-        .bind(column(|u| &u.request_id))
-        .bind(column(|u| &u.fingerprint))
-        .bind(column(|u| &u.service))
-        .bind(column(|u| &u.quote))
-        .bind(usages.iter().map(|u| u.cost.0).collect::<Vec<_>>())
-        .bind(usages.iter().map(|u| u.at).collect::<Vec<_>>())
-        .bind(
-            usages
-                .iter()
-                .map(|u| debit_description(&u.service))
-                .collect::<Vec<_>>(),
-        )
-        .bind(EntryKind::Usage.as_str())
-        .persistent(false)
-        .fetch_all(&mut *tx)
-        .await?;
+    lock_in_key_order(&mut tx, "accounts", &accounts).await?;
+    let mut debited = super::ledger::debit_batch(&mut tx, &ids, usages).await?;
     let mut outcomes = Vec::with_capacity(usages.len());
     for (usage, id) in usages.iter().zip(&ids) {
         let outcome = match debited.iter().position(|record| &record.id == id) {
