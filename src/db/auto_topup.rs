@@ -45,6 +45,8 @@ pub struct AutoClaim<'a> {
     pub currency: &'a str,
     pub key_prefix: &'a str,
     pub at: Millis,
+    /// Staff claiming on the customer's behalf, audited with the claim.
+    pub staff: Option<&'a Actor>,
 }
 
 /// The account a claim updated, with the top-up sequence number it took.
@@ -420,6 +422,17 @@ impl Db {
                 .bind(claim.at)
                 .fetch_one(&mut *tx)
                 .await?;
+            if let Some(staff) = claim.staff {
+                let detail = json!({ "topup_id": &id, "trigger": claim.trigger.as_str() });
+                tx.audit(
+                    staff,
+                    "auto_topup.retry",
+                    Some(claim.account_id),
+                    detail,
+                    claim.at,
+                )
+                .await?;
+            }
             if claim.trigger == AttemptTrigger::Auto {
                 tx.record_decision(&decision_row(&account, Decision::Due, Some(id), claim.at))
                     .await?;

@@ -9,7 +9,6 @@ use axum::{
 };
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -344,20 +343,6 @@ async fn retry(
         topups.retry_paused(&account, &actor).await
     })
     .await;
-    // A charge made by staff on the customer's behalf is a staff action.
-    if caller.role != Role::Customer {
-        let detail = json!({ "topup_id": state.db.latest_auto_attempt(&id).await?.map(|a| a.id) });
-        state
-            .db
-            .record_audit(
-                &caller.actor(),
-                "auto_topup.retry",
-                Some(&id),
-                detail,
-                state.clock.now_ms(),
-            )
-            .await?;
-    }
     let Some(retried) = retried else {
         return still_charging(&state, &id).await;
     };

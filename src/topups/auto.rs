@@ -22,6 +22,7 @@ use crate::{
         auto_topup::{AutoClaim, AutoClaimOutcome},
     },
     domain::{
+        api_key::Role,
         attempt::{AttemptState, AttemptTrigger},
         auto_topup::{Decision, decide},
         backoff::recheck_delay,
@@ -152,6 +153,7 @@ impl Topups {
             currency: &self.config.payments.currency,
             key_prefix: &self.config.payments.idempotency_prefix,
             at: self.clock.now_ms(),
+            staff: None,
         }
     }
 
@@ -255,11 +257,13 @@ impl Topups {
         if account.paused().is_none() {
             return Ok(RetryOutcome::NotPaused);
         }
-        match self
-            .db
-            .claim_auto_attempt(&self.auto_claim(account_id, AttemptTrigger::Retry, false))
-            .await?
-        {
+        // A charge made by staff on the customer's behalf is a staff action, audited
+        // with its claim.
+        let claim = AutoClaim {
+            staff: (actor.role != Role::Customer.as_str()).then_some(actor),
+            ..self.auto_claim(account_id, AttemptTrigger::Retry, false)
+        };
+        match self.db.claim_auto_attempt(&claim).await? {
             AutoClaimOutcome::Claimed(attempt) => {
                 Ok(RetryOutcome::Charged(self.advance(attempt).await?))
             }

@@ -115,6 +115,7 @@ impl TestApp {
             currency: "usd",
             key_prefix: "topupd",
             at: topupd::clock::Clock::now_ms(&self.clock),
+            staff: None,
         };
         match self.db.claim_auto_attempt(&claim).await.expect("claim") {
             AutoClaimOutcome::Claimed(attempt) => attempt,
@@ -1659,6 +1660,49 @@ async fn a_resume_whose_try_fails_again_says_so_and_never_tells_the_customer_it_
                 .await
                 .contains(&"auto_topup_resumed".to_owned()),
             "auto top-up is off: it is not back on"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_staff_retry_is_audited_with_the_top_up_it_claimed() {
+    each_backend(async |app| {
+        let (account, _) = app.paused_with_a_new_card().await;
+        let support = app.key("support", None).await;
+        let retried = app
+            .post(
+                &format!("/v1/accounts/{account}/auto-topup/retry"),
+                &support,
+                json!(null),
+            )
+            .await;
+        assert_eq!(retried.status, StatusCode::CREATED, "{}", retried.body);
+        let audited = app.audited(&account, "auto_topup.retry").await;
+        assert_eq!(audited["actor_role"], "support");
+        assert_eq!(audited["detail"]["topup_id"], retried.body["id"]);
+
+        // The customer's own retry is theirs, not a staff action.
+        let (own, own_key) = app.paused_with_a_new_card().await;
+        let mine = app
+            .post(
+                &format!("/v1/accounts/{own}/auto-topup/retry"),
+                &own_key,
+                json!(null),
+            )
+            .await;
+        assert_eq!(mine.status, StatusCode::CREATED, "{}", mine.body);
+        let audit = app
+            .get(&format!("/v1/admin/audit?account_id={own}"), &app.admin)
+            .await;
+        assert!(
+            !audit.body["data"]
+                .as_array()
+                .expect("audit")
+                .iter()
+                .any(|e| e["action"] == "auto_topup.retry"),
+            "{}",
+            audit.body
         );
     })
     .await;
