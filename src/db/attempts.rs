@@ -14,7 +14,7 @@ use super::{
 use crate::{
     clock::Millis,
     domain::{
-        attempt::{AttemptState, AttemptTrigger},
+        attempt::{AttemptState, AttemptTrigger, idempotency_key},
         auto_topup::PauseChange,
         credits::Millicredits,
         money::Cents,
@@ -307,7 +307,7 @@ impl Db {
                 .bind(new.account_id)
                 .bind(seq)
                 .bind(new.trigger.as_str())
-                .bind(format!("{}:topup:{}:{seq}", new.key_prefix, new.account_id))
+                .bind(idempotency_key(new.key_prefix, new.account_id, seq))
                 .bind(new.request.map(|(key, _)| key))
                 .bind(new.request.map(|(_, fingerprint)| fingerprint))
                 .bind(new.credits.0)

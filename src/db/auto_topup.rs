@@ -15,7 +15,7 @@ use super::{
 use crate::{
     clock::Millis,
     domain::{
-        attempt::AttemptTrigger,
+        attempt::{AttemptTrigger, idempotency_key},
         auto_topup::{Decision, PauseChange, credits_to_charge, decide},
         credits::{MILLIS_PER_CREDIT, Millicredits},
     },
@@ -164,11 +164,7 @@ fn decision_row(
 ) -> DecisionRow {
     DecisionRow {
         account_id: account.id.clone(),
-        decision: if attempt_id.is_some() {
-            "charged".to_owned()
-        } else {
-            decision.as_str().to_owned()
-        },
+        decision: decision.journal_label(attempt_id.is_some()).to_owned(),
         balance: account.balance,
         threshold: account.auto_topup_threshold,
         target: account.auto_topup_target,
@@ -408,10 +404,7 @@ impl Db {
                 .bind(claim.account_id)
                 .bind(seq)
                 .bind(claim.trigger.as_str())
-                .bind(format!(
-                    "{}:topup:{}:{seq}",
-                    claim.key_prefix, claim.account_id
-                ))
+                .bind(idempotency_key(claim.key_prefix, claim.account_id, seq))
                 .bind(None::<String>)
                 .bind(None::<String>)
                 .bind(credits * MILLIS_PER_CREDIT)

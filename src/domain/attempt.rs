@@ -128,10 +128,29 @@ impl AttemptTrigger {
     }
 }
 
+/// The provider idempotency key of an account's top-up with sequence number `seq`: held
+/// unique in the database and written before the provider is called, so a restart, a
+/// replica or a re-run asks for the same payment again and never for a second one.
+pub fn idempotency_key(prefix: &str, account_id: &str, seq: i64) -> String {
+    format!("{prefix}:topup:{account_id}:{seq}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn one_key_per_account_and_sequence() {
+        assert_eq!(
+            idempotency_key("topupd", "acct_1", 7),
+            "topupd:topup:acct_1:7"
+        );
+        assert_ne!(
+            idempotency_key("topupd", "acct_1", 7),
+            idempotency_key("topupd", "acct_1", 8)
+        );
+    }
 
     #[test]
     fn the_normal_paths_are_allowed() {

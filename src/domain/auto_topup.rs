@@ -152,6 +152,12 @@ impl Decision {
         }
     }
 
+    /// What the decision journal says of it: `charged` when the scan's claim made a
+    /// top-up, else the rule's answer.
+    pub fn journal_label(self, charged: bool) -> &'static str {
+        if charged { "charged" } else { self.as_str() }
+    }
+
     /// When the account may be charged automatically next, if nothing else changes:
     /// never before the end of the window opened by the last automatic attempt.
     pub fn next_eligible_at(self, now: Millis, window_ends_at: Millis) -> Option<Millis> {

@@ -103,9 +103,9 @@ impl TestApp {
         Ok(self.db.move_attempts(&[&step]).await?.pop().flatten())
     }
 
-    /// Claims an automatic attempt for a due account, the first step of a scan.
-    pub async fn claim_as_the_scan_would(&self, account: &str) -> TopupAttempt {
-        let claim = AutoClaim {
+    /// The claim of an automatic attempt that a scan makes now.
+    pub fn scan_claim<'a>(&self, account: &'a str) -> AutoClaim<'a> {
+        AutoClaim {
             account_id: account,
             trigger: AttemptTrigger::Auto,
             respect_window: true,
@@ -116,7 +116,12 @@ impl TestApp {
             key_prefix: "topupd",
             at: topupd::clock::Clock::now_ms(&self.clock),
             staff: None,
-        };
+        }
+    }
+
+    /// Claims an automatic attempt for a due account, the first step of a scan.
+    pub async fn claim_as_the_scan_would(&self, account: &str) -> TopupAttempt {
+        let claim = self.scan_claim(account);
         match self.db.claim_auto_attempt(&claim).await.expect("claim") {
             AutoClaimOutcome::Claimed(attempt) => attempt,
             other => panic!("{account}: not claimed: {other:?}"),
@@ -1704,6 +1709,118 @@ async fn a_staff_retry_is_audited_with_the_top_up_it_claimed() {
             "{}",
             audit.body
         );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_due_query_and_the_claim_agree_with_the_rule_on_generated_accounts() {
+    use std::collections::BTreeSet;
+
+    use proptest::{
+        prelude::*,
+        strategy::ValueTree,
+        test_runner::{Config, TestRunner},
+    };
+    use topupd::{
+        db::audit::Actor,
+        domain::{
+            auto_topup::{Decision, PauseReason, Standing, decide},
+            credits::Millicredits,
+        },
+    };
+
+    let pause = prop::option::of(prop_oneof![
+        Just(PauseReason::PaymentFailed),
+        Just(PauseReason::AuthenticationRequired)
+    ]);
+    // Around the edges: balances either side of thresholds, windows either side of now.
+    let accounts = (
+        any::<bool>(),
+        pause,
+        prop_oneof![Just(1_000_000i64), Just(999_999), 0i64..3_000_000],
+        prop::option::of(prop_oneof![Just(1_000_000i64), 100_000i64..2_000_000]),
+        prop_oneof![Just(0i64), Just(-1), Just(1), -2 * HOUR_MS..2 * HOUR_MS],
+    );
+    each_backend(async |app| {
+        let now = topupd::clock::Clock::now_ms(&app.clock);
+        let mut runner = TestRunner::new(Config::default());
+        let mut expected = BTreeSet::new();
+        let mut generated = Vec::new();
+        for _ in 0..150 {
+            let (enabled, paused, balance, threshold, window) = accounts
+                .new_tree(&mut runner)
+                .expect("a generated account")
+                .current();
+            let account = app
+                .db
+                .create_account("rule@example.com", "Rule", &Actor::cli(), now)
+                .await
+                .expect("account");
+            let sql_opt = |v: Option<String>| v.unwrap_or_else(|| "NULL".to_owned());
+            tamper(
+                app,
+                &format!(
+                    "UPDATE accounts SET auto_topup_enabled = {enabled}, auto_topup_paused_reason = {}, \
+                     auto_topup_paused_at = {}, balance = {balance}, auto_topup_threshold = {}, \
+                     auto_topup_target = {}, auto_topup_window_ends_at = {} WHERE id = $1",
+                    sql_opt(paused.map(|p| format!("'{}'", p.as_str()))),
+                    sql_opt(paused.map(|_| now.to_string())),
+                    sql_opt(threshold.map(|t| t.to_string())),
+                    sql_opt(threshold.map(|t| (t + 1_000_000).to_string())),
+                    now + window,
+                ),
+                &account.id,
+            )
+            .await;
+            let standing = Standing {
+                enabled,
+                paused,
+                balance: Millicredits(balance),
+                threshold: threshold.map(Millicredits),
+                window_ends_at: now + window,
+                attempt_open: false,
+            };
+            if decide(&standing, now) == Decision::Due {
+                expected.insert(account.id.clone());
+            }
+            generated.push((account.id, standing));
+        }
+        assert!(!expected.is_empty() && expected.len() < generated.len());
+
+        let mut listed = BTreeSet::new();
+        let mut cursor = None;
+        loop {
+            let page = app
+                .db
+                .due_accounts(now, cursor.as_ref(), 16)
+                .await
+                .expect("due");
+            let Some(last) = page.last().cloned() else {
+                break;
+            };
+            listed.extend(page.into_iter().map(|due| due.id));
+            cursor = Some(last);
+        }
+        assert_eq!(listed, expected, "the due query against the rule");
+
+        for (id, standing) in &generated {
+            let claimed = matches!(
+                app.db
+                    .claim_auto_attempt(&AutoClaim {
+                        account_id: id,
+                        ..app.scan_claim("")
+                    })
+                    .await
+                    .expect("claim"),
+                AutoClaimOutcome::Claimed(_)
+            );
+            assert_eq!(
+                claimed,
+                expected.contains(id),
+                "the claim against the rule for {standing:?}"
+            );
+        }
     })
     .await;
 }
