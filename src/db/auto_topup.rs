@@ -16,7 +16,7 @@ use crate::{
     clock::Millis,
     domain::{
         attempt::{AttemptTrigger, idempotency_key},
-        auto_topup::{Decision, PauseChange, credits_to_charge, decide},
+        auto_topup::{Decision, PauseChange, charge_to_target, decide},
         credits::{MILLIS_PER_CREDIT, Millicredits},
     },
 };
@@ -370,15 +370,14 @@ impl Db {
                 return Ok(AutoClaimOutcome::Busy(open));
             }
             let target = Millicredits(account.auto_topup_target.unwrap_or_default());
-            let credits = credits_to_charge(
+            let Some(charge) = charge_to_target(
                 Millicredits(account.balance),
                 target,
                 claim.credit_price_cents,
                 claim.min_amount_cents,
-            );
-            if credits == 0 {
+            ) else {
                 return Ok(AutoClaimOutcome::NothingToCharge);
-            }
+            };
             // The retry charges the current default card, as the customer expects after
             // replacing a declined one; automatic charges use the card chosen for them.
             let chosen = match claim.trigger {
@@ -407,8 +406,8 @@ impl Db {
                 .bind(idempotency_key(claim.key_prefix, claim.account_id, seq))
                 .bind(None::<String>)
                 .bind(None::<String>)
-                .bind(credits * MILLIS_PER_CREDIT)
-                .bind(credits * claim.credit_price_cents)
+                .bind(charge.credits * MILLIS_PER_CREDIT)
+                .bind(charge.amount.0)
                 .bind(claim.currency)
                 .bind(card.unwrap_or_default())
                 .bind(account.provider_customer_id.clone().unwrap_or_default())

@@ -7,6 +7,7 @@ use rust_decimal::Decimal;
 use super::{
     attempt::{AttemptState, AttemptTrigger},
     credits::{MILLIS_PER_CREDIT, Millicredits},
+    money::Cents,
     validation::FieldErrors,
 };
 use crate::clock::Millis;
@@ -99,22 +100,26 @@ pub fn validate_bounds(
 /// which is at least `MIN_GAP` below the target.
 pub const SMALLEST_AUTO_CREDITS: i64 = MIN_GAP + 1;
 
-/// Whole credits that bring `balance` back up to `target`, rounded up. Zero when nothing is
-/// worth charging: at or above the target, or closer to it than the smallest purchase
-/// (`min_cents` at `credit_price_cents` a credit) buys.
-pub fn credits_to_charge(
+/// What a top-up charges: whole credits, and their price.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Charge {
+    pub credits: i64,
+    pub amount: Cents,
+}
+
+/// The whole credits that bring `balance` back up to `target`, rounded up, at
+/// `credit_price_cents` a credit. `None` when nothing is worth charging: at or above the
+/// target, or closer to it than the smallest purchase (`min_cents`) buys.
+pub fn charge_to_target(
     balance: Millicredits,
     target: Millicredits,
     credit_price_cents: i64,
     min_cents: i64,
-) -> i64 {
+) -> Option<Charge> {
     let missing = target.0.saturating_sub(balance.0).max(0);
     let credits = (missing + MILLIS_PER_CREDIT - 1) / MILLIS_PER_CREDIT;
-    if credits.saturating_mul(credit_price_cents) < min_cents {
-        0
-    } else {
-        credits
-    }
+    let amount = Cents::for_credits(credits, credit_price_cents)?;
+    (credits > 0 && amount.0 >= min_cents).then_some(Charge { credits, amount })
 }
 
 /// Everything the rules look at for one account.
@@ -262,7 +267,8 @@ mod tests {
     #[test]
     fn the_charge_restores_the_target_in_whole_credits() {
         let charge = |balance, target| {
-            credits_to_charge(Millicredits(balance), Millicredits(target), 1, 100)
+            charge_to_target(Millicredits(balance), Millicredits(target), 1, 100)
+                .map_or(0, |c| c.credits)
         };
         assert_eq!(charge(499_500, 5_000_000), 4501);
         assert_eq!(charge(0, 5_000_000), 5000);
@@ -273,7 +279,8 @@ mod tests {
     #[test]
     fn less_than_the_smallest_purchase_is_not_worth_charging() {
         let charge = |balance, price| {
-            credits_to_charge(Millicredits(balance), Millicredits(5_000_000), price, 100)
+            charge_to_target(Millicredits(balance), Millicredits(5_000_000), price, 100)
+                .map_or(0, |c| c.credits)
         };
         assert_eq!(charge(4_999_999, 1), 0, "one cent");
         assert_eq!(charge(4_901_000, 1), 0, "99 credits for 99 cents");
@@ -288,8 +295,11 @@ mod tests {
             "one credit at a dollar is worth it"
         );
         assert_eq!(
-            credits_to_charge(Millicredits(999_999), Millicredits(2_000_000), 1, 1001),
-            SMALLEST_AUTO_CREDITS,
+            charge_to_target(Millicredits(999_999), Millicredits(2_000_000), 1, 1001),
+            Some(Charge {
+                credits: SMALLEST_AUTO_CREDITS,
+                amount: Cents(1001)
+            }),
             "below a threshold 1,000 under the target, the smallest automatic top-up"
         );
     }

@@ -16,6 +16,14 @@ impl std::fmt::Display for Cents {
     }
 }
 
+impl Cents {
+    /// The price of `credits` whole credits at `credit_price_cents` each; `None` past what
+    /// cents can hold.
+    pub fn for_credits(credits: i64, credit_price_cents: i64) -> Option<Self> {
+        credits.checked_mul(credit_price_cents).map(Self)
+    }
+}
+
 /// `1234567` as `1,234,567`.
 pub fn group_thousands(n: u64) -> String {
     let digits = n.to_string();

@@ -59,7 +59,8 @@ async fn pricing(State(state): State<AppState>) -> Json<PricingView> {
         .packages
         .iter()
         .map(|&credits| {
-            let cents = Cents(credits * config.credit_price_cents);
+            let cents = Cents::for_credits(credits, config.credit_price_cents)
+                .expect("packages are priced at load");
             Package {
                 credits,
                 amount_cents: cents.0,

@@ -75,9 +75,9 @@ pub fn purchase_price(credits: i64, config: &Config) -> Result<Cents, String> {
             Cents(payments.max_topup_cents)
         )
     };
-    let cents = credits
-        .checked_mul(config.credit_price_cents)
-        .ok_or_else(range)?;
+    let cents = Cents::for_credits(credits, config.credit_price_cents)
+        .ok_or_else(range)?
+        .0;
     if credits <= 0 || cents < payments.min_topup_cents || cents > payments.max_topup_cents {
         return Err(range());
     }
