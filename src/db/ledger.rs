@@ -6,9 +6,7 @@ use serde_json::json;
 use super::{
     BeginWrite, Db, DbError, Page, PageRequest, Paged,
     audit::{Actor, AuditWrites},
-    impl_for_connections, new_id,
-    usage::{self, NewUsage, UsageRecord},
-    with_pool,
+    impl_for_connections, new_id, with_pool,
 };
 use crate::{clock::Millis, domain::credits::Millicredits};
 
@@ -258,31 +256,41 @@ const DEBIT_BATCH_SQL: &str = "\
     FROM debited JOIN input USING (usage_id) ORDER BY usage_account \
     RETURNING ";
 
-/// Debits every usage of `usages` (distinct accounts, locked) whose account has the
-/// credits and not its request id, with its usage row (id from `ids`) and ledger entry:
-/// [`DEBIT_BATCH_SQL`]. The usages it debited come back.
-pub(super) async fn debit_batch(
+/// A batch of usages to debit with [`debit_batch`], column by column: one row per usage,
+/// of distinct accounts.
+pub(super) struct DebitBatch<'a> {
+    pub ids: &'a [String],
+    pub accounts: Vec<&'a str>,
+    pub request_ids: Vec<&'a str>,
+    pub fingerprints: Vec<&'a str>,
+    pub services: Vec<&'a str>,
+    pub quotes: Vec<&'a str>,
+    pub costs: Vec<i64>,
+    pub at: Vec<Millis>,
+    pub descriptions: Vec<String>,
+}
+
+/// Debits every usage of `batch` (its accounts locked) whose account has the credits and
+/// not its request id, with its usage row and ledger entry: [`DEBIT_BATCH_SQL`]. The
+/// usage rows it wrote come back, as the columns `returning` names.
+pub(super) async fn debit_batch<R>(
     tx: &mut sqlx::PgConnection,
-    ids: &[String],
-    usages: &[&NewUsage],
-) -> Result<Vec<UsageRecord>, sqlx::Error> {
-    let column =
-        |field: fn(&NewUsage) -> &str| -> Vec<&str> { usages.iter().map(|u| field(u)).collect() };
-    sqlx::query_as(&format!("{DEBIT_BATCH_SQL}{}", usage::COLUMNS))
-        .bind(ids)
-        .bind(column(|u| &u.account_id))
-        .bind(column(|u| &u.request_id))
-        .bind(column(|u| &u.fingerprint))
-        .bind(column(|u| &u.service))
-        .bind(column(|u| &u.quote))
-        .bind(usages.iter().map(|u| u.cost.0).collect::<Vec<_>>())
-        .bind(usages.iter().map(|u| u.at).collect::<Vec<_>>())
-        .bind(
-            usages
-                .iter()
-                .map(|u| usage::debit_description(&u.service))
-                .collect::<Vec<_>>(),
-        )
+    batch: DebitBatch<'_>,
+    returning: &str,
+) -> Result<Vec<R>, sqlx::Error>
+where
+    R: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+{
+    sqlx::query_as(&format!("{DEBIT_BATCH_SQL}{returning}"))
+        .bind(batch.ids)
+        .bind(batch.accounts)
+        .bind(batch.request_ids)
+        .bind(batch.fingerprints)
+        .bind(batch.services)
+        .bind(batch.quotes)
+        .bind(batch.costs)
+        .bind(batch.at)
+        .bind(batch.descriptions)
         .bind(EntryKind::Usage.as_str())
         .persistent(false)
         .fetch_all(tx)

@@ -8,7 +8,7 @@ use super::{
     audit::{Actor, AuditWrites},
     group_commit::{Batched, distinct_keys, lock_in_key_order},
     impl_for_connections,
-    ledger::{EntryKind, LedgerEntry, LedgerWrites, PostRefusal, Posting},
+    ledger::{DebitBatch, EntryKind, LedgerEntry, LedgerWrites, PostRefusal, Posting, debit_batch},
     new_id, with_pool,
 };
 use crate::{clock::Millis, domain::credits::Millicredits};
@@ -71,7 +71,7 @@ pub enum RefundOutcome {
     NotFound,
 }
 
-pub(super) const COLUMNS: &str = "seq, id, account_id, request_id, fingerprint, service, quote, cost, \
+const COLUMNS: &str = "seq, id, account_id, request_id, fingerprint, service, quote, cost, \
                        created_at, refunded_at";
 
 pub(crate) trait UsageReads {
@@ -174,7 +174,7 @@ impl Batched for NewUsage {
 }
 
 /// The ledger description of a usage's debit.
-pub(super) fn debit_description(service: &str) -> String {
+fn debit_description(service: &str) -> String {
     format!("{service} usage")
 }
 
@@ -296,7 +296,23 @@ async fn debit_in_one_statement(
     let accounts: Vec<&str> = usages.iter().map(|u| u.account_id.as_str()).collect();
     let mut tx = pool.begin().await?;
     lock_in_key_order(&mut tx, "accounts", &accounts).await?;
-    let mut debited = super::ledger::debit_batch(&mut tx, &ids, usages).await?;
+    let column =
+        |field: fn(&NewUsage) -> &str| -> Vec<&str> { usages.iter().map(|u| field(u)).collect() };
+    let batch = DebitBatch {
+        ids: &ids,
+        accounts: accounts.clone(),
+        request_ids: column(|u| &u.request_id),
+        fingerprints: column(|u| &u.fingerprint),
+        services: column(|u| &u.service),
+        quotes: column(|u| &u.quote),
+        costs: usages.iter().map(|u| u.cost.0).collect(),
+        at: usages.iter().map(|u| u.at).collect(),
+        descriptions: usages
+            .iter()
+            .map(|u| debit_description(&u.service))
+            .collect(),
+    };
+    let mut debited: Vec<UsageRecord> = debit_batch(&mut tx, batch, COLUMNS).await?;
     let mut outcomes = Vec::with_capacity(usages.len());
     for (usage, id) in usages.iter().zip(&ids) {
         let outcome = match debited.iter().position(|record| &record.id == id) {
