@@ -5,15 +5,56 @@ use serde_json::json;
 use super::{
     BeginWrite, Db, DbError,
     audit::{Actor, AuditWrites},
-    new_id, with_pool,
+    impl_for_connections, new_id, with_pool,
 };
 use crate::{
     clock::Millis,
     domain::{
-        auto_topup::{PauseReason, Standing},
+        auto_topup::{PauseChange, PauseReason, Standing},
         credits::Millicredits,
     },
 };
+
+/// Starting, changing and ending an account's pause, in the caller's transaction.
+pub(crate) trait PauseWrites {
+    async fn change_pause(
+        &mut self,
+        account_id: &str,
+        change: &PauseChange,
+        code: Option<&str>,
+        at: Millis,
+    ) -> Result<(), sqlx::Error>;
+}
+
+impl_for_connections!(PauseWrites {
+    async fn change_pause(
+        &mut self,
+        account_id: &str,
+        change: &PauseChange,
+        code: Option<&str>,
+        at: Millis,
+    ) -> Result<(), sqlx::Error> {
+        let query = match change {
+            PauseChange::Keep => return Ok(()),
+            // A pause keeps the time it began while its reason changes.
+            PauseChange::Pause(reason) => sqlx::query(
+                "UPDATE accounts SET auto_topup_paused_reason = $1, auto_topup_paused_code = $2, \
+                 auto_topup_paused_at = COALESCE(auto_topup_paused_at, $3) WHERE id = $4",
+            )
+            .bind(reason.as_str())
+            .bind(code)
+            .bind(at)
+            .bind(account_id),
+            PauseChange::Resume => sqlx::query(
+                "UPDATE accounts SET auto_topup_paused_reason = NULL, auto_topup_paused_code = NULL, \
+                 auto_topup_paused_at = NULL WHERE id = $1",
+            )
+            .bind(account_id),
+        };
+        query.execute(&mut *self).await?;
+        Ok(())
+    }
+});
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Account {

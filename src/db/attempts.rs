@@ -3,8 +3,7 @@
 
 use super::{
     BeginWrite, Db, DbError, Page, PageRequest, Paged,
-    accounts::Account,
-    auto_topup::PauseWrites,
+    accounts::{Account, PauseWrites},
     group_commit::{Batched, distinct_keys, lock_in_key_order},
     impl_for_connections, is_unique_violation,
     ledger::{EntryKind, LedgerEntry, LedgerWrites, Posting},

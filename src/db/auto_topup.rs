@@ -16,7 +16,7 @@ use crate::{
     clock::Millis,
     domain::{
         attempt::{AttemptTrigger, idempotency_key},
-        auto_topup::{Decision, PauseChange, charge_to_target, decide},
+        auto_topup::{Decision, charge_to_target, decide},
         credits::{MILLIS_PER_CREDIT, Millicredits},
     },
 };
@@ -87,50 +87,14 @@ pub struct DueCursor {
     pub id: String,
 }
 
-pub(crate) trait PauseWrites {
-    async fn change_pause(
-        &mut self,
-        account_id: &str,
-        change: &PauseChange,
-        code: Option<&str>,
-        at: Millis,
-    ) -> Result<(), sqlx::Error>;
-
+pub(crate) trait DecisionWrites {
     /// The claim that acted owns the entry: a decision not to charge, made inside the
     /// window a charge opened (a claim that lost the race to it, seeing its open attempt
     /// or its window), does not replace that charge's entry.
     async fn record_decision(&mut self, row: &DecisionRow) -> Result<(), sqlx::Error>;
 }
 
-impl_for_connections!(PauseWrites {
-    async fn change_pause(
-        &mut self,
-        account_id: &str,
-        change: &PauseChange,
-        code: Option<&str>,
-        at: Millis,
-    ) -> Result<(), sqlx::Error> {
-        let query = match change {
-            PauseChange::Keep => return Ok(()),
-            // A pause keeps the time it began while its reason changes.
-            PauseChange::Pause(reason) => sqlx::query(
-                "UPDATE accounts SET auto_topup_paused_reason = $1, auto_topup_paused_code = $2, \
-                 auto_topup_paused_at = COALESCE(auto_topup_paused_at, $3) WHERE id = $4",
-            )
-            .bind(reason.as_str())
-            .bind(code)
-            .bind(at)
-            .bind(account_id),
-            PauseChange::Resume => sqlx::query(
-                "UPDATE accounts SET auto_topup_paused_reason = NULL, auto_topup_paused_code = NULL, \
-                 auto_topup_paused_at = NULL WHERE id = $1",
-            )
-            .bind(account_id),
-        };
-        query.execute(&mut *self).await?;
-        Ok(())
-    }
-
+impl_for_connections!(DecisionWrites {
     async fn record_decision(&mut self, row: &DecisionRow) -> Result<(), sqlx::Error> {
         sqlx::query(
             "INSERT INTO auto_topup_decisions (account_id, decision, balance, threshold, target, \
