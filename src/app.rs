@@ -15,13 +15,13 @@ use secrecy::ExposeSecret;
 use tokio::{net::TcpListener, task::JoinSet};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
+pub use crate::http::state::{AppState, Roles};
 use crate::{
     clock::{Clock, DatabaseClock, SystemClock},
     config::{Config, ProviderKind},
     db::{
         Db,
         group_commit::{GroupCommit, Writers},
-        usage::NewUsage,
     },
     domain::pricing::Catalogue,
     http,
@@ -33,23 +33,6 @@ use crate::{
     },
     topups::Topups,
 };
-
-/// What every request handler can reach.
-#[derive(Clone)]
-pub struct AppState {
-    pub db: Db,
-    /// Debits from the API, committed together when they arrive together.
-    pub debits: GroupCommit<NewUsage>,
-    pub catalogue: Arc<Catalogue>,
-    pub clock: Arc<dyn Clock>,
-    pub config: Arc<Config>,
-    pub mailer: Arc<Mailer>,
-    pub topups: Topups,
-    /// Secrets that may sign the provider's webhooks.
-    pub webhook_secrets: Arc<Vec<String>>,
-    /// What this process runs, as readiness reports it.
-    pub roles: Roles,
-}
 
 /// How often database state is sampled into gauges.
 const SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
@@ -367,37 +350,6 @@ impl App {
         }
         tracing::info!("stopped");
         Ok(())
-    }
-}
-
-/// What one process runs; all of it by default. Replicas can split the work.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct Roles {
-    /// The HTTP API.
-    pub api: bool,
-    /// The scan schedule, the reconciler and the webhook processor.
-    pub scheduler: bool,
-    /// The notice sender.
-    pub notices: bool,
-}
-
-impl Roles {
-    pub const ALL: Self = Self {
-        api: true,
-        scheduler: true,
-        notices: true,
-    };
-
-    /// The names of the roles this process runs.
-    pub fn names(self) -> Vec<&'static str> {
-        [
-            ("api", self.api),
-            ("scheduler", self.scheduler),
-            ("notices", self.notices),
-        ]
-        .into_iter()
-        .filter_map(|(name, on)| on.then_some(name))
-        .collect()
     }
 }
 

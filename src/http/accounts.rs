@@ -1,38 +1,26 @@
 //! An account's balance and history, for its customer and for staff.
 
 use axum::{Json, extract::State};
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use serde::Serialize;
+use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
-    auth::{Caller, STAFF},
-    auto_topup::AutoTopupSummary,
+    access::{AccountId, visible_account},
+    auth::Caller,
     error::{ApiError, ApiResult, ErrorBody},
     extract::{ApiPath, ApiQuery},
     pagination::{PageParams, PageView},
-    usage::UsageView,
+    state::AppState,
+    views::{AutoTopupSummary, LedgerEntryView, UsageView},
 };
-use crate::{
-    app::AppState,
-    clock::rfc3339,
-    db::{accounts::Account, ledger::LedgerEntry},
-    domain::credits::Millicredits,
-};
+use crate::{clock::rfc3339, db::accounts::Account, domain::credits::Millicredits};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(account))
         .routes(routes!(ledger))
         .routes(routes!(usage_history))
-}
-
-/// The `{id}` of an account's routes.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Path)]
-pub struct AccountId {
-    /// The account's id.
-    pub id: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -68,50 +56,6 @@ impl AccountView {
     }
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct LedgerEntryView {
-    id: i64,
-    account_id: String,
-    /// What moved the balance: `usage`, `refund`, `auto_topup`, `manual_topup` or
-    /// `adjustment`.
-    kind: String,
-    /// What it belongs to (a top-up, usage record or adjustment id); unique per kind.
-    reference: String,
-    amount: Millicredits,
-    balance_after: Millicredits,
-    description: String,
-    created_at: String,
-}
-
-impl From<LedgerEntry> for LedgerEntryView {
-    fn from(entry: LedgerEntry) -> Self {
-        Self {
-            id: entry.id,
-            account_id: entry.account_id,
-            kind: entry.kind,
-            reference: entry.reference,
-            amount: Millicredits(entry.amount),
-            balance_after: Millicredits(entry.balance_after),
-            description: entry.description,
-            created_at: rfc3339(entry.created_at),
-        }
-    }
-}
-
-/// The account, if this caller may see it: its customer, or staff.
-pub(super) async fn visible_account(
-    state: &AppState,
-    caller: &Caller,
-    id: &str,
-) -> ApiResult<Account> {
-    caller.require_account(id, STAFF)?;
-    state
-        .db
-        .account(id)
-        .await?
-        .ok_or(ApiError::NotFound("account"))
-}
-
 /// The balance, with the auto top-up state in a few words.
 #[utoipa::path(get, path = "/v1/accounts/{id}", operation_id = "get_account", tag = "accounts", params(AccountId),
     responses(
@@ -124,7 +68,7 @@ async fn account(
     ApiPath(AccountId { id }): ApiPath<AccountId>,
 ) -> ApiResult<Json<AccountView>> {
     let account = visible_account(&state, &caller, &id).await?;
-    let summary = super::auto_topup::summary(&state, &account).await?;
+    let summary = super::views::summary(&state, &account).await?;
     let mut view = AccountView::new(account, state.config.low_balance_warning());
     view.auto_topup = Some(summary);
     Ok(Json(view))

@@ -9,14 +9,16 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
-    accounts::{AccountId, AccountView, LedgerEntryView},
+    access::AccountId,
+    accounts::AccountView,
     auth::{Caller, STAFF},
     error::{ApiError, ApiResult, ErrorBody},
     extract::{ApiJson, ApiPath, ApiQuery},
     pagination::{PageParams, PageView},
+    state::AppState,
+    views::LedgerEntryView,
 };
 use crate::{
-    app::AppState,
     clock::rfc3339,
     db::{audit::AuditEntry, keys::StoredKey, ledger::PostRefusal},
     domain::{

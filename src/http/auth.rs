@@ -7,8 +7,8 @@ use axum::{
 };
 
 use super::error::ApiError;
+use super::state::AppState;
 use crate::{
-    app::AppState,
     db::audit::Actor,
     domain::api_key::{self, Role},
 };

@@ -13,14 +13,15 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
-    accounts::{AccountId, visible_account},
+    access::{AccountId, visible_account},
     auth::{Caller, STAFF},
     error::{ApiError, ApiResult, ErrorBody},
     extract::{ApiJson, ApiPath, ApiQuery},
-    topups::{TopupView, in_own_task, purchase_answer, still_charging},
+    state::AppState,
+    topups::{in_own_task, purchase_answer, still_charging},
+    views::{PauseView, TopupView, pause_view},
 };
 use crate::{
-    app::AppState,
     clock::rfc3339,
     db::{accounts::Account, auto_topup::SettingsUpdate},
     domain::{
@@ -43,32 +44,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(retry))
         .routes(routes!(resume))
         .routes(routes!(admin_list))
-}
-
-/// The auto top-up state in a few words: what a customer short of credits can expect.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(tag = "state", rename_all = "snake_case")]
-pub enum AutoTopupSummary {
-    /// Paused until the customer pays again or support resumes it.
-    Paused {
-        /// `payment_failed` or `authentication_required`.
-        reason: Option<String>,
-        decline_code: Option<String>,
-        since: Option<String>,
-    },
-    /// A top-up is being charged.
-    InProgress { topup_id: String },
-    /// Auto top-up is off.
-    Off,
-    /// On; when the next top-up may happen, if the balance is below the threshold.
-    Active { next_top_up_at: Option<String> },
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct PauseView {
-    reason: Option<String>,
-    decline_code: Option<String>,
-    since: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -129,36 +104,6 @@ fn state_of(account: &Account) -> AutoTopupState {
     } else {
         AutoTopupState::Off
     }
-}
-
-fn pause_view(account: &Account) -> Option<PauseView> {
-    account.paused().map(|_| PauseView {
-        reason: account.auto_topup_paused_reason.clone(),
-        decline_code: account.auto_topup_paused_code.clone(),
-        since: account.auto_topup_paused_at.map(rfc3339),
-    })
-}
-
-/// What a customer short of credits can expect.
-pub async fn summary(state: &AppState, account: &Account) -> ApiResult<AutoTopupSummary> {
-    if let Some(pause) = pause_view(account) {
-        return Ok(AutoTopupSummary::Paused {
-            reason: pause.reason,
-            decline_code: pause.decline_code,
-            since: pause.since,
-        });
-    }
-    if let Some(open) = state.db.open_attempt_of(&account.id).await? {
-        return Ok(AutoTopupSummary::InProgress { topup_id: open.id });
-    }
-    if !account.auto_topup_enabled {
-        return Ok(AutoTopupSummary::Off);
-    }
-    let decision = state.topups.decision(account).await?;
-    let next_top_up_at = decision
-        .next_eligible_at(state.clock.now_ms(), account.auto_topup_window_ends_at)
-        .map(rfc3339);
-    Ok(AutoTopupSummary::Active { next_top_up_at })
 }
 
 async fn view(state: &AppState, account: Account) -> ApiResult<AutoTopupView> {

@@ -6,13 +6,13 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
-    accounts::{AccountId, visible_account},
+    access::{AccountId, visible_account},
     auth::Caller,
     error::{ApiError, ApiResult, ErrorBody},
     extract::{ApiJson, ApiPath},
+    state::AppState,
 };
 use crate::{
-    app::AppState,
     clock::rfc3339,
     db::payment_methods::{Removal, SavedCard},
     domain::validation::{FieldErrors, is_id},

@@ -9,7 +9,7 @@ use axum::{
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::{auto_topup::AutoTopupSummary, topups::TopupView};
+use super::views::{AutoTopupSummary, TopupView};
 use crate::{
     db::DbError,
     domain::{credits::Millicredits, validation::FieldErrors},

@@ -4,6 +4,7 @@
 // utoipa's generated code names the types given to `params(...)` by full path.
 #![allow(unused_qualifications)]
 
+pub mod access;
 pub mod accounts;
 pub mod admin;
 pub mod auth;
@@ -16,8 +17,10 @@ pub mod notices;
 pub mod openapi;
 pub mod pagination;
 pub mod pricing;
+pub mod state;
 pub mod topups;
 pub mod usage;
+pub mod views;
 pub mod webhooks;
 
 use std::time::Duration;
@@ -40,8 +43,8 @@ use tracing::Level;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::app::AppState;
 use error::ApiError;
+use state::AppState;
 
 /// Every route of the API, each with its OpenAPI description.
 pub fn routes() -> OpenApiRouter<AppState> {

@@ -10,9 +10,9 @@ use super::{
     error::{ApiError, ApiResult, ErrorBody},
     extract::{ApiPath, ApiQuery},
     pagination::{PageParams, PageView},
+    state::AppState,
 };
 use crate::{
-    app::AppState,
     clock::rfc3339,
     db::notices::{NoticeRow, NoticeState, RequeueOutcome},
     domain::validation::FieldErrors,

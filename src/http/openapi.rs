@@ -16,7 +16,7 @@ use utoipa::{
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::error::ErrorBody;
-use crate::app::AppState;
+use super::state::AppState;
 
 /// The name of the API key scheme in the document.
 const API_KEY: &str = "api_key";

@@ -10,13 +10,11 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::{
     error::{ApiError, ApiResult, ErrorBody},
     extract::ApiJson,
+    state::AppState,
 };
-use crate::{
-    app::AppState,
-    domain::{
-        money::Cents,
-        pricing::{PriceRequest, Quote, Service},
-    },
+use crate::domain::{
+    money::Cents,
+    pricing::{PriceRequest, Quote, Service},
 };
 
 pub fn router() -> OpenApiRouter<AppState> {

@@ -8,27 +8,25 @@ use axum::{
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use subtle::ConstantTimeEq;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
-    accounts::{AccountId, visible_account},
+    access::{AccountId, visible_account},
     auth::Caller,
     error::{ApiError, ApiResult, ErrorBody},
     extract::{ApiJson, ApiPath, ApiQuery},
     pagination::{PageParams, PageView},
+    state::AppState,
+    views::TopupView,
 };
 use crate::{
-    app::AppState,
-    clock::rfc3339,
     db::attempts::TopupAttempt,
     domain::{
         api_key::Role,
-        attempt::{AttemptState, AttemptTrigger},
-        credits::Millicredits,
-        money::Cents,
+        attempt::AttemptState,
         validation::{FieldErrors, id_rule, is_id},
     },
     topups::PurchaseError,
@@ -52,69 +50,6 @@ struct TopupPath {
     id: String,
     /// The top-up's id.
     topup: String,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct TopupView {
-    id: String,
-    account_id: String,
-    #[schema(value_type = AttemptTrigger)]
-    trigger: String,
-    #[schema(value_type = AttemptState)]
-    state: String,
-    credits: Millicredits,
-    amount_cents: i64,
-    amount_usd: String,
-    currency: String,
-    payment_method_id: String,
-    /// The provider's payment id.
-    transaction_id: Option<String>,
-    next_action: Option<NextActionView>,
-    decline_code: Option<String>,
-    failure_message: Option<String>,
-    created_at: String,
-    settled_at: Option<String>,
-    /// Set when the top-up stayed unresolved too long and support was alerted.
-    flagged_at: Option<String>,
-}
-
-/// What the customer must do for the payment to go on.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct NextActionView {
-    /// `redirect_to_url`: authenticate the payment (3-D Secure) at `url`.
-    #[serde(rename = "type")]
-    kind: &'static str,
-    url: String,
-}
-
-impl From<TopupAttempt> for TopupView {
-    fn from(a: TopupAttempt) -> Self {
-        let waiting = a.state == AttemptState::RequiresAction.as_str();
-        Self {
-            next_action: a
-                .next_action_url
-                .filter(|_| waiting)
-                .map(|url| NextActionView {
-                    kind: "redirect_to_url",
-                    url,
-                }),
-            id: a.id,
-            account_id: a.account_id,
-            trigger: a.trigger,
-            state: a.state,
-            credits: Millicredits(a.credits),
-            amount_cents: a.amount_cents,
-            amount_usd: Cents(a.amount_cents).to_string(),
-            currency: a.currency,
-            payment_method_id: a.payment_method_id,
-            transaction_id: a.provider_payment_id,
-            decline_code: a.decline_code,
-            failure_message: a.failure_message,
-            created_at: rfc3339(a.created_at),
-            settled_at: a.settled_at.map(rfc3339),
-            flagged_at: a.flagged_at.map(rfc3339),
-        }
-    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

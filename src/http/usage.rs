@@ -7,26 +7,19 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
-    accounts::LedgerEntryView,
     auth::Caller,
     error::{ApiError, ApiResult, ErrorBody},
     extract::{ApiJson, ApiPath},
+    state::AppState,
+    views::{LedgerEntryView, UsageView},
 };
 use crate::{
-    app::AppState,
-    clock::rfc3339,
-    db::usage::{DebitOutcome, NewUsage, RefundOutcome, UsageRecord},
-    domain::{
-        api_key::Role,
-        credits::Millicredits,
-        pricing::{PriceRequest, Quote},
-        validation::FieldErrors,
-    },
+    db::usage::{DebitOutcome, NewUsage, RefundOutcome},
+    domain::{api_key::Role, pricing::PriceRequest, validation::FieldErrors},
 };
 
 /// Longest accepted `request_id` and `account_id`.
@@ -50,38 +43,6 @@ pub struct UsageBody {
     #[schema(pattern = "^[!-~]{1,200}$")]
     request_id: String,
     usage: PriceRequest,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct UsageView {
-    id: String,
-    account_id: String,
-    request_id: String,
-    service: String,
-    cost: Millicredits,
-    /// The quote it was priced by, as `POST /v1/estimate` answers it.
-    #[schema(value_type = Quote)]
-    quote: Value,
-    created_at: String,
-    refunded_at: Option<String>,
-}
-
-impl UsageView {
-    pub fn new(record: UsageRecord) -> Result<Self, ApiError> {
-        let quote = serde_json::from_str(&record.quote).map_err(|e| {
-            crate::db::DbError::Corrupt(format!("usage {} has an unreadable quote: {e}", record.id))
-        })?;
-        Ok(Self {
-            id: record.id,
-            account_id: record.account_id,
-            request_id: record.request_id,
-            service: record.service,
-            cost: Millicredits(record.cost),
-            quote,
-            created_at: rfc3339(record.created_at),
-            refunded_at: record.refunded_at.map(rfc3339),
-        })
-    }
 }
 
 /// Prices the usage and debits it in one transaction; 402 with `required` and `available`
@@ -156,7 +117,7 @@ async fn record_usage(
             Err(ApiError::InsufficientCredits {
                 required: quote.total,
                 available,
-                auto_topup: super::auto_topup::summary(&state, &account).await?,
+                auto_topup: super::views::summary(&state, &account).await?,
             })
         }
         DebitOutcome::AccountNotFound => Err(ApiError::NotFound("account")),

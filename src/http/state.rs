@@ -1,0 +1,60 @@
+//! What every handler can reach, and what this process runs.
+
+use std::sync::Arc;
+
+use crate::{
+    clock::Clock,
+    config::Config,
+    db::{Db, group_commit::GroupCommit, usage::NewUsage},
+    domain::pricing::Catalogue,
+    notices::mailer::Mailer,
+    topups::Topups,
+};
+
+/// What every request handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    /// Debits from the API, committed together when they arrive together.
+    pub debits: GroupCommit<NewUsage>,
+    pub catalogue: Arc<Catalogue>,
+    pub clock: Arc<dyn Clock>,
+    pub config: Arc<Config>,
+    pub mailer: Arc<Mailer>,
+    pub topups: Topups,
+    /// Secrets that may sign the provider's webhooks.
+    pub webhook_secrets: Arc<Vec<String>>,
+    /// What this process runs, as readiness reports it.
+    pub roles: Roles,
+}
+
+/// What one process runs; all of it by default. Replicas can split the work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Roles {
+    /// The HTTP API.
+    pub api: bool,
+    /// The scan schedule, the reconciler and the webhook processor.
+    pub scheduler: bool,
+    /// The notice sender.
+    pub notices: bool,
+}
+
+impl Roles {
+    pub const ALL: Self = Self {
+        api: true,
+        scheduler: true,
+        notices: true,
+    };
+
+    /// The names of the roles this process runs.
+    pub fn names(self) -> Vec<&'static str> {
+        [
+            ("api", self.api),
+            ("scheduler", self.scheduler),
+            ("notices", self.notices),
+        ]
+        .into_iter()
+        .filter_map(|(name, on)| on.then_some(name))
+        .collect()
+    }
+}

@@ -1,0 +1,201 @@
+//! What the API answers with about top-ups, the ledger, usage and auto top-up, shared by
+//! the resources (and the errors) that show them.
+
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::state::AppState;
+use crate::{
+    clock::rfc3339,
+    db::{
+        DbError, accounts::Account, attempts::TopupAttempt, ledger::LedgerEntry, usage::UsageRecord,
+    },
+    domain::{
+        attempt::{AttemptState, AttemptTrigger},
+        credits::Millicredits,
+        money::Cents,
+        pricing::Quote,
+    },
+};
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TopupView {
+    id: String,
+    account_id: String,
+    #[schema(value_type = AttemptTrigger)]
+    trigger: String,
+    #[schema(value_type = AttemptState)]
+    state: String,
+    credits: Millicredits,
+    amount_cents: i64,
+    amount_usd: String,
+    currency: String,
+    payment_method_id: String,
+    /// The provider's payment id.
+    transaction_id: Option<String>,
+    next_action: Option<NextActionView>,
+    decline_code: Option<String>,
+    failure_message: Option<String>,
+    created_at: String,
+    settled_at: Option<String>,
+    /// Set when the top-up stayed unresolved too long and support was alerted.
+    flagged_at: Option<String>,
+}
+
+/// What the customer must do for the payment to go on.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NextActionView {
+    /// `redirect_to_url`: authenticate the payment (3-D Secure) at `url`.
+    #[serde(rename = "type")]
+    kind: &'static str,
+    url: String,
+}
+
+impl From<TopupAttempt> for TopupView {
+    fn from(a: TopupAttempt) -> Self {
+        let waiting = a.state == AttemptState::RequiresAction.as_str();
+        Self {
+            next_action: a
+                .next_action_url
+                .filter(|_| waiting)
+                .map(|url| NextActionView {
+                    kind: "redirect_to_url",
+                    url,
+                }),
+            id: a.id,
+            account_id: a.account_id,
+            trigger: a.trigger,
+            state: a.state,
+            credits: Millicredits(a.credits),
+            amount_cents: a.amount_cents,
+            amount_usd: Cents(a.amount_cents).to_string(),
+            currency: a.currency,
+            payment_method_id: a.payment_method_id,
+            transaction_id: a.provider_payment_id,
+            decline_code: a.decline_code,
+            failure_message: a.failure_message,
+            created_at: rfc3339(a.created_at),
+            settled_at: a.settled_at.map(rfc3339),
+            flagged_at: a.flagged_at.map(rfc3339),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LedgerEntryView {
+    id: i64,
+    account_id: String,
+    /// What moved the balance: `usage`, `refund`, `auto_topup`, `manual_topup` or
+    /// `adjustment`.
+    kind: String,
+    /// What it belongs to (a top-up, usage record or adjustment id); unique per kind.
+    reference: String,
+    amount: Millicredits,
+    balance_after: Millicredits,
+    description: String,
+    created_at: String,
+}
+
+impl From<LedgerEntry> for LedgerEntryView {
+    fn from(entry: LedgerEntry) -> Self {
+        Self {
+            id: entry.id,
+            account_id: entry.account_id,
+            kind: entry.kind,
+            reference: entry.reference,
+            amount: Millicredits(entry.amount),
+            balance_after: Millicredits(entry.balance_after),
+            description: entry.description,
+            created_at: rfc3339(entry.created_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageView {
+    id: String,
+    account_id: String,
+    request_id: String,
+    service: String,
+    cost: Millicredits,
+    /// The quote it was priced by, as `POST /v1/estimate` answers it.
+    #[schema(value_type = Quote)]
+    quote: Value,
+    created_at: String,
+    refunded_at: Option<String>,
+}
+
+impl UsageView {
+    pub fn new(record: UsageRecord) -> Result<Self, DbError> {
+        let quote = serde_json::from_str(&record.quote).map_err(|e| {
+            DbError::Corrupt(format!("usage {} has an unreadable quote: {e}", record.id))
+        })?;
+        Ok(Self {
+            id: record.id,
+            account_id: record.account_id,
+            request_id: record.request_id,
+            service: record.service,
+            cost: Millicredits(record.cost),
+            quote,
+            created_at: rfc3339(record.created_at),
+            refunded_at: record.refunded_at.map(rfc3339),
+        })
+    }
+}
+
+/// The auto top-up state in a few words: what a customer short of credits can expect.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum AutoTopupSummary {
+    /// Paused until the customer pays again or support resumes it.
+    Paused {
+        /// `payment_failed` or `authentication_required`.
+        reason: Option<String>,
+        decline_code: Option<String>,
+        since: Option<String>,
+    },
+    /// A top-up is being charged.
+    InProgress { topup_id: String },
+    /// Auto top-up is off.
+    Off,
+    /// On; when the next top-up may happen, if the balance is below the threshold.
+    Active { next_top_up_at: Option<String> },
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PauseView {
+    pub(super) reason: Option<String>,
+    pub(super) decline_code: Option<String>,
+    pub(super) since: Option<String>,
+}
+
+pub(super) fn pause_view(account: &Account) -> Option<PauseView> {
+    account.paused().map(|_| PauseView {
+        reason: account.auto_topup_paused_reason.clone(),
+        decline_code: account.auto_topup_paused_code.clone(),
+        since: account.auto_topup_paused_at.map(rfc3339),
+    })
+}
+
+/// What a customer short of credits can expect.
+pub async fn summary(state: &AppState, account: &Account) -> Result<AutoTopupSummary, DbError> {
+    if let Some(pause) = pause_view(account) {
+        return Ok(AutoTopupSummary::Paused {
+            reason: pause.reason,
+            decline_code: pause.decline_code,
+            since: pause.since,
+        });
+    }
+    if let Some(open) = state.db.open_attempt_of(&account.id).await? {
+        return Ok(AutoTopupSummary::InProgress { topup_id: open.id });
+    }
+    if !account.auto_topup_enabled {
+        return Ok(AutoTopupSummary::Off);
+    }
+    let decision = state.topups.decision(account).await?;
+    let next_top_up_at = decision
+        .next_eligible_at(state.clock.now_ms(), account.auto_topup_window_ends_at)
+        .map(rfc3339);
+    Ok(AutoTopupSummary::Active { next_top_up_at })
+}
