@@ -16,7 +16,7 @@ use crate::{
     clock::Millis,
     domain::{
         attempt::{AttemptTrigger, idempotency_key},
-        auto_topup::{Decision, charge_to_target, decide},
+        auto_topup::{Decision, card_chosen_for, charge_to_target, decide},
         credits::{MILLIS_PER_CREDIT, Millicredits},
     },
 };
@@ -342,12 +342,8 @@ impl Db {
             ) else {
                 return Ok(AutoClaimOutcome::NothingToCharge);
             };
-            // The retry charges the current default card, as the customer expects after
-            // replacing a declined one; automatic charges use the card chosen for them.
-            let chosen = match claim.trigger {
-                AttemptTrigger::Auto => account.auto_topup_payment_method_id.clone(),
-                AttemptTrigger::Retry | AttemptTrigger::Manual => None,
-            };
+            let chosen =
+                card_chosen_for(claim.trigger, account.auto_topup_payment_method_id.clone());
             let card: Option<String> = match chosen {
                 Some(card) => Some(card),
                 None => {

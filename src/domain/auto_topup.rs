@@ -122,6 +122,16 @@ pub fn charge_to_target(
     (credits > 0 && amount.0 >= min_cents).then_some(Charge { credits, amount })
 }
 
+/// The card a claimed top-up charges when one was chosen for it (`None`: the account's
+/// default card). Automatic charges use the card set for auto top-up; a retry charges the
+/// current default, as a customer who has just replaced a declined card expects.
+pub fn card_chosen_for(trigger: AttemptTrigger, auto_topup_card: Option<String>) -> Option<String> {
+    match trigger {
+        AttemptTrigger::Auto => auto_topup_card,
+        AttemptTrigger::Retry | AttemptTrigger::Manual => None,
+    }
+}
+
 /// Everything the rules look at for one account.
 #[derive(Debug, Clone, Copy)]
 pub struct Standing {
@@ -274,6 +284,18 @@ mod tests {
         assert_eq!(charge(0, 5_000_000), 5000);
         assert_eq!(charge(6_000_000, 5_000_000), 0);
         assert_eq!(charge(4_900_000, 5_000_000), 100, "exactly the minimum");
+    }
+
+    #[test]
+    fn only_automatic_charges_use_the_card_set_for_auto_top_up() {
+        let set = || Some("pm_set".to_owned());
+        assert_eq!(card_chosen_for(AttemptTrigger::Auto, set()), set());
+        assert_eq!(card_chosen_for(AttemptTrigger::Auto, None), None);
+        assert_eq!(
+            card_chosen_for(AttemptTrigger::Retry, set()),
+            None,
+            "the default"
+        );
     }
 
     #[test]
