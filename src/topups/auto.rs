@@ -13,13 +13,13 @@ use tokio_util::sync::CancellationToken;
 use super::Topups;
 use crate::{
     clock::Millis,
-    db::notices::NewNotice,
     db::{
         DbError,
         accounts::Account,
         attempts::TopupAttempt,
         audit::Actor,
         auto_topup::{AutoClaim, AutoClaimOutcome},
+        notices::NewNotice,
     },
     domain::{
         api_key::Role,
@@ -318,11 +318,12 @@ impl Topups {
         if !try_now {
             return Ok(Some(TriedNow::NotAsked));
         }
-        let tried = match self
-            .db
-            .claim_auto_attempt(&self.auto_claim(account_id, AttemptTrigger::Auto, false))
-            .await?
-        {
+        // The charge support asked for is audited with its claim, as a staff retry is.
+        let claim = AutoClaim {
+            staff: Some(actor),
+            ..self.auto_claim(account_id, AttemptTrigger::Auto, false)
+        };
+        let tried = match self.db.claim_auto_attempt(&claim).await? {
             AutoClaimOutcome::Claimed(attempt) => TriedNow::Charged(self.advance(attempt).await?),
             AutoClaimOutcome::NotDue(decision) => TriedNow::NotDue(decision),
             AutoClaimOutcome::NothingToCharge => TriedNow::NothingWorthCharging,

@@ -627,6 +627,9 @@ async fn support_sees_paused_accounts_and_resumes_them_with_an_audited_note() {
             .await;
         assert_eq!(resumed.status, StatusCode::OK, "{}", resumed.body);
         assert_eq!(resumed.body["outcome"], "charged", "{}", resumed.body);
+        let charged = app.audited(&account, "auto_topup.retry").await;
+        assert_eq!(charged["detail"]["topup_id"], resumed.body["topup"]["id"]);
+        assert_eq!(charged["actor_role"], "support");
         assert_eq!(
             resumed.body["topup"]["state"], "succeeded",
             "try now charges inside the window"
