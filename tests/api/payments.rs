@@ -789,7 +789,7 @@ async fn the_stub_finishes_a_request_whose_client_hung_up_so_its_key_is_not_held
     let app = TestApp::spawn(backends()[0]).await;
     app.stub
         .set_faults(Faults {
-            latency_ms: 300,
+            latency_ms: 1_500,
             ..Faults::default()
         })
         .await;
@@ -802,13 +802,22 @@ async fn the_stub_finishes_a_request_whose_client_hung_up_so_its_key_is_not_held
             .timeout(timeout)
             .send()
     };
-    let abandoned = send(Duration::from_millis(50)).await;
+    // The client waits long enough for the stub to have taken the request in, even on a
+    // loaded machine, and hangs up well before the stub answers.
+    let abandoned = send(Duration::from_millis(500)).await;
     assert!(
         abandoned.is_err_and(|e| e.is_timeout()),
         "the client hangs up"
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let retry = send(Duration::from_secs(10)).await.expect("answered");
+    let mut retry = send(Duration::from_secs(10)).await.expect("answered");
+    for _ in 0..50 {
+        if retry.status() != StatusCode::CONFLICT {
+            break;
+        }
+        // Still in flight: the abandoned request has not finished yet.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        retry = send(Duration::from_secs(10)).await.expect("answered");
+    }
     assert_eq!(retry.status(), StatusCode::OK);
     assert_eq!(retry.headers()["idempotent-replayed"], "true");
     app.stop().await;
