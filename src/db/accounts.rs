@@ -7,23 +7,26 @@ use super::{
     audit::{Actor, AuditWrites},
     impl_for_connections, new_id, with_pool,
 };
+use crate::domain::account::Account;
 use crate::{
     clock::Millis,
     domain::{
-        auto_topup::{PauseChange, PauseReason, Standing},
+        account::{AutoTopup, Pause},
+        auto_topup::{PauseChange, PauseReason},
         credits::Millicredits,
     },
 };
 
 /// Starting, changing and ending an account's pause, in the caller's transaction.
 pub(crate) trait PauseWrites {
+    /// True when the change ended a pause.
     async fn change_pause(
         &mut self,
         account_id: &str,
         change: &PauseChange,
         code: Option<&str>,
         at: Millis,
-    ) -> Result<(), sqlx::Error>;
+    ) -> Result<bool, sqlx::Error>;
 }
 
 impl_for_connections!(PauseWrites {
@@ -33,9 +36,9 @@ impl_for_connections!(PauseWrites {
         change: &PauseChange,
         code: Option<&str>,
         at: Millis,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<bool, sqlx::Error> {
         let query = match change {
-            PauseChange::Keep => return Ok(()),
+            PauseChange::Keep => return Ok(false),
             // A pause keeps the time it began while its reason changes.
             PauseChange::Pause(reason) => sqlx::query(
                 "UPDATE accounts SET auto_topup_paused_reason = $1, auto_topup_paused_code = $2, \
@@ -47,56 +50,74 @@ impl_for_connections!(PauseWrites {
             .bind(account_id),
             PauseChange::Resume => sqlx::query(
                 "UPDATE accounts SET auto_topup_paused_reason = NULL, auto_topup_paused_code = NULL, \
-                 auto_topup_paused_at = NULL WHERE id = $1",
+                 auto_topup_paused_at = NULL WHERE id = $1 AND auto_topup_paused_reason IS NOT NULL",
             )
             .bind(account_id),
         };
-        query.execute(&mut *self).await?;
-        Ok(())
+        let changed = query.execute(&mut *self).await?.rows_affected() == 1;
+        Ok(changed && *change == PauseChange::Resume)
     }
 });
 
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct Account {
-    pub id: String,
-    pub email: String,
-    pub name: String,
-    /// Millicredits.
-    pub balance: i64,
-    /// The payment provider's customer, once the account has saved a card.
-    pub provider_customer_id: Option<String>,
-    pub created_at: Millis,
-    pub auto_topup_enabled: bool,
-    /// Millicredits.
-    pub auto_topup_threshold: Option<i64>,
-    /// Millicredits.
-    pub auto_topup_target: Option<i64>,
-    pub auto_topup_payment_method_id: Option<String>,
-    pub auto_topup_enabled_by: Option<String>,
-    pub auto_topup_enabled_at: Option<Millis>,
-    pub auto_topup_paused_reason: Option<String>,
-    pub auto_topup_paused_code: Option<String>,
-    pub auto_topup_paused_at: Option<Millis>,
-    pub auto_topup_window_ends_at: Millis,
+/// An account as stored; [`Account`] is what leaves this module.
+#[derive(sqlx::FromRow)]
+pub(crate) struct AccountRow {
+    id: String,
+    email: String,
+    name: String,
+    balance: i64,
+    provider_customer_id: Option<String>,
+    created_at: Millis,
+    auto_topup_enabled: bool,
+    auto_topup_threshold: Option<i64>,
+    auto_topup_target: Option<i64>,
+    auto_topup_payment_method_id: Option<String>,
+    auto_topup_enabled_by: Option<String>,
+    auto_topup_enabled_at: Option<Millis>,
+    auto_topup_paused_reason: Option<String>,
+    auto_topup_paused_code: Option<String>,
+    auto_topup_paused_at: Option<Millis>,
+    auto_topup_window_ends_at: Millis,
 }
 
-impl Account {
-    pub fn paused(&self) -> Option<PauseReason> {
-        self.auto_topup_paused_reason
-            .as_deref()
-            .and_then(PauseReason::parse)
-    }
+impl TryFrom<AccountRow> for Account {
+    type Error = DbError;
 
-    /// What the auto top-up rules look at, given whether an attempt is open.
-    pub fn standing(&self, attempt_open: bool) -> Standing {
-        Standing {
-            enabled: self.auto_topup_enabled,
-            paused: self.paused(),
-            balance: Millicredits(self.balance),
-            threshold: self.auto_topup_threshold.map(Millicredits),
-            window_ends_at: self.auto_topup_window_ends_at,
-            attempt_open,
-        }
+    fn try_from(row: AccountRow) -> Result<Self, DbError> {
+        let pause = match (row.auto_topup_paused_reason, row.auto_topup_paused_at) {
+            (None, _) => None,
+            (Some(reason), Some(since)) => Some(Pause {
+                reason: PauseReason::parse(&reason).ok_or_else(|| {
+                    DbError::Corrupt(format!("account {} has unknown pause {reason}", row.id))
+                })?,
+                code: row.auto_topup_paused_code,
+                since,
+            }),
+            (Some(_), None) => {
+                return Err(DbError::Corrupt(format!(
+                    "account {} is paused without a time",
+                    row.id
+                )));
+            }
+        };
+        Ok(Self {
+            id: row.id,
+            email: row.email,
+            name: row.name,
+            balance: Millicredits(row.balance),
+            provider_customer_id: row.provider_customer_id,
+            created_at: row.created_at,
+            auto_topup: AutoTopup {
+                enabled: row.auto_topup_enabled,
+                threshold: row.auto_topup_threshold.map(Millicredits),
+                target: row.auto_topup_target.map(Millicredits),
+                payment_method_id: row.auto_topup_payment_method_id,
+                enabled_by: row.auto_topup_enabled_by,
+                enabled_at: row.auto_topup_enabled_at,
+                pause,
+                window_ends_at: row.auto_topup_window_ends_at,
+            },
+        })
     }
 }
 
@@ -121,7 +142,7 @@ impl Db {
         let id = new_id("acct");
         with_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
-            let account: Account = sqlx::query_as(&sql)
+            let account: AccountRow = sqlx::query_as(&sql)
                 .bind(&id)
                 .bind(email)
                 .bind(name)
@@ -132,7 +153,7 @@ impl Db {
             tx.audit(actor, "account.create", Some(&id), detail, at)
                 .await?;
             tx.commit().await?;
-            Ok(account)
+            account.try_into()
         })
     }
 
@@ -162,8 +183,9 @@ impl Db {
 
     pub async fn account(&self, id: &str) -> Result<Option<Account>, DbError> {
         let sql = format!("SELECT {COLUMNS} FROM accounts WHERE id = $1");
-        Ok(with_pool!(self, |pool| {
+        let row: Option<AccountRow> = with_pool!(self, |pool| {
             sqlx::query_as(&sql).bind(id).fetch_optional(pool).await?
-        }))
+        });
+        row.map(Account::try_from).transpose()
     }
 }

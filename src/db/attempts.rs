@@ -3,81 +3,108 @@
 
 use super::{
     BeginWrite, Db, DbError, Page, PageRequest, Paged,
-    accounts::{Account, PauseWrites},
+    accounts::PauseWrites,
     group_commit::{Batched, distinct_keys, lock_in_key_order},
     impl_for_connections, is_unique_violation,
-    ledger::{EntryKind, LedgerEntry, LedgerWrites, Posting},
-    notices::{NewNotice, NoticeWrites},
+    ledger::{LedgerWrites, Posting},
+    notices::{Envelope, NewNotice, NoticeWrites, QueueWhen},
     with_pool,
 };
 use crate::{
     clock::Millis,
     domain::{
-        attempt::{AttemptState, AttemptTrigger, idempotency_key},
+        attempt::{Attempt, AttemptState, AttemptTrigger, idempotency_key},
         auto_topup::PauseChange,
         credits::Millicredits,
         money::Cents,
+        settlement::Credit,
     },
 };
 
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct TopupAttempt {
-    pub id: String,
-    pub account_id: String,
-    pub seq: i64,
-    pub trigger: String,
-    pub idempotency_key: String,
-    pub request_key: Option<String>,
-    pub request_fingerprint: Option<String>,
+/// An attempt as stored; [`Attempt`] is what leaves this module.
+#[derive(sqlx::FromRow)]
+pub(crate) struct AttemptRow {
+    id: String,
+    account_id: String,
+    seq: i64,
+    trigger: String,
+    idempotency_key: String,
+    request_key: Option<String>,
+    request_fingerprint: Option<String>,
     /// Millicredits bought.
-    pub credits: i64,
-    pub amount_cents: i64,
-    pub currency: String,
-    pub payment_method_id: String,
-    pub customer_id: String,
-    pub state: String,
-    pub provider_payment_id: Option<String>,
-    pub next_action_url: Option<String>,
-    pub decline_code: Option<String>,
-    pub failure_message: Option<String>,
-    pub amount_received: Option<i64>,
-    /// The payment's client secret, which the provider's redirect back carries.
-    pub client_secret: Option<String>,
-    pub created_at: Millis,
-    pub updated_at: Millis,
-    pub settled_at: Option<Millis>,
-    /// Set when the attempt stayed unresolved too long.
-    pub flagged_at: Option<Millis>,
-    /// When the reconciler next asks the provider about it.
-    pub next_check_at: Millis,
-    /// How often the reconciler has asked.
-    pub check_count: i64,
+    credits: i64,
+    amount_cents: i64,
+    currency: String,
+    payment_method_id: String,
+    customer_id: String,
+    state: String,
+    provider_payment_id: Option<String>,
+    next_action_url: Option<String>,
+    decline_code: Option<String>,
+    failure_message: Option<String>,
+    amount_received: Option<i64>,
+    client_secret: Option<String>,
+    created_at: Millis,
+    updated_at: Millis,
+    settled_at: Option<Millis>,
+    flagged_at: Option<Millis>,
+    next_check_at: Millis,
+    check_count: i64,
 }
 
-impl TopupAttempt {
-    pub fn state(&self) -> Result<AttemptState, DbError> {
-        AttemptState::parse(&self.state).ok_or_else(|| {
-            DbError::Corrupt(format!(
-                "attempt {} has unknown state {}",
-                self.id, self.state
-            ))
-        })
-    }
+impl TryFrom<AttemptRow> for Attempt {
+    type Error = DbError;
 
-    pub fn trigger(&self) -> Result<AttemptTrigger, DbError> {
-        AttemptTrigger::parse(&self.trigger).ok_or_else(|| {
-            DbError::Corrupt(format!(
-                "attempt {} has unknown trigger {}",
-                self.id, self.trigger
-            ))
+    fn try_from(row: AttemptRow) -> Result<Self, DbError> {
+        let corrupt = |what: &str, value: &str| {
+            DbError::Corrupt(format!("attempt {} has unknown {what} {value}", row.id))
+        };
+        let state = AttemptState::parse(&row.state).ok_or_else(|| corrupt("state", &row.state))?;
+        let trigger =
+            AttemptTrigger::parse(&row.trigger).ok_or_else(|| corrupt("trigger", &row.trigger))?;
+        Ok(Self {
+            id: row.id,
+            account_id: row.account_id,
+            seq: row.seq,
+            trigger,
+            idempotency_key: row.idempotency_key,
+            request_key: row.request_key,
+            request_fingerprint: row.request_fingerprint,
+            credits: Millicredits(row.credits),
+            amount: Cents(row.amount_cents),
+            currency: row.currency,
+            payment_method_id: row.payment_method_id,
+            customer_id: row.customer_id,
+            state,
+            provider_payment_id: row.provider_payment_id,
+            next_action_url: row.next_action_url,
+            decline_code: row.decline_code,
+            failure_message: row.failure_message,
+            amount_received: row.amount_received.map(Cents),
+            client_secret: row.client_secret,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            settled_at: row.settled_at,
+            flagged_at: row.flagged_at,
+            next_check_at: row.next_check_at,
+            check_count: row.check_count,
         })
     }
 }
 
-impl Paged for TopupAttempt {
+impl Paged for AttemptRow {
     fn page_key(&self) -> i64 {
         self.seq
     }
+}
+
+/// Rows to attempts, failing on the first that does not read.
+fn attempts(rows: Vec<AttemptRow>) -> Result<Vec<Attempt>, DbError> {
+    rows.into_iter().map(Attempt::try_from).collect()
+}
+
+fn maybe_attempt(row: Option<AttemptRow>) -> Result<Option<Attempt>, DbError> {
+    row.map(Attempt::try_from).transpose()
 }
 
 /// One step of an attempt, written before it is taken: `from` -> `to`, if the attempt is
@@ -92,7 +119,7 @@ pub struct AttemptMove {
 }
 
 impl Batched for AttemptMove {
-    type Outcome = Option<TopupAttempt>;
+    type Outcome = Option<Attempt>;
 
     fn key(&self) -> &str {
         &self.id
@@ -141,85 +168,78 @@ pub struct NewAttempt<'a> {
 
 #[derive(Debug)]
 pub enum Claim {
-    Claimed(TopupAttempt),
+    Claimed(Attempt),
     /// The caller's idempotency key was used before: this is that attempt.
-    Replay(TopupAttempt),
+    Replay(Attempt),
     /// The account has another attempt open.
-    Busy(TopupAttempt),
+    Busy(Attempt),
 }
 
-/// What the provider said, to record with a settling move.
-#[derive(Debug, Clone, Default)]
-pub struct ProviderFacts<'a> {
-    pub provider_payment_id: Option<&'a str>,
-    pub next_action_url: Option<&'a str>,
-    pub decline_code: Option<&'a str>,
-    pub failure_message: Option<&'a str>,
-    pub amount_received: Option<i64>,
-    pub client_secret: Option<&'a str>,
-    /// Millicredits to credit when the provider received another amount than the attempt
-    /// asked for (a payment adopted from an earlier incarnation of the attempt): the credit
-    /// always matches the money received.
-    pub credits_received: Option<i64>,
+/// A settling move and all it writes, decided by the service
+/// ([`crate::domain::settlement`]): written in one transaction, or not at all.
+pub struct SettleWrite<'a> {
+    /// The attempt as the move leaves it ([`Attempt::settled`]).
+    pub attempt: &'a Attempt,
+    /// The state it must still be in. Every change of an attempt's fields moves its state
+    /// forward, so an attempt still in `from` is exactly the one the move was made from.
+    pub from: AttemptState,
+    /// The credit a success posts, and the envelope of its receipt, whose facts come from
+    /// the credit once posted.
+    pub credit: Option<(&'a Credit, Envelope)>,
+    pub pause: &'a PauseChange,
+    pub notices: &'a [NewNotice],
+    /// Queued only if the pause change ended a pause.
+    pub notices_if_resumed: &'a [NewNotice],
 }
 
-/// An attempt just settled, with what its transaction wrote: the effects are decided
-/// from this.
-pub struct Settled<'a> {
-    pub attempt: &'a TopupAttempt,
-    /// The account as it was before the effects.
-    pub account: &'a Account,
-    pub credit: Option<&'a LedgerEntry>,
-}
-
-/// What a settlement does besides moving the attempt and crediting: the pause, and the
-/// notices to queue. Written in the same transaction.
+/// What a settling transaction did.
 #[derive(Debug, Default)]
-pub struct Effects {
-    pub pause: Option<PauseChange>,
-    pub notices: Vec<NewNotice>,
+pub struct SettleOutcome {
+    /// A pause was ended.
+    pub resumed: bool,
+    /// The kinds of the notices queued.
+    pub queued: Vec<&'static str>,
 }
 
 pub(crate) trait AttemptReads {
-    async fn open_attempt(&mut self, account_id: &str)
-    -> Result<Option<TopupAttempt>, sqlx::Error>;
+    async fn open_attempt(&mut self, account_id: &str) -> Result<Option<Attempt>, DbError>;
     async fn attempt_by_request(
         &mut self,
         account_id: &str,
         key: &str,
-    ) -> Result<Option<TopupAttempt>, sqlx::Error>;
+    ) -> Result<Option<Attempt>, DbError>;
 }
 
 impl_for_connections!(AttemptReads {
-    async fn open_attempt(&mut self, account_id: &str) -> Result<Option<TopupAttempt>, sqlx::Error> {
-        sqlx::query_as(&format!(
+    async fn open_attempt(&mut self, account_id: &str) -> Result<Option<Attempt>, DbError> {
+        maybe_attempt(sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM topup_attempts WHERE account_id = $1 \
              AND state NOT IN ('succeeded', 'failed', 'canceled')"
         ))
         .bind(account_id)
         .fetch_optional(&mut *self)
-        .await
+        .await?)
     }
 
-    async fn attempt_by_request(&mut self, account_id: &str, key: &str) -> Result<Option<TopupAttempt>, sqlx::Error> {
-        sqlx::query_as(&format!(
+    async fn attempt_by_request(&mut self, account_id: &str, key: &str) -> Result<Option<Attempt>, DbError> {
+        maybe_attempt(sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM topup_attempts WHERE account_id = $1 AND request_key = $2"
         ))
         .bind(account_id)
         .bind(key)
         .fetch_optional(&mut *self)
-        .await
+        .await?)
     }
 });
 
 /// One step, on a connection or in a transaction.
 trait StepWrites {
-    async fn take_step(&mut self, step: &AttemptMove) -> Result<Option<TopupAttempt>, sqlx::Error>;
+    async fn take_step(&mut self, step: &AttemptMove) -> Result<Option<Attempt>, DbError>;
 }
 
 impl_for_connections!(StepWrites {
-    async fn take_step(&mut self, step: &AttemptMove) -> Result<Option<TopupAttempt>, sqlx::Error> {
-        sqlx::query_as(&format!(
+    async fn take_step(&mut self, step: &AttemptMove) -> Result<Option<Attempt>, DbError> {
+        maybe_attempt(sqlx::query_as(&format!(
             "UPDATE topup_attempts SET state = $1, updated_at = $2, \
              provider_payment_id = COALESCE($3, provider_payment_id) \
              WHERE id = $4 AND state = $5 RETURNING {COLUMNS}"
@@ -230,7 +250,7 @@ impl_for_connections!(StepWrites {
         .bind(&step.id)
         .bind(step.from.as_str())
         .fetch_optional(&mut *self)
-        .await
+        .await?)
     }
 });
 
@@ -244,15 +264,6 @@ pub(crate) fn insert_sql() -> String {
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'claimed', $13, $13) \
          RETURNING {COLUMNS}"
     )
-}
-
-/// `'a', 'b'` for an SQL `IN` list of states; the names are fixed words, never input.
-fn state_list(states: &[AttemptState]) -> String {
-    states
-        .iter()
-        .map(|s| format!("'{}'", s.as_str()))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 impl Db {
@@ -279,13 +290,7 @@ impl Db {
     async fn try_claim_attempt(&self, new: &NewAttempt<'_>) -> Result<Claim, DbError> {
         const NEXT_SEQ: &str =
             "UPDATE accounts SET topup_seq = topup_seq + 1 WHERE id = $1 RETURNING topup_seq";
-        let insert = format!(
-            "INSERT INTO topup_attempts (id, account_id, seq, trigger, idempotency_key, request_key, \
-             request_fingerprint, credits, amount_cents, currency, payment_method_id, customer_id, state, \
-             created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'claimed', $13, $13) \
-             RETURNING {COLUMNS}"
-        );
+        let insert = insert_sql();
         let id = super::new_id("tpu");
         with_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
@@ -301,7 +306,7 @@ impl Db {
                 .bind(new.account_id)
                 .fetch_one(&mut *tx)
                 .await?;
-            let attempt: TopupAttempt = sqlx::query_as(&insert)
+            let attempt: AttemptRow = sqlx::query_as(&insert)
                 .bind(&id)
                 .bind(new.account_id)
                 .bind(seq)
@@ -318,7 +323,7 @@ impl Db {
                 .fetch_one(&mut *tx)
                 .await?;
             tx.commit().await?;
-            Ok(Claim::Claimed(attempt))
+            Ok(Claim::Claimed(attempt.try_into()?))
         })
     }
 
@@ -329,7 +334,7 @@ impl Db {
     pub async fn move_attempts(
         &self,
         steps: &[&AttemptMove],
-    ) -> Result<Vec<Option<TopupAttempt>>, DbError> {
+    ) -> Result<Vec<Option<Attempt>>, DbError> {
         if let Db::Postgres(pool) = self
             && steps.len() > 1
             && distinct_keys(steps)
@@ -351,113 +356,83 @@ impl Db {
         })
     }
 
-    /// Moves the attempt forward to `target` with what the provider said, and in the same
-    /// transaction credits the account on success and applies the `effects` decided from
-    /// the outcome (pause or resume, notices). `None` when the attempt is already at or
-    /// past `target`: nothing is written twice.
+    /// Writes a settling move: the attempt's new state and what the provider said, the
+    /// credit and its receipt, the pause change and the notices. `None`, writing nothing,
+    /// when the attempt is no longer in `write.from`: someone else moved it.
     pub async fn settle_attempt(
         &self,
-        id: &str,
-        target: AttemptState,
-        facts: &ProviderFacts<'_>,
-        at: Millis,
-        effects: impl FnOnce(&Settled<'_>) -> Effects,
-    ) -> Result<Option<TopupAttempt>, DbError> {
-        let from = AttemptState::predecessors(target);
-        if from.is_empty() {
-            return Ok(None);
-        }
-        let sql = format!(
-            "UPDATE topup_attempts SET state = $1, updated_at = $2, \
-             settled_at = CASE WHEN $3 THEN $2 ELSE settled_at END, \
-             provider_payment_id = COALESCE(provider_payment_id, $4), \
-             next_action_url = COALESCE($5, next_action_url), \
-             decline_code = COALESCE($6, decline_code), \
-             failure_message = COALESCE($7, failure_message), \
-             amount_received = COALESCE($8, amount_received), \
-             credits = COALESCE($10, credits), amount_cents = COALESCE($8, amount_cents), \
-             client_secret = COALESCE($11, client_secret) \
-             WHERE id = $9 AND state IN ({}) RETURNING {COLUMNS}",
-            state_list(&from)
-        );
-        let account_sql = format!(
-            "SELECT {} FROM accounts WHERE id = $1",
-            super::accounts::COLUMNS
-        );
+        write: &SettleWrite<'_>,
+    ) -> Result<Option<SettleOutcome>, DbError> {
+        const MOVE: &str = "UPDATE topup_attempts SET state = $1, updated_at = $2, settled_at = $3, \
+             provider_payment_id = $4, next_action_url = $5, decline_code = $6, \
+             failure_message = $7, amount_received = $8, credits = $9, amount_cents = $10, \
+             client_secret = $11 WHERE id = $12 AND state = $13";
+        let moved = write.attempt;
         with_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
-            let moved: Option<TopupAttempt> = sqlx::query_as(&sql)
-                .bind(target.as_str())
-                .bind(at)
-                .bind(target.is_terminal())
-                .bind(facts.provider_payment_id)
-                .bind(facts.next_action_url)
-                .bind(facts.decline_code)
-                .bind(facts.failure_message)
-                .bind(facts.amount_received)
-                .bind(id)
-                .bind(facts.credits_received)
-                .bind(facts.client_secret)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let Some(attempt) = moved else {
+            let written = sqlx::query(MOVE)
+                .bind(moved.state.as_str())
+                .bind(moved.updated_at)
+                .bind(moved.settled_at)
+                .bind(&moved.provider_payment_id)
+                .bind(&moved.next_action_url)
+                .bind(&moved.decline_code)
+                .bind(&moved.failure_message)
+                .bind(moved.amount_received.map(|c| c.0))
+                .bind(moved.credits.0)
+                .bind(moved.amount.0)
+                .bind(&moved.client_secret)
+                .bind(&moved.id)
+                .bind(write.from.as_str())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if written == 0 {
                 return Ok(None);
-            };
-            let account: Account = sqlx::query_as(&account_sql)
-                .bind(&attempt.account_id)
-                .fetch_one(&mut *tx)
-                .await?;
-            let credit = if target == AttemptState::Succeeded {
-                let kind = match attempt.trigger()? {
-                    AttemptTrigger::Manual => EntryKind::ManualTopup,
-                    AttemptTrigger::Auto | AttemptTrigger::Retry => EntryKind::AutoTopup,
-                };
-                let description = format!(
-                    "top-up of {} credits for {}",
-                    Millicredits(attempt.credits).to_display(),
-                    Cents(attempt.amount_cents)
-                );
+            }
+            let mut outcome = SettleOutcome::default();
+            if let Some((credit, receipt)) = &write.credit {
                 let posting = Posting {
-                    account_id: &attempt.account_id,
-                    kind,
-                    reference: &attempt.id,
-                    amount: Millicredits(attempt.credits),
-                    description: &description,
-                    at,
+                    account_id: &moved.account_id,
+                    kind: credit.kind,
+                    reference: &moved.id,
+                    amount: credit.amount,
+                    description: &credit.description,
+                    at: moved.updated_at,
                 };
                 let entry = tx.post(&posting).await?.map_err(|refusal| {
-                    DbError::Corrupt(format!("credit of attempt {id} refused: {refusal:?}"))
+                    DbError::Corrupt(format!("credit of attempt {} refused: {refusal:?}", moved.id))
                 })?;
-                Some(entry)
-            } else {
-                None
-            };
-            let settled = Settled {
-                attempt: &attempt,
-                account: &account,
-                credit: credit.as_ref(),
-            };
-            let effects = effects(&settled);
-            if let Some(change) = &effects.pause {
-                tx.change_pause(
-                    &attempt.account_id,
-                    change,
-                    attempt.decline_code.as_deref(),
-                    at,
+                let receipt = NewNotice {
+                    envelope: receipt.clone(),
+                    notice: credit.receipt(Millicredits(entry.balance_after)),
+                };
+                if tx.queue_notice(&receipt, QueueWhen::Always).await? {
+                    outcome.queued.push(receipt.notice.kind());
+                }
+            }
+            outcome.resumed = tx
+                .change_pause(
+                    &moved.account_id,
+                    write.pause,
+                    moved.decline_code.as_deref(),
+                    moved.updated_at,
                 )
                 .await?;
-            }
-            for notice in &effects.notices {
-                tx.queue_notice(notice).await?;
+            let resumed = if outcome.resumed { write.notices_if_resumed } else { &[] };
+            for notice in write.notices.iter().chain(resumed) {
+                if tx.queue_notice(notice, QueueWhen::Always).await? {
+                    outcome.queued.push(notice.notice.kind());
+                }
             }
             tx.commit().await?;
-            Ok(Some(attempt))
+            Ok(Some(outcome))
         })
     }
 
-    pub async fn attempt(&self, id: &str) -> Result<Option<TopupAttempt>, DbError> {
+    pub async fn attempt(&self, id: &str) -> Result<Option<Attempt>, DbError> {
         let sql = format!("SELECT {COLUMNS} FROM topup_attempts WHERE id = $1");
-        Ok(with_pool!(self, |pool| {
+        maybe_attempt(with_pool!(self, |pool| {
             sqlx::query_as(&sql).bind(id).fetch_optional(pool).await?
         }))
     }
@@ -466,19 +441,19 @@ impl Db {
         &self,
         account_id: &str,
         key: &str,
-    ) -> Result<Option<TopupAttempt>, DbError> {
-        Ok(with_pool!(self, |pool| {
+    ) -> Result<Option<Attempt>, DbError> {
+        with_pool!(self, |pool| {
             let mut conn = pool.acquire().await?;
-            conn.attempt_by_request(account_id, key).await?
-        }))
+            conn.attempt_by_request(account_id, key).await
+        })
     }
 
     pub async fn attempt_for_payment(
         &self,
         provider_payment_id: &str,
-    ) -> Result<Option<TopupAttempt>, DbError> {
+    ) -> Result<Option<Attempt>, DbError> {
         let sql = format!("SELECT {COLUMNS} FROM topup_attempts WHERE provider_payment_id = $1");
-        Ok(with_pool!(self, |pool| {
+        maybe_attempt(with_pool!(self, |pool| {
             sqlx::query_as(&sql)
                 .bind(provider_payment_id)
                 .fetch_optional(pool)
@@ -486,23 +461,23 @@ impl Db {
         }))
     }
 
-    pub async fn open_attempt_of(&self, account_id: &str) -> Result<Option<TopupAttempt>, DbError> {
-        Ok(with_pool!(self, |pool| {
+    pub async fn open_attempt_of(&self, account_id: &str) -> Result<Option<Attempt>, DbError> {
+        with_pool!(self, |pool| {
             let mut conn = pool.acquire().await?;
-            conn.open_attempt(account_id).await?
-        }))
+            conn.open_attempt(account_id).await
+        })
     }
 
     /// The account's newest automatic top-up (or retry of one).
     pub async fn latest_auto_attempt(
         &self,
         account_id: &str,
-    ) -> Result<Option<TopupAttempt>, DbError> {
+    ) -> Result<Option<Attempt>, DbError> {
         let sql = format!(
             "SELECT {COLUMNS} FROM topup_attempts WHERE account_id = $1 AND trigger IN ('auto', 'retry') \
              ORDER BY seq DESC LIMIT 1"
         );
-        Ok(with_pool!(self, |pool| {
+        maybe_attempt(with_pool!(self, |pool| {
             sqlx::query_as(&sql)
                 .bind(account_id)
                 .fetch_optional(pool)
@@ -517,12 +492,12 @@ impl Db {
         now: Millis,
         updated_before: Millis,
         limit: u32,
-    ) -> Result<Vec<TopupAttempt>, DbError> {
+    ) -> Result<Vec<Attempt>, DbError> {
         let sql = format!(
             "SELECT {COLUMNS} FROM topup_attempts WHERE state NOT IN ('succeeded', 'failed', 'canceled') \
              AND next_check_at <= $1 AND updated_at <= $2 ORDER BY next_check_at, id LIMIT $3"
         );
-        Ok(with_pool!(self, |pool| {
+        attempts(with_pool!(self, |pool| {
             sqlx::query_as(&sql)
                 .bind(now)
                 .bind(updated_before)
@@ -561,12 +536,12 @@ impl Db {
     }
 
     /// Open attempts flagged for support, oldest first.
-    pub async fn flagged_attempts(&self, limit: u32) -> Result<Vec<TopupAttempt>, DbError> {
+    pub async fn flagged_attempts(&self, limit: u32) -> Result<Vec<Attempt>, DbError> {
         let sql = format!(
             "SELECT {COLUMNS} FROM topup_attempts WHERE flagged_at IS NOT NULL \
              AND state NOT IN ('succeeded', 'failed', 'canceled') ORDER BY created_at, id LIMIT $1"
         );
-        Ok(with_pool!(self, |pool| {
+        attempts(with_pool!(self, |pool| {
             sqlx::query_as(&sql)
                 .bind(i64::from(limit))
                 .fetch_all(pool)
@@ -579,12 +554,14 @@ impl Db {
         &self,
         account_id: &str,
         page: PageRequest,
-    ) -> Result<Page<TopupAttempt>, DbError> {
+    ) -> Result<Page<Attempt>, DbError> {
         let sql = format!(
             "SELECT {COLUMNS} FROM topup_attempts WHERE account_id = $1 AND seq < $2 \
              ORDER BY seq DESC LIMIT $3"
         );
-        self.page(&sql, Some(account_id), page).await
+        self.page::<AttemptRow>(&sql, Some(account_id), page)
+            .await?
+            .try_map(Attempt::try_from)
     }
 }
 
@@ -594,14 +571,14 @@ impl Db {
 async fn move_in_one_statement(
     pool: &sqlx::PgPool,
     steps: &[&AttemptMove],
-) -> Result<Vec<Option<TopupAttempt>>, DbError> {
+) -> Result<Vec<Option<Attempt>>, DbError> {
     let ids: Vec<&str> = steps.iter().map(|s| s.id.as_str()).collect();
     let state = |pick: fn(&AttemptMove) -> AttemptState| -> Vec<&str> {
         steps.iter().map(|s| pick(s).as_str()).collect()
     };
     let mut tx = pool.begin().await?;
     lock_in_key_order(&mut tx, "topup_attempts", &ids).await?;
-    let mut moved: Vec<TopupAttempt> = sqlx::query_as(&format!(
+    let rows: Vec<AttemptRow> = sqlx::query_as(&format!(
         "UPDATE topup_attempts SET state = step_to, updated_at = step_at, \
          provider_payment_id = COALESCE(step_payment, provider_payment_id) \
          FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[]) \
@@ -622,6 +599,7 @@ async fn move_in_one_statement(
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
+    let mut moved = attempts(rows)?;
     Ok(steps
         .iter()
         .map(|step| {

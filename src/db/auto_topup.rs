@@ -5,17 +5,18 @@ use serde_json::json;
 
 use super::{
     BeginWrite, Db, DbError,
-    accounts::{self, Account},
-    attempts::{self, AttemptReads, TopupAttempt},
+    accounts::{self, AccountRow},
+    attempts::{self, AttemptReads, AttemptRow},
     audit::{Actor, AuditWrites},
     impl_for_connections, is_unique_violation,
-    notices::{NewNotice, NoticeWrites},
+    notices::{NewNotice, NoticeWrites, QueueWhen},
     with_pool,
 };
 use crate::{
     clock::Millis,
     domain::{
-        attempt::{AttemptTrigger, idempotency_key},
+        account::Account,
+        attempt::{Attempt, AttemptTrigger, idempotency_key},
         auto_topup::{Decision, card_chosen_for, charge_to_target, decide},
         credits::{MILLIS_PER_CREDIT, Millicredits},
     },
@@ -53,16 +54,16 @@ pub struct AutoClaim<'a> {
 #[derive(sqlx::FromRow)]
 struct ClaimedAccount {
     #[sqlx(flatten)]
-    account: Account,
+    account: AccountRow,
     topup_seq: i64,
 }
 
 #[derive(Debug)]
 pub enum AutoClaimOutcome {
-    Claimed(TopupAttempt),
+    Claimed(Attempt),
     /// The rules say no, and why.
     NotDue(Decision),
-    Busy(TopupAttempt),
+    Busy(Attempt),
     /// The balance is at the target, or closer to it than the smallest purchase buys.
     NothingToCharge,
 }
@@ -129,10 +130,10 @@ fn decision_row(
     DecisionRow {
         account_id: account.id.clone(),
         decision: decision.journal_label(attempt_id.is_some()).to_owned(),
-        balance: account.balance,
-        threshold: account.auto_topup_threshold,
-        target: account.auto_topup_target,
-        next_eligible_at: decision.next_eligible_at(at, account.auto_topup_window_ends_at),
+        balance: account.balance.0,
+        threshold: account.auto_topup.threshold.map(|t| t.0),
+        target: account.auto_topup.target.map(|t| t.0),
+        next_eligible_at: decision.next_eligible_at(at, account.auto_topup.window_ends_at),
         attempt_id,
         decided_at: at,
     }
@@ -159,7 +160,7 @@ impl Db {
         );
         with_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
-            let updated: Option<Account> = sqlx::query_as(&sql)
+            let updated: Option<AccountRow> = sqlx::query_as(&sql)
                 .bind(update.enabled)
                 .bind(&actor.key_id)
                 .bind(at)
@@ -181,7 +182,7 @@ impl Db {
             tx.audit(actor, "auto_topup.update", Some(account_id), detail, at)
                 .await?;
             tx.commit().await?;
-            Ok(Some(account))
+            Ok(Some(account.try_into()?))
         })
     }
 
@@ -199,7 +200,7 @@ impl Db {
         );
         with_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
-            let updated: Option<Account> = sqlx::query_as(&sql)
+            let updated: Option<AccountRow> = sqlx::query_as(&sql)
                 .bind(account_id)
                 .fetch_optional(&mut *tx)
                 .await?;
@@ -215,7 +216,7 @@ impl Db {
             )
             .await?;
             tx.commit().await?;
-            Ok(Some(account))
+            Ok(Some(account.try_into()?))
         })
     }
 
@@ -314,13 +315,14 @@ impl Db {
                 topup_seq: seq,
             }) = claimed
             else {
-                let Some(account): Option<Account> = sqlx::query_as(&read)
+                let Some(account): Option<AccountRow> = sqlx::query_as(&read)
                     .bind(claim.account_id)
                     .fetch_optional(&mut *tx)
                     .await?
                 else {
                     return Ok(AutoClaimOutcome::NotDue(Decision::NotEnabled));
                 };
+                let account = Account::try_from(account)?;
                 let decision = decide(&account.standing(open.is_some()), claim.at);
                 if claim.trigger == AttemptTrigger::Auto {
                     tx.record_decision(&decision_row(&account, decision, None, claim.at))
@@ -333,9 +335,10 @@ impl Db {
             if let Some(open) = open {
                 return Ok(AutoClaimOutcome::Busy(open));
             }
-            let target = Millicredits(account.auto_topup_target.unwrap_or_default());
+            let account = Account::try_from(account)?;
+            let target = account.auto_topup.target.unwrap_or_default();
             let Some(charge) = charge_to_target(
-                Millicredits(account.balance),
+                account.balance,
                 target,
                 claim.credit_price_cents,
                 claim.min_amount_cents,
@@ -343,7 +346,7 @@ impl Db {
                 return Ok(AutoClaimOutcome::NothingToCharge);
             };
             let chosen =
-                card_chosen_for(claim.trigger, account.auto_topup_payment_method_id.clone());
+                card_chosen_for(claim.trigger, account.auto_topup.payment_method_id.clone());
             let card: Option<String> = match chosen {
                 Some(card) => Some(card),
                 None => {
@@ -358,7 +361,7 @@ impl Db {
             let id = super::new_id("tpu");
             // Without a card the attempt is claimed all the same and fails at once: it is
             // a decline like any other, and holds the window.
-            let attempt: TopupAttempt = sqlx::query_as(&insert)
+            let attempt: AttemptRow = sqlx::query_as(&insert)
                 .bind(&id)
                 .bind(claim.account_id)
                 .bind(seq)
@@ -390,7 +393,7 @@ impl Db {
                     .await?;
             }
             tx.commit().await?;
-            Ok(AutoClaimOutcome::Claimed(attempt))
+            Ok(AutoClaimOutcome::Claimed(attempt.try_into()?))
         })
     }
 
@@ -406,16 +409,16 @@ impl Db {
         }))
     }
 
-    /// Support ends a pause, with a note, audited, with the notice `notice` makes of the
-    /// account, if any. `None` if the account is not paused (or does not exist); else
-    /// whether a notice was queued.
+    /// Support ends a pause, with a note, audited, and queues `notice` if auto top-up is
+    /// then on. `None` if the account is not paused (or does not exist); else whether the
+    /// notice was queued.
     pub async fn resume_auto_topup(
         &self,
         account_id: &str,
         actor: &Actor,
         note: &str,
         at: Millis,
-        notice: impl FnOnce(&Account) -> Option<NewNotice>,
+        notice: Option<&NewNotice>,
     ) -> Result<Option<bool>, DbError> {
         let read = format!(
             "SELECT {} FROM accounts WHERE id = $1 AND auto_topup_paused_reason IS NOT NULL",
@@ -423,11 +426,11 @@ impl Db {
         );
         with_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
-            let paused: Option<Account> = sqlx::query_as(&read)
+            let paused: Option<AccountRow> = sqlx::query_as(&read)
                 .bind(account_id)
                 .fetch_optional(&mut *tx)
                 .await?;
-            let Some(account) = paused else {
+            let Some(pause) = paused.map(Account::try_from).transpose()?.and_then(|a| a.auto_topup.pause) else {
                 return Ok(None);
             };
             // Only the pause that was read: a decline that re-paused the account meanwhile
@@ -438,8 +441,8 @@ impl Db {
                  WHERE id = $1 AND auto_topup_paused_reason = $2 AND auto_topup_paused_at = $3",
             )
             .bind(account_id)
-            .bind(&account.auto_topup_paused_reason)
-            .bind(account.auto_topup_paused_at)
+            .bind(pause.reason.as_str())
+            .bind(pause.since)
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -448,19 +451,13 @@ impl Db {
             }
             let detail = json!({
                 "note": note,
-                "paused_reason": account.auto_topup_paused_reason,
-                "paused_code": account.auto_topup_paused_code,
+                "paused_reason": pause.reason.as_str(),
+                "paused_code": pause.code,
             });
             tx.audit(actor, "auto_topup.resume", Some(account_id), detail, at)
                 .await?;
-            let resumed = Account {
-                auto_topup_paused_reason: None,
-                auto_topup_paused_code: None,
-                auto_topup_paused_at: None,
-                ..account
-            };
-            let queued = match notice(&resumed) {
-                Some(notice) => tx.queue_notice(&notice).await?,
+            let queued = match notice {
+                Some(notice) => tx.queue_notice(notice, QueueWhen::AutoTopupActive).await?,
                 None => false,
             };
             tx.commit().await?;
@@ -468,26 +465,12 @@ impl Db {
         })
     }
 
-    /// Queues the notice `notice` makes of the account as it stands, if it makes one: the
-    /// read and the queueing in one transaction. True if queued.
-    pub async fn queue_notice_for(
-        &self,
-        account_id: &str,
-        notice: impl FnOnce(&Account) -> Option<NewNotice>,
-    ) -> Result<bool, DbError> {
-        let read = format!("SELECT {} FROM accounts WHERE id = $1", accounts::COLUMNS);
+    /// Queues `notice` if the account's auto top-up is on and not paused now. True if
+    /// queued.
+    pub async fn queue_notice_if_active(&self, notice: &NewNotice) -> Result<bool, DbError> {
         with_pool!(self, |pool| {
-            let mut tx = pool.begin_write().await?;
-            let account: Option<Account> = sqlx::query_as(&read)
-                .bind(account_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let Some(notice) = account.as_ref().and_then(notice) else {
-                return Ok(false);
-            };
-            let queued = tx.queue_notice(&notice).await?;
-            tx.commit().await?;
-            Ok(queued)
+            let mut conn = pool.acquire().await?;
+            conn.queue_notice(notice, QueueWhen::AutoTopupActive).await
         })
     }
 
@@ -498,11 +481,12 @@ impl Db {
              ORDER BY auto_topup_paused_at, id LIMIT $1",
             accounts::COLUMNS
         );
-        Ok(with_pool!(self, |pool| {
+        let rows: Vec<AccountRow> = with_pool!(self, |pool| {
             sqlx::query_as(&sql)
                 .bind(i64::from(limit))
                 .fetch_all(pool)
                 .await?
-        }))
+        });
+        rows.into_iter().map(Account::try_from).collect()
     }
 }

@@ -8,29 +8,8 @@ use super::{
     audit::{Actor, AuditWrites},
     impl_for_connections, new_id, with_pool,
 };
+pub use crate::domain::ledger::EntryKind;
 use crate::{clock::Millis, domain::credits::Millicredits};
-
-/// Why the balance moved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EntryKind {
-    Usage,
-    Refund,
-    AutoTopup,
-    ManualTopup,
-    Adjustment,
-}
-
-impl EntryKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Usage => "usage",
-            Self::Refund => "refund",
-            Self::AutoTopup => "auto_topup",
-            Self::ManualTopup => "manual_topup",
-            Self::Adjustment => "adjustment",
-        }
-    }
-}
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct LedgerEntry {

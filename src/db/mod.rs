@@ -146,6 +146,16 @@ pub struct Page<T> {
     pub next_before: Option<i64>,
 }
 
+impl<T> Page<T> {
+    /// The same page with each row converted, failing on the first that does not.
+    pub(crate) fn try_map<U, E>(self, f: impl FnMut(T) -> Result<U, E>) -> Result<Page<U>, E> {
+        Ok(Page {
+            items: self.items.into_iter().map(f).collect::<Result<_, _>>()?,
+            next_before: self.next_before,
+        })
+    }
+}
+
 impl Db {
     /// One page of a newest-first listing. `sql` binds the filter as `$1` (may be NULL),
     /// the exclusive upper key as `$2` and the row limit as `$3`.

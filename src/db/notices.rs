@@ -8,7 +8,7 @@ use super::{
     audit::{Actor, AuditWrites},
     impl_for_connections, with_pool,
 };
-use crate::clock::Millis;
+use crate::{clock::Millis, domain::notice::Notice};
 
 /// Where a notice stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, utoipa::ToSchema)]
@@ -40,22 +40,41 @@ impl NoticeState {
     }
 }
 
-/// A rendered notice to queue.
+/// Where a notice comes from and goes: its id, its cause (a second notice with the same
+/// cause is never queued), its account (whose address it is sent to) and its message id.
 #[derive(Debug, Clone)]
-pub struct NewNotice {
+pub struct Envelope {
     pub id: String,
     pub cause: String,
-    pub kind: &'static str,
     pub account_id: String,
-    pub recipient: String,
-    pub subject: String,
-    pub text_body: String,
-    pub html_body: String,
     pub message_id: String,
     pub at: Millis,
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// A notice to queue: its envelope and its facts, rendered when it is sent.
+#[derive(Debug, Clone)]
+pub struct NewNotice {
+    pub envelope: Envelope,
+    pub notice: Notice,
+}
+
+/// When a notice is queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueWhen {
+    Always,
+    /// Only if the account's auto top-up is on and not paused, as the transaction sees it.
+    AutoTopupActive,
+}
+
+/// What a notice says: facts to render with the recipient's name, or, for notices queued
+/// before facts were stored, the rendering they were queued with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NoticeContent {
+    Facts { recipient_name: String, notice: Notice },
+    Rendered { subject: String, text: String, html: String },
+}
+
+#[derive(Debug, Clone)]
 pub struct NoticeRow {
     pub seq: i64,
     pub id: String,
@@ -63,9 +82,7 @@ pub struct NoticeRow {
     pub kind: String,
     pub account_id: String,
     pub recipient: String,
-    pub subject: String,
-    pub text_body: String,
-    pub html_body: String,
+    pub content: NoticeContent,
     pub message_id: String,
     pub state: String,
     pub attempts: i64,
@@ -76,41 +93,114 @@ pub struct NoticeRow {
     pub failed_at: Option<Millis>,
 }
 
-impl Paged for NoticeRow {
+/// A notice as stored; [`NoticeRow`] is what leaves this module.
+#[derive(sqlx::FromRow)]
+struct StoredNotice {
+    seq: i64,
+    id: String,
+    cause: String,
+    kind: String,
+    account_id: String,
+    recipient: String,
+    recipient_name: Option<String>,
+    facts: Option<String>,
+    subject: Option<String>,
+    text_body: Option<String>,
+    html_body: Option<String>,
+    message_id: String,
+    state: String,
+    attempts: i64,
+    next_attempt_at: Millis,
+    last_error: Option<String>,
+    created_at: Millis,
+    sent_at: Option<Millis>,
+    failed_at: Option<Millis>,
+}
+
+impl TryFrom<StoredNotice> for NoticeRow {
+    type Error = DbError;
+
+    fn try_from(row: StoredNotice) -> Result<Self, DbError> {
+        let corrupt = |why: String| DbError::Corrupt(format!("notice {}: {why}", row.id));
+        let content = match (row.facts, row.recipient_name) {
+            (Some(facts), Some(recipient_name)) => NoticeContent::Facts {
+                recipient_name,
+                notice: serde_json::from_str(&facts)
+                    .map_err(|e| corrupt(format!("unreadable facts: {e}")))?,
+            },
+            _ => match (row.subject, row.text_body, row.html_body) {
+                (Some(subject), Some(text), Some(html)) => {
+                    NoticeContent::Rendered { subject, text, html }
+                }
+                _ => return Err(corrupt("neither facts nor a rendering".into())),
+            },
+        };
+        Ok(Self {
+            seq: row.seq,
+            id: row.id,
+            cause: row.cause,
+            kind: row.kind,
+            account_id: row.account_id,
+            recipient: row.recipient,
+            content,
+            message_id: row.message_id,
+            state: row.state,
+            attempts: row.attempts,
+            next_attempt_at: row.next_attempt_at,
+            last_error: row.last_error,
+            created_at: row.created_at,
+            sent_at: row.sent_at,
+            failed_at: row.failed_at,
+        })
+    }
+}
+
+fn notice_rows(rows: Vec<StoredNotice>) -> Result<Vec<NoticeRow>, DbError> {
+    rows.into_iter().map(NoticeRow::try_from).collect()
+}
+
+impl Paged for StoredNotice {
     fn page_key(&self) -> i64 {
         self.seq
     }
 }
 
-const COLUMNS: &str = "seq, id, cause, kind, account_id, recipient, subject, text_body, \
-                       html_body, message_id, state, attempts, next_attempt_at, last_error, \
-                       created_at, sent_at, failed_at";
+const COLUMNS: &str = "seq, id, cause, kind, account_id, recipient, recipient_name, facts, \
+                       subject, text_body, html_body, message_id, state, attempts, \
+                       next_attempt_at, last_error, created_at, sent_at, failed_at";
 
 /// Queuing a notice inside the transaction of the change that causes it.
 #[allow(async_fn_in_trait)]
 pub trait NoticeWrites {
-    /// Queues the notice unless one with the same cause exists; true if queued.
-    async fn queue_notice(&mut self, notice: &NewNotice) -> Result<bool, sqlx::Error>;
+    /// Queues the notice to the account's address, unless one with the same cause exists
+    /// or `when` does not hold; true if queued.
+    async fn queue_notice(&mut self, notice: &NewNotice, when: QueueWhen) -> Result<bool, DbError>;
 }
 
 impl_for_connections!(NoticeWrites {
-    async fn queue_notice(&mut self, notice: &NewNotice) -> Result<bool, sqlx::Error> {
-        let inserted = sqlx::query(
-            "INSERT INTO notices (id, cause, kind, account_id, recipient, subject, text_body, \
-             html_body, message_id, state, next_attempt_at, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10, $10) \
-             ON CONFLICT (cause) DO NOTHING",
-        )
-        .bind(&notice.id)
-        .bind(&notice.cause)
-        .bind(notice.kind)
-        .bind(&notice.account_id)
-        .bind(&notice.recipient)
-        .bind(&notice.subject)
-        .bind(&notice.text_body)
-        .bind(&notice.html_body)
-        .bind(&notice.message_id)
-        .bind(notice.at)
+    async fn queue_notice(&mut self, notice: &NewNotice, when: QueueWhen) -> Result<bool, DbError> {
+        let condition = match when {
+            QueueWhen::Always => "",
+            QueueWhen::AutoTopupActive => {
+                "AND auto_topup_enabled AND auto_topup_paused_reason IS NULL"
+            }
+        };
+        let facts = serde_json::to_string(&notice.notice)
+            .map_err(|e| DbError::Corrupt(format!("notice facts cannot be written: {e}")))?;
+        let envelope = &notice.envelope;
+        let inserted = sqlx::query(&format!(
+            "INSERT INTO notices (id, cause, kind, account_id, recipient, recipient_name, facts, \
+             message_id, state, next_attempt_at, created_at) \
+             SELECT $1, $2, $3, id, email, name, $4, $5, 'pending', $6, $6 FROM accounts \
+             WHERE id = $7 {condition} ON CONFLICT (cause) DO NOTHING"
+        ))
+        .bind(&envelope.id)
+        .bind(&envelope.cause)
+        .bind(notice.notice.kind())
+        .bind(facts)
+        .bind(&envelope.message_id)
+        .bind(envelope.at)
+        .bind(&envelope.account_id)
         .execute(&mut *self)
         .await?;
         Ok(inserted.rows_affected() == 1)
@@ -152,7 +242,7 @@ impl Db {
              WHERE id IN (SELECT id FROM notices WHERE {DUE} ORDER BY next_attempt_at LIMIT $4 {lock}) \
              AND {DUE} RETURNING {COLUMNS}"
         );
-        let mut rows: Vec<NoticeRow> = with_pool!(self, |pool| {
+        let rows: Vec<StoredNotice> = with_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
             let rows = sqlx::query_as(&sql)
                 .bind(owner)
@@ -164,6 +254,7 @@ impl Db {
             tx.commit().await?;
             rows
         });
+        let mut rows = notice_rows(rows)?;
         rows.sort_by_key(|n| (n.next_attempt_at, n.seq));
         Ok(rows)
     }
@@ -279,9 +370,10 @@ impl Db {
 
     pub async fn notice(&self, id: &str) -> Result<Option<NoticeRow>, DbError> {
         let sql = format!("SELECT {COLUMNS} FROM notices WHERE id = $1");
-        Ok(with_pool!(self, |pool| {
+        let row: Option<StoredNotice> = with_pool!(self, |pool| {
             sqlx::query_as(&sql).bind(id).fetch_optional(pool).await?
-        }))
+        });
+        row.map(NoticeRow::try_from).transpose()
     }
 
     /// Notices, newest first, optionally in one state.
@@ -294,7 +386,9 @@ impl Db {
             "SELECT {COLUMNS} FROM notices WHERE ($1 IS NULL OR state = $1) AND seq < $2 \
              ORDER BY seq DESC LIMIT $3"
         );
-        self.page(&sql, state.map(NoticeState::as_str), page).await
+        self.page::<StoredNotice>(&sql, state.map(NoticeState::as_str), page)
+            .await?
+            .try_map(NoticeRow::try_from)
     }
 
     /// Sends a failed notice again from a fresh attempt count; audited.
@@ -311,18 +405,22 @@ impl Db {
         let current = format!("SELECT {COLUMNS} FROM notices WHERE id = $1");
         with_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
-            let requeued: Option<NoticeRow> = sqlx::query_as(&requeue)
+            let requeued: Option<StoredNotice> = sqlx::query_as(&requeue)
                 .bind(at)
                 .bind(id)
                 .fetch_optional(&mut *tx)
                 .await?;
             let Some(notice) = requeued else {
-                let current: Option<NoticeRow> = sqlx::query_as(&current)
+                let current: Option<StoredNotice> = sqlx::query_as(&current)
                     .bind(id)
                     .fetch_optional(&mut *tx)
                     .await?;
-                return Ok(current.map_or(RequeueOutcome::NotFound, RequeueOutcome::NotFailed));
+                return Ok(match current {
+                    Some(row) => RequeueOutcome::NotFailed(row.try_into()?),
+                    None => RequeueOutcome::NotFound,
+                });
             };
+            let notice = NoticeRow::try_from(notice)?;
             let detail = json!({ "notice_id": notice.id, "kind": notice.kind, "last_error": notice.last_error });
             tx.audit(
                 actor,

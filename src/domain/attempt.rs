@@ -2,10 +2,13 @@
 //! charging flow, webhooks, polls, the reconciler) moves an attempt only forward, so
 //! duplicated or reordered news can never undo a settled outcome.
 
+use super::{credits::Millicredits, money::Cents};
+use crate::clock::Millis;
+
 /// Where an attempt stands. The non-terminal states before `RequiresAction` are written
 /// *before* the provider call they guard.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, utoipa::ToSchema)]
-#[schema(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
 pub enum AttemptState {
     /// Claimed; nothing sent to the provider yet.
     Claimed,
@@ -100,9 +103,15 @@ impl AttemptState {
     }
 }
 
+impl std::fmt::Display for AttemptState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What started an attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, utoipa::ToSchema)]
-#[schema(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
 pub enum AttemptTrigger {
     /// The scheduler found the balance below the threshold.
     Auto,
@@ -125,6 +134,91 @@ impl AttemptTrigger {
         [Self::Auto, Self::Manual, Self::Retry]
             .into_iter()
             .find(|t| t.as_str() == s)
+    }
+}
+
+/// One top-up attempt: what it buys, on which card, and where it stands. Built from the
+/// stored row at the database boundary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub id: String,
+    pub account_id: String,
+    /// The account's top-up sequence number, which the idempotency key is made of.
+    pub seq: i64,
+    pub trigger: AttemptTrigger,
+    pub idempotency_key: String,
+    /// The caller's Idempotency-Key and a fingerprint of its request, for purchases.
+    pub request_key: Option<String>,
+    pub request_fingerprint: Option<String>,
+    pub credits: Millicredits,
+    pub amount: Cents,
+    pub currency: String,
+    pub payment_method_id: String,
+    pub customer_id: String,
+    pub state: AttemptState,
+    pub provider_payment_id: Option<String>,
+    /// Where the customer completes 3-D Secure, when the provider gave a link.
+    pub next_action_url: Option<String>,
+    pub decline_code: Option<String>,
+    pub failure_message: Option<String>,
+    pub amount_received: Option<Cents>,
+    /// The payment's client secret, which the provider's redirect back carries.
+    pub client_secret: Option<String>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    pub settled_at: Option<Millis>,
+    /// Set when the attempt stayed unresolved too long.
+    pub flagged_at: Option<Millis>,
+    /// When the reconciler next asks the provider about it.
+    pub next_check_at: Millis,
+    /// How often the reconciler has asked.
+    pub check_count: i64,
+}
+
+/// What the provider said, to record with a settling move.
+#[derive(Debug, Clone, Default)]
+pub struct ProviderFacts<'a> {
+    pub provider_payment_id: Option<&'a str>,
+    pub next_action_url: Option<&'a str>,
+    pub decline_code: Option<&'a str>,
+    pub failure_message: Option<&'a str>,
+    pub amount_received: Option<Cents>,
+    pub client_secret: Option<&'a str>,
+    /// What to credit when the provider received another amount than the attempt asked
+    /// for (a payment adopted from an earlier incarnation of the attempt): the credit
+    /// always matches the money received.
+    pub credits_received: Option<Millicredits>,
+}
+
+impl Attempt {
+    /// The attempt as a move to `target` at `at` with the provider's `facts` leaves it. A
+    /// payment id once stored stays; what the provider says now replaces what it said
+    /// before; what it does not say is kept.
+    pub fn settled(&self, target: AttemptState, facts: &ProviderFacts<'_>, at: Millis) -> Self {
+        let newer = |fact: Option<&str>, held: &Option<String>| {
+            fact.map(str::to_owned).or_else(|| held.clone())
+        };
+        Self {
+            state: target,
+            updated_at: at,
+            settled_at: if target.is_terminal() {
+                Some(at)
+            } else {
+                self.settled_at
+            },
+            provider_payment_id: self
+                .provider_payment_id
+                .clone()
+                .or_else(|| facts.provider_payment_id.map(str::to_owned)),
+            next_action_url: newer(facts.next_action_url, &self.next_action_url),
+            decline_code: newer(facts.decline_code, &self.decline_code),
+            failure_message: newer(facts.failure_message, &self.failure_message),
+            amount_received: facts.amount_received.or(self.amount_received),
+            amount: facts.amount_received.unwrap_or(self.amount),
+            credits: facts.credits_received.unwrap_or(self.credits),
+            client_secret: newer(facts.client_secret, &self.client_secret),
+            ..self.clone()
+        }
     }
 }
 

@@ -212,6 +212,7 @@ pub fn decide(standing: &Standing, now: Millis) -> Decision {
 pub enum PauseChange {
     Keep,
     Pause(PauseReason),
+    /// Ends the pause, if there is one.
     Resume,
 }
 
@@ -225,7 +226,6 @@ pub fn pause_change(
     trigger: AttemptTrigger,
     settled: AttemptState,
     decline_code: Option<&str>,
-    paused: Option<PauseReason>,
 ) -> PauseChange {
     if trigger == AttemptTrigger::Manual {
         return PauseChange::Keep;
@@ -236,7 +236,7 @@ pub fn pause_change(
         }
         AttemptState::Failed => PauseChange::Pause(PauseReason::PaymentFailed),
         AttemptState::RequiresAction => PauseChange::Pause(PauseReason::AuthenticationRequired),
-        AttemptState::Succeeded if paused.is_some() => PauseChange::Resume,
+        AttemptState::Succeeded => PauseChange::Resume,
         _ => PauseChange::Keep,
     }
 }
@@ -410,49 +410,27 @@ mod tests {
     fn only_automatic_payments_pause_and_success_resumes() {
         use AttemptState::*;
         use AttemptTrigger::*;
+        let pause = |reason| PauseChange::Pause(reason);
         assert_eq!(
-            pause_change(Auto, Failed, None, None),
-            PauseChange::Pause(PauseReason::PaymentFailed)
+            pause_change(Auto, Failed, None),
+            pause(PauseReason::PaymentFailed)
         );
         assert_eq!(
-            pause_change(Auto, RequiresAction, None, None),
-            PauseChange::Pause(PauseReason::AuthenticationRequired)
+            pause_change(Auto, RequiresAction, None),
+            pause(PauseReason::AuthenticationRequired)
+        );
+        assert_eq!(pause_change(Auto, Succeeded, None), PauseChange::Resume);
+        assert_eq!(
+            pause_change(Auto, Failed, Some(AUTHENTICATION_DECLINE)),
+            pause(PauseReason::AuthenticationRequired)
         );
         assert_eq!(
-            pause_change(
-                Auto,
-                Succeeded,
-                None,
-                Some(PauseReason::AuthenticationRequired)
-            ),
-            PauseChange::Resume
+            pause_change(Retry, Failed, None),
+            pause(PauseReason::PaymentFailed)
         );
-        assert_eq!(pause_change(Auto, Succeeded, None, None), PauseChange::Keep);
-        assert_eq!(
-            pause_change(Auto, Failed, Some(AUTHENTICATION_DECLINE), None),
-            PauseChange::Pause(PauseReason::AuthenticationRequired)
-        );
-        assert_eq!(
-            pause_change(Retry, Failed, None, Some(PauseReason::PaymentFailed)),
-            PauseChange::Pause(PauseReason::PaymentFailed)
-        );
-        assert_eq!(
-            pause_change(Retry, Succeeded, None, Some(PauseReason::PaymentFailed)),
-            PauseChange::Resume
-        );
-        assert_eq!(pause_change(Manual, Failed, None, None), PauseChange::Keep);
-        assert_eq!(
-            pause_change(Manual, Succeeded, None, Some(PauseReason::PaymentFailed)),
-            PauseChange::Keep
-        );
-        assert_eq!(
-            pause_change(
-                Auto,
-                Canceled,
-                None,
-                Some(PauseReason::AuthenticationRequired)
-            ),
-            PauseChange::Keep
-        );
+        assert_eq!(pause_change(Retry, Succeeded, None), PauseChange::Resume);
+        assert_eq!(pause_change(Manual, Failed, None), PauseChange::Keep);
+        assert_eq!(pause_change(Manual, Succeeded, None), PauseChange::Keep);
+        assert_eq!(pause_change(Auto, Canceled, None), PauseChange::Keep);
     }
 }

@@ -2,7 +2,7 @@
 //! such as 0.33 credits are exact. Decimal only appears at the edges.
 
 use rust_decimal::{Decimal, prelude::ToPrimitive};
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Millicredits in one credit.
 pub const MILLIS_PER_CREDIT: i64 = 1000;
@@ -87,6 +87,13 @@ impl Millicredits {
 impl Serialize for Millicredits {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         Serialize::serialize(&self.to_credits(), serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Millicredits {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let credits = <Decimal as Deserialize>::deserialize(deserializer)?;
+        Self::from_credits(credits).map_err(serde::de::Error::custom)
     }
 }
 

@@ -1,11 +1,15 @@
 //! Pure product logic: money units, the pricing catalogue, API keys and roles. No I/O.
 
+pub mod account;
 pub mod api_key;
 pub mod attempt;
 pub mod auto_topup;
 pub mod backoff;
 pub mod credits;
+pub mod ledger;
 pub mod money;
+pub mod notice;
 pub mod number;
 pub mod pricing;
+pub mod settlement;
 pub mod validation;

@@ -1,9 +1,9 @@
 //! US dollar amounts, stored as integer cents.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// An amount in US cents.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Cents(pub i64);
 

@@ -8,7 +8,7 @@ use super::{
     error::{ApiError, ApiResult},
     state::AppState,
 };
-use crate::db::accounts::Account;
+use crate::domain::account::Account;
 
 /// The `{id}` of an account's routes.
 #[derive(Debug, Deserialize, IntoParams)]

@@ -14,7 +14,10 @@ use super::{
     state::AppState,
     views::{AutoTopupSummary, LedgerEntryView, UsageView},
 };
-use crate::{clock::rfc3339, db::accounts::Account, domain::credits::Millicredits};
+use crate::{
+    clock::rfc3339,
+    domain::{account::Account, credits::Millicredits},
+};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -40,14 +43,14 @@ pub struct AccountView {
 
 impl AccountView {
     pub fn new(account: Account, low_balance: Millicredits) -> Self {
-        let line = match account.auto_topup_threshold {
-            Some(threshold) if account.auto_topup_enabled => threshold.max(low_balance.0),
-            _ => low_balance.0,
+        let line = match account.auto_topup.threshold {
+            Some(threshold) if account.auto_topup.enabled => threshold.max(low_balance),
+            _ => low_balance,
         };
         Self {
             low_balance_warning: account.balance < line,
             auto_topup: None,
-            balance: Millicredits(account.balance),
+            balance: account.balance,
             id: account.id,
             email: account.email,
             name: account.name,

@@ -23,13 +23,13 @@ use super::{
 };
 use crate::{
     clock::rfc3339,
-    db::{accounts::Account, auto_topup::SettingsUpdate},
+    db::auto_topup::SettingsUpdate,
     domain::{
+        account::Account,
         api_key::Role,
         attempt::AttemptState,
         auto_topup::{Decision, PauseReason, validate_bounds},
         credits::Millicredits,
-        money::Cents,
         validation::FieldErrors,
     },
     topups::auto::{RetryOutcome, TriedNow},
@@ -99,7 +99,7 @@ pub enum AutoTopupState {
 fn state_of(account: &Account) -> AutoTopupState {
     if account.paused().is_some() {
         AutoTopupState::Paused
-    } else if account.auto_topup_enabled {
+    } else if account.auto_topup.enabled {
         AutoTopupState::Active
     } else {
         AutoTopupState::Off
@@ -128,20 +128,20 @@ async fn view(state: &AppState, account: Account) -> ApiResult<AutoTopupView> {
         pause: pause_view(&account),
         decision: DecisionView {
             decision: decision.as_str(),
-            balance: Millicredits(account.balance),
-            threshold: account.auto_topup_threshold.map(Millicredits),
-            target: account.auto_topup_target.map(Millicredits),
+            balance: account.balance,
+            threshold: account.auto_topup.threshold,
+            target: account.auto_topup.target,
             next_eligible_at: decision
-                .next_eligible_at(now, account.auto_topup_window_ends_at)
+                .next_eligible_at(now, account.auto_topup.window_ends_at)
                 .map(rfc3339),
         },
         account_id: account.id,
-        enabled: account.auto_topup_enabled,
-        threshold: account.auto_topup_threshold.map(Millicredits),
-        target: account.auto_topup_target.map(Millicredits),
-        payment_method_id: account.auto_topup_payment_method_id,
-        enabled_by: account.auto_topup_enabled_by,
-        enabled_at: account.auto_topup_enabled_at.map(rfc3339),
+        enabled: account.auto_topup.enabled,
+        threshold: account.auto_topup.threshold,
+        target: account.auto_topup.target,
+        payment_method_id: account.auto_topup.payment_method_id,
+        enabled_by: account.auto_topup.enabled_by,
+        enabled_at: account.auto_topup.enabled_at.map(rfc3339),
         last_topup,
         last_scan,
     })
@@ -352,7 +352,7 @@ pub enum ResumeOutcome {
 
 /// The outcome of a resume, judged from the account as it stands after it.
 fn resume_outcome(tried: &TriedNow, account: &Account) -> (ResumeOutcome, String) {
-    let off = if account.auto_topup_enabled {
+    let off = if account.auto_topup.enabled {
         ""
     } else {
         " Auto top-up itself is off: nothing is charged until the customer turns it on."
@@ -374,12 +374,11 @@ fn resume_outcome(tried: &TriedNow, account: &Account) -> (ResumeOutcome, String
                 ResumeOutcome::AuthenticationRequired,
                 "Resumed, but the bank asks the customer to authenticate the charge tried now; auto top-up is paused again until they do.".to_owned(),
             ),
-            None if attempt.state == AttemptState::Succeeded.as_str() => (
+            None if attempt.state == AttemptState::Succeeded => (
                 ResumeOutcome::Charged,
                 format!(
                     "Resumed and charged: {} credits for {}.",
-                    Millicredits(attempt.credits),
-                    Cents(attempt.amount_cents)
+                    attempt.credits, attempt.amount
                 ),
             ),
             None => (
@@ -537,13 +536,16 @@ async fn admin_list(
     Ok(Json(AdminListView {
         paused: paused
             .into_iter()
-            .map(|a| PausedView {
-                reason: a.auto_topup_paused_reason,
-                decline_code: a.auto_topup_paused_code,
-                since: a.auto_topup_paused_at.map(rfc3339),
-                account_id: a.id,
-                email: a.email,
-                name: a.name,
+            .map(|a| {
+                let pause = pause_view(&a);
+                PausedView {
+                    reason: pause.as_ref().and_then(|p| p.reason.clone()),
+                    decline_code: pause.as_ref().and_then(|p| p.decline_code.clone()),
+                    since: pause.and_then(|p| p.since),
+                    account_id: a.id,
+                    email: a.email,
+                    name: a.name,
+                }
             })
             .collect(),
         flagged: flagged.into_iter().map(TopupView::from).collect(),

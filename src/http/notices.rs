@@ -14,6 +14,7 @@ use super::{
 };
 use crate::{
     clock::rfc3339,
+    notices::templates::Letterhead,
     db::notices::{NoticeRow, NoticeState, RequeueOutcome},
     domain::validation::FieldErrors,
 };
@@ -43,14 +44,15 @@ pub struct NoticeView {
     failed_at: Option<String>,
 }
 
-impl From<NoticeRow> for NoticeView {
-    fn from(n: NoticeRow) -> Self {
+impl NoticeView {
+    /// The notice as support sees it, its subject rendered under `head` as it is sent.
+    fn of(n: NoticeRow, head: &Letterhead) -> Self {
         Self {
+            subject: crate::notices::render(&n.content, head).subject,
             id: n.id,
             kind: n.kind,
             account_id: n.account_id,
             recipient: n.recipient,
-            subject: n.subject,
             message_id: n.message_id,
             state: n.state,
             attempts: n.attempts,
@@ -92,8 +94,9 @@ async fn list(
         })?),
     };
     let notices = state.db.notices(filter, page).await?;
+    let head = state.config.email.letterhead();
     Ok(Json(PageView::try_from_page(notices, |n| {
-        Ok::<_, ApiError>(NoticeView::from(n))
+        Ok::<_, ApiError>(NoticeView::of(n, &head))
     })?))
 }
 
@@ -116,7 +119,10 @@ async fn requeue(
         .requeue_notice(&id, &caller.actor(), state.clock.now_ms())
         .await?
     {
-        RequeueOutcome::Requeued(notice) => Ok(Json(notice.into())),
+        RequeueOutcome::Requeued(notice) => Ok(Json(NoticeView::of(
+            notice,
+            &state.config.email.letterhead(),
+        ))),
         RequeueOutcome::NotFailed(notice) => Err(ApiError::Conflict(format!(
             "notice {} is {}; only failed notices can be requeued",
             notice.id, notice.state

@@ -23,10 +23,9 @@ use super::{
     views::TopupView,
 };
 use crate::{
-    db::attempts::TopupAttempt,
     domain::{
         api_key::Role,
-        attempt::AttemptState,
+        attempt::{Attempt, AttemptState},
         validation::{FieldErrors, id_rule, is_id},
     },
     topups::PurchaseError,
@@ -172,9 +171,8 @@ pub async fn still_charging(state: &AppState, account_id: &str) -> ApiResult<Res
 }
 
 /// 201 when paid, 202 while waiting, 402 `payment_failed` when declined.
-pub fn purchase_answer(attempt: TopupAttempt) -> ApiResult<Response> {
-    let state = attempt.state()?;
-    let status = match state {
+pub fn purchase_answer(attempt: Attempt) -> ApiResult<Response> {
+    let status = match attempt.state {
         AttemptState::Succeeded => StatusCode::CREATED,
         AttemptState::Failed | AttemptState::Canceled => {
             let decline_code = attempt
@@ -261,14 +259,14 @@ async fn returned(
         )
             .into_response());
     };
-    let outcome = if attempt.state()?.is_terminal() {
+    let outcome = if attempt.state.is_terminal() {
         attempt.state
     } else {
         state.topups.refresh(attempt).await?.state
     };
-    let message = match outcome.as_str() {
-        "succeeded" => "Your payment went through and the credits are in your account.",
-        "failed" | "canceled" => {
+    let message = match outcome {
+        AttemptState::Succeeded => "Your payment went through and the credits are in your account.",
+        AttemptState::Failed | AttemptState::Canceled => {
             "Your payment did not go through. You can retry it from your billing settings."
         }
         _ => "Your payment is being processed; the credits are added as soon as it completes.",
@@ -302,7 +300,7 @@ async fn one(
         .await?
         .filter(|a| a.account_id == id)
         .ok_or(ApiError::NotFound("top-up"))?;
-    let attempt = if attempt.state()?.is_terminal() {
+    let attempt = if attempt.state.is_terminal() {
         attempt
     } else {
         state.topups.refresh(attempt).await?

@@ -8,13 +8,11 @@ use utoipa::ToSchema;
 use super::state::AppState;
 use crate::{
     clock::rfc3339,
-    db::{
-        DbError, accounts::Account, attempts::TopupAttempt, ledger::LedgerEntry, usage::UsageRecord,
-    },
+    db::{DbError, ledger::LedgerEntry, usage::UsageRecord},
     domain::{
-        attempt::{AttemptState, AttemptTrigger},
+        account::Account,
+        attempt::{Attempt, AttemptState, AttemptTrigger},
         credits::Millicredits,
-        money::Cents,
         pricing::Quote,
     },
 };
@@ -23,10 +21,8 @@ use crate::{
 pub struct TopupView {
     id: String,
     account_id: String,
-    #[schema(value_type = AttemptTrigger)]
-    trigger: String,
-    #[schema(value_type = AttemptState)]
-    state: String,
+    trigger: AttemptTrigger,
+    state: AttemptState,
     credits: Millicredits,
     amount_cents: i64,
     amount_usd: String,
@@ -52,9 +48,9 @@ pub struct NextActionView {
     url: String,
 }
 
-impl From<TopupAttempt> for TopupView {
-    fn from(a: TopupAttempt) -> Self {
-        let waiting = a.state == AttemptState::RequiresAction.as_str();
+impl From<Attempt> for TopupView {
+    fn from(a: Attempt) -> Self {
+        let waiting = a.state == AttemptState::RequiresAction;
         Self {
             next_action: a
                 .next_action_url
@@ -67,9 +63,9 @@ impl From<TopupAttempt> for TopupView {
             account_id: a.account_id,
             trigger: a.trigger,
             state: a.state,
-            credits: Millicredits(a.credits),
-            amount_cents: a.amount_cents,
-            amount_usd: Cents(a.amount_cents).to_string(),
+            credits: a.credits,
+            amount_cents: a.amount.0,
+            amount_usd: a.amount.to_string(),
             currency: a.currency,
             payment_method_id: a.payment_method_id,
             transaction_id: a.provider_payment_id,
@@ -171,10 +167,10 @@ pub struct PauseView {
 }
 
 pub(super) fn pause_view(account: &Account) -> Option<PauseView> {
-    account.paused().map(|_| PauseView {
-        reason: account.auto_topup_paused_reason.clone(),
-        decline_code: account.auto_topup_paused_code.clone(),
-        since: account.auto_topup_paused_at.map(rfc3339),
+    account.auto_topup.pause.as_ref().map(|pause| PauseView {
+        reason: Some(pause.reason.as_str().to_owned()),
+        decline_code: pause.code.clone(),
+        since: Some(rfc3339(pause.since)),
     })
 }
 
@@ -190,12 +186,12 @@ pub async fn summary(state: &AppState, account: &Account) -> Result<AutoTopupSum
     if let Some(open) = state.db.open_attempt_of(&account.id).await? {
         return Ok(AutoTopupSummary::InProgress { topup_id: open.id });
     }
-    if !account.auto_topup_enabled {
+    if !account.auto_topup.enabled {
         return Ok(AutoTopupSummary::Off);
     }
     let decision = state.topups.decision(account).await?;
     let next_top_up_at = decision
-        .next_eligible_at(state.clock.now_ms(), account.auto_topup_window_ends_at)
+        .next_eligible_at(state.clock.now_ms(), account.auto_topup.window_ends_at)
         .map(rfc3339);
     Ok(AutoTopupSummary::Active { next_top_up_at })
 }

@@ -98,7 +98,7 @@ impl NoticeSender {
             tracing::warn!(notice_id = %notice.id, "lease lost before sending; another sender has it");
             return Ok(());
         }
-        let outcome = self.mailer.send(notice).await;
+        let outcome = self.mailer.send(notice, &self.config.letterhead()).await;
         let now = self.clock.now_ms();
         let attempts = u32::try_from(notice.attempts).unwrap_or(u32::MAX);
         match outcome {

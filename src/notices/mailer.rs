@@ -14,6 +14,7 @@ use lettre::{
 };
 use secrecy::ExposeSecret;
 
+use super::templates::Letterhead;
 use crate::{
     config::{EmailConfig, EmailTransport, SmtpTls},
     db::notices::NoticeRow,
@@ -79,10 +80,11 @@ impl Mailer {
         })
     }
 
-    pub async fn send(&self, notice: &NoticeRow) -> Result<(), SendError> {
+    /// Sends the notice, rendered under `head`.
+    pub async fn send(&self, notice: &NoticeRow, head: &Letterhead) -> Result<(), SendError> {
         match self {
             Self::Smtp { transport, from } => {
-                let message = message(from, notice)?;
+                let message = message(from, notice, head)?;
                 transport.send(message).await.map(drop).map_err(|e| {
                     if e.is_permanent() {
                         SendError::Permanent(e.to_string())
@@ -92,7 +94,7 @@ impl Mailer {
                 })
             }
             Self::File { folder, from } => {
-                let bytes = message(from, notice)?.formatted();
+                let bytes = message(from, notice, head)?.formatted();
                 write_eml(folder, &notice.id, &bytes)
                     .await
                     .map_err(|e| SendError::Transient(format!("write {}: {e}", folder.display())))
@@ -106,7 +108,8 @@ impl Mailer {
 }
 
 /// The MIME message of a notice: plain text and HTML alternatives.
-fn message(from: &Mailbox, notice: &NoticeRow) -> Result<Message, SendError> {
+fn message(from: &Mailbox, notice: &NoticeRow, head: &Letterhead) -> Result<Message, SendError> {
+    let words = super::render(&notice.content, head);
     let to: Mailbox = notice
         .recipient
         .parse()
@@ -116,13 +119,10 @@ fn message(from: &Mailbox, notice: &NoticeRow) -> Result<Message, SendError> {
     Message::builder()
         .from(from.clone())
         .to(to)
-        .subject(&notice.subject)
+        .subject(&words.subject)
         .message_id(Some(notice.message_id.clone()))
         .date(date)
-        .multipart(MultiPart::alternative_plain_html(
-            notice.text_body.clone(),
-            notice.html_body.clone(),
-        ))
+        .multipart(MultiPart::alternative_plain_html(words.text, words.html))
         .map_err(|e| SendError::Permanent(format!("message cannot be built: {e}")))
 }
 

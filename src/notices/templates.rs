@@ -1,10 +1,13 @@
-//! The words of each notice, as plain text and HTML. Rendered once, when the notice is
-//! queued, so a resend is byte-for-byte the same message.
+//! The words of each notice, as plain text and HTML. Rendered from the stored facts when
+//! the notice is sent: the same facts, name and letterhead give the same message, so a
+//! resend is byte-for-byte the first send.
 
-use super::{
-    AuthenticationRequest, Notice, PaymentFailure, Receipt, ResumedBy, Resumption, Trigger,
+use crate::{
+    clock::Millis,
+    domain::notice::{
+        AuthenticationRequest, Notice, PaymentFailure, Receipt, ResumedBy, Resumption, Trigger,
+    },
 };
-use crate::clock::Millis;
 
 /// What every notice says about who sends it and where to act.
 #[derive(Debug, Clone)]

@@ -15,19 +15,19 @@ use crate::{
     clock::Millis,
     db::{
         DbError,
-        accounts::Account,
-        attempts::TopupAttempt,
         audit::Actor,
         auto_topup::{AutoClaim, AutoClaimOutcome},
         notices::NewNotice,
     },
     domain::{
+        account::Account,
         api_key::Role,
-        attempt::{AttemptState, AttemptTrigger},
+        attempt::{Attempt, AttemptState, AttemptTrigger},
         auto_topup::{Decision, decide},
         backoff::recheck_delay,
+        notice::{Notice, ResumedBy, Resumption},
     },
-    notices::{self, Notice, Recipient, ResumedBy, Resumption},
+    notices,
 };
 
 /// What one scan did.
@@ -114,25 +114,25 @@ pub enum TriedNow {
     /// Not asked: the next scan charges the account if it is due.
     NotAsked,
     /// Charged (or being charged): the attempt as it stands.
-    Charged(TopupAttempt),
+    Charged(Attempt),
     /// The rules say there is nothing to charge now, and why.
     NotDue(Decision),
     /// Less is missing than the smallest purchase buys.
     NothingWorthCharging,
     /// Another top-up of the account is open.
-    Busy(TopupAttempt),
+    Busy(Attempt),
 }
 
 /// The result of the customer's retry.
 #[derive(Debug)]
 pub enum RetryOutcome {
     /// Charged (or being charged): the attempt as it stands.
-    Charged(TopupAttempt),
+    Charged(Attempt),
     /// Nothing worth charging (the balance is at the target, or closer to it than the
     /// smallest purchase buys): resumed without a charge.
     ResumedWithoutCharge,
     NotPaused,
-    Busy(TopupAttempt),
+    Busy(Attempt),
     AccountNotFound,
 }
 
@@ -230,7 +230,7 @@ impl Topups {
         let claim = self.auto_claim(account_id, AttemptTrigger::Auto, true);
         match self.db.claim_auto_attempt(&claim).await {
             Ok(AutoClaimOutcome::Claimed(attempt)) => {
-                ScanOutcome::Charged(self.advance(attempt).await.and_then(|a| a.state()))
+                ScanOutcome::Charged(self.advance(attempt).await.map(|a| a.state))
             }
             Ok(
                 AutoClaimOutcome::NotDue(_)
@@ -294,16 +294,11 @@ impl Topups {
         try_now: bool,
     ) -> Result<Option<TriedNow>, DbError> {
         let now = self.clock.now_ms();
-        let back_on = |account: &Account| {
-            let active = account.auto_topup_enabled && account.paused().is_none();
-            active.then(|| self.resumed_notice(account, now))
-        };
+        let back_on = self.resumed_notice(account_id, now);
+        // A try is told by its own outcome: the notice waits for it.
         let resumed = self
             .db
-            .resume_auto_topup(account_id, actor, note, now, |account: &Account| {
-                // A try is told by its own outcome: the notice waits for it.
-                if try_now { None } else { back_on(account) }
-            })
+            .resume_auto_topup(account_id, actor, note, now, (!try_now).then_some(&back_on))
             .await?;
         let Some(queued) = resumed else {
             return Ok(None);
@@ -329,24 +324,20 @@ impl Topups {
             AutoClaimOutcome::NothingToCharge => TriedNow::NothingWorthCharging,
             AutoClaimOutcome::Busy(open) => TriedNow::Busy(open),
         };
-        count_notice(self.db.queue_notice_for(account_id, back_on).await?);
+        count_notice(self.db.queue_notice_if_active(&back_on).await?);
         Ok(Some(tried))
     }
 
-    fn resumed_notice(&self, account: &Account, at: Millis) -> NewNotice {
-        let recipient = Recipient {
-            account_id: &account.id,
-            name: &account.name,
-            email: &account.email,
-        };
+    /// The customer's notice that support resumed auto top-up.
+    fn resumed_notice(&self, account_id: &str, at: Millis) -> NewNotice {
         let notice = Notice::AutoTopupResumed(Resumption {
             by: ResumedBy::Support,
             at,
         });
         notices::compose(
-            format!("resume:{}:{at}", account.id),
-            recipient,
-            &notice,
+            &format!("resume:{account_id}:{at}"),
+            account_id,
+            notice,
             &self.config.email,
             at,
         )
@@ -395,14 +386,14 @@ impl Topups {
             }
             report.examined += 1;
             let checks = attempt.check_count;
-            let expired = attempt.state == AttemptState::RequiresAction.as_str()
+            let expired = attempt.state == AttemptState::RequiresAction
                 && attempt.created_at <= expired_before;
             let attempt = if expired {
                 self.cancel_payment(attempt).await?
             } else {
                 self.refresh(attempt).await?
             };
-            if attempt.state()?.is_terminal() {
+            if attempt.state.is_terminal() {
                 report.settled += 1;
             } else {
                 let first = Duration::from_secs(settings.recheck_after_secs);
@@ -418,7 +409,7 @@ impl Topups {
 
     /// Cancels the attempt's payment at the provider and applies what the provider says:
     /// usually canceled, but succeeded if the customer authenticated just before.
-    async fn cancel_payment(&self, attempt: TopupAttempt) -> Result<TopupAttempt, DbError> {
+    async fn cancel_payment(&self, attempt: Attempt) -> Result<Attempt, DbError> {
         let Some(payment_id) = attempt.provider_payment_id.clone() else {
             return Ok(attempt);
         };

@@ -12,20 +12,18 @@ use crate::{
     config::Config,
     db::{
         Db, DbError,
-        attempts::{AttemptMove, Claim, Effects, NewAttempt, ProviderFacts, Settled, TopupAttempt},
+        attempts::{AttemptMove, Claim, NewAttempt, SettleWrite},
         group_commit::{GroupCommit, Writers},
         webhooks::StoredEvent,
     },
     domain::{
-        attempt::{AttemptState, AttemptTrigger},
-        auto_topup::{AUTHENTICATION_DECLINE, PauseChange, pause_change},
+        attempt::{Attempt, AttemptState, AttemptTrigger, ProviderFacts},
+        auto_topup::PauseChange,
         credits::{MILLIS_PER_CREDIT, Millicredits},
         money::Cents,
+        settlement::settlement,
     },
-    notices::{
-        self, AuthenticationRequest, Notice, PaymentFailure, Receipt, Recipient, ResumedBy,
-        Resumption, Trigger,
-    },
+    notices,
     payments::{
         client::{NewPayment, Presence, ProviderClient, ProviderError},
         types::PaymentIntent,
@@ -57,7 +55,7 @@ pub enum PurchaseError {
     NoPaymentMethod,
     /// Another top-up of the account is still open.
     #[error("another top-up of this account is in progress")]
-    Busy(Box<TopupAttempt>),
+    Busy(Box<Attempt>),
     /// The caller's Idempotency-Key was used for a different purchase.
     #[error("this Idempotency-Key was used for a different request")]
     KeyReused,
@@ -114,7 +112,7 @@ impl Topups {
         account_id: &str,
         credits: i64,
         request_key: Option<&str>,
-    ) -> Result<TopupAttempt, PurchaseError> {
+    ) -> Result<Attempt, PurchaseError> {
         let amount = purchase_price(credits, &self.config).map_err(PurchaseError::InvalidAmount)?;
         let account = self
             .db
@@ -155,8 +153,8 @@ impl Topups {
 
     /// Brings an attempt up to date: resumes the steps it still has to take, or asks the
     /// provider what became of its payment.
-    pub async fn refresh(&self, attempt: TopupAttempt) -> Result<TopupAttempt, DbError> {
-        match attempt.state()? {
+    pub async fn refresh(&self, attempt: Attempt) -> Result<Attempt, DbError> {
+        match attempt.state {
             AttemptState::RequiresAction | AttemptState::Processing => {
                 let Some(payment_id) = attempt.provider_payment_id.clone() else {
                     return Err(DbError::Corrupt(format!(
@@ -179,13 +177,13 @@ impl Topups {
     /// Drives the attempt forward from its written state. Each state is written before the
     /// call it guards; an unknown outcome leaves the attempt where it is, to be resumed with
     /// the same idempotency keys.
-    pub async fn advance(&self, mut attempt: TopupAttempt) -> Result<TopupAttempt, DbError> {
+    pub async fn advance(&self, mut attempt: Attempt) -> Result<Attempt, DbError> {
         use AttemptState::*;
         // Set when this call wrote `Confirming`, so no earlier confirmation can exist.
         let mut confirm_now = false;
         loop {
             let now = self.clock.now_ms();
-            let moved = match attempt.state()? {
+            let moved = match attempt.state {
                 Claimed => self.step(&attempt, Claimed, Creating, None, now).await?,
                 Creating => match self
                     .provider
@@ -247,12 +245,12 @@ impl Topups {
     /// Writes the attempt's next step (see [`Db::move_attempts`]) through the step queue.
     async fn step(
         &self,
-        attempt: &TopupAttempt,
+        attempt: &Attempt,
         from: AttemptState,
         to: AttemptState,
         provider_payment_id: Option<String>,
         at: Millis,
-    ) -> Result<Option<TopupAttempt>, DbError> {
+    ) -> Result<Option<Attempt>, DbError> {
         self.steps
             .write(AttemptMove {
                 id: attempt.id.clone(),
@@ -264,7 +262,7 @@ impl Topups {
             .await
     }
 
-    fn payment_id<'a>(&self, attempt: &'a TopupAttempt) -> Result<&'a str, DbError> {
+    fn payment_id<'a>(&self, attempt: &'a Attempt) -> Result<&'a str, DbError> {
         attempt
             .provider_payment_id
             .as_deref()
@@ -273,9 +271,9 @@ impl Topups {
 
     /// The create request of an attempt, built only from its row so that a replay is
     /// identical.
-    pub fn create_request(attempt: &TopupAttempt) -> NewPayment<'_> {
+    pub fn create_request(attempt: &Attempt) -> NewPayment<'_> {
         NewPayment {
-            amount_cents: attempt.amount_cents,
+            amount_cents: attempt.amount.0,
             currency: &attempt.currency,
             customer: &attempt.customer_id,
             payment_method: &attempt.payment_method_id,
@@ -288,8 +286,8 @@ impl Topups {
         }
     }
 
-    fn presence(&self, attempt: &TopupAttempt) -> Result<Presence<'_>, DbError> {
-        Ok(match attempt.trigger()? {
+    fn presence(&self, attempt: &Attempt) -> Result<Presence<'_>, DbError> {
+        Ok(match attempt.trigger {
             AttemptTrigger::Auto => Presence::OffSession,
             AttemptTrigger::Manual | AttemptTrigger::Retry => Presence::OnSession {
                 return_url: &self.config.payments.return_url,
@@ -297,7 +295,7 @@ impl Topups {
         })
     }
 
-    async fn reload(&self, attempt: &TopupAttempt) -> Result<TopupAttempt, DbError> {
+    async fn reload(&self, attempt: &Attempt) -> Result<Attempt, DbError> {
         self.db
             .attempt(&attempt.id)
             .await?
@@ -306,9 +304,9 @@ impl Topups {
 
     async fn after_create_failed(
         &self,
-        attempt: TopupAttempt,
+        attempt: Attempt,
         error: ProviderError,
-    ) -> Result<TopupAttempt, DbError> {
+    ) -> Result<Attempt, DbError> {
         match error {
             ProviderError::Unknown { .. } | ProviderError::Unauthorized { .. } => {
                 tracing::warn!(attempt_id = %attempt.id, %error, "payment not created yet; will retry with the same key");
@@ -356,9 +354,9 @@ impl Topups {
 
     async fn after_confirm_failed(
         &self,
-        attempt: TopupAttempt,
+        attempt: Attempt,
         error: ProviderError,
-    ) -> Result<TopupAttempt, DbError> {
+    ) -> Result<Attempt, DbError> {
         match error {
             ProviderError::Declined {
                 payment_intent: Some(intent),
@@ -391,7 +389,7 @@ impl Topups {
     }
 
     /// Looks for the attempt's payment among the customer's recent ones, by metadata.
-    async fn find_payment(&self, attempt: &TopupAttempt) -> Option<PaymentIntent> {
+    async fn find_payment(&self, attempt: &Attempt) -> Option<PaymentIntent> {
         let since = attempt.created_at.div_euclid(1000) - ADOPTION_WINDOW_SECS;
         match self
             .provider
@@ -413,10 +411,10 @@ impl Topups {
 
     async fn fail(
         &self,
-        attempt: TopupAttempt,
+        attempt: Attempt,
         code: &str,
         message: &str,
-    ) -> Result<TopupAttempt, DbError> {
+    ) -> Result<Attempt, DbError> {
         let facts = ProviderFacts {
             decline_code: Some(code),
             failure_message: Some(message),
@@ -428,9 +426,9 @@ impl Topups {
     /// Applies the provider's authoritative view of the attempt's payment.
     pub async fn apply(
         &self,
-        attempt: TopupAttempt,
+        attempt: Attempt,
         intent: &PaymentIntent,
-    ) -> Result<TopupAttempt, DbError> {
+    ) -> Result<Attempt, DbError> {
         let Some(target) = AttemptState::from_provider_status(&intent.status) else {
             tracing::warn!(attempt_id = %attempt.id, status = %intent.status, "unknown payment status; left as is");
             return Ok(attempt);
@@ -446,9 +444,9 @@ impl Topups {
             }
             _ => 0,
         };
-        let received_other = succeeded && received != attempt.amount_cents;
+        let received_other = succeeded && received != attempt.amount.0;
         if received_other {
-            tracing::warn!(attempt_id = %attempt.id, asked = attempt.amount_cents, received, "provider received another amount; crediting what was received");
+            tracing::warn!(attempt_id = %attempt.id, asked = attempt.amount.0, received, "provider received another amount; crediting what was received");
         }
         let facts = ProviderFacts {
             provider_payment_id: Some(&intent.id),
@@ -459,130 +457,67 @@ impl Topups {
                 .last_payment_error
                 .as_ref()
                 .and_then(|e| e.message.as_deref()),
-            amount_received: succeeded.then_some(received),
+            amount_received: succeeded.then_some(Cents(received)),
             client_secret: intent.client_secret.as_deref(),
-            credits_received: received_other
-                .then(|| received * MILLIS_PER_CREDIT / self.config.credit_price_cents),
+            credits_received: received_other.then(|| {
+                Millicredits(received * MILLIS_PER_CREDIT / self.config.credit_price_cents)
+            }),
         };
         self.settle(attempt, target, &facts).await
     }
 
+    /// Settles the attempt at `target` with what the provider said, with all that follows
+    /// (see [`settlement`]) in the same transaction. Someone else moving the attempt first
+    /// is met by deciding again from where they left it, until the move is taken or no
+    /// longer allowed: states only move forward, so this ends.
     async fn settle(
         &self,
-        attempt: TopupAttempt,
+        mut attempt: Attempt,
         target: AttemptState,
         facts: &ProviderFacts<'_>,
-    ) -> Result<TopupAttempt, DbError> {
-        let now = self.clock.now_ms();
-        let mut decided = None;
-        let settled = self
-            .db
-            .settle_attempt(&attempt.id, target, facts, now, |s| {
-                let effects = self.effects_for(target, s);
-                let kinds: Vec<&'static str> = effects.notices.iter().map(|n| n.kind).collect();
-                decided = Some((effects.pause.clone(), kinds));
-                effects
-            })
-            .await?;
-        let Some(attempt) = settled else {
-            return self.reload(&attempt).await;
-        };
-        tracing::info!(attempt_id = %attempt.id, state = %attempt.state, "top-up attempt moved");
-        crate::metrics::attempt_settled(&attempt.trigger, &attempt.state);
-        if let Some((pause, kinds)) = decided {
-            match pause {
-                Some(PauseChange::Pause(reason)) => crate::metrics::paused(reason.as_str()),
-                Some(PauseChange::Resume) => crate::metrics::resumed("payment"),
-                Some(PauseChange::Keep) | None => {}
+    ) -> Result<Attempt, DbError> {
+        while attempt.state.can_become(target) {
+            let now = self.clock.now_ms();
+            let moved = attempt.settled(target, facts, now);
+            let plan = settlement(&moved, now);
+            let cause = format!("attempt:{}", moved.id);
+            let email = &self.config.email;
+            let compose = |notices: &[crate::domain::notice::Notice]| -> Vec<_> {
+                notices
+                    .iter()
+                    .map(|n| notices::compose(&cause, &moved.account_id, n.clone(), email, now))
+                    .collect()
+            };
+            let (queued, queued_if_resumed) = (compose(&plan.notices), compose(&plan.notices_if_resumed));
+            let write = SettleWrite {
+                attempt: &moved,
+                from: attempt.state,
+                credit: plan.credit.as_ref().map(|credit| {
+                    let cause = format!("{cause}:topup_receipt");
+                    (credit, notices::envelope(cause, &moved.account_id, email, now))
+                }),
+                pause: &plan.pause,
+                notices: &queued,
+                notices_if_resumed: &queued_if_resumed,
+            };
+            let Some(outcome) = self.db.settle_attempt(&write).await? else {
+                attempt = self.reload(&attempt).await?;
+                continue;
+            };
+            tracing::info!(attempt_id = %moved.id, state = moved.state.as_str(), "top-up attempt moved");
+            crate::metrics::attempt_settled(moved.trigger.as_str(), moved.state.as_str());
+            match plan.pause {
+                PauseChange::Pause(reason) => crate::metrics::paused(reason.as_str()),
+                PauseChange::Resume if outcome.resumed => crate::metrics::resumed("payment"),
+                PauseChange::Resume | PauseChange::Keep => {}
             }
-            for kind in kinds {
+            for kind in outcome.queued {
                 crate::metrics::notices_queued(kind, 1);
             }
+            return Ok(moved);
         }
-        Ok(attempt)
-    }
-
-    /// What settling the attempt does besides the money: the pause (automatic charges
-    /// pause on a decline or a request for authentication and resume on success), and the
-    /// notices the customer gets.
-    fn effects_for(&self, target: AttemptState, settled: &Settled<'_>) -> Effects {
-        let attempt = settled.attempt;
-        let Ok(trigger) = attempt.trigger() else {
-            return Effects::default();
-        };
-        let decline = attempt.decline_code.as_deref();
-        let pause = pause_change(trigger, target, decline, settled.account.paused());
-        let who = match trigger {
-            AttemptTrigger::Auto => Trigger::Automatic,
-            AttemptTrigger::Manual | AttemptTrigger::Retry => Trigger::Manual,
-        };
-        let now = self.clock.now_ms();
-        let (credits, amount) = (Millicredits(attempt.credits), Cents(attempt.amount_cents));
-        let mut notices = Vec::new();
-        match target {
-            AttemptState::Succeeded => {
-                notices.push(Notice::TopupReceipt(Receipt {
-                    trigger: who,
-                    credits,
-                    amount,
-                    transaction_id: attempt.provider_payment_id.clone().unwrap_or_default(),
-                    new_balance: Millicredits(
-                        settled
-                            .credit
-                            .map_or(settled.account.balance, |e| e.balance_after),
-                    ),
-                    at: now,
-                }));
-                if pause == PauseChange::Resume {
-                    notices.push(Notice::AutoTopupResumed(Resumption {
-                        by: ResumedBy::Payment,
-                        at: now,
-                    }));
-                }
-            }
-            // The bank wants the customer there to confirm: ask them to, rather than
-            // report a decline they can do nothing about with another card.
-            AttemptState::Failed
-                if decline == Some(AUTHENTICATION_DECLINE) && trigger == AttemptTrigger::Auto =>
-            {
-                notices.push(Notice::AuthenticationRequired(AuthenticationRequest {
-                    link: None,
-                    credits,
-                    amount,
-                }));
-            }
-            AttemptState::Failed => notices.push(Notice::PaymentFailed(PaymentFailure {
-                trigger: who,
-                decline_code: decline.unwrap_or("card_declined").to_owned(),
-                credits,
-                amount,
-                at: now,
-            })),
-            // The customer at hand got the link in the answer; an absent one gets it by mail.
-            AttemptState::RequiresAction if trigger == AttemptTrigger::Auto => {
-                notices.push(Notice::AuthenticationRequired(AuthenticationRequest {
-                    link: attempt.next_action_url.clone(),
-                    credits,
-                    amount,
-                }));
-            }
-            _ => {}
-        }
-        let recipient = Recipient {
-            account_id: &settled.account.id,
-            name: &settled.account.name,
-            email: &settled.account.email,
-        };
-        Effects {
-            pause: Some(pause),
-            notices: notices
-                .iter()
-                .map(|notice| {
-                    let cause = format!("attempt:{}:{}", attempt.id, notice.kind());
-                    notices::compose(cause, recipient, notice, &self.config.email, now)
-                })
-                .collect(),
-        }
+        // Not moved: at or past `target` already, as it stands now.
+        self.reload(&attempt).await
     }
 
     /// Handles a stored webhook event: the payment it names is re-read from the provider
@@ -613,7 +548,7 @@ impl Topups {
     }
 
     /// Re-reads the attempt's payment and applies it, reporting a provider failure.
-    async fn refresh_payment(&self, attempt: TopupAttempt) -> Result<(), EventError> {
+    async fn refresh_payment(&self, attempt: Attempt) -> Result<(), EventError> {
         let payment_id = self.payment_id(&attempt)?.to_owned();
         let intent = self.provider.payment_intent(&payment_id).await?;
         self.apply(attempt, &intent).await?;

@@ -8,10 +8,10 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use topupd::{
     db::{
-        attempts::{AttemptMove, TopupAttempt},
+        attempts::AttemptMove,
         auto_topup::{AutoClaim, AutoClaimOutcome},
     },
-    domain::attempt::{AttemptState, AttemptTrigger},
+    domain::attempt::{Attempt, AttemptState, AttemptTrigger},
     payments::{
         client::Presence,
         signature,
@@ -92,7 +92,7 @@ impl TestApp {
         to: AttemptState,
         provider_payment_id: Option<&str>,
         at: i64,
-    ) -> Result<Option<TopupAttempt>, topupd::db::DbError> {
+    ) -> Result<Option<Attempt>, topupd::db::DbError> {
         let step = AttemptMove {
             id: id.to_owned(),
             from,
@@ -120,7 +120,7 @@ impl TestApp {
     }
 
     /// Claims an automatic attempt for a due account, the first step of a scan.
-    pub async fn claim_as_the_scan_would(&self, account: &str) -> TopupAttempt {
+    pub async fn claim_as_the_scan_would(&self, account: &str) -> Attempt {
         let claim = self.scan_claim(account);
         match self.db.claim_auto_attempt(&claim).await.expect("claim") {
             AutoClaimOutcome::Claimed(attempt) => attempt,
@@ -724,7 +724,7 @@ async fn steps_written_together_keep_their_own_outcomes() {
             attempts.push(app.claim_as_the_scan_would(&account).await);
         }
         let now = topupd::clock::Clock::now_ms(&app.clock);
-        let step = |attempt: &TopupAttempt, from, to, payment: Option<&str>| AttemptMove {
+        let step = |attempt: &Attempt, from, to, payment: Option<&str>| AttemptMove {
             id: attempt.id.clone(),
             from,
             to,
@@ -747,18 +747,11 @@ async fn steps_written_together_keep_their_own_outcomes() {
             .move_attempts(&steps.iter().collect::<Vec<_>>())
             .await
             .expect("the batch commits");
-        let states: Vec<Option<String>> = moved
-            .iter()
-            .map(|m| m.as_ref().map(|a| a.state.clone()))
-            .collect();
+        let states: Vec<Option<AttemptState>> =
+            moved.iter().map(|m| m.as_ref().map(|a| a.state)).collect();
         assert_eq!(
             states,
-            [
-                Some("creating".to_owned()),
-                Some("creating".to_owned()),
-                Some("creating".to_owned()),
-                None
-            ]
+            [Some(Creating), Some(Creating), Some(Creating), None]
         );
         for (attempt, moved) in attempts.iter().zip(&moved).take(3) {
             assert_eq!(moved.as_ref().expect("moved").id, attempt.id);
@@ -781,10 +774,10 @@ async fn steps_written_together_keep_their_own_outcomes() {
             .collect();
         assert_eq!(payments, [Some("pi_batch_0"), None, Some("pi_batch_3")]);
         for (attempt, state, payment) in [
-            (&attempts[0], "created", Some("pi_batch_0")),
-            (&attempts[1], "created", None),
-            (&attempts[2], "creating", None),
-            (&attempts[3], "created", Some("pi_batch_3")),
+            (&attempts[0], Created, Some("pi_batch_0")),
+            (&attempts[1], Created, None),
+            (&attempts[2], Creating, None),
+            (&attempts[3], Created, Some("pi_batch_3")),
         ] {
             let stored = app
                 .db
@@ -805,7 +798,7 @@ fn uuid_like() -> String {
 
 /// Drives an automatic attempt the way the engine does, stopping at `stop` as if the
 /// process died there: after writing the state, before or after the provider call.
-async fn crash_at(app: &TestApp, attempt: TopupAttempt, stop: &str) {
+async fn crash_at(app: &TestApp, attempt: Attempt, stop: &str) {
     use AttemptState::*;
     let provider = app.provider();
     let now = topupd::clock::Clock::now_ms(&app.clock);

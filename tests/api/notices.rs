@@ -5,14 +5,17 @@ use tokio_util::sync::CancellationToken;
 use topupd::{
     db::{
         Db,
-        notices::{NoticeState, NoticeWrites},
+        notices::{NewNotice, NoticeState, NoticeWrites, QueueWhen},
     },
-    domain::{credits::Millicredits, money::Cents},
+    domain::{
+        credits::Millicredits,
+        money::Cents,
+        notice::{
+            AuthenticationRequest, Notice, PaymentFailure, Receipt, ResumedBy, Resumption, Trigger,
+        },
+    },
     jobs::notice_sender::{NoticeSender, SendReport},
-    notices::{
-        self, AuthenticationRequest, Notice, PaymentFailure, Receipt, Recipient, ResumedBy,
-        Resumption, Trigger, mailer::Mailer,
-    },
+    notices::{self, mailer::Mailer},
 };
 
 use crate::{
@@ -34,22 +37,18 @@ fn receipt(transaction: &str) -> Notice {
 impl TestApp {
     /// Queues `notice` for the account in a transaction of its own, as a state change
     /// would; false when the cause was already queued.
-    pub async fn queue(&self, cause: &str, account_id: &str, email: &str, notice: &Notice) -> bool {
-        let row = notices::compose(
-            cause.to_owned(),
-            Recipient {
-                account_id,
-                name: "Ada",
-                email,
-            },
-            notice,
-            &self.config.email,
-            topupd::clock::Clock::now_ms(&self.clock),
-        );
+    pub async fn queue(&self, cause: &str, account_id: &str, notice: &Notice) -> bool {
+        let now = topupd::clock::Clock::now_ms(&self.clock);
+        let row = NewNotice {
+            envelope: notices::envelope(cause.to_owned(), account_id, &self.config.email, now),
+            notice: notice.clone(),
+        };
         macro_rules! queue_in_transaction {
             ($pool:expr) => {{
                 let mut tx = $pool.begin().await.expect("begin");
-                let queued = tx.queue_notice(&row).await.expect("queue notice");
+                let queued = tx.queue_notice(&row, QueueWhen::Always)
+                    .await
+                    .expect("queue notice");
                 tx.commit().await.expect("commit");
                 queued
             }};
@@ -121,7 +120,7 @@ async fn queued_notices_arrive_with_recipient_subject_both_parts_and_a_stable_me
         ];
         for (i, notice) in kinds.iter().enumerate() {
             assert!(
-                app.queue(&format!("test:{i}"), &account, "ada@example.com", notice)
+                app.queue(&format!("test:{i}"), &account, notice)
                     .await
             );
         }
@@ -172,7 +171,6 @@ async fn notices_queued_while_smtp_is_down_all_arrive_exactly_once_when_it_is_ba
             app.queue(
                 &format!("test:{i}"),
                 &account,
-                "ada@example.com",
                 &receipt(&format!("pi_{i}")),
             )
             .await;
@@ -221,14 +219,12 @@ async fn a_permanent_rejection_fails_after_one_try_and_support_can_requeue_it() 
         app.queue(
             "test:permanent",
             &rejected,
-            "reject-permanent@example.com",
             &receipt("pi_1"),
         )
         .await;
         app.queue(
             "test:temporary",
             &deferred,
-            "reject-temporary@example.com",
             &receipt("pi_2"),
         )
         .await;
@@ -312,7 +308,6 @@ async fn queuing_the_same_cause_twice_sends_one_message() {
             app.queue(
                 "attempt:1:succeeded",
                 &account,
-                "ada@example.com",
                 &receipt("pi_1")
             )
             .await
@@ -321,7 +316,6 @@ async fn queuing_the_same_cause_twice_sends_one_message() {
             !app.queue(
                 "attempt:1:succeeded",
                 &account,
-                "ada@example.com",
                 &receipt("pi_1")
             )
             .await
@@ -340,7 +334,7 @@ async fn a_send_interrupted_before_it_is_recorded_is_resent_with_the_same_messag
         let smtp = SmtpSink::started().await;
         let app = TestApp::spawn_with(backend, test_config(smtp.port)).await;
         let account = app.account_with_email("ada@example.com", "0").await;
-        app.queue("test:crash", &account, "ada@example.com", &receipt("pi_1"))
+        app.queue("test:crash", &account, &receipt("pi_1"))
             .await;
 
         // A sender claims the notice and the SMTP server accepts it, then the sender dies
@@ -354,7 +348,7 @@ async fn a_send_interrupted_before_it_is_recorded_is_resent_with_the_same_messag
         assert_eq!(claimed.len(), 1);
         Mailer::from_config(&app.config.email)
             .expect("mailer")
-            .send(&claimed[0])
+            .send(&claimed[0], &app.config.email.letterhead())
             .await
             .expect("accepted by SMTP");
 
@@ -391,7 +385,6 @@ async fn serve_delivers_in_the_background_and_a_restart_keeps_what_was_not_deliv
             app.queue(
                 &format!("test:{i}"),
                 &account,
-                "ada@example.com",
                 &receipt(&format!("pi_{i}")),
             )
             .await;

@@ -1,0 +1,67 @@
+//! A customer account as the rules see it: its balance and its auto top-up settings and
+//! pause, in domain units. Built from the stored row at the database boundary.
+
+use super::{
+    auto_topup::{PauseReason, Standing},
+    credits::Millicredits,
+};
+use crate::clock::Millis;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub id: String,
+    pub email: String,
+    pub name: String,
+    pub balance: Millicredits,
+    /// The payment provider's customer, once the account has saved a card.
+    pub provider_customer_id: Option<String>,
+    pub created_at: Millis,
+    pub auto_topup: AutoTopup,
+}
+
+/// The account's auto top-up: what the customer set, and where it stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AutoTopup {
+    pub enabled: bool,
+    pub threshold: Option<Millicredits>,
+    pub target: Option<Millicredits>,
+    /// The card set for auto top-up; `None` charges the default card.
+    pub payment_method_id: Option<String>,
+    /// The API key that last turned it on, and when.
+    pub enabled_by: Option<String>,
+    pub enabled_at: Option<Millis>,
+    pub pause: Option<Pause>,
+    /// The end of the rate-limit window opened by the last automatic attempt.
+    pub window_ends_at: Millis,
+}
+
+/// Why automatic top-ups stopped, with the provider's code and when they stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pause {
+    pub reason: PauseReason,
+    pub code: Option<String>,
+    pub since: Millis,
+}
+
+impl Account {
+    pub fn paused(&self) -> Option<PauseReason> {
+        self.auto_topup.pause.as_ref().map(|p| p.reason)
+    }
+
+    /// Whether automatic top-ups run: turned on and not paused.
+    pub fn auto_topup_active(&self) -> bool {
+        self.auto_topup.enabled && self.auto_topup.pause.is_none()
+    }
+
+    /// What the auto top-up rules look at, given whether an attempt is open.
+    pub fn standing(&self, attempt_open: bool) -> Standing {
+        Standing {
+            enabled: self.auto_topup.enabled,
+            paused: self.paused(),
+            balance: self.balance,
+            threshold: self.auto_topup.threshold,
+            window_ends_at: self.auto_topup.window_ends_at,
+            attempt_open,
+        }
+    }
+}

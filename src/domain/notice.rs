@@ -1,0 +1,123 @@
+//! What a customer is told, as facts: the notice outbox stores these, and the sender
+//! renders them into an email when it sends.
+
+use serde::{Deserialize, Serialize};
+
+use super::{credits::Millicredits, money::Cents};
+use crate::clock::Millis;
+
+/// What happened, with the facts the customer needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Notice {
+    TopupReceipt(Receipt),
+    PaymentFailed(PaymentFailure),
+    AuthenticationRequired(AuthenticationRequest),
+    AutoTopupResumed(Resumption),
+}
+
+/// Whether a payment was started by the auto top-up scheduler or by the customer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    Automatic,
+    Manual,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Receipt {
+    pub trigger: Trigger,
+    pub credits: Millicredits,
+    pub amount: Cents,
+    /// The payment provider's id of the charge.
+    pub transaction_id: String,
+    pub new_balance: Millicredits,
+    pub at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaymentFailure {
+    pub trigger: Trigger,
+    /// The provider's decline code, explained in plain words by the template.
+    pub decline_code: String,
+    pub credits: Millicredits,
+    pub amount: Cents,
+    pub at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuthenticationRequest {
+    /// The provider's page where the customer completes 3-D Secure; none when the bank
+    /// wants the payment made again on-session (the customer retries it).
+    pub link: Option<String>,
+    pub credits: Millicredits,
+    pub amount: Cents,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResumedBy {
+    /// A payment completed, so automatic top-ups run again.
+    Payment,
+    /// Support resumed it by hand.
+    Support,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Resumption {
+    pub by: ResumedBy,
+    pub at: Millis,
+}
+
+impl Notice {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::TopupReceipt(_) => "topup_receipt",
+            Self::PaymentFailed(_) => "payment_failed",
+            Self::AuthenticationRequired(_) => "authentication_required",
+            Self::AutoTopupResumed(_) => "auto_topup_resumed",
+        }
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_notice_reads_back_as_it_was_stored() {
+        let (credits, amount) = (Millicredits(1_847_500), Cents(1_848));
+        for notice in [
+            Notice::TopupReceipt(Receipt {
+                trigger: Trigger::Automatic,
+                credits,
+                amount,
+                transaction_id: "pi_1".into(),
+                new_balance: Millicredits(2_000_001),
+                at: 1_700_000_000_123,
+            }),
+            Notice::PaymentFailed(PaymentFailure {
+                trigger: Trigger::Manual,
+                decline_code: "insufficient_funds".into(),
+                credits,
+                amount,
+                at: 7,
+            }),
+            Notice::AuthenticationRequired(AuthenticationRequest {
+                link: Some("https://bank.example/3ds?a=1&b=2".into()),
+                credits,
+                amount,
+            }),
+            Notice::AutoTopupResumed(Resumption {
+                by: ResumedBy::Support,
+                at: 7,
+            }),
+        ] {
+            let stored = serde_json::to_string(&notice).expect("written");
+            assert!(stored.contains(&format!("\"kind\":\"{}\"", notice.kind())));
+            let read: Notice = serde_json::from_str(&stored).expect("read");
+            assert_eq!(read, notice, "{stored}");
+        }
+    }
+}
