@@ -171,6 +171,16 @@ impl TestApp {
         Self::start(backend, database, config, clock, None, roles).await
     }
 
+    /// An app on a database made beforehand (for example at an earlier schema).
+    pub async fn spawn_on(backend: Backend, database: TestDatabase, config: Config) -> Self {
+        let by_hand = Roles {
+            notices: false,
+            ..Roles::ALL
+        };
+        let clock = ManualClock::starting_at(EPOCH_MS);
+        Self::start(backend, database, config, clock, None, by_hand).await
+    }
+
     /// Stops this app and starts a new one on the same database, clock and key.
     pub async fn restart(mut self) -> Self {
         self.halt().await;

@@ -423,3 +423,72 @@ async fn serve_delivers_in_the_background_and_a_restart_keeps_what_was_not_deliv
         app.stop().await;
     }
 }
+
+/// A database at the schema before notices were stored as facts, holding one rendered
+/// notice queued then.
+async fn database_with_a_notice_rendered_when_queued(
+    backend: crate::helpers::Backend,
+) -> crate::helpers::TestDatabase {
+    use sqlx::migrate::Migrator;
+    let database = crate::helpers::TestDatabase::create(backend).await;
+    let folder = match backend {
+        crate::helpers::Backend::Sqlite => "migrations/sqlite",
+        crate::helpers::Backend::Postgres => "migrations/postgres",
+    };
+    let mut migrator = Migrator::new(std::path::Path::new(folder))
+        .await
+        .expect("migrations");
+    migrator.migrations = migrator
+        .migrations
+        .iter()
+        .filter(|m| m.version <= 6)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    const ACCOUNT: &str = "INSERT INTO accounts (id, email, name, balance, created_at) \
+                           VALUES ('acct_old', 'ada@example.com', 'Ada', 0, 0)";
+    const NOTICE: &str = "INSERT INTO notices (id, cause, kind, account_id, recipient, subject, \
+         text_body, html_body, message_id, state, next_attempt_at, created_at) VALUES \
+         ('ntc_old', 'attempt:tpu_old:topup_receipt', 'topup_receipt', 'acct_old', \
+         'ada@example.com', 'Receipt queued before the upgrade', 'Hello Ada, as queued.', \
+         '<p>Hello Ada, as queued.</p>', '<ntc_old@topupd.local>', 'pending', 0, 0)";
+    macro_rules! at_schema_6 {
+        ($pool:expr) => {{
+            let pool = $pool;
+            migrator.run(&pool).await.expect("migrate to 6");
+            sqlx::query(ACCOUNT).execute(&pool).await.expect("account");
+            sqlx::query(NOTICE).execute(&pool).await.expect("notice");
+            pool.close().await;
+        }};
+    }
+    match backend {
+        crate::helpers::Backend::Sqlite => at_schema_6!(
+            sqlx::SqlitePool::connect(&format!("{}?mode=rwc", database.url))
+                .await
+                .expect("sqlite")
+        ),
+        crate::helpers::Backend::Postgres => at_schema_6!(
+            sqlx::PgPool::connect(&database.url)
+                .await
+                .expect("postgres")
+        ),
+    }
+    database
+}
+
+#[tokio::test]
+async fn a_notice_rendered_when_it_was_queued_is_sent_as_it_was_after_the_upgrade() {
+    for backend in backends() {
+        let smtp = SmtpSink::started().await;
+        let database = database_with_a_notice_rendered_when_queued(backend).await;
+        let app = TestApp::spawn_on(backend, database, test_config(smtp.port)).await;
+        let listed = app.notices_in("pending").await;
+        assert_eq!(listed.len(), 1, "{backend:?}");
+        assert_eq!(listed[0]["subject"], "Receipt queued before the upgrade");
+        assert_eq!(app.send_notices().await.sent, 1, "{backend:?}");
+        let received = smtp.wait_for(1).await;
+        assert_eq!(received[0].subject, "Receipt queued before the upgrade");
+        assert!(received[0].text.contains("Hello Ada, as queued."));
+        app.stop().await;
+    }
+}
