@@ -16,7 +16,6 @@ use std::{path::Path, sync::Arc, time::Duration};
 use common::{
     BenchDb, backends,
     durable::{debit_one, sustained_rate},
-    now_ms,
     process::{free_address, run, serve_api},
     report::{Line, Samples, Table, round},
     seed::{Population, account_id, seed},
@@ -25,7 +24,7 @@ use loadgen::{Outcome, Pace, Spec};
 use topupd::{
     app::{App, AppState},
     clock::SystemClock,
-    db::usage::{DebitOutcome, NewUsage},
+    db::usage::DebitOutcome,
     domain::{api_key, pricing::PriceRequest},
 };
 
@@ -205,18 +204,9 @@ async fn debit_in_process(state: &AppState, account_id: &str, request_id: &str) 
         serde_json::from_value(serde_json::json!({ "service": "dubbing", "duration_seconds": 60 }))
             .expect("a valid price request");
     let quote = state.catalogue.quote(&request).expect("dubbing is priced");
-    let quote_json = serde_json::to_string(&quote).expect("a quote serializes");
     let outcome = state
-        .debits
-        .write(NewUsage {
-            account_id: account_id.to_owned(),
-            request_id: request_id.to_owned(),
-            fingerprint: request.fingerprint(),
-            service: quote.service.clone(),
-            quote: quote_json,
-            cost: quote.total,
-            at: now_ms(),
-        })
+        .metering
+        .debit(account_id, request_id, &request, &quote)
         .await
         .expect("the debit");
     assert!(matches!(outcome, DebitOutcome::Debited(_)), "{outcome:?}");

@@ -17,16 +17,15 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use crate::http::state::{AppState, Roles};
 use crate::{
+    accounts::Accounts,
     clock::{Clock, DatabaseClock, SystemClock},
     config::{Config, ProviderKind},
-    db::{
-        Db,
-        group_commit::{GroupCommit, Writers},
-    },
+    db::{Db, group_commit::Writers},
     domain::pricing::Catalogue,
     http,
     jobs::{self, notice_sender::NoticeSender},
-    notices::mailer::Mailer,
+    metering::Metering,
+    notices::{mailer::Mailer, outbox::Outbox},
     payments::{
         client::ProviderClient,
         stub::{Stub, WebhookTarget, world::Faults},
@@ -194,7 +193,9 @@ impl App {
         );
         Ok(Self {
             state: AppState {
-                debits: GroupCommit::start(db.clone(), &writers),
+                accounts: Accounts::new(db.clone(), clock.clone()),
+                metering: Metering::new(db.clone(), clock.clone(), &writers),
+                outbox: Outbox::new(db.clone(), clock.clone()),
                 db,
                 catalogue: Arc::new(catalogue),
                 clock,

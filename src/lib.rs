@@ -1,6 +1,7 @@
 //! topupd: prepaid API credits. A metering core that prices and debits usage against a
 //! ledger, served over HTTP, with SQLite or PostgreSQL underneath.
 
+pub mod accounts;
 pub mod app;
 pub mod clock;
 pub mod config;
@@ -9,6 +10,7 @@ pub mod domain;
 pub mod files;
 pub mod http;
 pub mod jobs;
+pub mod metering;
 pub mod metrics;
 pub mod notices;
 pub mod payments;

@@ -401,7 +401,10 @@ impl Db {
                     at: moved.updated_at,
                 };
                 let entry = tx.post(&posting).await?.map_err(|refusal| {
-                    DbError::Corrupt(format!("credit of attempt {} refused: {refusal:?}", moved.id))
+                    DbError::Corrupt(format!(
+                        "credit of attempt {} refused: {refusal:?}",
+                        moved.id
+                    ))
                 })?;
                 let receipt = NewNotice {
                     envelope: receipt.clone(),
@@ -419,7 +422,11 @@ impl Db {
                     moved.updated_at,
                 )
                 .await?;
-            let resumed = if outcome.resumed { write.notices_if_resumed } else { &[] };
+            let resumed = if outcome.resumed {
+                write.notices_if_resumed
+            } else {
+                &[]
+            };
             for notice in write.notices.iter().chain(resumed) {
                 if tx.queue_notice(notice, QueueWhen::Always).await? {
                     outcome.queued.push(notice.notice.kind());
@@ -469,10 +476,7 @@ impl Db {
     }
 
     /// The account's newest automatic top-up (or retry of one).
-    pub async fn latest_auto_attempt(
-        &self,
-        account_id: &str,
-    ) -> Result<Option<Attempt>, DbError> {
+    pub async fn latest_auto_attempt(&self, account_id: &str) -> Result<Option<Attempt>, DbError> {
         let sql = format!(
             "SELECT {COLUMNS} FROM topup_attempts WHERE account_id = $1 AND trigger IN ('auto', 'retry') \
              ORDER BY seq DESC LIMIT 1"

@@ -430,7 +430,11 @@ impl Db {
                 .bind(account_id)
                 .fetch_optional(&mut *tx)
                 .await?;
-            let Some(pause) = paused.map(Account::try_from).transpose()?.and_then(|a| a.auto_topup.pause) else {
+            let Some(pause) = paused
+                .map(Account::try_from)
+                .transpose()?
+                .and_then(|a| a.auto_topup.pause)
+            else {
                 return Ok(None);
             };
             // Only the pause that was read: a decline that re-paused the account meanwhile

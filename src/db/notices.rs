@@ -70,8 +70,15 @@ pub enum QueueWhen {
 /// before facts were stored, the rendering they were queued with.
 #[derive(Debug, Clone, PartialEq)]
 pub enum NoticeContent {
-    Facts { recipient_name: String, notice: Notice },
-    Rendered { subject: String, text: String, html: String },
+    Facts {
+        recipient_name: String,
+        notice: Notice,
+    },
+    Rendered {
+        subject: String,
+        text: String,
+        html: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -129,9 +136,11 @@ impl TryFrom<StoredNotice> for NoticeRow {
                     .map_err(|e| corrupt(format!("unreadable facts: {e}")))?,
             },
             _ => match (row.subject, row.text_body, row.html_body) {
-                (Some(subject), Some(text), Some(html)) => {
-                    NoticeContent::Rendered { subject, text, html }
-                }
+                (Some(subject), Some(text), Some(html)) => NoticeContent::Rendered {
+                    subject,
+                    text,
+                    html,
+                },
                 _ => return Err(corrupt("neither facts nor a rendering".into())),
             },
         };

@@ -80,7 +80,6 @@ impl Notice {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

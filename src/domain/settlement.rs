@@ -83,10 +83,7 @@ pub fn settlement(attempt: &Attempt, at: Millis) -> Settlement {
                     AttemptTrigger::Auto | AttemptTrigger::Retry => EntryKind::AutoTopup,
                 },
                 amount: credits,
-                description: format!(
-                    "top-up of {} credits for {amount}",
-                    credits.to_display()
-                ),
+                description: format!("top-up of {} credits for {amount}", credits.to_display()),
                 trigger,
                 amount_paid: amount,
                 transaction_id: attempt.provider_payment_id.clone().unwrap_or_default(),
@@ -214,7 +211,10 @@ mod tests {
             7,
         );
         assert_eq!(settled.credit, None);
-        assert_eq!(settled.pause, PauseChange::Pause(PauseReason::PaymentFailed));
+        assert_eq!(
+            settled.pause,
+            PauseChange::Pause(PauseReason::PaymentFailed)
+        );
         let [Notice::PaymentFailed(failure)] = settled.notices.as_slice() else {
             panic!("one decline notice: {:?}", settled.notices);
         };

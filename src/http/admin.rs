@@ -69,10 +69,7 @@ async fn create_account(
     }
     errors.require_text("name", name, MAX_NAME_LEN);
     errors.into_result(()).map_err(ApiError::invalid)?;
-    let account = state
-        .db
-        .create_account(email, name, &caller.actor(), state.clock.now_ms())
-        .await?;
+    let account = state.accounts.open(email, name, &caller.actor()).await?;
     Ok((
         StatusCode::CREATED,
         Json(AccountView::new(
@@ -149,13 +146,12 @@ async fn issue_key(
     }
     errors.into_result(()).map_err(ApiError::invalid)?;
     let issued = state
-        .db
-        .issue_api_key(
+        .accounts
+        .issue_key(
             body.role,
             body.account_id.as_deref(),
             &body.label,
             &caller.actor(),
-            state.clock.now_ms(),
         )
         .await?
         .ok_or(ApiError::NotFound("account"))?;
@@ -182,8 +178,8 @@ async fn revoke_key(
 ) -> ApiResult<Json<KeyView>> {
     caller.require(&[Role::Admin])?;
     let key = state
-        .db
-        .revoke_api_key(&id, &caller.actor(), state.clock.now_ms())
+        .accounts
+        .revoke_key(&id, &caller.actor())
         .await?
         .ok_or(ApiError::NotFound("api key"))?;
     Ok(Json(key.into()))
@@ -231,8 +227,8 @@ async fn adjust_balance(
         return Err(ApiError::invalid(errors));
     };
     let posted = state
-        .db
-        .adjust_balance(&id, amount, reason, &caller.actor(), state.clock.now_ms())
+        .accounts
+        .adjust(&id, amount, reason, &caller.actor())
         .await?;
     match posted {
         Ok(entry) => Ok((StatusCode::CREATED, Json(entry.into()))),

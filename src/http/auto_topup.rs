@@ -211,8 +211,8 @@ async fn update(
             return Err(ApiError::Forbidden);
         }
         let account = state
-            .db
-            .disable_auto_topup(&id, &caller.actor(), state.clock.now_ms())
+            .accounts
+            .turn_off_auto_topup(&id, &caller.actor())
             .await?
             .ok_or(ApiError::NotFound("account"))?;
         return Ok(Json(view(&state, account).await?));
@@ -259,8 +259,8 @@ async fn update(
         payment_method_id: body.payment_method_id,
     };
     let account = state
-        .db
-        .update_auto_topup(&id, &update, &caller.actor(), state.clock.now_ms())
+        .accounts
+        .set_auto_topup(&id, &update, &caller.actor())
         .await?
         .ok_or(ApiError::NotFound("account"))?;
     Ok(Json(view(&state, account).await?))

@@ -164,13 +164,8 @@ async fn make_default(
 ) -> ApiResult<Json<CardView>> {
     visible_account(&state, &caller, &id).await?;
     let card = state
-        .db
-        .set_default_card(
-            &id,
-            &pm,
-            staff_actor(&caller).as_ref(),
-            state.clock.now_ms(),
-        )
+        .topups
+        .make_default_card(&id, &pm, staff_actor(&caller).as_ref())
         .await?
         .ok_or(ApiError::NotFound("payment method"))?;
     Ok(Json(card.into()))
@@ -191,15 +186,8 @@ async fn remove(
 ) -> ApiResult<Json<CardView>> {
     visible_account(&state, &caller, &id).await?;
     let staff = staff_actor(&caller);
-    match state
-        .db
-        .remove_card(&id, &pm, staff.as_ref(), state.clock.now_ms())
-        .await?
-    {
-        Removal::Removed(card) => {
-            state.topups.forget_card(&card.id).await;
-            Ok(Json(card.into()))
-        }
+    match state.topups.remove_card(&id, &pm, staff.as_ref()).await? {
+        Removal::Removed(card) => Ok(Json(card.into())),
         Removal::InUse => Err(ApiError::Conflict(
             "a top-up in progress is charging this payment method; remove it once it settles"
                 .into(),

@@ -14,9 +14,9 @@ use super::{
 };
 use crate::{
     clock::rfc3339,
-    notices::templates::Letterhead,
     db::notices::{NoticeRow, NoticeState, RequeueOutcome},
     domain::validation::FieldErrors,
+    notices::templates::Letterhead,
 };
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -114,11 +114,7 @@ async fn requeue(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<NoticeView>> {
     caller.require(STAFF)?;
-    match state
-        .db
-        .requeue_notice(&id, &caller.actor(), state.clock.now_ms())
-        .await?
-    {
+    match state.outbox.requeue(&id, &caller.actor()).await? {
         RequeueOutcome::Requeued(notice) => Ok(Json(NoticeView::of(
             notice,
             &state.config.email.letterhead(),

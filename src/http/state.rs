@@ -3,20 +3,24 @@
 use std::sync::Arc;
 
 use crate::{
+    accounts::Accounts,
     clock::Clock,
     config::Config,
-    db::{Db, group_commit::GroupCommit, usage::NewUsage},
+    db::Db,
     domain::pricing::Catalogue,
-    notices::mailer::Mailer,
+    metering::Metering,
+    notices::{mailer::Mailer, outbox::Outbox},
     topups::Topups,
 };
 
-/// What every request handler can reach.
+/// What every request handler can reach: the services every write goes through, and the
+/// database for reads.
 #[derive(Clone)]
 pub struct AppState {
     pub db: Db,
-    /// Debits from the API, committed together when they arrive together.
-    pub debits: GroupCommit<NewUsage>,
+    pub accounts: Accounts,
+    pub metering: Metering,
+    pub outbox: Outbox,
     pub catalogue: Arc<Catalogue>,
     pub clock: Arc<dyn Clock>,
     pub config: Arc<Config>,

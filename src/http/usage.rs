@@ -18,7 +18,7 @@ use super::{
     views::{LedgerEntryView, UsageView},
 };
 use crate::{
-    db::usage::{DebitOutcome, NewUsage, RefundOutcome},
+    db::usage::{DebitOutcome, RefundOutcome},
     domain::{api_key::Role, pricing::PriceRequest, validation::FieldErrors},
 };
 
@@ -77,26 +77,10 @@ async fn record_usage(
         _ => return Err(ApiError::invalid(errors)),
     };
     let fingerprint = body.usage.fingerprint();
-    let quote_json = serde_json::to_string(&quote).expect("a quote serializes to JSON");
     let outcome = state
-        .debits
-        .write(NewUsage {
-            account_id: body.account_id.clone(),
-            request_id: body.request_id.clone(),
-            fingerprint: fingerprint.clone(),
-            service: quote.service.clone(),
-            quote: quote_json,
-            cost: quote.total,
-            at: state.clock.now_ms(),
-        })
+        .metering
+        .debit(&body.account_id, &body.request_id, &body.usage, &quote)
         .await?;
-    crate::metrics::usage(match &outcome {
-        DebitOutcome::Debited(_) => "debited",
-        DebitOutcome::Existing(record) if record.fingerprint == fingerprint => "replayed",
-        DebitOutcome::Existing(_) => "conflict",
-        DebitOutcome::Insufficient { .. } => "insufficient",
-        DebitOutcome::AccountNotFound => "account_not_found",
-    });
     match outcome {
         DebitOutcome::Debited(record) => {
             Ok((StatusCode::CREATED, Json(UsageView::new(record)?)).into_response())
@@ -152,10 +136,7 @@ async fn refund_usage(
     };
     // Staff refunds are staff actions and go to the audit log; the platform's are not.
     let audited_as = (caller.role != Role::Service).then(|| caller.actor());
-    let outcome = state
-        .db
-        .refund_usage(&id, state.clock.now_ms(), audited_as.as_ref())
-        .await?;
+    let outcome = state.metering.refund(&id, audited_as.as_ref()).await?;
     match outcome {
         RefundOutcome::Refunded(record, entry) => Ok(view(record, entry)?.into_response()),
         RefundOutcome::AlreadyRefunded(record, entry) => {

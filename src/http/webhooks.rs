@@ -62,12 +62,11 @@ async fn receive(
     let header = headers
         .get("stripe-signature")
         .and_then(|v| v.to_str().ok());
-    let now_ms = state.clock.now_ms();
     signature::verify(
         header,
         &body,
         &state.webhook_secrets,
-        now_ms.div_euclid(1000),
+        state.clock.now_ms().div_euclid(1000),
         state.config.payments.webhook_tolerance_secs,
     )
     .map_err(|e| {
@@ -79,13 +78,9 @@ async fn receive(
     let object_id = event.data.object.get("id").and_then(Value::as_str);
     let payload = String::from_utf8_lossy(&body);
     let new = state
-        .db
-        .store_event(&event.id, &event.kind, object_id, &payload, now_ms)
+        .topups
+        .receive_event(&event.id, &event.kind, object_id, &payload)
         .await?;
-    if new && let Some(stored) = state.db.event(&event.id).await? {
-        // Failures leave the event due; the webhook processor tries again.
-        state.topups.process_event(&stored).await?;
-    }
     Ok(Json(ReceivedView {
         received: true,
         duplicate: !new,

@@ -4,6 +4,7 @@
 //! configured [`mailer`].
 
 pub mod mailer;
+pub mod outbox;
 pub mod templates;
 
 use templates::{Letterhead, Rendered};

@@ -3,7 +3,11 @@
 
 use super::Topups;
 use crate::{
-    db::{DbError, audit::Actor, payment_methods::SavedCard},
+    db::{
+        DbError,
+        audit::Actor,
+        payment_methods::{Removal, SavedCard},
+    },
     payments::client::ProviderError,
 };
 
@@ -109,8 +113,39 @@ impl Topups {
         Ok(self.db.save_card(&saved, make_default, actor).await?)
     }
 
+    /// Makes a saved card the default one; staff (`actor`) are audited. `None` if the
+    /// account has no such card.
+    pub async fn make_default_card(
+        &self,
+        account_id: &str,
+        card_id: &str,
+        actor: Option<&Actor>,
+    ) -> Result<Option<SavedCard>, DbError> {
+        self.db
+            .set_default_card(account_id, card_id, actor, self.clock.now_ms())
+            .await
+    }
+
+    /// Removes a saved card unless a top-up in progress is charging it, then detaches it
+    /// at the provider; staff (`actor`) are audited.
+    pub async fn remove_card(
+        &self,
+        account_id: &str,
+        card_id: &str,
+        actor: Option<&Actor>,
+    ) -> Result<Removal, DbError> {
+        let removal = self
+            .db
+            .remove_card(account_id, card_id, actor, self.clock.now_ms())
+            .await?;
+        if let Removal::Removed(card) = &removal {
+            self.detach_card(&card.id).await;
+        }
+        Ok(removal)
+    }
+
     /// Detaches the card at the provider (best effort) after forgetting it here.
-    pub async fn forget_card(&self, card_id: &str) {
+    async fn detach_card(&self, card_id: &str) {
         let key = format!(
             "{}:detach:{card_id}",
             self.config.payments.idempotency_prefix

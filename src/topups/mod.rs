@@ -4,6 +4,7 @@
 
 pub mod auto;
 pub mod cards;
+pub mod events;
 
 use std::sync::Arc;
 
@@ -14,7 +15,6 @@ use crate::{
         Db, DbError,
         attempts::{AttemptMove, Claim, NewAttempt, SettleWrite},
         group_commit::{GroupCommit, Writers},
-        webhooks::StoredEvent,
     },
     domain::{
         attempt::{Attempt, AttemptState, AttemptTrigger, ProviderFacts},
@@ -409,12 +409,7 @@ impl Topups {
         }
     }
 
-    async fn fail(
-        &self,
-        attempt: Attempt,
-        code: &str,
-        message: &str,
-    ) -> Result<Attempt, DbError> {
+    async fn fail(&self, attempt: Attempt, code: &str, message: &str) -> Result<Attempt, DbError> {
         let facts = ProviderFacts {
             decline_code: Some(code),
             failure_message: Some(message),
@@ -488,13 +483,17 @@ impl Topups {
                     .map(|n| notices::compose(&cause, &moved.account_id, n.clone(), email, now))
                     .collect()
             };
-            let (queued, queued_if_resumed) = (compose(&plan.notices), compose(&plan.notices_if_resumed));
+            let (queued, queued_if_resumed) =
+                (compose(&plan.notices), compose(&plan.notices_if_resumed));
             let write = SettleWrite {
                 attempt: &moved,
                 from: attempt.state,
                 credit: plan.credit.as_ref().map(|credit| {
                     let cause = format!("{cause}:topup_receipt");
-                    (credit, notices::envelope(cause, &moved.account_id, email, now))
+                    (
+                        credit,
+                        notices::envelope(cause, &moved.account_id, email, now),
+                    )
                 }),
                 pause: &plan.pause,
                 notices: &queued,
@@ -519,48 +518,4 @@ impl Topups {
         // Not moved: at or past `target` already, as it stands now.
         self.reload(&attempt).await
     }
-
-    /// Handles a stored webhook event: the payment it names is re-read from the provider
-    /// and applied, never the event's copy. Events about other objects are ignored. False
-    /// when the provider could not be asked: the event stays due.
-    pub async fn process_event(&self, event: &StoredEvent) -> Result<bool, DbError> {
-        let now = self.clock.now_ms();
-        let attempt = match (&event.object_id, event.kind.starts_with("payment_intent.")) {
-            (Some(payment_id), true) => self.db.attempt_for_payment(payment_id).await?,
-            _ => None,
-        };
-        let Some(attempt) = attempt else {
-            self.db.finish_event(&event.id, now, None).await?;
-            return Ok(true);
-        };
-        let error = self
-            .refresh_payment(attempt)
-            .await
-            .err()
-            .map(|e| e.to_string());
-        if let Some(error) = &error {
-            tracing::warn!(event_id = %event.id, %error, "webhook event not handled yet");
-        }
-        self.db
-            .finish_event(&event.id, self.clock.now_ms(), error.as_deref())
-            .await?;
-        Ok(error.is_none())
-    }
-
-    /// Re-reads the attempt's payment and applies it, reporting a provider failure.
-    async fn refresh_payment(&self, attempt: Attempt) -> Result<(), EventError> {
-        let payment_id = self.payment_id(&attempt)?.to_owned();
-        let intent = self.provider.payment_intent(&payment_id).await?;
-        self.apply(attempt, &intent).await?;
-        Ok(())
-    }
-}
-
-/// A webhook could not be handled: the provider could not be asked, or storage failed.
-#[derive(Debug, thiserror::Error)]
-enum EventError {
-    #[error("reading the payment failed: {0}")]
-    Provider(#[from] ProviderError),
-    #[error("storage failed: {0}")]
-    Db(#[from] DbError),
 }

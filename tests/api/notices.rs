@@ -46,7 +46,8 @@ impl TestApp {
         macro_rules! queue_in_transaction {
             ($pool:expr) => {{
                 let mut tx = $pool.begin().await.expect("begin");
-                let queued = tx.queue_notice(&row, QueueWhen::Always)
+                let queued = tx
+                    .queue_notice(&row, QueueWhen::Always)
                     .await
                     .expect("queue notice");
                 tx.commit().await.expect("commit");
@@ -119,10 +120,7 @@ async fn queued_notices_arrive_with_recipient_subject_both_parts_and_a_stable_me
             }),
         ];
         for (i, notice) in kinds.iter().enumerate() {
-            assert!(
-                app.queue(&format!("test:{i}"), &account, notice)
-                    .await
-            );
+            assert!(app.queue(&format!("test:{i}"), &account, notice).await);
         }
         let report = app.send_notices().await;
         assert_eq!((report.claimed, report.sent), (4, 4), "{backend:?}");
@@ -168,12 +166,8 @@ async fn notices_queued_while_smtp_is_down_all_arrive_exactly_once_when_it_is_ba
         let app = TestApp::spawn_with(backend, test_config(smtp.port)).await;
         let account = app.account_with_email("ada@example.com", "0").await;
         for i in 0..5 {
-            app.queue(
-                &format!("test:{i}"),
-                &account,
-                &receipt(&format!("pi_{i}")),
-            )
-            .await;
+            app.queue(&format!("test:{i}"), &account, &receipt(&format!("pi_{i}")))
+                .await;
         }
         for _ in 0..3 {
             let report = app.send_notices().await;
@@ -216,18 +210,10 @@ async fn a_permanent_rejection_fails_after_one_try_and_support_can_requeue_it() 
         let deferred = app
             .account_with_email("reject-temporary@example.com", "0")
             .await;
-        app.queue(
-            "test:permanent",
-            &rejected,
-            &receipt("pi_1"),
-        )
-        .await;
-        app.queue(
-            "test:temporary",
-            &deferred,
-            &receipt("pi_2"),
-        )
-        .await;
+        app.queue("test:permanent", &rejected, &receipt("pi_1"))
+            .await;
+        app.queue("test:temporary", &deferred, &receipt("pi_2"))
+            .await;
 
         let report = app.send_notices().await;
         assert_eq!(
@@ -305,20 +291,12 @@ async fn queuing_the_same_cause_twice_sends_one_message() {
         let app = TestApp::spawn_with(backend, test_config(smtp.port)).await;
         let account = app.account_with_email("ada@example.com", "0").await;
         assert!(
-            app.queue(
-                "attempt:1:succeeded",
-                &account,
-                &receipt("pi_1")
-            )
-            .await
+            app.queue("attempt:1:succeeded", &account, &receipt("pi_1"))
+                .await
         );
         assert!(
-            !app.queue(
-                "attempt:1:succeeded",
-                &account,
-                &receipt("pi_1")
-            )
-            .await
+            !app.queue("attempt:1:succeeded", &account, &receipt("pi_1"))
+                .await
         );
         app.send_notices().await;
         app.skip_hours(1);
@@ -334,8 +312,7 @@ async fn a_send_interrupted_before_it_is_recorded_is_resent_with_the_same_messag
         let smtp = SmtpSink::started().await;
         let app = TestApp::spawn_with(backend, test_config(smtp.port)).await;
         let account = app.account_with_email("ada@example.com", "0").await;
-        app.queue("test:crash", &account, &receipt("pi_1"))
-            .await;
+        app.queue("test:crash", &account, &receipt("pi_1")).await;
 
         // A sender claims the notice and the SMTP server accepts it, then the sender dies
         // before recording that: the claim is all that is left.
@@ -382,12 +359,8 @@ async fn serve_delivers_in_the_background_and_a_restart_keeps_what_was_not_deliv
         let app = TestApp::spawn_with_roles(backend, config, topupd::app::Roles::ALL).await;
         let account = app.account_with_email("ada@example.com", "0").await;
         for i in 0..3 {
-            app.queue(
-                &format!("test:{i}"),
-                &account,
-                &receipt(&format!("pi_{i}")),
-            )
-            .await;
+            app.queue(&format!("test:{i}"), &account, &receipt(&format!("pi_{i}")))
+                .await;
         }
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
         // Until every notice has been tried (and so waits for its retry).
