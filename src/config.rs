@@ -16,10 +16,7 @@ use rust_decimal::Decimal;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use crate::{
-    domain::{auto_topup::SMALLEST_AUTO_CREDITS, credits::Millicredits},
-    notices::templates::Letterhead,
-};
+use crate::domain::{auto_topup::SMALLEST_AUTO_CREDITS, credits::Millicredits};
 
 const DEFAULTS: &str = include_str!("../deploy/config.example.toml");
 const ENV_PREFIX: &str = "TOPUPD_";
@@ -189,14 +186,6 @@ impl EmailConfig {
     /// The domain of the sender, which also names Message-IDs.
     pub fn message_id_domain(&self) -> String {
         self.from_mailbox().email.domain().to_owned()
-    }
-
-    pub fn letterhead(&self) -> Letterhead {
-        Letterhead {
-            product_name: self.product_name.clone(),
-            billing_url: self.billing_url.clone(),
-            support_email: self.support_email.clone(),
-        }
     }
 }
 

@@ -408,7 +408,7 @@ impl Db {
                 })?;
                 let receipt = NewNotice {
                     envelope: receipt.clone(),
-                    notice: credit.receipt(Millicredits(entry.balance_after)),
+                    notice: credit.receipt(entry.balance_after),
                 };
                 if tx.queue_notice(&receipt, QueueWhen::Always).await? {
                     outcome.queued.push(receipt.notice.kind());

@@ -18,7 +18,7 @@ use crate::{
         account::Account,
         attempt::{Attempt, AttemptTrigger, idempotency_key},
         auto_topup::{Decision, card_chosen_for, charge_to_target, decide},
-        credits::{MILLIS_PER_CREDIT, Millicredits},
+        credits::Millicredits,
     },
 };
 
@@ -369,7 +369,7 @@ impl Db {
                 .bind(idempotency_key(claim.key_prefix, claim.account_id, seq))
                 .bind(None::<String>)
                 .bind(None::<String>)
-                .bind(charge.credits * MILLIS_PER_CREDIT)
+                .bind(Millicredits::whole(charge.credits).0)
                 .bind(charge.amount.0)
                 .bind(claim.currency)
                 .bind(card.unwrap_or_default())

@@ -18,8 +18,10 @@ pub struct LedgerEntry {
     pub kind: String,
     /// What caused the entry: a usage id, an attempt id, an adjustment id.
     pub reference: String,
-    pub amount: i64,
-    pub balance_after: i64,
+    #[sqlx(try_from = "i64")]
+    pub amount: Millicredits,
+    #[sqlx(try_from = "i64")]
+    pub balance_after: Millicredits,
     pub description: String,
     pub created_at: Millis,
 }
@@ -166,7 +168,7 @@ impl Db {
                 "credits": amount,
                 "reason": reason,
                 "ledger_entry_id": entry.id,
-                "balance_after": Millicredits(entry.balance_after),
+                "balance_after": entry.balance_after,
             });
             tx.audit(actor, "balance.adjust", Some(account_id), detail, at)
                 .await?;

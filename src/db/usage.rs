@@ -24,8 +24,8 @@ pub struct UsageRecord {
     pub service: String,
     /// The quote as JSON, exactly as it was charged.
     pub quote: String,
-    /// Millicredits.
-    pub cost: i64,
+    #[sqlx(try_from = "i64")]
+    pub cost: Millicredits,
     pub created_at: Millis,
     pub refunded_at: Option<Millis>,
 }
@@ -248,7 +248,7 @@ impl Db {
                 account_id: &record.account_id,
                 kind: EntryKind::Refund,
                 reference: &record.id,
-                amount: Millicredits(record.cost),
+                amount: record.cost,
                 description: &description,
                 at,
             };
@@ -258,7 +258,7 @@ impl Db {
             if let Some(actor) = actor {
                 let detail = json!({
                     "usage_id": record.id,
-                    "credits": Millicredits(record.cost),
+                    "credits": record.cost,
                     "ledger_entry_id": entry.id,
                 });
                 tx.audit(actor, "usage.refund", Some(&record.account_id), detail, at)

@@ -45,6 +45,16 @@ impl Millicredits {
             .ok_or(CreditsError::OutOfRange)
     }
 
+    /// `credits` whole credits.
+    pub fn whole(credits: i64) -> Self {
+        Self(credits.saturating_mul(MILLIS_PER_CREDIT))
+    }
+
+    /// What `paid` buys at `credit_price_cents` a credit, rounded down to the millicredit.
+    pub fn bought_by(paid: super::money::Cents, credit_price_cents: i64) -> Self {
+        Self(paid.0.saturating_mul(MILLIS_PER_CREDIT) / credit_price_cents.max(1))
+    }
+
     /// The amount in credits, without trailing zeros (`1847.5`, not `1847.500`).
     pub fn to_credits(self) -> Decimal {
         Decimal::new(self.0, 3).normalize()
@@ -56,6 +66,12 @@ impl Millicredits {
 
     pub fn checked_sub(self, other: Self) -> Option<Self> {
         self.0.checked_sub(other.0).map(Self)
+    }
+}
+
+impl From<i64> for Millicredits {
+    fn from(millis: i64) -> Self {
+        Self(millis)
     }
 }
 

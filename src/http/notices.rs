@@ -94,7 +94,7 @@ async fn list(
         })?),
     };
     let notices = state.db.notices(filter, page).await?;
-    let head = state.config.email.letterhead();
+    let head = Letterhead::of(&state.config.email);
     Ok(Json(PageView::try_from_page(notices, |n| {
         Ok::<_, ApiError>(NoticeView::of(n, &head))
     })?))
@@ -117,7 +117,7 @@ async fn requeue(
     match state.outbox.requeue(&id, &caller.actor()).await? {
         RequeueOutcome::Requeued(notice) => Ok(Json(NoticeView::of(
             notice,
-            &state.config.email.letterhead(),
+            &Letterhead::of(&state.config.email),
         ))),
         RequeueOutcome::NotFailed(notice) => Err(ApiError::Conflict(format!(
             "notice {} is {}; only failed notices can be requeued",

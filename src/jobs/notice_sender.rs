@@ -10,7 +10,10 @@ use crate::{
     config::EmailConfig,
     db::{Db, DbError, notices::NoticeRow},
     domain::backoff::retry_delay,
-    notices::mailer::{Mailer, SendError},
+    notices::{
+        mailer::{Mailer, SendError},
+        templates::Letterhead,
+    },
 };
 
 pub struct NoticeSender {
@@ -98,7 +101,10 @@ impl NoticeSender {
             tracing::warn!(notice_id = %notice.id, "lease lost before sending; another sender has it");
             return Ok(());
         }
-        let outcome = self.mailer.send(notice, &self.config.letterhead()).await;
+        let outcome = self
+            .mailer
+            .send(notice, &Letterhead::of(&self.config))
+            .await;
         let now = self.clock.now_ms();
         let attempts = u32::try_from(notice.attempts).unwrap_or(u32::MAX);
         match outcome {

@@ -4,6 +4,7 @@
 
 use crate::{
     clock::Millis,
+    config::EmailConfig,
     domain::notice::{
         AuthenticationRequest, Notice, PaymentFailure, Receipt, ResumedBy, Resumption, Trigger,
     },
@@ -16,6 +17,16 @@ pub struct Letterhead {
     /// Where customers manage their payment methods; omitted from notices when empty.
     pub billing_url: String,
     pub support_email: String,
+}
+
+impl Letterhead {
+    pub fn of(email: &EmailConfig) -> Self {
+        Self {
+            product_name: email.product_name.clone(),
+            billing_url: email.billing_url.clone(),
+            support_email: email.support_email.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -19,7 +19,7 @@ use crate::{
     domain::{
         attempt::{Attempt, AttemptState, AttemptTrigger, ProviderFacts},
         auto_topup::PauseChange,
-        credits::{MILLIS_PER_CREDIT, Millicredits},
+        credits::Millicredits,
         money::Cents,
         settlement::settlement,
     },
@@ -130,7 +130,7 @@ impl Topups {
                 account_id,
                 trigger: AttemptTrigger::Manual,
                 request: request_key.map(|key| (key, fingerprint.as_str())),
-                credits: Millicredits(credits * MILLIS_PER_CREDIT),
+                credits: Millicredits::whole(credits),
                 amount,
                 currency: &self.config.payments.currency,
                 payment_method_id: &card.id,
@@ -454,9 +454,8 @@ impl Topups {
                 .and_then(|e| e.message.as_deref()),
             amount_received: succeeded.then_some(Cents(received)),
             client_secret: intent.client_secret.as_deref(),
-            credits_received: received_other.then(|| {
-                Millicredits(received * MILLIS_PER_CREDIT / self.config.credit_price_cents)
-            }),
+            credits_received: received_other
+                .then(|| Millicredits::bought_by(Cents(received), self.config.credit_price_cents)),
         };
         self.settle(attempt, target, &facts).await
     }

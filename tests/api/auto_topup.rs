@@ -510,16 +510,7 @@ async fn the_six_hour_window_holds_for_successes_and_failures_but_not_for_a_manu
         assert_eq!(app.charges_of(&account).await, 2);
 
         // A failed attempt holds the window too; the customer's retry is not bound by it.
-        let (failing, key) = app.auto_account("pm_card_chargeDeclined", "0").await;
-        assert_eq!(app.scan().await.failed, 1);
-        let visa = app
-            .post(
-                &format!("/v1/accounts/{failing}/payment-methods"),
-                &key,
-                json!({ "payment_method_id": "pm_card_visa", "default": true }),
-            )
-            .await;
-        assert_eq!(visa.status, StatusCode::CREATED);
+        let (failing, key) = app.paused_with_a_new_card().await;
         let support = app.key("support", None).await;
         let resumed = app
             .post(

@@ -15,7 +15,7 @@ use topupd::{
         },
     },
     jobs::notice_sender::{NoticeSender, SendReport},
-    notices::{self, mailer::Mailer},
+    notices::{self, mailer::Mailer, templates::Letterhead},
 };
 
 use crate::{
@@ -325,7 +325,7 @@ async fn a_send_interrupted_before_it_is_recorded_is_resent_with_the_same_messag
         assert_eq!(claimed.len(), 1);
         Mailer::from_config(&app.config.email)
             .expect("mailer")
-            .send(&claimed[0], &app.config.email.letterhead())
+            .send(&claimed[0], &Letterhead::of(&app.config.email))
             .await
             .expect("accepted by SMTP");
 
