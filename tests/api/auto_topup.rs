@@ -510,7 +510,7 @@ async fn the_six_hour_window_holds_for_successes_and_failures_but_not_for_a_manu
         assert_eq!(app.charges_of(&account).await, 2);
 
         // A failed attempt holds the window too; the customer's retry is not bound by it.
-        let (failing, key) = app.paused_with_a_new_card().await;
+        let (failing, _) = app.paused_with_a_new_card().await;
         let support = app.key("support", None).await;
         let resumed = app
             .post(
