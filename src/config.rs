@@ -85,6 +85,9 @@ pub struct PaymentsConfig {
     pub secret_key: SecretString,
     pub webhook_secrets: Vec<SecretString>,
     pub webhook_tolerance_secs: i64,
+    pub webhook_max_attempts: u32,
+    pub webhook_retry_base_secs: u64,
+    pub webhook_retry_max_secs: u64,
     pub currency: String,
     pub idempotency_prefix: String,
     pub return_url: String,
@@ -367,6 +370,17 @@ impl Config {
         }
         if payments.webhook_tolerance_secs <= 0 {
             return invalid("payments.webhook_tolerance_secs", "must be at least 1");
+        }
+        if payments.webhook_max_attempts == 0 {
+            return invalid("payments.webhook_max_attempts", "must be at least 1");
+        }
+        if payments.webhook_retry_base_secs == 0
+            || payments.webhook_retry_base_secs > payments.webhook_retry_max_secs
+        {
+            return invalid(
+                "payments.webhook_retry_base_secs",
+                "must be at least 1 and at most payments.webhook_retry_max_secs",
+            );
         }
         if payments.currency.len() != 3
             || !payments.currency.bytes().all(|b| b.is_ascii_lowercase())

@@ -72,6 +72,11 @@ pub fn notices_queued(kind: &str, count: usize) {
 }
 
 /// A delivery attempt ended: `sent`, `retried` or `failed`.
+/// A webhook event failed its last try and was set aside as dead.
+pub fn webhook_event_dead() {
+    counter!("topupd_webhook_events_dead_total").increment(1);
+}
+
 pub fn notice_delivery(outcome: &'static str) {
     counter!("topupd_notice_deliveries_total", "outcome" => outcome).increment(1);
 }
@@ -91,7 +96,9 @@ pub fn sampled(
     flagged_attempts: i64,
     pending_notices: i64,
     oldest_notice_age_secs: f64,
+    dead_webhook_events: i64,
 ) {
+    gauge!("topupd_webhook_events_dead").set(dead_webhook_events as f64);
     gauge!("topupd_open_attempts").set(open_attempts as f64);
     gauge!("topupd_flagged_attempts").set(flagged_attempts as f64);
     gauge!("topupd_notices_pending").set(pending_notices as f64);

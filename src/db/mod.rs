@@ -242,12 +242,13 @@ impl Db {
             (SELECT COUNT(*) FROM topup_attempts WHERE flagged_at IS NOT NULL \
                 AND state NOT IN ('succeeded', 'failed', 'canceled')), \
             (SELECT COUNT(*) FROM notices WHERE state IN ('pending', 'sending')), \
-            (SELECT MIN(created_at) FROM notices WHERE state IN ('pending', 'sending'))";
-        let (open, flagged, pending, oldest): (i64, i64, i64, Option<i64>) =
+            (SELECT MIN(created_at) FROM notices WHERE state IN ('pending', 'sending')), \
+            (SELECT COUNT(*) FROM webhook_events WHERE dead_at IS NOT NULL)";
+        let (open, flagged, pending, oldest, dead): (i64, i64, i64, Option<i64>, i64) =
             with_pool!(self, |pool| sqlx::query_as(SQL).fetch_one(pool).await?);
         let now = chrono::Utc::now().timestamp_millis();
         let age = oldest.map_or(0.0, |at| (now - at).max(0) as f64 / 1000.0);
-        crate::metrics::sampled(open, flagged, pending, age);
+        crate::metrics::sampled(open, flagged, pending, age, dead);
         with_pool!(self, |pool| crate::metrics::pool(
             pool.size(),
             pool.num_idle()

@@ -21,6 +21,7 @@ pub mod state;
 pub mod topups;
 pub mod usage;
 pub mod views;
+pub mod webhook_events;
 pub mod webhooks;
 
 use std::time::Duration;
@@ -60,6 +61,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(auto_topup::router())
         .merge(topups::router())
         .merge(webhooks::router())
+        .merge(webhook_events::router())
 }
 
 pub fn router(state: AppState) -> Router {

@@ -40,7 +40,7 @@ const API_KEY: &str = "api_key";
         (name = "auto top-up", description = "Settings, state, decisions, retry and support's resume"),
         (name = "admin", description = "Accounts, keys, adjustments and the audit log, for staff"),
         (name = "notices", description = "The email outbox, for support"),
-        (name = "webhooks", description = "The payment provider's events"),
+        (name = "webhooks", description = "The payment provider's events, and support's view of those that failed"),
         (name = "health", description = "Probes"),
     )
 )]

@@ -1,5 +1,5 @@
 //! Handles stored webhook events that were not handled when they arrived (the provider
-//! could not be asked, or the process stopped in between).
+//! could not be asked, or the process stopped in between), each when its next try is due.
 
 use std::time::Duration;
 
@@ -15,7 +15,8 @@ pub const INTERVAL: Duration = Duration::from_secs(5);
 /// One round: the number of events handled.
 pub async fn run_once(topups: &Topups, cancel: &CancellationToken) -> Result<usize, DbError> {
     let mut handled = 0;
-    for event in &topups.db().unprocessed_events(BATCH_SIZE).await? {
+    let now = topups.now_ms();
+    for event in &topups.db().due_events(now, BATCH_SIZE).await? {
         if cancel.is_cancelled() {
             break;
         }

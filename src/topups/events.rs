@@ -2,10 +2,16 @@
 //! re-reading the payment it names; an event that could not be handled stays due for the
 //! webhook processor.
 
+use std::time::Duration;
+
 use super::Topups;
 use crate::{
-    db::{DbError, webhooks::StoredEvent},
-    domain::attempt::Attempt,
+    db::{
+        DbError,
+        audit::Actor,
+        webhooks::{EventFailure, EventRequeue, StoredEvent},
+    },
+    domain::{attempt::Attempt, backoff::retry_delay},
     payments::client::ProviderError,
 };
 
@@ -30,31 +36,52 @@ impl Topups {
         Ok(new)
     }
 
+    /// Support makes a dead event due again; audited.
+    pub async fn requeue_event(&self, id: &str, actor: &Actor) -> Result<EventRequeue, DbError> {
+        self.db.requeue_event(id, actor, self.clock.now_ms()).await
+    }
+
     /// Handles a stored webhook event: the payment it names is re-read from the provider
     /// and applied, never the event's copy. Events about other objects are ignored. False
-    /// when the provider could not be asked: the event stays due.
+    /// when the provider could not be asked: the event is tried again later (see
+    /// [`retry_delay`]), or set aside as dead after its last try.
     pub async fn process_event(&self, event: &StoredEvent) -> Result<bool, DbError> {
-        let now = self.clock.now_ms();
         let attempt = match (&event.object_id, event.kind.starts_with("payment_intent.")) {
             (Some(payment_id), true) => self.db.attempt_for_payment(payment_id).await?,
             _ => None,
         };
         let Some(attempt) = attempt else {
-            self.db.finish_event(&event.id, now, None).await?;
+            self.db.finish_event(&event.id, self.clock.now_ms()).await?;
             return Ok(true);
         };
-        let error = self
-            .refresh_payment(attempt)
-            .await
-            .err()
-            .map(|e| e.to_string());
-        if let Some(error) = &error {
-            tracing::warn!(event_id = %event.id, %error, "webhook event not handled yet");
+        let Err(error) = self.refresh_payment(attempt).await else {
+            self.db.finish_event(&event.id, self.clock.now_ms()).await?;
+            return Ok(true);
+        };
+        let payments = &self.config.payments;
+        let tries = u32::try_from(event.attempts + 1).unwrap_or(u32::MAX);
+        let delay = retry_delay(
+            tries,
+            Duration::from_secs(payments.webhook_retry_base_secs),
+            Duration::from_secs(payments.webhook_retry_max_secs),
+            rand::random::<f64>(),
+        );
+        let now = self.clock.now_ms();
+        let error = error.to_string();
+        let failure = EventFailure {
+            error: &error,
+            at: now,
+            next_attempt_at: now
+                .saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)),
+            max_attempts: payments.webhook_max_attempts,
+        };
+        if self.db.fail_event(&event.id, &failure).await? {
+            crate::metrics::webhook_event_dead();
+            tracing::error!(event_id = %event.id, kind = %event.kind, tries, %error, "webhook event failed too often; set aside as dead for support");
+        } else {
+            tracing::warn!(event_id = %event.id, tries, %error, retry_in_ms = delay.as_millis() as u64, "webhook event not handled yet");
         }
-        self.db
-            .finish_event(&event.id, self.clock.now_ms(), error.as_deref())
-            .await?;
-        Ok(error.is_none())
+        Ok(false)
     }
 
     /// Re-reads the attempt's payment and applies it, reporting a provider failure.

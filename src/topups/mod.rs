@@ -105,6 +105,11 @@ impl Topups {
         &self.db
     }
 
+    /// Now, by the engine's clock.
+    pub fn now_ms(&self) -> Millis {
+        self.clock.now_ms()
+    }
+
     /// A customer buys `credits` whole credits with the default card. `request_key`, the
     /// caller's Idempotency-Key, makes a retried request return the same purchase.
     pub async fn purchase(

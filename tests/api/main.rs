@@ -14,3 +14,4 @@ mod postgres_url;
 mod smtp;
 mod usage;
 mod validation;
+mod webhook_events;

@@ -404,8 +404,8 @@ async fn failing_3d_secure_leaves_no_credit_and_queues_payment_failed() {
     .await;
 }
 
-/// A signed `payment_intent.*` event about `payment_id`.
-fn event(id: &str, kind: &str, payment_id: &str) -> Vec<u8> {
+/// A `payment_intent.*` event about `payment_id`, to sign.
+pub fn event(id: &str, kind: &str, payment_id: &str) -> Vec<u8> {
     serde_json::to_vec(&json!({
         "id": id,
         "object": "event",
@@ -1082,7 +1082,7 @@ async fn a_succeeded_payment_that_does_not_say_what_it_received_stays_open_and_c
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         while !app
             .db
-            .unprocessed_events(10)
+            .events_in(topupd::db::webhooks::EventState::Pending, 10)
             .await
             .expect("events")
             .is_empty()

@@ -250,7 +250,18 @@ impl Stub {
         if latency > 0 {
             tokio::time::sleep(Duration::from_millis(latency)).await;
         }
-        let world = self.inner.world.lock().await;
+        let mut world = self.inner.world.lock().await;
+        // Only faults aimed at reads strike them: `All` means every POST.
+        if world.faults().target == FaultTarget::Read
+            && world.strikes(Fault::FailBefore, FaultTarget::Read)
+        {
+            return answer(error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "api_error",
+                "injected_fault",
+                "Injected failure of a read.",
+            ));
+        }
         answer(world.faults().omit(op(&world)))
     }
 

@@ -139,6 +139,8 @@ pub enum FaultTarget {
     /// Every POST.
     #[default]
     All,
+    /// Reading objects (GET): `fail_before` answers them 500, as a provider outage would.
+    Read,
 }
 
 /// An API answer: status and JSON body.
