@@ -83,6 +83,7 @@ pub struct PaymentsConfig {
     pub provider: ProviderKind,
     pub base_url: String,
     pub secret_key: SecretString,
+    pub api_version: String,
     pub webhook_secrets: Vec<SecretString>,
     pub webhook_tolerance_secs: i64,
     pub webhook_max_attempts: u32,
@@ -371,6 +372,12 @@ impl Config {
         if payments.webhook_tolerance_secs <= 0 {
             return invalid("payments.webhook_tolerance_secs", "must be at least 1");
         }
+        if !is_api_version(&payments.api_version) {
+            return invalid(
+                "payments.api_version",
+                "must be a Stripe API version such as 2026-09-30.endive",
+            );
+        }
         if payments.webhook_max_attempts == 0 {
             return invalid("payments.webhook_max_attempts", "must be at least 1");
         }
@@ -498,6 +505,19 @@ impl Config {
     }
 }
 
+/// `YYYY-MM-DD`, optionally followed by `.` and a release name (`2026-09-30.endive`).
+fn is_api_version(version: &str) -> bool {
+    let (date, name) = version.split_once('.').unwrap_or((version, "a"));
+    let digits =
+        |part: &str, len: usize| part.len() == len && part.bytes().all(|b| b.is_ascii_digit());
+    let mut parts = date.split('-');
+    matches!(
+        (parts.next(), parts.next(), parts.next(), parts.next()),
+        (Some(y), Some(m), Some(d), None) if digits(y, 4) && digits(m, 2) && digits(d, 2)
+    ) && !name.is_empty()
+        && name.bytes().all(|b| b.is_ascii_lowercase())
+}
+
 #[cfg(test)]
 // figment's Jail closures return figment's own (large) error type.
 #[allow(clippy::result_large_err)]
@@ -511,6 +531,23 @@ mod tests {
         assert_eq!(config.database.url.expose_secret(), "sqlite://topupd.db");
         assert_eq!(config.credit_price_cents, 1);
         assert_eq!(config.log.format, LogFormat::Human);
+    }
+
+    #[test]
+    fn api_versions_are_dates_with_an_optional_release_name() {
+        for good in ["2026-09-30.endive", "2024-06-20"] {
+            assert!(is_api_version(good), "{good}");
+        }
+        for bad in [
+            "",
+            "latest",
+            "2026-9-30",
+            "2026-09-30.",
+            "2026-09-30.Endive",
+            "2026-09-30-01",
+        ] {
+            assert!(!is_api_version(bad), "{bad}");
+        }
     }
 
     #[test]

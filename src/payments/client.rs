@@ -73,6 +73,9 @@ pub enum Presence<'a> {
 
 pub struct ProviderClient {
     http: reqwest::Client,
+    /// Sent as `Stripe-Version`, so requests and answers follow the version topupd reads,
+    /// whatever the account's default.
+    api_version: String,
     base_url: String,
     secret_key: SecretString,
     max_retries: u32,
@@ -83,11 +86,13 @@ pub struct ProviderClient {
 impl ProviderClient {
     pub fn new(config: &PaymentsConfig, base_url: &str) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
+            .user_agent(concat!("topupd/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(config.connect_timeout_secs))
             .timeout(Duration::from_secs(config.request_timeout_secs))
             .build()?;
         Ok(Self {
             http,
+            api_version: config.api_version.clone(),
             base_url: base_url.trim_end_matches('/').to_owned(),
             secret_key: config.secret_key.clone(),
             max_retries: config.max_retries,
@@ -288,7 +293,8 @@ impl ProviderClient {
         let mut request = self
             .http
             .request(method.clone(), url)
-            .bearer_auth(self.secret_key.expose_secret());
+            .bearer_auth(self.secret_key.expose_secret())
+            .header("Stripe-Version", &self.api_version);
         request = if *method == Method::GET {
             request.query(params)
         } else {

@@ -1111,3 +1111,25 @@ async fn a_succeeded_payment_that_does_not_say_what_it_received_stays_open_and_c
     })
     .await;
 }
+
+#[tokio::test]
+async fn every_provider_request_pins_the_api_version_and_names_topupd() {
+    let app = TestApp::spawn(backends()[0]).await;
+    let (account, key) = app.customer_with_card("pm_card_visa").await;
+    let bought = app.buy(&key, &account, 500, None).await;
+    assert_eq!(bought.status, StatusCode::CREATED, "{}", bought.body);
+    let callers = app.stub.callers().await;
+    assert_eq!(
+        callers.api_versions.into_iter().collect::<Vec<_>>(),
+        [Some(topupd::payments::API_VERSION.to_owned())]
+    );
+    let agents: Vec<_> = callers.user_agents.into_iter().collect();
+    assert_eq!(agents.len(), 1, "{agents:?}");
+    assert!(
+        agents[0]
+            .as_deref()
+            .is_some_and(|a| a.starts_with("topupd/")),
+        "{agents:?}"
+    );
+    app.stop().await;
+}

@@ -5,7 +5,11 @@
 
 pub mod world;
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use axum::{
     Form, Json, Router,
@@ -48,6 +52,16 @@ struct Inner {
     webhooks: Option<WebhookTarget>,
     http: reqwest::Client,
     cancel: CancellationToken,
+    /// The `Stripe-Version` and `User-Agent` of the API requests received.
+    callers: Mutex<Callers>,
+}
+
+/// Who called the stub's API, as its requests said.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Callers {
+    /// `Stripe-Version` headers, `None` for a request without one.
+    pub api_versions: BTreeSet<Option<String>>,
+    pub user_agents: BTreeSet<Option<String>>,
 }
 
 /// How the delivery of one event went.
@@ -84,9 +98,15 @@ impl Stub {
                     .timeout(Duration::from_secs(10))
                     .build()?,
                 cancel: cancel.clone(),
+                callers: Mutex::new(Callers::default()),
             }),
         };
-        let router = routes().with_state(stub.clone());
+        let router = routes()
+            .layer(axum::middleware::from_fn_with_state(
+                stub.clone(),
+                versioned,
+            ))
+            .with_state(stub.clone());
         tokio::spawn(async move {
             let served = axum::serve(listener, router)
                 .with_graceful_shutdown(cancel.cancelled_owned())
@@ -108,6 +128,11 @@ impl Stub {
 
     pub async fn charges(&self) -> Vec<Charge> {
         self.inner.world.lock().await.charges()
+    }
+
+    /// Who has called the API so far.
+    pub async fn callers(&self) -> Callers {
+        self.inner.callers.lock().await.clone()
     }
 
     fn now(&self) -> i64 {
@@ -369,6 +394,37 @@ fn fingerprint(path: &str, form: &BTreeMap<String, String>) -> String {
 
 fn form(pairs: Vec<(String, String)>) -> BTreeMap<String, String> {
     pairs.into_iter().collect()
+}
+
+/// Notes who calls the API, and answers, as Stripe does, with the API version the
+/// request asked for (the stub's own when it asked for none).
+async fn versioned(
+    State(stub): State<Stub>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (version, agent) = {
+        let header = |name: &str| {
+            request
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        (header("stripe-version"), header("user-agent"))
+    };
+    let api = request.uri().path().starts_with("/v1/");
+    if api {
+        let mut callers = stub.inner.callers.lock().await;
+        callers.api_versions.insert(version.clone());
+        callers.user_agents.insert(agent);
+    }
+    let mut response = next.run(request).await;
+    let answered = version.unwrap_or_else(|| crate::payments::API_VERSION.to_owned());
+    if let Ok(value) = answered.parse() {
+        response.headers_mut().insert("stripe-version", value);
+    }
+    response
 }
 
 fn routes() -> Router<Stub> {
