@@ -45,6 +45,8 @@ pub struct HttpConfig {
     pub request_timeout_secs: u64,
     pub shutdown_grace_secs: u64,
     pub max_body_bytes: usize,
+    /// The origin of the links to topupd's pages.
+    pub public_url: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -278,6 +280,11 @@ impl Config {
         }
         if self.http.max_body_bytes < 1024 {
             return invalid("http.max_body_bytes", "must be at least 1024");
+        }
+        if !(self.http.public_url.starts_with("https://")
+            || self.http.public_url.starts_with("http://"))
+        {
+            return invalid("http.public_url", "must be an http:// or https:// URL");
         }
         let url = self.database.url.expose_secret();
         if !(url.starts_with("sqlite:")

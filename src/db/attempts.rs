@@ -366,7 +366,7 @@ impl Db {
         const MOVE: &str = "UPDATE topup_attempts SET state = $1, updated_at = $2, settled_at = $3, \
              provider_payment_id = $4, next_action_url = $5, decline_code = $6, \
              failure_message = $7, amount_received = $8, credits = $9, amount_cents = $10, \
-             client_secret = $11 WHERE id = $12 AND state = $13";
+             client_secret = $11, flagged_at = COALESCE(flagged_at, $12) WHERE id = $13 AND state = $14";
         let moved = write.attempt;
         with_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
@@ -382,6 +382,7 @@ impl Db {
                 .bind(moved.credits.0)
                 .bind(moved.amount.0)
                 .bind(&moved.client_secret)
+                .bind(moved.flagged_at)
                 .bind(&moved.id)
                 .bind(write.from.as_str())
                 .execute(&mut *tx)
@@ -539,11 +540,12 @@ impl Db {
         }))
     }
 
-    /// Open attempts flagged for support, oldest first.
+    /// Attempts flagged for support, oldest first: open ones unresolved for too long, and
+    /// failed ones whose request the provider refused.
     pub async fn flagged_attempts(&self, limit: u32) -> Result<Vec<Attempt>, DbError> {
         let sql = format!(
             "SELECT {COLUMNS} FROM topup_attempts WHERE flagged_at IS NOT NULL \
-             AND state NOT IN ('succeeded', 'failed', 'canceled') ORDER BY created_at, id LIMIT $1"
+             AND state NOT IN ('succeeded', 'canceled') ORDER BY created_at, id LIMIT $1"
         );
         attempts(with_pool!(self, |pool| {
             sqlx::query_as(&sql)

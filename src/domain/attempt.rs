@@ -3,6 +3,10 @@
 //! duplicated or reordered news can never undo a settled outcome.
 
 use super::{credits::Millicredits, money::Cents};
+
+/// The decline code of a bank that wants the customer to authenticate a payment made
+/// without them (Stripe's off-session answer): it pauses like a 3-D Secure request.
+pub const AUTHENTICATION_DECLINE: &str = "authentication_required";
 use crate::clock::Millis;
 
 /// Where an attempt stands. The non-terminal states before `RequiresAction` are written
@@ -90,12 +94,17 @@ impl AttemptState {
 
     /// The attempt state that a provider payment status stands for. Payments are always
     /// created with a card, so `requires_payment_method` means a confirmation failed.
-    pub fn from_provider_status(status: &str) -> Option<Self> {
+    pub fn of_payment(status: &str, failure_code: Option<&str>) -> Option<Self> {
         Some(match status {
             "requires_confirmation" => Self::Created,
             "requires_action" => Self::RequiresAction,
             "processing" | "requires_capture" => Self::Processing,
             "succeeded" => Self::Succeeded,
+            // Declined off-session because the bank wants the customer: the same payment
+            // waits for them to confirm it on-session.
+            "requires_payment_method" if failure_code == Some(AUTHENTICATION_DECLINE) => {
+                Self::RequiresAction
+            }
             "requires_payment_method" => Self::Failed,
             "canceled" => Self::Canceled,
             _ => return None,
@@ -188,6 +197,8 @@ pub struct ProviderFacts<'a> {
     /// for (a payment adopted from an earlier incarnation of the attempt): the credit
     /// always matches the money received.
     pub credits_received: Option<Millicredits>,
+    /// The provider refused our request outright: support must look at it.
+    pub flag: bool,
 }
 
 impl Attempt {
@@ -217,6 +228,7 @@ impl Attempt {
             amount: facts.amount_received.unwrap_or(self.amount),
             credits: facts.credits_received.unwrap_or(self.credits),
             client_secret: newer(facts.client_secret, &self.client_secret),
+            flagged_at: self.flagged_at.or(facts.flag.then_some(at)),
             ..self.clone()
         }
     }

@@ -5,7 +5,7 @@
 use rust_decimal::Decimal;
 
 use super::{
-    attempt::{AttemptState, AttemptTrigger},
+    attempt::{AUTHENTICATION_DECLINE, AttemptState, AttemptTrigger},
     credits::{MILLIS_PER_CREDIT, Millicredits},
     money::Cents,
     validation::FieldErrors,
@@ -215,10 +215,6 @@ pub enum PauseChange {
     /// Ends the pause, if there is one.
     Resume,
 }
-
-/// The decline code of a bank that wants the customer to authenticate a payment made
-/// without them (Stripe's off-session answer): it pauses like a 3-D Secure request.
-pub const AUTHENTICATION_DECLINE: &str = "authentication_required";
 
 /// Automatic charges (and the customer's retry of one) pause on a decline or a request
 /// for authentication, and a success ends a pause. Manual purchases leave pauses alone.

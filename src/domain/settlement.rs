@@ -3,8 +3,8 @@
 //! the settling transaction writes it.
 
 use super::{
-    attempt::{Attempt, AttemptState, AttemptTrigger},
-    auto_topup::{AUTHENTICATION_DECLINE, PauseChange, pause_change},
+    attempt::{AUTHENTICATION_DECLINE, Attempt, AttemptState, AttemptTrigger},
+    auto_topup::{PauseChange, pause_change},
     credits::Millicredits,
     ledger::EntryKind,
     money::Cents,
@@ -108,7 +108,9 @@ pub fn settlement(attempt: &Attempt, at: Millis) -> Settlement {
             amount,
             at,
         })),
-        // The customer at hand got the link in the answer; an absent one gets it by mail.
+        // The customer at hand got the link in the answer; an absent one gets it by mail
+        // (for a payment declined off-session, the link to topupd's page where they
+        // confirm it).
         AttemptState::RequiresAction if automatic => {
             notices.push(authenticate(attempt.next_action_url.clone()));
         }

@@ -16,6 +16,7 @@ pub mod health;
 pub mod notices;
 pub mod openapi;
 pub mod pagination;
+pub mod payment_pages;
 pub mod pricing;
 pub mod state;
 pub mod topups;
@@ -60,6 +61,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(cards::router())
         .merge(auto_topup::router())
         .merge(topups::router())
+        .merge(payment_pages::router())
         .merge(webhooks::router())
         .merge(webhook_events::router())
 }

@@ -9,7 +9,6 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde::Deserialize;
-use subtle::ConstantTimeEq;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -38,7 +37,6 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list, purchase))
         .routes(routes!(one))
-        .routes(routes!(returned))
 }
 
 /// One top-up of an account.
@@ -212,73 +210,6 @@ async fn list(
     Ok(Json(PageView::try_from_page(topups, |a| {
         Ok::<_, ApiError>(TopupView::from(a))
     })?))
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-struct ReturnParams {
-    /// Added by the provider when it sends the customer back: the payment's id...
-    payment_intent: Option<String>,
-    /// ...and its client secret, without which the page shows nothing. (The provider's
-    /// `redirect_status` is not read: the outcome comes from the payment.)
-    payment_intent_client_secret: Option<String>,
-}
-
-/// Where the provider sends a customer back after authenticating (`payments.return_url`),
-/// with the payment's id and client secret: only the customer sent there sees the outcome.
-/// A settled payment is answered from the database; an open one is read from the provider
-/// at once, so the customer sees the outcome.
-#[utoipa::path(get, path = "/v1/payments/return", operation_id = "payment_return", tag = "top-ups", security(()), params(ReturnParams),
-    responses(
-        (status = 200, description = "A page telling the customer the outcome", body = String, content_type = "text/html"),
-        (status = 404, description = "No such payment, or not with this client secret", body = String, content_type = "text/html"),
-    ))]
-async fn returned(
-    State(state): State<AppState>,
-    ApiQuery(params): ApiQuery<ReturnParams>,
-) -> ApiResult<Response> {
-    let attempt = match (&params.payment_intent, &params.payment_intent_client_secret) {
-        (Some(payment), Some(secret)) => {
-            state
-                .db
-                .attempt_for_payment(payment)
-                .await?
-                .filter(|attempt| {
-                    attempt
-                        .client_secret
-                        .as_deref()
-                        .is_some_and(|kept| bool::from(kept.as_bytes().ct_eq(secret.as_bytes())))
-                })
-        }
-        _ => None,
-    };
-    let Some(attempt) = attempt else {
-        return Ok((
-            StatusCode::NOT_FOUND,
-            payment_page("We could not find this payment."),
-        )
-            .into_response());
-    };
-    let outcome = if attempt.state.is_terminal() {
-        attempt.state
-    } else {
-        state.topups.refresh(attempt).await?.state
-    };
-    let message = match outcome {
-        AttemptState::Succeeded => "Your payment went through and the credits are in your account.",
-        AttemptState::Failed | AttemptState::Canceled => {
-            "Your payment did not go through. You can retry it from your billing settings."
-        }
-        _ => "Your payment is being processed; the credits are added as soon as it completes.",
-    };
-    Ok(payment_page(message).into_response())
-}
-
-fn payment_page(message: &str) -> axum::response::Html<String> {
-    axum::response::Html(format!(
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Payment</title></head>\
-         <body><p>{message}</p><p>You can close this page.</p></body></html>"
-    ))
 }
 
 /// One top-up, brought up to date with the provider first (the poll that settles a

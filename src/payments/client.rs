@@ -60,6 +60,30 @@ pub struct NewPayment<'a> {
     /// Written on the payment so it can be found again by listing, without our database.
     pub metadata: Vec<(&'static str, String)>,
     pub idempotency_key: &'a str,
+    /// The customer is at hand and the card will be charged without them later: Stripe
+    /// then authenticates it for off-session use (`setup_future_usage=off_session`).
+    pub save_for_off_session: bool,
+}
+
+/// Who a provider customer is: the account it pays for.
+#[derive(Debug, Clone, Copy)]
+pub struct CustomerDetails<'a> {
+    pub account_id: &'a str,
+    pub name: &'a str,
+    pub email: &'a str,
+}
+
+impl CustomerDetails<'_> {
+    fn form(&self) -> Vec<(String, String)> {
+        vec![
+            ("name".to_owned(), self.name.to_owned()),
+            ("email".to_owned(), self.email.to_owned()),
+            (
+                "metadata[account_id]".to_owned(),
+                self.account_id.to_owned(),
+            ),
+        ]
+    }
 }
 
 /// How a confirmation runs.
@@ -101,18 +125,20 @@ impl ProviderClient {
         })
     }
 
+    /// Creates the provider's customer of an account, named and addressed as the account
+    /// is, so the provider's dashboard and receipts show who it is.
     pub async fn create_customer(
         &self,
-        account_id: &str,
-        email: &str,
+        account: &CustomerDetails<'_>,
         idempotency_key: &str,
     ) -> Result<Customer, ProviderError> {
-        let form = vec![
-            ("email".to_owned(), email.to_owned()),
-            ("metadata[account_id]".to_owned(), account_id.to_owned()),
-        ];
-        self.send(Method::POST, "/v1/customers", form, Some(idempotency_key))
-            .await
+        self.send(
+            Method::POST,
+            "/v1/customers",
+            account.form(),
+            Some(idempotency_key),
+        )
+        .await
     }
 
     pub async fn payment_method(&self, id: &str) -> Result<PaymentMethod, ProviderError> {
@@ -172,6 +198,9 @@ impl ProviderClient {
             ("payment_method_types[]".to_owned(), "card".to_owned()),
             ("confirm".to_owned(), "false".to_owned()),
         ];
+        if payment.save_for_off_session {
+            form.push(("setup_future_usage".to_owned(), "off_session".to_owned()));
+        }
         form.extend(
             payment
                 .metadata
@@ -187,19 +216,21 @@ impl ProviderClient {
         .await
     }
 
-    /// Confirms a created payment: this is what moves the money.
+    /// Confirms a created payment with `payment_method`: this is what moves the money.
+    /// The card is named every time, because Stripe takes it off a payment that failed,
+    /// and a payment declined off-session is confirmed again with the customer there.
     pub async fn confirm_payment_intent(
         &self,
         id: &str,
+        payment_method: &str,
         presence: Presence<'_>,
         idempotency_key: &str,
     ) -> Result<PaymentIntent, ProviderError> {
-        let form = match presence {
-            Presence::OffSession => vec![("off_session".to_owned(), "true".to_owned())],
-            Presence::OnSession { return_url } => {
-                vec![("return_url".to_owned(), return_url.to_owned())]
-            }
-        };
+        let mut form = vec![("payment_method".to_owned(), payment_method.to_owned())];
+        form.push(match presence {
+            Presence::OffSession => ("off_session".to_owned(), "true".to_owned()),
+            Presence::OnSession { return_url } => ("return_url".to_owned(), return_url.to_owned()),
+        });
         self.send(
             Method::POST,
             &format!("/v1/payment_intents/{id}/confirm"),
@@ -219,22 +250,37 @@ impl ProviderClient {
         .await
     }
 
-    /// The customer's payments created at or after `created_gte` (Unix seconds), newest
-    /// first: how a payment is found again when its id was never stored.
-    pub async fn payment_intents_for_customer(
+    /// The first of the customer's payments created at or after `created_gte` (Unix
+    /// seconds), newest first, that `wanted` picks: how a payment is found again when its
+    /// id was never stored. Pages through the whole list if need be.
+    pub async fn find_payment_intent(
         &self,
         customer: &str,
         created_gte: i64,
-    ) -> Result<Vec<PaymentIntent>, ProviderError> {
-        let query = vec![
-            ("customer".to_owned(), customer.to_owned()),
-            ("created[gte]".to_owned(), created_gte.to_string()),
-            ("limit".to_owned(), "100".to_owned()),
-        ];
-        let list: List<PaymentIntent> = self
-            .send(Method::GET, "/v1/payment_intents", query, None)
-            .await?;
-        Ok(list.data)
+        wanted: impl Fn(&PaymentIntent) -> bool,
+    ) -> Result<Option<PaymentIntent>, ProviderError> {
+        let mut starting_after: Option<String> = None;
+        loop {
+            let mut query = vec![
+                ("customer".to_owned(), customer.to_owned()),
+                ("created[gte]".to_owned(), created_gte.to_string()),
+                ("limit".to_owned(), "100".to_owned()),
+            ];
+            if let Some(last) = &starting_after {
+                query.push(("starting_after".to_owned(), last.clone()));
+            }
+            let page: List<PaymentIntent> = self
+                .send(Method::GET, "/v1/payment_intents", query, None)
+                .await?;
+            let last = page.data.last().map(|pi| pi.id.clone());
+            if let Some(found) = page.data.into_iter().find(|pi| wanted(pi)) {
+                return Ok(Some(found));
+            }
+            match last {
+                Some(last) if page.has_more => starting_after = Some(last),
+                _ => return Ok(None),
+            }
+        }
     }
 
     pub async fn cancel_payment_intent(
@@ -366,13 +412,7 @@ fn classify<T: DeserializeOwned>(
         .unwrap_or_else(|| format!("provider answered {status}"));
     let result = match status {
         StatusCode::PAYMENT_REQUIRED => {
-            let error = error.unwrap_or_else(|| super::types::ErrorBody {
-                kind: "card_error".into(),
-                code: None,
-                decline_code: None,
-                message: None,
-                payment_intent: None,
-            });
+            let error = error.unwrap_or_default();
             ProviderError::Declined {
                 code: error
                     .most_specific_code()
@@ -386,7 +426,7 @@ fn classify<T: DeserializeOwned>(
         StatusCode::NOT_FOUND => ProviderError::NotFound { message },
         _ if error
             .as_ref()
-            .is_some_and(|e| e.kind == "idempotency_error") =>
+            .is_some_and(|e| e.kind.as_deref() == Some("idempotency_error")) =>
         {
             ProviderError::IdempotencyMismatch { message }
         }

@@ -54,6 +54,9 @@ pub struct NextAction {
     pub kind: String,
     #[serde(default)]
     pub redirect_to_url: Option<RedirectToUrl>,
+    /// What Stripe.js needs to finish the action itself, with the payment's client secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_stripe_sdk: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -63,11 +66,12 @@ pub struct RedirectToUrl {
     pub return_url: Option<String>,
 }
 
-/// Stripe's `error` object.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Stripe's `error` object (also a payment's `last_payment_error`). Every field may be
+/// missing: what is read from it is only ever a reason, never an amount.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBody {
-    #[serde(rename = "type")]
-    pub kind: String,
+    #[serde(rename = "type", default)]
+    pub kind: Option<String>,
     #[serde(default)]
     pub code: Option<String>,
     #[serde(default)]
@@ -76,6 +80,9 @@ pub struct ErrorBody {
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payment_intent: Option<Box<PaymentIntent>>,
+    /// The card a failed payment was tried with (Stripe takes it off the payment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_method: Option<serde_json::Value>,
 }
 
 impl ErrorBody {
@@ -110,6 +117,10 @@ pub struct Card {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Customer {
     pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
 }

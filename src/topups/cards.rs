@@ -8,7 +8,7 @@ use crate::{
         audit::Actor,
         payment_methods::{Removal, SavedCard},
     },
-    payments::client::ProviderError,
+    payments::client::{CustomerDetails, ProviderError},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -72,10 +72,12 @@ impl Topups {
             Some(customer) => customer,
             None => {
                 let key = format!("{prefix}:customer:{account_id}");
-                let created = self
-                    .provider
-                    .create_customer(account_id, &account.email, &key)
-                    .await?;
+                let details = CustomerDetails {
+                    account_id,
+                    name: &account.name,
+                    email: &account.email,
+                };
+                let created = self.provider.create_customer(&details, &key).await?;
                 self.db
                     .set_provider_customer(account_id, &created.id)
                     .await?

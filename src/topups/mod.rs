@@ -4,6 +4,7 @@
 
 pub mod auto;
 pub mod cards;
+pub mod confirm_link;
 pub mod events;
 
 use std::sync::Arc;
@@ -61,6 +62,15 @@ pub enum PurchaseError {
     KeyReused,
     #[error(transparent)]
     Db(#[from] DbError),
+}
+
+/// Where a customer's confirmation of a waiting payment leads.
+#[derive(Debug)]
+pub enum OnSession {
+    /// The bank wants them to authenticate at this page first.
+    Authenticate(String),
+    /// The payment's outcome, as the attempt now stands.
+    Settled(Box<Attempt>),
 }
 
 /// The price of `credits` whole credits, if it is within the purchase limits.
@@ -186,10 +196,26 @@ impl Topups {
         use AttemptState::*;
         // Set when this call wrote `Confirming`, so no earlier confirmation can exist.
         let mut confirm_now = false;
+        // Set when this call wrote `Creating`; otherwise an earlier create may have reached
+        // the provider, and the provider replays its first answer (even a 500) for a day.
+        let mut create_now = false;
         loop {
             let now = self.clock.now_ms();
             let moved = match attempt.state {
-                Claimed => self.step(&attempt, Claimed, Creating, None, now).await?,
+                Claimed => {
+                    create_now = true;
+                    self.step(&attempt, Claimed, Creating, None, now).await?
+                }
+                Creating if !create_now => {
+                    create_now = true;
+                    match self.find_payment(&attempt).await {
+                        Some(intent) => {
+                            self.step(&attempt, Creating, Created, Some(intent.id), now)
+                                .await?
+                        }
+                        None => continue,
+                    }
+                }
                 Creating => match self
                     .provider
                     .create_payment_intent(&Self::create_request(&attempt))
@@ -210,6 +236,7 @@ impl Topups {
                         .provider
                         .confirm_payment_intent(
                             self.payment_id(&attempt)?,
+                            &attempt.payment_method_id,
                             self.presence(&attempt)?,
                             &format!("{}:confirm", attempt.idempotency_key),
                         )
@@ -244,6 +271,46 @@ impl Topups {
                 // Someone else moved it; they carry on from here.
                 None => return self.reload(&attempt).await,
             };
+        }
+    }
+
+    /// The customer, at hand on topupd's page, confirms the payment their bank would not
+    /// take without them: the same payment, on-session. The bank may want them to
+    /// authenticate first, at the provider's page, which sends them back to
+    /// `payments.return_url`; otherwise the answer settles the attempt at once. A payment
+    /// charges at most once, so each press may use a key of its own.
+    pub async fn confirm_on_session(&self, attempt: Attempt) -> Result<OnSession, DbError> {
+        let payment_id = self.payment_id(&attempt)?.to_owned();
+        let presence = Presence::OnSession {
+            return_url: &self.config.payments.return_url,
+        };
+        let key = format!(
+            "{}:confirm:{}",
+            attempt.idempotency_key,
+            uuid::Uuid::new_v4().simple()
+        );
+        let confirmed = self
+            .provider
+            .confirm_payment_intent(&payment_id, &attempt.payment_method_id, presence, &key)
+            .await;
+        let answer = match confirmed {
+            // Already waiting for authentication (a second press): go on from there.
+            Err(ProviderError::Rejected { .. }) => self.provider.payment_intent(&payment_id).await,
+            other => other,
+        };
+        match answer {
+            Ok(intent) if intent.status == "requires_action" => match intent.redirect_url() {
+                Some(url) => Ok(OnSession::Authenticate(url.to_owned())),
+                None => Ok(OnSession::Settled(Box::new(
+                    self.apply(attempt, &intent).await?,
+                ))),
+            },
+            Ok(intent) => Ok(OnSession::Settled(Box::new(
+                self.apply(attempt, &intent).await?,
+            ))),
+            Err(error) => Ok(OnSession::Settled(Box::new(
+                self.after_confirm_failed(attempt, error).await?,
+            ))),
         }
     }
 
@@ -288,6 +355,7 @@ impl Topups {
                 ("seq", attempt.seq.to_string()),
             ],
             idempotency_key: &attempt.idempotency_key,
+            save_for_off_session: attempt.trigger == AttemptTrigger::Manual,
         }
     }
 
@@ -375,9 +443,7 @@ impl Topups {
                 Ok(attempt)
             }
             // The payment is not where this attempt thought: its own state says what happened.
-            ProviderError::IdempotencyMismatch { .. }
-            | ProviderError::NotFound { .. }
-            | ProviderError::Rejected { .. } => {
+            ProviderError::IdempotencyMismatch { .. } | ProviderError::NotFound { .. } => {
                 match self
                     .provider
                     .payment_intent(self.payment_id(&attempt)?)
@@ -390,23 +456,53 @@ impl Topups {
                     }
                 }
             }
+            // A definite refusal of the request itself: asking again would be refused
+            // again, so the attempt fails with the provider's words and support is told,
+            // unless the payment went on all the same.
+            ProviderError::Rejected { code, message, .. } => {
+                match self
+                    .provider
+                    .payment_intent(self.payment_id(&attempt)?)
+                    .await
+                {
+                    Ok(intent) if intent.status != "requires_confirmation" => {
+                        self.apply(attempt, &intent).await
+                    }
+                    Ok(_) => {
+                        tracing::error!(attempt_id = %attempt.id, ?code, %message, "the provider refused the confirmation; failed and flagged for support");
+                        let facts = ProviderFacts {
+                            decline_code: Some(code.as_deref().unwrap_or("payment_rejected")),
+                            failure_message: Some(&message),
+                            flag: true,
+                            ..ProviderFacts::default()
+                        };
+                        self.settle(attempt, AttemptState::Failed, &facts).await
+                    }
+                    Err(read_error) => {
+                        tracing::warn!(attempt_id = %attempt.id, ?code, %message, %read_error, "confirmation refused and payment unreadable; will ask again");
+                        Ok(attempt)
+                    }
+                }
+            }
         }
     }
 
     /// Looks for the attempt's payment among the customer's recent ones, by metadata.
     async fn find_payment(&self, attempt: &Attempt) -> Option<PaymentIntent> {
         let since = attempt.created_at.div_euclid(1000) - ADOPTION_WINDOW_SECS;
+        let seq = attempt.seq.to_string();
+        // By account and sequence, not attempt id: after a lost claim commit the attempt
+        // row is new but its sequence, and so its key, are the same.
+        let ours = |pi: &PaymentIntent| {
+            pi.metadata.get("account_id") == Some(&attempt.account_id)
+                && pi.metadata.get("seq") == Some(&seq)
+        };
         match self
             .provider
-            .payment_intents_for_customer(&attempt.customer_id, since)
+            .find_payment_intent(&attempt.customer_id, since, ours)
             .await
         {
-            // By account and sequence, not attempt id: after a lost claim commit the attempt
-            // row is new but its sequence, and so its key, are the same.
-            Ok(intents) => intents.into_iter().find(|pi| {
-                pi.metadata.get("account_id") == Some(&attempt.account_id)
-                    && pi.metadata.get("seq") == Some(&attempt.seq.to_string())
-            }),
+            Ok(found) => found,
             Err(error) => {
                 tracing::warn!(attempt_id = %attempt.id, %error, "could not list the customer's payments");
                 None
@@ -429,7 +525,7 @@ impl Topups {
         attempt: Attempt,
         intent: &PaymentIntent,
     ) -> Result<Attempt, DbError> {
-        let Some(target) = AttemptState::from_provider_status(&intent.status) else {
+        let Some(target) = AttemptState::of_payment(&intent.status, intent.failure_code()) else {
             tracing::warn!(attempt_id = %attempt.id, status = %intent.status, "unknown payment status; left as is");
             return Ok(attempt);
         };
@@ -461,6 +557,7 @@ impl Topups {
             client_secret: intent.client_secret.as_deref(),
             credits_received: received_other
                 .then(|| Millicredits::bought_by(Cents(received), self.config.credit_price_cents)),
+            flag: false,
         };
         self.settle(attempt, target, &facts).await
     }
@@ -477,7 +574,16 @@ impl Topups {
     ) -> Result<Attempt, DbError> {
         while attempt.state.can_become(target) {
             let now = self.clock.now_ms();
-            let moved = attempt.settled(target, facts, now);
+            let mut moved = attempt.settled(target, facts, now);
+            // The bank declined without the customer and gave no page to send them to:
+            // they confirm the same payment on topupd's page.
+            if moved.state == AttemptState::RequiresAction && moved.next_action_url.is_none() {
+                moved.next_action_url = confirm_link::link(
+                    &moved,
+                    &self.config.http.public_url,
+                    self.config.auto_topup.authentication_expiry_hours,
+                );
+            }
             let plan = settlement(&moved, now);
             let cause = format!("attempt:{}", moved.id);
             let email = &self.config.email;

@@ -118,7 +118,7 @@ async fn roles_are_enforced_on_every_route() {
 #[tokio::test]
 async fn another_customers_key_finds_nothing_and_staff_changes_are_audited() {
     each_backend(async |app| {
-        let (account, _) = app.customer_with_card("pm_card_chargeDeclined").await;
+        let (account, _) = app.customer_with_card("pm_card_chargeCustomerFail").await;
         let other = app.funded_account("0").await;
         let stranger = app.key("customer", Some(&other)).await;
         let service = app.key("service", None).await;

@@ -13,7 +13,7 @@ use topupd::{
     },
     domain::attempt::{Attempt, AttemptState, AttemptTrigger},
     payments::{
-        client::Presence,
+        client::{NewPayment, Presence},
         signature,
         stub::world::{FaultTarget, Faults},
     },
@@ -51,10 +51,45 @@ impl TestApp {
         (account, key)
     }
 
+    /// Opens the link the customer was sent for the account's waiting top-up (topupd's
+    /// page) and confirms the payment there, as a browser does: the page's form is posted
+    /// and its redirect followed. Returns the bank's authentication page it led to.
+    pub async fn confirm_on_topupd_page(&self, account: &str) -> String {
+        let state = self.auto_topup(account).await;
+        let link = state["last_topup"]["next_action"]["url"]
+            .as_str()
+            .expect("the confirmation link")
+            .to_owned();
+        assert!(
+            link.starts_with(&format!("{}/v1/payments/confirm/", self.base_url)),
+            "{link}"
+        );
+        let page = self.client.get(&link).send().await.expect("page");
+        assert_eq!(page.status(), StatusCode::OK);
+        let html = page.text().await.expect("html");
+        assert!(html.contains("<form method=\"post\""), "{html}");
+        let (path, query) = link.split_once('?').expect("signed");
+        let form: Vec<(String, String)> = serde_urlencoded::from_str(query).expect("query");
+        let confirmed = self
+            .client
+            .post(path)
+            .form(&form)
+            .send()
+            .await
+            .expect("confirmed");
+        assert_eq!(confirmed.status(), StatusCode::OK);
+        let bank = confirmed.url().to_string();
+        assert!(
+            bank.contains("/_stub/authenticate/"),
+            "sent to the bank: {bank}"
+        );
+        bank
+    }
+
     /// An account whose automatic top-up was declined, and so paused, with a card that
     /// works saved as its default since.
     pub async fn paused_with_a_new_card(&self) -> (String, String) {
-        let (account, key) = self.auto_account("pm_card_chargeDeclined", "0").await;
+        let (account, key) = self.auto_account("pm_card_chargeCustomerFail", "0").await;
         assert_eq!(self.scan().await.failed, 1);
         let visa = self
             .post(
@@ -251,13 +286,10 @@ async fn a_successful_auto_top_up_restores_the_target_and_sends_a_receipt() {
 async fn a_decline_pauses_with_its_code_and_is_never_retried_automatically() {
     each_backend(async |app| {
         for (card, code) in [
-            ("pm_card_chargeDeclined", "generic_decline"),
-            (
-                "pm_card_chargeDeclinedInsufficientFunds",
-                "insufficient_funds",
-            ),
-            ("pm_card_chargeDeclinedExpiredCard", "expired_card"),
-            ("pm_card_chargeDeclinedFraudulent", "fraudulent"),
+            ("pm_card_chargeCustomerFail", "generic_decline"),
+            ("declining:insufficient_funds", "insufficient_funds"),
+            ("declining:expired_card", "expired_card"),
+            ("declining:fraudulent", "fraudulent"),
         ] {
             let (account, _) = app.auto_account(card, "0").await;
             let report = app.scan().await;
@@ -347,16 +379,18 @@ async fn three_d_secure_pauses_then_completing_it_credits_and_resumes() {
             (state["state"].as_str(), state["pause"]["reason"].as_str()),
             (Some("paused"), Some("authentication_required"))
         );
-        let url = state["last_topup"]["next_action"]["url"]
-            .as_str()
-            .expect("secure link")
-            .to_owned();
         assert_eq!(
             app.notice_kinds(&account).await,
             ["authentication_required"]
         );
         let notice = &app.notices_in("pending").await[0];
         assert_eq!(notice["kind"], "authentication_required");
+        // As Stripe answers an off-session charge that needs 3-D Secure: a decline, and
+        // no page at the bank until the customer confirms with them there.
+        let payment = &app.payments_of(&account).await[0];
+        assert_eq!(payment.status, "requires_payment_method");
+        assert_eq!(payment.failure_code(), Some("authentication_required"));
+        let url = app.confirm_on_topupd_page(&account).await;
 
         app.client
             .post(format!("{url}/complete"))
@@ -390,10 +424,7 @@ async fn failing_three_d_secure_stays_paused_as_payment_failed() {
             .auto_account("pm_card_authenticationRequired", "0")
             .await;
         app.scan().await;
-        let url = app.auto_topup(&account).await["last_topup"]["next_action"]["url"]
-            .as_str()
-            .expect("link")
-            .to_owned();
+        let url = app.confirm_on_topupd_page(&account).await;
         app.client
             .post(format!("{url}/fail"))
             .send()
@@ -436,6 +467,17 @@ async fn provider_timeouts_and_5xx_leave_the_attempt_open_until_the_same_key_fin
                     ..Faults::default()
                 },
                 1,
+            ),
+            (
+                // Stripe replays the first answer under a key, a 500 included: asking
+                // again cannot tell, so the payment is found by its metadata.
+                "5xx after the payment is created",
+                Faults {
+                    target: FaultTarget::Create,
+                    fail_after: 1,
+                    ..Faults::default()
+                },
+                0,
             ),
             (
                 "timeout after the charge is recorded",
@@ -567,9 +609,7 @@ async fn the_six_hour_window_holds_for_successes_and_failures_but_not_for_a_manu
 #[tokio::test]
 async fn support_sees_paused_accounts_and_resumes_them_with_an_audited_note() {
     each_backend(async |app| {
-        let (account, key) = app
-            .auto_account("pm_card_chargeDeclinedExpiredCard", "0")
-            .await;
+        let (account, key) = app.auto_account("declining:expired_card", "0").await;
         app.scan().await;
         let support = app.key("support", None).await;
         let listed = app
@@ -678,9 +718,7 @@ async fn a_402_says_what_auto_top_up_will_do() {
             "{summary}"
         );
 
-        let (paused, _) = app
-            .auto_account("pm_card_chargeDeclinedInsufficientFunds", "0")
-            .await;
+        let (paused, _) = app.auto_account("declining:insufficient_funds", "0").await;
         app.scan().await;
         let summary = short(&paused).await;
         assert_eq!(
@@ -828,6 +866,7 @@ async fn crash_at(app: &TestApp, attempt: Attempt, stop: &str) {
     let _ = provider
         .confirm_payment_intent(
             &created.id,
+            &attempt.payment_method_id,
             Presence::OffSession,
             &format!("{}:confirm", attempt.idempotency_key),
         )
@@ -851,7 +890,7 @@ async fn a_restart_at_any_persisted_state_charges_at_most_once_and_credits_exact
         app.lose_webhooks(10_000).await;
         for card in [
             "pm_card_visa",
-            "pm_card_chargeDeclined",
+            "pm_card_chargeCustomerFail",
             "pm_card_authenticationRequired",
         ] {
             for stop in stops {
@@ -868,7 +907,7 @@ async fn a_restart_at_any_persisted_state_charges_at_most_once_and_credits_exact
                     .to_owned();
                 let expected = match card {
                     "pm_card_visa" => ("succeeded", 1, "5000", "active"),
-                    "pm_card_chargeDeclined" => ("failed", 0, "0", "paused"),
+                    "pm_card_chargeCustomerFail" => ("failed", 0, "0", "paused"),
                     _ => ("requires_action", 0, "0", "paused"),
                 };
                 assert_eq!(
@@ -1103,8 +1142,8 @@ async fn duplicated_and_reordered_webhooks_of_an_auto_top_up_credit_and_resume_o
         app.lose_webhooks(10).await;
         let (account, _) = app.auto_account("pm_card_authenticationRequired", "0").await;
         app.scan().await;
-        let last = app.auto_topup(&account).await["last_topup"].clone();
-        let (url, payment) = (last["next_action"]["url"].as_str().expect("link").to_owned(), last["transaction_id"].as_str().expect("payment").to_owned());
+        let payment = app.auto_topup(&account).await["last_topup"]["transaction_id"].as_str().expect("payment").to_owned();
+        let url = app.confirm_on_topupd_page(&account).await;
         app.client.post(format!("{url}/complete")).send().await.expect("complete");
         let now = app.now_secs();
         let event = |id: &str, kind: &str| {
@@ -1346,11 +1385,26 @@ async fn a_lost_claim_commit_adopts_the_charge_already_made_instead_of_charging_
         provider
             .confirm_payment_intent(
                 &created.id,
+                &lost.payment_method_id,
                 Presence::OffSession,
                 &format!("{}:confirm", lost.idempotency_key),
             )
             .await
             .expect("charged");
+        // ...the customer has made 150 other payments since, so the charge is on the
+        // second page of their list...
+        for n in 0..150 {
+            let key = format!("test:other:{n}");
+            let other = NewPayment {
+                metadata: vec![("seq", format!("other-{n}"))],
+                idempotency_key: &key,
+                ..Topups::create_request(&lost)
+            };
+            provider
+                .create_payment_intent(&other)
+                .await
+                .expect("another payment");
+        }
         // ...and then the database loses the claim, as a failover to a stale replica would.
         tamper(
             app,
@@ -1387,7 +1441,7 @@ async fn a_lost_claim_commit_adopts_the_charge_already_made_instead_of_charging_
 #[tokio::test]
 async fn concurrent_resumes_resume_once() {
     each_backend(async |app| {
-        let (account, _) = app.auto_account("pm_card_chargeDeclined", "0").await;
+        let (account, _) = app.auto_account("pm_card_chargeCustomerFail", "0").await;
         app.scan().await;
         let support = app.key("support", None).await;
         let mut tasks = tokio::task::JoinSet::new();
@@ -1585,8 +1639,8 @@ async fn a_retry_with_less_missing_than_the_smallest_purchase_resumes_without_a_
 #[tokio::test]
 async fn a_resume_whose_try_fails_again_says_so_and_never_tells_the_customer_it_is_back_on() {
     each_backend(async |app| {
-        let (declining, _) = app.auto_account("pm_card_chargeDeclined", "0").await;
-        let (untried, _) = app.auto_account("pm_card_chargeDeclined", "0").await;
+        let (declining, _) = app.auto_account("pm_card_chargeCustomerFail", "0").await;
+        let (untried, _) = app.auto_account("pm_card_chargeCustomerFail", "0").await;
         assert_eq!(app.scan().await.failed, 2);
         let support = app.key("support", None).await;
         let resume = async |account: &str, body: Value| {
@@ -1630,7 +1684,7 @@ async fn a_resume_whose_try_fails_again_says_so_and_never_tells_the_customer_it_
                 .await
                 .contains(&"auto_topup_resumed".to_owned())
         );
-        let (off, key) = app.auto_account("pm_card_chargeDeclined", "0").await;
+        let (off, key) = app.auto_account("pm_card_chargeCustomerFail", "0").await;
         assert_eq!(app.scan().await.failed, 1);
         let disabled = app
             .request(
@@ -1808,6 +1862,116 @@ async fn the_due_query_and_the_claim_agree_with_the_rule_on_generated_accounts()
                 "the claim against the rule for {standing:?}"
             );
         }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_confirmation_the_provider_refuses_outright_fails_at_once_and_is_flagged_for_support() {
+    each_backend(async |app| {
+        let (account, _) = app.auto_account("pm_card_visa", "0").await;
+        app.stub
+            .set_faults(Faults {
+                target: FaultTarget::Confirm,
+                refuse: 1,
+                ..Faults::default()
+            })
+            .await;
+        let report = app.scan().await;
+        assert_eq!(report.failed, 1, "{:?}: {report:?}", app.backend);
+        let state = app.auto_topup(&account).await;
+        let topup = &state["last_topup"];
+        assert_eq!(topup["state"], "failed");
+        assert_eq!(topup["decline_code"], "parameter_invalid");
+        assert_eq!(topup["failure_message"], "Injected refusal of the request.");
+        assert!(topup["flagged_at"].is_string(), "{topup}");
+        assert_eq!(state["pause"]["reason"], "payment_failed");
+        let support = app.key("support", None).await;
+        let listed = app.get("/v1/admin/auto-topups", &support).await;
+        let flagged = listed.body["flagged"].as_array().expect("flagged");
+        assert_eq!(flagged.len(), 1, "{}", listed.body);
+        assert_eq!(flagged[0]["id"], topup["id"]);
+        // Failed, not left to be asked again: later reconciling changes nothing.
+        app.reconcile_later().await;
+        assert_eq!(app.charges_of(&account).await, 0);
+        assert_eq!(
+            app.auto_topup(&account).await["last_topup"]["state"],
+            "failed"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_confirmation_link_opens_only_its_own_waiting_payment_until_it_expires() {
+    each_backend(async |app| {
+        let (account, _) = app
+            .auto_account("pm_card_authenticationRequired", "0")
+            .await;
+        let (other, _) = app
+            .auto_account("pm_card_authenticationRequired", "0")
+            .await;
+        assert_eq!(app.scan().await.requires_action, 2);
+        let link_of = async |account: &str| {
+            app.auto_topup(account).await["last_topup"]["next_action"]["url"]
+                .as_str()
+                .expect("link")
+                .to_owned()
+        };
+        let (link, other_link) = (link_of(&account).await, link_of(&other).await);
+        let (path, query) = link.split_once('?').expect("signed");
+        let other_query = other_link.split_once('?').expect("signed").1;
+        let status = async |url: String| app.client.get(url).send().await.expect("page").status();
+        for forged in [
+            format!("{path}?{other_query}"),
+            format!("{path}?{}", query.replace("signature=", "signature=0")),
+            format!(
+                "{path}?expires=99999999999&{}",
+                query.split_once('&').expect("two").1
+            ),
+            path.to_owned(),
+        ] {
+            assert_eq!(
+                status(forged.clone()).await,
+                StatusCode::NOT_FOUND,
+                "{forged}"
+            );
+        }
+        let posted = app
+            .client
+            .post(path)
+            .form(&[("expires", "1"), ("signature", "00")])
+            .send()
+            .await
+            .expect("posted");
+        assert_eq!(posted.status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            app.payments_of(&account).await[0].status,
+            "requires_payment_method"
+        );
+
+        // The customer confirms twice (a double click, a second tab): one payment, one
+        // charge, whatever the order.
+        let bank = app.confirm_on_topupd_page(&account).await;
+        let again = app.confirm_on_topupd_page(&account).await;
+        assert_eq!(bank, again, "the same payment at the bank");
+        app.client
+            .post(format!("{bank}/complete"))
+            .send()
+            .await
+            .expect("complete");
+        app.wait_for_topup_state(&account, "succeeded").await;
+        let done = app.client.get(&link).send().await.expect("page");
+        assert_eq!(done.status(), StatusCode::OK);
+        assert!(done.text().await.expect("html").contains("went through"));
+        assert_eq!(app.charges_of(&account).await, 1);
+        assert_eq!(app.balance(&account).await, dec("5000"));
+        assert_eq!(app.auto_topup(&account).await["state"], "active");
+
+        // Past the moment the waiting payment is given up, the other link opens nothing.
+        app.clock.advance_ms(72 * HOUR_MS);
+        assert_eq!(status(other_link).await, StatusCode::NOT_FOUND);
+        assert_eq!(app.charges_of(&other).await, 0);
     })
     .await;
 }

@@ -208,6 +208,9 @@ impl TestApp {
             .await
             .expect("bind a random port");
         let address = listener.local_addr().expect("bound address");
+        // The links in emails and the provider's way back lead to this server.
+        config.http.public_url = format!("http://{address}");
+        config.payments.return_url = format!("http://{address}/v1/payments/return");
         let app = App::build(config.clone(), Arc::new(clock.clone()), address)
             .await
             .expect("app builds");

@@ -132,6 +132,7 @@ async fn the_document_describes_every_route_the_router_serves() {
         "/v1/pricing",
         "/v1/estimate",
         "/v1/payments/return",
+        "/v1/payments/confirm/{id}",
         "/v1/webhooks/payments",
     ];
     let ids: BTreeSet<&str> = operations(&doc)

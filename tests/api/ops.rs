@@ -201,7 +201,7 @@ async fn metrics_count_what_a_scripted_scan_did() {
         key["token"].as_str().expect("token").to_owned()
     };
     let success = due_account(&server, "pm_card_visa").await;
-    due_account(&server, "pm_card_chargeDeclinedInsufficientFunds").await;
+    due_account(&server, "pm_card_chargeCustomerFail").await;
     due_account(&server, "pm_card_authenticationRequired").await;
     let empty = {
         let (_, account) = server

@@ -15,18 +15,27 @@ use crate::helpers::{
 };
 
 impl TestApp {
-    /// A new account with a customer key and `card` saved as its default.
+    /// A new account with a customer key and `card` saved as its default. `card` is one
+    /// of Stripe's test payment methods, or `declining:<decline code>` for a card that
+    /// saves well and declines with that code when charged (Stripe's test mode has only
+    /// `pm_card_chargeCustomerFail`, which declines `generic_decline`; the stub makes a
+    /// saved card decline with any code).
     pub async fn customer_with_card(&self, card: &str) -> (String, String) {
         let account = self.funded_account("0").await;
         let key = self.key("customer", Some(&account)).await;
+        let declining = card.strip_prefix("declining:");
         let saved = self
             .post(
                 &format!("/v1/accounts/{account}/payment-methods"),
                 &key,
-                json!({ "payment_method_id": card }),
+                json!({ "payment_method_id": declining.map_or(card, |_| "pm_card_chargeCustomerFail") }),
             )
             .await;
         assert_eq!(saved.status, StatusCode::CREATED, "{}", saved.body);
+        if let Some(code) = declining {
+            let id = saved.body["id"].as_str().expect("the card's id");
+            assert_eq!(self.stub.decline_from_now(id, code).await, StatusCode::OK);
+        }
         (account, key)
     }
 
@@ -153,10 +162,19 @@ impl TestApp {
     /// Every payment the provider holds for the account, whatever its state.
     pub async fn payments_of(&self, account: &str) -> Vec<topupd::payments::types::PaymentIntent> {
         let customer = self.provider_customer(account).await;
-        self.provider()
-            .payment_intents_for_customer(&customer, 0)
+        let all: topupd::payments::types::List<topupd::payments::types::PaymentIntent> = self
+            .client
+            .get(format!("{}/_stub/payment_intents", self.stub.base_url()))
+            .send()
             .await
-            .expect("list")
+            .expect("listed")
+            .json()
+            .await
+            .expect("payments");
+        all.data
+            .into_iter()
+            .filter(|pi| pi.customer.as_deref() == Some(customer.as_str()))
+            .collect()
     }
 
     pub fn provider(&self) -> ProviderClient {
@@ -167,31 +185,56 @@ impl TestApp {
 #[tokio::test]
 async fn each_test_card_has_its_outcome_through_a_manual_top_up() {
     each_backend(async |app| {
+        // Stripe checks a card when it is saved: these never get that far.
+        for (card, code) in [
+            ("pm_card_chargeDeclined", "generic_decline"),
+            (
+                "pm_card_chargeDeclinedInsufficientFunds",
+                "insufficient_funds",
+            ),
+            ("pm_card_chargeDeclinedExpiredCard", "expired_card"),
+            ("pm_card_chargeDeclinedFraudulent", "fraudulent"),
+        ] {
+            let account = app.funded_account("0").await;
+            let key = app.key("customer", Some(&account)).await;
+            let refused = app
+                .post(
+                    &format!("/v1/accounts/{account}/payment-methods"),
+                    &key,
+                    json!({ "payment_method_id": card }),
+                )
+                .await;
+            assert_eq!(
+                refused.status,
+                StatusCode::PAYMENT_REQUIRED,
+                "{card}: {}",
+                refused.body
+            );
+            assert_eq!(refused.body["decline_code"], code, "{card}");
+            let cards = app
+                .get(&format!("/v1/accounts/{account}/payment-methods"), &key)
+                .await;
+            assert_eq!(cards.body["data"], json!([]), "{card}: nothing saved");
+        }
         let cases = [
             ("pm_card_visa", StatusCode::CREATED, "succeeded", None),
             (
-                "pm_card_chargeDeclined",
+                "pm_card_chargeCustomerFail",
                 StatusCode::PAYMENT_REQUIRED,
                 "failed",
                 Some("generic_decline"),
             ),
             (
-                "pm_card_chargeDeclinedInsufficientFunds",
+                "declining:insufficient_funds",
                 StatusCode::PAYMENT_REQUIRED,
                 "failed",
                 Some("insufficient_funds"),
             ),
             (
-                "pm_card_chargeDeclinedExpiredCard",
+                "declining:expired_card",
                 StatusCode::PAYMENT_REQUIRED,
                 "failed",
                 Some("expired_card"),
-            ),
-            (
-                "pm_card_chargeDeclinedFraudulent",
-                StatusCode::PAYMENT_REQUIRED,
-                "failed",
-                Some("fraudulent"),
             ),
             (
                 "pm_card_authenticationRequired",
@@ -305,6 +348,7 @@ async fn the_provider_replays_a_create_for_the_same_key_and_detects_a_mismatched
             payment_method: &card,
             metadata: vec![("topup_attempt_id", "tpu_test".to_owned())],
             idempotency_key: "test:key:1",
+            save_for_off_session: false,
         };
         let first = client
             .create_payment_intent(&payment(1000))
@@ -320,10 +364,7 @@ async fn the_provider_replays_a_create_for_the_same_key_and_detects_a_mismatched
             matches!(mismatch, Err(ProviderError::IdempotencyMismatch { .. })),
             "{mismatch:?}"
         );
-        let listed = client
-            .payment_intents_for_customer(&customer, 0)
-            .await
-            .expect("listed");
+        let listed = app.payments_of(&account).await;
         assert_eq!(listed.len(), 1, "one payment for one key");
     })
     .await;
@@ -1132,4 +1173,241 @@ async fn every_provider_request_pins_the_api_version_and_names_topupd() {
         "{agents:?}"
     );
     app.stop().await;
+}
+
+/// A raw call to the stub's API, as any Stripe client makes it.
+async fn stripe_call(
+    app: &TestApp,
+    path: &str,
+    form: &[(&str, &str)],
+    key: Option<&str>,
+) -> (StatusCode, Value) {
+    let mut request = app
+        .client
+        .post(format!("{}{path}", app.stub.base_url()))
+        .bearer_auth("sk_test_stub")
+        .form(form);
+    if let Some(key) = key {
+        request = request.header("Idempotency-Key", key);
+    }
+    let response = request.send().await.expect("answered");
+    let status = response.status();
+    (status, response.json().await.expect("JSON"))
+}
+
+#[tokio::test]
+async fn the_stub_answers_as_stripe_test_mode_does() {
+    let app = TestApp::spawn(backends()[0]).await;
+    let (_, customer) = stripe_call(
+        &app,
+        "/v1/customers",
+        &[("name", "Ada"), ("email", "ada@example.com")],
+        None,
+    )
+    .await;
+    let customer = customer["id"].as_str().expect("customer").to_owned();
+    let attach = async |card: &str| {
+        stripe_call(
+            &app,
+            &format!("/v1/payment_methods/{card}/attach"),
+            &[("customer", &customer)],
+            None,
+        )
+        .await
+    };
+
+    // Unknown parameters are refused, not ignored, and save no answer under the key.
+    let (status, refused) =
+        stripe_call(&app, "/v1/customers", &[("nmae", "Ada")], Some("k-unknown")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(refused["error"]["code"], "parameter_unknown");
+    assert_eq!(refused["error"]["param"], "nmae");
+    let (status, _) =
+        stripe_call(&app, "/v1/customers", &[("name", "Ada")], Some("k-unknown")).await;
+    assert_eq!(status, StatusCode::OK, "the key was not used up");
+
+    // Declining cards are refused when attached; chargeCustomerFail attaches and declines later.
+    let (status, declined) = attach("pm_card_chargeDeclinedInsufficientFunds").await;
+    assert_eq!(status, StatusCode::PAYMENT_REQUIRED);
+    assert_eq!(declined["error"]["decline_code"], "insufficient_funds");
+    let (status, failing) = attach("pm_card_chargeCustomerFail").await;
+    assert_eq!(status, StatusCode::OK);
+    let failing = failing["id"].as_str().expect("card").to_owned();
+    let (_, visa) = attach("pm_card_visa").await;
+    let visa = visa["id"].as_str().expect("card").to_owned();
+    let (_, authenticating) = attach("pm_card_authenticationRequired").await;
+    let authenticating = authenticating["id"].as_str().expect("card").to_owned();
+
+    // The one-call form charges or declines in the create call itself.
+    let pay = |card: &str| {
+        vec![
+            ("amount", "1000".to_owned()),
+            ("currency", "usd".to_owned()),
+            ("customer", customer.clone()),
+            ("payment_method", card.to_owned()),
+            ("confirm", "true".to_owned()),
+            ("off_session", "true".to_owned()),
+        ]
+    };
+    let form = |pairs: &[(&'static str, String)]| -> Vec<(&'static str, String)> { pairs.to_vec() };
+    let call = async |path: &str, pairs: Vec<(&str, String)>, key: Option<&str>| {
+        let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        stripe_call(&app, path, &pairs, key).await
+    };
+    let (status, paid) = call("/v1/payment_intents", form(&pay(&visa)), None).await;
+    assert_eq!(
+        (status, paid["status"].as_str()),
+        (StatusCode::OK, Some("succeeded")),
+        "{paid}"
+    );
+    assert_eq!(paid["amount_received"], 1000);
+    let (status, failed) = call("/v1/payment_intents", form(&pay(&failing)), None).await;
+    assert_eq!(status, StatusCode::PAYMENT_REQUIRED);
+    assert_eq!(failed["error"]["decline_code"], "generic_decline");
+
+    // Off-session 3-D Secure: a 402 authentication_required with the payment, and no link.
+    let (status, declined) = call("/v1/payment_intents", form(&pay(&authenticating)), None).await;
+    assert_eq!(status, StatusCode::PAYMENT_REQUIRED, "{declined}");
+    let error = &declined["error"];
+    assert_eq!(error["code"], "authentication_required");
+    assert_eq!(error["decline_code"], "authentication_required");
+    assert_eq!(error["payment_intent"]["status"], "requires_payment_method");
+    assert!(error["payment_intent"]["next_action"].is_null());
+    assert!(
+        error["payment_intent"]["payment_method"].is_null(),
+        "Stripe takes the card off"
+    );
+    assert_eq!(
+        error["payment_intent"]["last_payment_error"]["payment_method"]["id"],
+        authenticating
+    );
+    let payment = error["payment_intent"]["id"]
+        .as_str()
+        .expect("payment")
+        .to_owned();
+
+    // On-session, with return_url: requires_action and a redirect that echoes it; without
+    // one, a next action for Stripe.js.
+    let confirm = format!("/v1/payment_intents/{payment}/confirm");
+    let (status, waiting) = call(
+        &confirm,
+        vec![
+            ("payment_method", authenticating.clone()),
+            ("return_url", "https://shop.example/back".into()),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, waiting["status"].as_str()),
+        (StatusCode::OK, Some("requires_action"))
+    );
+    assert_eq!(waiting["next_action"]["type"], "redirect_to_url");
+    assert_eq!(
+        waiting["next_action"]["redirect_to_url"]["return_url"],
+        "https://shop.example/back"
+    );
+    let (_, created) = call(
+        "/v1/payment_intents",
+        vec![
+            ("amount", "500".into()),
+            ("currency", "usd".into()),
+            ("customer", customer.clone()),
+            ("payment_method", authenticating.clone()),
+        ],
+        None,
+    )
+    .await;
+    let sdk = format!(
+        "/v1/payment_intents/{}/confirm",
+        created["id"].as_str().expect("id")
+    );
+    let (_, sdk) = call(&sdk, vec![], None).await;
+    assert_eq!(sdk["next_action"]["type"], "use_stripe_sdk", "{sdk}");
+    assert!(
+        sdk["client_secret"]
+            .as_str()
+            .is_some_and(|s| s.contains("_secret_"))
+    );
+
+    // The first answer under a key, a 500 included, is what the key answers.
+    app.stub
+        .set_faults(Faults {
+            target: FaultTarget::Create,
+            fail_after: 1,
+            ..Faults::default()
+        })
+        .await;
+    let (first, _) = call("/v1/payment_intents", form(&pay(&visa)), Some("k-500")).await;
+    let (again, _) = call("/v1/payment_intents", form(&pay(&visa)), Some("k-500")).await;
+    assert_eq!(
+        (first, again),
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            StatusCode::INTERNAL_SERVER_ERROR
+        )
+    );
+
+    // Lists page with has_more and starting_after.
+    let list = async |extra: &str| -> Value {
+        app.client
+            .get(format!(
+                "{}/v1/payment_intents?customer={customer}&limit=2{extra}",
+                app.stub.base_url()
+            ))
+            .bearer_auth("sk_test_stub")
+            .send()
+            .await
+            .expect("list")
+            .json()
+            .await
+            .expect("JSON")
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    let mut page = list("").await;
+    loop {
+        for pi in page["data"].as_array().expect("data") {
+            assert!(
+                seen.insert(pi["id"].as_str().expect("id").to_owned()),
+                "no payment twice"
+            );
+        }
+        if page["has_more"] != true {
+            break;
+        }
+        let last = page["data"][1]["id"].as_str().expect("last").to_owned();
+        page = list(&format!("&starting_after={last}")).await;
+    }
+    assert_eq!(seen.len(), 5, "every payment of the customer: {seen:?}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_provider_knows_each_customer_by_the_account_name_and_email() {
+    each_backend(async |app| {
+        let account = app.account_with_email("grace@example.com", "0").await;
+        let key = app.key("customer", Some(&account)).await;
+        let saved = app
+            .post(
+                &format!("/v1/accounts/{account}/payment-methods"),
+                &key,
+                json!({ "payment_method_id": "pm_card_visa" }),
+            )
+            .await;
+        assert_eq!(saved.status, StatusCode::CREATED, "{}", saved.body);
+        let customer = app.provider_customer(&account).await;
+        let at_provider: Value = app
+            .client
+            .get(format!("{}/v1/customers/{customer}", app.stub.base_url()))
+            .send()
+            .await
+            .expect("read")
+            .json()
+            .await
+            .expect("JSON");
+        assert_eq!(at_provider["name"], "Ada");
+        assert_eq!(at_provider["email"], "grace@example.com");
+        assert_eq!(at_provider["metadata"]["account_id"], account);
+    })
+    .await;
 }

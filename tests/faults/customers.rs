@@ -1,6 +1,7 @@
 //! The customers of a drill, through topupd's HTTP API as support would act for them:
-//! accounts with a saved card, auto top-up turned on when the drill says, and answers on
-//! the provider's 3-D Secure page.
+//! accounts with a saved card, auto top-up turned on when the drill says, and customers
+//! confirming the payments their bank would not take without them: on topupd's page, then
+//! on the provider's 3-D Secure page.
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
@@ -11,14 +12,9 @@ use tokio::{sync::Semaphore, task::JoinSet};
 
 use crate::cluster::Stub;
 
-/// Cards the customers save: most pay, some decline (pausing auto top-up with a
-/// `payment_failed` notice), some ask for 3-D Secure.
-const DECLINING_CARDS: [&str; 4] = [
-    "pm_card_chargeDeclined",
-    "pm_card_chargeDeclinedInsufficientFunds",
-    "pm_card_chargeDeclinedExpiredCard",
-    "pm_card_chargeDeclinedFraudulent",
-];
+/// Cards the customers save: most pay, some decline when charged (pausing auto top-up
+/// with a `payment_failed` notice), some ask for 3-D Secure.
+const DECLINING_CARD: &str = "pm_card_chargeCustomerFail";
 const PAYING_CARD: &str = "pm_card_visa";
 const AUTHENTICATING_CARD: &str = "pm_card_authenticationRequired";
 /// Requests in flight while setting accounts up.
@@ -85,6 +81,44 @@ impl Api {
         id
     }
 
+    /// The customer follows the link they were sent for the account's waiting top-up of
+    /// `payment` and confirms it on topupd's page. Whether it led to the provider's
+    /// authentication page (a provider fault or a replica going down may stop it short;
+    /// the customer tries again later).
+    async fn confirm_on_topupd_page(&self, base: &str, account: &str, payment: &str) -> bool {
+        let (status, view) = self
+            .call(
+                Method::GET,
+                format!("{base}/v1/accounts/{account}/auto-topup"),
+                Value::Null,
+            )
+            .await;
+        let topup = &view["last_topup"];
+        let link = match topup["next_action"]["url"].as_str() {
+            Some(link) if status == StatusCode::OK && topup["transaction_id"] == payment => link,
+            _ => return false,
+        };
+        // The link names the replicas' public address; the drill reaches them at `base`.
+        let (Some(path), Some((_, query))) = (
+            link.find("/v1/").map(|at| &link[at..]),
+            link.split_once('?'),
+        ) else {
+            return false;
+        };
+        let path = path.split_once('?').map_or(path, |(path, _)| path);
+        let form: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
+        match self
+            .client
+            .post(format!("{base}{path}"))
+            .form(&form)
+            .send()
+            .await
+        {
+            Ok(page) => page.url().path().starts_with("/_stub/authenticate/"),
+            Err(_) => false,
+        }
+    }
+
     /// Turns auto top-up on; the account is below its threshold, so it is due at once.
     pub async fn enable_auto_topup(&self, base: &str, customer: &Customer) {
         let (status, body) = self
@@ -103,7 +137,7 @@ pub async fn open_accounts(api: &Api, base: &str, count: usize, rng: &mut StdRng
     let plans: Vec<(&'static str, u32, u32)> = (0..count)
         .map(|_| {
             let card = match rng.random_range(0..10) {
-                0 => DECLINING_CARDS[rng.random_range(0..DECLINING_CARDS.len())],
+                0 => DECLINING_CARD,
                 1 => AUTHENTICATING_CARD,
                 _ => PAYING_CARD,
             };
@@ -150,19 +184,34 @@ impl Authenticator {
         }
     }
 
-    pub async fn answer_waiting(&mut self, stub: &Stub, rng: &mut StdRng) {
-        let mut waiting: Vec<String> = stub
+    /// Each payment declined for want of the customer is confirmed by them on topupd's
+    /// page, then completed or failed on the provider's.
+    pub async fn answer_waiting(&mut self, api: &Api, base: &str, stub: &Stub, rng: &mut StdRng) {
+        let mut waiting: Vec<(String, String)> = stub
             .payment_intents()
             .await
             .into_iter()
-            .filter(|pi| pi["status"] == "requires_action")
-            .filter_map(|pi| pi["id"].as_str().map(str::to_owned))
-            .filter(|id| !self.answered.contains(id))
+            // Declined for want of the customer, or already sent to authenticate by a
+            // confirmation whose answer the customer never saw.
+            .filter(|pi| {
+                (pi["status"] == "requires_payment_method"
+                    && pi["last_payment_error"]["code"] == "authentication_required")
+                    || pi["status"] == "requires_action"
+            })
+            .filter_map(|pi| {
+                let id = pi["id"].as_str()?.to_owned();
+                let account = pi["metadata"]["account_id"].as_str()?.to_owned();
+                Some((id, account))
+            })
+            .filter(|(id, _)| !self.answered.contains(id))
             .collect();
         // The stub lists newest first; answer in creation order so a seed replays.
         waiting.sort();
-        for id in waiting {
+        for (id, account) in waiting {
             let complete = rng.random_bool(0.75);
+            if !api.confirm_on_topupd_page(base, &account, &id).await {
+                continue;
+            }
             stub.authenticate(&id, complete).await;
             if complete {
                 self.completed += 1;

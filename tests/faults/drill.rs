@@ -212,7 +212,9 @@ pub async fn run(scenario: &Scenario, seed: u64) -> Report {
             let entry = &replicas[kill_rng.random_range(0..replicas.len())];
             api.enable_auto_topup(&entry.url(), customer).await;
         }
-        authenticator.answer_waiting(&stub, &mut answer_rng).await;
+        authenticator
+            .answer_waiting(&api, &replicas[0].url(), &stub, &mut answer_rng)
+            .await;
         if round >= scenario.kills {
             continue;
         }
@@ -232,7 +234,9 @@ pub async fn run(scenario: &Scenario, seed: u64) -> Report {
     let limit = REST_LIMIT + Duration::from_millis(50 * scenario.topups as u64);
     let topups = i64::try_from(scenario.topups).expect("a small count");
     let settled = async |rng: &mut StdRng, authenticator: &mut Authenticator| {
-        authenticator.answer_waiting(&stub, rng).await;
+        authenticator
+            .answer_waiting(&api, &replicas[0].url(), &stub, rng)
+            .await;
         let progress = Progress::read(&db).await;
         progress.attempted == topups && progress.open == 0
     };

@@ -130,6 +130,17 @@ impl Stub {
         self.inner.world.lock().await.charges()
     }
 
+    /// Makes the saved card `id` decline with `decline_code` from now on.
+    pub async fn decline_from_now(&self, id: &str, decline_code: &str) -> StatusCode {
+        let outcome = self
+            .inner
+            .world
+            .lock()
+            .await
+            .decline_from_now(id, decline_code);
+        outcome.answer.0
+    }
+
     /// Who has called the API so far.
     pub async fn callers(&self) -> Callers {
         self.inner.callers.lock().await.clone()
@@ -173,6 +184,11 @@ impl Stub {
         let latency = {
             let mut world = self.inner.world.lock().await;
             if let Some(key) = &key {
+                let now = self.now();
+                if matches!(world.keys.get(key), Some(KeyUse::Done { at, .. }) if now - at >= world::KEY_LIFETIME_SECS)
+                {
+                    world.keys.remove(key);
+                }
                 match world.keys.get(key) {
                     Some(
                         KeyUse::InFlight { fingerprint: f } | KeyUse::Done { fingerprint: f, .. },
@@ -206,18 +222,30 @@ impl Stub {
         }
 
         let mut world = self.inner.world.lock().await;
-        if world.strikes(Fault::FailBefore, target) {
+        let refused = if world.strikes(Fault::FailBefore, target) {
+            Some(error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "api_error",
+                "injected_fault",
+                "Injected failure before processing.",
+            ))
+        } else if world.strikes(Fault::Refuse, target) {
+            Some(error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "parameter_invalid",
+                "Injected refusal of the request.",
+            ))
+        } else {
+            None
+        };
+        if let Some(refused) = refused {
             if let Some(key) = &key
                 && matches!(world.keys.get(key), Some(KeyUse::InFlight { .. }))
             {
                 world.keys.remove(key);
             }
-            return answer(error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "api_error",
-                "injected_fault",
-                "Injected failure before processing.",
-            ));
+            return answer(refused);
         }
         let saved = key.as_ref().and_then(|k| match world.keys.get(k) {
             Some(KeyUse::Done { answer, .. }) => Some(answer.clone()),
@@ -228,35 +256,39 @@ impl Stub {
             None => {
                 let now = self.now();
                 let outcome = op(&mut world, now);
+                for event in outcome.events {
+                    self.emit(&mut world, event);
+                }
+                // The work is done; a failure now is the answer, and Stripe replays the
+                // first answer under a key, a 500 included.
+                let answer = if world.strikes(Fault::FailAfter, target) {
+                    error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "api_error",
+                        "injected_fault",
+                        "Injected failure after processing.",
+                    )
+                } else {
+                    outcome.answer
+                };
                 if let Some(key) = &key {
                     world.keys.insert(
                         key.clone(),
                         KeyUse::Done {
                             fingerprint,
-                            answer: outcome.answer.clone(),
+                            answer: answer.clone(),
+                            at: now,
                         },
                     );
                 }
-                if let Some(event) = outcome.event {
-                    self.emit(&mut world, event);
-                }
-                (outcome.answer, false)
+                (answer, false)
             }
         };
-        let fail_after = world.strikes(Fault::FailAfter, target);
         let hang = world
             .strikes(Fault::HangAfter, target)
             .then_some(world.faults().hang_ms);
         let faults = world.faults().clone();
         drop(world);
-        if fail_after {
-            return answer(error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "api_error",
-                "injected_fault",
-                "Injected failure after processing.",
-            ));
-        }
         if let Some(ms) = hang {
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
@@ -430,6 +462,7 @@ async fn versioned(
 fn routes() -> Router<Stub> {
     Router::new()
         .route("/v1/customers", post(create_customer))
+        .route("/v1/customers/{id}", get(customer))
         .route("/v1/payment_methods/{id}", get(payment_method))
         .route("/v1/payment_methods/{id}/attach", post(attach))
         .route("/v1/payment_methods/{id}/detach", post(detach))
@@ -439,10 +472,85 @@ fn routes() -> Router<Stub> {
         .route("/v1/payment_intents/{id}/cancel", post(cancel))
         .route("/_stub/authenticate/{id}", get(authentication_page))
         .route("/_stub/authenticate/{id}/{choice}", post(authenticate))
+        .route(
+            "/_stub/payment_methods/{id}/decline",
+            post(decline_from_now),
+        )
         .route("/_stub/payment_intents", get(all_intents))
         .route("/_stub/charges", get(charges))
         .route("/_stub/events", get(events))
         .route("/_stub/faults", get(faults).post(set_faults))
+}
+
+/// The parameters each endpoint takes (besides `expand[]`, which every one takes); any
+/// other is refused as Stripe refuses it.
+const CUSTOMER_PARAMS: &[&str] = &["email", "name", "description", "phone", "metadata["];
+const ATTACH_PARAMS: &[&str] = &["customer"];
+const INTENT_PARAMS: &[&str] = &[
+    "amount",
+    "currency",
+    "customer",
+    "payment_method",
+    "payment_method_types[",
+    "confirm",
+    "off_session",
+    "return_url",
+    "setup_future_usage",
+    "description",
+    "receipt_email",
+    "statement_descriptor_suffix",
+    "metadata[",
+];
+const CONFIRM_PARAMS: &[&str] = &[
+    "payment_method",
+    "off_session",
+    "return_url",
+    "setup_future_usage",
+    "receipt_email",
+];
+const CANCEL_PARAMS: &[&str] = &["cancellation_reason"];
+const LIST_PARAMS: &[&str] = &[
+    "customer",
+    "created[",
+    "limit",
+    "starting_after",
+    "ending_before",
+];
+
+/// The request's parameters, unless one of them is unknown to the endpoint.
+fn parameters(
+    pairs: Vec<(String, String)>,
+    allowed: &[&str],
+) -> Result<BTreeMap<String, String>, Answer> {
+    let mut form = form(pairs);
+    form.retain(|name, _| !name.starts_with("expand["));
+    match world::unknown_parameter(&form, allowed) {
+        Some(refused) => Err(refused),
+        None => Ok(form),
+    }
+}
+
+impl Stub {
+    /// A POST to the API: its parameters checked, then the operation applied under the
+    /// request's idempotency key (a refused parameter, as at Stripe, saves no answer).
+    async fn post(
+        &self,
+        headers: &HeaderMap,
+        (path, pairs, allowed): (String, Vec<(String, String)>, &[&str]),
+        target: FaultTarget,
+        op: impl FnOnce(&mut World, &BTreeMap<String, String>, &str, i64) -> Outcome + Send + 'static,
+    ) -> Response {
+        let form = match parameters(pairs, allowed) {
+            Ok(form) => form,
+            Err(refused) => return answer(refused),
+        };
+        let print = fingerprint(&path, &form);
+        let public_url = self.inner.public_url.clone();
+        self.mutate(headers, print, target, move |w, now| {
+            op(w, &form, &public_url, now)
+        })
+        .await
+    }
 }
 
 async fn create_customer(
@@ -450,14 +558,15 @@ async fn create_customer(
     headers: HeaderMap,
     Form(pairs): Form<Vec<(String, String)>>,
 ) -> Response {
-    let form = form(pairs);
-    stub.mutate(
-        &headers,
-        fingerprint("customers", &form),
-        FaultTarget::All,
-        move |w, _| w.create_customer(&form),
-    )
+    let request = ("customers".to_owned(), pairs, CUSTOMER_PARAMS);
+    stub.post(&headers, request, FaultTarget::All, |w, form, _, _| {
+        w.create_customer(form)
+    })
     .await
+}
+
+async fn customer(State(stub): State<Stub>, Path(id): Path<String>) -> Response {
+    stub.read(|w| w.retrieve_customer(&id).answer).await
 }
 
 async fn payment_method(State(stub): State<Stub>, Path(id): Path<String>) -> Response {
@@ -470,18 +579,24 @@ async fn attach(
     headers: HeaderMap,
     Form(pairs): Form<Vec<(String, String)>>,
 ) -> Response {
-    let form = form(pairs);
-    let print = fingerprint(&format!("attach/{id}"), &form);
-    stub.mutate(&headers, print, FaultTarget::All, move |w, _| {
-        w.attach(&id, &form)
+    let request = (format!("attach/{id}"), pairs, ATTACH_PARAMS);
+    stub.post(&headers, request, FaultTarget::All, move |w, form, _, _| {
+        w.attach(&id, form)
     })
     .await
 }
 
-async fn detach(State(stub): State<Stub>, Path(id): Path<String>, headers: HeaderMap) -> Response {
-    let print = fingerprint(&format!("detach/{id}"), &BTreeMap::new());
-    stub.mutate(&headers, print, FaultTarget::All, move |w, _| w.detach(&id))
-        .await
+async fn detach(
+    State(stub): State<Stub>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Form(pairs): Form<Vec<(String, String)>>,
+) -> Response {
+    let request = (format!("detach/{id}"), pairs, &[] as &[&str]);
+    stub.post(&headers, request, FaultTarget::All, move |w, _, _, _| {
+        w.detach(&id)
+    })
+    .await
 }
 
 async fn create_intent(
@@ -489,31 +604,25 @@ async fn create_intent(
     headers: HeaderMap,
     Form(pairs): Form<Vec<(String, String)>>,
 ) -> Response {
-    let form = form(pairs);
-    stub.mutate(
+    let request = ("payment_intents".to_owned(), pairs, INTENT_PARAMS);
+    stub.post(
         &headers,
-        fingerprint("payment_intents", &form),
+        request,
         FaultTarget::Create,
-        move |w, now| w.create_intent(&form, now),
+        |w, form, url, now| w.create_intent(form, url, now),
     )
     .await
 }
 
 async fn list_intents(
     State(stub): State<Stub>,
-    Query(query): Query<BTreeMap<String, String>>,
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> Response {
-    let created_gte = query
-        .get("created[gte]")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(i64::MIN);
-    stub.read(|w| {
-        (
-            StatusCode::OK,
-            w.list_intents(query.get("customer").map(String::as_str), created_gte),
-        )
-    })
-    .await
+    let query = match parameters(pairs, LIST_PARAMS) {
+        Ok(query) => query,
+        Err(refused) => return answer(refused),
+    };
+    stub.read(|w| w.list_intents(&query)).await
 }
 
 async fn payment_intent(State(stub): State<Stub>, Path(id): Path<String>) -> Response {
@@ -535,22 +644,38 @@ async fn confirm(
     headers: HeaderMap,
     Form(pairs): Form<Vec<(String, String)>>,
 ) -> Response {
-    let form = form(pairs);
-    let print = fingerprint(&format!("confirm/{id}"), &form);
-    let public_url = stub.inner.public_url.clone();
-    let return_url = form.get("return_url").cloned();
-    stub.mutate(&headers, print, FaultTarget::Confirm, move |w, now| {
-        w.confirm(&id, &public_url, return_url, now)
+    let request = (format!("confirm/{id}"), pairs, CONFIRM_PARAMS);
+    stub.post(
+        &headers,
+        request,
+        FaultTarget::Confirm,
+        move |w, form, url, now| w.confirm(&id, form, url, now),
+    )
+    .await
+}
+
+async fn cancel(
+    State(stub): State<Stub>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Form(pairs): Form<Vec<(String, String)>>,
+) -> Response {
+    let request = (format!("cancel/{id}"), pairs, CANCEL_PARAMS);
+    stub.post(&headers, request, FaultTarget::All, move |w, _, _, now| {
+        w.cancel(&id, now)
     })
     .await
 }
 
-async fn cancel(State(stub): State<Stub>, Path(id): Path<String>, headers: HeaderMap) -> Response {
-    let print = fingerprint(&format!("cancel/{id}"), &BTreeMap::new());
-    stub.mutate(&headers, print, FaultTarget::All, move |w, now| {
-        w.cancel(&id, now)
-    })
-    .await
+/// Makes a saved card decline from now on with the `decline_code` given.
+async fn decline_from_now(
+    State(stub): State<Stub>,
+    Path(id): Path<String>,
+    Form(form): Form<BTreeMap<String, String>>,
+) -> Response {
+    let code = form.get("decline_code").cloned().unwrap_or_default();
+    let outcome = stub.inner.world.lock().await.decline_from_now(&id, &code);
+    answer(outcome.answer)
 }
 
 /// The customer's 3-D Secure page: complete or fail the authentication.
@@ -596,7 +721,7 @@ async fn authenticate(
     let waiting = world.intents.get(&id).cloned();
     let outcome = world.authenticate(&id, complete, now);
     let (status, _) = outcome.answer;
-    if let Some(event) = outcome.event {
+    for event in outcome.events {
         stub.emit(&mut world, event);
     }
     drop(world);
@@ -642,8 +767,14 @@ async fn authenticate(
 }
 
 async fn all_intents(State(stub): State<Stub>) -> Response {
-    stub.read(|w| (StatusCode::OK, w.list_intents(None, i64::MIN)))
-        .await
+    stub.read(|w| {
+        let data = w.all_intents();
+        (
+            StatusCode::OK,
+            json!({ "object": "list", "data": data, "has_more": false }),
+        )
+    })
+    .await
 }
 
 async fn charges(State(stub): State<Stub>) -> Json<Vec<Charge>> {

@@ -22,28 +22,54 @@ pub enum Behaviour {
         code: &'static str,
         decline_code: &'static str,
     },
+    /// 3-D Secure on every payment: off-session it is declined `authentication_required`,
+    /// on-session the customer is asked to authenticate.
     RequireAuthentication,
 }
 
+impl Behaviour {
+    /// The decline a bank gives with `decline_code` (Stripe's `code` for it, then it).
+    pub fn declining(decline_code: &str) -> Option<Self> {
+        let (code, decline_code) = match decline_code {
+            "generic_decline" => ("card_declined", "generic_decline"),
+            "insufficient_funds" => ("card_declined", "insufficient_funds"),
+            "lost_card" => ("card_declined", "lost_card"),
+            "stolen_card" => ("card_declined", "stolen_card"),
+            "fraudulent" => ("card_declined", "fraudulent"),
+            "expired_card" => ("expired_card", "expired_card"),
+            "incorrect_cvc" => ("incorrect_cvc", "incorrect_cvc"),
+            _ => return None,
+        };
+        Some(Self::Decline { code, decline_code })
+    }
+}
+
+/// One of Stripe's test payment methods.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TestCard {
+    pub behaviour: Behaviour,
+    pub card: Card,
+    /// Stripe checks a card when it is attached to a customer: the declining cards are
+    /// refused then, and only `pm_card_chargeCustomerFail` attaches and declines later.
+    pub refused_at_attach: bool,
+}
+
 /// Stripe's test payment method ids this stub knows, with their card and behaviour.
-pub fn test_card(id: &str) -> Option<(Behaviour, Card)> {
-    let decline = |code, decline_code| Behaviour::Decline { code, decline_code };
-    let (behaviour, brand, last4) = match id {
-        "pm_card_visa" => (Behaviour::Succeed, "visa", "4242"),
-        "pm_card_mastercard" => (Behaviour::Succeed, "mastercard", "4444"),
-        "pm_card_chargeDeclined" => (decline("card_declined", "generic_decline"), "visa", "0002"),
-        "pm_card_chargeDeclinedInsufficientFunds" => (
-            decline("card_declined", "insufficient_funds"),
-            "visa",
-            "9995",
-        ),
-        "pm_card_chargeDeclinedExpiredCard" => {
-            (decline("expired_card", "expired_card"), "visa", "0069")
+pub fn test_card(id: &str) -> Option<TestCard> {
+    let decline = |code| Behaviour::declining(code).expect("a known decline code");
+    let (behaviour, brand, last4, refused_at_attach) = match id {
+        "pm_card_visa" => (Behaviour::Succeed, "visa", "4242", false),
+        "pm_card_mastercard" => (Behaviour::Succeed, "mastercard", "4444", false),
+        "pm_card_chargeCustomerFail" => (decline("generic_decline"), "visa", "0341", false),
+        "pm_card_chargeDeclined" => (decline("generic_decline"), "visa", "0002", true),
+        "pm_card_chargeDeclinedInsufficientFunds" => {
+            (decline("insufficient_funds"), "visa", "9995", true)
         }
-        "pm_card_chargeDeclinedFraudulent" => {
-            (decline("card_declined", "fraudulent"), "visa", "0019")
+        "pm_card_chargeDeclinedExpiredCard" => (decline("expired_card"), "visa", "0069", true),
+        "pm_card_chargeDeclinedFraudulent" => (decline("fraudulent"), "visa", "0019", true),
+        "pm_card_authenticationRequired" => {
+            (Behaviour::RequireAuthentication, "visa", "3184", false)
         }
-        "pm_card_authenticationRequired" => (Behaviour::RequireAuthentication, "visa", "3184"),
         _ => return None,
     };
     let card = Card {
@@ -52,7 +78,11 @@ pub fn test_card(id: &str) -> Option<(Behaviour, Card)> {
         exp_month: 12,
         exp_year: 2034,
     };
-    Some((behaviour, card))
+    Some(TestCard {
+        behaviour,
+        card,
+        refused_at_attach,
+    })
 }
 
 /// Misbehaviour to inject, set by flags or `POST /_stub/faults`. Counts apply to the next
@@ -68,6 +98,9 @@ pub struct Faults {
     pub target: FaultTarget,
     /// Answer 500 before doing anything (nothing recorded).
     pub fail_before: u32,
+    /// Answer 400 `parameter_invalid` before doing anything, as a provider refusing the
+    /// request outright does (nothing recorded, so a retry under the key is tried anew).
+    pub refuse: u32,
     /// Do the work, record it under the idempotency key, then answer 500.
     pub fail_after: u32,
     /// Do the work and record it, then answer only after `hang_ms` (past the client's
@@ -124,6 +157,7 @@ impl Faults {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
     FailBefore,
+    Refuse,
     FailAfter,
     HangAfter,
     DropWebhook,
@@ -146,10 +180,21 @@ pub enum FaultTarget {
 /// An API answer: status and JSON body.
 pub type Answer = (StatusCode, Value);
 
+/// How long Stripe keeps an idempotency key's first answer, in seconds.
+pub const KEY_LIFETIME_SECS: i64 = 24 * 3600;
+
 #[derive(Debug, Clone)]
 pub enum KeyUse {
-    InFlight { fingerprint: String },
-    Done { fingerprint: String, answer: Answer },
+    InFlight {
+        fingerprint: String,
+    },
+    /// The first answer given under the key (a 500 included), replayed until `at` plus
+    /// [`KEY_LIFETIME_SECS`].
+    Done {
+        fingerprint: String,
+        answer: Answer,
+        at: i64,
+    },
 }
 
 /// A captured charge, from the stub's own ledger.
@@ -176,22 +221,26 @@ pub struct World {
     next_id: u64,
 }
 
-/// The stub's answer to a request that changes something, and the event it causes.
+/// The stub's answer to a request that changes something, and the events it causes.
 pub struct Outcome {
     pub answer: Answer,
-    pub event: Option<Event>,
+    pub events: Vec<Event>,
 }
 
 impl Outcome {
     fn ok(value: impl Serialize) -> Self {
+        Self::answer((StatusCode::OK, json!(value)))
+    }
+
+    fn answer(answer: Answer) -> Self {
         Self {
-            answer: (StatusCode::OK, json!(value)),
-            event: None,
+            answer,
+            events: Vec::new(),
         }
     }
 
     fn with_event(mut self, event: Event) -> Self {
-        self.event = Some(event);
+        self.events.push(event);
         self
     }
 }
@@ -204,27 +253,67 @@ pub fn error(status: StatusCode, kind: &str, code: &str, message: &str) -> Answe
 }
 
 fn missing(what: &str, id: &str) -> Outcome {
-    Outcome {
-        answer: error(
-            StatusCode::NOT_FOUND,
-            "invalid_request_error",
-            "resource_missing",
-            &format!("No such {what}: '{id}'"),
-        ),
-        event: None,
-    }
+    Outcome::answer(error(
+        StatusCode::NOT_FOUND,
+        "invalid_request_error",
+        "resource_missing",
+        &format!("No such {what}: '{id}'"),
+    ))
 }
 
 fn invalid(message: &str) -> Outcome {
-    Outcome {
-        answer: error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            "parameter_invalid",
-            message,
-        ),
-        event: None,
+    Outcome::answer(error(
+        StatusCode::BAD_REQUEST,
+        "invalid_request_error",
+        "parameter_invalid",
+        message,
+    ))
+}
+
+/// A card refused when it is attached: 402 with the decline, and nothing saved.
+fn declined(code: &str, decline_code: &str) -> Outcome {
+    let mut answer = error(
+        StatusCode::PAYMENT_REQUIRED,
+        "card_error",
+        code,
+        &decline_message(decline_code),
+    );
+    answer.1["error"]["decline_code"] = json!(decline_code);
+    Outcome::answer(answer)
+}
+
+fn decline_message(decline_code: &str) -> String {
+    match decline_code {
+        "insufficient_funds" => "Your card has insufficient funds.".to_owned(),
+        "expired_card" => "Your card has expired.".to_owned(),
+        "authentication_required" => {
+            "Your card was declined. This transaction requires authentication.".to_owned()
+        }
+        _ => "Your card was declined.".to_owned(),
     }
+}
+
+/// Stripe refuses a parameter it does not know rather than ignoring it. `allowed` names
+/// the parameters of the endpoint; one ending in `[` admits every key under it.
+pub fn unknown_parameter(form: &BTreeMap<String, String>, allowed: &[&str]) -> Option<Answer> {
+    let known = |name: &str| {
+        allowed.iter().any(|a| {
+            if a.ends_with('[') {
+                name.starts_with(a)
+            } else {
+                name == *a
+            }
+        })
+    };
+    let name = form.keys().find(|name| !known(name))?;
+    let mut answer = error(
+        StatusCode::BAD_REQUEST,
+        "invalid_request_error",
+        "parameter_unknown",
+        &format!("Received unknown parameter: {name}"),
+    );
+    answer.1["error"]["param"] = json!(name);
+    Some(answer)
 }
 
 fn unexpected_state(intent: &PaymentIntent, action: &str) -> Outcome {
@@ -238,10 +327,7 @@ fn unexpected_state(intent: &PaymentIntent, action: &str) -> Outcome {
         ),
     );
     answer.1["error"]["payment_intent"] = json!(intent);
-    Outcome {
-        answer,
-        event: None,
-    }
+    Outcome::answer(answer)
 }
 
 impl World {
@@ -274,6 +360,7 @@ impl World {
         let faults = &mut self.faults;
         let (count, rate) = match fault {
             Fault::FailBefore => (&mut faults.fail_before, faults.fail_before_rate),
+            Fault::Refuse => (&mut faults.refuse, 0.0),
             Fault::FailAfter => (&mut faults.fail_after, faults.fail_after_rate),
             Fault::HangAfter => (&mut faults.hang_after, faults.hang_after_rate),
             Fault::DropWebhook => (&mut faults.drop_webhooks, faults.drop_webhook_rate),
@@ -303,6 +390,8 @@ impl World {
         if !self.customers.contains_key(id) && id.starts_with("cus_") {
             let customer = Customer {
                 id: id.to_owned(),
+                name: None,
+                email: None,
                 metadata: BTreeMap::new(),
             };
             self.customers.insert(id.to_owned(), customer);
@@ -322,10 +411,19 @@ impl World {
     pub fn create_customer(&mut self, form: &BTreeMap<String, String>) -> Outcome {
         let customer = Customer {
             id: self.new_id("cus"),
+            name: form.get("name").cloned(),
+            email: form.get("email").cloned(),
             metadata: metadata(form),
         };
         self.customers.insert(customer.id.clone(), customer.clone());
         Outcome::ok(customer)
+    }
+
+    pub fn retrieve_customer(&self, id: &str) -> Outcome {
+        match self.customers.get(id) {
+            Some(customer) => Outcome::ok(customer),
+            None => missing("customer", id),
+        }
     }
 
     /// A stored card, or a test card as it looks before it is attached. Attached test
@@ -336,13 +434,13 @@ impl World {
             return Some(stored.clone());
         }
         let test_id = id.split_once("__").map_or(id, |(test_id, _)| test_id);
-        test_card(test_id).map(|(behaviour, card)| {
+        test_card(test_id).map(|test| {
             let method = PaymentMethod {
                 id: id.to_owned(),
                 customer: None,
-                card: Some(card),
+                card: Some(test.card),
             };
-            (method, behaviour)
+            (method, test.behaviour)
         })
     }
 
@@ -364,7 +462,12 @@ impl World {
         let Some((mut method, behaviour)) = self.payment_method(id) else {
             return missing("payment_method", id);
         };
-        if test_card(id).is_some() {
+        if let Some(test) = test_card(id) {
+            if test.refused_at_attach
+                && let Behaviour::Decline { code, decline_code } = behaviour
+            {
+                return declined(code, decline_code);
+            }
             method.id = format!("{id}__{}", self.new_id("pm"));
         } else if method
             .customer
@@ -381,6 +484,22 @@ impl World {
         Outcome::ok(method)
     }
 
+    /// Makes a saved card decline with `decline_code` from now on, as a card whose funds
+    /// ran out or that was reported lost does (Stripe's test mode has no such card, so the
+    /// stub's tests set it).
+    pub fn decline_from_now(&mut self, id: &str, decline_code: &str) -> Outcome {
+        let Some(declining) = Behaviour::declining(decline_code) else {
+            return invalid(&format!("Unknown decline_code: {decline_code}."));
+        };
+        match self.methods.get_mut(id) {
+            Some((method, behaviour)) => {
+                *behaviour = declining;
+                Outcome::ok(method.clone())
+            }
+            None => missing("payment_method", id),
+        }
+    }
+
     pub fn detach(&mut self, id: &str) -> Outcome {
         match self.methods.get_mut(id) {
             Some((method, _)) => {
@@ -391,7 +510,12 @@ impl World {
         }
     }
 
-    pub fn create_intent(&mut self, form: &BTreeMap<String, String>, now: i64) -> Outcome {
+    pub fn create_intent(
+        &mut self,
+        form: &BTreeMap<String, String>,
+        public_url: &str,
+        now: i64,
+    ) -> Outcome {
         let Some(amount) = form
             .get("amount")
             .and_then(|a| a.parse::<i64>().ok())
@@ -409,19 +533,10 @@ impl World {
             return missing("customer", customer);
         }
         let payment_method = form.get("payment_method").cloned();
-        if let Some(pm) = &payment_method {
-            if self.payment_method(pm).is_none() {
-                return missing("payment_method", pm);
-            }
-            // A saved card charges only for the customer it is attached to (a detached
-            // card charges nobody), as at Stripe.
-            if let Some((stored, _)) = self.methods.get(pm)
-                && stored.customer != customer
-            {
-                return invalid(&format!(
-                    "The PaymentMethod {pm} does not belong to this customer."
-                ));
-            }
+        if let Some(pm) = &payment_method
+            && let Some(refused) = self.unusable_method(pm, customer.as_deref())
+        {
+            return refused;
         }
         let id = self.new_id("pi");
         let intent = PaymentIntent {
@@ -445,48 +560,103 @@ impl World {
         };
         self.intents.insert(intent.id.clone(), intent.clone());
         let event = self.event("payment_intent.created", json!(intent), now);
+        if form.get("confirm").map(String::as_str) == Some("true") {
+            // Stripe's one-call form: created and confirmed by the same request.
+            let mut confirmed = self.confirm(&intent.id, form, public_url, now);
+            confirmed.events.insert(0, event);
+            return confirmed;
+        }
         Outcome::ok(intent).with_event(event)
     }
 
-    /// Confirms the payment; one that needs authentication sends the customer back to
-    /// `return_url` afterwards.
+    /// Why `pm` cannot pay for `customer`, if it cannot: it does not exist, or it is saved
+    /// for someone else (a detached card charges nobody), as at Stripe.
+    fn unusable_method(&self, pm: &str, customer: Option<&str>) -> Option<Outcome> {
+        if self.payment_method(pm).is_none() {
+            return Some(missing("payment_method", pm));
+        }
+        match self.methods.get(pm) {
+            Some((stored, _)) if stored.customer.as_deref() != customer => Some(invalid(&format!(
+                "The PaymentMethod {pm} does not belong to this customer."
+            ))),
+            _ => None,
+        }
+    }
+
+    /// Confirms the payment, as Stripe does: with the card given or the one it has (a
+    /// payment declined earlier keeps its card only in `last_payment_error`, so confirming
+    /// it again names the card). Off-session, a card that asks for 3-D Secure is declined
+    /// `authentication_required`; on-session the customer is sent to authenticate, back to
+    /// `return_url` afterwards (or, without one, left to Stripe.js).
     pub fn confirm(
         &mut self,
         id: &str,
+        form: &BTreeMap<String, String>,
         public_url: &str,
-        return_url: Option<String>,
         now: i64,
     ) -> Outcome {
         let Some(intent) = self.intents.get(id).cloned() else {
             return missing("payment_intent", id);
         };
-        if intent.status != "requires_confirmation" {
+        if !matches!(
+            intent.status.as_str(),
+            "requires_confirmation" | "requires_payment_method"
+        ) {
             return unexpected_state(&intent, "confirm");
         }
-        let behaviour = intent
-            .payment_method
-            .as_deref()
-            .and_then(|pm| self.payment_method(pm))
+        let Some(pm) = form
+            .get("payment_method")
+            .cloned()
+            .or(intent.payment_method.clone())
+        else {
+            return Outcome::answer(error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "payment_intent_unexpected_state",
+                "You cannot confirm this PaymentIntent because it's missing a payment method.",
+            ));
+        };
+        if let Some(refused) = self.unusable_method(&pm, intent.customer.as_deref()) {
+            return refused;
+        }
+        let behaviour = self
+            .payment_method(&pm)
             .map_or(Behaviour::Succeed, |(_, b)| b);
+        let off_session = form.get("off_session").map(String::as_str) == Some("true");
+        let return_url = form.get("return_url").cloned();
+        let intent = self.intents.get_mut(id).expect("looked up above");
+        intent.payment_method = Some(pm);
+        intent.last_payment_error = None;
         match behaviour {
             Behaviour::Succeed => self.settle(id, true, None, now),
             Behaviour::Decline { code, decline_code } => {
-                let failure = ErrorBody {
-                    kind: "card_error".into(),
-                    code: Some(code.into()),
-                    decline_code: Some(decline_code.into()),
-                    message: Some(format!("Your card was declined ({decline_code}).")),
-                    payment_intent: None,
-                };
+                let failure = card_error(code, decline_code);
+                self.settle(id, false, Some(failure), now)
+            }
+            Behaviour::RequireAuthentication if off_session => {
+                let failure = card_error("authentication_required", "authentication_required");
                 self.settle(id, false, Some(failure), now)
             }
             Behaviour::RequireAuthentication => {
                 let url = format!("{public_url}/_stub/authenticate/{id}");
-                let intent = self.intents.get_mut(id).expect("looked up above");
                 intent.status = "requires_action".into();
-                intent.next_action = Some(NextAction {
-                    kind: "redirect_to_url".into(),
-                    redirect_to_url: Some(RedirectToUrl { url, return_url }),
+                intent.next_action = Some(match return_url {
+                    Some(return_url) => NextAction {
+                        kind: "redirect_to_url".into(),
+                        redirect_to_url: Some(RedirectToUrl {
+                            url,
+                            return_url: Some(return_url),
+                        }),
+                        use_stripe_sdk: None,
+                    },
+                    None => NextAction {
+                        kind: "use_stripe_sdk".into(),
+                        redirect_to_url: None,
+                        use_stripe_sdk: Some(json!({
+                            "type": "three_d_secure_redirect",
+                            "stripe_js": url,
+                        })),
+                    },
                 });
                 let intent = intent.clone();
                 let event = self.event("payment_intent.requires_action", json!(intent), now);
@@ -504,6 +674,12 @@ impl World {
         failure: Option<ErrorBody>,
         now: i64,
     ) -> Outcome {
+        let tried_with = self
+            .intents
+            .get(id)
+            .and_then(|pi| pi.payment_method.as_deref())
+            .and_then(|pm| self.payment_method(pm))
+            .map(|(method, _)| json!(method));
         let Some(intent) = self.intents.get_mut(id) else {
             return missing("payment_intent", id);
         };
@@ -516,20 +692,17 @@ impl World {
             return Outcome::ok(intent).with_event(event);
         }
         intent.status = "requires_payment_method".into();
-        intent.last_payment_error = failure.clone();
+        let mut failure = failure.unwrap_or_else(|| card_error("card_declined", "generic_decline"));
+        // Stripe takes the card off a failed payment and reports it with the failure.
+        intent.payment_method = None;
+        failure.payment_method = tried_with;
+        intent.last_payment_error = Some(failure.clone());
         let intent = intent.clone();
         let event = self.event("payment_intent.payment_failed", json!(intent), now);
-        let mut body = failure.unwrap_or_else(|| ErrorBody {
-            kind: "card_error".into(),
-            code: Some("card_declined".into()),
-            decline_code: None,
-            message: None,
-            payment_intent: None,
-        });
-        body.payment_intent = Some(Box::new(intent));
+        failure.payment_intent = Some(Box::new(intent));
         Outcome {
-            answer: (StatusCode::PAYMENT_REQUIRED, json!({ "error": body })),
-            event: Some(event),
+            answer: (StatusCode::PAYMENT_REQUIRED, json!({ "error": failure })),
+            events: vec![event],
         }
     }
 
@@ -544,11 +717,10 @@ impl World {
             return self.settle(id, true, None, now);
         }
         let failure = ErrorBody {
-            kind: "invalid_request_error".into(),
+            kind: Some("invalid_request_error".into()),
             code: Some("payment_intent_authentication_failure".into()),
-            decline_code: None,
             message: Some("The customer did not complete authentication.".into()),
-            payment_intent: None,
+            ..ErrorBody::default()
         };
         self.settle(id, false, Some(failure), now)
     }
@@ -568,15 +740,44 @@ impl World {
         Outcome::ok(intent).with_event(event)
     }
 
-    pub fn list_intents(&self, customer: Option<&str>, created_gte: i64) -> Value {
-        let mut data: Vec<&PaymentIntent> = self
-            .intents
-            .values()
-            .filter(|pi| customer.is_none_or(|c| pi.customer.as_deref() == Some(c)))
-            .filter(|pi| pi.created >= created_gte)
-            .collect();
-        data.sort_by(|a, b| b.created.cmp(&a.created).then(b.id.cmp(&a.id)));
-        json!({ "object": "list", "data": data, "has_more": false })
+    /// Every payment, newest first.
+    pub fn all_intents(&self) -> Vec<&PaymentIntent> {
+        let mut all: Vec<&PaymentIntent> = self.intents.values().collect();
+        all.sort_by(|a, b| b.created.cmp(&a.created).then(b.id.cmp(&a.id)));
+        all
+    }
+
+    /// A page of payments, newest first, as Stripe lists them: by `customer` and
+    /// `created[gte]`, `limit` (1 to 100, 10 by default) after `starting_after`.
+    pub fn list_intents(&self, query: &BTreeMap<String, String>) -> Answer {
+        let limit = match query.get("limit").map(|l| l.parse::<usize>()) {
+            None => 10,
+            Some(Ok(limit)) if (1..=100).contains(&limit) => limit,
+            Some(_) => return invalid("limit must be an integer between 1 and 100.").answer,
+        };
+        let created_gte = query
+            .get("created[gte]")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(i64::MIN);
+        let customer = query.get("customer");
+        let matching = self
+            .all_intents()
+            .into_iter()
+            .filter(|pi| customer.is_none_or(|c| pi.customer.as_ref() == Some(c)))
+            .filter(|pi| pi.created >= created_gte);
+        let mut after: Vec<&PaymentIntent> = match query.get("starting_after") {
+            Some(last) if !self.intents.contains_key(last) => {
+                return missing("payment_intent", last).answer;
+            }
+            Some(last) => matching.skip_while(|pi| pi.id != *last).skip(1).collect(),
+            None => matching.collect(),
+        };
+        let has_more = after.len() > limit;
+        after.truncate(limit);
+        (
+            StatusCode::OK,
+            json!({ "object": "list", "url": "/v1/payment_intents", "data": after, "has_more": has_more }),
+        )
     }
 
     pub fn charges(&self) -> Vec<Charge> {
@@ -590,6 +791,17 @@ impl World {
                 metadata: pi.metadata.clone(),
             })
             .collect()
+    }
+}
+
+/// The error of a declined card.
+fn card_error(code: &str, decline_code: &str) -> ErrorBody {
+    ErrorBody {
+        kind: Some("card_error".into()),
+        code: Some(code.into()),
+        decline_code: Some(decline_code.into()),
+        message: Some(decline_message(decline_code)),
+        ..ErrorBody::default()
     }
 }
 
