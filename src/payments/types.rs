@@ -140,6 +140,9 @@ pub struct Event {
     #[serde(rename = "type")]
     pub kind: String,
     pub created: i64,
+    /// The API version the event's object was rendered with (the webhook endpoint's).
+    #[serde(default)]
+    pub api_version: Option<String>,
     pub data: EventData,
 }
 

@@ -12,6 +12,7 @@ mod ops;
 mod payments;
 mod postgres_url;
 mod smtp;
+mod stripe_fixtures;
 mod usage;
 mod validation;
 mod webhook_events;

@@ -3,6 +3,7 @@
 //! until acknowledged, a list of every payment, and fault injection. Run on its own with
 //! `topupd stub-provider`, or in-process by the default configuration.
 
+pub mod dress;
 pub mod world;
 
 use std::{
@@ -365,7 +366,8 @@ impl Stub {
 
     /// Posts the event until the endpoint acknowledges it (2xx), signing each attempt.
     async fn deliver(&self, event: &Event, target: &WebhookTarget) {
-        let body = serde_json::to_vec(event).expect("events serialize to JSON");
+        let body =
+            serde_json::to_vec(&dress::dress(json!(event))).expect("events serialize to JSON");
         let mut delay = FIRST_RETRY_DELAY;
         loop {
             let signature = signature::sign(&target.secret, self.now(), &body);
@@ -412,8 +414,9 @@ fn idempotency_error(status: StatusCode, message: &str) -> Answer {
     )
 }
 
+/// An API answer, its objects in Stripe's whole field set.
 fn answer((status, body): Answer) -> Response {
-    (status, Json(body)).into_response()
+    (status, Json(dress::dress(body))).into_response()
 }
 
 /// Identifies a request by what it asks, to compare a replay with the first use of a key.
@@ -463,6 +466,7 @@ fn routes() -> Router<Stub> {
     Router::new()
         .route("/v1/customers", post(create_customer))
         .route("/v1/customers/{id}", get(customer))
+        .route("/v1/events/{id}", get(event))
         .route("/v1/payment_methods/{id}", get(payment_method))
         .route("/v1/payment_methods/{id}/attach", post(attach))
         .route("/v1/payment_methods/{id}/detach", post(detach))
@@ -563,6 +567,10 @@ async fn create_customer(
         w.create_customer(form)
     })
     .await
+}
+
+async fn event(State(stub): State<Stub>, Path(id): Path<String>) -> Response {
+    stub.read(|w| w.retrieve_event(&id).answer).await
 }
 
 async fn customer(State(stub): State<Stub>, Path(id): Path<String>) -> Response {

@@ -211,6 +211,7 @@ pub struct World {
     pub customers: BTreeMap<String, Customer>,
     pub methods: BTreeMap<String, (PaymentMethod, Behaviour)>,
     pub intents: BTreeMap<String, PaymentIntent>,
+    pub events: BTreeMap<String, Event>,
     pub keys: HashMap<String, KeyUse>,
     faults: Faults,
     /// Draws the rated faults; seeded from `faults.seed` whenever faults are set.
@@ -339,6 +340,7 @@ impl World {
             customers: BTreeMap::new(),
             methods: BTreeMap::new(),
             intents: BTreeMap::new(),
+            events: BTreeMap::new(),
             keys: HashMap::new(),
             next_id: 0,
         }
@@ -399,12 +401,23 @@ impl World {
         self.customers.contains_key(id)
     }
 
+    /// A new event, kept so that it can be retrieved as Stripe's are.
     fn event(&mut self, kind: &str, object: Value, now: i64) -> Event {
-        Event {
+        let event = Event {
             id: self.new_id("evt"),
             kind: kind.to_owned(),
             created: now,
+            api_version: Some(crate::payments::API_VERSION.to_owned()),
             data: EventData { object },
+        };
+        self.events.insert(event.id.clone(), event.clone());
+        event
+    }
+
+    pub fn retrieve_event(&self, id: &str) -> Outcome {
+        match self.events.get(id) {
+            Some(event) => Outcome::ok(event),
+            None => missing("event", id),
         }
     }
 

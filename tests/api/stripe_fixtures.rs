@@ -1,0 +1,171 @@
+//! Stripe's own fixtures (`tests/fixtures/stripe/`, from Stripe's OpenAPI repository):
+//! every object topupd reads parses from its fixture with topupd's types, and the stub
+//! provider's objects carry every field of Stripe's.
+
+use std::collections::BTreeSet;
+
+use reqwest::StatusCode;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use topupd::payments::types::{Customer, ErrorBody, Event, PaymentIntent, PaymentMethod};
+
+use crate::helpers::{TestApp, backends};
+
+fn fixture(kind: &str) -> Value {
+    let all: Value = serde_json::from_str(include_str!("../fixtures/stripe/fixtures3.json"))
+        .expect("the fixtures are JSON");
+    all["resources"][kind].clone()
+}
+
+fn parses<T: DeserializeOwned>(kind: &str) -> T {
+    serde_json::from_value(fixture(kind))
+        .unwrap_or_else(|e| panic!("topupd cannot read Stripe's {kind}: {e}"))
+}
+
+fn keys(object: &Value) -> BTreeSet<String> {
+    object
+        .as_object()
+        .expect("an object")
+        .keys()
+        .cloned()
+        .collect()
+}
+
+/// The fields of Stripe's `kind` that `object` (the stub's) lacks.
+fn missing_fields(kind: &str, object: &Value) -> Vec<String> {
+    keys(&fixture(kind))
+        .difference(&keys(object))
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn every_object_topupd_reads_parses_from_stripes_fixture() {
+    let intent: PaymentIntent = parses("payment_intent");
+    assert_eq!(intent.status, "requires_payment_method");
+    assert_eq!(intent.amount_received, Some(0));
+    assert!(
+        intent
+            .client_secret
+            .as_ref()
+            .is_some_and(|s| s.contains("_secret_"))
+    );
+    // Stripe's fixture error carries only a type: the reason is optional, never a crash.
+    let error: &ErrorBody = intent.last_payment_error.as_ref().expect("an error");
+    assert_eq!(error.kind.as_deref(), Some("idempotency_error"));
+    assert_eq!(intent.failure_code(), None);
+    let method: PaymentMethod = parses("payment_method");
+    let card = method.card.expect("a card");
+    assert_eq!((card.brand.as_str(), card.last4.as_str()), ("visa", "4242"));
+    let customer: Customer = parses("customer");
+    assert!(customer.id.starts_with("cus_"));
+    let event: Event = parses("event");
+    assert_eq!(event.kind, "plan.created");
+}
+
+async fn call(app: &TestApp, path: &str, form: &[(&str, &str)]) -> (StatusCode, Value) {
+    let response = app
+        .client
+        .post(format!("{}{path}", app.stub.base_url()))
+        .bearer_auth("sk_test_stub")
+        .form(form)
+        .send()
+        .await
+        .expect("answered");
+    (response.status(), response.json().await.expect("JSON"))
+}
+
+async fn read(app: &TestApp, path: &str) -> Value {
+    app.client
+        .get(format!("{}{path}", app.stub.base_url()))
+        .send()
+        .await
+        .expect("answered")
+        .json()
+        .await
+        .expect("JSON")
+}
+
+#[tokio::test]
+async fn the_stubs_objects_carry_every_field_of_stripes() {
+    let app = TestApp::spawn(backends()[0]).await;
+    let (_, customer) = call(&app, "/v1/customers", &[("name", "Ada")]).await;
+    let id = customer["id"].as_str().expect("id").to_owned();
+    let (_, card) = call(
+        &app,
+        "/v1/payment_methods/pm_card_authenticationRequired/attach",
+        &[("customer", &id)],
+    )
+    .await;
+    let card_id = card["id"].as_str().expect("card").to_owned();
+    let pay = [
+        ("amount", "1000"),
+        ("currency", "usd"),
+        ("customer", id.as_str()),
+        ("payment_method", card_id.as_str()),
+        ("confirm", "true"),
+        ("off_session", "true"),
+    ];
+    let (status, declined) = call(&app, "/v1/payment_intents", &pay).await;
+    assert_eq!(status, StatusCode::PAYMENT_REQUIRED);
+    let intent = &declined["error"]["payment_intent"];
+    let listed = read(&app, &format!("/v1/payment_intents?customer={id}")).await;
+
+    for (kind, object) in [
+        ("customer", &customer),
+        (
+            "customer",
+            &read(&app, &format!("/v1/customers/{id}")).await,
+        ),
+        ("payment_method", &card),
+        ("payment_intent", intent),
+        ("payment_intent", &listed["data"][0]),
+        (
+            "payment_intent",
+            &read(
+                &app,
+                &format!("/v1/payment_intents/{}", intent["id"].as_str().expect("id")),
+            )
+            .await,
+        ),
+    ] {
+        assert_eq!(
+            missing_fields(kind, object),
+            Vec::<String>::new(),
+            "{kind}: {object}"
+        );
+        assert_eq!(object["object"], kind);
+    }
+    let card_fields: BTreeSet<String> = keys(&fixture("payment_method")["card"]);
+    let stub_card: BTreeSet<String> = keys(&card["card"]);
+    assert!(
+        card_fields.is_subset(&stub_card),
+        "card: {:?}",
+        card_fields.difference(&stub_card)
+    );
+
+    // The events the payment caused, as a webhook endpoint or `GET /v1/events/{id}` has them.
+    let deliveries = read(&app, "/_stub/events").await;
+    let deliveries = deliveries.as_array().expect("deliveries");
+    assert!(!deliveries.is_empty());
+    for delivery in deliveries {
+        let event = read(
+            &app,
+            &format!("/v1/events/{}", delivery["event_id"].as_str().expect("id")),
+        )
+        .await;
+        assert_eq!(
+            missing_fields("event", &event),
+            Vec::<String>::new(),
+            "{event}"
+        );
+        assert_eq!(event["api_version"], topupd::payments::API_VERSION);
+        let object = &event["data"]["object"];
+        assert_eq!(
+            missing_fields("payment_intent", object),
+            Vec::<String>::new(),
+            "{object}"
+        );
+    }
+    app.stop().await;
+}
