@@ -13,6 +13,7 @@ mod payments;
 mod postgres_url;
 mod smtp;
 mod stripe_fixtures;
+mod stripe_sdk;
 mod usage;
 mod validation;
 mod webhook_events;
