@@ -93,6 +93,8 @@ pub struct PaymentsConfig {
     pub webhook_retry_max_secs: u64,
     pub currency: String,
     pub idempotency_prefix: String,
+    /// Handed to a card form with a SetupIntent's client secret; not a secret.
+    pub publishable_key: String,
     pub return_url: String,
     pub connect_timeout_secs: u64,
     pub request_timeout_secs: u64,

@@ -158,8 +158,8 @@ impl Db {
         })
     }
 
-    /// Forgets a card unless an open attempt is charging it. Removing the default leaves
-    /// the account without one: a new default is an explicit choice.
+    /// Forgets a card unless an open attempt is charging it. Removing the default makes
+    /// the most recently saved of the others the default, if there is one.
     pub async fn remove_card(
         &self,
         account_id: &str,
@@ -187,6 +187,18 @@ impl Db {
                 .bind(id)
                 .fetch_optional(&mut *tx)
                 .await?;
+            if removed.as_ref().is_some_and(|card| card.is_default) {
+                let newest: Option<String> = sqlx::query_scalar(
+                    "SELECT id FROM payment_methods WHERE account_id = $1 \
+                     ORDER BY created_at DESC, id DESC LIMIT 1",
+                )
+                .bind(account_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some(newest) = newest {
+                    tx.make_default(account_id, &newest).await?;
+                }
+            }
             // Auto top-up falls back to the default card rather than one that is gone.
             sqlx::query(
                 "UPDATE accounts SET auto_topup_payment_method_id = NULL \

@@ -22,6 +22,8 @@ use crate::{
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list, add))
+        .routes(routes!(checkout))
+        .routes(routes!(setup))
         .routes(routes!(make_default))
         .routes(routes!(remove))
 }
@@ -124,30 +126,117 @@ async fn add(
         )));
     }
     let staff = staff_actor(&caller);
-    match state
+    let card = state
         .topups
         .save_card(&id, pm, body.default, staff.as_ref())
         .await
-    {
-        Ok(card) => Ok((StatusCode::CREATED, Json(card.into()))),
-        Err(SaveCardError::AccountNotFound) => Err(ApiError::NotFound("account")),
-        Err(SaveCardError::UnknownCard(message)) => Err(ApiError::invalid(FieldErrors::single(
+        .map_err(save_error)?;
+    Ok((StatusCode::CREATED, Json(card.into())))
+}
+
+/// What a customer is told when a card could not be saved, or saving could not start.
+fn save_error(error: SaveCardError) -> ApiError {
+    match error {
+        SaveCardError::AccountNotFound => ApiError::NotFound("account"),
+        SaveCardError::UnknownCard(message) => ApiError::invalid(FieldErrors::single(
             "payment_method_id",
             format!("the payment provider cannot use it: {message}"),
-        ))),
-        Err(SaveCardError::Refused { code, message }) => Err(ApiError::PaymentFailed {
+        )),
+        SaveCardError::Refused { code, message } => ApiError::PaymentFailed {
             decline_code: code,
             message,
             topup: None,
-        }),
-        Err(SaveCardError::ProviderUnavailable(error)) => {
+        },
+        SaveCardError::ProviderUnavailable(error) => {
             tracing::warn!(%error, "card not saved: provider unavailable");
-            Err(ApiError::Unavailable(
+            ApiError::Unavailable(
                 "the payment provider is unavailable; nothing was saved, try again".into(),
-            ))
+            )
         }
-        Err(SaveCardError::Db(error)) => Err(error.into()),
+        SaveCardError::Db(error) => error.into(),
     }
+}
+
+/// Where to send the customer to save a card on the provider's page.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CheckoutView {
+    /// The Checkout Session.
+    id: String,
+    /// The provider's page; send the customer's browser there. It comes back to
+    /// topupd's page, which saves the card.
+    url: String,
+}
+
+/// Opens the provider's page for saving a card (Stripe Checkout in `setup` mode): no card
+/// data passes through topupd or the host. The customer comes back to
+/// `/v1/payments/card-saved`; the card is saved there or by the `checkout.session.completed`
+/// webhook, whichever comes first. The account's first card becomes its default.
+#[utoipa::path(post, path = "/v1/accounts/{id}/payment-methods/checkout", operation_id = "start_card_checkout", tag = "payment methods",
+    params(AccountId),
+    responses(
+        (status = 201, body = CheckoutView),
+        (status = 404, description = "No such account, or not this key's", body = ErrorBody),
+        (status = 503, description = "The provider is unavailable", body = ErrorBody),
+    ))]
+async fn checkout(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(AccountId { id }): ApiPath<AccountId>,
+) -> ApiResult<(StatusCode, Json<CheckoutView>)> {
+    visible_account(&state, &caller, &id).await?;
+    let session = state.topups.card_checkout(&id).await.map_err(save_error)?;
+    let url = session.url.ok_or_else(|| {
+        ApiError::Unavailable("the payment provider gave no page for saving a card".into())
+    })?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CheckoutView {
+            id: session.id,
+            url,
+        }),
+    ))
+}
+
+/// What a card form of the host's own needs to save a card with Stripe.js.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SetupView {
+    /// The SetupIntent.
+    id: String,
+    /// Give it to Stripe.js (`confirmCardSetup` / `confirmSetup`); not to be logged.
+    client_secret: String,
+    /// `payments.publishable_key`, for Stripe.js; null when not configured.
+    publishable_key: Option<String>,
+}
+
+/// Starts saving a card through the host's own card form: the answer's client secret and
+/// publishable key let Stripe.js collect and confirm the card; the `setup_intent.succeeded`
+/// webhook then saves it. The account's first card becomes its default.
+#[utoipa::path(post, path = "/v1/accounts/{id}/payment-methods/setup-intents", operation_id = "start_card_setup", tag = "payment methods",
+    params(AccountId),
+    responses(
+        (status = 201, body = SetupView),
+        (status = 404, description = "No such account, or not this key's", body = ErrorBody),
+        (status = 503, description = "The provider is unavailable", body = ErrorBody),
+    ))]
+async fn setup(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(AccountId { id }): ApiPath<AccountId>,
+) -> ApiResult<(StatusCode, Json<SetupView>)> {
+    visible_account(&state, &caller, &id).await?;
+    let setup = state.topups.card_setup(&id).await.map_err(save_error)?;
+    let client_secret = setup.client_secret.ok_or_else(|| {
+        ApiError::Unavailable("the payment provider gave the setup no client secret".into())
+    })?;
+    let key = &state.config.payments.publishable_key;
+    Ok((
+        StatusCode::CREATED,
+        Json(SetupView {
+            id: setup.id,
+            client_secret,
+            publishable_key: (!key.is_empty()).then(|| key.clone()),
+        }),
+    ))
 }
 
 /// Makes a saved card the default one.

@@ -22,13 +22,58 @@ use super::{
 use crate::{
     domain::attempt::{Attempt, AttemptState},
     notices::templates::escape,
-    topups::{OnSession, confirm_link},
+    topups::{OnSession, cards::SaveCardError, confirm_link},
 };
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(returned))
         .routes(routes!(confirmation, confirm))
+        .routes(routes!(card_saved))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct CardSavedParams {
+    /// The Checkout Session the provider sends the customer back from.
+    session_id: Option<String>,
+}
+
+/// Where the provider's page for saving a card sends the customer back: the session is
+/// read from the provider and its card saved at once (the webhook saves it too, once).
+#[utoipa::path(get, path = "/v1/payments/card-saved", operation_id = "card_saved", tag = "payment methods", security(()), params(CardSavedParams),
+    responses(
+        (status = 200, description = "A page saying whether the card is saved", body = String, content_type = "text/html"),
+    ))]
+async fn card_saved(
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<CardSavedParams>,
+) -> ApiResult<Response> {
+    let session = params
+        .session_id
+        .filter(|id| id.starts_with("cs_") && id.len() <= 255);
+    let saved = match session {
+        Some(session) => match state.topups.save_checkout_card(&session).await {
+            Ok(saved) => saved,
+            Err(SaveCardError::Db(error)) => return Err(error.into()),
+            Err(error) => {
+                tracing::warn!(%error, "card from Checkout not saved on the way back");
+                None
+            }
+        },
+        None => None,
+    };
+    let body = match saved {
+        Some(card) => format!(
+            "<h1>Card saved</h1><p>Your {} card ending in {} is saved{}.</p><p>You can close this page.</p>",
+            escape(&card.brand),
+            escape(&card.last4),
+            if card.is_default { " and is your default card" } else { "" }
+        ),
+        None => "<h1>No card saved</h1><p>No card was saved. You can try again from your billing settings.</p>"
+            .to_owned(),
+    };
+    Ok(page(StatusCode::OK, "Saving a card", &body))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

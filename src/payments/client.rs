@@ -10,7 +10,9 @@ use reqwest::{Method, StatusCode, header::HeaderMap};
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 
-use super::types::{Customer, ErrorEnvelope, List, PaymentIntent, PaymentMethod};
+use super::types::{
+    CheckoutSession, Customer, ErrorEnvelope, List, PaymentIntent, PaymentMethod, SetupIntent,
+};
 use crate::{config::PaymentsConfig, domain::backoff::retry_delay};
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -84,6 +86,16 @@ impl CustomerDetails<'_> {
             ),
         ]
     }
+}
+
+/// A Checkout Session that saves a card.
+#[derive(Debug, Clone, Copy)]
+pub struct SetupSession<'a> {
+    pub account_id: &'a str,
+    pub customer: &'a str,
+    pub currency: &'a str,
+    pub success_url: &'a str,
+    pub cancel_url: &'a str,
 }
 
 /// How a confirmation runs.
@@ -178,6 +190,81 @@ impl ProviderClient {
             &format!("/v1/payment_methods/{id}/detach"),
             vec![],
             Some(idempotency_key),
+        )
+        .await
+    }
+
+    /// A SetupIntent for saving a card of `customer` to charge without them later; the
+    /// customer's browser confirms it with its client secret (Stripe.js).
+    pub async fn create_setup_intent(
+        &self,
+        customer: &str,
+        account_id: &str,
+        idempotency_key: &str,
+    ) -> Result<SetupIntent, ProviderError> {
+        let form = vec![
+            ("customer".to_owned(), customer.to_owned()),
+            ("usage".to_owned(), "off_session".to_owned()),
+            ("payment_method_types[]".to_owned(), "card".to_owned()),
+            ("metadata[account_id]".to_owned(), account_id.to_owned()),
+        ];
+        self.send(
+            Method::POST,
+            "/v1/setup_intents",
+            form,
+            Some(idempotency_key),
+        )
+        .await
+    }
+
+    pub async fn setup_intent(&self, id: &str) -> Result<SetupIntent, ProviderError> {
+        self.send(
+            Method::GET,
+            &format!("/v1/setup_intents/{id}"),
+            vec![],
+            None,
+        )
+        .await
+    }
+
+    /// A Checkout Session in `setup` mode: the provider's page collects a card for
+    /// `customer` and sends the browser to `success_url` (or `cancel_url`).
+    pub async fn create_setup_session(
+        &self,
+        session: &SetupSession<'_>,
+        idempotency_key: &str,
+    ) -> Result<CheckoutSession, ProviderError> {
+        let form = vec![
+            ("mode".to_owned(), "setup".to_owned()),
+            ("customer".to_owned(), session.customer.to_owned()),
+            ("currency".to_owned(), session.currency.to_owned()),
+            ("payment_method_types[]".to_owned(), "card".to_owned()),
+            ("success_url".to_owned(), session.success_url.to_owned()),
+            ("cancel_url".to_owned(), session.cancel_url.to_owned()),
+            (
+                "client_reference_id".to_owned(),
+                session.account_id.to_owned(),
+            ),
+            (
+                "setup_intent_data[metadata][account_id]".to_owned(),
+                session.account_id.to_owned(),
+            ),
+        ];
+        self.send(
+            Method::POST,
+            "/v1/checkout/sessions",
+            form,
+            Some(idempotency_key),
+        )
+        .await
+    }
+
+    pub async fn checkout_session(&self, id: &str) -> Result<CheckoutSession, ProviderError> {
+        self.send(
+            Method::GET,
+            &format!("/v1/checkout/sessions/{id}"),
+            vec![],
+            None,
         )
         .await
     }

@@ -150,3 +150,52 @@ pub struct Event {
 pub struct EventData {
     pub object: serde_json::Value,
 }
+
+/// A SetupIntent: a card saved for later charges without the customer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SetupIntent {
+    pub id: String,
+    pub status: String,
+    #[serde(default)]
+    pub customer: Option<String>,
+    /// The card, once the customer gave one (an id; Stripe expands it only on request).
+    #[serde(default)]
+    pub payment_method: Option<String>,
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    #[serde(default)]
+    pub usage: Option<String>,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    #[serde(default)]
+    pub next_action: Option<NextAction>,
+    #[serde(default)]
+    pub last_setup_error: Option<ErrorBody>,
+    pub created: i64,
+}
+
+/// A Checkout Session; topupd opens them in `setup` mode, to save a card on Stripe's page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckoutSession {
+    pub id: String,
+    pub mode: String,
+    /// `open`, `complete` or `expired`.
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub customer: Option<String>,
+    #[serde(default)]
+    pub setup_intent: Option<String>,
+    /// The hosted page, while the session is open.
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub success_url: Option<String>,
+    #[serde(default)]
+    pub cancel_url: Option<String>,
+    #[serde(default)]
+    pub client_reference_id: Option<String>,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    pub created: i64,
+}

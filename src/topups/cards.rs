@@ -8,8 +8,15 @@ use crate::{
         audit::Actor,
         payment_methods::{Removal, SavedCard},
     },
-    payments::client::{CustomerDetails, ProviderError},
+    domain::account::Account,
+    payments::{
+        client::{CustomerDetails, ProviderError, SetupSession},
+        types::{CheckoutSession, PaymentMethod, SetupIntent},
+    },
 };
+
+/// topupd's page where Checkout sends the customer back after saving a card.
+pub const CARD_SAVED_PATH: &str = "/v1/payments/card-saved";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SaveCardError {
@@ -67,30 +74,146 @@ impl Topups {
                 "{provider_id} is saved by another account"
             )));
         }
-        let prefix = &self.config.payments.idempotency_prefix;
-        let customer = match account.provider_customer_id {
-            Some(customer) => customer,
-            None => {
-                let key = format!("{prefix}:customer:{account_id}");
-                let details = CustomerDetails {
-                    account_id,
-                    name: &account.name,
-                    email: &account.email,
-                };
-                let created = self.provider.create_customer(&details, &key).await?;
-                self.db
-                    .set_provider_customer(account_id, &created.id)
-                    .await?
-            }
-        };
-        let key = format!("{prefix}:attach:{provider_id}:{customer}");
+        let customer = self.customer_of(&account).await?;
+        let key = format!(
+            "{}:attach:{provider_id}:{customer}",
+            self.config.payments.idempotency_prefix
+        );
         let method = self
             .provider
             .attach_payment_method(provider_id, &customer, &key)
             .await?;
+        self.store_card(account_id, method, make_default, actor)
+            .await
+    }
+
+    /// Opens a Checkout Session in `setup` mode: the provider's page takes the card (no
+    /// card data passes through topupd) and sends the customer to topupd's page, which
+    /// saves it, as the `checkout.session.completed` event does.
+    pub async fn card_checkout(&self, account_id: &str) -> Result<CheckoutSession, SaveCardError> {
+        let account = self
+            .db
+            .account(account_id)
+            .await?
+            .ok_or(SaveCardError::AccountNotFound)?;
+        let customer = self.customer_of(&account).await?;
+        let back = format!(
+            "{}{CARD_SAVED_PATH}?session_id={{CHECKOUT_SESSION_ID}}",
+            self.config.http.public_url.trim_end_matches('/')
+        );
+        let session = SetupSession {
+            account_id,
+            customer: &customer,
+            currency: &self.config.payments.currency,
+            success_url: &back,
+            cancel_url: &back,
+        };
+        let key = format!(
+            "{}:checkout:{account_id}:{}",
+            self.config.payments.idempotency_prefix,
+            uuid::Uuid::new_v4().simple()
+        );
+        Ok(self.provider.create_setup_session(&session, &key).await?)
+    }
+
+    /// A SetupIntent for integrators with their own card form: their page confirms it with
+    /// Stripe.js and its client secret; the `setup_intent.succeeded` event saves the card.
+    pub async fn card_setup(&self, account_id: &str) -> Result<SetupIntent, SaveCardError> {
+        let account = self
+            .db
+            .account(account_id)
+            .await?
+            .ok_or(SaveCardError::AccountNotFound)?;
+        let customer = self.customer_of(&account).await?;
+        let key = format!(
+            "{}:setup:{account_id}:{}",
+            self.config.payments.idempotency_prefix,
+            uuid::Uuid::new_v4().simple()
+        );
+        Ok(self
+            .provider
+            .create_setup_intent(&customer, account_id, &key)
+            .await?)
+    }
+
+    /// Saves the card of a completed Checkout Session in setup mode. `None` when the
+    /// session saved nothing (yet).
+    pub async fn save_checkout_card(
+        &self,
+        session_id: &str,
+    ) -> Result<Option<SavedCard>, SaveCardError> {
+        let session = self.provider.checkout_session(session_id).await?;
+        match (session.mode.as_str(), session.setup_intent) {
+            ("setup", Some(setup)) => self.save_set_up_card(&setup).await,
+            _ => Ok(None),
+        }
+    }
+
+    /// Saves the card a succeeded SetupIntent attached, as the provider says it is now.
+    /// `None` for a setup that has not succeeded or is not one of topupd's: its account
+    /// (named in its metadata) must be the one whose customer it set up.
+    pub async fn save_set_up_card(
+        &self,
+        setup_id: &str,
+    ) -> Result<Option<SavedCard>, SaveCardError> {
+        let setup = self.provider.setup_intent(setup_id).await?;
+        let (Some(account_id), Some(card), "succeeded") = (
+            setup.metadata.get("account_id"),
+            setup.payment_method.as_deref(),
+            setup.status.as_str(),
+        ) else {
+            return Ok(None);
+        };
+        let Some(account) = self.db.account(account_id).await? else {
+            return Ok(None);
+        };
+        if account.provider_customer_id.is_none() || account.provider_customer_id != setup.customer
+        {
+            tracing::warn!(%setup_id, %account_id, "a setup names an account whose customer it is not; ignored");
+            return Ok(None);
+        }
+        let method = self.provider.payment_method(card).await?;
+        if method.customer != setup.customer {
+            return Ok(None);
+        }
+        self.store_card(account_id, method, false, None)
+            .await
+            .map(Some)
+    }
+
+    /// The account's customer at the provider, created on first need.
+    async fn customer_of(&self, account: &Account) -> Result<String, SaveCardError> {
+        if let Some(customer) = &account.provider_customer_id {
+            return Ok(customer.clone());
+        }
+        let key = format!(
+            "{}:customer:{}",
+            self.config.payments.idempotency_prefix, account.id
+        );
+        let details = CustomerDetails {
+            account_id: &account.id,
+            name: &account.name,
+            email: &account.email,
+        };
+        let created = self.provider.create_customer(&details, &key).await?;
+        Ok(self
+            .db
+            .set_provider_customer(&account.id, &created.id)
+            .await?)
+    }
+
+    /// Stores a card attached to the account's customer, with what the provider says of
+    /// it; the account's first card becomes its default.
+    async fn store_card(
+        &self,
+        account_id: &str,
+        method: PaymentMethod,
+        make_default: bool,
+        actor: Option<&Actor>,
+    ) -> Result<SavedCard, SaveCardError> {
         let card = method
             .card
-            .ok_or_else(|| SaveCardError::UnknownCard(format!("{provider_id} is not a card")))?;
+            .ok_or_else(|| SaveCardError::UnknownCard(format!("{} is not a card", method.id)))?;
         let saved = SavedCard {
             id: method.id,
             account_id: account_id.to_owned(),

@@ -13,6 +13,7 @@ use crate::{
     },
     domain::{attempt::Attempt, backoff::retry_delay},
     payments::client::ProviderError,
+    topups::cards::SaveCardError,
 };
 
 impl Topups {
@@ -46,15 +47,7 @@ impl Topups {
     /// when the provider could not be asked: the event is tried again later (see
     /// [`retry_delay`]), or set aside as dead after its last try.
     pub async fn process_event(&self, event: &StoredEvent) -> Result<bool, DbError> {
-        let attempt = match (&event.object_id, event.kind.starts_with("payment_intent.")) {
-            (Some(payment_id), true) => self.db.attempt_for_payment(payment_id).await?,
-            _ => None,
-        };
-        let Some(attempt) = attempt else {
-            self.db.finish_event(&event.id, self.clock.now_ms()).await?;
-            return Ok(true);
-        };
-        let Err(error) = self.refresh_payment(attempt).await else {
+        let Err(error) = self.handle_event(event).await else {
             self.db.finish_event(&event.id, self.clock.now_ms()).await?;
             return Ok(true);
         };
@@ -82,6 +75,34 @@ impl Topups {
             tracing::warn!(event_id = %event.id, tries, %error, retry_in_ms = delay.as_millis() as u64, "webhook event not handled yet");
         }
         Ok(false)
+    }
+
+    /// What an event means, from the object it names as the provider has it now.
+    async fn handle_event(&self, event: &StoredEvent) -> Result<(), EventError> {
+        let Some(object_id) = &event.object_id else {
+            return Ok(());
+        };
+        let saved = match event.kind.as_str() {
+            kind if kind.starts_with("payment_intent.") => {
+                return match self.db.attempt_for_payment(object_id).await? {
+                    Some(attempt) => self.refresh_payment(attempt).await,
+                    None => Ok(()),
+                };
+            }
+            "setup_intent.succeeded" => self.save_set_up_card(object_id).await,
+            "checkout.session.completed" => self.save_checkout_card(object_id).await,
+            _ => return Ok(()),
+        };
+        match saved {
+            Ok(_) => Ok(()),
+            Err(SaveCardError::ProviderUnavailable(error)) => Err(error.into()),
+            Err(SaveCardError::Db(error)) => Err(error.into()),
+            // Definite: the card is not one to save, however often it is asked.
+            Err(error) => {
+                tracing::warn!(event_id = %event.id, %error, "the card of a setup was not saved");
+                Ok(())
+            }
+        }
     }
 
     /// Re-reads the attempt's payment and applies it, reporting a provider failure.

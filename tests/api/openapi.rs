@@ -133,6 +133,7 @@ async fn the_document_describes_every_route_the_router_serves() {
         "/v1/estimate",
         "/v1/payments/return",
         "/v1/payments/confirm/{id}",
+        "/v1/payments/card-saved",
         "/v1/webhooks/payments",
     ];
     let ids: BTreeSet<&str> = operations(&doc)

@@ -7,7 +7,9 @@ use std::collections::BTreeSet;
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use topupd::payments::types::{Customer, ErrorBody, Event, PaymentIntent, PaymentMethod};
+use topupd::payments::types::{
+    CheckoutSession, Customer, ErrorBody, Event, PaymentIntent, PaymentMethod, SetupIntent,
+};
 
 use crate::helpers::{TestApp, backends};
 
@@ -61,6 +63,10 @@ fn every_object_topupd_reads_parses_from_stripes_fixture() {
     assert!(customer.id.starts_with("cus_"));
     let event: Event = parses("event");
     assert_eq!(event.kind, "plan.created");
+    let setup: SetupIntent = parses("setup_intent");
+    assert_eq!(setup.usage.as_deref(), Some("off_session"));
+    let session: CheckoutSession = parses("checkout.session");
+    assert_eq!(session.status.as_deref(), Some("open"));
 }
 
 async fn call(app: &TestApp, path: &str, form: &[(&str, &str)]) -> (StatusCode, Value) {
@@ -111,7 +117,31 @@ async fn the_stubs_objects_carry_every_field_of_stripes() {
     let intent = &declined["error"]["payment_intent"];
     let listed = read(&app, &format!("/v1/payment_intents?customer={id}")).await;
 
+    let (_, setup) = call(
+        &app,
+        "/v1/setup_intents",
+        &[
+            ("customer", &id),
+            ("payment_method", "pm_card_visa"),
+            ("confirm", "true"),
+        ],
+    )
+    .await;
+    assert_eq!(setup["status"], "succeeded", "{setup}");
+    let (_, session) = call(
+        &app,
+        "/v1/checkout/sessions",
+        &[
+            ("mode", "setup"),
+            ("customer", &id),
+            ("currency", "usd"),
+            ("success_url", "https://host.example/done"),
+        ],
+    )
+    .await;
     for (kind, object) in [
+        ("setup_intent", &setup),
+        ("checkout.session", &session),
         ("customer", &customer),
         (
             "customer",
@@ -161,8 +191,9 @@ async fn the_stubs_objects_carry_every_field_of_stripes() {
         );
         assert_eq!(event["api_version"], topupd::payments::API_VERSION);
         let object = &event["data"]["object"];
+        let kind = object["object"].as_str().expect("an object");
         assert_eq!(
-            missing_fields("payment_intent", object),
+            missing_fields(kind, object),
             Vec::<String>::new(),
             "{object}"
         );

@@ -26,6 +26,24 @@ def main(base_url):
     customer = stripe.Customer.create(name="Ada", email="ada@example.com", metadata={"account_id": "acct_sdk"})
     assert customer.object == "customer" and customer.email == "ada@example.com"
 
+    # Saving a card for later, as a host's own form does with Stripe.js, and as Checkout
+    # does in setup mode.
+    setup = stripe.SetupIntent.create(customer=customer.id, usage="off_session", payment_method_types=["card"])
+    assert setup.status == "requires_payment_method" and setup.client_secret.startswith(setup.id + "_secret_")
+    setup = stripe.SetupIntent.confirm(setup.id, payment_method="pm_card_visa")
+    assert setup.status == "succeeded", setup
+    saved = stripe.PaymentMethod.retrieve(setup.payment_method)
+    assert saved.customer == customer.id and saved.card.last4 == "4242"
+    session = stripe.checkout.Session.create(
+        mode="setup",
+        customer=customer.id,
+        currency="usd",
+        success_url="https://shop.example/saved?session_id={CHECKOUT_SESSION_ID}",
+        cancel_url="https://shop.example/cancelled",
+    )
+    assert session.status == "open" and session.url.startswith(base_url), session
+    assert stripe.checkout.Session.retrieve(session.id).mode == "setup"
+
     # Declining cards are refused when saved; chargeCustomerFail saves and declines later.
     refused = expect_card_error(
         lambda: stripe.PaymentMethod.attach("pm_card_chargeDeclinedInsufficientFunds", customer=customer.id),

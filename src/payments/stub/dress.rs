@@ -6,119 +6,12 @@
 
 use std::sync::LazyLock;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
-/// The fields each object has besides those the stub models, by id prefix.
-static TEMPLATES: LazyLock<[(&str, Value); 4]> = LazyLock::new(|| {
-    [
-        (
-            "pi_",
-            json!({
-                "object": "payment_intent",
-                "amount_capturable": 0,
-                "amount_details": {},
-                "application": null,
-                "application_fee_amount": null,
-                "automatic_payment_methods": null,
-                "canceled_at": null,
-                "cancellation_reason": null,
-                "capture_method": "automatic",
-                "confirmation_method": "automatic",
-                "customer_account": null,
-                "description": null,
-                "excluded_payment_method_types": null,
-                "latest_charge": null,
-                "livemode": false,
-                "managed_payments": null,
-                "on_behalf_of": null,
-                "payment_method_configuration_details": null,
-                "payment_method_options": {},
-                "payment_method_types": ["card"],
-                "processing": null,
-                "receipt_email": null,
-                "review": null,
-                "setup_future_usage": null,
-                "shipping": null,
-                "source": null,
-                "statement_descriptor": null,
-                "statement_descriptor_suffix": null,
-                "transfer_data": null,
-                "transfer_group": null,
-            }),
-        ),
-        (
-            "pm_",
-            json!({
-                "object": "payment_method",
-                "allow_redisplay": "unspecified",
-                "billing_details": {
-                    "address": {
-                        "city": null, "country": null, "line1": null, "line2": null,
-                        "postal_code": null, "state": null,
-                    },
-                    "email": null, "name": null, "phone": null, "tax_id": null,
-                },
-                "card": {
-                    "checks": {
-                        "address_line1_check": null,
-                        "address_postal_code_check": null,
-                        "cvc_check": null,
-                    },
-                    "country": "US",
-                    "display_brand": null,
-                    "fingerprint": null,
-                    "funding": "credit",
-                    "generated_from": null,
-                    "networks": null,
-                    "regulated_status": null,
-                    "three_d_secure_usage": { "supported": true },
-                    "wallet": null,
-                },
-                "created": 0,
-                "customer_account": null,
-                "livemode": false,
-                "metadata": {},
-                "type": "card",
-            }),
-        ),
-        (
-            "cus_",
-            json!({
-                "object": "customer",
-                "address": null,
-                "balance": 0,
-                "created": 0,
-                "currency": null,
-                "default_source": null,
-                "delinquent": false,
-                "description": null,
-                "discount": null,
-                "invoice_prefix": null,
-                "invoice_settings": {
-                    "custom_fields": null,
-                    "default_payment_method": null,
-                    "footer": null,
-                    "rendering_options": null,
-                },
-                "livemode": false,
-                "next_invoice_sequence": 1,
-                "phone": null,
-                "preferred_locales": [],
-                "shipping": null,
-                "tax_exempt": "none",
-                "test_clock": null,
-            }),
-        ),
-        (
-            "evt_",
-            json!({
-                "object": "event",
-                "livemode": false,
-                "pending_webhooks": 1,
-                "request": { "id": null, "idempotency_key": null },
-            }),
-        ),
-    ]
+/// The fields each object has besides those the stub models, by the prefix of its id
+/// (`templates.json`).
+static TEMPLATES: LazyLock<Map<String, Value>> = LazyLock::new(|| {
+    serde_json::from_str(include_str!("templates.json")).expect("the templates are JSON")
 });
 
 /// `value` with each of the stub's objects in it (found by their ids' prefixes, nested
@@ -133,10 +26,11 @@ fn dress_in_place(value: &mut Value) {
         Value::Array(items) => items.iter_mut().for_each(dress_in_place),
         Value::Object(fields) => {
             fields.values_mut().for_each(dress_in_place);
-            let template = fields
-                .get("id")
-                .and_then(Value::as_str)
-                .and_then(|id| TEMPLATES.iter().find(|(prefix, _)| id.starts_with(prefix)));
+            let template = fields.get("id").and_then(Value::as_str).and_then(|id| {
+                TEMPLATES
+                    .iter()
+                    .find(|(prefix, _)| id.starts_with(prefix.as_str()))
+            });
             if let Some((_, Value::Object(template))) = template
                 && !fields.contains_key("object")
             {
@@ -165,6 +59,7 @@ fn fill(fields: &mut Map<String, Value>, template: &Map<String, Value>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn objects_get_the_fields_they_lack_and_keep_their_own() {

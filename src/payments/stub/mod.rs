@@ -4,6 +4,7 @@
 //! `topupd stub-provider`, or in-process by the default configuration.
 
 pub mod dress;
+mod saving;
 pub mod world;
 
 use std::{
@@ -25,7 +26,10 @@ use tokio::{net::TcpListener, sync::Mutex};
 use tokio_util::sync::CancellationToken;
 
 use self::world::{Answer, Charge, Fault, FaultTarget, Faults, KeyUse, Outcome, World, error};
-use super::{signature, types::Event};
+use super::{
+    signature,
+    types::{self, Event},
+};
 use crate::clock::Clock;
 
 /// How long a delivery waits before its first retry; doubled up to [`MAX_RETRY_DELAY`].
@@ -474,6 +478,7 @@ fn routes() -> Router<Stub> {
         .route("/v1/payment_intents/{id}", get(payment_intent))
         .route("/v1/payment_intents/{id}/confirm", post(confirm))
         .route("/v1/payment_intents/{id}/cancel", post(cancel))
+        .merge(saving::routes())
         .route("/_stub/authenticate/{id}", get(authentication_page))
         .route("/_stub/authenticate/{id}/{choice}", post(authenticate))
         .route(
@@ -686,24 +691,74 @@ async fn decline_from_now(
     answer(outcome.answer)
 }
 
+/// What waits for the customer to authenticate: a payment or a card being saved.
+struct Waiting {
+    /// What the page asks the customer to confirm.
+    what: String,
+    status: String,
+    return_url: Option<String>,
+    /// What the way back carries, as Stripe's redirect does: the object's id and client
+    /// secret, under the object's names.
+    back: [(&'static str, String); 2],
+}
+
+fn waiting(world: &World, id: &str) -> Option<Waiting> {
+    let return_url = |action: &Option<types::NextAction>| {
+        action
+            .as_ref()
+            .and_then(|a| a.redirect_to_url.as_ref())
+            .and_then(|r| r.return_url.clone())
+    };
+    if let Some(intent) = world.intents.get(id) {
+        return Some(Waiting {
+            what: format!(
+                "your payment of {}",
+                crate::domain::money::Cents(intent.amount)
+            ),
+            status: intent.status.clone(),
+            return_url: return_url(&intent.next_action),
+            back: [
+                ("payment_intent", intent.id.clone()),
+                (
+                    "payment_intent_client_secret",
+                    intent.client_secret.clone().unwrap_or_default(),
+                ),
+            ],
+        });
+    }
+    let setup = world.setup_intents.get(id)?;
+    Some(Waiting {
+        what: "saving your card".to_owned(),
+        status: setup.status.clone(),
+        return_url: return_url(&setup.next_action),
+        back: [
+            ("setup_intent", setup.id.clone()),
+            (
+                "setup_intent_client_secret",
+                setup.client_secret.clone().unwrap_or_default(),
+            ),
+        ],
+    })
+}
+
 /// The customer's 3-D Secure page: complete or fail the authentication.
 async fn authentication_page(State(stub): State<Stub>, Path(id): Path<String>) -> Response {
     let world = stub.inner.world.lock().await;
-    let Some(intent) = world.intents.get(&id) else {
+    let Some(waiting) = waiting(&world, &id) else {
         return (
             StatusCode::NOT_FOUND,
             Html("<p>No such payment.</p>".to_owned()),
         )
             .into_response();
     };
-    let amount = crate::domain::money::Cents(intent.amount);
     Html(format!(
-        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>Confirm your payment</title></head><body>\
-         <h1>Confirm your payment of {amount}</h1><p>Payment {id} is {status}.</p>\
+        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>Confirm {what}</title></head><body>\
+         <h1>Confirm {what}</h1><p>{id} is {status}.</p>\
          <form method=\"post\" action=\"/_stub/authenticate/{id}/complete\"><button>Complete authentication</button></form>\
          <form method=\"post\" action=\"/_stub/authenticate/{id}/fail\"><button>Fail authentication</button></form>\
          </body></html>",
-        status = intent.status
+        what = waiting.what,
+        status = waiting.status
     ))
     .into_response()
 }
@@ -726,7 +781,7 @@ async fn authenticate(
     };
     let now = stub.now();
     let mut world = stub.inner.world.lock().await;
-    let waiting = world.intents.get(&id).cloned();
+    let before = waiting(&world, &id);
     let outcome = world.authenticate(&id, complete, now);
     let (status, _) = outcome.answer;
     for event in outcome.events {
@@ -734,24 +789,22 @@ async fn authenticate(
     }
     drop(world);
     if status.is_client_error() && status != StatusCode::PAYMENT_REQUIRED {
-        return Html("<p>This payment is not waiting for authentication.</p>").into_response();
+        return Html("<p>This is not waiting for authentication.</p>").into_response();
     }
     let done = if complete {
         "Authentication complete."
     } else {
         "Authentication failed."
     };
-    // As Stripe does, the customer goes back to the return URL with the payment's id and
+    // As Stripe does, the customer goes back to the return URL with the object's id and
     // client secret (a page that refreshes, so that clients that follow no redirect
     // stay here).
-    let back = waiting.and_then(|intent| {
-        let return_url = intent.next_action?.redirect_to_url?.return_url?;
+    let back = before.and_then(|waiting| {
+        let return_url = waiting.return_url?;
+        let [(id_name, id), (secret_name, secret)] = waiting.back;
         let query = serde_urlencoded::to_string([
-            ("payment_intent", intent.id.as_str()),
-            (
-                "payment_intent_client_secret",
-                intent.client_secret.as_deref().unwrap_or_default(),
-            ),
+            (id_name, id.as_str()),
+            (secret_name, secret.as_str()),
             (
                 "redirect_status",
                 if complete { "succeeded" } else { "failed" },

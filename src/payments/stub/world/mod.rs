@@ -9,9 +9,11 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+mod saving;
+
 use crate::payments::types::{
-    Card, Customer, ErrorBody, Event, EventData, NextAction, PaymentIntent, PaymentMethod,
-    RedirectToUrl,
+    Card, CheckoutSession, Customer, ErrorBody, Event, EventData, NextAction, PaymentIntent,
+    PaymentMethod, RedirectToUrl, SetupIntent,
 };
 
 /// What a test card does when charged, after Stripe's test payment methods.
@@ -211,6 +213,9 @@ pub struct World {
     pub customers: BTreeMap<String, Customer>,
     pub methods: BTreeMap<String, (PaymentMethod, Behaviour)>,
     pub intents: BTreeMap<String, PaymentIntent>,
+    pub setup_intents: BTreeMap<String, SetupIntent>,
+    /// Checkout Sessions, with the metadata their setup will carry.
+    pub checkout_sessions: BTreeMap<String, (CheckoutSession, BTreeMap<String, String>)>,
     pub events: BTreeMap<String, Event>,
     pub keys: HashMap<String, KeyUse>,
     faults: Faults,
@@ -318,16 +323,23 @@ pub fn unknown_parameter(form: &BTreeMap<String, String>, allowed: &[&str]) -> O
 }
 
 fn unexpected_state(intent: &PaymentIntent, action: &str) -> Outcome {
+    unexpected_status("payment_intent", &intent.status, json!(intent), action)
+}
+
+/// The 400 for `object` (a `kind`) in a status that does not allow `action`, with the
+/// object, as Stripe answers it.
+fn unexpected_status(kind: &str, status: &str, object: Value, action: &str) -> Outcome {
+    let name = match kind {
+        "payment_intent" => "PaymentIntent",
+        _ => "SetupIntent",
+    };
     let mut answer = error(
         StatusCode::BAD_REQUEST,
         "invalid_request_error",
-        "payment_intent_unexpected_state",
-        &format!(
-            "You cannot {action} this PaymentIntent because it has a status of {}.",
-            intent.status
-        ),
+        &format!("{kind}_unexpected_state"),
+        &format!("You cannot {action} this {name} because it has a status of {status}."),
     );
-    answer.1["error"]["payment_intent"] = json!(intent);
+    answer.1["error"][kind] = object;
     Outcome::answer(answer)
 }
 
@@ -340,6 +352,8 @@ impl World {
             customers: BTreeMap::new(),
             methods: BTreeMap::new(),
             intents: BTreeMap::new(),
+            setup_intents: BTreeMap::new(),
+            checkout_sessions: BTreeMap::new(),
             events: BTreeMap::new(),
             keys: HashMap::new(),
             next_id: 0,
@@ -719,8 +733,29 @@ impl World {
         }
     }
 
-    /// The customer's choice on the authentication page.
+    /// The customer's choice on the authentication page, for a payment or a setup.
     pub fn authenticate(&mut self, id: &str, complete: bool, now: i64) -> Outcome {
+        if let Some(setup) = self.setup_intents.get(id).cloned() {
+            if setup.status != "requires_action" {
+                return unexpected_status(
+                    "setup_intent",
+                    &setup.status,
+                    json!(setup),
+                    "authenticate",
+                );
+            }
+            let card = setup.payment_method.unwrap_or_default();
+            if complete {
+                return self.finish_setup(id, &card, now);
+            }
+            let failure = ErrorBody {
+                kind: Some("invalid_request_error".into()),
+                code: Some("setup_intent_authentication_failure".into()),
+                message: Some("The customer did not complete authentication.".into()),
+                ..ErrorBody::default()
+            };
+            return self.fail_setup(id, failure, now);
+        }
         match self.intents.get(id) {
             Some(intent) if intent.status == "requires_action" => {}
             Some(intent) => return unexpected_state(&intent.clone(), "authenticate"),

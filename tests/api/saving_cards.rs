@@ -1,0 +1,281 @@
+//! Saving cards the way Stripe intends: on Checkout's page in setup mode, or with a
+//! SetupIntent that the host's own card form confirms; the card is saved from the
+//! provider's word (the way back, or the webhook), once.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, backends, each_backend, test_config, unused_port};
+
+impl TestApp {
+    /// The account's saved cards, newest first.
+    async fn cards(&self, account: &str) -> Vec<Value> {
+        let listed = self
+            .get(
+                &format!("/v1/accounts/{account}/payment-methods"),
+                &self.admin,
+            )
+            .await;
+        assert_eq!(listed.status, StatusCode::OK, "{}", listed.body);
+        listed.body["data"].as_array().expect("data").clone()
+    }
+
+    /// Waits until the account has `count` saved cards (a webhook's work).
+    async fn wait_for_cards(&self, account: &str, count: usize) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let cards = self.cards(account).await;
+            if cards.len() == count {
+                return cards;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "cards: {cards:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Opens Checkout for the account and picks `card` on its page, as a browser does.
+    /// Returns the page the browser ends on, and its text.
+    async fn save_on_checkout(&self, account: &str, key: &str, card: &str) -> (String, String) {
+        let started = self
+            .post(
+                &format!("/v1/accounts/{account}/payment-methods/checkout"),
+                key,
+                json!({}),
+            )
+            .await;
+        assert_eq!(started.status, StatusCode::CREATED, "{}", started.body);
+        let url = started.body["url"]
+            .as_str()
+            .expect("the provider's page")
+            .to_owned();
+        assert!(
+            started.body["id"]
+                .as_str()
+                .is_some_and(|id| id.starts_with("cs_"))
+        );
+        let page = self.client.get(&url).send().await.expect("page");
+        assert_eq!(page.status(), StatusCode::OK);
+        assert!(page.text().await.expect("html").contains(card));
+        let chosen = self
+            .client
+            .post(&url)
+            .form(&[("card", card)])
+            .send()
+            .await
+            .expect("chosen");
+        assert_eq!(chosen.status(), StatusCode::OK);
+        let landed = chosen.url().to_string();
+        (landed, chosen.text().await.expect("html"))
+    }
+}
+
+#[tokio::test]
+async fn a_card_saved_on_checkouts_page_becomes_the_default_and_pays_off_session() {
+    each_backend(async |app| {
+        let account = app.funded_account("0").await;
+        let key = app.key("customer", Some(&account)).await;
+        let (landed, text) = app.save_on_checkout(&account, &key, "pm_card_visa").await;
+        assert!(
+            landed.starts_with(&format!(
+                "{}/v1/payments/card-saved?session_id=cs_",
+                app.base_url
+            )),
+            "{landed}"
+        );
+        assert!(
+            text.contains("ending in 4242 is saved and is your default card"),
+            "{text}"
+        );
+        let cards = app.cards(&account).await;
+        assert_eq!(cards.len(), 1, "{cards:?}");
+        assert_eq!(
+            (cards[0]["last4"].as_str(), cards[0]["default"].as_bool()),
+            (Some("4242"), Some(true))
+        );
+        // The webhooks of the same setup arrive too, and change nothing.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(app.cards(&account).await, cards);
+
+        let enabled = app
+            .request(
+                Method::PUT,
+                &format!("/v1/accounts/{account}/auto-topup"),
+                Some(&key),
+                Some(json!({ "enabled": true, "threshold": 1000, "target": 5000 })),
+            )
+            .await;
+        assert_eq!(enabled.status, StatusCode::OK, "{}", enabled.body);
+        assert_eq!(
+            app.scan().await.succeeded,
+            1,
+            "charged off-session with the saved card"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_card_refused_on_checkouts_page_saves_nothing() {
+    each_backend(async |app| {
+        let account = app.funded_account("0").await;
+        let key = app.key("customer", Some(&account)).await;
+        let (landed, text) = app
+            .save_on_checkout(&account, &key, "pm_card_chargeDeclined")
+            .await;
+        assert!(
+            landed.contains("/_stub/checkout/"),
+            "stays on the provider's page: {landed}"
+        );
+        assert!(text.contains("declined"), "{text}");
+        let session = landed.rsplit('/').next().expect("session");
+        let back = app
+            .client
+            .get(format!(
+                "{}/v1/payments/card-saved?session_id={session}",
+                app.base_url
+            ))
+            .send()
+            .await
+            .expect("page");
+        assert!(
+            back.text()
+                .await
+                .expect("html")
+                .contains("No card was saved")
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(app.cards(&account).await.is_empty());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_setup_intent_confirmed_by_the_hosts_card_form_saves_the_card_through_the_webhook() {
+    for backend in backends() {
+        let mut config = test_config(unused_port());
+        config.payments.publishable_key = "pk_test_topupd".into();
+        let app = TestApp::spawn_with(backend, config).await;
+        let account = app.funded_account("0").await;
+        let key = app.key("customer", Some(&account)).await;
+        let setup = async || {
+            let started = app
+                .post(
+                    &format!("/v1/accounts/{account}/payment-methods/setup-intents"),
+                    &key,
+                    json!({}),
+                )
+                .await;
+            assert_eq!(started.status, StatusCode::CREATED, "{}", started.body);
+            assert_eq!(started.body["publishable_key"], "pk_test_topupd");
+            let id = started.body["id"].as_str().expect("id").to_owned();
+            let secret = started.body["client_secret"].as_str().expect("secret");
+            assert!(secret.starts_with(&format!("{id}_secret_")), "{secret}");
+            id
+        };
+        // What Stripe.js does with the client secret and the card the customer typed.
+        let confirm = async |id: &str, card: &str| -> Value {
+            app.client
+                .post(format!(
+                    "{}/v1/setup_intents/{id}/confirm",
+                    app.stub.base_url()
+                ))
+                .bearer_auth("pk_test_topupd")
+                .form(&[
+                    ("payment_method", card),
+                    ("return_url", "https://host.example/cards"),
+                ])
+                .send()
+                .await
+                .expect("confirmed")
+                .json()
+                .await
+                .expect("JSON")
+        };
+        let first = setup().await;
+        assert_eq!(
+            confirm(&first, "pm_card_mastercard").await["status"],
+            "succeeded"
+        );
+        let cards = app.wait_for_cards(&account, 1).await;
+        assert_eq!(
+            (cards[0]["brand"].as_str(), cards[0]["default"].as_bool()),
+            (Some("mastercard"), Some(true))
+        );
+
+        // A card whose bank wants 3-D Secure at setup is saved once authenticated.
+        let second = setup().await;
+        let waiting = confirm(&second, "pm_card_authenticationRequired").await;
+        assert_eq!(waiting["status"], "requires_action", "{waiting}");
+        let bank = waiting["next_action"]["redirect_to_url"]["url"]
+            .as_str()
+            .expect("bank page");
+        app.client
+            .post(format!("{bank}/complete"))
+            .send()
+            .await
+            .expect("authenticated");
+        let cards = app.wait_for_cards(&account, 2).await;
+        assert_eq!(cards.iter().filter(|c| c["default"] == true).count(), 1);
+        assert!(
+            cards
+                .iter()
+                .any(|c| c["last4"] == "3184" && c["default"] == false),
+            "{cards:?}"
+        );
+
+        // A declining card is refused at setup and saves nothing.
+        let third = setup().await;
+        let refused = confirm(&third, "pm_card_chargeDeclinedFraudulent").await;
+        assert_eq!(refused["error"]["decline_code"], "fraudulent");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(app.cards(&account).await.len(), 2);
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn removing_the_default_card_makes_the_newest_other_card_the_default() {
+    each_backend(async |app| {
+        let (account, key) = app.customer_with_card("pm_card_visa").await;
+        app.clock.advance_ms(1_000);
+        let added = app
+            .post(
+                &format!("/v1/accounts/{account}/payment-methods"),
+                &key,
+                json!({ "payment_method_id": "pm_card_mastercard" }),
+            )
+            .await;
+        assert_eq!(added.status, StatusCode::CREATED);
+        assert_eq!(
+            added.body["default"], false,
+            "the first card stays the default"
+        );
+        let visa = app
+            .cards(&account)
+            .await
+            .into_iter()
+            .find(|c| c["last4"] == "4242")
+            .expect("visa");
+        let removed = app
+            .request(
+                Method::DELETE,
+                &format!(
+                    "/v1/accounts/{account}/payment-methods/{}",
+                    visa["id"].as_str().expect("id")
+                ),
+                Some(&key),
+                None,
+            )
+            .await;
+        assert!(removed.status.is_success(), "{}", removed.body);
+        let cards = app.cards(&account).await;
+        assert_eq!(cards.len(), 1);
+        assert_eq!(
+            (cards[0]["last4"].as_str(), cards[0]["default"].as_bool()),
+            (Some("4444"), Some(true))
+        );
+    })
+    .await;
+}
