@@ -6,7 +6,8 @@ use serde_json::Value;
 use super::{Db, DbError, Page, PageRequest, Paged, impl_for_connections, with_pool};
 use crate::clock::Millis;
 
-/// Who acted: an API key, or the command line on the server itself.
+/// Who acted: an API key, the command line on the server itself, or the payment provider
+/// (through an event it sent).
 #[derive(Debug, Clone)]
 pub struct Actor {
     pub key_id: String,
@@ -19,6 +20,14 @@ impl Actor {
         Self {
             key_id: "cli".to_owned(),
             role: "operator".to_owned(),
+        }
+    }
+
+    /// The payment provider, as its event `event_id` reported.
+    pub fn provider(event_id: &str) -> Self {
+        Self {
+            key_id: event_id.to_owned(),
+            role: "provider".to_owned(),
         }
     }
 }

@@ -153,6 +153,9 @@ fn save_error(error: SaveCardError) -> ApiError {
                 "the payment provider is unavailable; nothing was saved, try again".into(),
             )
         }
+        SaveCardError::InUse(card) => ApiError::Conflict(format!(
+            "a top-up in progress charges card {card}; try again once it has settled"
+        )),
         SaveCardError::Db(error) => error.into(),
     }
 }

@@ -30,6 +30,9 @@ pub enum SaveCardError {
     /// The provider did not answer or refused our credentials; nothing was saved.
     #[error("the payment provider is unavailable: {0}")]
     ProviderUnavailable(ProviderError),
+    /// A top-up in progress charges the card; it is left until that settles.
+    #[error("a top-up in progress charges card {0}")]
+    InUse(String),
     #[error(transparent)]
     Db(#[from] DbError),
 }
@@ -179,6 +182,49 @@ impl Topups {
         self.store_card(account_id, method, false, None)
             .await
             .map(Some)
+    }
+
+    /// Brings a saved card up to date with what the provider says of it now (after its
+    /// `payment_method.updated`, `.automatically_updated` or `.detached` event): new
+    /// details are stored, and a card no longer attached to the account's customer is
+    /// forgotten, so it is never charged; another card becomes the default. Audited as the
+    /// provider's doing. Cards topupd does not hold are left alone.
+    pub async fn refresh_saved_card(
+        &self,
+        card_id: &str,
+        event_id: &str,
+    ) -> Result<(), SaveCardError> {
+        let Some(account_id) = self.db.card_owner(card_id).await? else {
+            return Ok(());
+        };
+        let Some(account) = self.db.account(&account_id).await? else {
+            return Ok(());
+        };
+        let method = match self.provider.payment_method(card_id).await {
+            Ok(method) => Some(method),
+            Err(ProviderError::NotFound { .. }) => None,
+            Err(error) => return Err(error.into()),
+        };
+        let actor = Actor::provider(event_id);
+        match method {
+            Some(method)
+                if method.customer.is_some() && method.customer == account.provider_customer_id =>
+            {
+                self.store_card(&account_id, method, false, Some(&actor))
+                    .await?;
+            }
+            _ => {
+                let removal = self
+                    .db
+                    .remove_card(&account_id, card_id, Some(&actor), self.clock.now_ms())
+                    .await?;
+                if matches!(removal, Removal::InUse) {
+                    return Err(SaveCardError::InUse(card_id.to_owned()));
+                }
+                tracing::info!(%account_id, %card_id, "card detached at the provider; forgotten here");
+            }
+        }
+        Ok(())
     }
 
     /// The account's customer at the provider, created on first need.

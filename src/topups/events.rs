@@ -91,12 +91,20 @@ impl Topups {
             }
             "setup_intent.succeeded" => self.save_set_up_card(object_id).await,
             "checkout.session.completed" => self.save_checkout_card(object_id).await,
+            "payment_method.updated"
+            | "payment_method.automatically_updated"
+            | "payment_method.detached" => self
+                .refresh_saved_card(object_id, &event.id)
+                .await
+                .map(|()| None),
             _ => return Ok(()),
         };
         match saved {
             Ok(_) => Ok(()),
             Err(SaveCardError::ProviderUnavailable(error)) => Err(error.into()),
             Err(SaveCardError::Db(error)) => Err(error.into()),
+            // Tried again later, once the top-up charging it has settled.
+            Err(error @ SaveCardError::InUse(_)) => Err(EventError::NotYet(error.to_string())),
             // Definite: the card is not one to save, however often it is asked.
             Err(error) => {
                 tracing::warn!(event_id = %event.id, %error, "the card of a setup was not saved");
@@ -121,4 +129,6 @@ enum EventError {
     Provider(#[from] ProviderError),
     #[error("storage failed: {0}")]
     Db(#[from] DbError),
+    #[error("not yet: {0}")]
+    NotYet(String),
 }

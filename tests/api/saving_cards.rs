@@ -279,3 +279,101 @@ async fn removing_the_default_card_makes_the_newest_other_card_the_default() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn cards_changed_or_detached_at_the_provider_are_changed_or_forgotten_here() {
+    each_backend(async |app| {
+        let (account, key) = app.customer_with_card("pm_card_visa").await;
+        let added = app
+            .post(
+                &format!("/v1/accounts/{account}/payment-methods"),
+                &key,
+                json!({ "payment_method_id": "pm_card_mastercard" }),
+            )
+            .await;
+        let mastercard = added.body["id"].as_str().expect("id").to_owned();
+        let visa = app
+            .cards(&account)
+            .await
+            .into_iter()
+            .find(|c| c["last4"] == "4242")
+            .expect("visa");
+        let visa = visa["id"].as_str().expect("id").to_owned();
+        let at_provider = async |path: String, form: &[(&str, &str)]| {
+            let answer = app
+                .client
+                .post(format!("{}{path}", app.stub.base_url()))
+                .bearer_auth("sk_test_stub")
+                .form(form)
+                .send()
+                .await
+                .expect("answered");
+            assert_eq!(answer.status(), StatusCode::OK, "{path}");
+        };
+        let card = async |id: &str| {
+            app.cards(&account)
+                .await
+                .into_iter()
+                .find(|c| c["id"] == id)
+        };
+        let eventually = async |what: &str, check: &dyn Fn(Option<Value>) -> bool, id: &str| {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            while !check(card(id).await) {
+                assert!(tokio::time::Instant::now() < deadline, "{what}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+
+        // The customer changed the expiry in the provider's dashboard.
+        at_provider(
+            format!("/v1/payment_methods/{visa}"),
+            &[("card[exp_month]", "3"), ("card[exp_year]", "2031")],
+        )
+        .await;
+        eventually(
+            "the new expiry",
+            &|c| c.is_some_and(|c| c["exp_month"] == 3 && c["exp_year"] == 2031),
+            &visa,
+        )
+        .await;
+        // The card network replaced the mastercard.
+        at_provider(
+            format!("/_stub/payment_methods/{mastercard}/renew"),
+            &[("last4", "1111")],
+        )
+        .await;
+        eventually(
+            "the renewed card",
+            &|c| c.is_some_and(|c| c["last4"] == "1111" && c["exp_year"] == 2037),
+            &mastercard,
+        )
+        .await;
+        // The default card was detached at the provider: forgotten here, never charged.
+        at_provider(format!("/v1/payment_methods/{visa}/detach"), &[]).await;
+        eventually("the detached card gone", &|c| c.is_none(), &visa).await;
+        let cards = app.cards(&account).await;
+        assert_eq!(cards.len(), 1);
+        assert_eq!(
+            (cards[0]["id"].as_str(), cards[0]["default"].as_bool()),
+            (Some(mastercard.as_str()), Some(true))
+        );
+
+        let enabled = app
+            .request(
+                Method::PUT,
+                &format!("/v1/accounts/{account}/auto-topup"),
+                Some(&key),
+                Some(json!({ "enabled": true, "threshold": 1000, "target": 5000 })),
+            )
+            .await;
+        assert_eq!(enabled.status, StatusCode::OK, "{}", enabled.body);
+        assert_eq!(app.scan().await.succeeded, 1);
+        let payments = app.payments_of(&account).await;
+        assert_eq!(payments.len(), 1);
+        assert_eq!(
+            payments[0].payment_method.as_deref(),
+            Some(mastercard.as_str())
+        );
+    })
+    .await;
+}

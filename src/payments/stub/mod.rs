@@ -471,7 +471,10 @@ fn routes() -> Router<Stub> {
         .route("/v1/customers", post(create_customer))
         .route("/v1/customers/{id}", get(customer))
         .route("/v1/events/{id}", get(event))
-        .route("/v1/payment_methods/{id}", get(payment_method))
+        .route(
+            "/v1/payment_methods/{id}",
+            get(payment_method).post(update_payment_method),
+        )
         .route("/v1/payment_methods/{id}/attach", post(attach))
         .route("/v1/payment_methods/{id}/detach", post(detach))
         .route("/v1/payment_intents", post(create_intent).get(list_intents))
@@ -485,6 +488,7 @@ fn routes() -> Router<Stub> {
             "/_stub/payment_methods/{id}/decline",
             post(decline_from_now),
         )
+        .route("/_stub/payment_methods/{id}/renew", post(renew_card))
         .route("/_stub/payment_intents", get(all_intents))
         .route("/_stub/charges", get(charges))
         .route("/_stub/events", get(events))
@@ -518,6 +522,7 @@ const CONFIRM_PARAMS: &[&str] = &[
     "receipt_email",
 ];
 const CANCEL_PARAMS: &[&str] = &["cancellation_reason"];
+const UPDATE_METHOD_PARAMS: &[&str] = &["card[", "billing_details[", "metadata["];
 const LIST_PARAMS: &[&str] = &[
     "customer",
     "created[",
@@ -593,9 +598,12 @@ async fn attach(
     Form(pairs): Form<Vec<(String, String)>>,
 ) -> Response {
     let request = (format!("attach/{id}"), pairs, ATTACH_PARAMS);
-    stub.post(&headers, request, FaultTarget::All, move |w, form, _, _| {
-        w.attach(&id, form)
-    })
+    stub.post(
+        &headers,
+        request,
+        FaultTarget::All,
+        move |w, form, _, now| w.attach(&id, form, now),
+    )
     .await
 }
 
@@ -606,8 +614,8 @@ async fn detach(
     Form(pairs): Form<Vec<(String, String)>>,
 ) -> Response {
     let request = (format!("detach/{id}"), pairs, &[] as &[&str]);
-    stub.post(&headers, request, FaultTarget::All, move |w, _, _, _| {
-        w.detach(&id)
+    stub.post(&headers, request, FaultTarget::All, move |w, _, _, now| {
+        w.detach(&id, now)
     })
     .await
 }
@@ -678,6 +686,39 @@ async fn cancel(
         w.cancel(&id, now)
     })
     .await
+}
+
+async fn update_payment_method(
+    State(stub): State<Stub>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Form(pairs): Form<Vec<(String, String)>>,
+) -> Response {
+    let request = (format!("payment_methods/{id}"), pairs, UPDATE_METHOD_PARAMS);
+    stub.post(
+        &headers,
+        request,
+        FaultTarget::All,
+        move |w, form, _, now| w.update_payment_method(&id, form, now),
+    )
+    .await
+}
+
+/// The card network replaced a saved card: a new number ending in `last4` (the form's),
+/// three more years.
+async fn renew_card(
+    State(stub): State<Stub>,
+    Path(id): Path<String>,
+    Form(form): Form<BTreeMap<String, String>>,
+) -> Response {
+    let last4 = form.get("last4").cloned().unwrap_or_else(|| "0000".into());
+    let now = stub.now();
+    let mut world = stub.inner.world.lock().await;
+    let outcome = world.renew_card(&id, &last4, now);
+    for event in outcome.events {
+        stub.emit(&mut world, event);
+    }
+    answer(outcome.answer)
 }
 
 /// Makes a saved card decline from now on with the `decline_code` given.

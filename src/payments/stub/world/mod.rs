@@ -479,7 +479,7 @@ impl World {
     }
 
     /// Attaching a test card makes a new card of the customer's, as Stripe does.
-    pub fn attach(&mut self, id: &str, form: &BTreeMap<String, String>) -> Outcome {
+    pub fn attach(&mut self, id: &str, form: &BTreeMap<String, String>, now: i64) -> Outcome {
         let Some(customer) = form.get("customer").cloned() else {
             return invalid("Missing required param: customer.");
         };
@@ -508,7 +508,8 @@ impl World {
         method.customer = Some(customer);
         self.methods
             .insert(method.id.clone(), (method.clone(), behaviour));
-        Outcome::ok(method)
+        let event = self.event("payment_method.attached", json!(method), now);
+        Outcome::ok(method).with_event(event)
     }
 
     /// Makes a saved card decline with `decline_code` from now on, as a card whose funds
@@ -527,14 +528,67 @@ impl World {
         }
     }
 
-    pub fn detach(&mut self, id: &str) -> Outcome {
-        match self.methods.get_mut(id) {
-            Some((method, _)) => {
-                method.customer = None;
-                Outcome::ok(method.clone())
-            }
-            None => missing("payment_method", id),
+    pub fn detach(&mut self, id: &str, now: i64) -> Outcome {
+        let Some((method, _)) = self.methods.get_mut(id) else {
+            return missing("payment_method", id);
+        };
+        method.customer = None;
+        let method = method.clone();
+        let event = self.event("payment_method.detached", json!(method), now);
+        Outcome::ok(method).with_event(event)
+    }
+
+    /// Changes a saved card's expiry (`card[exp_month]`, `card[exp_year]`), as Stripe's
+    /// update of a payment method does.
+    pub fn update_payment_method(
+        &mut self,
+        id: &str,
+        form: &BTreeMap<String, String>,
+        now: i64,
+    ) -> Outcome {
+        let field = |name: &str| form.get(name).map(|v| v.parse::<i64>());
+        let (month, year) = (field("card[exp_month]"), field("card[exp_year]"));
+        if matches!(month, Some(Err(_)) | Some(Ok(13..)) | Some(Ok(..=0)))
+            || matches!(year, Some(Err(_)))
+        {
+            return invalid("card[exp_month] and card[exp_year] must be a month and a year.");
         }
+        self.change_card(id, "payment_method.updated", now, |card| {
+            if let Some(Ok(month)) = month {
+                card.exp_month = month;
+            }
+            if let Some(Ok(year)) = year {
+                card.exp_year = year;
+            }
+        })
+    }
+
+    /// The card network replaced a saved card (a new expiry and number), as Stripe's card
+    /// account updater reports with `payment_method.automatically_updated`.
+    pub fn renew_card(&mut self, id: &str, last4: &str, now: i64) -> Outcome {
+        let last4 = last4.to_owned();
+        self.change_card(id, "payment_method.automatically_updated", now, |card| {
+            card.exp_year += 3;
+            card.last4 = last4;
+        })
+    }
+
+    fn change_card(
+        &mut self,
+        id: &str,
+        event: &str,
+        now: i64,
+        change: impl FnOnce(&mut Card),
+    ) -> Outcome {
+        let Some((method, _)) = self.methods.get_mut(id) else {
+            return missing("payment_method", id);
+        };
+        if let Some(card) = method.card.as_mut() {
+            change(card);
+        }
+        let method = method.clone();
+        let event = self.event(event, json!(method), now);
+        Outcome::ok(method).with_event(event)
     }
 
     pub fn create_intent(

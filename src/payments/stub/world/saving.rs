@@ -128,13 +128,15 @@ impl World {
         let Some(intent) = self.setup_intents.get(id).cloned() else {
             return missing("setup_intent", id);
         };
+        let mut attached_events = Vec::new();
         let attached_id = match &intent.customer {
             Some(customer) => {
                 let form = BTreeMap::from([("customer".to_owned(), customer.clone())]);
-                let attached = self.attach(card, &form);
+                let attached = self.attach(card, &form, now);
                 if !attached.answer.0.is_success() {
                     return attached;
                 }
+                attached_events = attached.events;
                 attached.answer.1["id"]
                     .as_str()
                     .map_or_else(|| card.to_owned(), str::to_owned)
@@ -148,7 +150,9 @@ impl World {
         intent.last_setup_error = None;
         let intent = intent.clone();
         let event = self.event("setup_intent.succeeded", json!(intent), now);
-        Outcome::ok(intent).with_event(event)
+        let mut outcome = Outcome::ok(intent).with_event(event);
+        outcome.events.splice(0..0, attached_events);
+        outcome
     }
 
     pub(super) fn fail_setup(&mut self, id: &str, failure: ErrorBody, now: i64) -> Outcome {
