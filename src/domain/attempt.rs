@@ -234,6 +234,38 @@ impl Attempt {
     }
 }
 
+/// An automatic top-up of 5,000 credits for $50.00 waiting at `state`, for tests.
+#[cfg(test)]
+pub fn sample(state: AttemptState) -> Attempt {
+    Attempt {
+        id: "tpu_1".into(),
+        account_id: "acct_1".into(),
+        seq: 1,
+        trigger: AttemptTrigger::Auto,
+        idempotency_key: "topupd:topup:acct_1:1".into(),
+        request_key: None,
+        request_fingerprint: None,
+        credits: Millicredits(5_000_000),
+        amount: Cents(5_000),
+        currency: "usd".into(),
+        payment_method_id: "pm_1".into(),
+        customer_id: "cus_1".into(),
+        state,
+        provider_payment_id: Some("pi_1".into()),
+        next_action_url: None,
+        decline_code: None,
+        failure_message: None,
+        amount_received: None,
+        client_secret: None,
+        created_at: 0,
+        updated_at: 0,
+        settled_at: None,
+        flagged_at: None,
+        next_check_at: 0,
+        check_count: 0,
+    }
+}
+
 /// The provider idempotency key of an account's top-up with sequence number `seq`: held
 /// unique in the database and written before the provider is called, so a restart, a
 /// replica or a re-run asks for the same payment again and never for a second one.

@@ -131,31 +131,10 @@ mod tests {
 
     fn attempt(trigger: AttemptTrigger, state: AttemptState, decline: Option<&str>) -> Attempt {
         Attempt {
-            id: "tpu_1".into(),
-            account_id: "acct_1".into(),
-            seq: 1,
             trigger,
-            idempotency_key: "topupd:topup:acct_1:1".into(),
-            request_key: None,
-            request_fingerprint: None,
-            credits: Millicredits(5_000_000),
-            amount: Cents(5_000),
-            currency: "usd".into(),
-            payment_method_id: "pm_1".into(),
-            customer_id: "cus_1".into(),
-            state,
-            provider_payment_id: Some("pi_1".into()),
             next_action_url: Some("https://bank.example/3ds".into()),
             decline_code: decline.map(str::to_owned),
-            failure_message: None,
-            amount_received: None,
-            client_secret: None,
-            created_at: 0,
-            updated_at: 0,
-            settled_at: None,
-            flagged_at: None,
-            next_check_at: 0,
-            check_count: 0,
+            ..crate::domain::attempt::sample(state)
         }
     }
 

@@ -94,12 +94,7 @@ impl Topups {
     /// card data passes through topupd) and sends the customer to topupd's page, which
     /// saves it, as the `checkout.session.completed` event does.
     pub async fn card_checkout(&self, account_id: &str) -> Result<CheckoutSession, SaveCardError> {
-        let account = self
-            .db
-            .account(account_id)
-            .await?
-            .ok_or(SaveCardError::AccountNotFound)?;
-        let customer = self.customer_of(&account).await?;
+        let customer = self.customer_of_account(account_id).await?;
         let back = format!(
             "{}{CARD_SAVED_PATH}?session_id={{CHECKOUT_SESSION_ID}}",
             self.config.http.public_url.trim_end_matches('/')
@@ -122,12 +117,7 @@ impl Topups {
     /// A SetupIntent for integrators with their own card form: their page confirms it with
     /// Stripe.js and its client secret; the `setup_intent.succeeded` event saves the card.
     pub async fn card_setup(&self, account_id: &str) -> Result<SetupIntent, SaveCardError> {
-        let account = self
-            .db
-            .account(account_id)
-            .await?
-            .ok_or(SaveCardError::AccountNotFound)?;
-        let customer = self.customer_of(&account).await?;
+        let customer = self.customer_of_account(account_id).await?;
         let key = format!(
             "{}:setup:{account_id}:{}",
             self.config.payments.idempotency_prefix,
@@ -225,6 +215,16 @@ impl Topups {
             }
         }
         Ok(())
+    }
+
+    /// The customer at the provider of the account `account_id`, created on first need.
+    async fn customer_of_account(&self, account_id: &str) -> Result<String, SaveCardError> {
+        let account = self
+            .db
+            .account(account_id)
+            .await?
+            .ok_or(SaveCardError::AccountNotFound)?;
+        self.customer_of(&account).await
     }
 
     /// The account's customer at the provider, created on first need.

@@ -52,39 +52,14 @@ fn signature(attempt: &Attempt, expires: i64) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{
-        attempt::{AttemptState, AttemptTrigger},
-        credits::Millicredits,
-        money::Cents,
-    };
+    use crate::domain::attempt::{AttemptState, sample};
 
     fn attempt(id: &str, secret: Option<&str>) -> Attempt {
         Attempt {
             id: id.into(),
-            account_id: "acct_1".into(),
-            seq: 1,
-            trigger: AttemptTrigger::Auto,
-            idempotency_key: "topupd:topup:acct_1:1".into(),
-            request_key: None,
-            request_fingerprint: None,
-            credits: Millicredits(5_000_000),
-            amount: Cents(5_000),
-            currency: "usd".into(),
-            payment_method_id: "pm_1".into(),
-            customer_id: "cus_1".into(),
-            state: AttemptState::RequiresAction,
-            provider_payment_id: Some("pi_1".into()),
-            next_action_url: None,
-            decline_code: None,
-            failure_message: None,
-            amount_received: None,
             client_secret: secret.map(str::to_owned),
             created_at: 1_000_000_000_000,
-            updated_at: 1_000_000_000_000,
-            settled_at: None,
-            flagged_at: None,
-            next_check_at: 0,
-            check_count: 0,
+            ..sample(AttemptState::RequiresAction)
         }
     }
 

@@ -39,15 +39,7 @@ impl TestApp {
                 .await;
             assert_eq!(funded.status, StatusCode::CREATED);
         }
-        let enabled = self
-            .request(
-                Method::PUT,
-                &format!("/v1/accounts/{account}/auto-topup"),
-                Some(&key),
-                Some(json!({ "enabled": true, "threshold": 1000, "target": 5000 })),
-            )
-            .await;
-        assert_eq!(enabled.status, StatusCode::OK, "{}", enabled.body);
+        self.enable_auto_topup(&account, &key).await;
         (account, key)
     }
 

@@ -331,6 +331,39 @@ impl TestApp {
     }
 
     /// Creates an account funded with `credits` through a support adjustment.
+    /// A raw POST to the stub provider's API, as any Stripe client (or Stripe.js) makes
+    /// it, with an idempotency key if given.
+    pub async fn stripe(
+        &self,
+        path: &str,
+        form: &[(&str, &str)],
+        key: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .client
+            .post(format!("{}{path}", self.stub.base_url()))
+            .bearer_auth("sk_test_stub")
+            .form(form);
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        let response = request.send().await.expect("answered");
+        (response.status(), response.json().await.expect("JSON"))
+    }
+
+    /// The customer turns auto top-up on: threshold 1,000, target 5,000.
+    pub async fn enable_auto_topup(&self, account: &str, key: &str) {
+        let enabled = self
+            .request(
+                Method::PUT,
+                &format!("/v1/accounts/{account}/auto-topup"),
+                Some(key),
+                Some(json!({ "enabled": true, "threshold": 1000, "target": 5000 })),
+            )
+            .await;
+        assert_eq!(enabled.status, StatusCode::OK, "{}", enabled.body);
+    }
+
     pub async fn funded_account(&self, credits: &str) -> String {
         self.account_with_email("ada@example.com", credits).await
     }

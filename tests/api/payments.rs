@@ -1175,40 +1175,19 @@ async fn every_provider_request_pins_the_api_version_and_names_topupd() {
     app.stop().await;
 }
 
-/// A raw call to the stub's API, as any Stripe client makes it.
-async fn stripe_call(
-    app: &TestApp,
-    path: &str,
-    form: &[(&str, &str)],
-    key: Option<&str>,
-) -> (StatusCode, Value) {
-    let mut request = app
-        .client
-        .post(format!("{}{path}", app.stub.base_url()))
-        .bearer_auth("sk_test_stub")
-        .form(form);
-    if let Some(key) = key {
-        request = request.header("Idempotency-Key", key);
-    }
-    let response = request.send().await.expect("answered");
-    let status = response.status();
-    (status, response.json().await.expect("JSON"))
-}
-
 #[tokio::test]
 async fn the_stub_answers_as_stripe_test_mode_does() {
     let app = TestApp::spawn(backends()[0]).await;
-    let (_, customer) = stripe_call(
-        &app,
-        "/v1/customers",
-        &[("name", "Ada"), ("email", "ada@example.com")],
-        None,
-    )
-    .await;
+    let (_, customer) = app
+        .stripe(
+            "/v1/customers",
+            &[("name", "Ada"), ("email", "ada@example.com")],
+            None,
+        )
+        .await;
     let customer = customer["id"].as_str().expect("customer").to_owned();
     let attach = async |card: &str| {
-        stripe_call(
-            &app,
+        app.stripe(
             &format!("/v1/payment_methods/{card}/attach"),
             &[("customer", &customer)],
             None,
@@ -1217,13 +1196,15 @@ async fn the_stub_answers_as_stripe_test_mode_does() {
     };
 
     // Unknown parameters are refused, not ignored, and save no answer under the key.
-    let (status, refused) =
-        stripe_call(&app, "/v1/customers", &[("nmae", "Ada")], Some("k-unknown")).await;
+    let (status, refused) = app
+        .stripe("/v1/customers", &[("nmae", "Ada")], Some("k-unknown"))
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(refused["error"]["code"], "parameter_unknown");
     assert_eq!(refused["error"]["param"], "nmae");
-    let (status, _) =
-        stripe_call(&app, "/v1/customers", &[("name", "Ada")], Some("k-unknown")).await;
+    let (status, _) = app
+        .stripe("/v1/customers", &[("name", "Ada")], Some("k-unknown"))
+        .await;
     assert_eq!(status, StatusCode::OK, "the key was not used up");
 
     // Declining cards are refused when attached; chargeCustomerFail attaches and declines later.
@@ -1252,7 +1233,7 @@ async fn the_stub_answers_as_stripe_test_mode_does() {
     let form = |pairs: &[(&'static str, String)]| -> Vec<(&'static str, String)> { pairs.to_vec() };
     let call = async |path: &str, pairs: Vec<(&str, String)>, key: Option<&str>| {
         let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        stripe_call(&app, path, &pairs, key).await
+        app.stripe(path, &pairs, key).await
     };
     let (status, paid) = call("/v1/payment_intents", form(&pay(&visa)), None).await;
     assert_eq!(

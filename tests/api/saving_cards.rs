@@ -98,15 +98,7 @@ async fn a_card_saved_on_checkouts_page_becomes_the_default_and_pays_off_session
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(app.cards(&account).await, cards);
 
-        let enabled = app
-            .request(
-                Method::PUT,
-                &format!("/v1/accounts/{account}/auto-topup"),
-                Some(&key),
-                Some(json!({ "enabled": true, "threshold": 1000, "target": 5000 })),
-            )
-            .await;
-        assert_eq!(enabled.status, StatusCode::OK, "{}", enabled.body);
+        app.enable_auto_topup(&account, &key).await;
         assert_eq!(
             app.scan().await.succeeded,
             1,
@@ -300,15 +292,8 @@ async fn cards_changed_or_detached_at_the_provider_are_changed_or_forgotten_here
             .expect("visa");
         let visa = visa["id"].as_str().expect("id").to_owned();
         let at_provider = async |path: String, form: &[(&str, &str)]| {
-            let answer = app
-                .client
-                .post(format!("{}{path}", app.stub.base_url()))
-                .bearer_auth("sk_test_stub")
-                .form(form)
-                .send()
-                .await
-                .expect("answered");
-            assert_eq!(answer.status(), StatusCode::OK, "{path}");
+            let (status, answer) = app.stripe(&path, form, None).await;
+            assert_eq!(status, StatusCode::OK, "{path}: {answer}");
         };
         let card = async |id: &str| {
             app.cards(&account)
@@ -358,15 +343,7 @@ async fn cards_changed_or_detached_at_the_provider_are_changed_or_forgotten_here
             (Some(mastercard.as_str()), Some(true))
         );
 
-        let enabled = app
-            .request(
-                Method::PUT,
-                &format!("/v1/accounts/{account}/auto-topup"),
-                Some(&key),
-                Some(json!({ "enabled": true, "threshold": 1000, "target": 5000 })),
-            )
-            .await;
-        assert_eq!(enabled.status, StatusCode::OK, "{}", enabled.body);
+        app.enable_auto_topup(&account, &key).await;
         assert_eq!(app.scan().await.succeeded, 1);
         let payments = app.payments_of(&account).await;
         assert_eq!(payments.len(), 1);

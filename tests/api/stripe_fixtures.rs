@@ -69,18 +69,6 @@ fn every_object_topupd_reads_parses_from_stripes_fixture() {
     assert_eq!(session.status.as_deref(), Some("open"));
 }
 
-async fn call(app: &TestApp, path: &str, form: &[(&str, &str)]) -> (StatusCode, Value) {
-    let response = app
-        .client
-        .post(format!("{}{path}", app.stub.base_url()))
-        .bearer_auth("sk_test_stub")
-        .form(form)
-        .send()
-        .await
-        .expect("answered");
-    (response.status(), response.json().await.expect("JSON"))
-}
-
 async fn read(app: &TestApp, path: &str) -> Value {
     app.client
         .get(format!("{}{path}", app.stub.base_url()))
@@ -95,14 +83,15 @@ async fn read(app: &TestApp, path: &str) -> Value {
 #[tokio::test]
 async fn the_stubs_objects_carry_every_field_of_stripes() {
     let app = TestApp::spawn(backends()[0]).await;
-    let (_, customer) = call(&app, "/v1/customers", &[("name", "Ada")]).await;
+    let (_, customer) = app.stripe("/v1/customers", &[("name", "Ada")], None).await;
     let id = customer["id"].as_str().expect("id").to_owned();
-    let (_, card) = call(
-        &app,
-        "/v1/payment_methods/pm_card_authenticationRequired/attach",
-        &[("customer", &id)],
-    )
-    .await;
+    let (_, card) = app
+        .stripe(
+            "/v1/payment_methods/pm_card_authenticationRequired/attach",
+            &[("customer", &id)],
+            None,
+        )
+        .await;
     let card_id = card["id"].as_str().expect("card").to_owned();
     let pay = [
         ("amount", "1000"),
@@ -112,33 +101,35 @@ async fn the_stubs_objects_carry_every_field_of_stripes() {
         ("confirm", "true"),
         ("off_session", "true"),
     ];
-    let (status, declined) = call(&app, "/v1/payment_intents", &pay).await;
+    let (status, declined) = app.stripe("/v1/payment_intents", &pay, None).await;
     assert_eq!(status, StatusCode::PAYMENT_REQUIRED);
     let intent = &declined["error"]["payment_intent"];
     let listed = read(&app, &format!("/v1/payment_intents?customer={id}")).await;
 
-    let (_, setup) = call(
-        &app,
-        "/v1/setup_intents",
-        &[
-            ("customer", &id),
-            ("payment_method", "pm_card_visa"),
-            ("confirm", "true"),
-        ],
-    )
-    .await;
+    let (_, setup) = app
+        .stripe(
+            "/v1/setup_intents",
+            &[
+                ("customer", &id),
+                ("payment_method", "pm_card_visa"),
+                ("confirm", "true"),
+            ],
+            None,
+        )
+        .await;
     assert_eq!(setup["status"], "succeeded", "{setup}");
-    let (_, session) = call(
-        &app,
-        "/v1/checkout/sessions",
-        &[
-            ("mode", "setup"),
-            ("customer", &id),
-            ("currency", "usd"),
-            ("success_url", "https://host.example/done"),
-        ],
-    )
-    .await;
+    let (_, session) = app
+        .stripe(
+            "/v1/checkout/sessions",
+            &[
+                ("mode", "setup"),
+                ("customer", &id),
+                ("currency", "usd"),
+                ("success_url", "https://host.example/done"),
+            ],
+            None,
+        )
+        .await;
     for (kind, object) in [
         ("setup_intent", &setup),
         ("checkout.session", &session),

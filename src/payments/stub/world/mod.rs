@@ -641,13 +641,10 @@ impl World {
         };
         self.intents.insert(intent.id.clone(), intent.clone());
         let event = self.event("payment_intent.created", json!(intent), now);
-        if form.get("confirm").map(String::as_str) == Some("true") {
-            // Stripe's one-call form: created and confirmed by the same request.
-            let mut confirmed = self.confirm(&intent.id, form, public_url, now);
-            confirmed.events.insert(0, event);
-            return confirmed;
-        }
-        Outcome::ok(intent).with_event(event)
+        let created = Outcome::ok(&intent).with_event(event);
+        confirmed_if_asked(created, form, |form| {
+            self.confirm(&intent.id, form, public_url, now)
+        })
     }
 
     /// Why `pm` cannot pay for `customer`, if it cannot: it does not exist, or it is saved
@@ -894,6 +891,21 @@ impl World {
             })
             .collect()
     }
+}
+
+/// Stripe's one-call form: with `confirm=true`, the object just created is confirmed by
+/// the same request, whose answer is the confirmation's (after the creation's events).
+fn confirmed_if_asked(
+    created: Outcome,
+    form: &BTreeMap<String, String>,
+    confirm: impl FnOnce(&BTreeMap<String, String>) -> Outcome,
+) -> Outcome {
+    if form.get("confirm").map(String::as_str) != Some("true") {
+        return created;
+    }
+    let mut confirmed = confirm(form);
+    confirmed.events.splice(0..0, created.events);
+    confirmed
 }
 
 /// The error of a declined card.

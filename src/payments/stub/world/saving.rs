@@ -8,7 +8,8 @@ use axum::http::StatusCode;
 use serde_json::json;
 
 use super::{
-    Behaviour, Outcome, World, card_error, invalid, metadata, missing, test_card, unexpected_status,
+    Behaviour, Outcome, World, card_error, confirmed_if_asked, invalid, metadata, missing,
+    test_card, unexpected_status,
 };
 use crate::payments::types::{
     CheckoutSession, ErrorBody, Event, NextAction, RedirectToUrl, SetupIntent,
@@ -52,12 +53,10 @@ impl World {
         };
         self.setup_intents.insert(intent.id.clone(), intent.clone());
         let event = self.event("setup_intent.created", json!(intent), now);
-        if form.get("confirm").map(String::as_str) == Some("true") {
-            let mut confirmed = self.confirm_setup_intent(&intent.id, form, public_url, now);
-            confirmed.events.insert(0, event);
-            return confirmed;
-        }
-        Outcome::ok(intent).with_event(event)
+        let created = Outcome::ok(&intent).with_event(event);
+        confirmed_if_asked(created, form, |form| {
+            self.confirm_setup_intent(&intent.id, form, public_url, now)
+        })
     }
 
     pub fn retrieve_setup_intent(&self, id: &str) -> Outcome {
