@@ -44,6 +44,7 @@ pub(crate) struct AttemptRow {
     failure_message: Option<String>,
     amount_received: Option<i64>,
     client_secret: Option<String>,
+    provider_charge_id: Option<String>,
     created_at: Millis,
     updated_at: Millis,
     settled_at: Option<Millis>,
@@ -82,6 +83,7 @@ impl TryFrom<AttemptRow> for Attempt {
             failure_message: row.failure_message,
             amount_received: row.amount_received.map(Cents),
             client_secret: row.client_secret,
+            provider_charge_id: row.provider_charge_id,
             created_at: row.created_at,
             updated_at: row.updated_at,
             settled_at: row.settled_at,
@@ -146,7 +148,7 @@ impl Batched for AttemptMove {
 const COLUMNS: &str = "id, account_id, seq, trigger, idempotency_key, request_key, request_fingerprint, \
                        credits, amount_cents, currency, payment_method_id, customer_id, state, \
                        provider_payment_id, next_action_url, decline_code, failure_message, \
-                       amount_received, client_secret, created_at, updated_at, settled_at, \
+                       amount_received, client_secret, provider_charge_id, created_at, updated_at, settled_at, \
                        flagged_at, next_check_at, check_count";
 
 /// An attempt to claim.
@@ -366,7 +368,8 @@ impl Db {
         const MOVE: &str = "UPDATE topup_attempts SET state = $1, updated_at = $2, settled_at = $3, \
              provider_payment_id = $4, next_action_url = $5, decline_code = $6, \
              failure_message = $7, amount_received = $8, credits = $9, amount_cents = $10, \
-             client_secret = $11, flagged_at = COALESCE(flagged_at, $12) WHERE id = $13 AND state = $14";
+             client_secret = $11, flagged_at = COALESCE(flagged_at, $12), provider_charge_id = $13 \
+             WHERE id = $14 AND state = $15";
         let moved = write.attempt;
         with_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
@@ -383,6 +386,7 @@ impl Db {
                 .bind(moved.amount.0)
                 .bind(&moved.client_secret)
                 .bind(moved.flagged_at)
+                .bind(&moved.provider_charge_id)
                 .bind(&moved.id)
                 .bind(write.from.as_str())
                 .execute(&mut *tx)

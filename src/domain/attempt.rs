@@ -173,6 +173,8 @@ pub struct Attempt {
     pub amount_received: Option<Cents>,
     /// The payment's client secret, which the provider's redirect back carries.
     pub client_secret: Option<String>,
+    /// The provider's charge of the payment (its latest), which refunds and disputes name.
+    pub provider_charge_id: Option<String>,
     pub created_at: Millis,
     pub updated_at: Millis,
     pub settled_at: Option<Millis>,
@@ -193,6 +195,7 @@ pub struct ProviderFacts<'a> {
     pub failure_message: Option<&'a str>,
     pub amount_received: Option<Cents>,
     pub client_secret: Option<&'a str>,
+    pub charge_id: Option<&'a str>,
     /// What to credit when the provider received another amount than the attempt asked
     /// for (a payment adopted from an earlier incarnation of the attempt): the credit
     /// always matches the money received.
@@ -228,6 +231,7 @@ impl Attempt {
             amount: facts.amount_received.unwrap_or(self.amount),
             credits: facts.credits_received.unwrap_or(self.credits),
             client_secret: newer(facts.client_secret, &self.client_secret),
+            provider_charge_id: newer(facts.charge_id, &self.provider_charge_id),
             flagged_at: self.flagged_at.or(facts.flag.then_some(at)),
             ..self.clone()
         }
@@ -257,6 +261,7 @@ pub fn sample(state: AttemptState) -> Attempt {
         failure_message: None,
         amount_received: None,
         client_secret: None,
+        provider_charge_id: None,
         created_at: 0,
         updated_at: 0,
         settled_at: None,

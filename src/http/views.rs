@@ -30,6 +30,8 @@ pub struct TopupView {
     payment_method_id: String,
     /// The provider's payment id.
     transaction_id: Option<String>,
+    /// The provider's charge of the payment (`ch_...`), which refunds and disputes name.
+    charge_id: Option<String>,
     next_action: Option<NextActionView>,
     decline_code: Option<String>,
     failure_message: Option<String>,
@@ -69,6 +71,7 @@ impl From<Attempt> for TopupView {
             currency: a.currency,
             payment_method_id: a.payment_method_id,
             transaction_id: a.provider_payment_id,
+            charge_id: a.provider_charge_id,
             decline_code: a.decline_code,
             failure_message: a.failure_message,
             created_at: rfc3339(a.created_at),

@@ -28,6 +28,12 @@ pub struct PaymentIntent {
     pub client_secret: Option<String>,
     #[serde(default)]
     pub last_payment_error: Option<ErrorBody>,
+    /// The id of the payment's latest charge (topupd never asks for it expanded).
+    #[serde(default)]
+    pub latest_charge: Option<String>,
+    /// `off_session` when the card is to be set up for charges without the customer.
+    #[serde(default)]
+    pub setup_future_usage: Option<String>,
     pub created: i64,
 }
 

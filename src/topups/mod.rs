@@ -555,6 +555,7 @@ impl Topups {
                 .and_then(|e| e.message.as_deref()),
             amount_received: succeeded.then_some(Cents(received)),
             client_secret: intent.client_secret.as_deref(),
+            charge_id: intent.latest_charge.as_deref(),
             credits_received: received_other
                 .then(|| Millicredits::bought_by(Cents(received), self.config.credit_price_cents)),
             flag: false,

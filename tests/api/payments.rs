@@ -265,6 +265,25 @@ async fn each_test_card_has_its_outcome_through_a_manual_top_up() {
                     .is_some_and(|t| t.starts_with("pi_")),
                 "{card}"
             );
+            let payment = app.payments_of(&account).await.remove(0);
+            assert_eq!(
+                payment.setup_future_usage.as_deref(),
+                Some("off_session"),
+                "a purchase with the customer there sets the card up for later"
+            );
+            if state != "requires_action" {
+                assert!(
+                    topup["charge_id"]
+                        .as_str()
+                        .is_some_and(|c| c.starts_with("ch_")),
+                    "{card}: {topup}"
+                );
+                assert_eq!(
+                    topup["charge_id"].as_str(),
+                    payment.latest_charge.as_deref(),
+                    "{card}"
+                );
+            }
             let expected_balance = if state == "succeeded" { "5000" } else { "0" };
             assert_eq!(app.balance(&account).await, dec(expected_balance), "{card}");
             match decline {

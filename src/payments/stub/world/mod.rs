@@ -637,6 +637,8 @@ impl World {
             metadata: metadata(form),
             next_action: None,
             last_payment_error: None,
+            latest_charge: None,
+            setup_future_usage: form.get("setup_future_usage").cloned(),
             created: now,
         };
         self.intents.insert(intent.id.clone(), intent.clone());
@@ -758,10 +760,14 @@ impl World {
             .and_then(|pi| pi.payment_method.as_deref())
             .and_then(|pm| self.payment_method(pm))
             .map(|(method, _)| json!(method));
-        let Some(intent) = self.intents.get_mut(id) else {
+        if !self.intents.contains_key(id) {
             return missing("payment_intent", id);
-        };
+        }
+        // Each try to take the money is a charge of its own, as at Stripe.
+        let charge = self.new_id("ch");
+        let intent = self.intents.get_mut(id).expect("looked up above");
         intent.next_action = None;
+        intent.latest_charge = Some(charge);
         if success {
             intent.status = "succeeded".into();
             intent.amount_received = Some(intent.amount);
