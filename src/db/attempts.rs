@@ -544,12 +544,23 @@ impl Db {
         }))
     }
 
+    /// Flags one attempt for support, whatever its state.
+    pub async fn flag_attempt(&self, id: &str, at: Millis) -> Result<(), DbError> {
+        const SQL: &str =
+            "UPDATE topup_attempts SET flagged_at = COALESCE(flagged_at, $1) WHERE id = $2";
+        with_pool!(self, |pool| {
+            sqlx::query(SQL).bind(at).bind(id).execute(pool).await?;
+        });
+        Ok(())
+    }
+
     /// Attempts flagged for support, oldest first: open ones unresolved for too long, and
-    /// failed ones whose request the provider refused.
+    /// ended ones support must look at (a request the provider refused, a success reported
+    /// for an attempt that had ended without one).
     pub async fn flagged_attempts(&self, limit: u32) -> Result<Vec<Attempt>, DbError> {
         let sql = format!(
             "SELECT {COLUMNS} FROM topup_attempts WHERE flagged_at IS NOT NULL \
-             AND state NOT IN ('succeeded', 'canceled') ORDER BY created_at, id LIMIT $1"
+             AND state <> 'succeeded' ORDER BY created_at, id LIMIT $1"
         );
         attempts(with_pool!(self, |pool| {
             sqlx::query_as(&sql)

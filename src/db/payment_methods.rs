@@ -158,6 +158,45 @@ impl Db {
         })
     }
 
+    /// Refreshes what is stored of a card the account still has (brand, last 4 digits,
+    /// expiry), audited as `actor`'s doing; a card removed meanwhile is not brought back.
+    pub async fn refresh_card(
+        &self,
+        card: &SavedCard,
+        actor: &Actor,
+        at: Millis,
+    ) -> Result<(), DbError> {
+        const SQL: &str = "UPDATE payment_methods SET brand = $1, last4 = $2, exp_month = $3, \
+                           exp_year = $4 WHERE id = $5 AND account_id = $6";
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let updated = sqlx::query(SQL)
+                .bind(&card.brand)
+                .bind(&card.last4)
+                .bind(card.exp_month)
+                .bind(card.exp_year)
+                .bind(&card.id)
+                .bind(&card.account_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if updated > 0 {
+                let detail = json!({ "payment_method_id": card.id, "last4": card.last4,
+                    "exp_month": card.exp_month, "exp_year": card.exp_year });
+                tx.audit(
+                    actor,
+                    "payment_method.refresh",
+                    Some(&card.account_id),
+                    detail,
+                    at,
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
     /// Forgets a card unless an open attempt is charging it. Removing the default makes
     /// the most recently saved of the others the default, if there is one.
     pub async fn remove_card(

@@ -106,6 +106,12 @@ impl AttemptState {
                 Self::RequiresAction
             }
             "requires_payment_method" => Self::Failed,
+            // A declined payment is cancelled as it fails, so that nothing can take money
+            // for it later; it still failed. One cancelled while it waited for the
+            // customer was given up.
+            "canceled" if failure_code.is_some_and(|code| code != AUTHENTICATION_DECLINE) => {
+                Self::Failed
+            }
             "canceled" => Self::Canceled,
             _ => return None,
         })
@@ -292,6 +298,44 @@ mod tests {
         assert_ne!(
             idempotency_key("topupd", "acct_1", 7),
             idempotency_key("topupd", "acct_1", 8)
+        );
+    }
+
+    #[test]
+    fn a_payment_stands_for_the_attempt_state_its_status_and_last_failure_say() {
+        use AttemptState::*;
+        for (status, failure, state) in [
+            ("requires_confirmation", None, Created),
+            ("requires_action", None, RequiresAction),
+            ("processing", None, Processing),
+            ("succeeded", None, Succeeded),
+            ("requires_payment_method", Some("card_declined"), Failed),
+            // Declined off-session for want of the customer: it waits for them.
+            (
+                "requires_payment_method",
+                Some(AUTHENTICATION_DECLINE),
+                RequiresAction,
+            ),
+            // Declined, then cancelled so that nothing can charge it later: still failed.
+            ("canceled", Some("insufficient_funds"), Failed),
+            (
+                "canceled",
+                Some("payment_intent_authentication_failure"),
+                Failed,
+            ),
+            // Given up while it waited for the customer, or never tried.
+            ("canceled", Some(AUTHENTICATION_DECLINE), Canceled),
+            ("canceled", None, Canceled),
+        ] {
+            assert_eq!(
+                AttemptState::of_payment(status, failure),
+                Some(state),
+                "{status} {failure:?}"
+            );
+        }
+        assert_eq!(
+            AttemptState::of_payment("requires_capture_later", None),
+            None
         );
     }
 

@@ -172,8 +172,8 @@ pub struct CheckoutView {
 
 /// Opens the provider's page for saving a card (Stripe Checkout in `setup` mode): no card
 /// data passes through topupd or the host. The customer comes back to
-/// `/v1/payments/card-saved`; the card is saved there or by the `checkout.session.completed`
-/// webhook, whichever comes first. The account's first card becomes its default.
+/// `/v1/payments/card-saved`, and the `checkout.session.completed` webhook saves the card
+/// (re-read from the provider). The account's first card becomes its default.
 #[utoipa::path(post, path = "/v1/accounts/{id}/payment-methods/checkout", operation_id = "start_card_checkout", tag = "payment methods",
     params(AccountId),
     responses(

@@ -22,7 +22,7 @@ use super::{
 use crate::{
     domain::attempt::{Attempt, AttemptState},
     notices::templates::escape,
-    topups::{OnSession, cards::SaveCardError, confirm_link},
+    topups::{OnSession, confirm_link},
 };
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -35,45 +35,32 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct CardSavedParams {
-    /// The Checkout Session the provider sends the customer back from.
+    /// The Checkout Session the provider sends the customer back from, after saving.
     session_id: Option<String>,
+    /// Present when the customer left the provider's page without saving a card.
+    cancelled: Option<String>,
 }
 
-/// Where the provider's page for saving a card sends the customer back: the session is
-/// read from the provider and its card saved at once (the webhook saves it too, once).
+/// Where the provider's page for saving a card sends the customer back. The provider
+/// comes here only once the card is set up; the `checkout.session.completed` webhook
+/// saves it. The page asks nothing of the provider and shows no card, so a stranger's
+/// visit (or a flood of them) costs nothing and tells nothing.
 #[utoipa::path(get, path = "/v1/payments/card-saved", operation_id = "card_saved", tag = "payment methods", security(()), params(CardSavedParams),
     responses(
-        (status = 200, description = "A page saying whether the card is saved", body = String, content_type = "text/html"),
+        (status = 200, description = "A page saying whether a card is being saved", body = String, content_type = "text/html"),
     ))]
-async fn card_saved(
-    State(state): State<AppState>,
-    ApiQuery(params): ApiQuery<CardSavedParams>,
-) -> ApiResult<Response> {
-    let session = params
-        .session_id
-        .filter(|id| id.starts_with("cs_") && id.len() <= 255);
-    let saved = match session {
-        Some(session) => match state.topups.save_checkout_card(&session).await {
-            Ok(saved) => saved,
-            Err(SaveCardError::Db(error)) => return Err(error.into()),
-            Err(error) => {
-                tracing::warn!(%error, "card from Checkout not saved on the way back");
-                None
-            }
-        },
-        None => None,
+async fn card_saved(ApiQuery(params): ApiQuery<CardSavedParams>) -> Response {
+    let body = match (params.session_id, params.cancelled) {
+        (Some(_), None) => {
+            "<h1>Card saved</h1><p>Thank you: your card is being saved. It shows in your billing \
+             settings within a minute. You can close this page.</p>"
+        }
+        _ => {
+            "<h1>No card saved</h1><p>No card was saved. You can try again from your billing \
+             settings.</p>"
+        }
     };
-    let body = match saved {
-        Some(card) => format!(
-            "<h1>Card saved</h1><p>Your {} card ending in {} is saved{}.</p><p>You can close this page.</p>",
-            escape(&card.brand),
-            escape(&card.last4),
-            if card.is_default { " and is your default card" } else { "" }
-        ),
-        None => "<h1>No card saved</h1><p>No card was saved. You can try again from your billing settings.</p>"
-            .to_owned(),
-    };
-    Ok(page(StatusCode::OK, "Saving a card", &body))
+    page(StatusCode::OK, "Saving a card", body)
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

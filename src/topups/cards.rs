@@ -91,20 +91,24 @@ impl Topups {
     }
 
     /// Opens a Checkout Session in `setup` mode: the provider's page takes the card (no
-    /// card data passes through topupd) and sends the customer to topupd's page, which
-    /// saves it, as the `checkout.session.completed` event does.
+    /// card data passes through topupd) and sends the customer to topupd's page; the
+    /// `checkout.session.completed` event saves the card.
     pub async fn card_checkout(&self, account_id: &str) -> Result<CheckoutSession, SaveCardError> {
         let customer = self.customer_of_account(account_id).await?;
         let back = format!(
-            "{}{CARD_SAVED_PATH}?session_id={{CHECKOUT_SESSION_ID}}",
+            "{}{CARD_SAVED_PATH}",
             self.config.http.public_url.trim_end_matches('/')
+        );
+        let (success_url, cancel_url) = (
+            format!("{back}?session_id={{CHECKOUT_SESSION_ID}}"),
+            format!("{back}?cancelled=true"),
         );
         let session = SetupSession {
             account_id,
             customer: &customer,
             currency: &self.config.payments.currency,
-            success_url: &back,
-            cancel_url: &back,
+            success_url: &success_url,
+            cancel_url: &cancel_url,
         };
         let key = format!(
             "{}:checkout:{account_id}:{}",
@@ -248,6 +252,27 @@ impl Topups {
             .await?)
     }
 
+    /// The account's card as the provider describes it.
+    fn saved_card(
+        &self,
+        account_id: &str,
+        method: PaymentMethod,
+    ) -> Result<SavedCard, SaveCardError> {
+        let card = method
+            .card
+            .ok_or_else(|| SaveCardError::UnknownCard(format!("{} is not a card", method.id)))?;
+        Ok(SavedCard {
+            id: method.id,
+            account_id: account_id.to_owned(),
+            brand: card.brand,
+            last4: card.last4,
+            exp_month: card.exp_month,
+            exp_year: card.exp_year,
+            is_default: false,
+            created_at: self.clock.now_ms(),
+        })
+    }
+
     /// Stores a card attached to the account's customer, with what the provider says of
     /// it; the account's first card becomes its default.
     async fn store_card(
@@ -257,19 +282,7 @@ impl Topups {
         make_default: bool,
         actor: Option<&Actor>,
     ) -> Result<SavedCard, SaveCardError> {
-        let card = method
-            .card
-            .ok_or_else(|| SaveCardError::UnknownCard(format!("{} is not a card", method.id)))?;
-        let saved = SavedCard {
-            id: method.id,
-            account_id: account_id.to_owned(),
-            brand: card.brand,
-            last4: card.last4,
-            exp_month: card.exp_month,
-            exp_year: card.exp_year,
-            is_default: false,
-            created_at: self.clock.now_ms(),
-        };
+        let saved = self.saved_card(account_id, method)?;
         if self
             .db
             .card_owner(&saved.id)

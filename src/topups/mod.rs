@@ -209,11 +209,12 @@ impl Topups {
                 Creating if !create_now => {
                     create_now = true;
                     match self.find_payment(&attempt).await {
-                        Some(intent) => {
+                        Ok(Some(intent)) => {
                             self.step(&attempt, Creating, Created, Some(intent.id), now)
                                 .await?
                         }
-                        None => continue,
+                        Ok(None) => continue,
+                        Err(_) => return Ok(attempt),
                     }
                 }
                 Creating => match self
@@ -387,7 +388,8 @@ impl Topups {
             }
             // An earlier incarnation of this attempt reached the provider: find its payment.
             ProviderError::IdempotencyMismatch { .. } => match self.find_payment(&attempt).await {
-                Some(intent) => {
+                Err(_) => Ok(attempt),
+                Ok(Some(intent)) => {
                     let now = self.clock.now_ms();
                     match self
                         .step(
@@ -403,7 +405,7 @@ impl Topups {
                         None => self.reload(&attempt).await,
                     }
                 }
-                None => {
+                Ok(None) => {
                     tracing::error!(attempt_id = %attempt.id, %error, "payment cannot be found by its metadata; left for support");
                     Ok(attempt)
                 }
@@ -487,8 +489,12 @@ impl Topups {
         }
     }
 
-    /// Looks for the attempt's payment among the customer's recent ones, by metadata.
-    async fn find_payment(&self, attempt: &Attempt) -> Option<PaymentIntent> {
+    /// Looks for the attempt's payment among the customer's recent ones, by metadata. An
+    /// error is not "not found": it says nothing about the payment.
+    async fn find_payment(
+        &self,
+        attempt: &Attempt,
+    ) -> Result<Option<PaymentIntent>, ProviderError> {
         let since = attempt.created_at.div_euclid(1000) - ADOPTION_WINDOW_SECS;
         let seq = attempt.seq.to_string();
         // By account and sequence, not attempt id: after a lost claim commit the attempt
@@ -497,17 +503,14 @@ impl Topups {
             pi.metadata.get("account_id") == Some(&attempt.account_id)
                 && pi.metadata.get("seq") == Some(&seq)
         };
-        match self
+        let found = self
             .provider
             .find_payment_intent(&attempt.customer_id, since, ours)
-            .await
-        {
-            Ok(found) => found,
-            Err(error) => {
-                tracing::warn!(attempt_id = %attempt.id, %error, "could not list the customer's payments");
-                None
-            }
+            .await;
+        if let Err(error) = &found {
+            tracing::warn!(attempt_id = %attempt.id, %error, "could not list the customer's payments; will ask again");
         }
+        found
     }
 
     async fn fail(&self, attempt: Attempt, code: &str, message: &str) -> Result<Attempt, DbError> {
@@ -573,6 +576,12 @@ impl Topups {
         target: AttemptState,
         facts: &ProviderFacts<'_>,
     ) -> Result<Attempt, DbError> {
+        if target == AttemptState::Failed
+            && attempt.state.can_become(target)
+            && let Some(went_on) = self.cancel_before_failing(&attempt, facts).await?
+        {
+            return Ok(went_on);
+        }
         while attempt.state.can_become(target) {
             let now = self.clock.now_ms();
             let mut moved = attempt.settled(target, facts, now);
@@ -627,6 +636,69 @@ impl Topups {
             return Ok(moved);
         }
         // Not moved: at or past `target` already, as it stands now.
-        self.reload(&attempt).await
+        let current = self.reload(&attempt).await?;
+        if target == AttemptState::Succeeded
+            && matches!(current.state, AttemptState::Failed | AttemptState::Canceled)
+        {
+            // Money taken for an attempt that credits nothing: never silently.
+            tracing::error!(attempt_id = %current.id, state = current.state.as_str(), "the provider reports a success for a top-up that had ended without one; flagged for support");
+            self.db
+                .flag_attempt(&current.id, self.clock.now_ms())
+                .await?;
+        }
+        Ok(current)
+    }
+
+    /// A failed attempt credits nothing, so its payment must never take money later (a
+    /// second press on the confirmation page, or Stripe.js holding the client secret): it
+    /// is cancelled first. `None` when the attempt may now fail. If the provider will not
+    /// cancel it, the payment went on, and what it says now is applied instead; if the
+    /// provider cannot be asked, the attempt stays as it is, to be asked again.
+    async fn cancel_before_failing(
+        &self,
+        attempt: &Attempt,
+        facts: &ProviderFacts<'_>,
+    ) -> Result<Option<Attempt>, DbError> {
+        let Some(payment_id) = attempt
+            .provider_payment_id
+            .as_deref()
+            .or(facts.provider_payment_id)
+        else {
+            return Ok(None);
+        };
+        let key = format!("{}:cancel", attempt.idempotency_key);
+        let Err(error) = self.provider.cancel_payment_intent(payment_id, &key).await else {
+            return Ok(None);
+        };
+        // Whatever the answer (a refusal, or none: the provider replays a lost answer under
+        // the same key), the payment itself says where it stands.
+        let unanswered = matches!(
+            error,
+            ProviderError::Unknown { .. } | ProviderError::Unauthorized { .. }
+        );
+        match self.provider.payment_intent(payment_id).await {
+            Ok(intent) if intent.status == "canceled" => Ok(None),
+            Ok(intent)
+                if matches!(
+                    intent.status.as_str(),
+                    "requires_payment_method" | "requires_confirmation"
+                ) =>
+            {
+                if unanswered {
+                    tracing::warn!(attempt_id = %attempt.id, %error, "could not cancel the payment of a failed top-up; will ask again");
+                    return Ok(Some(attempt.clone()));
+                }
+                tracing::error!(attempt_id = %attempt.id, %error, "the provider would not cancel the payment of a failed top-up");
+                Ok(None)
+            }
+            Ok(intent) => {
+                tracing::warn!(attempt_id = %attempt.id, status = %intent.status, "the payment of a failing top-up went on; applying it");
+                Ok(Some(Box::pin(self.apply(attempt.clone(), &intent)).await?))
+            }
+            Err(error) => {
+                tracing::warn!(attempt_id = %attempt.id, %error, "could not read the payment of a failing top-up; will ask again");
+                Ok(Some(attempt.clone()))
+            }
+        }
     }
 }

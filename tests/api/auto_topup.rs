@@ -47,6 +47,21 @@ impl TestApp {
     /// page) and confirms the payment there, as a browser does: the page's form is posted
     /// and its redirect followed. Returns the bank's authentication page it led to.
     pub async fn confirm_on_topupd_page(&self, account: &str) -> String {
+        let link = self.confirmation_link(account).await;
+        let page = self.client.get(&link).send().await.expect("page");
+        assert_eq!(page.status(), StatusCode::OK);
+        let html = page.text().await.expect("html");
+        assert!(html.contains("<form method=\"post\""), "{html}");
+        let (bank, _) = self.press_confirm(&link).await;
+        assert!(
+            bank.contains("/_stub/authenticate/"),
+            "sent to the bank: {bank}"
+        );
+        bank
+    }
+
+    /// The link the customer was sent for the account's waiting top-up.
+    pub async fn confirmation_link(&self, account: &str) -> String {
         let state = self.auto_topup(account).await;
         let link = state["last_topup"]["next_action"]["url"]
             .as_str()
@@ -56,10 +71,12 @@ impl TestApp {
             link.starts_with(&format!("{}/v1/payments/confirm/", self.base_url)),
             "{link}"
         );
-        let page = self.client.get(&link).send().await.expect("page");
-        assert_eq!(page.status(), StatusCode::OK);
-        let html = page.text().await.expect("html");
-        assert!(html.contains("<form method=\"post\""), "{html}");
+        link
+    }
+
+    /// Presses the confirm button of the page `link` opens, as a browser does (following
+    /// the redirect), and returns where it landed and what it says.
+    pub async fn press_confirm(&self, link: &str) -> (String, String) {
         let (path, query) = link.split_once('?').expect("signed");
         let form: Vec<(String, String)> = serde_urlencoded::from_str(query).expect("query");
         let confirmed = self
@@ -70,12 +87,8 @@ impl TestApp {
             .await
             .expect("confirmed");
         assert_eq!(confirmed.status(), StatusCode::OK);
-        let bank = confirmed.url().to_string();
-        assert!(
-            bank.contains("/_stub/authenticate/"),
-            "sent to the bank: {bank}"
-        );
-        bank
+        let landed = confirmed.url().to_string();
+        (landed, confirmed.text().await.expect("html"))
     }
 
     /// An account whose automatic top-up was declined, and so paused, with a card that
@@ -313,6 +326,19 @@ async fn a_decline_pauses_with_its_code_and_is_never_retried_automatically() {
         };
         let attempts_before = payments().await;
         assert_eq!(attempts_before, 4, "one payment per declining card");
+        // A declined payment is cancelled, so nothing can take money for it later.
+        let listed: Value = app
+            .client
+            .get(format!("{}/_stub/payment_intents", app.stub.base_url()))
+            .send()
+            .await
+            .expect("list")
+            .json()
+            .await
+            .expect("JSON");
+        for payment in listed["data"].as_array().expect("data") {
+            assert_eq!(payment["status"], "canceled", "{payment}");
+        }
         for _ in 0..3 {
             app.clock.advance_ms(7 * HOUR_MS);
             assert_eq!(
@@ -409,6 +435,16 @@ async fn three_d_secure_pauses_then_completing_it_credits_and_resumes() {
     .await;
 }
 
+/// The card the account's default is at the provider.
+async fn payment_method(app: &TestApp, account: &str) -> String {
+    app.db
+        .default_card(account)
+        .await
+        .expect("read")
+        .expect("a card")
+        .id
+}
+
 #[tokio::test]
 async fn failing_three_d_secure_stays_paused_as_payment_failed() {
     each_backend(async |app| {
@@ -416,6 +452,7 @@ async fn failing_three_d_secure_stays_paused_as_payment_failed() {
             .auto_account("pm_card_authenticationRequired", "0")
             .await;
         app.scan().await;
+        let link = app.confirmation_link(&account).await;
         let url = app.confirm_on_topupd_page(&account).await;
         app.client
             .post(format!("{url}/fail"))
@@ -423,6 +460,22 @@ async fn failing_three_d_secure_stays_paused_as_payment_failed() {
             .await
             .expect("fail");
         app.wait_for_topup_state(&account, "failed").await;
+        // Failed for good, so its payment is cancelled: a second press on the confirmation
+        // page, or Stripe.js with the client secret, can never take money for it.
+        let payment = app.payments_of(&account).await.remove(0);
+        assert_eq!(payment.status, "canceled");
+        let confirm = format!("/v1/payment_intents/{}/confirm", payment.id);
+        let (status, refused) = app
+            .stripe(
+                &confirm,
+                &[("payment_method", &payment_method(app, &account).await)],
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+        let (_, again) = app.press_confirm(&link).await;
+        assert!(again.contains("did not go through"), "{again}");
+        assert_eq!(app.charges_of(&account).await, 0);
         let state = app.auto_topup(&account).await;
         assert_eq!(state["pause"]["reason"], "payment_failed");
         assert_eq!(
