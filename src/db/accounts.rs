@@ -37,27 +37,46 @@ impl_for_connections!(PauseWrites {
         code: Option<&str>,
         at: Millis,
     ) -> Result<bool, sqlx::Error> {
-        let query = match change {
+        let (sql, reason) = match change {
             PauseChange::Keep => return Ok(false),
-            // A pause keeps the time it began while its reason changes.
-            PauseChange::Pause(reason) => sqlx::query(
-                "UPDATE accounts SET auto_topup_paused_reason = $1, auto_topup_paused_code = $2, \
-                 auto_topup_paused_at = COALESCE(auto_topup_paused_at, $3) WHERE id = $4",
-            )
-            .bind(reason.as_str())
-            .bind(code)
-            .bind(at)
-            .bind(account_id),
-            PauseChange::Resume => sqlx::query(
-                "UPDATE accounts SET auto_topup_paused_reason = NULL, auto_topup_paused_code = NULL, \
-                 auto_topup_paused_at = NULL WHERE id = $1 AND auto_topup_paused_reason IS NOT NULL",
-            )
-            .bind(account_id),
+            // A pause keeps the time it began while its reason changes, and never gives
+            // way to a lighter one.
+            PauseChange::Pause(reason) => (
+                format!(
+                    "UPDATE accounts SET auto_topup_paused_reason = $2, auto_topup_paused_code = $3, \
+                     auto_topup_paused_at = COALESCE(auto_topup_paused_at, $4) WHERE id = $1 \
+                     AND (auto_topup_paused_reason IS NULL OR auto_topup_paused_reason IN ({}))",
+                    reasons_where(|standing| reason.replaces(standing))
+                ),
+                Some(reason),
+            ),
+            PauseChange::Resume => (
+                format!(
+                    "UPDATE accounts SET auto_topup_paused_reason = NULL, auto_topup_paused_code = NULL, \
+                     auto_topup_paused_at = NULL WHERE id = $1 AND auto_topup_paused_reason IN ({})",
+                    reasons_where(PauseReason::ended_by_payment)
+                ),
+                None,
+            ),
         };
+        let mut query = sqlx::query(&sql).bind(account_id);
+        if let Some(reason) = reason {
+            query = query.bind(reason.as_str()).bind(code).bind(at);
+        }
         let changed = query.execute(&mut *self).await?.rows_affected() == 1;
         Ok(changed && *change == PauseChange::Resume)
     }
 });
+
+/// The pause reasons `keep` holds for, as an SQL list of literals.
+fn reasons_where(keep: impl Fn(PauseReason) -> bool) -> String {
+    PauseReason::ALL
+        .into_iter()
+        .filter(|&reason| keep(reason))
+        .map(|reason| format!("'{}'", reason.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// An account as stored; [`Account`] is what leaves this module.
 #[derive(sqlx::FromRow)]

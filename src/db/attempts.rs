@@ -45,6 +45,7 @@ pub(crate) struct AttemptRow {
     amount_received: Option<i64>,
     client_secret: Option<String>,
     provider_charge_id: Option<String>,
+    refunded_cents: i64,
     created_at: Millis,
     updated_at: Millis,
     settled_at: Option<Millis>,
@@ -84,6 +85,7 @@ impl TryFrom<AttemptRow> for Attempt {
             amount_received: row.amount_received.map(Cents),
             client_secret: row.client_secret,
             provider_charge_id: row.provider_charge_id,
+            refunded: Cents(row.refunded_cents),
             created_at: row.created_at,
             updated_at: row.updated_at,
             settled_at: row.settled_at,
@@ -145,10 +147,10 @@ impl Batched for AttemptMove {
     }
 }
 
-const COLUMNS: &str = "id, account_id, seq, trigger, idempotency_key, request_key, request_fingerprint, \
+pub(super) const COLUMNS: &str = "id, account_id, seq, trigger, idempotency_key, request_key, request_fingerprint, \
                        credits, amount_cents, currency, payment_method_id, customer_id, state, \
                        provider_payment_id, next_action_url, decline_code, failure_message, \
-                       amount_received, client_secret, provider_charge_id, created_at, updated_at, settled_at, \
+                       amount_received, client_secret, provider_charge_id, refunded_cents, created_at, updated_at, settled_at, \
                        flagged_at, next_check_at, check_count";
 
 /// An attempt to claim.

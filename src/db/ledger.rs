@@ -48,7 +48,7 @@ pub struct Posting<'a> {
 #[derive(Debug)]
 pub enum PostRefusal {
     AccountNotFound,
-    /// The balance would go below zero.
+    /// A debit would take more credits than the balance has.
     Insufficient {
         available: Millicredits,
     },
@@ -69,13 +69,16 @@ impl_for_connections!(LedgerWrites {
         &mut self,
         posting: &Posting<'_>,
     ) -> Result<Result<LedgerEntry, PostRefusal>, sqlx::Error> {
-        // The condition makes the balance check and the change one atomic step.
+        // The condition makes the balance check and the change one atomic step. Credits
+        // always post (a balance below zero comes back up), debits only with the credits
+        // unless their kind may overdraw.
         let balance: Option<i64> = sqlx::query_scalar(
             "UPDATE accounts SET balance = balance + $1 \
-             WHERE id = $2 AND balance + $1 >= 0 RETURNING balance",
+             WHERE id = $2 AND ($1 >= 0 OR balance + $1 >= 0 OR $3) RETURNING balance",
         )
         .bind(posting.amount.0)
         .bind(posting.account_id)
+        .bind(posting.kind.may_overdraw())
         .fetch_optional(&mut *self)
         .await?;
         let Some(balance_after) = balance else {

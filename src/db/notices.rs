@@ -41,12 +41,15 @@ impl NoticeState {
 }
 
 /// Where a notice comes from and goes: its id, its cause (a second notice with the same
-/// cause is never queued), its account (whose address it is sent to) and its message id.
+/// cause is never queued), its account (whose address it is sent to, unless `staff`
+/// names another) and its message id.
 #[derive(Debug, Clone)]
 pub struct Envelope {
     pub id: String,
     pub cause: String,
     pub account_id: String,
+    /// The address and name of staff to tell about the account, instead of its owner.
+    pub staff: Option<(String, String)>,
     pub message_id: String,
     pub at: Millis,
 }
@@ -200,8 +203,8 @@ impl_for_connections!(NoticeWrites {
         let inserted = sqlx::query(&format!(
             "INSERT INTO notices (id, cause, kind, account_id, recipient, recipient_name, facts, \
              message_id, state, next_attempt_at, created_at) \
-             SELECT $1, $2, $3, id, email, name, $4, $5, 'pending', $6, $6 FROM accounts \
-             WHERE id = $7 {condition} ON CONFLICT (cause) DO NOTHING"
+             SELECT $1, $2, $3, id, COALESCE($8, email), COALESCE($9, name), $4, $5, 'pending', $6, $6 \
+             FROM accounts WHERE id = $7 {condition} ON CONFLICT (cause) DO NOTHING"
         ))
         .bind(&envelope.id)
         .bind(&envelope.cause)
@@ -210,6 +213,8 @@ impl_for_connections!(NoticeWrites {
         .bind(&envelope.message_id)
         .bind(envelope.at)
         .bind(&envelope.account_id)
+        .bind(envelope.staff.as_ref().map(|(address, _)| address))
+        .bind(envelope.staff.as_ref().map(|(_, name)| name))
         .execute(&mut *self)
         .await?;
         Ok(inserted.rows_affected() == 1)

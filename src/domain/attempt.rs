@@ -181,6 +181,8 @@ pub struct Attempt {
     pub client_secret: Option<String>,
     /// The provider's charge of the payment (its latest), which refunds and disputes name.
     pub provider_charge_id: Option<String>,
+    /// How much of the charge the provider has refunded (only ever grows).
+    pub refunded: Cents,
     pub created_at: Millis,
     pub updated_at: Millis,
     pub settled_at: Option<Millis>,
@@ -268,6 +270,7 @@ pub fn sample(state: AttemptState) -> Attempt {
         amount_received: None,
         client_secret: None,
         provider_charge_id: None,
+        refunded: Cents(0),
         created_at: 0,
         updated_at: 0,
         settled_at: None,

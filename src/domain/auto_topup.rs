@@ -27,6 +27,12 @@ pub enum PauseReason {
     PaymentFailed,
     /// The bank asks the customer to authenticate (3-D Secure).
     AuthenticationRequired,
+    /// A top-up's charge was disputed with the bank: nothing is charged again before
+    /// support has looked.
+    Disputed,
+    /// A top-up's charge was refunded at the provider: charging the card again at once
+    /// would undo the refund.
+    Refunded,
 }
 
 impl PauseReason {
@@ -34,13 +40,42 @@ impl PauseReason {
         match self {
             Self::PaymentFailed => "payment_failed",
             Self::AuthenticationRequired => "authentication_required",
+            Self::Disputed => "disputed",
+            Self::Refunded => "refunded",
         }
     }
 
+    pub const ALL: [Self; 4] = [
+        Self::PaymentFailed,
+        Self::AuthenticationRequired,
+        Self::Disputed,
+        Self::Refunded,
+    ];
+
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::PaymentFailed, Self::AuthenticationRequired]
-            .into_iter()
-            .find(|r| r.as_str() == s)
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
+    /// How much a pause weighs: a heavier one is never replaced by a lighter one, so a
+    /// decline does not turn a dispute's pause into one the customer can pay away.
+    fn weight(self) -> u8 {
+        match self {
+            Self::PaymentFailed | Self::AuthenticationRequired => 0,
+            Self::Refunded => 1,
+            Self::Disputed => 2,
+        }
+    }
+
+    /// Whether a pause for `self` may replace a pause for `standing`.
+    pub fn replaces(self, standing: Self) -> bool {
+        self.weight() >= standing.weight()
+    }
+
+    /// Whether a payment ends the pause: a charge that goes through answers a decline or
+    /// a request for authentication, but only support ends a pause set by money taken
+    /// back (a dispute or a refund), and the customer cannot retry it away.
+    pub fn ended_by_payment(self) -> bool {
+        matches!(self, Self::PaymentFailed | Self::AuthenticationRequired)
     }
 }
 
@@ -116,7 +151,9 @@ pub fn charge_to_target(
     credit_price_cents: i64,
     min_cents: i64,
 ) -> Option<Charge> {
-    let missing = target.0.saturating_sub(balance.0).max(0);
+    // A balance below zero (credits taken back by a refund or a dispute) is not made up
+    // in one charge: no automatic charge buys more than the target.
+    let missing = target.0.saturating_sub(balance.0).clamp(0, target.0);
     let credits = (missing + MILLIS_PER_CREDIT - 1) / MILLIS_PER_CREDIT;
     let amount = Cents::for_credits(credits, credit_price_cents)?;
     (credits > 0 && amount.0 >= min_cents).then_some(Charge { credits, amount })
@@ -280,6 +317,26 @@ mod tests {
         assert_eq!(charge(0, 5_000_000), 5000);
         assert_eq!(charge(6_000_000, 5_000_000), 0);
         assert_eq!(charge(4_900_000, 5_000_000), 100, "exactly the minimum");
+        assert_eq!(
+            charge(-2_000_000, 5_000_000),
+            5000,
+            "below zero, never more than the target"
+        );
+    }
+
+    #[test]
+    fn only_support_ends_a_pause_for_money_taken_back() {
+        for reason in [PauseReason::PaymentFailed, PauseReason::AuthenticationRequired] {
+            assert!(reason.ended_by_payment(), "{reason:?}");
+        }
+        for reason in [PauseReason::Disputed, PauseReason::Refunded] {
+            assert!(!reason.ended_by_payment(), "{reason:?}");
+            assert_eq!(PauseReason::parse(reason.as_str()), Some(reason));
+            assert!(!PauseReason::PaymentFailed.replaces(reason), "{reason:?}");
+            assert!(reason.replaces(PauseReason::AuthenticationRequired));
+        }
+        assert!(PauseReason::Disputed.replaces(PauseReason::Refunded));
+        assert!(!PauseReason::Refunded.replaces(PauseReason::Disputed));
     }
 
     #[test]

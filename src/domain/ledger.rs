@@ -8,6 +8,12 @@ pub enum EntryKind {
     AutoTopup,
     ManualTopup,
     Adjustment,
+    /// Credits of a top-up taken back because the provider refunded its charge.
+    PaymentRefund,
+    /// Credits of a disputed top-up held until the dispute closes.
+    DisputeHold,
+    /// Held credits given back: the dispute was won.
+    DisputeRelease,
 }
 
 impl EntryKind {
@@ -18,6 +24,16 @@ impl EntryKind {
             Self::AutoTopup => "auto_topup",
             Self::ManualTopup => "manual_topup",
             Self::Adjustment => "adjustment",
+            Self::PaymentRefund => "payment_refund",
+            Self::DisputeHold => "dispute_hold",
+            Self::DisputeRelease => "dispute_release",
         }
+    }
+
+    /// Whether the entry takes credits back whatever the balance: money the provider
+    /// returned to the payer is gone even if its credits were spent, so the balance may go
+    /// below zero. Every other debit needs the credits.
+    pub fn may_overdraw(self) -> bool {
+        matches!(self, Self::PaymentRefund | Self::DisputeHold)
     }
 }

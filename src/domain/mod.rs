@@ -11,5 +11,6 @@ pub mod money;
 pub mod notice;
 pub mod number;
 pub mod pricing;
+pub mod reversal;
 pub mod settlement;
 pub mod validation;

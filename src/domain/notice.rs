@@ -1,5 +1,5 @@
-//! What a customer is told, as facts: the notice outbox stores these, and the sender
-//! renders them into an email when it sends.
+//! What a customer (or support) is told, as facts: the notice outbox stores these, and
+//! the sender renders them into an email when it sends.
 
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +14,48 @@ pub enum Notice {
     PaymentFailed(PaymentFailure),
     AuthenticationRequired(AuthenticationRequest),
     AutoTopupResumed(Resumption),
+    /// To the customer: a top-up's charge was refunded, so its credits were removed.
+    CreditsRefunded(RefundFacts),
+    /// To support: a top-up's charge is disputed.
+    DisputeOpened(DisputeFacts),
+    /// To support: a dispute closed, and what became of its credits.
+    DisputeClosed(DisputeFacts),
+}
+
+/// Who a notice is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    Customer,
+    Support,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RefundFacts {
+    /// The part of the payment refunded this time.
+    pub amount: Cents,
+    /// The credits removed for it.
+    pub credits: Millicredits,
+    /// The provider's id of the refunded charge.
+    pub transaction_id: String,
+    pub new_balance: Millicredits,
+    pub at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DisputeFacts {
+    pub dispute_id: String,
+    pub account_id: String,
+    /// The disputed charge.
+    pub charge_id: String,
+    pub amount: Cents,
+    /// The provider's status of the dispute (`needs_response`, `won`, `lost`...).
+    pub status: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// The credits held while it is open (given back if it is won).
+    pub credits_held: Millicredits,
+    pub new_balance: Millicredits,
+    pub at: Millis,
 }
 
 /// Whether a payment was started by the auto top-up scheduler or by the customer.
@@ -76,6 +118,16 @@ impl Notice {
             Self::PaymentFailed(_) => "payment_failed",
             Self::AuthenticationRequired(_) => "authentication_required",
             Self::AutoTopupResumed(_) => "auto_topup_resumed",
+            Self::CreditsRefunded(_) => "credits_refunded",
+            Self::DisputeOpened(_) => "dispute_opened",
+            Self::DisputeClosed(_) => "dispute_closed",
+        }
+    }
+
+    pub fn audience(&self) -> Audience {
+        match self {
+            Self::DisputeOpened(_) | Self::DisputeClosed(_) => Audience::Support,
+            _ => Audience::Customer,
         }
     }
 }
@@ -110,6 +162,24 @@ mod tests {
             }),
             Notice::AutoTopupResumed(Resumption {
                 by: ResumedBy::Support,
+                at: 7,
+            }),
+            Notice::CreditsRefunded(RefundFacts {
+                amount,
+                credits,
+                transaction_id: "ch_1".into(),
+                new_balance: Millicredits(-5),
+                at: 7,
+            }),
+            Notice::DisputeClosed(DisputeFacts {
+                dispute_id: "dp_1".into(),
+                account_id: "acct_1".into(),
+                charge_id: "ch_1".into(),
+                amount,
+                status: "won".into(),
+                reason: Some("fraudulent".into()),
+                credits_held: credits,
+                new_balance: Millicredits(0),
                 at: 7,
             }),
         ] {

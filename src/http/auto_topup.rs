@@ -275,7 +275,7 @@ async fn update(
         (status = 200, description = "Nothing worth charging (the balance is within the smallest purchase of the target): resumed without a charge", body = AutoTopupView),
         (status = 402, description = "`payment_failed`: declined; still paused", body = ErrorBody),
         (status = 404, description = "No such account, or not this key's", body = ErrorBody),
-        (status = 409, description = "Not paused, or a top-up is in progress", body = ErrorBody),
+        (status = 409, description = "Not paused, paused for a dispute or a refund (support resumes those), or a top-up is in progress", body = ErrorBody),
     ))]
 async fn retry(
     State(state): State<AppState>,
@@ -304,6 +304,10 @@ async fn retry(
         RetryOutcome::NotPaused => Err(ApiError::Conflict(
             "auto top-up is not paused; there is nothing to retry".into(),
         )),
+        RetryOutcome::HeldForSupport(reason) => Err(ApiError::Conflict(format!(
+            "auto top-up is paused because a top-up's charge was {}; support resumes it",
+            reason.as_str()
+        ))),
         RetryOutcome::Busy(open) => Err(ApiError::Conflict(format!(
             "top-up {} of this account is {}; complete or wait for it first",
             open.id, open.state
@@ -348,6 +352,8 @@ pub enum ResumeOutcome {
     AuthenticationRequired,
     /// Resumed; nothing was charged now (see `message`).
     NotCharged,
+    /// Resumed, then paused again by a dispute or a refund reported meanwhile.
+    PausedAgain,
 }
 
 /// The outcome of a resume, judged from the account as it stands after it.
@@ -368,6 +374,13 @@ fn resume_outcome(tried: &TriedNow, account: &Account) -> (ResumeOutcome, String
                 format!(
                     "Resumed, but the charge tried now was declined ({}); auto top-up is paused again.",
                     attempt.decline_code.as_deref().unwrap_or("card_declined")
+                ),
+            ),
+            Some(reason @ (PauseReason::Disputed | PauseReason::Refunded)) => (
+                ResumeOutcome::PausedAgain,
+                format!(
+                    "Resumed, but the provider reported a charge {} meanwhile; auto top-up is paused again.",
+                    reason.as_str()
                 ),
             ),
             Some(PauseReason::AuthenticationRequired) => (

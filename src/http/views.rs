@@ -32,6 +32,8 @@ pub struct TopupView {
     transaction_id: Option<String>,
     /// The provider's charge of the payment (`ch_...`), which refunds and disputes name.
     charge_id: Option<String>,
+    /// How much of the charge the provider has refunded; its credits were taken back.
+    refunded_cents: i64,
     next_action: Option<NextActionView>,
     decline_code: Option<String>,
     failure_message: Option<String>,
@@ -72,6 +74,7 @@ impl From<Attempt> for TopupView {
             payment_method_id: a.payment_method_id,
             transaction_id: a.provider_payment_id,
             charge_id: a.provider_charge_id,
+            refunded_cents: a.refunded.0,
             decline_code: a.decline_code,
             failure_message: a.failure_message,
             created_at: rfc3339(a.created_at),

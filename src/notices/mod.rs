@@ -13,11 +13,12 @@ use crate::{
     clock::Millis,
     config::EmailConfig,
     db::notices::{Envelope, NewNotice, NoticeContent},
-    domain::notice::Notice,
+    domain::notice::{Audience, Notice},
 };
 
-/// The envelope of a notice to `account_id`. `cause` names what caused it (for example
-/// `attempt:<id>:payment_failed`); a second notice with the same cause is not queued.
+/// The envelope of a notice to `account_id`'s owner. `cause` names what caused it (for
+/// example `attempt:<id>:payment_failed`); a second notice with the same cause is not
+/// queued.
 pub fn envelope(cause: String, account_id: &str, email: &EmailConfig, at: Millis) -> Envelope {
     let id = crate::db::new_id("ntc");
     Envelope {
@@ -25,11 +26,27 @@ pub fn envelope(cause: String, account_id: &str, email: &EmailConfig, at: Millis
         id,
         cause,
         account_id: account_id.to_owned(),
+        staff: None,
         at,
     }
 }
 
-/// A notice to queue, caused by `cause_of` (see [`envelope`]) and named by its kind.
+/// The envelope of a notice to support (`email.support_email`) about `account_id`.
+pub fn support_envelope(
+    cause: String,
+    account_id: &str,
+    email: &EmailConfig,
+    at: Millis,
+) -> Envelope {
+    Envelope {
+        staff: Some((email.support_email.clone(), SUPPORT_NAME.to_owned())),
+        ..envelope(cause, account_id, email, at)
+    }
+}
+
+/// A notice to queue, caused by `cause_of` (see [`envelope`]) and named by its kind;
+/// sent to the account's owner, or to support (`email.support_email`) for notices meant
+/// for staff.
 pub fn compose(
     cause_of: &str,
     account_id: &str,
@@ -37,16 +54,19 @@ pub fn compose(
     email: &EmailConfig,
     at: Millis,
 ) -> NewNotice {
+    let address = match notice.audience() {
+        Audience::Customer => envelope,
+        Audience::Support => support_envelope,
+    };
+    let cause = format!("{cause_of}:{}", notice.kind());
     NewNotice {
-        envelope: envelope(
-            format!("{cause_of}:{}", notice.kind()),
-            account_id,
-            email,
-            at,
-        ),
+        envelope: address(cause, account_id, email, at),
         notice,
     }
 }
+
+/// How notices to support greet their reader.
+const SUPPORT_NAME: &str = "Support team";
 
 /// The words of a stored notice: its facts rendered for its recipient, or the rendering
 /// it was queued with.

@@ -6,7 +6,8 @@ use crate::{
     clock::Millis,
     config::EmailConfig,
     domain::notice::{
-        AuthenticationRequest, Notice, PaymentFailure, Receipt, ResumedBy, Resumption, Trigger,
+        AuthenticationRequest, DisputeFacts, Notice, PaymentFailure, Receipt, RefundFacts,
+        ResumedBy, Resumption, Trigger,
     },
 };
 
@@ -59,6 +60,9 @@ pub fn render(notice: &Notice, name: &str, head: &Letterhead) -> Rendered {
         Notice::PaymentFailed(f) => payment_failed(f, head),
         Notice::AuthenticationRequired(a) => authentication_required(a, head),
         Notice::AutoTopupResumed(r) => resumed(r, head),
+        Notice::CreditsRefunded(r) => refunded(r, head),
+        Notice::DisputeOpened(d) => dispute_opened(d),
+        Notice::DisputeClosed(d) => dispute_closed(d),
     };
     Rendered {
         text: text(&letter, name, head),
@@ -169,6 +173,101 @@ fn resumed(r: &Resumption, head: &Letterhead) -> Letter {
             "{why}, so automatic top-ups are active again as of {}. When your balance falls below your threshold, we will top it up to your target with your saved card.",
             long_date(r.at)
         ))],
+    }
+}
+
+fn refunded(r: &RefundFacts, head: &Letterhead) -> Letter {
+    let mut paragraphs = vec![
+        Paragraph::Text(format!(
+            "{} of your payment was refunded to your card, so the credits it bought were removed from your balance.",
+            r.amount
+        )),
+        Paragraph::Facts(vec![
+            ("Amount refunded", r.amount.to_string()),
+            ("Credits removed", r.credits.to_display()),
+            (
+                "New balance",
+                format!("{} credits", r.new_balance.to_display()),
+            ),
+            ("Transaction", r.transaction_id.clone()),
+            ("Date", long_date(r.at)),
+        ]),
+    ];
+    if r.new_balance.0 < 0 {
+        paragraphs.push(Paragraph::Text(
+            "Your balance is below zero: requests that use credits are refused until you buy credits again.".to_owned(),
+        ));
+    }
+    paragraphs.push(Paragraph::Text(format!(
+        "Automatic top-ups are paused so that we do not charge you again for what was refunded. To turn them back on, write to {}.",
+        head.support_email
+    )));
+    push_billing_link(&mut paragraphs, head, "See your billing");
+    Letter {
+        subject: format!("Your {} payment was refunded", head.product_name),
+        paragraphs,
+    }
+}
+
+/// The facts support needs about a dispute.
+fn dispute_facts(d: &DisputeFacts) -> Paragraph {
+    Paragraph::Facts(vec![
+        ("Account", d.account_id.clone()),
+        ("Dispute", d.dispute_id.clone()),
+        ("Charge", d.charge_id.clone()),
+        ("Amount", d.amount.to_string()),
+        ("Status", d.status.clone()),
+        ("Reason", d.reason.clone().unwrap_or_else(|| "not given".into())),
+        ("Credits held", d.credits_held.to_display()),
+        (
+            "Balance now",
+            format!("{} credits", d.new_balance.to_display()),
+        ),
+        ("Date", long_date(d.at)),
+    ])
+}
+
+fn dispute_opened(d: &DisputeFacts) -> Letter {
+    Letter {
+        subject: format!(
+            "Dispute opened: account {}, {}",
+            d.account_id, d.amount
+        ),
+        paragraphs: vec![
+            Paragraph::Text(
+                "The payer disputed a top-up's charge with their bank. Its credits are held (taken from the balance) until the dispute closes, and automatic top-ups of the account are paused until support resumes them.".to_owned(),
+            ),
+            dispute_facts(d),
+            Paragraph::Text(
+                "Answer the dispute with evidence at the payment provider before its deadline.".to_owned(),
+            ),
+        ],
+    }
+}
+
+fn dispute_closed(d: &DisputeFacts) -> Letter {
+    let (subject, outcome) = if d.status == "lost" {
+        (
+            "lost",
+            "The dispute was lost: the held credits stay removed.",
+        )
+    } else {
+        (
+            "won",
+            "The dispute closed in our favour: the held credits are back in the balance.",
+        )
+    };
+    Letter {
+        subject: format!(
+            "Dispute {subject}: account {}, {}",
+            d.account_id, d.amount
+        ),
+        paragraphs: vec![
+            Paragraph::Text(format!(
+                "{outcome} Automatic top-ups of the account stay paused until support resumes them."
+            )),
+            dispute_facts(d),
+        ],
     }
 }
 

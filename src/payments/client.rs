@@ -11,7 +11,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 
 use super::types::{
-    CheckoutSession, Customer, ErrorEnvelope, List, PaymentIntent, PaymentMethod, SetupIntent,
+    Charge, CheckoutSession, Customer, Dispute, ErrorEnvelope, List, PaymentIntent, PaymentMethod,
+    SetupIntent,
 };
 use crate::{config::PaymentsConfig, domain::backoff::retry_delay};
 
@@ -335,6 +336,16 @@ impl ProviderClient {
             None,
         )
         .await
+    }
+
+    pub async fn charge(&self, id: &str) -> Result<Charge, ProviderError> {
+        self.send(Method::GET, &format!("/v1/charges/{id}"), vec![], None)
+            .await
+    }
+
+    pub async fn dispute(&self, id: &str) -> Result<Dispute, ProviderError> {
+        self.send(Method::GET, &format!("/v1/disputes/{id}"), vec![], None)
+            .await
     }
 
     /// The first of the customer's payments created at or after `created_gte` (Unix

@@ -205,3 +205,90 @@ pub struct CheckoutSession {
     pub metadata: BTreeMap<String, String>,
     pub created: i64,
 }
+
+/// A charge: one try to take a payment's money. Refunds and disputes name it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Charge {
+    pub id: String,
+    pub amount: i64,
+    /// Required: a charge that does not say how much of it was refunded has an unknown
+    /// refund, never none.
+    pub amount_refunded: i64,
+    pub currency: String,
+    /// `succeeded`, `pending` or `failed`.
+    pub status: String,
+    #[serde(default)]
+    pub refunded: bool,
+    #[serde(default)]
+    pub disputed: bool,
+    #[serde(default)]
+    pub customer: Option<String>,
+    #[serde(default)]
+    pub payment_intent: Option<String>,
+    #[serde(default)]
+    pub payment_method: Option<String>,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    pub created: i64,
+}
+
+/// A refund of (part of) a charge.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Refund {
+    pub id: String,
+    pub amount: i64,
+    #[serde(default)]
+    pub charge: Option<String>,
+    #[serde(default)]
+    pub payment_intent: Option<String>,
+    pub currency: String,
+    /// `pending`, `requires_action`, `succeeded`, `failed` or `canceled`.
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    pub created: i64,
+}
+
+/// A dispute of a charge, opened by the payer with their bank.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Dispute {
+    pub id: String,
+    /// The disputed amount, in the charge's currency.
+    pub amount: i64,
+    /// The disputed charge's id (topupd never asks for it expanded).
+    pub charge: String,
+    pub currency: String,
+    pub status: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub payment_intent: Option<String>,
+    #[serde(default)]
+    pub evidence: Option<serde_json::Value>,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    pub created: i64,
+}
+
+impl Dispute {
+    /// What a dispute's status says of the disputed money: still out, back, or gone.
+    pub fn standing(&self) -> DisputeStanding {
+        match self.status.as_str() {
+            "won" | "warning_closed" | "prevented" => DisputeStanding::Won,
+            "lost" => DisputeStanding::Lost,
+            _ => DisputeStanding::Open,
+        }
+    }
+}
+
+/// Where a dispute stands, as far as the credits are concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisputeStanding {
+    Open,
+    /// Closed in the merchant's favour (or an inquiry closed without a chargeback).
+    Won,
+    Lost,
+}

@@ -23,7 +23,7 @@ use crate::{
         account::Account,
         api_key::Role,
         attempt::{Attempt, AttemptState, AttemptTrigger},
-        auto_topup::{Decision, decide},
+        auto_topup::{Decision, PauseReason, decide},
         backoff::recheck_delay,
         notice::{Notice, ResumedBy, Resumption},
     },
@@ -132,6 +132,8 @@ pub enum RetryOutcome {
     /// smallest purchase buys): resumed without a charge.
     ResumedWithoutCharge,
     NotPaused,
+    /// Paused for money taken back (a dispute or a refund): only support resumes it.
+    HeldForSupport(PauseReason),
     Busy(Attempt),
     AccountNotFound,
 }
@@ -254,8 +256,11 @@ impl Topups {
         let Some(account) = self.db.account(account_id).await? else {
             return Ok(RetryOutcome::AccountNotFound);
         };
-        if account.paused().is_none() {
+        let Some(reason) = account.paused() else {
             return Ok(RetryOutcome::NotPaused);
+        };
+        if !reason.ended_by_payment() && actor.role == Role::Customer.as_str() {
+            return Ok(RetryOutcome::HeldForSupport(reason));
         }
         // A charge made by staff on the customer's behalf is a staff action, audited
         // with its claim.

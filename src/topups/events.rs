@@ -97,6 +97,10 @@ impl Topups {
                 .refresh_saved_card(object_id, &event.id)
                 .await
                 .map(|()| None),
+            "charge.refunded" => return self.refresh_refunds(object_id, &event.id).await,
+            kind if kind.starts_with("charge.dispute.") => {
+                return self.refresh_dispute(object_id, &event.id).await;
+            }
             _ => return Ok(()),
         };
         match saved {
@@ -114,7 +118,7 @@ impl Topups {
     }
 
     /// Re-reads the attempt's payment and applies it, reporting a provider failure.
-    async fn refresh_payment(&self, attempt: Attempt) -> Result<(), EventError> {
+    pub(super) async fn refresh_payment(&self, attempt: Attempt) -> Result<(), EventError> {
         let payment_id = self.payment_id(&attempt)?.to_owned();
         let intent = self.provider.payment_intent(&payment_id).await?;
         self.apply(attempt, &intent).await?;
@@ -124,8 +128,8 @@ impl Topups {
 
 /// A webhook could not be handled: the provider could not be asked, or storage failed.
 #[derive(Debug, thiserror::Error)]
-enum EventError {
-    #[error("reading the payment failed: {0}")]
+pub(super) enum EventError {
+    #[error("reading from the provider failed: {0}")]
     Provider(#[from] ProviderError),
     #[error("storage failed: {0}")]
     Db(#[from] DbError),

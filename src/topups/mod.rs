@@ -6,6 +6,7 @@ pub mod auto;
 pub mod cards;
 pub mod confirm_link;
 pub mod events;
+pub mod reversals;
 
 use std::sync::Arc;
 

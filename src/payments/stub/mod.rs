@@ -3,6 +3,7 @@
 //! until acknowledged, a list of every payment, and fault injection. Run on its own with
 //! `topupd stub-provider`, or in-process by the default configuration.
 
+mod charges;
 pub mod dress;
 mod saving;
 pub mod world;
@@ -482,6 +483,7 @@ fn routes() -> Router<Stub> {
         .route("/v1/payment_intents/{id}/confirm", post(confirm))
         .route("/v1/payment_intents/{id}/cancel", post(cancel))
         .merge(saving::routes())
+        .merge(charges::routes())
         .route("/_stub/authenticate/{id}", get(authentication_page))
         .route("/_stub/authenticate/{id}/{choice}", post(authenticate))
         .route(

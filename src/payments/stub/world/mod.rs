@@ -9,11 +9,12 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+mod charges;
 mod saving;
 
 use crate::payments::types::{
-    Card, CheckoutSession, Customer, ErrorBody, Event, EventData, NextAction, PaymentIntent,
-    PaymentMethod, RedirectToUrl, SetupIntent,
+    Card, Charge as ProviderCharge, CheckoutSession, Customer, Dispute, ErrorBody, Event,
+    EventData, NextAction, PaymentIntent, PaymentMethod, RedirectToUrl, Refund, SetupIntent,
 };
 
 /// What a test card does when charged, after Stripe's test payment methods.
@@ -27,6 +28,8 @@ pub enum Behaviour {
     /// 3-D Secure on every payment: off-session it is declined `authentication_required`,
     /// on-session the customer is asked to authenticate.
     RequireAuthentication,
+    /// Pays, then the payer disputes the charge with their bank.
+    SucceedThenDispute,
 }
 
 impl Behaviour {
@@ -72,6 +75,7 @@ pub fn test_card(id: &str) -> Option<TestCard> {
         "pm_card_authenticationRequired" => {
             (Behaviour::RequireAuthentication, "visa", "3184", false)
         }
+        "pm_card_createDispute" => (Behaviour::SucceedThenDispute, "visa", "0259", false),
         _ => return None,
     };
     let card = Card {
@@ -199,13 +203,21 @@ pub enum KeyUse {
     },
 }
 
-/// A captured charge, from the stub's own ledger.
+/// A captured payment, from the stub's own ledger, with what was taken back of it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Charge {
     pub payment_intent: String,
     pub amount_received: i64,
     pub customer: Option<String>,
     pub metadata: BTreeMap<String, String>,
+    /// The charge that took the money.
+    #[serde(default)]
+    pub charge_id: Option<String>,
+    #[serde(default)]
+    pub amount_refunded: i64,
+    /// The disputes of the charge: amount and status.
+    #[serde(default)]
+    pub disputes: Vec<(i64, String)>,
 }
 
 #[derive(Debug)]
@@ -217,6 +229,10 @@ pub struct World {
     /// Checkout Sessions, with the metadata their setup will carry.
     pub checkout_sessions: BTreeMap<String, (CheckoutSession, BTreeMap<String, String>)>,
     pub events: BTreeMap<String, Event>,
+    /// Every try to take a payment's money, by charge id.
+    pub charges: BTreeMap<String, ProviderCharge>,
+    pub refunds: BTreeMap<String, Refund>,
+    pub disputes: BTreeMap<String, Dispute>,
     pub keys: HashMap<String, KeyUse>,
     faults: Faults,
     /// Draws the rated faults; seeded from `faults.seed` whenever faults are set.
@@ -355,6 +371,9 @@ impl World {
             setup_intents: BTreeMap::new(),
             checkout_sessions: BTreeMap::new(),
             events: BTreeMap::new(),
+            charges: BTreeMap::new(),
+            refunds: BTreeMap::new(),
+            disputes: BTreeMap::new(),
             keys: HashMap::new(),
             next_id: 0,
         }
@@ -708,7 +727,7 @@ impl World {
         intent.payment_method = Some(pm);
         intent.last_payment_error = None;
         match behaviour {
-            Behaviour::Succeed => self.settle(id, true, None, now),
+            Behaviour::Succeed | Behaviour::SucceedThenDispute => self.settle(id, true, None, now),
             Behaviour::Decline { code, decline_code } => {
                 let failure = card_error(code, decline_code);
                 self.settle(id, false, Some(failure), now)
@@ -767,13 +786,15 @@ impl World {
         let charge = self.new_id("ch");
         let intent = self.intents.get_mut(id).expect("looked up above");
         intent.next_action = None;
-        intent.latest_charge = Some(charge);
+        intent.latest_charge = Some(charge.clone());
         if success {
             intent.status = "succeeded".into();
             intent.amount_received = Some(intent.amount);
             let intent = intent.clone();
             let event = self.event("payment_intent.succeeded", json!(intent), now);
-            return Outcome::ok(intent).with_event(event);
+            let mut outcome = Outcome::ok(&intent).with_event(event);
+            outcome.events.extend(self.record_charge(&charge, &intent, now));
+            return outcome;
         }
         intent.status = "requires_payment_method".into();
         let mut failure = failure.unwrap_or_else(|| card_error("card_declined", "generic_decline"));
@@ -783,6 +804,7 @@ impl World {
         intent.last_payment_error = Some(failure.clone());
         let intent = intent.clone();
         let event = self.event("payment_intent.payment_failed", json!(intent), now);
+        self.record_charge(&charge, &intent, now);
         failure.payment_intent = Some(Box::new(intent));
         Outcome {
             answer: (StatusCode::PAYMENT_REQUIRED, json!({ "error": failure })),
@@ -889,11 +911,22 @@ impl World {
         self.intents
             .values()
             .filter(|pi| pi.status == "succeeded")
-            .map(|pi| Charge {
-                payment_intent: pi.id.clone(),
-                amount_received: pi.amount_received.unwrap_or_default(),
-                customer: pi.customer.clone(),
-                metadata: pi.metadata.clone(),
+            .map(|pi| {
+                let charge = pi.latest_charge.as_ref().and_then(|c| self.charges.get(c));
+                Charge {
+                    payment_intent: pi.id.clone(),
+                    amount_received: pi.amount_received.unwrap_or_default(),
+                    customer: pi.customer.clone(),
+                    metadata: pi.metadata.clone(),
+                    charge_id: charge.map(|c| c.id.clone()),
+                    amount_refunded: charge.map_or(0, |c| c.amount_refunded),
+                    disputes: self
+                        .disputes
+                        .values()
+                        .filter(|d| charge.is_some_and(|c| c.id == d.charge))
+                        .map(|d| (d.amount, d.status.clone()))
+                        .collect(),
+                }
             })
             .collect()
     }
