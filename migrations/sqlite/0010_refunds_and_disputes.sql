@@ -1,14 +1,11 @@
--- no-transaction
 -- Refunds and disputes made at the provider take credits back, even credits already
 -- spent: a balance may now go below zero (usage is then refused), and the ledger gains the
 -- entries that say why. Auto top-up may be paused by a dispute or a refund. Each top-up
 -- keeps how much of it was refunded, and each dispute its held credits and outcome.
 --
 -- SQLite cannot change a CHECK in place, so `accounts` and `ledger_entries` are rebuilt
--- with every row kept (SQLite's documented procedure: foreign keys off, one transaction,
--- a foreign key check, then foreign keys back on).
-PRAGMA foreign_keys = OFF;
-BEGIN;
+-- with every row kept, by SQLite's documented procedure (migrations run with foreign keys
+-- off and checked afterwards: see `migrate_sqlite`).
 
 CREATE TABLE accounts_rebuilt (
     id                            TEXT    PRIMARY KEY,
@@ -98,7 +95,3 @@ CREATE TABLE disputes (
 );
 CREATE INDEX disputes_by_account ON disputes (account_id, created_at);
 CREATE INDEX disputes_open ON disputes (created_at) WHERE outcome IS NULL;
-
-COMMIT;
-PRAGMA foreign_key_check;
-PRAGMA foreign_keys = ON;

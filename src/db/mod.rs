@@ -157,6 +157,31 @@ impl<T> Page<T> {
     }
 }
 
+/// Applies SQLite's migrations on a connection of their own with foreign keys off, as
+/// SQLite's procedure for rebuilding a table asks (a constraint can only change by
+/// rebuilding its table, and other tables refer to it), then checks every foreign key
+/// before the connection is closed.
+async fn migrate_sqlite(pool: &SqlitePool) -> Result<(), DbError> {
+    use sqlx::Connection;
+    let mut conn = pool.acquire().await?.detach();
+    sqlx::query("PRAGMA foreign_keys = OFF")
+        .execute(&mut conn)
+        .await?;
+    let migrated = SQLITE_MIGRATOR.run(&mut conn).await;
+    let broken = sqlx::query("PRAGMA foreign_key_check")
+        .fetch_all(&mut conn)
+        .await?
+        .len();
+    conn.close().await?;
+    migrated?;
+    if broken > 0 {
+        return Err(DbError::Corrupt(format!(
+            "{broken} rows break a foreign key after migrating"
+        )));
+    }
+    Ok(())
+}
+
 impl Db {
     /// One page of a newest-first listing. `sql` binds the filter as `$1` (may be NULL),
     /// the exclusive upper key as `$2` and the row limit as `$3`.
@@ -212,7 +237,7 @@ impl Db {
     /// Applies every migration not yet applied.
     pub async fn migrate(&self) -> Result<(), DbError> {
         match self {
-            Self::Sqlite(pool) => SQLITE_MIGRATOR.run(pool).await?,
+            Self::Sqlite(pool) => migrate_sqlite(pool).await?,
             Self::Postgres(pool) => POSTGRES_MIGRATOR.run(pool).await?,
         }
         Ok(())
@@ -307,5 +332,64 @@ mod tests {
         let sqlite = describe(&SQLITE_MIGRATOR);
         assert!(!sqlite.is_empty());
         assert_eq!(sqlite, describe(&POSTGRES_MIGRATOR));
+    }
+
+    /// Migration 10 rebuilds `accounts` and `ledger_entries` on SQLite: every row, the
+    /// ledger's id sequence and every foreign key survive, and balances may go below zero.
+    #[tokio::test]
+    async fn rebuilding_sqlite_tables_keeps_rows_sequences_and_foreign_keys() {
+        let dir = tempfile::tempdir().expect("dir");
+        let options = SqliteConnectOptions::new()
+            .filename(dir.path().join("upgrade.db"))
+            .create_if_missing(true)
+            .foreign_keys(true);
+        let pool = SqlitePool::connect_with(options).await.expect("pool");
+        let before = Migrator {
+            migrations: std::borrow::Cow::Owned(SQLITE_MIGRATOR.migrations[..9].to_vec()),
+            ..Migrator::DEFAULT
+        };
+        before.run(&pool).await.expect("migrations 1 to 9");
+        for sql in [
+            "INSERT INTO accounts (id, email, name, balance, created_at, auto_topup_enabled) \
+             VALUES ('acct_1', 'ada@example.com', 'Ada', 5000, 1, TRUE)",
+            "INSERT INTO ledger_entries (account_id, kind, reference, amount, balance_after, \
+             description, created_at) VALUES ('acct_1', 'adjustment', 'adj_1', 5000, 5000, 'gift', 1)",
+            "INSERT INTO api_keys (id, secret_hash, role, account_id, label, created_at) \
+             VALUES ('key_1', 'h', 'customer', 'acct_1', 'app', 1)",
+        ] {
+            sqlx::query(sql).execute(&pool).await.expect(sql);
+        }
+        migrate_sqlite(&pool).await.expect("migration 10");
+
+        let kept: (i64, bool) =
+            sqlx::query_as("SELECT balance, auto_topup_enabled FROM accounts WHERE id = 'acct_1'")
+                .fetch_one(&pool)
+                .await
+                .expect("the account");
+        assert_eq!(kept, (5000, true));
+        let next: i64 = sqlx::query_scalar(
+            "INSERT INTO ledger_entries (account_id, kind, reference, amount, balance_after, \
+             description, created_at) VALUES ('acct_1', 'payment_refund', 'tpu_1:1', -6000, -1000, 'refund', 2) \
+             RETURNING id",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("an entry below zero");
+        assert_eq!(next, 2, "the ledger's ids go on from where they were");
+        sqlx::query("UPDATE accounts SET balance = -1000 WHERE id = 'acct_1'")
+            .execute(&pool)
+            .await
+            .expect("a balance below zero");
+        let orphan = sqlx::query(
+            "INSERT INTO api_keys (id, secret_hash, role, account_id, label, created_at) \
+             VALUES ('key_2', 'h', 'customer', 'acct_nobody', 'app', 1)",
+        )
+        .execute(&pool)
+        .await;
+        assert!(orphan.is_err(), "foreign keys hold on the rebuilt table");
+        let deleted = sqlx::query("DELETE FROM ledger_entries")
+            .execute(&pool)
+            .await;
+        assert!(deleted.is_err(), "the ledger is still append-only");
     }
 }

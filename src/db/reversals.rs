@@ -192,8 +192,14 @@ impl Db {
                 "ledger_entry_id": entry.as_ref().map(|e| e.id),
                 "balance_after": balance,
             });
-            tx.audit(write.actor, "topup.refund", Some(&attempt.account_id), detail, write.at)
-                .await?;
+            tx.audit(
+                write.actor,
+                "topup.refund",
+                Some(&attempt.account_id),
+                detail,
+                write.at,
+            )
+            .await?;
             tx.commit().await?;
             Ok(true)
         })
@@ -203,7 +209,10 @@ impl Db {
     /// below zero) and pauses auto top-up as `disputed`; a closed one gives the credits
     /// back if it was won and keeps them removed if it was lost. Support is told of each
     /// step; each is audited and happens once, however often the dispute is reported.
-    pub async fn record_dispute(&self, write: &DisputeWrite<'_>) -> Result<DisputeOutcome, DbError> {
+    pub async fn record_dispute(
+        &self,
+        write: &DisputeWrite<'_>,
+    ) -> Result<DisputeOutcome, DbError> {
         let attempt = write.attempt;
         let account = attempt.account_id.as_str();
         let facts = |held: i64, balance: Millicredits| DisputeFacts {
@@ -221,8 +230,7 @@ impl Db {
             let mut tx = pool.begin_write().await?;
             let refunded = Cents(tx.refunded(&attempt.id).await?);
             let holds = dispute_holds(attempt.credits, attempt.amount, refunded, write.amount);
-            let mut outcome = DisputeOutcome::default();
-            outcome.opened = sqlx::query(
+            let opened = sqlx::query(
                 "INSERT INTO disputes (id, attempt_id, account_id, charge_id, amount_cents, \
                  credits_held, status, created_at, updated_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) ON CONFLICT (id) DO NOTHING",
@@ -239,6 +247,10 @@ impl Db {
             .await?
             .rows_affected()
                 == 1;
+            let mut outcome = DisputeOutcome {
+                opened,
+                closed: false,
+            };
             let held: i64 = sqlx::query_scalar(
                 "UPDATE disputes SET status = $1, updated_at = $2 WHERE id = $3 RETURNING credits_held",
             )
@@ -285,8 +297,14 @@ impl Db {
                     "ledger_entry_id": entry.as_ref().map(|e| e.id),
                     "balance_after": balance,
                 });
-                tx.audit(write.actor, "topup.dispute_opened", Some(account), detail, write.at)
-                    .await?;
+                tx.audit(
+                    write.actor,
+                    "topup.dispute_opened",
+                    Some(account),
+                    detail,
+                    write.at,
+                )
+                .await?;
             }
             let result = match write.standing {
                 DisputeStanding::Open => None,
@@ -307,8 +325,10 @@ impl Db {
             }
             if outcome.closed {
                 let entry = if write.standing == DisputeStanding::Won && held > 0 {
-                    let description =
-                        format!("Released: the dispute of top-up {} was won ({})", attempt.id, write.id);
+                    let description = format!(
+                        "Released: the dispute of top-up {} was won ({})",
+                        attempt.id, write.id
+                    );
                     let posting = Posting {
                         account_id: account,
                         kind: EntryKind::DisputeRelease,
@@ -335,8 +355,14 @@ impl Db {
                     "ledger_entry_id": entry.as_ref().map(|e| e.id),
                     "balance_after": balance,
                 });
-                tx.audit(write.actor, "topup.dispute_closed", Some(account), detail, write.at)
-                    .await?;
+                tx.audit(
+                    write.actor,
+                    "topup.dispute_closed",
+                    Some(account),
+                    detail,
+                    write.at,
+                )
+                .await?;
             }
             tx.commit().await?;
             Ok(outcome)
@@ -349,7 +375,10 @@ impl Db {
             "SELECT {DISPUTE_COLUMNS} FROM disputes WHERE account_id = $1 ORDER BY created_at DESC, id"
         );
         Ok(with_pool!(self, |pool| {
-            sqlx::query_as(&sql).bind(account_id).fetch_all(pool).await?
+            sqlx::query_as(&sql)
+                .bind(account_id)
+                .fetch_all(pool)
+                .await?
         }))
     }
 
@@ -360,7 +389,10 @@ impl Db {
             super::attempts::COLUMNS
         );
         let row: Option<super::attempts::AttemptRow> = with_pool!(self, |pool| {
-            sqlx::query_as(&sql).bind(charge_id).fetch_optional(pool).await?
+            sqlx::query_as(&sql)
+                .bind(charge_id)
+                .fetch_optional(pool)
+                .await?
         });
         row.map(Attempt::try_from).transpose()
     }

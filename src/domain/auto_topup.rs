@@ -326,7 +326,10 @@ mod tests {
 
     #[test]
     fn only_support_ends_a_pause_for_money_taken_back() {
-        for reason in [PauseReason::PaymentFailed, PauseReason::AuthenticationRequired] {
+        for reason in [
+            PauseReason::PaymentFailed,
+            PauseReason::AuthenticationRequired,
+        ] {
             assert!(reason.ended_by_payment(), "{reason:?}");
         }
         for reason in [PauseReason::Disputed, PauseReason::Refunded] {

@@ -20,7 +20,12 @@ pub fn credits_for(credits: Millicredits, amount: Cents, cents: i64) -> Millicre
 /// The credits a refund takes back when the charge's refunded total grows from `before`
 /// to `now` (both in cents): the refunds of a charge, whatever their sizes, take back
 /// exactly the credits it bought once all of it is refunded.
-pub fn refund_removes(credits: Millicredits, amount: Cents, before: Cents, now: Cents) -> Millicredits {
+pub fn refund_removes(
+    credits: Millicredits,
+    amount: Cents,
+    before: Cents,
+    now: Cents,
+) -> Millicredits {
     Millicredits(credits_for(credits, amount, now.0).0 - credits_for(credits, amount, before.0).0)
 }
 
@@ -64,10 +69,7 @@ mod tests {
 
     #[test]
     fn a_dispute_holds_its_share_but_not_what_a_refund_took() {
-        assert_eq!(
-            dispute_holds(CREDITS, AMOUNT, Cents(0), AMOUNT),
-            CREDITS
-        );
+        assert_eq!(dispute_holds(CREDITS, AMOUNT, Cents(0), AMOUNT), CREDITS);
         assert_eq!(
             dispute_holds(CREDITS, AMOUNT, Cents(2_000), AMOUNT),
             Millicredits(3_000_000)

@@ -88,8 +88,9 @@ impl From<Attempt> for TopupView {
 pub struct LedgerEntryView {
     id: i64,
     account_id: String,
-    /// What moved the balance: `usage`, `refund`, `auto_topup`, `manual_topup` or
-    /// `adjustment`.
+    /// What moved the balance: `usage`, `refund` (of usage), `auto_topup`, `manual_topup`,
+    /// `adjustment`, `payment_refund` (a top-up's charge refunded at the provider),
+    /// `dispute_hold` or `dispute_release`.
     kind: String,
     /// What it belongs to (a top-up, usage record or adjustment id); unique per kind.
     reference: String,

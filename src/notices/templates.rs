@@ -217,7 +217,10 @@ fn dispute_facts(d: &DisputeFacts) -> Paragraph {
         ("Charge", d.charge_id.clone()),
         ("Amount", d.amount.to_string()),
         ("Status", d.status.clone()),
-        ("Reason", d.reason.clone().unwrap_or_else(|| "not given".into())),
+        (
+            "Reason",
+            d.reason.clone().unwrap_or_else(|| "not given".into()),
+        ),
         ("Credits held", d.credits_held.to_display()),
         (
             "Balance now",
@@ -258,10 +261,7 @@ fn dispute_closed(d: &DisputeFacts) -> Letter {
         )
     };
     Letter {
-        subject: format!(
-            "Dispute {subject}: account {}, {}",
-            d.account_id, d.amount
-        ),
+        subject: format!("Dispute {subject}: account {}, {}", d.account_id, d.amount),
         paragraphs: vec![
             Paragraph::Text(format!(
                 "{outcome} Automatic top-ups of the account stay paused until support resumes them."

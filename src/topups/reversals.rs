@@ -2,10 +2,7 @@
 //! as its webhooks report them: the charge or dispute re-read, never the event's copy,
 //! then applied once to the top-up it paid for.
 
-use super::{
-    Topups,
-    events::EventError,
-};
+use super::{Topups, events::EventError};
 use crate::{
     db::{
         audit::Actor,

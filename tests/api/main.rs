@@ -11,6 +11,7 @@ mod openapi;
 mod ops;
 mod payments;
 mod postgres_url;
+mod reversals;
 mod saving_cards;
 mod smtp;
 mod stripe_fixtures;

@@ -8,7 +8,8 @@ use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use topupd::payments::types::{
-    CheckoutSession, Customer, ErrorBody, Event, PaymentIntent, PaymentMethod, SetupIntent,
+    Charge, CheckoutSession, Customer, Dispute, DisputeStanding, ErrorBody, Event, PaymentIntent,
+    PaymentMethod, Refund, SetupIntent,
 };
 
 use crate::helpers::{TestApp, backends};
@@ -67,6 +68,132 @@ fn every_object_topupd_reads_parses_from_stripes_fixture() {
     assert_eq!(setup.usage.as_deref(), Some("off_session"));
     let session: CheckoutSession = parses("checkout.session");
     assert_eq!(session.status.as_deref(), Some("open"));
+    let charge: Charge = parses("charge");
+    assert_eq!((charge.amount, charge.amount_refunded), (100, 0));
+    let refund: Refund = parses("refund");
+    assert_eq!(refund.charge.as_deref(), Some(charge.id.as_str()));
+    let dispute: Dispute = parses("dispute");
+    assert_eq!(dispute.charge, charge.id);
+    assert_eq!(dispute.standing(), DisputeStanding::Open);
+}
+
+#[test]
+fn a_charge_that_does_not_say_what_was_refunded_is_unreadable_not_unrefunded() {
+    let mut charge = fixture("charge");
+    charge
+        .as_object_mut()
+        .expect("object")
+        .remove("amount_refunded");
+    assert!(serde_json::from_value::<Charge>(charge).is_err());
+}
+
+#[tokio::test]
+async fn the_stubs_charges_refunds_and_disputes_carry_every_field_of_stripes() {
+    let app = TestApp::spawn(backends()[0]).await;
+    let (_, customer) = app.stripe("/v1/customers", &[("name", "Ada")], None).await;
+    let id = customer["id"].as_str().expect("id").to_owned();
+    let mut charges = Vec::new();
+    for card in ["pm_card_visa", "pm_card_createDispute"] {
+        let (_, saved) = app
+            .stripe(
+                &format!("/v1/payment_methods/{card}/attach"),
+                &[("customer", &id)],
+                None,
+            )
+            .await;
+        let pay = [
+            ("amount", "1000"),
+            ("currency", "usd"),
+            ("customer", id.as_str()),
+            ("payment_method", saved["id"].as_str().expect("card")),
+            ("confirm", "true"),
+            ("off_session", "true"),
+        ];
+        let (status, paid) = app.stripe("/v1/payment_intents", &pay, None).await;
+        assert_eq!(
+            (status, paid["status"].as_str()),
+            (StatusCode::OK, Some("succeeded")),
+            "{paid}"
+        );
+        charges.push(paid["latest_charge"].as_str().expect("a charge").to_owned());
+    }
+    let (status, refund) = app
+        .stripe(
+            "/v1/refunds",
+            &[("charge", &charges[0]), ("amount", "400")],
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{refund}");
+    let refunded = read(&app, &format!("/v1/charges/{}", charges[0])).await;
+    assert_eq!(
+        (
+            refunded["amount_refunded"].as_i64(),
+            refunded["refunded"].as_bool()
+        ),
+        (Some(400), Some(false))
+    );
+    let disputed = read(&app, &format!("/v1/charges/{}", charges[1])).await;
+    assert_eq!(disputed["disputed"], true);
+    let (status, twice) = app
+        .stripe("/v1/refunds", &[("charge", &charges[1])], None)
+        .await;
+    assert_eq!(
+        (status, twice["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("charge_disputed"))
+    );
+    let (status, too_much) = app
+        .stripe(
+            "/v1/refunds",
+            &[("charge", &charges[0]), ("amount", "601")],
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, too_much["error"]["param"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("amount"))
+    );
+    let deliveries = read(&app, "/_stub/events").await;
+    let mut dispute = Value::Null;
+    for delivery in deliveries.as_array().expect("deliveries") {
+        let event = read(
+            &app,
+            &format!("/v1/events/{}", delivery["event_id"].as_str().expect("id")),
+        )
+        .await;
+        let object = &event["data"]["object"];
+        let kind = object["object"].as_str().expect("an object");
+        assert_eq!(
+            missing_fields(kind, object),
+            Vec::<String>::new(),
+            "{event}"
+        );
+        if event["type"] == "charge.dispute.created" {
+            dispute = read(
+                &app,
+                &format!(
+                    "/v1/disputes/{}",
+                    event["data"]["object"]["id"].as_str().expect("id")
+                ),
+            )
+            .await;
+        }
+    }
+    assert_eq!(dispute["charge"], charges[1].as_str(), "{dispute}");
+    for (kind, object) in [
+        ("charge", &refunded),
+        ("charge", &disputed),
+        ("refund", &refund),
+        ("dispute", &dispute),
+    ] {
+        assert_eq!(
+            missing_fields(kind, object),
+            Vec::<String>::new(),
+            "{kind}: {object}"
+        );
+        assert_eq!(object["object"], kind);
+    }
+    app.stop().await;
 }
 
 async fn read(app: &TestApp, path: &str) -> Value {

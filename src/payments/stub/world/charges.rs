@@ -26,7 +26,12 @@ fn refused(code: &str, message: &str) -> Outcome {
 impl World {
     /// Records the charge of one try at `intent` (settled just now), and the dispute its
     /// card opens, if it is one that does.
-    pub(super) fn record_charge(&mut self, id: &str, intent: &PaymentIntent, now: i64) -> Vec<Event> {
+    pub(super) fn record_charge(
+        &mut self,
+        id: &str,
+        intent: &PaymentIntent,
+        now: i64,
+    ) -> Vec<Event> {
         let succeeded = intent.status == "succeeded";
         let tried_with = intent.payment_method.clone().or_else(|| {
             intent
@@ -153,7 +158,9 @@ impl World {
                 answer.answer.1["error"]["param"] = json!("amount");
                 return answer;
             }
-            Some(_) => return invalid("amount must be a positive integer in the smallest currency unit."),
+            Some(_) => {
+                return invalid("amount must be a positive integer in the smallest currency unit.");
+            }
         };
         let (payment_intent, currency) = (charge.payment_intent.clone(), charge.currency.clone());
         let refund = Refund {
@@ -180,7 +187,12 @@ impl World {
     /// Evidence for a dispute. In test mode, `evidence[uncategorized_text]` decides it:
     /// `winning_evidence` wins it, `losing_evidence` loses it; anything else puts it
     /// under review.
-    pub fn update_dispute(&mut self, id: &str, form: &BTreeMap<String, String>, now: i64) -> Outcome {
+    pub fn update_dispute(
+        &mut self,
+        id: &str,
+        form: &BTreeMap<String, String>,
+        now: i64,
+    ) -> Outcome {
         let Some(dispute) = self.disputes.get_mut(id) else {
             return missing("dispute", id);
         };
@@ -192,7 +204,10 @@ impl World {
         }
         let mut evidence = dispute.evidence.take().unwrap_or_else(|| json!({}));
         for (name, value) in form {
-            if let Some(field) = name.strip_prefix("evidence[").and_then(|n| n.strip_suffix(']')) {
+            if let Some(field) = name
+                .strip_prefix("evidence[")
+                .and_then(|n| n.strip_suffix(']'))
+            {
                 evidence[field] = json!(value);
             }
         }

@@ -793,7 +793,9 @@ impl World {
             let intent = intent.clone();
             let event = self.event("payment_intent.succeeded", json!(intent), now);
             let mut outcome = Outcome::ok(&intent).with_event(event);
-            outcome.events.extend(self.record_charge(&charge, &intent, now));
+            outcome
+                .events
+                .extend(self.record_charge(&charge, &intent, now));
             return outcome;
         }
         intent.status = "requires_payment_method".into();
