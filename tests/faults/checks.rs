@@ -4,7 +4,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use sqlx::{postgres::PgRow, sqlite::SqliteRow};
-use topupd::{db::Db, payments::stub::world::Charge};
+use topupd::{
+    db::Db,
+    domain::{
+        credits::Millicredits,
+        money::Cents,
+        reversal::{credits_for, dispute_holds},
+    },
+    payments::stub::world::Charge,
+};
 
 use crate::smtp::Received;
 
@@ -41,6 +49,9 @@ impl Progress {
     }
 }
 
+const ATTEMPTS: &str = "SELECT id, state, provider_payment_id, credits, amount_cents, refunded_cents \
+                        FROM topup_attempts";
+
 #[derive(Debug, sqlx::FromRow)]
 struct Attempt {
     id: String,
@@ -48,12 +59,27 @@ struct Attempt {
     provider_payment_id: Option<String>,
     credits: i64,
     amount_cents: i64,
+    refunded_cents: i64,
 }
 
 #[derive(Debug, sqlx::FromRow)]
 struct Credit {
     reference: String,
     amount: i64,
+}
+
+/// A ledger entry that takes money back (or gives held money back).
+#[derive(Debug, sqlx::FromRow)]
+struct Reversal {
+    kind: String,
+    reference: String,
+    amount: i64,
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct Dispute {
+    id: String,
+    outcome: Option<String>,
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -75,6 +101,12 @@ pub struct Verdict {
     pub double_charges: usize,
     pub charged_not_credited: usize,
     pub credited_not_charged: usize,
+    /// Refunds at the provider whose credits were not taken back exactly (or credits
+    /// taken back that no refund accounts for).
+    pub refunds_not_taken_back: usize,
+    /// Disputes whose credits are not held, given back or kept removed as the provider's
+    /// outcome says.
+    pub disputes_unsettled: usize,
     /// Attempts still open after the drill.
     pub stuck: usize,
     pub verify_clean: bool,
@@ -98,6 +130,8 @@ impl Verdict {
         self.double_charges == 0
             && self.charged_not_credited == 0
             && self.credited_not_charged == 0
+            && self.refunds_not_taken_back == 0
+            && self.disputes_unsettled == 0
             && self.stuck == 0
             && self.verify_clean
             && self.notices_lost == 0
@@ -130,11 +164,7 @@ impl Verdict {
         if !verify.0 {
             verdict.problem(format!("topupd verify: {}", verify.1));
         }
-        let attempts: Vec<Attempt> = fetch(
-            db,
-            "SELECT id, state, provider_payment_id, credits, amount_cents FROM topup_attempts",
-        )
-        .await;
+        let attempts: Vec<Attempt> = fetch(db, ATTEMPTS).await;
         let credits: Vec<Credit> = fetch(
             db,
             "SELECT reference, amount FROM ledger_entries WHERE kind IN ('auto_topup', 'manual_topup')",
@@ -142,8 +172,96 @@ impl Verdict {
         .await;
         let notices: Vec<Notice> = fetch(db, "SELECT cause, message_id, state FROM notices").await;
         verdict.check_money(&attempts, &credits, charges);
+        verdict.check_reversals(db, &attempts, charges).await;
         verdict.check_notices(&attempts, &notices, received);
         verdict
+    }
+
+    /// Whether every refund and dispute the provider has is applied as it should be: the
+    /// drill is not at rest before.
+    pub async fn reversals_applied(db: &Db, charges: &[Charge]) -> bool {
+        let attempts: Vec<Attempt> = fetch(db, ATTEMPTS).await;
+        let mut verdict = Verdict::default();
+        verdict.check_reversals(db, &attempts, charges).await;
+        verdict.refunds_not_taken_back == 0 && verdict.disputes_unsettled == 0
+    }
+
+    /// Each captured charge's refunds took back exactly the credits of the refunded part,
+    /// each dispute holds the credits of its share, given back if it was won and kept
+    /// removed if lost, and nothing else was taken back.
+    async fn check_reversals(&mut self, db: &Db, attempts: &[Attempt], charges: &[Charge]) {
+        let entries: Vec<Reversal> = fetch(
+            db,
+            "SELECT kind, reference, amount FROM ledger_entries \
+             WHERE kind IN ('payment_refund', 'dispute_hold', 'dispute_release')",
+        )
+        .await;
+        let disputes: Vec<Dispute> = fetch(db, "SELECT id, outcome FROM disputes").await;
+        let outcomes: BTreeMap<&str, Option<&str>> = disputes
+            .iter()
+            .map(|d| (d.id.as_str(), d.outcome.as_deref()))
+            .collect();
+        let by_payment: BTreeMap<&str, &Attempt> = attempts
+            .iter()
+            .filter_map(|a| Some((a.provider_payment_id.as_deref()?, a)))
+            .collect();
+        let sum = |kind: &str, matches: &dyn Fn(&str) -> bool| -> i64 {
+            entries
+                .iter()
+                .filter(|e| e.kind == kind && matches(&e.reference))
+                .map(|e| e.amount)
+                .sum()
+        };
+        let mut accounted = 0;
+        for charge in charges {
+            let Some(attempt) = by_payment.get(charge.payment_intent.as_str()) else {
+                continue;
+            };
+            let (credits, amount) = (Millicredits(attempt.credits), Cents(attempt.amount_cents));
+            let prefix = format!("{}:", attempt.id);
+            let taken = -sum("payment_refund", &|r| r.starts_with(&prefix));
+            let expected = credits_for(credits, amount, charge.amount_refunded).0;
+            accounted += taken;
+            if taken != expected || attempt.refunded_cents != charge.amount_refunded {
+                self.refunds_not_taken_back += 1;
+                self.problem(format!(
+                    "charge {:?} refunded {} cents: attempt {} took back {taken} millicredits of {expected} (refunded {} cents)",
+                    charge.charge_id, charge.amount_refunded, attempt.id, attempt.refunded_cents
+                ));
+            }
+            for dispute in &charge.disputes {
+                let held = -sum("dispute_hold", &|r| r == dispute.id);
+                let released = sum("dispute_release", &|r| r == dispute.id);
+                let holds = dispute_holds(
+                    credits,
+                    amount,
+                    Cents(charge.amount_refunded),
+                    Cents(dispute.amount),
+                )
+                .0;
+                let (outcome, gives_back) = match dispute.status.as_str() {
+                    "won" => (Some("released"), holds),
+                    "lost" => (Some("removed"), 0),
+                    _ => (None, 0),
+                };
+                let stored = outcomes.get(dispute.id.as_str()).copied();
+                if stored != Some(outcome) || held != holds || released != gives_back {
+                    self.disputes_unsettled += 1;
+                    self.problem(format!(
+                        "dispute {} is {} at the provider: stored {stored:?}, held {held} of {holds}, gave back {released} of {gives_back}",
+                        dispute.id, dispute.status
+                    ));
+                }
+            }
+        }
+        let all_taken = -sum("payment_refund", &|_| true);
+        if all_taken != accounted {
+            self.refunds_not_taken_back += 1;
+            self.problem(format!(
+                "{} millicredits taken back for refunds no captured charge has",
+                all_taken - accounted
+            ));
+        }
     }
 
     fn check_money(&mut self, attempts: &[Attempt], credits: &[Credit], charges: &[Charge]) {

@@ -9,6 +9,7 @@ use std::{
     time::Duration,
 };
 
+use reqwest::StatusCode;
 use serde_json::Value;
 use sqlx::Connection;
 use tokio::process::{Child, Command};
@@ -230,6 +231,25 @@ impl Stub {
             .json()
             .await
             .expect("the stub answers JSON")
+    }
+
+    /// A request to the stub's Stripe API, as the merchant's dashboard makes it, under
+    /// `idempotency_key`: its status, or none when no answer came.
+    pub async fn stripe(
+        &self,
+        path: &str,
+        form: &[(&str, &str)],
+        idempotency_key: &str,
+    ) -> Option<StatusCode> {
+        self.client
+            .post(format!("{}{path}", self.url))
+            .bearer_auth("sk_test_fault_harness")
+            .header("Idempotency-Key", idempotency_key)
+            .form(form)
+            .send()
+            .await
+            .ok()
+            .map(|r| r.status())
     }
 
     /// Every payment the stub captured: its own ledger, the oracle of the checks.

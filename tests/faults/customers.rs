@@ -13,10 +13,12 @@ use tokio::{sync::Semaphore, task::JoinSet};
 use crate::cluster::Stub;
 
 /// Cards the customers save: most pay, some decline when charged (pausing auto top-up
-/// with a `payment_failed` notice), some ask for 3-D Secure.
+/// with a `payment_failed` notice), some ask for 3-D Secure, some are disputed.
 const DECLINING_CARD: &str = "pm_card_chargeCustomerFail";
 const PAYING_CARD: &str = "pm_card_visa";
 const AUTHENTICATING_CARD: &str = "pm_card_authenticationRequired";
+/// Pays, then the payer disputes the charge with their bank.
+const DISPUTING_CARD: &str = "pm_card_createDispute";
 /// Requests in flight while setting accounts up.
 const SETUP_CONCURRENCY: usize = 8;
 
@@ -139,6 +141,7 @@ pub async fn open_accounts(api: &Api, base: &str, count: usize, rng: &mut StdRng
             let card = match rng.random_range(0..10) {
                 0 => DECLINING_CARD,
                 1 => AUTHENTICATING_CARD,
+                2 => DISPUTING_CARD,
                 _ => PAYING_CARD,
             };
             let threshold = rng.random_range(100..=2_000);

@@ -15,6 +15,7 @@ use crate::{
     cluster::{Database, Replica, ReplicaSettings, Stub, admin_key, verify},
     customers::{Api, Authenticator, open_accounts},
     helpers::wait_until,
+    reversals::Reverser,
     scenario::Scenario,
     smtp::SmtpSink,
 };
@@ -40,6 +41,8 @@ pub struct Report {
     unclean_stops: usize,
     payments: usize,
     authenticated: (usize, usize),
+    /// Charges refunded, disputes won and lost at the provider.
+    reversed: (usize, usize, usize),
     verdict: Verdict,
     duration: Duration,
     /// The logs of the processes, kept when the drill failed.
@@ -88,6 +91,15 @@ impl fmt::Display for Report {
             v.credited_not_charged,
             v.stuck,
             if v.verify_clean { "clean" } else { "FAILED" }
+        )?;
+        writeln!(
+            f,
+            "  taken back at the provider: {} charges refunded, disputes {} won and {} lost; {} refunds not taken back exactly, {} disputes unsettled",
+            self.reversed.0,
+            self.reversed.1,
+            self.reversed.2,
+            v.refunds_not_taken_back,
+            v.disputes_unsettled
         )?;
         write!(
             f,
@@ -158,6 +170,7 @@ pub async fn run(scenario: &Scenario, seed: u64) -> Report {
     let mut setup_rng = rng_for(seed, &format!("{}/setup", scenario.name));
     let mut kill_rng = rng_for(seed, &format!("{}/kills", scenario.name));
     let mut answer_rng = rng_for(seed, &format!("{}/answers", scenario.name));
+    let mut reverse_rng = rng_for(seed, &format!("{}/reversals", scenario.name));
     let dir = tempfile::Builder::new()
         .prefix(&format!("topupd-faults-{}-", scenario.name))
         .tempdir()
@@ -204,6 +217,7 @@ pub async fn run(scenario: &Scenario, seed: u64) -> Report {
     }
     let db = database.connect().await;
     let mut authenticator = Authenticator::new();
+    let mut reverser = Reverser::default();
     let mut kills_mid_topup = 0;
     let rounds = scenario.kills.max(1);
     let per_round = scenario.topups.div_ceil(rounds);
@@ -215,6 +229,7 @@ pub async fn run(scenario: &Scenario, seed: u64) -> Report {
         authenticator
             .answer_waiting(&api, &replicas[0].url(), &stub, &mut answer_rng)
             .await;
+        reverser.act(&stub, &mut reverse_rng).await;
         if round >= scenario.kills {
             continue;
         }
@@ -233,22 +248,24 @@ pub async fn run(scenario: &Scenario, seed: u64) -> Report {
     // is at rest, so every notice of the drill waited for it.
     let limit = REST_LIMIT + Duration::from_millis(50 * scenario.topups as u64);
     let topups = i64::try_from(scenario.topups).expect("a small count");
-    let settled = async |rng: &mut StdRng, authenticator: &mut Authenticator| {
+    // Money is at rest once every attempt is settled and everything taken back at the
+    // provider is applied.
+    let mut settled = async || {
         authenticator
-            .answer_waiting(&api, &replicas[0].url(), &stub, rng)
+            .answer_waiting(&api, &replicas[0].url(), &stub, &mut answer_rng)
             .await;
+        reverser.act(&stub, &mut reverse_rng).await;
         let progress = Progress::read(&db).await;
-        progress.attempted == topups && progress.open == 0
+        progress.attempted == topups
+            && progress.open == 0
+            && Verdict::reversals_applied(&db, &stub.charges().await).await
     };
-    wait_until(limit, Duration::from_millis(250), async || {
-        settled(&mut answer_rng, &mut authenticator).await
-    })
-    .await;
+    wait_until(limit, Duration::from_millis(250), async || settled().await).await;
     if scenario.smtp_outage {
         smtp.start().await;
     }
     wait_until(limit, Duration::from_millis(250), async || {
-        settled(&mut answer_rng, &mut authenticator).await && Progress::read(&db).await.unsent == 0
+        settled().await && Progress::read(&db).await.unsent == 0
     })
     .await;
     // A send under way when the outbox looked empty lands in the next moment.
@@ -298,6 +315,11 @@ pub async fn run(scenario: &Scenario, seed: u64) -> Report {
         unclean_stops,
         payments,
         authenticated: (authenticator.completed, authenticator.failed),
+        reversed: (
+            reverser.refunded,
+            reverser.disputes_won,
+            reverser.disputes_lost,
+        ),
         verdict,
         duration: started.elapsed(),
         logs,

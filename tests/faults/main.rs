@@ -16,6 +16,7 @@ mod helpers;
 mod options;
 #[path = "../api/postgres_url.rs"]
 mod postgres_url;
+mod reversals;
 mod scenario;
 #[allow(dead_code)] // shared with the api suite, which uses all of it
 #[path = "../api/smtp.rs"]

@@ -215,9 +215,16 @@ pub struct Charge {
     pub charge_id: Option<String>,
     #[serde(default)]
     pub amount_refunded: i64,
-    /// The disputes of the charge: amount and status.
     #[serde(default)]
-    pub disputes: Vec<(i64, String)>,
+    pub disputes: Vec<ChargeDispute>,
+}
+
+/// A dispute of a captured payment's charge.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChargeDispute {
+    pub id: String,
+    pub amount: i64,
+    pub status: String,
 }
 
 #[derive(Debug)]
@@ -926,7 +933,11 @@ impl World {
                         .disputes
                         .values()
                         .filter(|d| charge.is_some_and(|c| c.id == d.charge))
-                        .map(|d| (d.amount, d.status.clone()))
+                        .map(|d| ChargeDispute {
+                            id: d.id.clone(),
+                            amount: d.amount,
+                            status: d.status.clone(),
+                        })
                         .collect(),
                 }
             })
