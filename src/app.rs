@@ -280,6 +280,11 @@ impl App {
                 state.topups.clone(),
                 cancel.child_token(),
             ));
+            jobs.spawn(jobs::event_sweeper::run(
+                state.topups.clone(),
+                Duration::from_secs(state.config.payments.event_sweep_interval_secs),
+                cancel.child_token(),
+            ));
             jobs.spawn(jobs::reconciler::run(
                 state.topups.clone(),
                 Duration::from_secs(auto.reconcile_interval_secs),

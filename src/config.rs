@@ -91,6 +91,8 @@ pub struct PaymentsConfig {
     pub webhook_max_attempts: u32,
     pub webhook_retry_base_secs: u64,
     pub webhook_retry_max_secs: u64,
+    pub event_sweep_interval_secs: u64,
+    pub event_sweep_lookback_secs: i64,
     pub currency: String,
     pub idempotency_prefix: String,
     /// Handed to a card form with a SetupIntent's client secret; not a secret.
@@ -385,6 +387,15 @@ impl Config {
             return invalid(
                 "payments.api_version",
                 "must be a Stripe API version such as 2026-09-30.endive",
+            );
+        }
+        if payments.event_sweep_interval_secs == 0 {
+            return invalid("payments.event_sweep_interval_secs", "must be at least 1");
+        }
+        if payments.event_sweep_lookback_secs < 3600 {
+            return invalid(
+                "payments.event_sweep_lookback_secs",
+                "must be at least 3600 (an hour)",
             );
         }
         if payments.webhook_max_attempts == 0 {

@@ -95,3 +95,10 @@ CREATE TABLE disputes (
 );
 CREATE INDEX disputes_by_account ON disputes (account_id, created_at);
 CREATE INDEX disputes_open ON disputes (created_at) WHERE outcome IS NULL;
+
+-- How far the sweep of the provider's events has come (the newest event's creation time,
+-- Unix seconds): webhooks lost for good are found by listing events from there.
+CREATE TABLE event_sweeps (
+    name     TEXT    PRIMARY KEY,
+    through  INTEGER  NOT NULL
+);

@@ -123,6 +123,32 @@ impl Db {
         Ok(inserted == 1)
     }
 
+    /// How far the sweep `name` of the provider's events has come (Unix seconds).
+    pub async fn sweep_mark(&self, name: &str) -> Result<Option<i64>, DbError> {
+        const SQL: &str = "SELECT through FROM event_sweeps WHERE name = $1";
+        Ok(with_pool!(self, |pool| {
+            sqlx::query_scalar(SQL)
+                .bind(name)
+                .fetch_optional(pool)
+                .await?
+        }))
+    }
+
+    /// Moves the sweep's mark forward to `through` (never back: replicas sweep too).
+    pub async fn advance_sweep(&self, name: &str, through: i64) -> Result<(), DbError> {
+        const SQL: &str = "INSERT INTO event_sweeps (name, through) VALUES ($1, $2) \
+                           ON CONFLICT (name) DO UPDATE SET through = excluded.through \
+                           WHERE event_sweeps.through < excluded.through";
+        with_pool!(self, |pool| {
+            sqlx::query(SQL)
+                .bind(name)
+                .bind(through)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
     /// Records that the event was handled.
     pub async fn finish_event(&self, id: &str, at: Millis) -> Result<(), DbError> {
         const SQL: &str = "UPDATE webhook_events SET processed_at = $1, last_error = NULL \

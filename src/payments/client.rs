@@ -11,8 +11,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 
 use super::types::{
-    Charge, CheckoutSession, Customer, Dispute, ErrorEnvelope, List, PaymentIntent, PaymentMethod,
-    SetupIntent,
+    Charge, CheckoutSession, Customer, Dispute, ErrorEnvelope, Event, List, PaymentIntent,
+    PaymentMethod, SetupIntent,
 };
 use crate::{config::PaymentsConfig, domain::backoff::retry_delay};
 
@@ -379,6 +379,26 @@ impl ProviderClient {
                 _ => return Ok(None),
             }
         }
+    }
+
+    /// A page of the provider's events of `types` created at or after `created_gte`
+    /// (Unix seconds), newest first, after `starting_after`.
+    pub async fn list_events(
+        &self,
+        types: &[&str],
+        created_gte: i64,
+        starting_after: Option<&str>,
+    ) -> Result<List<Event>, ProviderError> {
+        let mut query: Vec<(String, String)> = types
+            .iter()
+            .map(|kind| ("types[]".to_owned(), (*kind).to_owned()))
+            .collect();
+        query.push(("created[gte]".to_owned(), created_gte.to_string()));
+        query.push(("limit".to_owned(), "100".to_owned()));
+        if let Some(last) = starting_after {
+            query.push(("starting_after".to_owned(), last.to_owned()));
+        }
+        self.send(Method::GET, "/v1/events", query, None).await
     }
 
     pub async fn cancel_payment_intent(

@@ -16,7 +16,71 @@ use crate::{
     topups::cards::SaveCardError,
 };
 
+/// The events topupd acts on: the ones to subscribe the webhook endpoint to, and the ones
+/// the sweep lists.
+pub const HANDLED_EVENTS: &[&str] = &[
+    "payment_intent.succeeded",
+    "payment_intent.payment_failed",
+    "payment_intent.requires_action",
+    "payment_intent.processing",
+    "payment_intent.canceled",
+    "setup_intent.succeeded",
+    "checkout.session.completed",
+    "payment_method.updated",
+    "payment_method.automatically_updated",
+    "payment_method.detached",
+    "charge.refunded",
+    "charge.dispute.created",
+    "charge.dispute.updated",
+    "charge.dispute.closed",
+];
+
+/// The sweep's name in `event_sweeps`.
+const SWEEP: &str = "events";
+/// Each sweep starts this far before the newest event the last one saw, for events the
+/// provider lists a little late.
+const SWEEP_OVERLAP_SECS: i64 = 3600;
+
 impl Topups {
+    /// Lists the provider's events of [`HANDLED_EVENTS`] since the last sweep and handles
+    /// every one not received before, as if its webhook had come: a webhook lost for good
+    /// loses nothing. How many were new.
+    pub async fn sweep_events(&self) -> Result<usize, SweepError> {
+        let payments = &self.config.payments;
+        let now = self.clock.now_ms() / 1000;
+        let since = match self.db.sweep_mark(SWEEP).await? {
+            Some(mark) => mark - SWEEP_OVERLAP_SECS,
+            None => now - payments.event_sweep_lookback_secs,
+        };
+        let (mut new, mut newest) = (0, since);
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .provider
+                .list_events(HANDLED_EVENTS, since, after.as_deref())
+                .await?;
+            for event in &page.data {
+                newest = newest.max(event.created);
+                let object_id = event.data.object.get("id").and_then(|id| id.as_str());
+                let payload = serde_json::to_string(event)
+                    .map_err(|e| DbError::Corrupt(format!("event {}: {e}", event.id)))?;
+                if self
+                    .receive_event(&event.id, &event.kind, object_id, &payload)
+                    .await?
+                {
+                    new += 1;
+                    tracing::warn!(event_id = %event.id, kind = %event.kind, "event found by the sweep, never received as a webhook");
+                }
+            }
+            match page.data.last() {
+                Some(last) if page.has_more => after = Some(last.id.clone()),
+                _ => break,
+            }
+        }
+        self.db.advance_sweep(SWEEP, newest).await?;
+        Ok(new)
+    }
+
     /// Stores an event that passed its signature check and handles it if it is new. False
     /// for an event received before.
     pub async fn receive_event(
@@ -124,6 +188,15 @@ impl Topups {
         self.apply(attempt, &intent).await?;
         Ok(())
     }
+}
+
+/// The sweep of the provider's events stopped; the next one starts from the same mark.
+#[derive(Debug, thiserror::Error)]
+pub enum SweepError {
+    #[error("listing the provider's events failed: {0}")]
+    Provider(#[from] ProviderError),
+    #[error("storage failed: {0}")]
+    Db(#[from] DbError),
 }
 
 /// A webhook could not be handled: the provider could not be asked, or storage failed.

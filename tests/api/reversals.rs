@@ -206,6 +206,31 @@ async fn a_refund_at_the_provider_takes_back_its_credits_once_even_below_zero() 
 }
 
 #[tokio::test]
+async fn money_taken_back_whose_webhooks_were_lost_is_found_by_the_event_sweep() {
+    each_backend(async |app| {
+        let (account, _, charge) = app.bought_with("pm_card_visa", 2000).await;
+        // A sweep sees the purchase's events (whether or not their webhooks came first);
+        // then the refund's webhooks are lost.
+        app.topups.sweep_events().await.expect("a sweep");
+        app.lose_webhooks(2).await; // charge.refunded and refund.created
+        let (status, _) = app
+            .stripe("/v1/refunds", &[("charge", &charge)], None)
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(app.balance(&account).await, dec("2000"), "nothing arrived");
+
+        assert_eq!(app.topups.sweep_events().await.expect("a sweep"), 1);
+        assert_eq!(app.balance(&account).await, dec("0"));
+        assert_eq!(app.pause_reason(&account).await, "refunded");
+        // The next sweep finds it again, and it is not new.
+        assert_eq!(app.topups.sweep_events().await.expect("a sweep"), 0);
+        assert_eq!(app.entries(&account, "payment_refund").await.len(), 1);
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_dispute_holds_its_credits_pauses_and_tells_support_and_a_won_one_gives_them_back() {
     each_backend(async |app| {
         // Stripe's test card that is disputed as soon as it pays.

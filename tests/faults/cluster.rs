@@ -302,6 +302,7 @@ impl ReplicaSettings<'_> {
             ("TOPUPD_PAYMENTS__RETRY_MAX_MS", "500"),
             ("TOPUPD_AUTO_TOPUP__SCAN_SCHEDULE", "*/1 * * * * *"),
             ("TOPUPD_AUTO_TOPUP__RECONCILE_INTERVAL_SECS", "1"),
+            ("TOPUPD_PAYMENTS__EVENT_SWEEP_INTERVAL_SECS", "2"),
             ("TOPUPD_AUTO_TOPUP__RECONCILE_AFTER_SECS", "1"),
             ("TOPUPD_AUTO_TOPUP__RECHECK_AFTER_SECS", "1"),
             ("TOPUPD_EMAIL__TRANSPORT", "smtp"),

@@ -471,6 +471,7 @@ fn routes() -> Router<Stub> {
     Router::new()
         .route("/v1/customers", post(create_customer))
         .route("/v1/customers/{id}", get(customer))
+        .route("/v1/events", get(list_events))
         .route("/v1/events/{id}", get(event))
         .route(
             "/v1/payment_methods/{id}",
@@ -525,6 +526,15 @@ const CONFIRM_PARAMS: &[&str] = &[
 ];
 const CANCEL_PARAMS: &[&str] = &["cancellation_reason"];
 const UPDATE_METHOD_PARAMS: &[&str] = &["card[", "billing_details[", "metadata["];
+const EVENT_LIST_PARAMS: &[&str] = &[
+    "type",
+    "types[]",
+    "created[",
+    "limit",
+    "starting_after",
+    "ending_before",
+    "delivery_success",
+];
 const LIST_PARAMS: &[&str] = &[
     "customer",
     "created[",
@@ -579,6 +589,16 @@ async fn create_customer(
         w.create_customer(form)
     })
     .await
+}
+
+async fn list_events(
+    State(stub): State<Stub>,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Response {
+    if let Some(refused) = world::unknown_parameter(&form(pairs.clone()), EVENT_LIST_PARAMS) {
+        return answer(refused);
+    }
+    stub.read(|w| w.list_events(&pairs)).await
 }
 
 async fn event(State(stub): State<Stub>, Path(id): Path<String>) -> Response {

@@ -454,6 +454,48 @@ impl World {
         event
     }
 
+    /// A page of events, newest first, as Stripe lists them: by `type` or `types[]` (the
+    /// form gives each `types[]` as its own pair), `created[gte]`, `limit` (1 to 100, 10 by
+    /// default) after `starting_after`.
+    pub fn list_events(&self, query: &[(String, String)]) -> Answer {
+        let one = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+        let limit = match one("limit").map(|l| l.parse::<usize>()) {
+            None => 10,
+            Some(Ok(limit)) if (1..=100).contains(&limit) => limit,
+            Some(_) => return invalid("limit must be an integer between 1 and 100.").answer,
+        };
+        let types: Vec<&String> = query
+            .iter()
+            .filter(|(k, _)| k == "types[]" || k == "type")
+            .map(|(_, v)| v)
+            .collect();
+        let created_gte = one("created[gte]")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(i64::MIN);
+        let mut events: Vec<&Event> = self
+            .events
+            .values()
+            .filter(|e| types.is_empty() || types.contains(&&e.kind))
+            .filter(|e| e.created >= created_gte)
+            .collect();
+        events.sort_by(|a, b| b.created.cmp(&a.created).then(b.id.cmp(&a.id)));
+        let mut after: Vec<&Event> = match one("starting_after") {
+            Some(last) if !self.events.contains_key(last) => return missing("event", last).answer,
+            Some(last) => events
+                .into_iter()
+                .skip_while(|e| e.id != *last)
+                .skip(1)
+                .collect(),
+            None => events,
+        };
+        let has_more = after.len() > limit;
+        after.truncate(limit);
+        (
+            StatusCode::OK,
+            json!({ "object": "list", "url": "/v1/events", "data": after, "has_more": has_more }),
+        )
+    }
+
     pub fn retrieve_event(&self, id: &str) -> Outcome {
         match self.events.get(id) {
             Some(event) => Outcome::ok(event),
