@@ -1,7 +1,8 @@
 -- Refunds and disputes made at the provider take credits back, even credits already
 -- spent: a balance may now go below zero (usage is then refused), and the ledger gains the
 -- entries that say why. Auto top-up may be paused by a dispute or a refund. Each top-up
--- keeps how much of it was refunded, and each dispute its held credits and outcome.
+-- keeps how much of it was refunded, and each dispute its held credits and outcome. An
+-- account's email and name may change, and its provider customer follows.
 ALTER TABLE accounts DROP CONSTRAINT accounts_balance_check;
 ALTER TABLE accounts DROP CONSTRAINT accounts_auto_topup_paused_reason_check;
 ALTER TABLE accounts ADD CONSTRAINT accounts_auto_topup_paused_reason_check
@@ -11,6 +12,11 @@ ALTER TABLE ledger_entries DROP CONSTRAINT ledger_entries_kind_check;
 ALTER TABLE ledger_entries ADD CONSTRAINT ledger_entries_kind_check
     CHECK (kind IN ('usage', 'refund', 'auto_topup', 'manual_topup', 'adjustment',
                     'payment_refund', 'dispute_hold', 'dispute_release'));
+
+-- Raised by each change of email or name; the provider's customer carries the details
+-- up to customer_synced_version.
+ALTER TABLE accounts ADD COLUMN details_version BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE accounts ADD COLUMN customer_synced_version BIGINT NOT NULL DEFAULT 0;
 
 -- The part of each top-up's charge the provider has refunded, in cents: only ever grows.
 ALTER TABLE topup_attempts ADD COLUMN refunded_cents BIGINT NOT NULL DEFAULT 0

@@ -1,7 +1,8 @@
 -- Refunds and disputes made at the provider take credits back, even credits already
 -- spent: a balance may now go below zero (usage is then refused), and the ledger gains the
 -- entries that say why. Auto top-up may be paused by a dispute or a refund. Each top-up
--- keeps how much of it was refunded, and each dispute its held credits and outcome.
+-- keeps how much of it was refunded, and each dispute its held credits and outcome. An
+-- account's email and name may change, and its provider customer follows.
 --
 -- SQLite cannot change a CHECK in place, so `accounts` and `ledger_entries` are rebuilt
 -- with every row kept, by SQLite's documented procedure (migrations run with foreign keys
@@ -25,7 +26,11 @@ CREATE TABLE accounts_rebuilt (
         CHECK (auto_topup_paused_reason IN ('payment_failed', 'authentication_required', 'disputed', 'refunded')),
     auto_topup_paused_code        TEXT,
     auto_topup_paused_at          INTEGER,
-    auto_topup_window_ends_at     INTEGER NOT NULL DEFAULT 0
+    auto_topup_window_ends_at     INTEGER NOT NULL DEFAULT 0,
+    -- Raised by each change of email or name; the provider's customer carries the
+    -- details up to customer_synced_version.
+    details_version               INTEGER NOT NULL DEFAULT 0,
+    customer_synced_version       INTEGER NOT NULL DEFAULT 0
 );
 INSERT INTO accounts_rebuilt (id, email, name, balance, created_at, provider_customer_id,
     topup_seq, auto_topup_enabled, auto_topup_threshold, auto_topup_target,

@@ -78,6 +78,17 @@ fn reasons_where(keep: impl Fn(PauseReason) -> bool) -> String {
         .join(", ")
 }
 
+/// An account's details as its provider customer should carry them.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct CustomerSync {
+    pub account_id: String,
+    pub customer_id: String,
+    pub email: String,
+    pub name: String,
+    /// The version of the details, to record once the provider has them.
+    pub version: i64,
+}
+
 /// An account as stored; [`Account`] is what leaves this module.
 #[derive(sqlx::FromRow)]
 pub(crate) struct AccountRow {
@@ -198,6 +209,83 @@ impl Db {
             tx.commit().await?;
             stored.ok_or_else(|| DbError::Corrupt(format!("account {id} has no provider customer")))
         })
+    }
+
+    /// Changes the account's email and name (each if given), audited with what they were,
+    /// and marks its provider customer due for the new details. `None` if there is no such
+    /// account; the account unchanged if nothing differs.
+    pub async fn update_account_details(
+        &self,
+        id: &str,
+        email: Option<&str>,
+        name: Option<&str>,
+        actor: &Actor,
+        at: Millis,
+    ) -> Result<Option<Account>, DbError> {
+        let read = format!("SELECT {COLUMNS} FROM accounts WHERE id = $1");
+        let write = format!(
+            "UPDATE accounts SET email = $1, name = $2, details_version = details_version + 1 \
+             WHERE id = $3 RETURNING {COLUMNS}"
+        );
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let Some(before) = sqlx::query_as::<_, AccountRow>(&read)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(Account::try_from)
+                .transpose()?
+            else {
+                return Ok(None);
+            };
+            let (new_email, new_name) =
+                (email.unwrap_or(&before.email), name.unwrap_or(&before.name));
+            if (new_email, new_name) == (before.email.as_str(), before.name.as_str()) {
+                return Ok(Some(before));
+            }
+            let after: AccountRow = sqlx::query_as(&write)
+                .bind(new_email)
+                .bind(new_name)
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+            let detail = json!({
+                "before": { "email": before.email, "name": before.name },
+                "after": { "email": new_email, "name": new_name },
+            });
+            tx.audit(actor, "account.update", Some(id), detail, at)
+                .await?;
+            tx.commit().await?;
+            after.try_into().map(Some)
+        })
+    }
+
+    /// Accounts whose provider customer lacks their latest email and name.
+    pub async fn customers_to_sync(&self, limit: u32) -> Result<Vec<CustomerSync>, DbError> {
+        const SQL: &str = "SELECT id AS account_id, provider_customer_id AS customer_id, email, name, \
+             details_version AS version FROM accounts \
+             WHERE provider_customer_id IS NOT NULL AND details_version > customer_synced_version \
+             ORDER BY id LIMIT $1";
+        Ok(with_pool!(self, |pool| {
+            sqlx::query_as(SQL)
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await?
+        }))
+    }
+
+    /// Records that the provider's customer carries the details of `version`.
+    pub async fn customer_synced(&self, account_id: &str, version: i64) -> Result<(), DbError> {
+        const SQL: &str = "UPDATE accounts SET customer_synced_version = $1 \
+                           WHERE id = $2 AND customer_synced_version < $1";
+        with_pool!(self, |pool| {
+            sqlx::query(SQL)
+                .bind(version)
+                .bind(account_id)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
     }
 
     pub async fn account(&self, id: &str) -> Result<Option<Account>, DbError> {

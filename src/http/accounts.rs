@@ -1,7 +1,7 @@
 //! An account's balance and history, for its customer and for staff.
 
 use axum::{Json, extract::State};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -9,19 +9,40 @@ use super::{
     access::{AccountId, visible_account},
     auth::Caller,
     error::{ApiError, ApiResult, ErrorBody},
-    extract::{ApiPath, ApiQuery},
+    extract::{ApiJson, ApiPath, ApiQuery},
     pagination::{PageParams, PageView},
     state::AppState,
     views::{AutoTopupSummary, LedgerEntryView, UsageView},
 };
 use crate::{
     clock::rfc3339,
-    domain::{account::Account, credits::Millicredits},
+    domain::{
+        account::Account,
+        api_key::Role,
+        credits::Millicredits,
+        validation::{FieldErrors, is_plain_email},
+    },
 };
+
+/// The longest account name accepted.
+const MAX_NAME_LEN: usize = 200;
+
+/// Adds an error for a bad account email or name (trimmed), each if given.
+pub(super) fn check_details(errors: &mut FieldErrors, email: Option<&str>, name: Option<&str>) {
+    if email.is_some_and(|email| !is_plain_email(email)) {
+        errors.add(
+            "email",
+            "must be a plain email address such as ops@example.com, without a name or brackets",
+        );
+    }
+    if let Some(name) = name {
+        errors.require_text("name", name, MAX_NAME_LEN);
+    }
+}
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(account))
+        .routes(routes!(account, update_details))
         .routes(routes!(ledger))
         .routes(routes!(usage_history))
 }
@@ -71,6 +92,49 @@ async fn account(
     ApiPath(AccountId { id }): ApiPath<AccountId>,
 ) -> ApiResult<Json<AccountView>> {
     let account = visible_account(&state, &caller, &id).await?;
+    let summary = super::views::summary(&state, &account).await?;
+    let mut view = AccountView::new(account, state.config.low_balance_warning());
+    view.auto_topup = Some(summary);
+    Ok(Json(view))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DetailsBody {
+    email: Option<String>,
+    name: Option<String>,
+}
+
+/// Changes the account's email or name (receipts and notices go to the new address); the
+/// payment provider's customer follows. The account's customer, support and admin keys.
+#[utoipa::path(patch, path = "/v1/accounts/{id}", operation_id = "update_account", tag = "accounts", params(AccountId), request_body = DetailsBody,
+    responses(
+        (status = 200, body = AccountView),
+        (status = 400, description = "A bad field, named, or none given", body = ErrorBody),
+        (status = 404, description = "No such account, or not this key's", body = ErrorBody),
+    ))]
+async fn update_details(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(AccountId { id }): ApiPath<AccountId>,
+    ApiJson(body): ApiJson<DetailsBody>,
+) -> ApiResult<Json<AccountView>> {
+    caller.require_account(&id, &[Role::Support, Role::Admin])?;
+    let (email, name) = (
+        body.email.as_deref().map(str::trim),
+        body.name.as_deref().map(str::trim),
+    );
+    let mut errors = FieldErrors::new();
+    if email.is_none() && name.is_none() {
+        errors.add("email", "give an email, a name, or both");
+    }
+    check_details(&mut errors, email, name);
+    errors.into_result(()).map_err(ApiError::invalid)?;
+    let account = state
+        .topups
+        .update_account_details(&id, email, name, &caller.actor())
+        .await?
+        .ok_or(ApiError::NotFound("account"))?;
     let summary = super::views::summary(&state, &account).await?;
     let mut view = AccountView::new(account, state.config.low_balance_warning());
     view.auto_topup = Some(summary);

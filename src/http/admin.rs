@@ -21,14 +21,9 @@ use super::{
 use crate::{
     clock::rfc3339,
     db::{audit::AuditEntry, keys::StoredKey, ledger::PostRefusal},
-    domain::{
-        api_key::Role,
-        credits::Millicredits,
-        validation::{FieldErrors, is_plain_email},
-    },
+    domain::{api_key::Role, credits::Millicredits, validation::FieldErrors},
 };
 
-const MAX_NAME_LEN: usize = 200;
 const MAX_LABEL_LEN: usize = 100;
 const MAX_REASON_LEN: usize = 500;
 /// The largest single adjustment, in credits, either way.
@@ -61,13 +56,7 @@ async fn create_account(
     caller.require(&[Role::Admin])?;
     let (email, name) = (body.email.trim(), body.name.trim());
     let mut errors = FieldErrors::new();
-    if !is_plain_email(email) {
-        errors.add(
-            "email",
-            "must be a plain email address such as ops@example.com, without a name or brackets",
-        );
-    }
-    errors.require_text("name", name, MAX_NAME_LEN);
+    super::accounts::check_details(&mut errors, Some(email), Some(name));
     errors.into_result(()).map_err(ApiError::invalid)?;
     let account = state.accounts.open(email, name, &caller.actor()).await?;
     Ok((

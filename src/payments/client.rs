@@ -154,6 +154,22 @@ impl ProviderClient {
         .await
     }
 
+    /// Gives the customer the account's current name and email.
+    pub async fn update_customer(
+        &self,
+        id: &str,
+        account: &CustomerDetails<'_>,
+        idempotency_key: &str,
+    ) -> Result<Customer, ProviderError> {
+        self.send(
+            Method::POST,
+            &format!("/v1/customers/{id}"),
+            account.form(),
+            Some(idempotency_key),
+        )
+        .await
+    }
+
     pub async fn payment_method(&self, id: &str) -> Result<PaymentMethod, ProviderError> {
         self.send(
             Method::GET,

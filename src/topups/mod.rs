@@ -5,6 +5,7 @@
 pub mod auto;
 pub mod cards;
 pub mod confirm_link;
+pub mod customers;
 pub mod events;
 pub mod reversals;
 

@@ -239,3 +239,116 @@ async fn health_and_readiness_answer() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_new_email_or_name_reaches_the_provider_customer_even_if_the_provider_is_down_then() {
+    each_backend(async |app| {
+        let (account, key) = app.customer_with_card("pm_card_visa").await;
+        let customer = app.provider_customer(&account).await;
+        let at_provider = async || -> serde_json::Value {
+            app.client
+                .get(format!("{}/v1/customers/{customer}", app.stub.base_url()))
+                .send()
+                .await
+                .expect("answered")
+                .json()
+                .await
+                .expect("JSON")
+        };
+        let path = format!("/v1/accounts/{account}");
+        let changed = app
+            .request(
+                Method::PATCH,
+                &path,
+                Some(&key),
+                Some(json!({ "email": " grace@example.com " })),
+            )
+            .await;
+        assert_eq!(changed.status, StatusCode::OK, "{}", changed.body);
+        assert_eq!(
+            (
+                changed.body["email"].as_str(),
+                changed.body["name"].as_str()
+            ),
+            (Some("grace@example.com"), Some("Ada"))
+        );
+        let seen = at_provider().await;
+        assert_eq!(
+            (seen["email"].as_str(), seen["name"].as_str()),
+            (Some("grace@example.com"), Some("Ada"))
+        );
+
+        // The provider is down while the name changes: the change stands, and the
+        // reconciler brings the customer up to date once the provider is back.
+        app.stub
+            .set_faults(topupd::payments::stub::world::Faults {
+                fail_before: 100,
+                ..Default::default()
+            })
+            .await;
+        let renamed = app
+            .request(
+                Method::PATCH,
+                &path,
+                Some(&app.admin),
+                Some(json!({ "name": "Grace Hopper" })),
+            )
+            .await;
+        assert_eq!(renamed.status, StatusCode::OK, "{}", renamed.body);
+        assert_eq!(at_provider().await["name"], "Ada");
+        app.stub.set_faults(Default::default()).await;
+        assert_eq!(app.topups.sync_customers().await.expect("a sync"), 1);
+        assert_eq!(at_provider().await["name"], "Grace Hopper");
+        assert_eq!(
+            app.topups.sync_customers().await.expect("a sync"),
+            0,
+            "up to date"
+        );
+
+        // Bad input names the field and changes nothing; another customer's key finds
+        // no account.
+        let stranger = app
+            .key("customer", Some(&app.funded_account("0").await))
+            .await;
+        let before = app.snapshot(&account).await;
+        for (body, field) in [
+            (json!({ "email": "Grace <grace@example.com>" }), "email"),
+            (json!({}), "email"),
+            (json!({ "name": " " }), "name"),
+        ] {
+            let refused = app
+                .request(Method::PATCH, &path, Some(&key), Some(body.clone()))
+                .await;
+            assert_eq!(
+                refused.status,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "{body}: {}",
+                refused.body
+            );
+            assert!(
+                refused.body["fields"][field].is_string(),
+                "{body}: {}",
+                refused.body
+            );
+        }
+        let hidden = app
+            .request(
+                Method::PATCH,
+                &path,
+                Some(&stranger),
+                Some(json!({ "name": "Mallory" })),
+            )
+            .await;
+        assert_eq!(hidden.status, StatusCode::NOT_FOUND);
+        assert_eq!(app.snapshot(&account).await, before);
+        let audit = app.get("/v1/admin/audit?limit=200", &app.admin).await;
+        let updates = audit.body["data"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .filter(|e| e["action"] == "account.update")
+            .count();
+        assert_eq!(updates, 2);
+    })
+    .await;
+}

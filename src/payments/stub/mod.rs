@@ -470,7 +470,7 @@ async fn versioned(
 fn routes() -> Router<Stub> {
     Router::new()
         .route("/v1/customers", post(create_customer))
-        .route("/v1/customers/{id}", get(customer))
+        .route("/v1/customers/{id}", get(customer).post(update_customer))
         .route("/v1/events", get(list_events))
         .route("/v1/events/{id}", get(event))
         .route(
@@ -588,6 +588,22 @@ async fn create_customer(
     stub.post(&headers, request, FaultTarget::All, |w, form, _, _| {
         w.create_customer(form)
     })
+    .await
+}
+
+async fn update_customer(
+    State(stub): State<Stub>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Form(pairs): Form<Vec<(String, String)>>,
+) -> Response {
+    let request = (format!("customers/{id}"), pairs, CUSTOMER_PARAMS);
+    stub.post(
+        &headers,
+        request,
+        FaultTarget::All,
+        move |w, form, _, now| w.update_customer(&id, form, now),
+    )
     .await
 }
 

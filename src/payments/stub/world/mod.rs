@@ -514,6 +514,29 @@ impl World {
         Outcome::ok(customer)
     }
 
+    /// Changes what the form gives of the customer's name, email and metadata.
+    pub fn update_customer(
+        &mut self,
+        id: &str,
+        form: &BTreeMap<String, String>,
+        now: i64,
+    ) -> Outcome {
+        if !self.recall_customer(id) {
+            return missing("customer", id);
+        }
+        let customer = self.customers.get_mut(id).expect("recalled above");
+        if let Some(name) = form.get("name") {
+            customer.name = Some(name.clone());
+        }
+        if let Some(email) = form.get("email") {
+            customer.email = Some(email.clone());
+        }
+        customer.metadata.extend(metadata(form));
+        let customer = customer.clone();
+        let event = self.event("customer.updated", json!(customer), now);
+        Outcome::ok(customer).with_event(event)
+    }
+
     pub fn retrieve_customer(&self, id: &str) -> Outcome {
         match self.customers.get(id) {
             Some(customer) => Outcome::ok(customer),
