@@ -46,10 +46,15 @@ pub struct TopupView {
 /// What the customer must do for the payment to go on.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct NextActionView {
-    /// `redirect_to_url`: authenticate the payment (3-D Secure) at `url`.
+    /// `redirect_to_url`: send the customer to `url`, the bank's 3-D Secure page or
+    /// topupd's page where they confirm the payment.
     #[serde(rename = "type")]
     kind: &'static str,
     url: String,
+    /// The payment's client secret, for a page of your own: Stripe.js finishes the
+    /// payment with it (`stripe.handleNextAction` for a `use_stripe_sdk` action, or
+    /// `stripe.confirmCardPayment`), with the publishable key `payments.publishable_key`.
+    client_secret: Option<String>,
 }
 
 impl From<Attempt> for TopupView {
@@ -62,6 +67,7 @@ impl From<Attempt> for TopupView {
                 .map(|url| NextActionView {
                     kind: "redirect_to_url",
                     url,
+                    client_secret: a.client_secret.clone(),
                 }),
             id: a.id,
             account_id: a.account_id,

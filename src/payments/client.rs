@@ -331,10 +331,15 @@ impl ProviderClient {
         idempotency_key: &str,
     ) -> Result<PaymentIntent, ProviderError> {
         let mut form = vec![("payment_method".to_owned(), payment_method.to_owned())];
-        form.push(match presence {
-            Presence::OffSession => ("off_session".to_owned(), "true".to_owned()),
-            Presence::OnSession { return_url } => ("return_url".to_owned(), return_url.to_owned()),
-        });
+        match presence {
+            Presence::OffSession => form.push(("off_session".to_owned(), "true".to_owned())),
+            // Without a return URL, Stripe leaves the next action to Stripe.js
+            // (`use_stripe_sdk`) on the integrator's own page.
+            Presence::OnSession { return_url } if return_url.is_empty() => {}
+            Presence::OnSession { return_url } => {
+                form.push(("return_url".to_owned(), return_url.to_owned()));
+            }
+        }
         self.send(
             Method::POST,
             &format!("/v1/payment_intents/{id}/confirm"),

@@ -1411,3 +1411,58 @@ async fn the_provider_knows_each_customer_by_the_account_name_and_email() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn without_a_return_url_a_payment_to_authenticate_carries_its_client_secret_for_stripe_js() {
+    for backend in backends() {
+        let mut config = test_config(unused_port());
+        config.payments.return_url = String::new();
+        let app = TestApp::spawn_with(backend, config).await;
+        let (account, key) = app
+            .customer_with_card("pm_card_authenticationRequired")
+            .await;
+        let started = app.buy(&key, &account, 2000, None).await;
+        assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.body);
+        let payment = started.body["transaction_id"]
+            .as_str()
+            .expect("payment")
+            .to_owned();
+        let intent = app
+            .payments_of(&account)
+            .await
+            .into_iter()
+            .find(|pi| pi.id == payment)
+            .expect("the payment");
+        // Stripe leaves the action to Stripe.js when no return URL is given.
+        let action = intent.next_action.as_ref().expect("an action");
+        assert_eq!(action.kind, "use_stripe_sdk");
+        let next = &started.body["next_action"];
+        assert_eq!(
+            next["client_secret"].as_str(),
+            intent.client_secret.as_deref(),
+            "{next}"
+        );
+        assert!(
+            next["url"]
+                .as_str()
+                .is_some_and(|u| u.contains(&format!("/v1/payments/confirm/"))),
+            "topupd's own page, for customers without one: {next}"
+        );
+        // Stripe.js opens the bank's page and the customer completes it.
+        let page = action.use_stripe_sdk.as_ref().expect("sdk data")["stripe_js"]
+            .as_str()
+            .expect("the page")
+            .to_owned();
+        app.client
+            .post(format!("{page}/complete"))
+            .send()
+            .await
+            .expect("complete");
+        app.wait_for_topup_state(&account, "succeeded").await;
+        assert_eq!(
+            credits(&app.get(&format!("/v1/accounts/{account}"), &key).await.body["balance"]),
+            dec("2000")
+        );
+        app.stop().await;
+    }
+}
