@@ -335,7 +335,7 @@ impl ProviderClient {
             Presence::OffSession => form.push(("off_session".to_owned(), "true".to_owned())),
             // Without a return URL, Stripe leaves the next action to Stripe.js
             // (`use_stripe_sdk`) on the integrator's own page.
-            Presence::OnSession { return_url } if return_url.is_empty() => {}
+            Presence::OnSession { return_url: "" } => {}
             Presence::OnSession { return_url } => {
                 form.push(("return_url".to_owned(), return_url.to_owned()));
             }
