@@ -1445,7 +1445,7 @@ async fn without_a_return_url_a_payment_to_authenticate_carries_its_client_secre
         assert!(
             next["url"]
                 .as_str()
-                .is_some_and(|u| u.contains(&format!("/v1/payments/confirm/"))),
+                .is_some_and(|u| u.contains("/v1/payments/confirm/")),
             "topupd's own page, for customers without one: {next}"
         );
         // Stripe.js opens the bank's page and the customer completes it.
