@@ -245,16 +245,7 @@ async fn a_new_email_or_name_reaches_the_provider_customer_even_if_the_provider_
     each_backend(async |app| {
         let (account, key) = app.customer_with_card("pm_card_visa").await;
         let customer = app.provider_customer(&account).await;
-        let at_provider = async || -> serde_json::Value {
-            app.client
-                .get(format!("{}/v1/customers/{customer}", app.stub.base_url()))
-                .send()
-                .await
-                .expect("answered")
-                .json()
-                .await
-                .expect("JSON")
-        };
+        let at_provider = async || app.stub_get(&format!("/v1/customers/{customer}")).await;
         let path = format!("/v1/accounts/{account}");
         let changed = app
             .request(

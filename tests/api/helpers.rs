@@ -334,7 +334,18 @@ impl TestApp {
             .await
     }
 
-    /// Creates an account funded with `credits` through a support adjustment.
+    /// A GET from the stub provider's API (or its `/_stub` pages), as JSON.
+    pub async fn stub_get(&self, path: &str) -> Value {
+        self.client
+            .get(format!("{}{path}", self.stub.base_url()))
+            .send()
+            .await
+            .expect("answered")
+            .json()
+            .await
+            .expect("JSON")
+    }
+
     /// A raw POST to the stub provider's API, as any Stripe client (or Stripe.js) makes
     /// it, with an idempotency key if given.
     pub async fn stripe(

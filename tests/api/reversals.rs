@@ -63,16 +63,7 @@ impl TestApp {
 
     /// The events the stub sent of `kind`, as `GET /v1/events/{id}` has them.
     async fn sent_events(&self, kind: &str) -> Vec<Value> {
-        let read = async |path: String| -> Value {
-            self.client
-                .get(format!("{}{path}", self.stub.base_url()))
-                .send()
-                .await
-                .expect("answered")
-                .json()
-                .await
-                .expect("JSON")
-        };
+        let read = async |path: String| self.stub_get(&path).await;
         let mut events = Vec::new();
         for delivery in read("/_stub/events".into())
             .await

@@ -197,14 +197,7 @@ async fn the_stubs_charges_refunds_and_disputes_carry_every_field_of_stripes() {
 }
 
 async fn read(app: &TestApp, path: &str) -> Value {
-    app.client
-        .get(format!("{}{path}", app.stub.base_url()))
-        .send()
-        .await
-        .expect("answered")
-        .json()
-        .await
-        .expect("JSON")
+    app.stub_get(path).await
 }
 
 #[tokio::test]

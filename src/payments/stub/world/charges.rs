@@ -14,6 +14,11 @@ use crate::payments::types::{Charge, Dispute, Event, PaymentIntent, Refund};
 const WINNING_EVIDENCE: &str = "winning_evidence";
 const LOSING_EVIDENCE: &str = "losing_evidence";
 
+/// Whether a dispute's status is final.
+fn is_closed(status: &str) -> bool {
+    matches!(status, "won" | "lost" | "warning_closed")
+}
+
 fn refused(code: &str, message: &str) -> Outcome {
     Outcome::answer(error(
         StatusCode::BAD_REQUEST,
@@ -193,15 +198,10 @@ impl World {
         form: &BTreeMap<String, String>,
         now: i64,
     ) -> Outcome {
-        let Some(dispute) = self.disputes.get_mut(id) else {
-            return missing("dispute", id);
+        let dispute = match self.open_dispute_mut(id) {
+            Ok(dispute) => dispute,
+            Err(refused) => return refused,
         };
-        if matches!(dispute.status.as_str(), "won" | "lost" | "warning_closed") {
-            return refused(
-                "dispute_already_closed",
-                &format!("This dispute is already closed ({}).", dispute.status),
-            );
-        }
         let mut evidence = dispute.evidence.take().unwrap_or_else(|| json!({}));
         for (name, value) in form {
             if let Some(field) = name
@@ -225,23 +225,32 @@ impl World {
 
     /// Accepts the dispute: it is lost.
     pub fn close_dispute(&mut self, id: &str, now: i64) -> Outcome {
-        let Some(dispute) = self.disputes.get_mut(id) else {
-            return missing("dispute", id);
+        let dispute = match self.open_dispute_mut(id) {
+            Ok(dispute) => dispute,
+            Err(refused) => return refused,
         };
-        if matches!(dispute.status.as_str(), "won" | "lost" | "warning_closed") {
-            return refused(
-                "dispute_already_closed",
-                &format!("This dispute is already closed ({}).", dispute.status),
-            );
-        }
         dispute.status = "lost".into();
         self.dispute_changed(id, now)
+    }
+
+    /// A dispute that may still change: not closed.
+    fn open_dispute_mut(&mut self, id: &str) -> Result<&mut Dispute, Outcome> {
+        let Some(dispute) = self.disputes.get_mut(id) else {
+            return Err(missing("dispute", id));
+        };
+        if is_closed(&dispute.status) {
+            return Err(refused(
+                "dispute_already_closed",
+                &format!("This dispute is already closed ({}).", dispute.status),
+            ));
+        }
+        Ok(dispute)
     }
 
     /// The answer and events of a dispute that changed: updated, and closed once decided.
     fn dispute_changed(&mut self, id: &str, now: i64) -> Outcome {
         let dispute = self.disputes[id].clone();
-        let closed = matches!(dispute.status.as_str(), "won" | "lost");
+        let closed = is_closed(&dispute.status);
         let updated = self.event("charge.dispute.updated", json!(dispute), now);
         let outcome = Outcome::ok(&dispute).with_event(updated);
         if closed {
