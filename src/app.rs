@@ -25,11 +25,12 @@ use crate::{
     http,
     jobs::{self, notice_sender::NoticeSender},
     metering::Metering,
-    notices::{mailer::Mailer, outbox::Outbox},
+    notices::{mailer::Mailer, outbox::Outbox, templates::Letterhead},
     payments::{
         client::ProviderClient,
         stub::{Stub, WebhookTarget, world::Faults},
     },
+    portal::{self, Pages},
     topups::Topups,
 };
 
@@ -181,6 +182,9 @@ impl App {
             }
         };
         let config = Arc::new(config);
+        let email_links = portal::email_links(&db, &config, clock.as_ref())
+            .await
+            .context("read the key that signs links to the billing page")?;
         let provider = ProviderClient::new(&config.payments, &provider_url)
             .context("set up the payment provider client")?;
         let writers = Writers::default();
@@ -191,6 +195,8 @@ impl App {
             config.clone(),
             &writers,
         );
+        let letterhead = Arc::new(Letterhead::new(&config.email, email_links.clone()));
+        let pages = Arc::new(Pages::new(&config, email_links));
         Ok(Self {
             state: AppState {
                 accounts: Accounts::new(db.clone(), clock.clone()),
@@ -202,6 +208,8 @@ impl App {
                 config,
                 mailer: Arc::new(mailer),
                 topups,
+                letterhead,
+                pages,
                 webhook_secrets: Arc::new(webhook_secrets),
                 roles: Roles::ALL,
             },
@@ -270,6 +278,7 @@ impl App {
                 state.mailer.clone(),
                 state.clock.clone(),
                 Arc::new(state.config.email.clone()),
+                state.letterhead.as_ref().clone(),
             );
             jobs.spawn(sender.run(cancel.child_token()));
         }

@@ -35,6 +35,7 @@ pub struct Config {
     pub payments: PaymentsConfig,
     pub auto_topup: AutoTopupConfig,
     pub email: EmailConfig,
+    pub billing_page: BillingPageConfig,
     pub log: LogConfig,
 }
 
@@ -201,6 +202,20 @@ impl EmailConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct BillingPageConfig {
+    pub link_ttl_secs: u64,
+    pub email_link_ttl_hours: u32,
+    pub idle_timeout_secs: u64,
+    pub session_max_hours: u32,
+    /// `#rrggbb`; validated at load.
+    pub brand_color: String,
+    pub seller_name: String,
+    pub seller_address: String,
+    pub seller_tax_id: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LogConfig {
     pub format: LogFormat,
     pub filter: String,
@@ -305,7 +320,38 @@ impl Config {
         }
         self.validate_payments()?;
         self.validate_auto_topup()?;
+        self.validate_billing_page()?;
         self.validate_email()
+    }
+
+    fn validate_billing_page(&self) -> Result<(), ConfigError> {
+        let invalid = |key, problem: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                problem: problem.to_owned(),
+            })
+        };
+        let page = &self.billing_page;
+        if page.link_ttl_secs == 0 {
+            return invalid("billing_page.link_ttl_secs", "must be at least 1");
+        }
+        if page.email_link_ttl_hours == 0 {
+            return invalid("billing_page.email_link_ttl_hours", "must be at least 1");
+        }
+        if page.idle_timeout_secs < 60 {
+            return invalid("billing_page.idle_timeout_secs", "must be at least 60");
+        }
+        if page.session_max_hours == 0 {
+            return invalid("billing_page.session_max_hours", "must be at least 1");
+        }
+        let colour = page.brand_color.strip_prefix('#').unwrap_or_default();
+        if colour.len() != 6 || !colour.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return invalid(
+                "billing_page.brand_color",
+                "must be a colour such as #2f4ad0",
+            );
+        }
+        Ok(())
     }
 
     fn validate_auto_topup(&self) -> Result<(), ConfigError> {

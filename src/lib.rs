@@ -14,5 +14,6 @@ pub mod metering;
 pub mod metrics;
 pub mod notices;
 pub mod payments;
+pub mod portal;
 pub mod telemetry;
 pub mod topups;

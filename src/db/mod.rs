@@ -12,6 +12,7 @@ pub mod keys;
 pub mod ledger;
 pub mod notices;
 pub mod payment_methods;
+pub mod portal;
 pub mod reversals;
 pub mod usage;
 pub mod webhooks;

@@ -217,8 +217,35 @@ async fn update(
             .ok_or(ApiError::NotFound("account"))?;
         return Ok(Json(view(&state, account).await?));
     }
+    let update = checked_settings(
+        &state,
+        &id,
+        body.enabled,
+        (body.threshold, body.target),
+        body.payment_method_id,
+    )
+    .await?
+    .map_err(ApiError::invalid)?;
+    let account = state
+        .accounts
+        .set_auto_topup(&id, &update, &caller.actor())
+        .await?
+        .ok_or(ApiError::NotFound("account"))?;
+    Ok(Json(view(&state, account).await?))
+}
+
+/// Settings asked for (by the API or the billing page), checked: both bounds or neither
+/// (to turn it off), within the published bounds, and a card of the account's own.
+/// The errors name the fields.
+pub async fn checked_settings(
+    state: &AppState,
+    account_id: &str,
+    enabled: bool,
+    (threshold, target): (Option<Decimal>, Option<Decimal>),
+    payment_method_id: Option<String>,
+) -> ApiResult<Result<SettingsUpdate, FieldErrors>> {
     let mut errors = FieldErrors::new();
-    let bounds = match (body.threshold, body.target) {
+    let bounds = match (threshold, target) {
         (Some(threshold), Some(target)) => match validate_bounds(threshold, target) {
             Ok((threshold, target)) => (Some(threshold), Some(target)),
             Err(problems) => {
@@ -226,7 +253,7 @@ async fn update(
                 (None, None)
             }
         },
-        (None, None) if !body.enabled => (None, None),
+        (None, None) if !enabled => (None, None),
         (threshold, target) => {
             for (field, value) in [("threshold", threshold), ("target", target)] {
                 if value.is_none() {
@@ -239,8 +266,8 @@ async fn update(
             (None, None)
         }
     };
-    if let Some(card) = &body.payment_method_id {
-        let saved = state.db.saved_cards(&id).await?;
+    if let Some(card) = &payment_method_id {
+        let saved = state.db.saved_cards(account_id).await?;
         if !saved.iter().any(|c| &c.id == card) {
             errors.add(
                 "payment_method_id",
@@ -248,22 +275,13 @@ async fn update(
             );
         }
     }
-    if !errors.is_empty() {
-        return Err(ApiError::invalid(errors));
-    }
     let (threshold, target) = bounds;
-    let update = SettingsUpdate {
-        enabled: body.enabled,
+    Ok(errors.into_result(SettingsUpdate {
+        enabled,
         threshold,
         target,
-        payment_method_id: body.payment_method_id,
-    };
-    let account = state
-        .accounts
-        .set_auto_topup(&id, &update, &caller.actor())
-        .await?
-        .ok_or(ApiError::NotFound("account"))?;
-    Ok(Json(view(&state, account).await?))
+        payment_method_id,
+    }))
 }
 
 /// The customer completes a paused top-up now, outside the rate-limit window, with the

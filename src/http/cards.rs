@@ -16,7 +16,7 @@ use crate::{
     clock::rfc3339,
     db::payment_methods::{Removal, SavedCard},
     domain::validation::{FieldErrors, is_id},
-    topups::cards::SaveCardError,
+    topups::cards::{CARD_SAVED_PATH, SaveCardError},
 };
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -187,7 +187,11 @@ async fn checkout(
     ApiPath(AccountId { id }): ApiPath<AccountId>,
 ) -> ApiResult<(StatusCode, Json<CheckoutView>)> {
     visible_account(&state, &caller, &id).await?;
-    let session = state.topups.card_checkout(&id).await.map_err(save_error)?;
+    let session = state
+        .topups
+        .card_checkout(&id, CARD_SAVED_PATH)
+        .await
+        .map_err(save_error)?;
     let url = session.url.ok_or_else(|| {
         ApiError::Unavailable("the payment provider gave no page for saving a card".into())
     })?;

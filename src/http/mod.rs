@@ -17,6 +17,7 @@ pub mod notices;
 pub mod openapi;
 pub mod pagination;
 pub mod payment_pages;
+pub mod portal_sessions;
 pub mod pricing;
 pub mod state;
 pub mod topups;
@@ -62,6 +63,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(auto_topup::router())
         .merge(topups::router())
         .merge(payment_pages::router())
+        .merge(portal_sessions::router())
         .merge(webhooks::router())
         .merge(webhook_events::router())
 }
@@ -71,7 +73,12 @@ pub fn router(state: AppState) -> Router {
     let timeout = Duration::from_secs(http.request_timeout_secs);
     let max_body = u64::try_from(http.max_body_bytes).unwrap_or(u64::MAX);
     let (routes, _) = routes().split_for_parts();
+    let billing_page = crate::portal::router().layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        crate::portal::error_pages,
+    ));
     routes
+        .merge(billing_page)
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(http.max_body_bytes))

@@ -48,7 +48,7 @@ impl NoticeView {
     /// The notice as support sees it, its subject rendered under `head` as it is sent.
     fn of(n: NoticeRow, head: &Letterhead) -> Self {
         Self {
-            subject: crate::notices::render(&n.content, head).subject,
+            subject: crate::notices::render(&n, head).subject,
             id: n.id,
             kind: n.kind,
             account_id: n.account_id,
@@ -94,9 +94,8 @@ async fn list(
         })?),
     };
     let notices = state.db.notices(filter, page).await?;
-    let head = Letterhead::of(&state.config.email);
     Ok(Json(PageView::try_from_page(notices, |n| {
-        Ok::<_, ApiError>(NoticeView::of(n, &head))
+        Ok::<_, ApiError>(NoticeView::of(n, &state.letterhead))
     })?))
 }
 
@@ -115,10 +114,7 @@ async fn requeue(
 ) -> ApiResult<Json<NoticeView>> {
     caller.require(STAFF)?;
     match state.outbox.requeue(&id, &caller.actor()).await? {
-        RequeueOutcome::Requeued(notice) => Ok(Json(NoticeView::of(
-            notice,
-            &Letterhead::of(&state.config.email),
-        ))),
+        RequeueOutcome::Requeued(notice) => Ok(Json(NoticeView::of(notice, &state.letterhead))),
         RequeueOutcome::NotFailed(notice) => Err(ApiError::Conflict(format!(
             "notice {} is {}; only failed notices can be requeued",
             notice.id, notice.state

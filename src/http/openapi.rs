@@ -37,6 +37,7 @@ const API_KEY: &str = "api_key";
         (name = "accounts", description = "Balances and histories, for the account's customer and staff"),
         (name = "payment methods", description = "Saved cards"),
         (name = "top-ups", description = "Buying credits"),
+        (name = "billing page", description = "Links that open the customer's billing page, for the host's backend"),
         (name = "auto top-up", description = "Settings, state, decisions, retry and support's resume"),
         (name = "admin", description = "Accounts, keys, adjustments and the audit log, for staff"),
         (name = "notices", description = "The email outbox, for support"),

@@ -6,7 +6,7 @@
 use axum::{
     Form,
     extract::{State, rejection::FormRejection},
-    http::{StatusCode, header},
+    http::{HeaderMap, StatusCode, header},
     response::{Html, IntoResponse, Redirect, Response},
 };
 use serde::Deserialize;
@@ -22,6 +22,7 @@ use super::{
 use crate::{
     domain::attempt::{Attempt, AttemptState},
     notices::templates::escape,
+    portal::session::signed_in_customer,
     topups::{OnSession, confirm_link},
 };
 
@@ -84,6 +85,7 @@ struct ReturnParams {
     ))]
 async fn returned(
     State(state): State<AppState>,
+    headers: HeaderMap,
     ApiQuery(params): ApiQuery<ReturnParams>,
 ) -> ApiResult<Response> {
     let attempt = match (&params.payment_intent, &params.payment_intent_client_secret) {
@@ -109,6 +111,13 @@ async fn returned(
     } else {
         state.topups.refresh(attempt).await?
     };
+    // A customer paying on the billing page goes back to it.
+    if signed_in_customer(&state, &headers)
+        .await?
+        .is_some_and(|customer| customer.account_id() == attempt.account_id)
+    {
+        return Ok(Redirect::to(&format!("/billing/payments/{}", attempt.id)).into_response());
+    }
     Ok(outcome_page(&attempt))
 }
 

@@ -9,7 +9,8 @@ use crate::{
     db::Db,
     domain::pricing::Catalogue,
     metering::Metering,
-    notices::{mailer::Mailer, outbox::Outbox},
+    notices::{mailer::Mailer, outbox::Outbox, templates::Letterhead},
+    portal::Pages,
     topups::Topups,
 };
 
@@ -26,6 +27,10 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub mailer: Arc<Mailer>,
     pub topups: Topups,
+    /// Who notices come from, and how their links to the billing page are signed.
+    pub letterhead: Arc<Letterhead>,
+    /// The billing page's templates and the key of its links.
+    pub pages: Arc<Pages>,
     /// Secrets that may sign the provider's webhooks.
     pub webhook_secrets: Arc<Vec<String>>,
     /// What this process runs, as readiness reports it.

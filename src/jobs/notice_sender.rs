@@ -21,6 +21,7 @@ pub struct NoticeSender {
     mailer: Arc<Mailer>,
     clock: Arc<dyn Clock>,
     config: Arc<EmailConfig>,
+    head: Letterhead,
     /// Names this sender's leases; unique per process.
     owner: String,
 }
@@ -42,12 +43,14 @@ impl NoticeSender {
         mailer: Arc<Mailer>,
         clock: Arc<dyn Clock>,
         config: Arc<EmailConfig>,
+        head: Letterhead,
     ) -> Self {
         Self {
             db,
             mailer,
             clock,
             config,
+            head,
             owner: format!(
                 "notice-sender:{}:{}",
                 std::process::id(),
@@ -101,10 +104,7 @@ impl NoticeSender {
             tracing::warn!(notice_id = %notice.id, "lease lost before sending; another sender has it");
             return Ok(());
         }
-        let outcome = self
-            .mailer
-            .send(notice, &Letterhead::of(&self.config))
-            .await;
+        let outcome = self.mailer.send(notice, &self.head).await;
         let now = self.clock.now_ms();
         let attempts = u32::try_from(notice.attempts).unwrap_or(u32::MAX);
         match outcome {

@@ -109,7 +109,7 @@ impl Mailer {
 
 /// The MIME message of a notice: plain text and HTML alternatives.
 fn message(from: &Mailbox, notice: &NoticeRow, head: &Letterhead) -> Result<Message, SendError> {
-    let words = super::render(&notice.content, head);
+    let words = super::render(notice, head);
     let to: Mailbox = notice
         .recipient
         .parse()

@@ -12,7 +12,7 @@ use templates::{Letterhead, Rendered};
 use crate::{
     clock::Millis,
     config::EmailConfig,
-    db::notices::{Envelope, NewNotice, NoticeContent},
+    db::notices::{Envelope, NewNotice, NoticeContent, NoticeRow},
     domain::notice::{Audience, Notice},
 };
 
@@ -68,14 +68,18 @@ pub fn compose(
 /// How notices to support greet their reader.
 const SUPPORT_NAME: &str = "Support team";
 
-/// The words of a stored notice: its facts rendered for its recipient, or the rendering
-/// it was queued with.
-pub fn render(content: &NoticeContent, head: &Letterhead) -> Rendered {
-    match content {
+/// The words of a stored notice: its facts rendered for its recipient (with the
+/// notice's own link to the billing page), or the rendering it was queued with.
+pub fn render(row: &NoticeRow, head: &Letterhead) -> Rendered {
+    match &row.content {
         NoticeContent::Facts {
             recipient_name,
             notice,
-        } => templates::render(notice, recipient_name, head),
+        } => templates::render(
+            notice,
+            recipient_name,
+            &head.for_notice(&row.account_id, row.created_at),
+        ),
         NoticeContent::Rendered {
             subject,
             text,

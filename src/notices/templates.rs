@@ -9,24 +9,39 @@ use crate::{
         AuthenticationRequest, DisputeFacts, Notice, PaymentFailure, Receipt, RefundFacts,
         ResumedBy, Resumption, Trigger,
     },
+    portal::links::{COMPLETE_PATH, EmailLinks},
 };
 
 /// What every notice says about who sends it and where to act.
 #[derive(Debug, Clone)]
 pub struct Letterhead {
     pub product_name: String,
-    /// Where customers manage their payment methods; omitted from notices when empty.
+    /// Where customers act on a notice; omitted from notices when empty.
     pub billing_url: String,
     pub support_email: String,
+    /// Signs each notice's own link to topupd's billing page, when that is where
+    /// customers act (`email.billing_url` left empty).
+    pub page_links: Option<EmailLinks>,
 }
 
 impl Letterhead {
-    pub fn of(email: &EmailConfig) -> Self {
+    pub fn new(email: &EmailConfig, page_links: EmailLinks) -> Self {
         Self {
             product_name: email.product_name.clone(),
             billing_url: email.billing_url.clone(),
             support_email: email.support_email.clone(),
+            page_links: email.billing_url.is_empty().then_some(page_links),
         }
+    }
+
+    /// The letterhead of the notice about `account_id` written at `at`: on topupd's
+    /// billing page, its link is the notice's own, signed for that account.
+    pub fn for_notice(&self, account_id: &str, at: Millis) -> Self {
+        let mut head = self.clone();
+        if let Some(links) = &self.page_links {
+            head.billing_url = links.link(account_id, COMPLETE_PATH, at);
+        }
+        head
     }
 }
 
@@ -136,13 +151,22 @@ fn authentication_required(a: &AuthenticationRequest, head: &Letterhead) -> Lett
         a.amount,
         a.credits.to_display()
     ))];
-    match &a.link {
+    // topupd's billing page confirms a waiting payment itself; a host's page of its own
+    // may not, so the confirmation page's link is given then.
+    match a.link.as_ref().filter(|_| head.page_links.is_none()) {
         Some(url) => paragraphs.push(Paragraph::Link {
             label: "Confirm the payment".to_owned(),
             url: url.clone(),
         }),
         // The bank refused to let the payment go through without you: it has to be made
         // again while you are there to confirm it.
+        None if a.link.is_some() => {
+            paragraphs.push(Paragraph::Text(
+                "Confirm it on your billing page; your bank may ask you to approve it there."
+                    .to_owned(),
+            ));
+            push_billing_link(&mut paragraphs, head, "Confirm the payment");
+        }
         None => {
             paragraphs.push(Paragraph::Text(
                 "To confirm it, retry the payment from your billing settings and follow your bank's steps.".to_owned(),
@@ -319,7 +343,7 @@ fn decline_remedy(code: &str) -> &'static str {
     }
 }
 
-fn long_date(ms: Millis) -> String {
+pub fn long_date(ms: Millis) -> String {
     chrono::DateTime::from_timestamp_millis(ms).map_or_else(
         || ms.to_string(),
         |t| t.format("%-d %B %Y, %H:%M UTC").to_string(),
@@ -417,6 +441,7 @@ mod tests {
             product_name: "Acme API".into(),
             billing_url: "https://acme.example/billing".into(),
             support_email: "support@acme.example".into(),
+            page_links: None,
         }
     }
 

@@ -91,12 +91,16 @@ impl Topups {
     }
 
     /// Opens a Checkout Session in `setup` mode: the provider's page takes the card (no
-    /// card data passes through topupd) and sends the customer to topupd's page; the
-    /// `checkout.session.completed` event saves the card.
-    pub async fn card_checkout(&self, account_id: &str) -> Result<CheckoutSession, SaveCardError> {
+    /// card data passes through topupd) and sends the customer to topupd's page at
+    /// `back_path`; the `checkout.session.completed` event saves the card.
+    pub async fn card_checkout(
+        &self,
+        account_id: &str,
+        back_path: &str,
+    ) -> Result<CheckoutSession, SaveCardError> {
         let customer = self.customer_of_account(account_id).await?;
         let back = format!(
-            "{}{CARD_SAVED_PATH}",
+            "{}{back_path}",
             self.config.http.public_url.trim_end_matches('/')
         );
         let (success_url, cancel_url) = (

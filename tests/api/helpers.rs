@@ -15,6 +15,7 @@ use topupd::{
     config::{Config, EmailTransport},
     db::{Db, audit::Actor},
     domain::api_key::Role,
+    notices::templates::Letterhead,
     payments::stub::Stub,
     topups::Topups,
 };
@@ -137,6 +138,8 @@ pub struct TestApp {
     pub webhook_secret: String,
     pub clock: ManualClock,
     pub config: Config,
+    /// Who notices come from, with the key of their links to the billing page.
+    pub letterhead: Letterhead,
     /// A key with the admin role.
     pub admin: String,
     pub database: TestDatabase,
@@ -244,6 +247,7 @@ impl TestApp {
             .expect("tests run against the in-process stub provider");
         let topups = app.state.topups.clone();
         let webhook_secret = app.state.webhook_secrets[0].clone();
+        let letterhead = app.state.letterhead.as_ref().clone();
         let shutdown = CancellationToken::new();
         let ops = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -267,6 +271,7 @@ impl TestApp {
             webhook_secret,
             clock,
             config,
+            letterhead,
             admin,
             database,
             shutdown,

@@ -15,7 +15,7 @@ use topupd::{
         },
     },
     jobs::notice_sender::{NoticeSender, SendReport},
-    notices::{self, mailer::Mailer, templates::Letterhead},
+    notices::{self, mailer::Mailer},
 };
 
 use crate::{
@@ -67,6 +67,7 @@ impl TestApp {
             std::sync::Arc::new(mailer),
             std::sync::Arc::new(self.clock.clone()),
             std::sync::Arc::new(self.config.email.clone()),
+            self.letterhead.clone(),
         )
     }
 
@@ -325,7 +326,7 @@ async fn a_send_interrupted_before_it_is_recorded_is_resent_with_the_same_messag
         assert_eq!(claimed.len(), 1);
         Mailer::from_config(&app.config.email)
             .expect("mailer")
-            .send(&claimed[0], &Letterhead::of(&app.config.email))
+            .send(&claimed[0], &app.letterhead)
             .await
             .expect("accepted by SMTP");
 

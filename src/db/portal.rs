@@ -1,0 +1,238 @@
+//! The billing page's storage: the single-use links that open it, the browser sessions
+//! they start, the keys that sign the links in emails, and the usage summed by day.
+
+use super::{BeginWrite, Db, DbError, impl_for_connections, with_pool};
+use crate::clock::Millis;
+
+/// A link the host's backend asked for, before it is opened.
+#[derive(Debug)]
+pub struct NewPortalLink<'a> {
+    pub token_hash: &'a str,
+    pub account_id: &'a str,
+    pub return_url: Option<&'a str>,
+    /// The API key that asked for it.
+    pub created_by: &'a str,
+    pub created_at: Millis,
+    pub expires_at: Millis,
+}
+
+/// A browser's session on the billing page.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PortalSession {
+    pub id_hash: String,
+    pub account_id: String,
+    pub csrf_token: String,
+    /// Where "back to the product" leads.
+    pub return_url: Option<String>,
+    pub created_at: Millis,
+    pub last_seen_at: Millis,
+    pub expires_at: Millis,
+}
+
+/// The usage of one service on one day (UTC).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct UsageDay {
+    /// Days since 1970-01-01.
+    pub day: i64,
+    pub service: String,
+    pub requests: i64,
+    /// Millicredits debited.
+    pub used: i64,
+    /// Millicredits of those given back since (failed work).
+    pub refunded: i64,
+}
+
+const SESSION_COLUMNS: &str =
+    "id_hash, account_id, csrf_token, return_url, created_at, last_seen_at, expires_at";
+
+const DAY_MS: i64 = 86_400_000;
+
+impl Db {
+    /// Stores a link; links and sessions long expired are swept out on the way.
+    pub async fn create_portal_link(&self, link: &NewPortalLink<'_>) -> Result<(), DbError> {
+        const INSERT: &str = "INSERT INTO portal_links \
+             (token_hash, account_id, return_url, created_by, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)";
+        const SWEEP_LINKS: &str = "DELETE FROM portal_links WHERE expires_at < $1";
+        const SWEEP_SESSIONS: &str = "DELETE FROM portal_sessions WHERE expires_at < $1";
+        let long_ago = link.created_at - DAY_MS;
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            sqlx::query(SWEEP_LINKS)
+                .bind(long_ago)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(SWEEP_SESSIONS)
+                .bind(long_ago)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(INSERT)
+                .bind(link.token_hash)
+                .bind(link.account_id)
+                .bind(link.return_url)
+                .bind(link.created_by)
+                .bind(link.created_at)
+                .bind(link.expires_at)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Opens `session` with the link whose token hashes to `token_hash`, in one
+    /// transaction: the link is used up, so a second opening (or a race of two) finds
+    /// nothing. `None` for an unknown, used or expired link. The session takes the
+    /// link's account and return URL.
+    pub async fn open_portal_link(
+        &self,
+        token_hash: &str,
+        mut session: PortalSession,
+    ) -> Result<Option<PortalSession>, DbError> {
+        const USE: &str = "UPDATE portal_links SET used_at = $2 \
+             WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 \
+             RETURNING account_id, return_url";
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let used: Option<(String, Option<String>)> = sqlx::query_as(USE)
+                .bind(token_hash)
+                .bind(session.created_at)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some((account_id, return_url)) = used else {
+                return Ok(None);
+            };
+            session.account_id = account_id;
+            session.return_url = return_url;
+            tx.insert_session(&session).await?;
+            tx.commit().await?;
+        });
+        Ok(Some(session))
+    }
+
+    /// Starts a session for an account (from a signed link in an email).
+    pub async fn create_portal_session(&self, session: &PortalSession) -> Result<(), DbError> {
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            tx.insert_session(session).await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// The session with this id hash, if it has neither expired nor been idle since
+    /// `idle_since`.
+    pub async fn portal_session(
+        &self,
+        id_hash: &str,
+        now: Millis,
+        idle_since: Millis,
+    ) -> Result<Option<PortalSession>, DbError> {
+        let sql = format!(
+            "SELECT {SESSION_COLUMNS} FROM portal_sessions \
+             WHERE id_hash = $1 AND expires_at > $2 AND last_seen_at > $3"
+        );
+        Ok(with_pool!(self, |pool| {
+            sqlx::query_as(&sql)
+                .bind(id_hash)
+                .bind(now)
+                .bind(idle_since)
+                .fetch_optional(pool)
+                .await?
+        }))
+    }
+
+    /// Marks the session as in use at `now`, which pushes back its idle expiry.
+    pub async fn touch_portal_session(&self, id_hash: &str, now: Millis) -> Result<(), DbError> {
+        const SQL: &str = "UPDATE portal_sessions SET last_seen_at = $2 WHERE id_hash = $1";
+        with_pool!(self, |pool| {
+            sqlx::query(SQL)
+                .bind(id_hash)
+                .bind(now)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    pub async fn end_portal_session(&self, id_hash: &str) -> Result<(), DbError> {
+        const SQL: &str = "DELETE FROM portal_sessions WHERE id_hash = $1";
+        with_pool!(self, |pool| {
+            sqlx::query(SQL).bind(id_hash).execute(pool).await?;
+        });
+        Ok(())
+    }
+
+    /// The key named `name`: `candidate` if none was kept yet (it is kept then), else the
+    /// one kept first, so every replica signs with the same key.
+    pub async fn signing_key(
+        &self,
+        name: &str,
+        candidate: &str,
+        at: Millis,
+    ) -> Result<String, DbError> {
+        const INSERT: &str = "INSERT INTO signing_keys (name, secret, created_at) \
+             VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING";
+        const SELECT: &str = "SELECT secret FROM signing_keys WHERE name = $1";
+        Ok(with_pool!(self, |pool| {
+            sqlx::query(INSERT)
+                .bind(name)
+                .bind(candidate)
+                .bind(at)
+                .execute(pool)
+                .await?;
+            sqlx::query_scalar(SELECT)
+                .bind(name)
+                .fetch_one(pool)
+                .await?
+        }))
+    }
+
+    /// The account's usage from `from` (inclusive) to `to` (exclusive), by day and
+    /// service, oldest day first.
+    pub async fn usage_by_day(
+        &self,
+        account_id: &str,
+        from: Millis,
+        to: Millis,
+    ) -> Result<Vec<UsageDay>, DbError> {
+        const SQL: &str = "SELECT CAST(created_at / 86400000 AS BIGINT) AS day, service, \
+             CAST(COUNT(*) AS BIGINT) AS requests, CAST(SUM(cost) AS BIGINT) AS used, \
+             CAST(SUM(CASE WHEN refunded_at IS NULL THEN 0 ELSE cost END) AS BIGINT) AS refunded \
+             FROM usage_events WHERE account_id = $1 AND created_at >= $2 AND created_at < $3 \
+             GROUP BY CAST(created_at / 86400000 AS BIGINT), service \
+             ORDER BY day, service";
+        Ok(with_pool!(self, |pool| {
+            sqlx::query_as(SQL)
+                .bind(account_id)
+                .bind(from)
+                .bind(to)
+                .fetch_all(pool)
+                .await?
+        }))
+    }
+}
+
+trait SessionWrites {
+    async fn insert_session(&mut self, session: &PortalSession) -> Result<(), sqlx::Error>;
+}
+
+impl_for_connections!(SessionWrites {
+    async fn insert_session(&mut self, session: &PortalSession) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO portal_sessions \
+             (id_hash, account_id, csrf_token, return_url, created_at, last_seen_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&session.id_hash)
+        .bind(&session.account_id)
+        .bind(&session.csrf_token)
+        .bind(&session.return_url)
+        .bind(session.created_at)
+        .bind(session.last_seen_at)
+        .bind(session.expires_at)
+        .execute(&mut *self)
+        .await?;
+        Ok(())
+    }
+});

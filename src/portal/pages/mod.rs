@@ -1,0 +1,123 @@
+//! One module per page of the billing page, and what several of them show the same way.
+
+pub mod cards;
+pub mod history;
+pub mod overview;
+pub mod purchase;
+pub mod settings;
+pub mod usage;
+
+use minijinja::{Value, context};
+
+use super::{
+    render::{PageError, PageResult},
+    session::Customer,
+};
+use crate::{
+    clock::Millis,
+    db::payment_methods::SavedCard,
+    domain::{
+        account::Account,
+        attempt::{Attempt, AttemptState, AttemptTrigger},
+        credits::Millicredits,
+        validation::FieldErrors,
+    },
+    http::state::AppState,
+    notices::templates::{decline_reason, long_date},
+};
+
+/// The session's account.
+async fn account(state: &AppState, customer: &Customer) -> PageResult<Account> {
+    state
+        .db
+        .account(customer.account_id())
+        .await?
+        .ok_or(PageError::NotFound)
+}
+
+/// A form's errors by field, for the template to show beside each field.
+fn field_errors(errors: &FieldErrors) -> Value {
+    Value::from_pairs(
+        errors
+            .iter()
+            .map(|(field, problem)| (field.to_owned(), problem.to_owned())),
+    )
+}
+
+fn credits(amount: Millicredits) -> String {
+    format!("{} credits", amount.to_display())
+}
+
+fn when(ms: Millis) -> String {
+    long_date(ms)
+}
+
+/// "Visa ending 4242".
+fn card_name(card: &SavedCard) -> String {
+    format!("{} ending {}", brand(&card.brand), card.last4)
+}
+
+fn brand(brand: &str) -> String {
+    match brand {
+        "amex" => "American Express".to_owned(),
+        "mastercard" => "Mastercard".to_owned(),
+        "diners" => "Diners Club".to_owned(),
+        "unionpay" => "UnionPay".to_owned(),
+        other => {
+            let mut chars = other.chars();
+            chars.next().map_or_else(String::new, |first| {
+                first.to_uppercase().chain(chars).collect()
+            })
+        }
+    }
+}
+
+/// The card an attempt charged, named if it is still saved.
+fn charged_card(attempt: &Attempt, cards: &[SavedCard]) -> String {
+    cards
+        .iter()
+        .find(|card| card.id == attempt.payment_method_id)
+        .map_or_else(|| "A card no longer saved".to_owned(), card_name)
+}
+
+/// What became of a purchase or top-up, in words.
+fn outcome(attempt: &Attempt) -> String {
+    match attempt.state {
+        AttemptState::Succeeded if attempt.refunded.0 > 0 => {
+            format!("Paid; {} refunded", attempt.refunded)
+        }
+        AttemptState::Succeeded => "Paid".to_owned(),
+        AttemptState::Failed => {
+            let code = attempt.decline_code.as_deref().unwrap_or("card_declined");
+            let reason = decline_reason(code);
+            format!("Declined: {reason}")
+        }
+        AttemptState::Canceled => "Cancelled: it was not confirmed in time".to_owned(),
+        AttemptState::RequiresAction => "Waiting for you to confirm it".to_owned(),
+        _ => "In progress".to_owned(),
+    }
+}
+
+fn trigger(attempt: &Attempt) -> &'static str {
+    match attempt.trigger {
+        AttemptTrigger::Auto => "Automatic top-up",
+        AttemptTrigger::Manual => "Purchase",
+        AttemptTrigger::Retry => "Retried top-up",
+    }
+}
+
+/// One purchase or top-up as the pages list it.
+fn attempt_row(attempt: &Attempt, cards: &[SavedCard]) -> Value {
+    context! {
+        id => attempt.id.clone(),
+        date => when(attempt.created_at),
+        kind => trigger(attempt),
+        credits => credits(attempt.credits),
+        amount => attempt.amount.to_string(),
+        card => charged_card(attempt, cards),
+        outcome => outcome(attempt),
+        paid => attempt.state == AttemptState::Succeeded,
+        waiting => attempt.state == AttemptState::RequiresAction,
+        transaction => attempt.provider_payment_id.clone(),
+    }
+}

@@ -1,0 +1,176 @@
+//! The overview: the balance, the low-balance warning, and auto top-up in words: what it
+//! does next, or why it is paused and the one thing to do.
+
+use axum::{extract::State, http::StatusCode, response::Response};
+use minijinja::{Value, context};
+
+use super::{account, credits, when};
+use crate::{
+    clock::Millis,
+    domain::{
+        account::Account,
+        attempt::AttemptState,
+        auto_topup::{Decision, PauseReason, charge_to_target},
+        credits::Millicredits,
+    },
+    http::state::AppState,
+    notices::templates::decline_reason,
+    portal::{links::COMPLETE_PATH, render::PageResult, session::Customer},
+};
+
+pub async fn page(State(state): State<AppState>, customer: Customer) -> PageResult<Response> {
+    let account = account(&state, &customer).await?;
+    let open = state.db.open_attempt_of(&account.id).await?;
+    let decision = state.topups.decision(&account).await?;
+    let warning_at =
+        Millicredits::from_credits(state.config.low_balance_warning_credits).unwrap_or_default();
+    let auto = match open {
+        Some(open) => context! {
+            state => "in_progress",
+            words => format!(
+                "A top-up of {} for {} is {}.",
+                credits(open.credits),
+                open.amount,
+                if open.state == AttemptState::RequiresAction {
+                    "waiting for you to confirm it"
+                } else {
+                    "in progress"
+                }
+            ),
+            action => (open.state == AttemptState::RequiresAction).then(|| context! {
+                label => "Confirm the payment", href => COMPLETE_PATH,
+            }),
+        },
+        None => auto_topup(&state, &account, decision),
+    };
+    let ctx = context! {
+        ..customer.frame("overview", "Overview"),
+        ..context! {
+            balance => credits(account.balance),
+            below_zero => account.balance.0 < 0,
+            low => account.balance < warning_at,
+            warning_at => credits(warning_at),
+            auto,
+        }
+    };
+    Ok(state.pages.render(StatusCode::OK, "overview.html", ctx))
+}
+
+/// Auto top-up in words, when no top-up is in progress.
+fn auto_topup(state: &AppState, account: &Account, decision: Decision) -> Value {
+    let settings = &account.auto_topup;
+    if let Some(pause) = &settings.pause {
+        let (words, action) = match pause.reason {
+            PauseReason::PaymentFailed => (
+                format!(
+                    "Paused since {}: the last payment was declined ({})",
+                    when(pause.since),
+                    decline_reason(pause.code.as_deref().unwrap_or("card_declined"))
+                        .trim_end_matches('.')
+                ),
+                Some("Retry the payment"),
+            ),
+            PauseReason::AuthenticationRequired => (
+                format!(
+                    "Paused since {}: your bank asks you to confirm a payment.",
+                    when(pause.since)
+                ),
+                Some("Confirm the payment"),
+            ),
+            PauseReason::Disputed => (
+                format!(
+                    "Paused since {}: a payment was disputed with your bank. Our support team resumes automatic top-ups once it is settled; write to them with any question.",
+                    when(pause.since)
+                ),
+                None,
+            ),
+            PauseReason::Refunded => (
+                format!(
+                    "Paused since {}: a payment was refunded, so we do not charge your card again on our own. Write to our support team to turn automatic top-ups back on.",
+                    when(pause.since)
+                ),
+                None,
+            ),
+        };
+        return context! {
+            state => "paused",
+            words,
+            action => action.map(|label| context! { label, href => COMPLETE_PATH }),
+        };
+    }
+    let (Some(threshold), Some(target), true) =
+        (settings.threshold, settings.target, settings.enabled)
+    else {
+        return context! {
+            state => "off",
+            words => "Off: your balance is not topped up automatically.",
+            action => context! { label => "Turn on auto top-up", href => "/billing/auto-topup" },
+        };
+    };
+    let now = state.clock.now_ms();
+    let next_check = decision
+        .next_eligible_at(now, settings.window_ends_at)
+        .and_then(|after| next_scan(&state.config.auto_topup.scan_schedule, after));
+    let charge = charge_to_target(
+        account.balance,
+        target,
+        state.config.credit_price_cents,
+        state.config.payments.min_topup_cents,
+    );
+    let next = match (decision, charge) {
+        (Decision::Due | Decision::RateLimited { .. }, Some(charge))
+            if account.balance < threshold =>
+        {
+            format!(
+                "it will charge {} for {}",
+                charge.amount,
+                credits(Millicredits::whole(charge.credits))
+            )
+        }
+        _ => format!(
+            "your balance is not below {}, so it will charge nothing",
+            credits(threshold)
+        ),
+    };
+    context! {
+        state => "active",
+        words => format!(
+            "Active: when your balance falls below {}, we top it up to {}.",
+            credits(threshold),
+            credits(target)
+        ),
+        next => match next_check {
+            Some(at) => format!("Next check {}: {next}.", when(at)),
+            None => format!("At the next check, {next}."),
+        },
+    }
+}
+
+/// The first scheduled scan at or after `after`, if this process knows the schedule.
+fn next_scan(schedule: &str, after: Millis) -> Option<Millis> {
+    if schedule.is_empty() {
+        return None;
+    }
+    let cron = croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .build()
+        .parse(schedule)
+        .ok()?;
+    let after = chrono::DateTime::from_timestamp_millis(after)?;
+    cron.find_next_occurrence(&after, true)
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_next_scan_follows_the_schedule() {
+        // 2026-11-21T10:31:00Z → the half hour after.
+        let after = 1_795_257_060_000;
+        assert_eq!(next_scan("0 */30 * * * *", after), Some(1_795_258_800_000));
+        assert_eq!(next_scan("", after), None);
+    }
+}

@@ -1,0 +1,191 @@
+//! Auto top-up settings: on or off with the consent the customer gives, the threshold
+//! and target within the published bounds, and the card. An error is shown beside its
+//! field and nothing is saved.
+
+use axum::{
+    extract::State,
+    http::StatusCode,
+    response::{IntoResponse, Redirect, Response},
+};
+use minijinja::context;
+use rust_decimal::Decimal;
+use serde::Deserialize;
+
+use super::{account, card_name, field_errors};
+use crate::{
+    domain::{
+        account::Account,
+        auto_topup::{MAX_TARGET, MAX_THRESHOLD, MIN_GAP, MIN_TARGET, MIN_THRESHOLD},
+        validation::FieldErrors,
+    },
+    http::{auto_topup::checked_settings, error::ApiError, state::AppState},
+    portal::{
+        form::{PageForm, PageQuery},
+        render::{PageError, PageResult},
+        session::Customer,
+    },
+};
+
+/// What the customer agrees to by turning auto top-up on; shown beside the switch.
+pub const CONSENT: &str = "I authorise charging my saved card, without asking me each time, whenever my balance falls below the threshold, enough to bring it back to the target; at most once every few hours. I can turn this off at any time.";
+
+#[derive(Debug, Default, Deserialize)]
+pub struct SettingsForm {
+    csrf: String,
+    enabled: Option<String>,
+    consent: Option<String>,
+    #[serde(default)]
+    threshold: String,
+    #[serde(default)]
+    target: String,
+    #[serde(default)]
+    card: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Shown {
+    saved: Option<String>,
+}
+
+pub async fn page(
+    State(state): State<AppState>,
+    customer: Customer,
+    PageQuery(shown): PageQuery<Shown>,
+) -> PageResult<Response> {
+    let account = account(&state, &customer).await?;
+    let settings = &account.auto_topup;
+    let form = SettingsForm {
+        enabled: settings.enabled.then(|| "on".to_owned()),
+        consent: settings.enabled.then(|| "on".to_owned()),
+        threshold: settings
+            .threshold
+            .map(|t| t.to_display().replace(',', ""))
+            .unwrap_or_default(),
+        target: settings
+            .target
+            .map(|t| t.to_display().replace(',', ""))
+            .unwrap_or_default(),
+        card: settings.payment_method_id.clone().unwrap_or_default(),
+        ..SettingsForm::default()
+    };
+    let saved = shown.saved.is_some();
+    settings_page(
+        &state,
+        &customer,
+        &account,
+        &form,
+        &FieldErrors::new(),
+        saved,
+    )
+    .await
+}
+
+pub async fn save(
+    State(state): State<AppState>,
+    customer: Customer,
+    PageForm(form): PageForm<SettingsForm>,
+) -> PageResult<Response> {
+    customer.check_form(&form.csrf)?;
+    let account = account(&state, &customer).await?;
+    let enabled = form.enabled.is_some();
+    let mut errors = FieldErrors::new();
+    let threshold = number(&mut errors, "threshold", &form.threshold);
+    let target = number(&mut errors, "target", &form.target);
+    if enabled && form.consent.is_none() {
+        errors.add("consent", "tick the box to agree to automatic charges");
+    }
+    let card = (!form.card.is_empty()).then(|| form.card.clone());
+    let checked = checked_settings(&state, &account.id, enabled, (threshold, target), card)
+        .await
+        .map_err(from_api)?;
+    let update = match checked {
+        Ok(update) if errors.is_empty() => update,
+        Ok(_) => return settings_page(&state, &customer, &account, &form, &errors, false).await,
+        Err(problems) => {
+            errors.merge(problems);
+            return settings_page(&state, &customer, &account, &form, &errors, false).await;
+        }
+    };
+    state
+        .accounts
+        .set_auto_topup(&account.id, &update, &customer.actor())
+        .await?
+        .ok_or(PageError::NotFound)?;
+    Ok(Redirect::to("/billing/auto-topup?saved=1").into_response())
+}
+
+/// A number of credits as typed: digits, with thousands separators allowed. Empty is
+/// none (allowed only to turn auto top-up off).
+fn number(errors: &mut FieldErrors, field: &str, text: &str) -> Option<Decimal> {
+    let cleaned: String = text
+        .trim()
+        .chars()
+        .filter(|c| *c != ',' && *c != ' ')
+        .collect();
+    if cleaned.is_empty() {
+        return None;
+    }
+    match cleaned.parse::<Decimal>() {
+        Ok(value) => Some(value),
+        Err(_) => {
+            errors.add(field, "must be a number of credits, such as 1000");
+            None
+        }
+    }
+}
+
+fn from_api(error: ApiError) -> PageError {
+    match error {
+        ApiError::Db(e) => PageError::Db(e),
+        _ => PageError::NotFound,
+    }
+}
+
+/// The settings page with `form` as typed and its `errors`.
+async fn settings_page(
+    state: &AppState,
+    customer: &Customer,
+    account: &Account,
+    form: &SettingsForm,
+    errors: &FieldErrors,
+    saved: bool,
+) -> PageResult<Response> {
+    let cards: Vec<_> = state
+        .db
+        .saved_cards(&account.id)
+        .await?
+        .iter()
+        .map(|card| {
+            context! {
+                id => card.id.clone(),
+                name => card_name(card),
+                default => card.is_default,
+                chosen => card.id == form.card,
+            }
+        })
+        .collect();
+    let status = if errors.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    let errors = field_errors(errors);
+    let ctx = context! {
+        ..customer.frame("auto-topup", "Auto top-up"),
+        ..context! {
+            saved,
+            enabled => form.enabled.is_some(),
+            consent => form.consent.is_some(),
+            consent_text => CONSENT,
+            threshold => form.threshold.clone(),
+            target => form.target.clone(),
+            cards,
+            errors,
+            bounds => context! {
+                min_threshold => MIN_THRESHOLD, max_threshold => MAX_THRESHOLD,
+                min_target => MIN_TARGET, max_target => MAX_TARGET, gap => MIN_GAP,
+            },
+        }
+    };
+    Ok(state.pages.render(status, "auto_topup.html", ctx))
+}

@@ -1,0 +1,168 @@
+//! Rendering the billing page: the templates (compiled in, HTML-escaped), what every page
+//! shows (the product's name and colour, the navigation, the form token), and the pages
+//! that say why nothing can be shown.
+
+use axum::{
+    extract::{Request, State},
+    http::StatusCode,
+    middleware::Next,
+    response::{Html, IntoResponse, Response},
+};
+use minijinja::{Environment, Value, context};
+
+use super::links::EmailLinks;
+use crate::{config::Config, db::DbError, http::state::AppState};
+
+const TEMPLATES: &[(&str, &str)] = &[
+    ("layout.html", include_str!("templates/layout.html")),
+    ("message.html", include_str!("templates/message.html")),
+    ("overview.html", include_str!("templates/overview.html")),
+    ("auto_topup.html", include_str!("templates/auto_topup.html")),
+    ("buy.html", include_str!("templates/buy.html")),
+    ("payment.html", include_str!("templates/payment.html")),
+    ("complete.html", include_str!("templates/complete.html")),
+    ("cards.html", include_str!("templates/cards.html")),
+    ("history.html", include_str!("templates/history.html")),
+    ("usage.html", include_str!("templates/usage.html")),
+    ("ledger.html", include_str!("templates/ledger.html")),
+];
+
+/// The billing page's templates and what it needs of the configuration.
+pub struct Pages {
+    env: Environment<'static>,
+    pub links: EmailLinks,
+    /// Whether the session cookie is `Secure` (always but on a plain-HTTP public URL).
+    pub secure_cookie: bool,
+}
+
+impl Pages {
+    pub fn new(config: &Config, links: EmailLinks) -> Self {
+        let mut env = Environment::new();
+        for (name, source) in TEMPLATES {
+            env.add_template(name, source)
+                .expect("the billing page's templates are valid");
+        }
+        let page = &config.billing_page;
+        env.add_global("product", config.email.product_name.clone());
+        env.add_global("brand", page.brand_color.clone());
+        env.add_global("support_email", config.email.support_email.clone());
+        Self {
+            env,
+            links,
+            secure_cookie: config.http.public_url.starts_with("https://"),
+        }
+    }
+
+    /// `template` rendered with `ctx`, answered with `status`.
+    pub fn render(&self, status: StatusCode, template: &str, ctx: Value) -> Response {
+        match self.env.get_template(template).and_then(|t| t.render(ctx)) {
+            Ok(html) => (status, no_store(), Html(html)).into_response(),
+            Err(error) => {
+                tracing::error!(%error, template, "billing page failed to render");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the page failed to render",
+                )
+                    .into_response()
+            }
+        }
+    }
+
+    /// A page with a heading and a sentence, such as "this link has expired".
+    pub fn message(&self, status: StatusCode, title: &str, text: &str) -> Response {
+        self.render(
+            status,
+            "message.html",
+            context! { title, text, signed_in => false },
+        )
+    }
+}
+
+/// Pages show one account's money: no cache keeps them.
+fn no_store() -> [(axum::http::HeaderName, &'static str); 2] {
+    [
+        (axum::http::header::CACHE_CONTROL, "no-store"),
+        (axum::http::header::X_FRAME_OPTIONS, "DENY"),
+    ]
+}
+
+/// Why a page shows nothing of an account.
+#[derive(Debug, thiserror::Error)]
+pub enum PageError {
+    #[error("not found")]
+    NotFound,
+    /// No cookie, or its session expired or was signed out.
+    #[error("session ended")]
+    SessionEnded,
+    /// A form posted without this session's token.
+    #[error("form expired")]
+    FormExpired,
+    /// A body or query string that is not form-encoded text.
+    #[error("unreadable request")]
+    BadRequest,
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+pub type PageResult<T = Response> = Result<T, PageError>;
+
+impl IntoResponse for PageError {
+    /// An empty answer carrying the error; [`error_pages`] renders it.
+    fn into_response(self) -> Response {
+        let status = match &self {
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::SessionEnded => StatusCode::UNAUTHORIZED,
+            Self::FormExpired => StatusCode::FORBIDDEN,
+            Self::BadRequest => StatusCode::BAD_REQUEST,
+            Self::Db(error) => {
+                tracing::error!(%error, "billing page failed");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        let mut response = status.into_response();
+        response.extensions_mut().insert(Failure(status));
+        response
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Failure(StatusCode);
+
+/// Renders the pages of [`PageError`]s in the product's look.
+pub async fn error_pages(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let Some(Failure(status)) = response.extensions().get::<Failure>().copied() else {
+        return response;
+    };
+    let (title, text) = match status {
+        StatusCode::NOT_FOUND => (
+            "Not found",
+            "There is nothing here for your account. Go back to your billing overview.",
+        ),
+        StatusCode::UNAUTHORIZED => (
+            "Your session has ended",
+            "For your security, billing sessions end after a while. Open the billing page again from your account.",
+        ),
+        StatusCode::BAD_REQUEST => (
+            "This request could not be read",
+            "Nothing was changed. Go back to the billing page and try again.",
+        ),
+        StatusCode::FORBIDDEN => (
+            "This form has expired",
+            "Nothing was changed. Go back, reload the page and try again.",
+        ),
+        _ => (
+            "Something went wrong",
+            "Nothing was changed that you did not see confirmed. Try again in a moment.",
+        ),
+    };
+    let signed_in = [
+        StatusCode::NOT_FOUND,
+        StatusCode::FORBIDDEN,
+        StatusCode::BAD_REQUEST,
+    ]
+    .contains(&status);
+    state
+        .pages
+        .render(status, "message.html", context! { title, text, signed_in })
+}
