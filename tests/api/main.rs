@@ -4,6 +4,7 @@
 mod accounts;
 mod auth;
 mod auto_topup;
+mod billing_page;
 mod cli;
 mod helpers;
 mod notices;

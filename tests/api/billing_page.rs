@@ -1,0 +1,484 @@
+//! The billing page over plain HTTP: how sessions open and end, what a page refuses, and
+//! that each page shows only its own account. The journeys through it in a real browser
+//! are the `browser` suite's.
+
+use reqwest::{StatusCode, header};
+use serde_json::json;
+use topupd::{
+    db::{PageRequest, notices::NoticeState},
+    notices,
+};
+
+use crate::helpers::{TestApp, each_backend};
+
+/// A browser's session on the billing page: its cookie, sent by hand, and no redirect
+/// followed, so each answer can be looked at.
+pub struct PageSession {
+    client: reqwest::Client,
+    base_url: String,
+    pub cookie: String,
+}
+
+/// A page's answer.
+pub struct Page {
+    pub status: StatusCode,
+    pub location: Option<String>,
+    pub body: String,
+}
+
+impl Page {
+    /// The form token the page's forms carry.
+    pub fn csrf(&self) -> String {
+        let marker = "name=\"csrf\" value=\"";
+        let start = self.body.find(marker).expect("a form with a token") + marker.len();
+        self.body[start..]
+            .split('"')
+            .next()
+            .expect("a value")
+            .to_owned()
+    }
+}
+
+fn browserless() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+async fn page(response: reqwest::Response) -> Page {
+    Page {
+        status: response.status(),
+        location: response
+            .headers()
+            .get(header::LOCATION)
+            .map(|l| l.to_str().expect("ascii").to_owned()),
+        body: response.text().await.expect("body"),
+    }
+}
+
+impl TestApp {
+    /// A single-use link to the account's billing page, as a host's backend asks for it.
+    pub async fn portal_link(&self, account: &str) -> String {
+        let created = self
+            .post(
+                "/v1/portal-sessions",
+                &self.admin,
+                json!({ "account_id": account, "return_url": "https://host.example/app" }),
+            )
+            .await;
+        assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+        created.body["url"].as_str().expect("url").to_owned()
+    }
+
+    /// Opens `link` without a cookie: the answer, and the session cookie it set, if any.
+    pub async fn open_link(&self, link: &str) -> (Page, Option<String>) {
+        let response = browserless().get(link).send().await.expect("answered");
+        let cookie = response
+            .headers()
+            .get(header::SET_COOKIE)
+            .map(|c| c.to_str().expect("ascii").to_owned());
+        (page(response).await, cookie)
+    }
+
+    /// A session on the account's billing page, opened with a fresh link.
+    pub async fn billing_session(&self, account: &str) -> PageSession {
+        let (opened, cookie) = self.open_link(&self.portal_link(account).await).await;
+        assert_eq!(opened.status, StatusCode::SEE_OTHER, "{}", opened.body);
+        let cookie = cookie.expect("a session cookie");
+        PageSession {
+            client: browserless(),
+            base_url: self.base_url.clone(),
+            cookie: cookie.split(';').next().expect("name=value").to_owned(),
+        }
+    }
+}
+
+impl PageSession {
+    pub async fn get(&self, path: &str) -> Page {
+        let url = format!("{}{path}", self.base_url);
+        page(
+            self.client
+                .get(url)
+                .header(header::COOKIE, &self.cookie)
+                .send()
+                .await
+                .expect("answered"),
+        )
+        .await
+    }
+
+    pub async fn post(&self, path: &str, form: &[(&str, &str)]) -> Page {
+        let url = format!("{}{path}", self.base_url);
+        page(
+            self.client
+                .post(url)
+                .header(header::COOKIE, &self.cookie)
+                .form(form)
+                .send()
+                .await
+                .expect("answered"),
+        )
+        .await
+    }
+}
+
+#[tokio::test]
+async fn only_service_and_admin_keys_get_links_and_bad_fields_are_named() {
+    each_backend(async |app| {
+        let account = app.funded_account("0").await;
+        let customer = app.key("customer", Some(&account)).await;
+        let support = app.key("support", None).await;
+        let service = app.key("service", None).await;
+        for key in [&customer, &support] {
+            let refused = app
+                .post("/v1/portal-sessions", key, json!({ "account_id": account }))
+                .await;
+            assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
+        }
+        let unknown = app
+            .post(
+                "/v1/portal-sessions",
+                &service,
+                json!({ "account_id": "acct_nope" }),
+            )
+            .await;
+        assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+        let bad = app
+            .post(
+                "/v1/portal-sessions",
+                &service,
+                json!({ "account_id": account, "return_url": "javascript:alert(1)" }),
+            )
+            .await;
+        assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(bad.body["fields"]["return_url"].is_string(), "{}", bad.body);
+        let made = app
+            .post(
+                "/v1/portal-sessions",
+                &service,
+                json!({ "account_id": account }),
+            )
+            .await;
+        assert_eq!(made.status, StatusCode::CREATED, "{}", made.body);
+        let url = made.body["url"].as_str().expect("url");
+        assert!(url.starts_with(&format!("{}/billing/start?token=", app.base_url)));
+        // Five minutes by default, by the engine's clock.
+        assert_eq!(made.body["expires_at"], "2026-01-01T00:05:00.000Z");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_link_opens_one_session_once_with_a_private_cookie_and_then_never_again() {
+    each_backend(async |app| {
+        let account = app.funded_account("1234").await;
+        let link = app.portal_link(&account).await;
+        let (opened, cookie) = app.open_link(&link).await;
+        assert_eq!(opened.status, StatusCode::SEE_OTHER);
+        assert_eq!(opened.location.as_deref(), Some("/billing"));
+        let cookie = cookie.expect("a cookie");
+        for attribute in ["HttpOnly", "SameSite=Lax", "Path=/", "Max-Age=43200"] {
+            assert!(cookie.contains(attribute), "{cookie}");
+        }
+        // The test server's public URL is plain HTTP.
+        assert!(!cookie.contains("Secure"), "{cookie}");
+
+        let (again, cookie) = app.open_link(&link).await;
+        assert_eq!(again.status, StatusCode::GONE);
+        assert!(cookie.is_none());
+        assert!(again.body.contains("This link has expired"));
+        assert!(!again.body.contains("1,234"), "{}", again.body);
+
+        let late = app.portal_link(&account).await;
+        app.clock.advance_ms(5 * 60_000);
+        let (expired, cookie) = app.open_link(&late).await;
+        assert_eq!((expired.status, cookie), (StatusCode::GONE, None));
+        let (forged, _) = app
+            .open_link(&format!("{}/billing/start?token=abc", app.base_url))
+            .await;
+        assert_eq!(forged.status, StatusCode::GONE);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_session_shows_its_account_until_idle_or_signed_out() {
+    each_backend(async |app| {
+        let account = app.funded_account("1234").await;
+        let session = app.billing_session(&account).await;
+        let overview = session.get("/billing").await;
+        assert_eq!(overview.status, StatusCode::OK);
+        assert!(overview.body.contains("1,234 credits"), "{}", overview.body);
+        // The way back to the host's product (the template escapes its slashes).
+        assert!(overview.body.contains("host.example"), "{}", overview.body);
+
+        let anonymous = browserless()
+            .get(format!("{}/billing", app.base_url))
+            .send()
+            .await
+            .expect("answered");
+        let anonymous = page(anonymous).await;
+        assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+        assert!(!anonymous.body.contains("1,234"));
+
+        // Idle for just under the limit: still in, which pushes the limit back.
+        app.clock.advance_ms(29 * 60_000);
+        assert_eq!(session.get("/billing").await.status, StatusCode::OK);
+        app.clock.advance_ms(29 * 60_000);
+        assert_eq!(session.get("/billing").await.status, StatusCode::OK);
+        app.clock.advance_ms(30 * 60_000);
+        assert_eq!(
+            session.get("/billing").await.status,
+            StatusCode::UNAUTHORIZED
+        );
+
+        let session = app.billing_session(&account).await;
+        let token = session.get("/billing").await.csrf();
+        let forged = session.post("/billing/sign-out", &[("csrf", "nope")]).await;
+        assert_eq!(forged.status, StatusCode::FORBIDDEN);
+        assert_eq!(session.get("/billing").await.status, StatusCode::OK);
+        let out = session.post("/billing/sign-out", &[("csrf", &token)]).await;
+        assert_eq!(out.status, StatusCode::OK);
+        assert_eq!(
+            session.get("/billing").await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_form_without_its_token_or_with_bad_fields_changes_nothing_and_names_the_field() {
+    each_backend(async |app| {
+        let (account, _) = app.customer_with_card("pm_card_visa").await;
+        let session = app.billing_session(&account).await;
+        let token = session.get("/billing/auto-topup").await.csrf();
+        let before = app.snapshot(&account).await;
+        let settings = [
+            ("enabled", "on"),
+            ("consent", "on"),
+            ("threshold", "1000"),
+            ("target", "5000"),
+        ];
+        let forged = session
+            .post(
+                "/billing/auto-topup",
+                &[&settings[..], &[("csrf", "forged")]].concat(),
+            )
+            .await;
+        assert_eq!(forged.status, StatusCode::FORBIDDEN);
+        let garbled = session.post("/billing/auto-topup", &[("x", "y")]).await;
+        assert_eq!(garbled.status, StatusCode::BAD_REQUEST);
+        let too_low = session
+            .post(
+                "/billing/auto-topup",
+                &[
+                    ("csrf", &token),
+                    ("enabled", "on"),
+                    ("consent", "on"),
+                    ("threshold", "99"),
+                    ("target", "5000"),
+                ],
+            )
+            .await;
+        assert_eq!(too_low.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(
+            too_low.body.contains("id=\"threshold-error\""),
+            "{}",
+            too_low.body
+        );
+        assert!(too_low.body.contains("Nothing was saved"));
+        // What was typed stays in the form.
+        assert!(too_low.body.contains("value=\"99\""));
+        let no_consent = session
+            .post(
+                "/billing/auto-topup",
+                &[
+                    ("csrf", &token),
+                    ("enabled", "on"),
+                    ("threshold", "1000"),
+                    ("target", "5000"),
+                ],
+            )
+            .await;
+        assert_eq!(no_consent.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(no_consent.body.contains("id=\"consent-error\""));
+        let dates = session
+            .get("/billing/usage?from=someday&to=2026-01-01")
+            .await;
+        assert_eq!(dates.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(dates.body.contains("id=\"from-error\""), "{}", dates.body);
+        let buy = session.get("/billing/buy").await;
+        let bought = session
+            .post(
+                "/billing/buy",
+                &[
+                    ("csrf", &buy.csrf()),
+                    ("request_key", "k1"),
+                    ("choice", "custom"),
+                    ("custom", "99"),
+                ],
+            )
+            .await;
+        assert_eq!(bought.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(
+            bought.body.contains("id=\"custom-error\""),
+            "{}",
+            bought.body
+        );
+        assert_eq!(app.snapshot(&account).await, before);
+        let state = app.auto_topup(&account).await;
+        assert_eq!(state["enabled"], false, "{state}");
+
+        let saved = session
+            .post(
+                "/billing/auto-topup",
+                &[&settings[..], &[("csrf", &token)]].concat(),
+            )
+            .await;
+        assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.body);
+        let state = app.auto_topup(&account).await;
+        assert_eq!(
+            (&state["enabled"], &state["threshold"], &state["target"]),
+            (&json!(true), &json!(1000), &json!(5000))
+        );
+        assert_eq!(
+            app.audited(&account, "auto_topup.update").await["actor_role"],
+            "customer"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn one_account_s_session_shows_nothing_of_another() {
+    each_backend(async |app| {
+        let (mine, my_key) = app.customer_with_card("pm_card_visa").await;
+        let (theirs, their_key) = app.customer_with_card("pm_card_mastercard").await;
+        let bought = app.buy(&their_key, &theirs, 500, None).await;
+        assert_eq!(bought.status, StatusCode::CREATED, "{}", bought.body);
+        let their_topup = bought.body["id"].as_str().expect("id").to_owned();
+        let their_cards = app
+            .get(
+                &format!("/v1/accounts/{theirs}/payment-methods"),
+                &their_key,
+            )
+            .await;
+        let their_card = their_cards.body["data"][0]["id"]
+            .as_str()
+            .expect("card")
+            .to_owned();
+        assert_eq!(
+            app.buy(&my_key, &mine, 500, None).await.status,
+            StatusCode::CREATED
+        );
+
+        let session = app.billing_session(&mine).await;
+        let token = session.get("/billing").await.csrf();
+        for path in [
+            format!("/billing/payments/{their_topup}"),
+            format!("/billing/receipts/{their_topup}.pdf"),
+        ] {
+            let page = session.get(&path).await;
+            assert_eq!(page.status, StatusCode::NOT_FOUND, "{path}");
+            assert!(!page.body.contains(&theirs), "{path}");
+        }
+        let history = session.get("/billing/history").await;
+        assert!(!history.body.contains(&their_topup));
+        for action in ["default", "remove"] {
+            let page = session
+                .post(
+                    &format!("/billing/payment-methods/{their_card}/{action}"),
+                    &[("csrf", &token)],
+                )
+                .await;
+            assert_ne!(page.status, StatusCode::INTERNAL_SERVER_ERROR, "{action}");
+        }
+        let still = app
+            .get(
+                &format!("/v1/accounts/{theirs}/payment-methods"),
+                &their_key,
+            )
+            .await;
+        assert_eq!(still.body["data"][0]["id"], their_card.as_str());
+        assert_eq!(still.body["data"][0]["default"], true);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_receipt_is_a_pdf_of_the_paid_purchase() {
+    each_backend(async |app| {
+        let (account, key) = app.customer_with_card("pm_card_visa").await;
+        let bought = app.buy(&key, &account, 2500, None).await;
+        assert_eq!(bought.status, StatusCode::CREATED, "{}", bought.body);
+        let id = bought.body["id"].as_str().expect("id");
+        let session = app.billing_session(&account).await;
+        let receipt = session
+            .client
+            .get(format!("{}/billing/receipts/{id}.pdf", app.base_url))
+            .header(header::COOKIE, &session.cookie)
+            .send()
+            .await
+            .expect("answered");
+        assert_eq!(receipt.status(), StatusCode::OK);
+        assert_eq!(receipt.headers()[header::CONTENT_TYPE], "application/pdf");
+        let bytes = receipt.bytes().await.expect("body");
+        assert!(bytes.starts_with(b"%PDF-"));
+        let text = String::from_utf8_lossy(&bytes);
+        for fact in ["$25.00", "2,500 credits", "Visa ending 4242", id] {
+            assert!(text.contains(fact), "{fact} is on the receipt");
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_decline_notice_links_to_its_own_signed_way_in_which_lands_on_the_payment_to_complete() {
+    each_backend(async |app| {
+        let (account, _) = app.auto_account("pm_card_chargeCustomerFail", "0").await;
+        assert_eq!(app.scan().await.failed, 1);
+        let pending = app
+            .db
+            .notices(
+                Some(NoticeState::Pending),
+                PageRequest {
+                    limit: 50,
+                    before: None,
+                },
+            )
+            .await
+            .expect("notices");
+        let failed = pending
+            .items
+            .iter()
+            .find(|n| n.kind == "payment_failed")
+            .expect("a decline notice");
+        let text = notices::render(failed, &app.letterhead).text;
+        let link = text
+            .split_whitespace()
+            .find(|w| w.contains("/billing/from-email?"))
+            .unwrap_or_else(|| panic!("a link to the billing page: {text}"))
+            .to_owned();
+        assert!(link.starts_with(&app.base_url), "{link}");
+        // The same notice always has the same link: a resend is the first send.
+        assert_eq!(notices::render(failed, &app.letterhead).text, text);
+
+        let (opened, cookie) = app.open_link(&link).await;
+        assert_eq!(opened.status, StatusCode::SEE_OTHER);
+        assert_eq!(opened.location.as_deref(), Some("/billing/complete"));
+        assert!(cookie.is_some());
+        // Followed again (a mail scanner got there first): it still works until it expires.
+        let (again, _) = app.open_link(&link).await;
+        assert_eq!(again.status, StatusCode::SEE_OTHER);
+
+        let tampered = link.replace(&account, "acct_someone_else");
+        let (refused, cookie) = app.open_link(&tampered).await;
+        assert_eq!((refused.status, cookie), (StatusCode::GONE, None));
+        app.clock.advance_ms(73 * 3_600_000);
+        let (expired, cookie) = app.open_link(&link).await;
+        assert_eq!((expired.status, cookie), (StatusCode::GONE, None));
+    })
+    .await;
+}
