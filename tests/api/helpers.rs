@@ -15,7 +15,8 @@ use topupd::{
     config::{Config, EmailTransport},
     db::{Db, audit::Actor},
     domain::api_key::Role,
-    notices::templates::Letterhead,
+    jobs::notice_sender::{NoticeSender, SendReport},
+    notices::{mailer::Mailer, templates::Letterhead},
     payments::stub::Stub,
     topups::Topups,
 };
@@ -460,6 +461,26 @@ impl TestApp {
             parts.push(self.get(&path, &self.admin).await.body);
         }
         Value::Array(parts)
+    }
+
+    /// A notice sender as the app runs one.
+    pub fn sender(&self) -> NoticeSender {
+        let mailer = Mailer::from_config(&self.config.email).expect("mailer");
+        NoticeSender::new(
+            self.db.clone(),
+            Arc::new(mailer),
+            Arc::new(self.clock.clone()),
+            Arc::new(self.config.email.clone()),
+            self.letterhead.clone(),
+        )
+    }
+
+    /// One round of the notice sender.
+    pub async fn send_notices(&self) -> SendReport {
+        self.sender()
+            .run_once(&CancellationToken::new())
+            .await
+            .expect("sender round")
     }
 
     /// Runs the `topupd` binary against this app's database.

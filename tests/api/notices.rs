@@ -1,7 +1,6 @@
 //! The notice outbox and its sender, against a real SMTP server.
 
 use reqwest::{Method, StatusCode};
-use tokio_util::sync::CancellationToken;
 use topupd::{
     db::{
         Db,
@@ -14,7 +13,6 @@ use topupd::{
             AuthenticationRequest, Notice, PaymentFailure, Receipt, ResumedBy, Resumption, Trigger,
         },
     },
-    jobs::notice_sender::{NoticeSender, SendReport},
     notices::{self, mailer::Mailer},
 };
 
@@ -58,24 +56,6 @@ impl TestApp {
             Db::Sqlite(pool) => queue_in_transaction!(pool),
             Db::Postgres(pool) => queue_in_transaction!(pool),
         }
-    }
-
-    pub fn sender(&self) -> NoticeSender {
-        let mailer = Mailer::from_config(&self.config.email).expect("mailer");
-        NoticeSender::new(
-            self.db.clone(),
-            std::sync::Arc::new(mailer),
-            std::sync::Arc::new(self.clock.clone()),
-            std::sync::Arc::new(self.config.email.clone()),
-            self.letterhead.clone(),
-        )
-    }
-
-    pub async fn send_notices(&self) -> SendReport {
-        self.sender()
-            .run_once(&CancellationToken::new())
-            .await
-            .expect("sender round")
     }
 
     pub async fn notices_in(&self, state: &str) -> Vec<serde_json::Value> {

@@ -179,6 +179,7 @@ pub async fn page(
             legend,
             table,
             total => credits(Millicredits(total)),
+            errors => field_errors(&FieldErrors::new()),
             csv_query => serde_urlencoded::to_string([("from", &from), ("to", &to)]).unwrap_or_default(),
             from,
             to,
