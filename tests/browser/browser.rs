@@ -194,9 +194,7 @@ impl Browser {
 
     /// Clicks the button or link whose text is `label` and waits for the page it leads to.
     pub async fn press(&self, label: &str) {
-        let xpath = format!(
-            "//*[self::button or self::a][normalize-space()='{label}']"
-        );
+        let xpath = format!("//*[self::button or self::a][normalize-space()='{label}']");
         let target = self
             .client
             .find(Locator::XPath(&xpath))

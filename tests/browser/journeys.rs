@@ -52,6 +52,42 @@ impl TestApp {
             .body
     }
 
+    /// Saves `card` for the account and turns auto top-up on: threshold 1,000, target
+    /// 5,000.
+    async fn with_auto_topup(&self, account: &str, card: &str) {
+        let saved = self
+            .post(
+                &format!("/v1/accounts/{account}/payment-methods"),
+                &self.admin,
+                json!({ "payment_method_id": card }),
+            )
+            .await;
+        assert_eq!(saved.status, StatusCode::CREATED, "{}", saved.body);
+        let enabled = self
+            .request(
+                Method::PUT,
+                &format!("/v1/accounts/{account}/auto-topup"),
+                Some(&self.admin),
+                Some(json!({ "enabled": true, "threshold": 1000, "target": 5000 })),
+            )
+            .await;
+        assert_eq!(enabled.status, StatusCode::OK, "{}", enabled.body);
+    }
+
+    /// Sends the one queued notice, whose subject holds `subject`, and returns the link
+    /// to the billing page it carries.
+    async fn emailed_link(&self, smtp: &SmtpSink, subject: &str) -> String {
+        assert_eq!(self.send_notices().await.sent, 1);
+        let email = smtp.wait_for(1).await.remove(0);
+        assert!(email.subject.contains(subject), "{}", email.subject);
+        email
+            .text
+            .split_whitespace()
+            .find(|w| w.contains("/billing/from-email?"))
+            .unwrap_or_else(|| panic!("a link in the email: {}", email.text))
+            .to_owned()
+    }
+
     /// Debits in the ledger (usage), in credits, as a positive sum.
     async fn ledger_debits(&self, account: &str) -> Decimal {
         let ledger = self
@@ -94,10 +130,7 @@ pub async fn buying_and_budgeting(setting: Setting) {
         .select("#card", "pm_card_authenticationRequired")
         .await;
     browser.press("Save card").await;
-    assert_eq!(
-        browser.path().await,
-        "/billing/payment-methods?done=saved"
-    );
+    assert_eq!(browser.path().await, "/billing/payment-methods?done=saved");
     let text = browser.text().await;
     assert!(text.contains("Your card is saved."), "{text}");
     assert!(text.contains("Visa ending 3184"), "{text}");
@@ -124,7 +157,11 @@ pub async fn buying_and_budgeting(setting: Setting) {
     assert!(browser.text().await.contains("Your settings are saved."));
     let settings = app.auto_topup_of(&account).await;
     assert_eq!(
-        (&settings["enabled"], &settings["threshold"], &settings["target"]),
+        (
+            &settings["enabled"],
+            &settings["threshold"],
+            &settings["target"]
+        ),
         (&json!(true), &json!(1000), &json!(5000)),
         "{settings}"
     );
@@ -177,7 +214,11 @@ pub async fn buying_and_budgeting(setting: Setting) {
         .find_all(fantoccini::Locator::Css("svg.chart rect"))
         .await
         .expect("bars");
-    assert!(!bars.is_empty(), "the chart has bars: {}", browser.text().await);
+    assert!(
+        !bars.is_empty(),
+        "the chart has bars: {}",
+        browser.text().await
+    );
     browser.check("usage").await;
     let csv = browser
         .download(&browser.href("a[href^='/billing/usage.csv']").await)
@@ -198,7 +239,12 @@ pub async fn buying_and_budgeting(setting: Setting) {
     browser.check("ledger").await;
     browser.press("Overview").await;
     let text = browser.text().await;
-    assert!(text.contains("Active: when your balance falls below 1,000 credits"), "{text}");
+    assert!(
+        text.contains(
+            "Active When your balance falls below 1,000 credits, we top it up to 5,000 credits."
+        ),
+        "{text}"
+    );
     browser.check("overview").await;
 
     browser.close().await;
@@ -212,38 +258,15 @@ pub async fn completing_a_declined_top_up_from_the_email(setting: Setting) {
     let smtp = SmtpSink::started().await;
     let app = TestApp::spawn_with(Backend::Sqlite, test_config(smtp.port)).await;
     let account = app.account_with_email("ada@example.com", "0").await;
-    let saved = app
-        .post(
-            &format!("/v1/accounts/{account}/payment-methods"),
-            &app.admin,
-            json!({ "payment_method_id": "pm_card_chargeCustomerFail" }),
-        )
+    app.with_auto_topup(&account, "pm_card_chargeCustomerFail")
         .await;
-    assert_eq!(saved.status, StatusCode::CREATED, "{}", saved.body);
-    let enabled = app
-        .request(
-            Method::PUT,
-            &format!("/v1/accounts/{account}/auto-topup"),
-            Some(&app.admin),
-            Some(json!({ "enabled": true, "threshold": 1000, "target": 5000 })),
-        )
-        .await;
-    assert_eq!(enabled.status, StatusCode::OK, "{}", enabled.body);
     let scanned = app
         .topups
         .scan(&CancellationToken::new())
         .await
         .expect("scan");
     assert_eq!(scanned.failed, 1);
-    assert_eq!(app.send_notices().await.sent, 1);
-    let email = smtp.wait_for(1).await.remove(0);
-    assert!(email.subject.contains("did not go through"), "{}", email.subject);
-    let link = email
-        .text
-        .split_whitespace()
-        .find(|w| w.contains("/billing/from-email?"))
-        .unwrap_or_else(|| panic!("a link in the email: {}", email.text))
-        .to_owned();
+    let link = app.emailed_link(&smtp, "did not go through").await;
 
     let browser = setting.driver.browser(setting.shots.clone()).await;
     browser.goto(&link).await;
@@ -268,7 +291,9 @@ pub async fn completing_a_declined_top_up_from_the_email(setting: Setting) {
     assert!(text.contains("The card is removed."), "{text}");
     assert!(!text.contains("0341"), "{text}");
 
-    browser.goto(&format!("{}/billing/complete", app.base_url)).await;
+    browser
+        .goto(&format!("{}/billing/complete", app.base_url))
+        .await;
     browser
         .send_form_repeatedly("form[action='/billing/complete'] button", 2)
         .await;
@@ -284,7 +309,59 @@ pub async fn completing_a_declined_top_up_from_the_email(setting: Setting) {
     assert_eq!(retries[0]["state"], "succeeded");
     assert_eq!(app.auto_topup_of(&account).await["state"], "active");
     browser.press("Overview").await;
-    assert!(browser.text().await.contains("Active:"));
+    let text = browser.text().await;
+    assert!(
+        text.contains("Active When your balance falls below"),
+        "{text}"
+    );
+
+    browser.close().await;
+    app.stop().await;
+}
+
+/// An automatic top-up the bank would not take without the customer: the email's link
+/// lands on the payment to confirm; the customer confirms it (the form reaching the
+/// server twice), authenticates on the provider's page and comes back to the paid
+/// top-up, and auto top-up is active again.
+pub async fn confirming_an_automatic_top_up_from_the_email(setting: Setting) {
+    let smtp = SmtpSink::started().await;
+    let app = TestApp::spawn_with(Backend::Sqlite, test_config(smtp.port)).await;
+    let account = app.account_with_email("ada@example.com", "0").await;
+    app.with_auto_topup(&account, "pm_card_authenticationRequired")
+        .await;
+    let scanned = app
+        .topups
+        .scan(&CancellationToken::new())
+        .await
+        .expect("scan");
+    assert_eq!(scanned.claimed, 1);
+    assert_eq!(app.auto_topup_of(&account).await["state"], "paused");
+    let link = app.emailed_link(&smtp, "confirm your").await;
+
+    let browser = setting.driver.browser(setting.shots.clone()).await;
+    browser.goto(&link).await;
+    let text = browser.text().await;
+    assert!(
+        text.contains("Your bank asks you to confirm the payment of $50.00"),
+        "{text}"
+    );
+    browser.check("complete-confirm").await;
+    browser
+        .send_form_repeatedly("form[action='/billing/complete'] button", 1)
+        .await;
+    let bank = browser.path().await;
+    assert!(bank.starts_with("/_stub/authenticate/"), "{bank}");
+    browser.press("Complete authentication").await;
+    let landed = browser.path().await;
+    assert!(landed.starts_with("/billing/payments/"), "{landed}");
+    let text = browser.text().await;
+    assert!(text.contains("Payment complete"), "{text}");
+    assert!(text.contains("5,000 credits"), "{text}");
+    let topups = app.topups_of(&account).await;
+    assert_eq!(topups.len(), 1, "the same payment, confirmed: {topups:#?}");
+    assert_eq!(topups[0]["state"], "succeeded");
+    assert_eq!(app.balance(&account).await, dec("5000"));
+    assert_eq!(app.auto_topup_of(&account).await["state"], "active");
 
     browser.close().await;
     app.stop().await;

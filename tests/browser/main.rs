@@ -25,9 +25,14 @@ use journeys::Setting;
 type Journey = fn(Setting) -> Pin<Box<dyn Future<Output = ()>>>;
 
 const JOURNEYS: &[(&str, Journey)] = &[
-    ("buying_and_budgeting", |s| Box::pin(journeys::buying_and_budgeting(s))),
+    ("buying_and_budgeting", |s| {
+        Box::pin(journeys::buying_and_budgeting(s))
+    }),
     ("completing_a_declined_top_up_from_the_email", |s| {
         Box::pin(journeys::completing_a_declined_top_up_from_the_email(s))
+    }),
+    ("confirming_an_automatic_top_up_from_the_email", |s| {
+        Box::pin(journeys::confirming_an_automatic_top_up_from_the_email(s))
     }),
     ("stale_links_and_other_accounts", |s| {
         Box::pin(journeys::stale_links_and_other_accounts(s))
@@ -70,7 +75,11 @@ async fn main() -> ExitCode {
     }
     let tools = Arc::new(tools);
     let driver = Arc::new(Driver::start(&tools).await);
-    let setting = Setting { driver, tools, shots };
+    let setting = Setting {
+        driver,
+        tools,
+        shots,
+    };
     let mut failed = Vec::new();
     for (name, journey) in chosen {
         let started = Instant::now();
@@ -80,7 +89,10 @@ async fn main() -> ExitCode {
             .run_until(async move { tokio::task::spawn_local(run).await })
             .await;
         let verdict = if outcome.is_ok() { "ok" } else { "FAILED" };
-        println!("browser journey {name} ... {verdict} ({:.1}s)", started.elapsed().as_secs_f64());
+        println!(
+            "browser journey {name} ... {verdict} ({:.1}s)",
+            started.elapsed().as_secs_f64()
+        );
         if outcome.is_err() {
             failed.push(*name);
         }

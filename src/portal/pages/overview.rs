@@ -103,7 +103,7 @@ fn auto_topup(state: &AppState, account: &Account, decision: Decision) -> Value 
     else {
         return context! {
             state => "off",
-            words => "Off: your balance is not topped up automatically.",
+            words => "Your balance is not topped up automatically.",
             action => context! { label => "Turn on auto top-up", href => "/billing/auto-topup" },
         };
     };
@@ -135,7 +135,7 @@ fn auto_topup(state: &AppState, account: &Account, decision: Decision) -> Value 
     context! {
         state => "active",
         words => format!(
-            "Active: when your balance falls below {}, we top it up to {}.",
+            "When your balance falls below {}, we top it up to {}.",
             credits(threshold),
             credits(target)
         ),

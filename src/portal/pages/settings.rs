@@ -16,6 +16,7 @@ use crate::{
     domain::{
         account::Account,
         auto_topup::{MAX_TARGET, MAX_THRESHOLD, MIN_GAP, MIN_TARGET, MIN_THRESHOLD},
+        money::group_thousands,
         validation::FieldErrors,
     },
     http::{auto_topup::checked_settings, error::ApiError, state::AppState},
@@ -27,7 +28,11 @@ use crate::{
 };
 
 /// What the customer agrees to by turning auto top-up on; shown beside the switch.
-pub const CONSENT: &str = "I authorise charging my saved card, without asking me each time, whenever my balance falls below the threshold, enough to bring it back to the target; at most once every few hours. I can turn this off at any time.";
+fn consent(rate_limit_hours: u32) -> String {
+    format!(
+        "I authorise charging my saved card, without asking me each time, whenever my balance falls below the threshold, enough to bring it back to the target, at most once every {rate_limit_hours} hours. I can turn this off at any time."
+    )
+}
 
 #[derive(Debug, Default, Deserialize)]
 pub struct SettingsForm {
@@ -114,6 +119,10 @@ pub async fn save(
     Ok(Redirect::to("/billing/auto-topup?saved=1").into_response())
 }
 
+fn grouped(credits: i64) -> String {
+    group_thousands(credits.unsigned_abs())
+}
+
 /// A number of credits as typed: digits, with thousands separators allowed. Empty is
 /// none (allowed only to turn auto top-up off).
 fn number(errors: &mut FieldErrors, field: &str, text: &str) -> Option<Decimal> {
@@ -176,14 +185,15 @@ async fn settings_page(
             saved,
             enabled => form.enabled.is_some(),
             consent => form.consent.is_some(),
-            consent_text => CONSENT,
+            consent_text => consent(state.config.auto_topup.rate_limit_hours),
             threshold => form.threshold.clone(),
             target => form.target.clone(),
             cards,
             errors,
             bounds => context! {
-                min_threshold => MIN_THRESHOLD, max_threshold => MAX_THRESHOLD,
-                min_target => MIN_TARGET, max_target => MAX_TARGET, gap => MIN_GAP,
+                min_threshold => grouped(MIN_THRESHOLD), max_threshold => grouped(MAX_THRESHOLD),
+                min_target => grouped(MIN_TARGET), max_target => grouped(MAX_TARGET),
+                gap => grouped(MIN_GAP),
             },
         }
     };
