@@ -48,6 +48,15 @@ impl Account {
         self.auto_topup.pause.as_ref().map(|p| p.reason)
     }
 
+    /// The balance below which the customer is warned: the configured line, or the auto
+    /// top-up threshold when auto top-up is on and that is higher.
+    pub fn low_balance_line(&self, configured: Millicredits) -> Millicredits {
+        match self.auto_topup.threshold {
+            Some(threshold) if self.auto_topup.enabled => threshold.max(configured),
+            _ => configured,
+        }
+    }
+
     /// Whether automatic top-ups run: turned on and not paused.
     pub fn auto_topup_active(&self) -> bool {
         self.auto_topup.enabled && self.auto_topup.pause.is_none()

@@ -64,10 +64,7 @@ pub struct AccountView {
 
 impl AccountView {
     pub fn new(account: Account, low_balance: Millicredits) -> Self {
-        let line = match account.auto_topup.threshold {
-            Some(threshold) if account.auto_topup.enabled => threshold.max(low_balance),
-            _ => low_balance,
-        };
+        let line = account.low_balance_line(low_balance);
         Self {
             low_balance_warning: account.balance < line,
             auto_topup: None,

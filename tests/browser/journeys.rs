@@ -276,7 +276,7 @@ pub async fn completing_a_declined_top_up_from_the_email(setting: Setting) {
     browser.check("complete-declined").await;
     browser.press("Overview").await;
     let text = browser.text().await;
-    assert!(text.contains("Paused since"), "{text}");
+    assert!(text.contains("Paused Since"), "{text}");
     browser.check("overview-paused").await;
 
     browser.press("Payment methods").await;

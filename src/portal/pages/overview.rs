@@ -22,8 +22,7 @@ pub async fn page(State(state): State<AppState>, customer: Customer) -> PageResu
     let account = account(&state, &customer).await?;
     let open = state.db.open_attempt_of(&account.id).await?;
     let decision = state.topups.decision(&account).await?;
-    let warning_at =
-        Millicredits::from_credits(state.config.low_balance_warning_credits).unwrap_or_default();
+    let warning_at = account.low_balance_line(state.config.low_balance_warning());
     let auto = match open {
         Some(open) => context! {
             state => "in_progress",
@@ -63,7 +62,7 @@ fn auto_topup(state: &AppState, account: &Account, decision: Decision) -> Value 
         let (words, action) = match pause.reason {
             PauseReason::PaymentFailed => (
                 format!(
-                    "Paused since {}: the last payment was declined ({})",
+                    "Since {}: the last payment was declined ({}).",
                     when(pause.since),
                     decline_reason(pause.code.as_deref().unwrap_or("card_declined"))
                         .trim_end_matches('.')
@@ -72,21 +71,21 @@ fn auto_topup(state: &AppState, account: &Account, decision: Decision) -> Value 
             ),
             PauseReason::AuthenticationRequired => (
                 format!(
-                    "Paused since {}: your bank asks you to confirm a payment.",
+                    "Since {}: your bank asks you to confirm a payment.",
                     when(pause.since)
                 ),
                 Some("Confirm the payment"),
             ),
             PauseReason::Disputed => (
                 format!(
-                    "Paused since {}: a payment was disputed with your bank. Our support team resumes automatic top-ups once it is settled; write to them with any question.",
+                    "Since {}: a payment was disputed with your bank. Our support team resumes automatic top-ups once it is settled; write to them with any question.",
                     when(pause.since)
                 ),
                 None,
             ),
             PauseReason::Refunded => (
                 format!(
-                    "Paused since {}: a payment was refunded, so we do not charge your card again on our own. Write to our support team to turn automatic top-ups back on.",
+                    "Since {}: a payment was refunded, so we do not charge your card again on our own. Write to our support team to turn automatic top-ups back on.",
                     when(pause.since)
                 ),
                 None,
