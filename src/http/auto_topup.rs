@@ -23,7 +23,7 @@ use super::{
 };
 use crate::{
     clock::rfc3339,
-    db::auto_topup::SettingsUpdate,
+    db::{DbError, auto_topup::SettingsUpdate},
     domain::{
         account::Account,
         api_key::Role,
@@ -243,7 +243,7 @@ pub async fn checked_settings(
     enabled: bool,
     (threshold, target): (Option<Decimal>, Option<Decimal>),
     payment_method_id: Option<String>,
-) -> ApiResult<Result<SettingsUpdate, FieldErrors>> {
+) -> Result<Result<SettingsUpdate, FieldErrors>, DbError> {
     let mut errors = FieldErrors::new();
     let bounds = match (threshold, target) {
         (Some(threshold), Some(target)) => match validate_bounds(threshold, target) {

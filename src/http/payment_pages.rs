@@ -22,7 +22,7 @@ use super::{
 use crate::{
     domain::attempt::{Attempt, AttemptState},
     notices::templates::escape,
-    portal::session::signed_in_customer,
+    portal::{links, session::signed_in_customer},
     topups::{OnSession, confirm_link},
 };
 
@@ -116,7 +116,7 @@ async fn returned(
         .await?
         .is_some_and(|customer| customer.account_id() == attempt.account_id)
     {
-        return Ok(Redirect::to(&format!("/billing/payments/{}", attempt.id)).into_response());
+        return Ok(Redirect::to(&links::payment_path(&attempt.id)).into_response());
     }
     Ok(outcome_page(&attempt))
 }

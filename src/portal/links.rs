@@ -19,6 +19,11 @@ pub const EMAIL_LINK_PATH: &str = "/billing/from-email";
 /// Where a host's single-use link is opened.
 pub const START_PATH: &str = "/billing/start";
 
+/// The page of one payment of the session's account.
+pub fn payment_path(id: &str) -> String {
+    format!("/billing/payments/{id}")
+}
+
 /// The name under which the key that signs notices' links is kept in the database.
 pub const SIGNING_KEY_NAME: &str = "billing_page_links";
 

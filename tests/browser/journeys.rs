@@ -255,17 +255,7 @@ pub async fn buying_and_budgeting(setting: Setting) {
 /// that works, makes it the default, removes the declined one, and retries (the form
 /// reaching the server three times): paid once, and auto top-up is active again.
 pub async fn completing_a_declined_top_up_from_the_email(setting: Setting) {
-    let smtp = SmtpSink::started().await;
-    let app = TestApp::spawn_with(Backend::Sqlite, test_config(smtp.port)).await;
-    let account = app.account_with_email("ada@example.com", "0").await;
-    app.with_auto_topup(&account, "pm_card_chargeCustomerFail")
-        .await;
-    let scanned = app
-        .topups
-        .scan(&CancellationToken::new())
-        .await
-        .expect("scan");
-    assert_eq!(scanned.failed, 1);
+    let (app, smtp, account) = scanned_with("pm_card_chargeCustomerFail").await;
     let link = app.emailed_link(&smtp, "did not go through").await;
 
     let browser = setting.driver.browser(setting.shots.clone()).await;
@@ -324,17 +314,7 @@ pub async fn completing_a_declined_top_up_from_the_email(setting: Setting) {
 /// server twice), authenticates on the provider's page and comes back to the paid
 /// top-up, and auto top-up is active again.
 pub async fn confirming_an_automatic_top_up_from_the_email(setting: Setting) {
-    let smtp = SmtpSink::started().await;
-    let app = TestApp::spawn_with(Backend::Sqlite, test_config(smtp.port)).await;
-    let account = app.account_with_email("ada@example.com", "0").await;
-    app.with_auto_topup(&account, "pm_card_authenticationRequired")
-        .await;
-    let scanned = app
-        .topups
-        .scan(&CancellationToken::new())
-        .await
-        .expect("scan");
-    assert_eq!(scanned.claimed, 1);
+    let (app, smtp, account) = scanned_with("pm_card_authenticationRequired").await;
     assert_eq!(app.auto_topup_of(&account).await["state"], "paused");
     let link = app.emailed_link(&smtp, "confirm your").await;
 
@@ -365,6 +345,22 @@ pub async fn confirming_an_automatic_top_up_from_the_email(setting: Setting) {
 
     browser.close().await;
     app.stop().await;
+}
+
+/// An app whose notices go to a real SMTP server, and an account with `card` and auto
+/// top-up on, after a scan tried to top it up.
+async fn scanned_with(card: &str) -> (TestApp, SmtpSink, String) {
+    let smtp = SmtpSink::started().await;
+    let app = TestApp::spawn_with(Backend::Sqlite, test_config(smtp.port)).await;
+    let account = app.account_with_email("ada@example.com", "0").await;
+    app.with_auto_topup(&account, card).await;
+    let scanned = app
+        .topups
+        .scan(&CancellationToken::new())
+        .await
+        .expect("scan");
+    assert_eq!(scanned.claimed, 1, "{scanned:?}");
+    (app, smtp, account)
 }
 
 /// A used link, an expired one, a session that has ended and another account's ids show

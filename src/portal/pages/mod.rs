@@ -7,6 +7,7 @@ pub mod purchase;
 pub mod settings;
 pub mod usage;
 
+use axum::http::StatusCode;
 use minijinja::{Value, context};
 
 use super::{
@@ -35,13 +36,20 @@ async fn account(state: &AppState, customer: &Customer) -> PageResult<Account> {
         .ok_or(PageError::NotFound)
 }
 
-/// A form's errors by field, for the template to show beside each field.
-fn field_errors(errors: &FieldErrors) -> Value {
-    Value::from_pairs(
+/// How a page answers a form: 422 when a field is wrong, with the errors by field for
+/// the template to show beside each.
+fn form_outcome(errors: &FieldErrors) -> (StatusCode, Value) {
+    let status = if errors.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    let by_field = Value::from_pairs(
         errors
             .iter()
             .map(|(field, problem)| (field.to_owned(), problem.to_owned())),
-    )
+    );
+    (status, by_field)
 }
 
 fn credits(amount: Millicredits) -> String {

@@ -15,7 +15,7 @@ use axum::{
 use minijinja::{Value, context};
 use serde::Deserialize;
 
-use super::{account, attempt_row, card_name, credits, field_errors};
+use super::{account, attempt_row, card_name, credits, form_outcome};
 use crate::{
     domain::{
         attempt::{Attempt, AttemptState},
@@ -27,6 +27,7 @@ use crate::{
     http::{state::AppState, topups::in_own_task},
     portal::{
         form::PageForm,
+        links::{BASE_PATH, COMPLETE_PATH, payment_path},
         render::{PageError, PageResult},
         session::Customer,
     },
@@ -135,12 +136,7 @@ async fn buy_page(
         })
         .collect();
     let card = state.db.default_card(customer.account_id()).await?;
-    let status = if errors.is_empty() {
-        StatusCode::OK
-    } else {
-        StatusCode::UNPROCESSABLE_ENTITY
-    };
-    let errors = field_errors(errors);
+    let (status, errors) = form_outcome(errors);
     let ctx = context! {
         ..customer.frame("buy", "Buy credits"),
         ..context! {
@@ -171,7 +167,7 @@ fn after_charge(attempt: &Attempt) -> Response {
 }
 
 fn to_payment(attempt: &Attempt) -> Response {
-    Redirect::to(&format!("/billing/payments/{}", attempt.id)).into_response()
+    Redirect::to(&payment_path(&attempt.id)).into_response()
 }
 
 /// A charge still running when the request must answer: its page shows it in progress.
@@ -276,7 +272,7 @@ pub async fn complete(
 ) -> PageResult<Response> {
     customer.check_form(&form.csrf)?;
     let account_id = customer.account_id().to_owned();
-    let back = || Redirect::to(crate::portal::links::COMPLETE_PATH).into_response();
+    let back = || Redirect::to(COMPLETE_PATH).into_response();
     match form.action.as_str() {
         "confirm" => {
             let Some(open) = state
@@ -305,9 +301,7 @@ pub async fn complete(
             Ok(match retried? {
                 RetryOutcome::Charged(attempt) => after_charge(&attempt),
                 RetryOutcome::Busy(open) => to_payment(&open),
-                RetryOutcome::ResumedWithoutCharge => {
-                    Redirect::to(crate::portal::links::BASE_PATH).into_response()
-                }
+                RetryOutcome::ResumedWithoutCharge => Redirect::to(BASE_PATH).into_response(),
                 RetryOutcome::NotPaused | RetryOutcome::HeldForSupport(_) => back(),
                 RetryOutcome::AccountNotFound => return Err(PageError::NotFound),
             })

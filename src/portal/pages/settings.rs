@@ -4,14 +4,13 @@
 
 use axum::{
     extract::State,
-    http::StatusCode,
     response::{IntoResponse, Redirect, Response},
 };
 use minijinja::context;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
-use super::{account, card_name, field_errors};
+use super::{account, card_name, form_outcome};
 use crate::{
     domain::{
         account::Account,
@@ -19,7 +18,7 @@ use crate::{
         money::group_thousands,
         validation::FieldErrors,
     },
-    http::{auto_topup::checked_settings, error::ApiError, state::AppState},
+    http::{auto_topup::checked_settings, state::AppState},
     portal::{
         form::{PageForm, PageQuery},
         render::{PageError, PageResult},
@@ -100,9 +99,7 @@ pub async fn save(
         errors.add("consent", "tick the box to agree to automatic charges");
     }
     let card = (!form.card.is_empty()).then(|| form.card.clone());
-    let checked = checked_settings(&state, &account.id, enabled, (threshold, target), card)
-        .await
-        .map_err(from_api)?;
+    let checked = checked_settings(&state, &account.id, enabled, (threshold, target), card).await?;
     let update = match checked {
         Ok(update) if errors.is_empty() => update,
         Ok(_) => return settings_page(&state, &customer, &account, &form, &errors, false).await,
@@ -143,13 +140,6 @@ fn number(errors: &mut FieldErrors, field: &str, text: &str) -> Option<Decimal> 
     }
 }
 
-fn from_api(error: ApiError) -> PageError {
-    match error {
-        ApiError::Db(e) => PageError::Db(e),
-        _ => PageError::NotFound,
-    }
-}
-
 /// The settings page with `form` as typed and its `errors`.
 async fn settings_page(
     state: &AppState,
@@ -173,12 +163,7 @@ async fn settings_page(
             }
         })
         .collect();
-    let status = if errors.is_empty() {
-        StatusCode::OK
-    } else {
-        StatusCode::UNPROCESSABLE_ENTITY
-    };
-    let errors = field_errors(errors);
+    let (status, errors) = form_outcome(errors);
     let ctx = context! {
         ..customer.frame("auto-topup", "Auto top-up"),
         ..context! {

@@ -13,7 +13,7 @@ use minijinja::context;
 use serde::Deserialize;
 
 use super::{
-    credits, field_errors,
+    credits, form_outcome,
     history::{Cursor, page_request},
     when,
 };
@@ -117,14 +117,12 @@ pub async fn page(
     let days = match period(&asked, today(&state)) {
         Ok(days) => days,
         Err(errors) => {
-            let errors = field_errors(&errors);
+            let (status, errors) = form_outcome(&errors);
             let ctx = context! {
                 ..frame,
                 ..context! { from => asked.from, to => asked.to, errors },
             };
-            return Ok(state
-                .pages
-                .render(StatusCode::UNPROCESSABLE_ENTITY, "usage.html", ctx));
+            return Ok(state.pages.render(status, "usage.html", ctx));
         }
     };
     let rows = state
@@ -179,7 +177,7 @@ pub async fn page(
             legend,
             table,
             total => credits(Millicredits(total)),
-            errors => field_errors(&FieldErrors::new()),
+            errors => form_outcome(&FieldErrors::new()).1,
             csv_query => serde_urlencoded::to_string([("from", &from), ("to", &to)]).unwrap_or_default(),
             from,
             to,
