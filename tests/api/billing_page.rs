@@ -482,3 +482,42 @@ async fn a_decline_notice_links_to_its_own_signed_way_in_which_lands_on_the_paym
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_ledger_is_newest_first_a_page_at_a_time() {
+    each_backend(async |app| {
+        let account = app.funded_account("0").await;
+        for i in 1..=30 {
+            let adjusted = app
+                .post(
+                    &format!("/v1/admin/accounts/{account}/adjustments"),
+                    &app.admin,
+                    json!({ "credits": i, "reason": format!("adjustment number {i}") }),
+                )
+                .await;
+            assert_eq!(adjusted.status, StatusCode::CREATED, "{}", adjusted.body);
+        }
+        let session = app.billing_session(&account).await;
+        let first = session.get("/billing/ledger").await;
+        assert_eq!(first.status, StatusCode::OK);
+        let position = |page: &Page, i: i32| page.body.find(&format!("adjustment number {i}<"));
+        assert!(position(&first, 30) < position(&first, 29), "newest first");
+        assert!(position(&first, 6).is_some() && position(&first, 5).is_none());
+        let marker = "href=\"/billing/ledger?before=";
+        let start = first.body.find(marker).expect("a link to older entries") + 6;
+        let older = &first.body[start..]
+            .split('"')
+            .next()
+            .expect("href")
+            .to_owned();
+        let second = session.get(older).await;
+        assert!(
+            (1..=5).all(|i| position(&second, i).is_some()),
+            "{}",
+            second.body
+        );
+        assert!(position(&second, 6).is_none());
+        assert!(!second.body.contains(marker), "the last page");
+    })
+    .await;
+}

@@ -9,6 +9,7 @@ use reqwest::{Method, StatusCode};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
+use topupd::config::Config;
 
 use crate::{
     browser::{Driver, Tools},
@@ -112,7 +113,11 @@ impl TestApp {
 /// once, then reloading), authenticates on the provider's page and lands back with the
 /// balance updated, downloads the receipt, sees the usage chart and downloads the CSV.
 pub async fn buying_and_budgeting(setting: Setting) {
-    let app = TestApp::spawn(Backend::Sqlite).await;
+    let mut config = Config::defaults();
+    config.billing_page.seller_name = "Acme Speech Ltd".into();
+    config.billing_page.seller_address = "1 Quay Street\nDublin D02 XY45".into();
+    config.billing_page.seller_tax_id = "IE1234567T".into();
+    let app = TestApp::spawn_with(Backend::Sqlite, config).await;
     let account = app.funded_account("0").await;
     let browser = setting.driver.browser(setting.shots.clone()).await;
 
@@ -201,6 +206,9 @@ pub async fn buying_and_budgeting(setting: Setting) {
     assert!(text.contains("$50.00"), "{text}");
     assert!(text.contains("5,000 credits"), "{text}");
     assert!(text.contains("Visa ending 3184"), "{text}");
+    for seller in ["Acme Speech Ltd", "Dublin D02 XY45", "Tax ID: IE1234567T"] {
+        assert!(text.contains(seller), "{text}");
+    }
 
     // Usage: a chart and a table, and a CSV whose rows sum to the ledger's debits.
     let service = app.key("service", None).await;
