@@ -35,7 +35,8 @@ impl Tools {
         let mut program = |name: &str, env: &str, hint: &str| {
             let found = std::env::var_os(env)
                 .map(PathBuf::from)
-                .or_else(|| which(name));
+                .or_else(|| which(name))
+                .filter(|path| path.is_file());
             if found.is_none() {
                 missing.push(format!("{name} ({hint})"));
             }
