@@ -294,6 +294,14 @@ impl App {
                 Duration::from_secs(state.config.payments.event_sweep_interval_secs),
                 cancel.child_token(),
             ));
+            jobs.spawn(
+                jobs::decision_pruner::DecisionPruner::new(
+                    state.db.clone(),
+                    state.clock.clone(),
+                    auto.decision_retention_days,
+                )
+                .run(cancel.child_token()),
+            );
             jobs.spawn(jobs::reconciler::run(
                 state.topups.clone(),
                 Duration::from_secs(auto.reconcile_interval_secs),

@@ -122,6 +122,7 @@ pub struct AutoTopupConfig {
     pub recheck_after_secs: u64,
     pub flag_after_hours: u32,
     pub authentication_expiry_hours: u32,
+    pub decision_retention_days: u32,
 }
 
 impl AutoTopupConfig {
@@ -388,6 +389,9 @@ impl Config {
                 "auto_topup.authentication_expiry_hours",
                 "must be at least 1",
             );
+        }
+        if auto.decision_retention_days == 0 {
+            return invalid("auto_topup.decision_retention_days", "must be at least 1");
         }
         if auto.flag_after_hours == 0 {
             return invalid("auto_topup.flag_after_hours", "must be at least 1");

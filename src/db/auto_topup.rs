@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use super::{
-    BeginWrite, Db, DbError,
+    BeginWrite, Db, DbError, Page, PageRequest, Paged,
     accounts::{self, AccountRow},
     attempts::{self, AttemptReads, AttemptRow},
     audit::{Actor, AuditWrites},
@@ -79,6 +79,22 @@ pub struct DecisionRow {
     pub next_eligible_at: Option<Millis>,
     pub attempt_id: Option<String>,
     pub decided_at: Millis,
+    /// The decision in words, with its figures.
+    pub reason: String,
+}
+
+/// One decision of the scan's history.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LoggedDecision {
+    pub id: i64,
+    #[sqlx(flatten)]
+    pub decision: DecisionRow,
+}
+
+impl Paged for LoggedDecision {
+    fn page_key(&self) -> i64 {
+        self.id
+    }
 }
 
 /// Where a page of the due set ends.
@@ -89,9 +105,10 @@ pub struct DueCursor {
 }
 
 pub(crate) trait DecisionWrites {
-    /// The claim that acted owns the entry: a decision not to charge, made inside the
-    /// window a charge opened (a claim that lost the race to it, seeing its open attempt
-    /// or its window), does not replace that charge's entry.
+    /// Keeps the decision in the history, and as the account's latest unless a charge
+    /// owns that entry: a decision not to charge, made inside the window a charge opened
+    /// (a claim that lost the race to it, seeing its open attempt or its window), does
+    /// not replace that charge's entry.
     async fn record_decision(&mut self, row: &DecisionRow) -> Result<(), sqlx::Error>;
 }
 
@@ -99,11 +116,12 @@ impl_for_connections!(DecisionWrites {
     async fn record_decision(&mut self, row: &DecisionRow) -> Result<(), sqlx::Error> {
         sqlx::query(
             "INSERT INTO auto_topup_decisions (account_id, decision, balance, threshold, target, \
-             next_eligible_at, attempt_id, decided_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             next_eligible_at, attempt_id, decided_at, reason) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
              ON CONFLICT (account_id) DO UPDATE SET decision = excluded.decision, \
              balance = excluded.balance, threshold = excluded.threshold, target = excluded.target, \
              next_eligible_at = excluded.next_eligible_at, attempt_id = excluded.attempt_id, \
-             decided_at = excluded.decided_at \
+             decided_at = excluded.decided_at, reason = excluded.reason \
              WHERE excluded.attempt_id IS NOT NULL OR auto_topup_decisions.attempt_id IS NULL \
              OR excluded.decided_at >= COALESCE(auto_topup_decisions.next_eligible_at, 0)",
         )
@@ -115,6 +133,23 @@ impl_for_connections!(DecisionWrites {
         .bind(row.next_eligible_at)
         .bind(&row.attempt_id)
         .bind(row.decided_at)
+        .bind(&row.reason)
+        .execute(&mut *self)
+        .await?;
+        sqlx::query(
+            "INSERT INTO auto_topup_decision_log (account_id, decision, balance, threshold, \
+             target, next_eligible_at, attempt_id, decided_at, reason) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&row.account_id)
+        .bind(&row.decision)
+        .bind(row.balance)
+        .bind(row.threshold)
+        .bind(row.target)
+        .bind(row.next_eligible_at)
+        .bind(&row.attempt_id)
+        .bind(row.decided_at)
+        .bind(&row.reason)
         .execute(&mut *self)
         .await?;
         Ok(())
@@ -134,6 +169,12 @@ fn decision_row(
         threshold: account.auto_topup.threshold.map(|t| t.0),
         target: account.auto_topup.target.map(|t| t.0),
         next_eligible_at: decision.next_eligible_at(at, account.auto_topup.window_ends_at),
+        reason: decision.reason(
+            account.balance,
+            account.auto_topup.threshold,
+            account.auto_topup.target,
+            attempt_id.is_some(),
+        ),
         attempt_id,
         decided_at: at,
     }
@@ -400,12 +441,38 @@ impl Db {
     /// The scan's latest decision about the account.
     pub async fn decision(&self, account_id: &str) -> Result<Option<DecisionRow>, DbError> {
         const SQL: &str = "SELECT account_id, decision, balance, threshold, target, next_eligible_at, \
-                           attempt_id, decided_at FROM auto_topup_decisions WHERE account_id = $1";
+                           attempt_id, decided_at, reason FROM auto_topup_decisions WHERE account_id = $1";
         Ok(with_pool!(self, |pool| {
             sqlx::query_as(SQL)
                 .bind(account_id)
                 .fetch_optional(pool)
                 .await?
+        }))
+    }
+
+    /// The account's decisions, newest first.
+    pub async fn decisions(
+        &self,
+        account_id: &str,
+        page: PageRequest,
+    ) -> Result<Page<LoggedDecision>, DbError> {
+        const SQL: &str = "SELECT id, account_id, decision, balance, threshold, target, \
+             next_eligible_at, attempt_id, decided_at, reason FROM auto_topup_decision_log \
+             WHERE account_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3";
+        self.page(SQL, Some(account_id), page).await
+    }
+
+    /// Forgets decisions taken before `before`, at most `limit` of them; how many went.
+    pub async fn prune_decisions(&self, before: Millis, limit: u32) -> Result<u64, DbError> {
+        const SQL: &str = "DELETE FROM auto_topup_decision_log WHERE id IN \
+             (SELECT id FROM auto_topup_decision_log WHERE decided_at < $1 ORDER BY id LIMIT $2)";
+        Ok(with_pool!(self, |pool| {
+            sqlx::query(SQL)
+                .bind(before)
+                .bind(i64::from(limit))
+                .execute(pool)
+                .await?
+                .rows_affected()
         }))
     }
 

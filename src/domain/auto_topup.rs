@@ -210,6 +210,42 @@ impl Decision {
         if charged { "charged" } else { self.as_str() }
     }
 
+    /// The decision in words, with the figures it was taken on, as support reads it.
+    pub fn reason(
+        self,
+        balance: Millicredits,
+        threshold: Option<Millicredits>,
+        target: Option<Millicredits>,
+        charged: bool,
+    ) -> String {
+        let credits = |m: Option<Millicredits>| {
+            m.map_or_else(
+                || "none".to_owned(),
+                |m| format!("{} credits", m.to_display()),
+            )
+        };
+        let (balance, threshold, target) =
+            (credits(Some(balance)), credits(threshold), credits(target));
+        match self {
+            Self::Due if charged => {
+                format!(
+                    "the balance ({balance}) was below the threshold ({threshold}): charged to bring it to the target ({target})"
+                )
+            }
+            Self::Due => format!("the balance ({balance}) was below the threshold ({threshold})"),
+            Self::NotEnabled => "auto top-up was off".to_owned(),
+            Self::Paused(reason) => format!("auto top-up was paused ({})", reason.as_str()),
+            Self::AboveThreshold => {
+                format!("the balance ({balance}) was not below the threshold ({threshold})")
+            }
+            Self::RateLimited { until } => format!(
+                "the balance ({balance}) was below the threshold ({threshold}), but an automatic top-up was already tried in the rate-limit window, which ends at {}",
+                crate::clock::rfc3339(until)
+            ),
+            Self::AttemptOpen => "a top-up of the account was still in progress".to_owned(),
+        }
+    }
+
     /// When the account may be charged automatically next, if nothing else changes:
     /// never before the end of the window opened by the last automatic attempt.
     pub fn next_eligible_at(self, now: Millis, window_ends_at: Millis) -> Option<Millis> {

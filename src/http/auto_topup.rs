@@ -17,6 +17,7 @@ use super::{
     auth::{Caller, STAFF},
     error::{ApiError, ApiResult, ErrorBody},
     extract::{ApiJson, ApiPath, ApiQuery},
+    pagination::{PageParams, PageView},
     state::AppState,
     topups::{in_own_task, purchase_answer, still_charging},
     views::{PauseView, TopupView, pause_view},
@@ -41,6 +42,7 @@ const MAX_LISTED: u32 = 500;
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(settings, update))
+        .routes(routes!(decisions))
         .routes(routes!(retry))
         .routes(routes!(resume))
         .routes(routes!(admin_list))
@@ -68,6 +70,8 @@ pub struct ScanView {
     next_eligible_at: Option<String>,
     topup_id: Option<String>,
     decided_at: String,
+    /// The decision in words, with its figures.
+    reason: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -122,6 +126,7 @@ async fn view(state: &AppState, account: Account) -> ApiResult<AutoTopupView> {
         next_eligible_at: d.next_eligible_at.map(rfc3339),
         topup_id: d.attempt_id,
         decided_at: rfc3339(d.decided_at),
+        reason: d.reason,
     });
     Ok(AutoTopupView {
         state: state_of(&account),
@@ -161,6 +166,54 @@ async fn settings(
 ) -> ApiResult<Json<AutoTopupView>> {
     let account = visible_account(&state, &caller, &id).await?;
     Ok(Json(view(&state, account).await?))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LoggedDecisionView {
+    /// What the scan decided: `charged`, `due`, `not_enabled`, `paused`,
+    /// `above_threshold`, `rate_limited` or `attempt_open`.
+    decision: String,
+    /// The same in words, with the figures it was taken on.
+    reason: String,
+    balance: Millicredits,
+    threshold: Option<Millicredits>,
+    target: Option<Millicredits>,
+    next_eligible_at: Option<String>,
+    /// The top-up the decision made, when it charged.
+    topup_id: Option<String>,
+    decided_at: String,
+}
+
+/// Every decision the scan took about the account, newest first, for as long as
+/// `auto_topup.decision_retention_days` keeps them.
+#[utoipa::path(get, path = "/v1/accounts/{id}/auto-topup/decisions", operation_id = "list_auto_topup_decisions", tag = "auto top-up",
+    params(AccountId, PageParams),
+    responses(
+        (status = 200, body = PageView<LoggedDecisionView>),
+        (status = 404, description = "No such account, or not this key's", body = ErrorBody),
+    ))]
+async fn decisions(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(AccountId { id }): ApiPath<AccountId>,
+    ApiQuery(params): ApiQuery<PageParams>,
+) -> ApiResult<Json<PageView<LoggedDecisionView>>> {
+    let page = params.page_request()?;
+    visible_account(&state, &caller, &id).await?;
+    let logged = state.db.decisions(&id, page).await?;
+    Ok(Json(PageView::try_from_page(logged, |logged| {
+        let d = logged.decision;
+        Ok::<_, ApiError>(LoggedDecisionView {
+            decision: d.decision,
+            reason: d.reason,
+            balance: Millicredits(d.balance),
+            threshold: d.threshold.map(Millicredits),
+            target: d.target.map(Millicredits),
+            next_eligible_at: d.next_eligible_at.map(rfc3339),
+            topup_id: d.attempt_id,
+            decided_at: rfc3339(d.decided_at),
+        })
+    })?))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

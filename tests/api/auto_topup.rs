@@ -2020,3 +2020,74 @@ async fn the_confirmation_link_opens_only_its_own_waiting_payment_until_it_expir
     })
     .await;
 }
+
+#[tokio::test]
+async fn every_scan_decision_is_kept_with_its_reason_until_its_retention_ends() {
+    each_backend(async |app| {
+        let (account, key) = app.auto_account("pm_card_visa", "0").await;
+        assert_eq!(app.scan().await.succeeded, 1);
+        let spend = app
+            .post(
+                &format!("/v1/admin/accounts/{account}/adjustments"),
+                &app.admin,
+                json!({ "credits": -4500, "reason": "spent" }),
+            )
+            .await;
+        assert_eq!(spend.status, StatusCode::CREATED);
+        app.clock.advance_ms(6 * HOUR_MS);
+        assert_eq!(app.scan().await.succeeded, 1);
+
+        let path = format!("/v1/accounts/{account}/auto-topup/decisions");
+        let listed = app.get(&path, &key).await;
+        assert_eq!(listed.status, StatusCode::OK, "{}", listed.body);
+        let decisions = listed.body["data"].as_array().expect("decisions").clone();
+        assert_eq!(decisions.len(), 2, "{decisions:#?}");
+        // Newest first: the second charge was taken on a balance of 500.
+        assert_eq!(decisions[0]["decided_at"], "2026-01-01T06:00:00.000Z");
+        assert_eq!(decisions[1]["decided_at"], "2026-01-01T00:00:00.000Z");
+        for (decision, balance) in decisions.iter().zip(["500", "0"]) {
+            assert_eq!(decision["decision"], "charged");
+            assert_eq!(decision["balance"], json!(dec(balance)));
+            assert_eq!(decision["threshold"], 1000);
+            assert!(decision["topup_id"].is_string());
+            let reason = decision["reason"].as_str().expect("reason");
+            assert!(
+                reason.contains(&format!(
+                    "the balance ({balance} credits) was below the threshold (1,000 credits)"
+                )),
+                "{reason}"
+            );
+        }
+        assert_eq!(
+            app.auto_topup(&account).await["last_scan"]["reason"],
+            decisions[0]["reason"]
+        );
+        let (stranger, stranger_key) = app.customer_with_card("pm_card_visa").await;
+        assert_ne!(stranger, account);
+        assert_eq!(
+            app.get(&path, &stranger_key).await.status,
+            StatusCode::NOT_FOUND
+        );
+
+        let pruner = topupd::jobs::decision_pruner::DecisionPruner::new(
+            app.db.clone(),
+            std::sync::Arc::new(app.clock.clone()),
+            90,
+        );
+        app.clock.advance_ms(90 * 24 * HOUR_MS - 6 * HOUR_MS);
+        assert_eq!(
+            pruner.run_once().await.expect("prune"),
+            0,
+            "90 days not yet over"
+        );
+        app.clock.advance_ms(1);
+        assert_eq!(
+            pruner.run_once().await.expect("prune"),
+            1,
+            "the first decision"
+        );
+        let left = app.get(&path, &key).await;
+        assert_eq!(left.body["data"].as_array().expect("decisions").len(), 1);
+    })
+    .await;
+}
