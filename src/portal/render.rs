@@ -78,11 +78,20 @@ impl Pages {
     }
 }
 
-/// Pages show one account's money: no cache keeps them.
-fn no_store() -> [(axum::http::HeaderName, &'static str); 2] {
+/// Pages show one account's money: no cache keeps them, no other site frames them, and
+/// they run no script (they have none). `form-action` is left out: the forms that pay
+/// are answered with a redirect to the provider's pages.
+fn no_store() -> [(axum::http::HeaderName, &'static str); 4] {
+    use axum::http::header;
     [
-        (axum::http::header::CACHE_CONTROL, "no-store"),
-        (axum::http::header::X_FRAME_OPTIONS, "DENY"),
+        (header::CACHE_CONTROL, "no-store"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "same-origin"),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; connect-src 'self'; \
+             frame-ancestors 'none'; base-uri 'none'",
+        ),
     ]
 }
 

@@ -23,6 +23,7 @@ pub struct PageSession {
 pub struct Page {
     pub status: StatusCode,
     pub location: Option<String>,
+    pub headers: reqwest::header::HeaderMap,
     pub body: String,
 }
 
@@ -53,6 +54,7 @@ async fn page(response: reqwest::Response) -> Page {
             .headers()
             .get(header::LOCATION)
             .map(|l| l.to_str().expect("ascii").to_owned()),
+        headers: response.headers().clone(),
         body: response.text().await.expect("body"),
     }
 }
@@ -210,6 +212,14 @@ async fn a_session_shows_its_account_until_idle_or_signed_out() {
         let overview = session.get("/billing").await;
         assert_eq!(overview.status, StatusCode::OK);
         assert!(overview.body.contains("1,234 credits"), "{}", overview.body);
+        // Not cached, not framed, no script.
+        assert_eq!(overview.headers[header::CACHE_CONTROL], "no-store");
+        assert_eq!(overview.headers[header::X_FRAME_OPTIONS], "DENY");
+        let policy = overview.headers[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .expect("ascii");
+        assert!(policy.starts_with("default-src 'none';"), "{policy}");
+        assert!(!policy.contains("script-src"), "{policy}");
         // The way back to the host's product (the template escapes its slashes).
         assert!(overview.body.contains("host.example"), "{}", overview.body);
 
