@@ -23,7 +23,7 @@ pub struct PageSession {
 pub struct Page {
     pub status: StatusCode,
     pub location: Option<String>,
-    pub headers: reqwest::header::HeaderMap,
+    pub headers: header::HeaderMap,
     pub body: String,
 }
 
