@@ -8,6 +8,7 @@ use crate::{
     clock::Clock,
     db::{
         Db, DbError,
+        accounts::{NewAccount, Opened},
         audit::Actor,
         auto_topup::SettingsUpdate,
         keys::{IssuedKey, StoredKey},
@@ -27,10 +28,10 @@ impl Accounts {
         Self { db, clock }
     }
 
-    /// Opens an account with a zero balance.
-    pub async fn open(&self, email: &str, name: &str, actor: &Actor) -> Result<Account, DbError> {
+    /// Opens an account with a zero balance, or finds the one with its `external_id`.
+    pub async fn open(&self, new: &NewAccount<'_>, actor: &Actor) -> Result<Opened, DbError> {
         self.db
-            .create_account(email, name, actor, self.clock.now_ms())
+            .create_account(new, actor, self.clock.now_ms())
             .await
     }
 

@@ -1,11 +1,13 @@
 //! Customer accounts.
 
+use std::collections::BTreeMap;
+
 use serde_json::json;
 
 use super::{
-    BeginWrite, Db, DbError,
+    BeginWrite, Db, DbError, Page, PageRequest, Paged,
     audit::{Actor, AuditWrites},
-    impl_for_connections, new_id, with_pool,
+    impl_for_connections, is_unique_violation, new_id, with_pool,
 };
 use crate::domain::account::Account;
 use crate::{
@@ -97,6 +99,8 @@ pub(crate) struct AccountRow {
     name: String,
     balance: i64,
     provider_customer_id: Option<String>,
+    external_id: Option<String>,
+    metadata: String,
     created_at: Millis,
     auto_topup_enabled: bool,
     auto_topup_threshold: Option<i64>,
@@ -130,12 +134,17 @@ impl TryFrom<AccountRow> for Account {
                 )));
             }
         };
+        let metadata = serde_json::from_str(&row.metadata).map_err(|e| {
+            DbError::Corrupt(format!("account {} has unreadable metadata: {e}", row.id))
+        })?;
         Ok(Self {
             id: row.id,
             email: row.email,
             name: row.name,
             balance: Millicredits(row.balance),
             provider_customer_id: row.provider_customer_id,
+            external_id: row.external_id,
+            metadata,
             created_at: row.created_at,
             auto_topup: AutoTopup {
                 enabled: row.auto_topup_enabled,
@@ -151,40 +160,186 @@ impl TryFrom<AccountRow> for Account {
     }
 }
 
-pub(crate) const COLUMNS: &str = "id, email, name, balance, provider_customer_id, created_at, \
+/// Which accounts a directory search finds; every filter given must match.
+#[derive(Debug, Clone, Default)]
+pub struct AccountFilter {
+    /// The whole address, in any case.
+    pub email: Option<String>,
+    /// The address starts with this, in any case.
+    pub email_prefix: Option<String>,
+    pub external_id: Option<String>,
+    /// `active`, `paused` or `off`.
+    pub state: Option<String>,
+    pub paused_reason: Option<String>,
+    pub balance_below: Option<Millicredits>,
+}
+
+#[derive(sqlx::FromRow)]
+struct ListedAccount {
+    #[sqlx(flatten)]
+    account: AccountRow,
+    seq: i64,
+}
+
+impl Paged for ListedAccount {
+    fn page_key(&self) -> i64 {
+        self.seq
+    }
+}
+
+pub(crate) const COLUMNS: &str = "id, email, name, balance, provider_customer_id, external_id, \
+    metadata, created_at, \
     auto_topup_enabled, auto_topup_threshold, auto_topup_target, auto_topup_payment_method_id, \
     auto_topup_enabled_by, auto_topup_enabled_at, auto_topup_paused_reason, auto_topup_paused_code, \
     auto_topup_paused_at, auto_topup_window_ends_at";
 
+/// An account to open.
+#[derive(Debug, Clone, Copy)]
+pub struct NewAccount<'a> {
+    pub email: &'a str,
+    pub name: &'a str,
+    pub external_id: Option<&'a str>,
+    pub metadata: &'a BTreeMap<String, String>,
+}
+
+impl<'a> NewAccount<'a> {
+    /// An account known by its email and name only.
+    pub fn named(email: &'a str, name: &'a str) -> Self {
+        static NONE: BTreeMap<String, String> = BTreeMap::new();
+        Self {
+            email,
+            name,
+            external_id: None,
+            metadata: &NONE,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum Opened {
+    Created(Account),
+    /// An account with the same `external_id` was there already; nothing was written.
+    Existing(Account),
+}
+
 impl Db {
-    /// Creates an account with a zero balance and audits who created it.
+    /// Creates an account with a zero balance and audits who created it, unless one with
+    /// the same `external_id` exists (also when another request created it a moment
+    /// before): that one is answered.
     pub async fn create_account(
         &self,
-        email: &str,
-        name: &str,
+        new: &NewAccount<'_>,
         actor: &Actor,
         at: Millis,
-    ) -> Result<Account, DbError> {
-        let sql = format!(
-            "INSERT INTO accounts (id, email, name, balance, created_at) \
-             VALUES ($1, $2, $3, 0, $4) RETURNING {COLUMNS}"
+    ) -> Result<Opened, DbError> {
+        let insert = format!(
+            "INSERT INTO accounts (id, email, name, balance, external_id, metadata, created_at) \
+             VALUES ($1, $2, $3, 0, $4, $5, $6) RETURNING {COLUMNS}"
         );
+        let metadata = serde_json::to_string(new.metadata)
+            .map_err(|e| DbError::Corrupt(format!("metadata does not serialize: {e}")))?;
+        if let Some(existing) = self.account_by_external_id(new.external_id).await? {
+            return Ok(Opened::Existing(existing));
+        }
         let id = new_id("acct");
-        with_pool!(self, |pool| {
+        let created = with_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
-            let account: AccountRow = sqlx::query_as(&sql)
+            let inserted = sqlx::query_as::<_, AccountRow>(&insert)
                 .bind(&id)
-                .bind(email)
-                .bind(name)
+                .bind(new.email)
+                .bind(new.name)
+                .bind(new.external_id)
+                .bind(&metadata)
                 .bind(at)
                 .fetch_one(&mut *tx)
-                .await?;
-            let detail = json!({ "email": email, "name": name });
-            tx.audit(actor, "account.create", Some(&id), detail, at)
-                .await?;
-            tx.commit().await?;
-            account.try_into()
-        })
+                .await;
+            let account = match inserted {
+                Err(e) if is_unique_violation(&e) => None,
+                other => Some(other?),
+            };
+            if account.is_some() {
+                let detail = json!({
+                    "email": new.email, "name": new.name, "external_id": new.external_id,
+                });
+                tx.audit(actor, "account.create", Some(&id), detail, at)
+                    .await?;
+                tx.commit().await?;
+            }
+            account
+        });
+        match created {
+            Some(row) => Ok(Opened::Created(row.try_into()?)),
+            None => self
+                .account_by_external_id(new.external_id)
+                .await?
+                .map(Opened::Existing)
+                .ok_or_else(|| DbError::Corrupt("an account id collided".into())),
+        }
+    }
+
+    /// The account the host knows as `external_id`.
+    pub async fn account_by_external_id(
+        &self,
+        external_id: Option<&str>,
+    ) -> Result<Option<Account>, DbError> {
+        let Some(external_id) = external_id else {
+            return Ok(None);
+        };
+        let sql = format!("SELECT {COLUMNS} FROM accounts WHERE external_id = $1");
+        let row: Option<AccountRow> = with_pool!(self, |pool| {
+            sqlx::query_as(&sql)
+                .bind(external_id)
+                .fetch_optional(pool)
+                .await?
+        });
+        row.map(Account::try_from).transpose()
+    }
+
+    /// Accounts matching `filter`, newest first.
+    pub async fn find_accounts(
+        &self,
+        filter: &AccountFilter,
+        page: PageRequest,
+    ) -> Result<Page<Account>, DbError> {
+        let sql = format!(
+            "SELECT {COLUMNS}, seq FROM accounts WHERE seq < $1 \
+             AND ($2 IS NULL OR lower(email) = lower($2)) \
+             AND ($3 IS NULL OR lower(email) LIKE $3 ESCAPE '\\') \
+             AND ($4 IS NULL OR external_id = $4) \
+             AND ($5 IS NULL \
+                  OR ($5 = 'active' AND auto_topup_enabled AND auto_topup_paused_reason IS NULL) \
+                  OR ($5 = 'paused' AND auto_topup_paused_reason IS NOT NULL) \
+                  OR ($5 = 'off' AND NOT auto_topup_enabled AND auto_topup_paused_reason IS NULL)) \
+             AND ($6 IS NULL OR auto_topup_paused_reason = $6) \
+             AND ($7 IS NULL OR balance < $7) \
+             ORDER BY seq DESC LIMIT $8"
+        );
+        let prefix = filter.email_prefix.as_deref().map(|p| {
+            let escaped: String = p
+                .to_lowercase()
+                .chars()
+                .flat_map(|c| match c {
+                    '%' | '_' | '\\' => vec!['\\', c],
+                    c => vec![c],
+                })
+                .collect();
+            format!("{escaped}%")
+        });
+        let rows: Vec<ListedAccount> = with_pool!(self, |pool| {
+            sqlx::query_as(&sql)
+                .bind(page.before())
+                .bind(filter.email.as_deref())
+                .bind(prefix.as_deref())
+                .bind(filter.external_id.as_deref())
+                .bind(filter.state.as_deref())
+                .bind(filter.paused_reason.as_deref())
+                .bind(filter.balance_below.map(|b| b.0))
+                .bind(page.fetch_limit())
+                .fetch_all(pool)
+                .await?
+        });
+        page.finish(rows)
+            .try_map(|listed| listed.account.try_into())
     }
 
     /// Records the provider's customer for the account unless one is recorded already;

@@ -1,6 +1,8 @@
 //! A customer account as the rules see it: its balance and its auto top-up settings and
 //! pause, in domain units. Built from the stored row at the database boundary.
 
+use std::collections::BTreeMap;
+
 use super::{
     auto_topup::{PauseReason, Standing},
     credits::Millicredits,
@@ -15,6 +17,10 @@ pub struct Account {
     pub balance: Millicredits,
     /// The payment provider's customer, once the account has saved a card.
     pub provider_customer_id: Option<String>,
+    /// The host's own id of the account, unique.
+    pub external_id: Option<String>,
+    /// The host's key-value notes about the account.
+    pub metadata: BTreeMap<String, String>,
     pub created_at: Millis,
     pub auto_topup: AutoTopup,
 }

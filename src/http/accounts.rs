@@ -1,5 +1,7 @@
 //! An account's balance and history, for its customer and for staff.
 
+use std::collections::BTreeMap;
+
 use axum::{Json, extract::State};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -52,6 +54,9 @@ pub struct AccountView {
     id: String,
     email: String,
     name: String,
+    /// Your own id of the account, if you gave one.
+    external_id: Option<String>,
+    metadata: BTreeMap<String, String>,
     balance: Millicredits,
     /// The balance is below the configured low-balance line (or the auto top-up
     /// threshold, when auto top-up is on).
@@ -72,6 +77,8 @@ impl AccountView {
             id: account.id,
             email: account.email,
             name: account.name,
+            external_id: account.external_id,
+            metadata: account.metadata,
             created_at: rfc3339(account.created_at),
         }
     }

@@ -1,11 +1,13 @@
 //! Staff routes: accounts and keys (admin), balance adjustments and the audit log
 //! (support and admin). Every change is audited in its own transaction.
 
+use std::collections::BTreeMap;
+
 use axum::{Json, extract::State, http::StatusCode};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
@@ -20,18 +22,32 @@ use super::{
 };
 use crate::{
     clock::rfc3339,
-    db::{audit::AuditEntry, keys::StoredKey, ledger::PostRefusal},
-    domain::{api_key::Role, credits::Millicredits, validation::FieldErrors},
+    db::{
+        accounts::{AccountFilter, NewAccount, Opened},
+        audit::AuditEntry,
+        keys::StoredKey,
+        ledger::PostRefusal,
+    },
+    domain::{
+        api_key::Role,
+        auto_topup::PauseReason,
+        credits::Millicredits,
+        validation::{FieldErrors, is_hidden_or_control, is_text},
+    },
 };
 
 const MAX_LABEL_LEN: usize = 100;
+const MAX_EXTERNAL_ID_LEN: usize = 255;
+const MAX_METADATA_KEYS: usize = 50;
+const MAX_METADATA_KEY_LEN: usize = 40;
+const MAX_METADATA_VALUE_LEN: usize = 500;
 const MAX_REASON_LEN: usize = 500;
 /// The largest single adjustment, in credits, either way.
 const MAX_ADJUSTMENT_CREDITS: i64 = 10_000_000;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(create_account))
+        .routes(routes!(create_account, find_accounts))
         .routes(routes!(adjust_balance))
         .routes(routes!(issue_key))
         .routes(routes!(revoke_key))
@@ -43,11 +59,24 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub struct NewAccountBody {
     email: String,
     name: String,
+    /// Your own id of the account, unique: opening it again with the same fields answers
+    /// the account already open. 1 to 255 visible ASCII characters.
+    #[serde(default)]
+    external_id: Option<String>,
+    /// Up to 50 keys (1 to 40 characters) with text values (at most 500 characters).
+    #[serde(default)]
+    metadata: BTreeMap<String, String>,
 }
 
-/// Opens an account with a zero balance. Admin keys only.
+/// Opens an account with a zero balance. With an `external_id` already open, answers
+/// that account (200) when the other fields are the same, or 409 when they differ. Admin
+/// keys only.
 #[utoipa::path(post, path = "/v1/admin/accounts", tag = "admin", request_body = NewAccountBody,
-    responses((status = 201, body = AccountView)))]
+    responses(
+        (status = 201, description = "Opened", body = AccountView),
+        (status = 200, description = "Already open with this `external_id` and the same fields", body = AccountView),
+        (status = 409, description = "Open with this `external_id` but other fields; `message` names them", body = ErrorBody),
+    ))]
 async fn create_account(
     State(state): State<AppState>,
     caller: Caller,
@@ -55,17 +84,160 @@ async fn create_account(
 ) -> ApiResult<(StatusCode, Json<AccountView>)> {
     caller.require(&[Role::Admin])?;
     let (email, name) = (body.email.trim(), body.name.trim());
+    let external_id = body.external_id.as_deref().map(str::trim);
     let mut errors = FieldErrors::new();
     super::accounts::check_details(&mut errors, Some(email), Some(name));
+    if let Some(external_id) = external_id {
+        errors.require_id("external_id", external_id, MAX_EXTERNAL_ID_LEN);
+    }
+    check_metadata(&mut errors, &body.metadata);
     errors.into_result(()).map_err(ApiError::invalid)?;
-    let account = state.accounts.open(email, name, &caller.actor()).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(AccountView::new(
-            account,
-            state.config.low_balance_warning(),
-        )),
-    ))
+    let new = NewAccount {
+        email,
+        name,
+        external_id,
+        metadata: &body.metadata,
+    };
+    let low = state.config.low_balance_warning();
+    match state.accounts.open(&new, &caller.actor()).await? {
+        Opened::Created(account) => Ok((StatusCode::CREATED, Json(AccountView::new(account, low)))),
+        Opened::Existing(account) => {
+            let differing: Vec<&str> = [
+                ("email", account.email != email),
+                ("name", account.name != name),
+                ("metadata", account.metadata != body.metadata),
+            ]
+            .into_iter()
+            .filter_map(|(field, differs)| differs.then_some(field))
+            .collect();
+            if differing.is_empty() {
+                Ok((StatusCode::OK, Json(AccountView::new(account, low))))
+            } else {
+                Err(ApiError::Conflict(format!(
+                    "account {} is open with this external_id and another {}",
+                    account.id,
+                    differing.join(", ")
+                )))
+            }
+        }
+    }
+}
+
+/// Adds an error for metadata past its limits.
+fn check_metadata(errors: &mut FieldErrors, metadata: &BTreeMap<String, String>) {
+    if metadata.len() > MAX_METADATA_KEYS {
+        errors.add(
+            "metadata",
+            format!("may have at most {MAX_METADATA_KEYS} keys"),
+        );
+    }
+    for (key, value) in metadata {
+        if !is_text(key, MAX_METADATA_KEY_LEN) {
+            errors.add(
+                "metadata",
+                format!("keys must be 1 to {MAX_METADATA_KEY_LEN} characters of text"),
+            );
+        } else if value.chars().count() > MAX_METADATA_VALUE_LEN
+            || value.chars().any(is_hidden_or_control)
+        {
+            errors.add(
+                &format!("metadata.{key}"),
+                format!("must be at most {MAX_METADATA_VALUE_LEN} characters of text"),
+            );
+        }
+    }
+}
+
+/// Read as text so that a bad value gets this API's own error naming the field.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AccountSearch {
+    /// The whole email address, in any case.
+    email: Option<String>,
+    /// The start of the email address, in any case.
+    email_prefix: Option<String>,
+    external_id: Option<String>,
+    /// `active`, `paused` or `off`.
+    auto_topup_state: Option<String>,
+    /// `payment_failed`, `authentication_required`, `disputed` or `refunded`.
+    paused_reason: Option<String>,
+    /// Credits: only accounts whose balance is below this.
+    #[param(value_type = Option<f64>)]
+    balance_below: Option<String>,
+    /// How many to return, 1 to 200 (default 50).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
+    limit: Option<String>,
+    /// `next_cursor` of the previous page.
+    #[param(pattern = "^[1-9][0-9]{0,17}$")]
+    cursor: Option<String>,
+}
+
+/// The account directory, newest first: every filter given must match. Support and admin.
+#[utoipa::path(get, path = "/v1/admin/accounts", tag = "admin", params(AccountSearch),
+    responses(
+        (status = 200, body = PageView<AccountView>),
+        (status = 400, description = "A filter is malformed; `fields` names it", body = ErrorBody),
+    ))]
+async fn find_accounts(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(search): ApiQuery<AccountSearch>,
+) -> ApiResult<Json<PageView<AccountView>>> {
+    caller.require(STAFF)?;
+    let page = PageParams {
+        limit: search.limit.clone(),
+        cursor: search.cursor.clone(),
+    }
+    .page_request()?;
+    let mut errors = FieldErrors::new();
+    let state_filter = search.auto_topup_state.clone();
+    if state_filter
+        .as_deref()
+        .is_some_and(|s| !["active", "paused", "off"].contains(&s))
+    {
+        errors.add("auto_topup_state", "must be active, paused or off");
+    }
+    if search
+        .paused_reason
+        .as_deref()
+        .is_some_and(|r| PauseReason::parse(r).is_none())
+    {
+        errors.add(
+            "paused_reason",
+            "must be payment_failed, authentication_required, disputed or refunded",
+        );
+    }
+    let balance_below = match search.balance_below.as_deref() {
+        None => None,
+        Some(text) => match text
+            .parse()
+            .ok()
+            .and_then(|d| Millicredits::from_credits(d).ok())
+        {
+            Some(credits) => Some(credits),
+            None => {
+                errors.add(
+                    "balance_below",
+                    "must be a number of credits with at most 3 decimals",
+                );
+                None
+            }
+        },
+    };
+    errors.into_result(()).map_err(ApiError::malformed_fields)?;
+    let filter = AccountFilter {
+        email: search.email,
+        email_prefix: search.email_prefix,
+        external_id: search.external_id,
+        state: state_filter,
+        paused_reason: search.paused_reason,
+        balance_below,
+    };
+    let found = state.db.find_accounts(&filter, page).await?;
+    let low = state.config.low_balance_warning();
+    Ok(Json(PageView::try_from_page(found, |account| {
+        Ok::<_, ApiError>(AccountView::new(account, low))
+    })?))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -1034,9 +1034,16 @@ async fn seed_due_account(app: &TestApp) -> String {
     let now = topupd::clock::Clock::now_ms(&app.clock);
     let account = app
         .db
-        .create_account("bulk@example.com", "Bulk", &Actor::cli(), now)
+        .create_account(
+            &topupd::db::accounts::NewAccount::named("bulk@example.com", "Bulk"),
+            &Actor::cli(),
+            now,
+        )
         .await
         .expect("account");
+    let topupd::db::accounts::Opened::Created(account) = account else {
+        panic!("a new account");
+    };
     app.topups
         .save_card(&account.id, "pm_card_visa", true, None)
         .await
@@ -1840,9 +1847,12 @@ async fn the_due_query_and_the_claim_agree_with_the_rule_on_generated_accounts()
                 .current();
             let account = app
                 .db
-                .create_account("rule@example.com", "Rule", &Actor::cli(), now)
+                .create_account(&topupd::db::accounts::NewAccount::named("rule@example.com", "Rule"), &Actor::cli(), now)
                 .await
                 .expect("account");
+            let topupd::db::accounts::Opened::Created(account) = account else {
+                panic!("a new account");
+            };
             let sql_opt = |v: Option<String>| v.unwrap_or_else(|| "NULL".to_owned());
             tamper(
                 app,

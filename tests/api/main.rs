@@ -6,6 +6,7 @@ mod auth;
 mod auto_topup;
 mod billing_page;
 mod cli;
+mod directory;
 mod helpers;
 mod notices;
 mod openapi;
