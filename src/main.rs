@@ -7,9 +7,10 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use topupd::{
     app::{self, App, ProviderAt, Roles},
+    cli,
     clock::{Clock, SystemClock},
     config::{Config, ProviderKind},
-    db::{Db, audit::Actor},
+    db::{Db, PageRequest, accounts::AccountFilter, audit::Actor},
     domain::{api_key::Role, credits::Millicredits},
     payments::stub::{Stub, WebhookTarget, world::Faults},
     telemetry,
@@ -65,6 +66,40 @@ enum Command {
     /// Manage API keys from the server itself (how the first admin key is made).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Find accounts.
+    #[command(subcommand)]
+    Accounts(AccountsCommand),
+    /// Act on an account's auto top-up as support does.
+    #[command(subcommand, name = "auto-topup")]
+    AutoTopup(AutoTopupCommand),
+}
+
+#[derive(Subcommand)]
+enum AccountsCommand {
+    /// Accounts with this email address (any case) or, without an @, this external id.
+    Find {
+        query: String,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum AutoTopupCommand {
+    /// End a pause, with a note kept in the audit log.
+    Resume {
+        account: String,
+        #[arg(long)]
+        note: String,
+        /// Charge now if the balance is below the threshold, even inside the window (with
+        /// the stub provider, through the stub `serve` runs, as `scan --once` does).
+        #[arg(long)]
+        try_now: bool,
+        /// JSON instead of a sentence.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -80,6 +115,14 @@ enum KeysCommand {
         #[arg(long, default_value = "")]
         label: String,
     },
+    /// List every key (revoked ones too); secrets are never shown.
+    List {
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key at once.
+    Revoke { id: String },
 }
 
 fn parse_faults(s: &str) -> Result<Faults, String> {
@@ -179,15 +222,9 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                     "use `topupd scan --once`; `topupd serve` runs scans on auto_topup.scan_schedule"
                 );
             }
-            let provider = match config.payments.provider {
-                ProviderKind::Stripe => ProviderAt::Configured,
-                ProviderKind::Stub => match app::lasting_stub(&config).await {
-                    Ok(running) => running,
-                    Err(refusal) => {
-                        eprintln!("topupd: scan --once refused: {refusal}");
-                        return Ok(ExitCode::from(2));
-                    }
-                },
+            let provider = match provider_for(&config, "scan --once").await {
+                Ok(provider) => provider,
+                Err(code) => return Ok(code),
             };
             let listen = config.http.listen;
             let app = App::build_on_database_clock(config, listen, provider).await?;
@@ -251,6 +288,102 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             println!("{}", issued.token);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Keys(KeysCommand::List { json }) => {
+            let keys = connect(&config).await?.api_keys().await?;
+            println!("{}", cli::keys(&keys, json));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keys(KeysCommand::Revoke { id }) => {
+            let db = connect(&config).await?;
+            match db
+                .revoke_api_key(&id, &Actor::cli(), SystemClock.now_ms())
+                .await?
+            {
+                Some(key) => {
+                    println!("revoked {} key {}", key.role, key.id);
+                    Ok(ExitCode::SUCCESS)
+                }
+                None => {
+                    eprintln!("topupd: no key {id}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        Command::Accounts(AccountsCommand::Find { query, json }) => {
+            let query = query.trim().to_owned();
+            let filter = if query.contains('@') {
+                AccountFilter {
+                    email: Some(query),
+                    ..AccountFilter::default()
+                }
+            } else {
+                AccountFilter {
+                    external_id: Some(query),
+                    ..AccountFilter::default()
+                }
+            };
+            let page = PageRequest {
+                limit: 200,
+                before: None,
+            };
+            let found = connect(&config).await?.find_accounts(&filter, page).await?;
+            println!("{}", cli::accounts(&found.items, json));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::AutoTopup(AutoTopupCommand::Resume {
+            account,
+            note,
+            try_now,
+            json,
+        }) => {
+            let note = note.trim();
+            if note.is_empty() {
+                anyhow::bail!("--note must say why auto top-up is resumed");
+            }
+            let provider = match (try_now, config.payments.provider) {
+                (true, _) => match provider_for(&config, "auto-topup resume --try-now").await {
+                    Ok(provider) => provider,
+                    Err(code) => return Ok(code),
+                },
+                // Nothing is charged: any stub will do, the one `serve` runs if there is
+                // one, so that its port is not asked for twice.
+                (false, ProviderKind::Stub) => app::lasting_stub(&config)
+                    .await
+                    .unwrap_or(ProviderAt::Configured),
+                (false, ProviderKind::Stripe) => ProviderAt::Configured,
+            };
+            let listen = config.http.listen;
+            let app = App::build_on_database_clock(config, listen, provider).await?;
+            if app.state.db.account(&account).await?.is_none() {
+                app.close().await;
+                eprintln!("topupd: no account {account}");
+                return Ok(ExitCode::FAILURE);
+            }
+            let outcome = app
+                .state
+                .topups
+                .resume(&account, &Actor::cli(), note, try_now)
+                .await?;
+            println!("{}", cli::resumed(&account, outcome.as_ref(), json));
+            app.close().await;
+            Ok(if outcome.is_some() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    }
+}
+
+/// Where the payment provider is for a command that may charge: with the stub, the one
+/// `serve` runs (exit code 2 when there is none).
+async fn provider_for(config: &Config, command: &str) -> Result<ProviderAt, ExitCode> {
+    match config.payments.provider {
+        ProviderKind::Stripe => Ok(ProviderAt::Configured),
+        ProviderKind::Stub => app::lasting_stub(config).await.map_err(|refusal| {
+            eprintln!("topupd: {command} refused: {refusal}");
+            ExitCode::from(2)
+        }),
     }
 }
 

@@ -86,6 +86,14 @@ impl Db {
         }))
     }
 
+    /// Every key, revoked ones too, oldest first.
+    pub async fn api_keys(&self) -> Result<Vec<StoredKey>, DbError> {
+        let sql = format!("SELECT {COLUMNS} FROM api_keys ORDER BY created_at, id");
+        Ok(with_pool!(self, |pool| {
+            sqlx::query_as(&sql).fetch_all(pool).await?
+        }))
+    }
+
     /// Revokes a key at once; revoking it again changes nothing. `None` if unknown.
     pub async fn revoke_api_key(
         &self,

@@ -280,3 +280,83 @@ async fn serving(serve: &mut tokio::process::Command) -> (tokio::process::Child,
         }
     }
 }
+
+#[tokio::test]
+async fn ops_list_and_revoke_keys_find_accounts_and_resume_from_the_terminal() {
+    each_backend(async |app| {
+        let stdout = |o: &std::process::Output| String::from_utf8_lossy(&o.stdout).into_owned();
+        let support = app.key("support", None).await;
+        let listed = app.cli(&["keys", "list"]).await;
+        assert!(listed.status.success());
+        let table = stdout(&listed);
+        assert!(table.starts_with("ID"), "{table}");
+        assert!(
+            table.contains("support") && table.contains("admin"),
+            "{table}"
+        );
+        assert!(!table.contains("tpk_"), "no secret is printed: {table}");
+        let keys: serde_json::Value =
+            serde_json::from_str(&stdout(&app.cli(&["keys", "list", "--json"]).await))
+                .expect("JSON");
+        let support_id = keys
+            .as_array()
+            .expect("keys")
+            .iter()
+            .find(|k| k["role"] == "support")
+            .expect("the support key")["id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+        let revoked = app.cli(&["keys", "revoke", &support_id]).await;
+        assert!(revoked.status.success(), "{}", stdout(&revoked));
+        assert_eq!(
+            app.get("/v1/admin/accounts", &support).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            app.cli(&["keys", "revoke", "key_nope"]).await.status.code(),
+            Some(1)
+        );
+
+        let (paused, _) = app.auto_account("pm_card_chargeCustomerFail", "0").await;
+        assert_eq!(app.scan().await.failed, 1);
+        let found = app.cli(&["accounts", "find", "ADA@example.com"]).await;
+        let table = stdout(&found);
+        assert!(table.contains(&paused), "{table}");
+        assert!(table.contains("paused (payment_failed)"), "{table}");
+        let none = app.cli(&["accounts", "find", "user-1", "--json"]).await;
+        assert_eq!(stdout(&none).trim(), "[]");
+
+        let resumed = app
+            .cli(&[
+                "auto-topup",
+                "resume",
+                &paused,
+                "--note",
+                "customer called",
+                "--json",
+            ])
+            .await;
+        assert!(
+            resumed.status.success(),
+            "{}",
+            String::from_utf8_lossy(&resumed.stderr)
+        );
+        let answer: serde_json::Value = serde_json::from_str(&stdout(&resumed)).expect("JSON");
+        assert_eq!(answer["resumed"], true);
+        assert_eq!(answer["tried"], "not_asked");
+        assert_eq!(app.auto_topup(&paused).await["state"], "active");
+        let audited = app.audited(&paused, "auto_topup.resume").await;
+        assert_eq!(audited["actor_role"], "operator");
+        let again = app
+            .cli(&["auto-topup", "resume", &paused, "--note", "again"])
+            .await;
+        assert_eq!(again.status.code(), Some(1));
+        assert!(
+            stdout(&again).contains("is not paused"),
+            "{}",
+            stdout(&again)
+        );
+    })
+    .await;
+}
