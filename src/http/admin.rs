@@ -158,11 +158,13 @@ pub struct AccountSearch {
     email_prefix: Option<String>,
     external_id: Option<String>,
     /// `active`, `paused` or `off`.
+    #[param(pattern = "^(active|paused|off)$")]
     auto_topup_state: Option<String>,
     /// `payment_failed`, `authentication_required`, `disputed` or `refunded`.
+    #[param(pattern = "^(payment_failed|authentication_required|disputed|refunded)$")]
     paused_reason: Option<String>,
-    /// Credits: only accounts whose balance is below this.
-    #[param(value_type = Option<f64>)]
+    /// Credits, at most 3 decimals: only accounts whose balance is below this.
+    #[param(pattern = "^-?[0-9]{1,12}(\\.[0-9]{1,3})?$")]
     balance_below: Option<String>,
     /// How many to return, 1 to 200 (default 50).
     #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
