@@ -206,6 +206,8 @@ impl EmailConfig {
 pub struct BillingPageConfig {
     pub link_ttl_secs: u64,
     pub email_link_ttl_hours: u32,
+    /// Empty: a key kept in the database.
+    pub link_signing_key: SecretString,
     pub idle_timeout_secs: u64,
     pub session_max_hours: u32,
     /// `#rrggbb`; validated at load.
@@ -333,17 +335,24 @@ impl Config {
             })
         };
         let page = &self.billing_page;
-        if page.link_ttl_secs == 0 {
-            return invalid("billing_page.link_ttl_secs", "must be at least 1");
+        if !(1..=3600).contains(&page.link_ttl_secs) {
+            return invalid("billing_page.link_ttl_secs", "must be from 1 to 3600");
         }
-        if page.email_link_ttl_hours == 0 {
-            return invalid("billing_page.email_link_ttl_hours", "must be at least 1");
+        if !(1..=720).contains(&page.email_link_ttl_hours) {
+            return invalid("billing_page.email_link_ttl_hours", "must be from 1 to 720");
         }
-        if page.idle_timeout_secs < 60 {
-            return invalid("billing_page.idle_timeout_secs", "must be at least 60");
+        let key = page.link_signing_key.expose_secret();
+        if !key.is_empty() && key.chars().count() < 32 {
+            return invalid(
+                "billing_page.link_signing_key",
+                "must be empty or at least 32 characters",
+            );
         }
-        if page.session_max_hours == 0 {
-            return invalid("billing_page.session_max_hours", "must be at least 1");
+        if !(60..=86_400).contains(&page.idle_timeout_secs) {
+            return invalid("billing_page.idle_timeout_secs", "must be from 60 to 86400");
+        }
+        if !(1..=168).contains(&page.session_max_hours) {
+            return invalid("billing_page.session_max_hours", "must be from 1 to 168");
         }
         let colour = page.brand_color.strip_prefix('#').unwrap_or_default();
         if colour.len() != 6 || !colour.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -652,6 +661,21 @@ mod tests {
             let err = Config::load(None).expect_err("no delay").to_string();
             assert!(err.contains("auto_topup.recheck_after_secs"), "{err}");
             jail.clear_env();
+
+            for (key, value) in [
+                ("BILLING_PAGE__LINK_TTL_SECS", "18446744073709551615"),
+                ("BILLING_PAGE__EMAIL_LINK_TTL_HOURS", "721"),
+                ("BILLING_PAGE__LINK_SIGNING_KEY", "too short"),
+                ("BILLING_PAGE__SESSION_MAX_HOURS", "169"),
+            ] {
+                jail.set_env(format!("TOPUPD_{key}"), value);
+                let err = Config::load(None).expect_err(key).to_string();
+                assert!(
+                    err.contains(&key.to_lowercase().replace("__", ".")),
+                    "{err}"
+                );
+                jail.clear_env();
+            }
 
             // $10.02 is more than the smallest automatic top-up (1,001 credits) costs.
             jail.set_env("TOPUPD_PAYMENTS__MIN_TOPUP_CENTS", "1002");

@@ -367,8 +367,9 @@ impl Db {
     }
 
     /// Changes the account's email and name (each if given), audited with what they were,
-    /// and marks its provider customer due for the new details. `None` if there is no such
-    /// account; the account unchanged if nothing differs.
+    /// and marks its provider customer due for the new details. A new email voids the
+    /// links of the notices sent before and ends the sessions they opened. `None` if there
+    /// is no such account; the account unchanged if nothing differs.
     pub async fn update_account_details(
         &self,
         id: &str,
@@ -377,6 +378,10 @@ impl Db {
         actor: &Actor,
         at: Millis,
     ) -> Result<Option<Account>, DbError> {
+        const REVOKE_EMAIL_LINKS: &str =
+            "UPDATE accounts SET email_links_revoked_at = $1 WHERE id = $2";
+        const END_EMAIL_SESSIONS: &str =
+            "DELETE FROM portal_sessions WHERE account_id = $1 AND scope = 'payment'";
         let read = format!("SELECT {COLUMNS} FROM accounts WHERE id = $1");
         let write = format!(
             "UPDATE accounts SET email = $1, name = $2, details_version = details_version + 1 \
@@ -410,6 +415,18 @@ impl Db {
             });
             tx.audit(actor, "account.update", Some(id), detail, at)
                 .await?;
+            if new_email != before.email {
+                // The old inbox's links and the sessions they opened end with it.
+                sqlx::query(REVOKE_EMAIL_LINKS)
+                    .bind(at)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(END_EMAIL_SESSIONS)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             tx.commit().await?;
             after.try_into().map(Some)
         })

@@ -24,9 +24,24 @@ pub struct PortalSession {
     pub csrf_token: String,
     /// Where "back to the product" leads.
     pub return_url: Option<String>,
+    /// What the session may reach: [`ACCOUNT_SCOPE`] or [`PAYMENT_SCOPE`].
+    pub scope: String,
     pub created_at: Millis,
     pub last_seen_at: Millis,
     pub expires_at: Millis,
+}
+
+/// A session opened by the host's link: every page of its account.
+pub const ACCOUNT_SCOPE: &str = "account";
+/// A session opened by a notice's link: the payment waiting and the cards to pay it with.
+pub const PAYMENT_SCOPE: &str = "payment";
+
+/// A live session, with the email of its account (every page shows whose it is).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LiveSession {
+    #[sqlx(flatten)]
+    pub session: PortalSession,
+    pub account_email: String,
 }
 
 /// The usage of one service on one day (UTC).
@@ -42,10 +57,12 @@ pub struct UsageDay {
     pub refunded: i64,
 }
 
-const SESSION_COLUMNS: &str =
-    "id_hash, account_id, csrf_token, return_url, created_at, last_seen_at, expires_at";
-
 const DAY_MS: i64 = 86_400_000;
+
+/// The account's email if a notice about account $1 written at $2 may still open the
+/// billing page.
+const EMAIL_LINK_VALID: &str = "SELECT email FROM accounts WHERE id = $1 \
+     AND (email_links_revoked_at IS NULL OR email_links_revoked_at < $2)";
 
 impl Db {
     /// Stores a link; links and sessions long expired are swept out on the way.
@@ -110,14 +127,64 @@ impl Db {
         Ok(Some(session))
     }
 
-    /// Starts a session for an account (from a signed link in an email).
-    pub async fn create_portal_session(&self, session: &PortalSession) -> Result<(), DbError> {
+    /// The account (id and email) a host's link opens, if it is unused and unexpired at
+    /// `now`. It is not used up here; [`Db::open_portal_link`] does that.
+    pub async fn portal_link_account(
+        &self,
+        token_hash: &str,
+        now: Millis,
+    ) -> Result<Option<(String, String)>, DbError> {
+        const SQL: &str = "SELECT a.id, a.email FROM portal_links l \
+             JOIN accounts a ON a.id = l.account_id \
+             WHERE l.token_hash = $1 AND l.used_at IS NULL AND l.expires_at > $2";
+        Ok(with_pool!(self, |pool| {
+            sqlx::query_as(SQL)
+                .bind(token_hash)
+                .bind(now)
+                .fetch_optional(pool)
+                .await?
+        }))
+    }
+
+    /// The email of the account a notice written at `issued` is about, if the notice's link
+    /// may still open the billing page: the account exists and its email has not changed
+    /// since.
+    pub async fn email_link_account(
+        &self,
+        account_id: &str,
+        issued: Millis,
+    ) -> Result<Option<String>, DbError> {
+        Ok(with_pool!(self, |pool| {
+            sqlx::query_scalar(EMAIL_LINK_VALID)
+                .bind(account_id)
+                .bind(issued)
+                .fetch_optional(pool)
+                .await?
+        }))
+    }
+
+    /// Starts `session` with a notice's link written at `issued`, if it is still valid
+    /// (checked in the same transaction, so an email change cannot slip in between).
+    pub async fn open_email_link(
+        &self,
+        issued: Millis,
+        session: &PortalSession,
+    ) -> Result<bool, DbError> {
         with_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
+            let valid = sqlx::query_scalar::<_, String>(EMAIL_LINK_VALID)
+                .bind(&session.account_id)
+                .bind(issued)
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
+            if !valid {
+                return Ok(false);
+            }
             tx.insert_session(session).await?;
             tx.commit().await?;
         });
-        Ok(())
+        Ok(true)
     }
 
     /// The session with this id hash, if it has neither expired nor been idle since
@@ -127,13 +194,13 @@ impl Db {
         id_hash: &str,
         now: Millis,
         idle_since: Millis,
-    ) -> Result<Option<PortalSession>, DbError> {
-        let sql = format!(
-            "SELECT {SESSION_COLUMNS} FROM portal_sessions \
-             WHERE id_hash = $1 AND expires_at > $2 AND last_seen_at > $3"
-        );
+    ) -> Result<Option<LiveSession>, DbError> {
+        const SQL: &str = "SELECT s.id_hash, s.account_id, s.csrf_token, s.return_url, s.scope, \
+             s.created_at, s.last_seen_at, s.expires_at, a.email AS account_email \
+             FROM portal_sessions s JOIN accounts a ON a.id = s.account_id \
+             WHERE s.id_hash = $1 AND s.expires_at > $2 AND s.last_seen_at > $3";
         Ok(with_pool!(self, |pool| {
-            sqlx::query_as(&sql)
+            sqlx::query_as(SQL)
                 .bind(id_hash)
                 .bind(now)
                 .bind(idle_since)
@@ -221,13 +288,14 @@ impl_for_connections!(SessionWrites {
     async fn insert_session(&mut self, session: &PortalSession) -> Result<(), sqlx::Error> {
         sqlx::query(
             "INSERT INTO portal_sessions \
-             (id_hash, account_id, csrf_token, return_url, created_at, last_seen_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+             (id_hash, account_id, csrf_token, return_url, scope, created_at, last_seen_at, \
+             expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&session.id_hash)
         .bind(&session.account_id)
         .bind(&session.csrf_token)
         .bind(&session.return_url)
+        .bind(&session.scope)
         .bind(session.created_at)
         .bind(session.last_seen_at)
         .bind(session.expires_at)

@@ -72,7 +72,8 @@ async fn create(
         .await?
         .ok_or(ApiError::NotFound("account"))?;
     let now = state.clock.now_ms();
-    let ttl_ms = i64::try_from(state.config.billing_page.link_ttl_secs * 1000).unwrap_or(i64::MAX);
+    let ttl_ms = i64::try_from(state.config.billing_page.link_ttl_secs.saturating_mul(1000))
+        .unwrap_or(i64::MAX);
     let token = links::random_secret();
     let link = NewPortalLink {
         token_hash: &links::hash(&token),

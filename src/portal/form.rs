@@ -1,9 +1,9 @@
-//! Reading forms and query strings of the billing page. Their fields are read as text and
+//! Reading forms, query strings and paths of the billing page. Their fields are read as text and
 //! checked by each page, which names the field at fault; a body or query that is not
 //! even form-encoded is a page saying so, and changes nothing.
 
 use axum::{
-    extract::{FromRequest, FromRequestParts, Query, Request},
+    extract::{FromRequest, FromRequestParts, Path, Query, Request},
     http::request::Parts,
 };
 use serde::de::DeserializeOwned;
@@ -21,7 +21,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for PageForm<T> {
         axum::Form::<T>::from_request(request, state)
             .await
             .map(|axum::Form(form)| Self(form))
-            .map_err(|_| PageError::BadRequest)
+            .map_err(|rejection| PageError::BadRequest(rejection.body_text()))
     }
 }
 
@@ -35,6 +35,20 @@ impl<T: DeserializeOwned> FromRequestParts<AppState> for PageQuery<T> {
         Query::<T>::from_request_parts(parts, state)
             .await
             .map(|Query(query)| Self(query))
-            .map_err(|_| PageError::BadRequest)
+            .map_err(|rejection| PageError::BadRequest(rejection.body_text()))
+    }
+}
+
+/// The parts of the path, such as a payment's id.
+pub struct PagePath<T>(pub T);
+
+impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for PagePath<T> {
+    type Rejection = PageError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, PageError> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(path)| Self(path))
+            .map_err(|rejection| PageError::BadRequest(rejection.body_text()))
     }
 }

@@ -1,7 +1,8 @@
 //! The ways into the billing page: the single-use link a host's backend asks for (a random
 //! token, kept only as a hash), the session id its cookie holds (the same), and the
-//! signed link each notice carries, which opens a session for its account until it
-//! expires, however often it is followed (mail scanners follow links too).
+//! signed link each notice carries. That one can be followed again until it expires (mail
+//! scanners follow links too), opens only the payment the notice is about, and dies with
+//! the account's email.
 
 use hmac::{Hmac, Mac};
 use rand::RngCore;
@@ -63,6 +64,24 @@ impl std::fmt::Debug for EmailLinks {
     }
 }
 
+/// What a notice's link says: whose it is, when its notice was written (a link written
+/// before the account's email changed is void), where it lands and until when.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct SignedLink {
+    pub account: String,
+    pub issued: Millis,
+    pub next: String,
+    /// Seconds since the epoch.
+    pub expires: i64,
+}
+
+impl SignedLink {
+    /// When the link stops working, in milliseconds.
+    pub fn expires_at(&self) -> Millis {
+        self.expires.saturating_mul(1000)
+    }
+}
+
 impl EmailLinks {
     pub fn new(key: &str, public_url: &str, ttl_hours: u32) -> Self {
         Self {
@@ -72,38 +91,46 @@ impl EmailLinks {
         }
     }
 
-    /// The link of a notice about `account_id` written at `issued_at`, landing on `next`.
+    /// The link of a notice about `account_id` written at `issued`, landing on `next`.
     /// The same notice always gets the same link, so a resend is the first send.
-    pub fn link(&self, account_id: &str, next: &str, issued_at: Millis) -> String {
-        let expires = issued_at.div_euclid(1000) + i64::from(self.ttl_hours) * 3600;
-        let query = serde_urlencoded::to_string([
-            ("account", account_id),
-            ("next", next),
-            ("expires", &expires.to_string()),
-            ("signature", &self.signature(account_id, next, expires)),
+    pub fn link(&self, account_id: &str, next: &str, issued: Millis) -> String {
+        let link = SignedLink {
+            account: account_id.to_owned(),
+            issued,
+            next: next.to_owned(),
+            expires: issued.div_euclid(1000) + i64::from(self.ttl_hours) * 3600,
+        };
+        format!("{}{EMAIL_LINK_PATH}?{}", self.public_url, self.query(&link))
+    }
+
+    /// The link's parts with their signature, as a query string.
+    pub fn query(&self, link: &SignedLink) -> String {
+        let signature = self.signature(link);
+        serde_urlencoded::to_string([
+            ("account", link.account.as_str()),
+            ("issued", &link.issued.to_string()),
+            ("next", &link.next),
+            ("expires", &link.expires.to_string()),
+            ("signature", &signature),
         ])
-        .expect("strings always encode");
-        format!("{}{EMAIL_LINK_PATH}?{query}", self.public_url)
+        .expect("strings always encode")
     }
 
-    /// Whether the link's parts are ones this key signed, unexpired at `now`, landing on
-    /// a page of the billing page (never elsewhere).
-    pub fn verify(
-        &self,
-        account_id: &str,
-        next: &str,
-        expires: i64,
-        signature: &str,
-        now: Millis,
-    ) -> bool {
-        is_own_page(next)
-            && now.div_euclid(1000) < expires
-            && same(&self.signature(account_id, next, expires), signature)
+    /// Whether `link` is one this key signed, unexpired at `now`, landing on a page of the
+    /// billing page (never elsewhere).
+    pub fn verify(&self, link: &SignedLink, signature: &str, now: Millis) -> bool {
+        is_own_page(&link.next) && now < link.expires_at() && same(&self.signature(link), signature)
     }
 
-    fn signature(&self, account_id: &str, next: &str, expires: i64) -> String {
+    fn signature(&self, link: &SignedLink) -> String {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key");
-        mac.update(format!("billing:{account_id}:{next}:{expires}").as_bytes());
+        let SignedLink {
+            account,
+            issued,
+            next,
+            expires,
+        } = link;
+        mac.update(format!("billing:{account}:{issued}:{next}:{expires}").as_bytes());
         hex::encode(mac.finalize().into_bytes())
     }
 }
@@ -127,7 +154,7 @@ mod tests {
         EmailLinks::new("k3y", "https://pay.example/", 72)
     }
 
-    fn parts(link: &str) -> (String, String, i64, String) {
+    fn parts(link: &str) -> (SignedLink, String) {
         let query = link.split_once('?').expect("a query").1;
         let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).expect("pairs");
         let get = |k: &str| {
@@ -137,12 +164,13 @@ mod tests {
                 .map(|(_, v)| v.clone())
                 .expect("present")
         };
-        (
-            get("account"),
-            get("next"),
-            get("expires").parse().expect("number"),
-            get("signature"),
-        )
+        let link = SignedLink {
+            account: get("account"),
+            issued: get("issued").parse().expect("number"),
+            next: get("next"),
+            expires: get("expires").parse().expect("number"),
+        };
+        (link, get("signature"))
     }
 
     #[test]
@@ -151,23 +179,42 @@ mod tests {
         let link = links.link("acct_1", COMPLETE_PATH, AT);
         assert!(link.starts_with("https://pay.example/billing/from-email?account=acct_1&"));
         assert_eq!(link, links.link("acct_1", COMPLETE_PATH, AT));
-        let (account, next, expires, signature) = parts(&link);
-        assert_eq!(expires, AT / 1000 + 72 * 3600);
-        assert!(links.verify(&account, &next, expires, &signature, AT));
-        let last_ms = expires * 1000 - 1;
-        assert!(links.verify(&account, &next, expires, &signature, last_ms));
-        assert!(!links.verify(&account, &next, expires, &signature, expires * 1000));
+        let (parts, signature) = parts(&link);
+        assert_eq!(parts.issued, AT);
+        assert_eq!(parts.expires, AT / 1000 + 72 * 3600);
+        assert!(links.verify(&parts, &signature, AT));
+        assert!(links.verify(&parts, &signature, parts.expires_at() - 1));
+        assert!(!links.verify(&parts, &signature, parts.expires_at()));
     }
 
     #[test]
     fn any_changed_part_or_another_key_fails() {
         let links = links();
-        let (account, next, expires, signature) = parts(&links.link("acct_1", COMPLETE_PATH, AT));
-        assert!(!links.verify("acct_2", &next, expires, &signature, AT));
-        assert!(!links.verify(&account, BASE_PATH, expires, &signature, AT));
-        assert!(!links.verify(&account, &next, expires + 1, &signature, AT));
+        let (good, signature) = parts(&links.link("acct_1", COMPLETE_PATH, AT));
+        assert!(links.verify(&good, &signature, AT));
+        let changed = [
+            SignedLink {
+                account: "acct_2".into(),
+                ..good.clone()
+            },
+            SignedLink {
+                issued: AT + 1,
+                ..good.clone()
+            },
+            SignedLink {
+                next: BASE_PATH.into(),
+                ..good.clone()
+            },
+            SignedLink {
+                expires: good.expires + 1,
+                ..good.clone()
+            },
+        ];
+        for link in changed {
+            assert!(!links.verify(&link, &signature, AT), "{link:?}");
+        }
         let other = EmailLinks::new("other", "https://pay.example", 72);
-        assert!(!other.verify(&account, &next, expires, &signature, AT));
+        assert!(!other.verify(&good, &signature, AT));
     }
 
     #[test]

@@ -20,21 +20,26 @@ pub use render::{Pages, error_pages};
 
 use crate::{clock::Clock, config::Config, db::Db, db::DbError, http::state::AppState};
 use links::EmailLinks;
+use secrecy::ExposeSecret;
 
-/// The signer of notices' links, with the key every replica shares (made by the first
-/// process to start).
+/// The signer of notices' links, with the key every replica shares: the configured one,
+/// or else the one the first process to start made and kept in the database.
 pub async fn email_links(
     db: &Db,
     config: &Config,
     clock: &dyn Clock,
 ) -> Result<EmailLinks, DbError> {
-    let key = db
-        .signing_key(
+    let configured = config.billing_page.link_signing_key.expose_secret();
+    let key = if configured.is_empty() {
+        db.signing_key(
             links::SIGNING_KEY_NAME,
             &links::random_secret(),
             clock.now_ms(),
         )
-        .await?;
+        .await?
+    } else {
+        configured.to_owned()
+    };
     Ok(EmailLinks::new(
         &key,
         &config.http.public_url,
@@ -45,8 +50,14 @@ pub async fn email_links(
 pub fn router() -> Router<AppState> {
     use pages::{cards, history, overview, purchase, settings, usage};
     Router::new()
-        .route(links::START_PATH, get(session::start))
-        .route(links::EMAIL_LINK_PATH, get(session::from_email))
+        .route(
+            links::START_PATH,
+            get(session::start).post(session::start_confirmed),
+        )
+        .route(
+            links::EMAIL_LINK_PATH,
+            get(session::from_email).post(session::from_email_confirmed),
+        )
         .route("/billing/sign-out", post(session::sign_out))
         .route(links::BASE_PATH, get(overview::page))
         .route(

@@ -10,12 +10,13 @@ use axum::{
 };
 use minijinja::{Environment, Value, context};
 
-use super::links::EmailLinks;
+use super::{links::EmailLinks, session::signed_in_customer};
 use crate::{config::Config, db::DbError, http::state::AppState};
 
 const TEMPLATES: &[(&str, &str)] = &[
     ("layout.html", include_str!("templates/layout.html")),
     ("message.html", include_str!("templates/message.html")),
+    ("continue.html", include_str!("templates/continue.html")),
     ("overview.html", include_str!("templates/overview.html")),
     ("auto_topup.html", include_str!("templates/auto_topup.html")),
     ("buy.html", include_str!("templates/buy.html")),
@@ -103,12 +104,15 @@ pub enum PageError {
     /// No cookie, or its session expired or was signed out.
     #[error("session ended")]
     SessionEnded,
-    /// A form posted without this session's token.
+    /// A page a notice's link does not open.
+    #[error("outside the link")]
+    OutsideLink,
+    /// A form posted without this session's token, or from another site.
     #[error("form expired")]
     FormExpired,
-    /// A body or query string that is not form-encoded text.
-    #[error("unreadable request")]
-    BadRequest,
+    /// A request the page cannot read, saying what is wrong with it (naming the field).
+    #[error("unreadable request: {0}")]
+    BadRequest(String),
     #[error(transparent)]
     Db(#[from] DbError),
 }
@@ -118,60 +122,69 @@ pub type PageResult<T = Response> = Result<T, PageError>;
 impl IntoResponse for PageError {
     /// An empty answer carrying the error; [`error_pages`] renders it.
     fn into_response(self) -> Response {
-        let status = match &self {
-            Self::NotFound => StatusCode::NOT_FOUND,
-            Self::SessionEnded => StatusCode::UNAUTHORIZED,
-            Self::FormExpired => StatusCode::FORBIDDEN,
-            Self::BadRequest => StatusCode::BAD_REQUEST,
+        let (status, title, text) = match self {
+            Self::NotFound => (
+                StatusCode::NOT_FOUND,
+                "Not found",
+                "There is nothing here for your account.".to_owned(),
+            ),
+            Self::SessionEnded => (
+                StatusCode::UNAUTHORIZED,
+                "Your session has ended",
+                "For your security, billing sessions end after a while. Open the billing page again from your account.".to_owned(),
+            ),
+            Self::OutsideLink => (
+                StatusCode::FORBIDDEN,
+                "Open this from your account",
+                "The link in your email opens only the payment it is about and the cards to pay it with. To see the rest of your billing, open the billing page from your account.".to_owned(),
+            ),
+            Self::FormExpired => (
+                StatusCode::FORBIDDEN,
+                "This form has expired",
+                "Nothing was changed. Go back, reload the page and try again.".to_owned(),
+            ),
+            Self::BadRequest(problem) => (
+                StatusCode::BAD_REQUEST,
+                "This request could not be read",
+                format!("{problem}. Nothing was changed. Go back to the billing page and try again."),
+            ),
             Self::Db(error) => {
                 tracing::error!(%error, "billing page failed");
-                StatusCode::INTERNAL_SERVER_ERROR
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Something went wrong",
+                    "Nothing was changed that you did not see confirmed. Try again in a moment.".to_owned(),
+                )
             }
         };
         let mut response = status.into_response();
-        response.extensions_mut().insert(Failure(status));
+        response.extensions_mut().insert(Failure { title, text });
         response
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Failure(StatusCode);
+#[derive(Debug, Clone)]
+struct Failure {
+    title: &'static str,
+    text: String,
+}
 
-/// Renders the pages of [`PageError`]s in the product's look.
+/// Renders the pages of [`PageError`]s in the product's look, with the navigation of the
+/// browser's session if it has one.
 pub async fn error_pages(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let headers = request.headers().clone();
     let response = next.run(request).await;
-    let Some(Failure(status)) = response.extensions().get::<Failure>().copied() else {
+    let Some(Failure { title, text }) = response.extensions().get::<Failure>().cloned() else {
         return response;
     };
-    let (title, text) = match status {
-        StatusCode::NOT_FOUND => (
-            "Not found",
-            "There is nothing here for your account. Go back to your billing overview.",
-        ),
-        StatusCode::UNAUTHORIZED => (
-            "Your session has ended",
-            "For your security, billing sessions end after a while. Open the billing page again from your account.",
-        ),
-        StatusCode::BAD_REQUEST => (
-            "This request could not be read",
-            "Nothing was changed. Go back to the billing page and try again.",
-        ),
-        StatusCode::FORBIDDEN => (
-            "This form has expired",
-            "Nothing was changed. Go back, reload the page and try again.",
-        ),
-        _ => (
-            "Something went wrong",
-            "Nothing was changed that you did not see confirmed. Try again in a moment.",
-        ),
+    let status = response.status();
+    let customer = match status {
+        StatusCode::UNAUTHORIZED | StatusCode::INTERNAL_SERVER_ERROR => None,
+        _ => signed_in_customer(&state, &headers).await.ok().flatten(),
     };
-    let signed_in = [
-        StatusCode::NOT_FOUND,
-        StatusCode::FORBIDDEN,
-        StatusCode::BAD_REQUEST,
-    ]
-    .contains(&status);
-    state
-        .pages
-        .render(status, "message.html", context! { title, text, signed_in })
+    let ctx = match customer {
+        Some(customer) => context! { ..customer.frame("", title), ..context! { text } },
+        None => context! { title, text, signed_in => false },
+    };
+    state.pages.render(status, "message.html", ctx)
 }

@@ -142,20 +142,23 @@ impl Topups {
     pub async fn save_checkout_card(
         &self,
         session_id: &str,
+        only_for: Option<&str>,
     ) -> Result<Option<SavedCard>, SaveCardError> {
         let session = self.provider.checkout_session(session_id).await?;
         match (session.mode.as_str(), session.setup_intent) {
-            ("setup", Some(setup)) => self.save_set_up_card(&setup).await,
+            ("setup", Some(setup)) => self.save_set_up_card(&setup, only_for).await,
             _ => Ok(None),
         }
     }
 
     /// Saves the card a succeeded SetupIntent attached, as the provider says it is now.
     /// `None` for a setup that has not succeeded or is not one of topupd's: its account
-    /// (named in its metadata) must be the one whose customer it set up.
+    /// (named in its metadata) must be the one whose customer it set up, and `only_for`
+    /// when given (a browser saving a card for its own account).
     pub async fn save_set_up_card(
         &self,
         setup_id: &str,
+        only_for: Option<&str>,
     ) -> Result<Option<SavedCard>, SaveCardError> {
         let setup = self.provider.setup_intent(setup_id).await?;
         let (Some(account_id), Some(card), "succeeded") = (
@@ -165,6 +168,9 @@ impl Topups {
         ) else {
             return Ok(None);
         };
+        if only_for.is_some_and(|only| only != account_id) {
+            return Ok(None);
+        }
         let Some(account) = self.db.account(account_id).await? else {
             return Ok(None);
         };

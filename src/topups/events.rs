@@ -153,8 +153,8 @@ impl Topups {
                     None => Ok(()),
                 };
             }
-            "setup_intent.succeeded" => self.save_set_up_card(object_id).await,
-            "checkout.session.completed" => self.save_checkout_card(object_id).await,
+            "setup_intent.succeeded" => self.save_set_up_card(object_id, None).await,
+            "checkout.session.completed" => self.save_checkout_card(object_id, None).await,
             "payment_method.updated"
             | "payment_method.automatically_updated"
             | "payment_method.detached" => self

@@ -28,6 +28,31 @@ pub struct Page {
 }
 
 impl Page {
+    /// The action and hidden fields of the page's form that goes on into the billing
+    /// page, unescaped.
+    pub fn continue_form(&self) -> (String, Vec<(String, String)>) {
+        let unescape = |v: &str| {
+            v.replace("&#x2f;", "/")
+                .replace("&quot;", "\"")
+                .replace("&#x27;", "'")
+                .replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&amp;", "&")
+        };
+        let between = |text: &str, start: &str| -> String {
+            let from = text.find(start).expect(start) + start.len();
+            unescape(text[from..].split('"').next().expect("a value"))
+        };
+        let action = between(&self.body, "<form method=\"post\" action=\"");
+        let fields = self
+            .body
+            .split("<input type=\"hidden\" ")
+            .skip(1)
+            .map(|input| (between(input, "name=\""), between(input, "value=\"")))
+            .collect();
+        (action, fields)
+    }
+
     /// The form token the page's forms carry.
     pub fn csrf(&self) -> String {
         let marker = "name=\"csrf\" value=\"";
@@ -76,6 +101,32 @@ impl TestApp {
     /// Opens `link` without a cookie: the answer, and the session cookie it set, if any.
     pub async fn open_link(&self, link: &str) -> (Page, Option<String>) {
         let response = browserless().get(link).send().await.expect("answered");
+        let cookie = response
+            .headers()
+            .get(header::SET_COOKIE)
+            .map(|c| c.to_str().expect("ascii").to_owned());
+        (page(response).await, cookie)
+    }
+
+    /// Posts the page's form that goes on into the billing page, with `headers`, as the
+    /// browser holding `cookie` (if any): the answer, and the session cookie it set.
+    pub async fn go_on(
+        &self,
+        asked: &Page,
+        cookie: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> (Page, Option<String>) {
+        let (action, fields) = asked.continue_form();
+        let mut request = browserless()
+            .post(format!("{}{action}", self.base_url))
+            .form(&fields);
+        if let Some(cookie) = cookie {
+            request = request.header(header::COOKIE, cookie);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.expect("answered");
         let cookie = response
             .headers()
             .get(header::SET_COOKIE)
@@ -205,6 +256,95 @@ async fn a_link_opens_one_session_once_with_a_private_cookie_and_then_never_agai
 }
 
 #[tokio::test]
+async fn a_link_to_another_account_asks_before_it_replaces_the_browser_s_session() {
+    each_backend(async |app| {
+        let mine = app.account_with_email("me@example.com", "1111").await;
+        let theirs = app.account_with_email("them@example.com", "2222").await;
+        let session = app.billing_session(&mine).await;
+        let overview = session.get("/billing").await;
+        assert!(
+            overview
+                .body
+                .contains("Signed in as <strong>me@example.com</strong>")
+        );
+
+        // Another account's link, followed in a browser signed in to mine (as a link an
+        // attacker sent would be): nothing changes until the customer says so.
+        let link = app.portal_link(&theirs).await;
+        let asked = page(
+            browserless()
+                .get(&link)
+                .header(header::COOKIE, &session.cookie)
+                .send()
+                .await
+                .expect("answered"),
+        )
+        .await;
+        assert_eq!(asked.status, StatusCode::OK, "{}", asked.body);
+        assert!(asked.headers.get(header::SET_COOKIE).is_none());
+        assert!(
+            asked.body.contains("Switch billing account?"),
+            "{}",
+            asked.body
+        );
+        assert!(asked.body.contains("me@example.com"), "{}", asked.body);
+        assert!(
+            asked.body.contains("Continue as them@example.com"),
+            "{}",
+            asked.body
+        );
+        assert!(session.get("/billing").await.body.contains("1,111 credits"));
+
+        // Another site cannot press the button for the customer.
+        for forged in [
+            [
+                ("origin", "https://evil.example"),
+                ("sec-fetch-site", "cross-site"),
+            ],
+            [("origin", "null"), ("sec-fetch-site", "same-origin")],
+        ] {
+            let (refused, cookie) = app.go_on(&asked, Some(&session.cookie), &forged).await;
+            assert_eq!((refused.status, cookie), (StatusCode::FORBIDDEN, None));
+        }
+        assert!(session.get("/billing").await.body.contains("1,111 credits"));
+
+        let origin = app.base_url.clone();
+        let (switched, cookie) = app
+            .go_on(
+                &asked,
+                Some(&session.cookie),
+                &[("origin", &origin), ("sec-fetch-site", "same-origin")],
+            )
+            .await;
+        assert_eq!(switched.status, StatusCode::SEE_OTHER, "{}", switched.body);
+        let cookie = cookie.expect("their session");
+        let theirs_now = page(
+            browserless()
+                .get(format!("{}/billing", app.base_url))
+                .header(header::COOKIE, cookie.split(';').next().expect("pair"))
+                .send()
+                .await
+                .expect("answered"),
+        )
+        .await;
+        assert!(
+            theirs_now.body.contains("2,222 credits"),
+            "{}",
+            theirs_now.body
+        );
+        assert!(theirs_now.body.contains("them@example.com"));
+        // The session it replaced is over.
+        assert_eq!(
+            session.get("/billing").await.status,
+            StatusCode::UNAUTHORIZED
+        );
+        // The link was used by going on.
+        assert_eq!(app.open_link(&link).await.0.status, StatusCode::GONE);
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_session_shows_its_account_until_idle_or_signed_out() {
     each_backend(async |app| {
         let account = app.funded_account("1234").await;
@@ -280,6 +420,41 @@ async fn a_form_without_its_token_or_with_bad_fields_changes_nothing_and_names_t
         assert_eq!(forged.status, StatusCode::FORBIDDEN);
         let garbled = session.post("/billing/auto-topup", &[("x", "y")]).await;
         assert_eq!(garbled.status, StatusCode::BAD_REQUEST);
+        assert!(
+            garbled.body.contains("missing field `csrf`"),
+            "{}",
+            garbled.body
+        );
+        let no_key = session
+            .post("/billing/buy", &[("csrf", &token), ("choice", "2500")])
+            .await;
+        assert_eq!(no_key.status, StatusCode::BAD_REQUEST);
+        assert!(
+            no_key.body.contains("missing field `request_key`"),
+            "{}",
+            no_key.body
+        );
+        let no_action = session.post("/billing/complete", &[("csrf", &token)]).await;
+        assert!(
+            no_action.body.contains("missing field `action`"),
+            "{}",
+            no_action.body
+        );
+        let odd_action = session
+            .post("/billing/complete", &[("csrf", &token), ("action", "pay")])
+            .await;
+        assert_eq!(odd_action.status, StatusCode::BAD_REQUEST);
+        assert!(odd_action.body.contains("action: must be confirm or retry"));
+        let csv = session.get("/billing/usage.csv?from=someday").await;
+        assert_eq!(csv.status, StatusCode::BAD_REQUEST);
+        assert!(
+            csv.body.contains("from: must be a date such as 2026-11-01"),
+            "{}",
+            csv.body
+        );
+        let path = session.get("/billing/payments/%FF").await;
+        assert_eq!(path.status, StatusCode::BAD_REQUEST);
+        assert!(path.body.contains("Nothing was changed"), "{}", path.body);
         let too_low = session
             .post(
                 "/billing/auto-topup",
@@ -445,7 +620,7 @@ async fn a_receipt_is_a_pdf_of_the_paid_purchase() {
 }
 
 #[tokio::test]
-async fn a_decline_notice_links_to_its_own_signed_way_in_which_lands_on_the_payment_to_complete() {
+async fn a_notice_s_link_asks_then_opens_only_its_payment_until_it_or_the_email_ends() {
     each_backend(async |app| {
         let (account, _) = app.auto_account("pm_card_chargeCustomerFail", "0").await;
         assert_eq!(app.scan().await.failed, 1);
@@ -475,20 +650,159 @@ async fn a_decline_notice_links_to_its_own_signed_way_in_which_lands_on_the_paym
         // The same notice always has the same link: a resend is the first send.
         assert_eq!(notices::render(failed, &app.letterhead).text, text);
 
-        let (opened, cookie) = app.open_link(&link).await;
-        assert_eq!(opened.status, StatusCode::SEE_OTHER);
+        // Following the link (as a mail scanner does) signs nobody in; it asks.
+        let (asked, cookie) = app.open_link(&link).await;
+        assert_eq!(
+            (asked.status, cookie),
+            (StatusCode::OK, None),
+            "{}",
+            asked.body
+        );
+        let email = app
+            .db
+            .account(&account)
+            .await
+            .expect("read")
+            .expect("the account")
+            .email;
+        assert!(
+            asked.body.contains(&format!("Continue as {email}")),
+            "{}",
+            asked.body
+        );
+        let (refused, cookie) = app
+            .go_on(&asked, None, &[("sec-fetch-site", "cross-site")])
+            .await;
+        assert_eq!((refused.status, cookie), (StatusCode::FORBIDDEN, None));
+
+        let (opened, cookie) = app.go_on(&asked, None, &[]).await;
+        assert_eq!(opened.status, StatusCode::SEE_OTHER, "{}", opened.body);
         assert_eq!(opened.location.as_deref(), Some("/billing/complete"));
-        assert!(cookie.is_some());
-        // Followed again (a mail scanner got there first): it still works until it expires.
-        let (again, _) = app.open_link(&link).await;
-        assert_eq!(again.status, StatusCode::SEE_OTHER);
+        let cookie = cookie.expect("a session");
+        assert!(cookie.contains("Max-Age=43200"), "{cookie}");
+        let session = PageSession {
+            client: browserless(),
+            base_url: app.base_url.clone(),
+            cookie: cookie.split(';').next().expect("pair").to_owned(),
+        };
+        let complete = session.get("/billing/complete").await;
+        assert_eq!(complete.status, StatusCode::OK);
+        assert!(
+            complete.body.contains("your last payment was declined"),
+            "{}",
+            complete.body
+        );
+        assert!(
+            complete
+                .body
+                .contains(&format!("Signed in as <strong>{email}</strong>"))
+        );
+        assert!(
+            !complete.body.contains("href=\"/billing/history\""),
+            "{}",
+            complete.body
+        );
+        assert_eq!(
+            session.get("/billing/payment-methods").await.status,
+            StatusCode::OK
+        );
+        // Nothing else of the account is open to it.
+        for path in [
+            "/billing",
+            "/billing/history",
+            "/billing/usage.csv",
+            "/billing/ledger",
+            "/billing/auto-topup",
+            "/billing/buy",
+        ] {
+            let outside = session.get(path).await;
+            assert_eq!(outside.status, StatusCode::FORBIDDEN, "{path}");
+            assert!(
+                outside.body.contains("Open this from your account"),
+                "{path}"
+            );
+        }
+
+        // A session opened late ends with the link, not twelve hours on.
+        app.clock.advance_ms(71 * 3_600_000);
+        let (late, cookie) = app.go_on(&asked, None, &[]).await;
+        assert_eq!(late.status, StatusCode::SEE_OTHER);
+        let cookie = cookie.expect("a session");
+        let max_age: i64 = cookie
+            .split("Max-Age=")
+            .nth(1)
+            .and_then(|rest| rest.split(';').next())
+            .and_then(|age| age.parse().ok())
+            .expect("a max age");
+        assert!(max_age <= 3600, "{cookie}");
 
         let tampered = link.replace(&account, "acct_someone_else");
         let (refused, cookie) = app.open_link(&tampered).await;
         assert_eq!((refused.status, cookie), (StatusCode::GONE, None));
-        app.clock.advance_ms(73 * 3_600_000);
+
+        // A new email: the old inbox's link and the sessions it opened are over.
+        let changed = app
+            .request(
+                reqwest::Method::PATCH,
+                &format!("/v1/accounts/{account}"),
+                Some(&app.admin),
+                Some(json!({ "email": "new-inbox@example.com" })),
+            )
+            .await;
+        assert_eq!(changed.status, StatusCode::OK, "{}", changed.body);
+        assert_eq!(
+            session.get("/billing/complete").await.status,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(app.open_link(&link).await.0.status, StatusCode::GONE);
+        let (void, cookie) = app.go_on(&asked, None, &[]).await;
+        assert_eq!((void.status, cookie), (StatusCode::GONE, None));
+        app.clock.advance_ms(2 * 3_600_000);
         let (expired, cookie) = app.open_link(&link).await;
         assert_eq!((expired.status, cookie), (StatusCode::GONE, None));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_card_page_return_saves_only_the_session_s_own_checkout() {
+    each_backend(async |app| {
+        let mine = app.funded_account("0").await;
+        let theirs = app.funded_account("0").await;
+        let their_key = app.key("customer", Some(&theirs)).await;
+        let (landed, _) = app
+            .save_on_checkout(&theirs, &their_key, "pm_card_visa")
+            .await;
+        let their_checkout = landed
+            .split("session_id=")
+            .nth(1)
+            .expect("a Checkout Session id")
+            .to_owned();
+        let session = app.billing_session(&mine).await;
+        let back = session
+            .get(&format!(
+                "/billing/payment-methods/saved?session_id={their_checkout}"
+            ))
+            .await;
+        assert_eq!(back.status, StatusCode::SEE_OTHER);
+        assert_eq!(
+            back.location.as_deref(),
+            Some("/billing/payment-methods?done=saving")
+        );
+        for bad in ["seti_123", "cs_..%2F..%2Fv1%2Fcharges", "cs_"] {
+            let refused = session
+                .get(&format!("/billing/payment-methods/saved?session_id={bad}"))
+                .await;
+            assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{bad}");
+            assert!(
+                refused
+                    .body
+                    .contains("session_id: must be a Checkout Session"),
+                "{}",
+                refused.body
+            );
+        }
+        assert!(app.cards(&mine).await.is_empty(), "nothing saved to mine");
     })
     .await;
 }

@@ -11,7 +11,7 @@ use crate::helpers::{TestApp, backends, each_backend, test_config, unused_port};
 
 impl TestApp {
     /// The account's saved cards, newest first.
-    async fn cards(&self, account: &str) -> Vec<Value> {
+    pub async fn cards(&self, account: &str) -> Vec<Value> {
         let listed = self
             .get(
                 &format!("/v1/accounts/{account}/payment-methods"),
@@ -37,7 +37,7 @@ impl TestApp {
 
     /// Opens Checkout for the account and picks `card` on its page, as a browser does.
     /// Returns the page the browser ends on, and its text.
-    async fn save_on_checkout(&self, account: &str, key: &str, card: &str) -> (String, String) {
+    pub async fn save_on_checkout(&self, account: &str, key: &str, card: &str) -> (String, String) {
         let started = self
             .post(
                 &format!("/v1/accounts/{account}/payment-methods/checkout"),

@@ -259,23 +259,35 @@ pub async fn buying_and_budgeting(setting: Setting) {
     app.stop().await;
 }
 
-/// An automatic top-up is declined; the customer follows the email's link, adds a card
-/// that works, makes it the default, removes the declined one, and retries (the form
-/// reaching the server three times): paid once, and auto top-up is active again.
+/// An automatic top-up is declined; the customer follows the email's link, goes on as
+/// themselves (it opens this payment and the cards alone), adds a card that works, makes
+/// it the default, removes the declined one, and retries (the form reaching the server
+/// three times): paid once, and auto top-up is active again.
 pub async fn completing_a_declined_top_up_from_the_email(setting: Setting) {
     let (app, smtp, account) = scanned_with("pm_card_chargeCustomerFail").await;
     let link = app.emailed_link(&smtp, "did not go through").await;
 
     let browser = setting.driver.browser(setting.shots.clone()).await;
-    browser.goto(&link).await;
-    assert_eq!(browser.path().await, "/billing/complete");
-    let text = browser.text().await;
-    assert!(text.contains("your last payment was declined"), "{text}");
-    browser.check("complete-declined").await;
-    browser.press("Overview").await;
+    // Seen from the host's product first: the overview says why top-ups stopped.
+    browser.goto(&app.portal_link(&account).await).await;
     let text = browser.text().await;
     assert!(text.contains("Paused Since"), "{text}");
     browser.check("overview-paused").await;
+
+    browser.goto(&link).await;
+    browser.check("continue-from-email").await;
+    browser.press("Continue as ada@example.com").await;
+    assert_eq!(browser.path().await, "/billing/complete");
+    let text = browser.text().await;
+    assert!(text.contains("your last payment was declined"), "{text}");
+    assert!(text.contains("Signed in as ada@example.com"), "{text}");
+    browser.check("complete-declined").await;
+    // The email's link opens this payment, not the rest of the account.
+    browser.goto(&format!("{}/billing", app.base_url)).await;
+    let text = browser.text().await;
+    assert!(text.contains("Open this from your account"), "{text}");
+    assert!(!text.contains("Paused Since"), "{text}");
+    browser.check("outside-the-link").await;
 
     browser.press("Payment methods").await;
     browser.press("Add a card").await;
@@ -306,12 +318,6 @@ pub async fn completing_a_declined_top_up_from_the_email(setting: Setting) {
     assert_eq!(retries.len(), 1, "one retry charged: {retries:#?}");
     assert_eq!(retries[0]["state"], "succeeded");
     assert_eq!(app.auto_topup_of(&account).await["state"], "active");
-    browser.press("Overview").await;
-    let text = browser.text().await;
-    assert!(
-        text.contains("Active When your balance falls below"),
-        "{text}"
-    );
 
     browser.close().await;
     app.stop().await;
@@ -328,6 +334,7 @@ pub async fn confirming_an_automatic_top_up_from_the_email(setting: Setting) {
 
     let browser = setting.driver.browser(setting.shots.clone()).await;
     browser.goto(&link).await;
+    browser.press("Continue as ada@example.com").await;
     let text = browser.text().await;
     assert!(
         text.contains("Your bank asks you to confirm the payment of $50.00"),

@@ -3,7 +3,7 @@
 //! through topupd), making one the default, removing one.
 
 use axum::{
-    extract::{Path, State},
+    extract::State,
     http::StatusCode,
     response::{IntoResponse, Redirect, Response},
 };
@@ -18,7 +18,7 @@ use crate::{
     http::state::AppState,
     payments::types::CheckoutSession,
     portal::{
-        form::{PageForm, PageQuery},
+        form::{PageForm, PagePath, PageQuery},
         render::{PageError, PageResult},
         session::{Customer, TokenForm},
     },
@@ -119,16 +119,26 @@ pub struct SavedParams {
 }
 
 /// Where the provider's page sends the customer back. The card is saved now, from what
-/// the provider says of the session (the webhook would save it too, once).
+/// the provider says of the session, if it is this account's (the webhook would save it
+/// too, once). Only a Checkout Session's id is passed on to the provider.
 pub async fn saved(
     State(state): State<AppState>,
     customer: Customer,
     PageQuery(params): PageQuery<SavedParams>,
 ) -> PageResult<Response> {
     let done = match (params.session_id, params.cancelled) {
-        (Some(session), None) => match state.topups.save_checkout_card(&session).await {
-            Ok(Some(card)) if card.account_id == customer.account_id() => "saved",
-            Ok(_) => "saving",
+        (Some(session), None) if !is_checkout_session_id(&session) => {
+            return Err(PageError::BadRequest(
+                "session_id: must be a Checkout Session's id, cs_ and up to 255 letters, digits or _".to_owned(),
+            ));
+        }
+        (Some(session), None) => match state
+            .topups
+            .save_checkout_card(&session, Some(customer.account_id()))
+            .await
+        {
+            Ok(Some(_)) => "saved",
+            Ok(None) => "saving",
             Err(SaveCardError::Db(error)) => return Err(error.into()),
             Err(error) => {
                 tracing::warn!(%error, "a card saved at the provider could not be read back yet");
@@ -140,10 +150,18 @@ pub async fn saved(
     Ok(Redirect::to(&format!("{PAGE}?done={done}")).into_response())
 }
 
+/// `cs_` and 1 to 255 letters, digits or `_`, as Stripe's Checkout Session ids are.
+fn is_checkout_session_id(id: &str) -> bool {
+    id.strip_prefix("cs_").is_some_and(|rest| {
+        (1..=255).contains(&rest.len())
+            && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    })
+}
+
 pub async fn make_default(
     State(state): State<AppState>,
     customer: Customer,
-    Path(pm): Path<String>,
+    PagePath(pm): PagePath<String>,
     PageForm(form): PageForm<TokenForm>,
 ) -> PageResult<Response> {
     customer.check_form(&form.csrf)?;
@@ -158,7 +176,7 @@ pub async fn make_default(
 pub async fn remove(
     State(state): State<AppState>,
     customer: Customer,
-    Path(pm): Path<String>,
+    PagePath(pm): PagePath<String>,
     PageForm(form): PageForm<TokenForm>,
 ) -> PageResult<Response> {
     customer.check_form(&form.csrf)?;
@@ -181,6 +199,25 @@ mod tests {
 
     /// 2026-11-21T10:30:00Z
     const NOV_2026: Millis = 1_795_257_000_000;
+
+    #[test]
+    fn only_checkout_session_ids_reach_the_provider() {
+        for good in ["cs_test_a1B2c3", "cs_live_x", "cs_1"] {
+            assert!(is_checkout_session_id(good), "{good}");
+        }
+        let long = format!("cs_{}", "a".repeat(256));
+        for bad in [
+            "",
+            "cs_",
+            "seti_123",
+            "cs_../../v1/charges",
+            "cs_a b",
+            "cs_a%2F",
+            &long,
+        ] {
+            assert!(!is_checkout_session_id(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn cards_expiring_this_or_next_month_are_marked() {

@@ -2,7 +2,7 @@
 //! first, and each paid one's receipt as a PDF.
 
 use axum::{
-    extract::{Path, State},
+    extract::State,
     http::{StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -15,7 +15,7 @@ use crate::{
     domain::attempt::AttemptState,
     http::state::AppState,
     portal::{
-        form::PageQuery,
+        form::{PagePath, PageQuery},
         receipt::{self, ReceiptFacts},
         render::{PageError, PageResult},
         session::Customer,
@@ -59,7 +59,7 @@ pub async fn page(
 pub async fn receipt(
     State(state): State<AppState>,
     customer: Customer,
-    Path(file): Path<String>,
+    PagePath(file): PagePath<String>,
 ) -> PageResult<Response> {
     let id = file.strip_suffix(".pdf").unwrap_or(&file);
     let attempt = state

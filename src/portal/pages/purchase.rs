@@ -8,7 +8,7 @@
 //! so a reload repeats a read.
 
 use axum::{
-    extract::{Path, State},
+    extract::State,
     http::StatusCode,
     response::{IntoResponse, Redirect, Response},
 };
@@ -22,12 +22,12 @@ use crate::{
         auto_topup::PauseReason,
         credits::Millicredits,
         money::Cents,
-        validation::{FieldErrors, is_id},
+        validation::{FieldErrors, id_rule, is_id},
     },
     http::{state::AppState, topups::in_own_task},
     portal::{
-        form::PageForm,
-        links::{BASE_PATH, COMPLETE_PATH, payment_path},
+        form::{PageForm, PagePath},
+        links::{COMPLETE_PATH, payment_path},
         render::{PageError, PageResult},
         session::Customer,
     },
@@ -56,7 +56,10 @@ pub async fn buy(
 ) -> PageResult<Response> {
     customer.check_form(&form.csrf)?;
     if !is_id(&form.request_key, 64) {
-        return Err(PageError::BadRequest);
+        return Err(PageError::BadRequest(format!(
+            "request_key: {}",
+            id_rule(64)
+        )));
     }
     let mut errors = FieldErrors::new();
     let credits = match form.choice.as_str() {
@@ -184,7 +187,7 @@ async fn still_charging(state: &AppState, customer: &Customer) -> PageResult<Res
 pub async fn outcome(
     State(state): State<AppState>,
     customer: Customer,
-    Path(id): Path<String>,
+    PagePath(id): PagePath<String>,
 ) -> PageResult<Response> {
     let attempt = state
         .db
@@ -192,10 +195,13 @@ pub async fn outcome(
         .await?
         .filter(|a| a.account_id == customer.account_id())
         .ok_or(PageError::NotFound)?;
-    let attempt = if attempt.state.is_terminal() {
-        attempt
-    } else {
-        state.topups.refresh(attempt).await?
+    // Only a payment the provider holds is asked after; one not sent yet is the
+    // reconciler's to resume, not a page view's.
+    let attempt = match attempt.state {
+        AttemptState::RequiresAction | AttemptState::Processing => {
+            state.topups.refresh(attempt).await?
+        }
+        _ => attempt,
     };
     let account = account(&state, &customer).await?;
     let cards = state.db.saved_cards(&account.id).await?;
@@ -243,7 +249,7 @@ pub async fn complete_page(
         })
     });
     let ctx = context! {
-        ..customer.frame("overview", "Complete your payment"),
+        ..customer.frame("complete", "Complete your payment"),
         ..context! {
             waiting,
             pause,
@@ -301,11 +307,13 @@ pub async fn complete(
             Ok(match retried? {
                 RetryOutcome::Charged(attempt) => after_charge(&attempt),
                 RetryOutcome::Busy(open) => to_payment(&open),
-                RetryOutcome::ResumedWithoutCharge => Redirect::to(BASE_PATH).into_response(),
+                RetryOutcome::ResumedWithoutCharge => Redirect::to(customer.home()).into_response(),
                 RetryOutcome::NotPaused | RetryOutcome::HeldForSupport(_) => back(),
                 RetryOutcome::AccountNotFound => return Err(PageError::NotFound),
             })
         }
-        _ => Err(PageError::BadRequest),
+        _ => Err(PageError::BadRequest(
+            "action: must be confirm or retry".to_owned(),
+        )),
     }
 }

@@ -192,9 +192,8 @@ pub async fn csv(
     customer: Customer,
     PageQuery(asked): PageQuery<Period>,
 ) -> PageResult<Response> {
-    let Ok(days) = period(&asked, today(&state)) else {
-        return Err(crate::portal::render::PageError::BadRequest);
-    };
+    let days = period(&asked, today(&state))
+        .map_err(|errors| crate::portal::render::PageError::BadRequest(errors.to_string()))?;
     let rows = state
         .db
         .usage_by_day(customer.account_id(), days.start_ms(), days.end_ms())
