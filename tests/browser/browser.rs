@@ -316,9 +316,46 @@ impl Browser {
             .collect()
     }
 
-    /// Checks the page shown with axe-core (no serious or critical violation) and keeps
-    /// its screenshot as `name`.png when screenshots are asked for.
+    /// Checks the page shown at a desktop's width and a phone's: axe-core finds no serious
+    /// or critical violation, and at the phone's width nothing makes the page wider than
+    /// the screen (wide tables scroll on their own). Keeps the screenshots as `name`.png
+    /// and `phone/name`.png when screenshots are asked for.
     pub async fn check(&self, name: &str) {
+        for (width, height, folder) in [(1200, 1000, ""), (390, 844, "phone")] {
+            self.client
+                .set_window_size(width, height)
+                .await
+                .expect("resize the window");
+            self.axe_check(name, width).await;
+            if width < 600 {
+                let overflow: Value = self
+                    .client
+                    .execute(
+                        "return document.documentElement.scrollWidth - window.innerWidth;",
+                        vec![],
+                    )
+                    .await
+                    .expect("measure the page");
+                assert!(
+                    overflow.as_i64().is_some_and(|o| o <= 0),
+                    "{name} ({}) is {overflow} px wider than a phone's screen",
+                    self.path().await
+                );
+            }
+            if let Some(shots) = &self.shots {
+                let folder = shots.join(folder);
+                std::fs::create_dir_all(&folder).expect("screenshot folder");
+                let png = self.client.screenshot().await.expect("screenshot");
+                std::fs::write(folder.join(format!("{name}.png")), png).expect("save screenshot");
+            }
+        }
+        self.client
+            .set_window_size(1200, 1000)
+            .await
+            .expect("resize the window");
+    }
+
+    async fn axe_check(&self, name: &str, width: u32) {
         self.client
             .execute(&self.axe, vec![])
             .await
@@ -338,13 +375,9 @@ impl Browser {
         let violations = violations.as_array().cloned().unwrap_or_default();
         assert!(
             violations.is_empty(),
-            "{name} ({}): accessibility violations: {violations:#?}",
+            "{name} ({}, {width} px wide): accessibility violations: {violations:#?}",
             self.path().await
         );
-        if let Some(folder) = &self.shots {
-            let png = self.client.screenshot().await.expect("screenshot");
-            std::fs::write(folder.join(format!("{name}.png")), png).expect("save screenshot");
-        }
     }
 
     pub async fn close(self) {
