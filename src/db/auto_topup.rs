@@ -112,46 +112,37 @@ pub(crate) trait DecisionWrites {
     async fn record_decision(&mut self, row: &DecisionRow) -> Result<(), sqlx::Error>;
 }
 
+/// The account's latest decision: the row [`DecisionWrites::record_decision`] replaces.
+const LATEST_DECISION: &str = "INSERT INTO auto_topup_decisions (account_id, decision, balance, \
+     threshold, target, next_eligible_at, attempt_id, decided_at, reason) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+     ON CONFLICT (account_id) DO UPDATE SET decision = excluded.decision, \
+     balance = excluded.balance, threshold = excluded.threshold, target = excluded.target, \
+     next_eligible_at = excluded.next_eligible_at, attempt_id = excluded.attempt_id, \
+     decided_at = excluded.decided_at, reason = excluded.reason \
+     WHERE excluded.attempt_id IS NOT NULL OR auto_topup_decisions.attempt_id IS NULL \
+     OR excluded.decided_at >= COALESCE(auto_topup_decisions.next_eligible_at, 0)";
+/// The history, kept until `auto_topup.decision_retention_days`.
+const LOGGED_DECISION: &str = "INSERT INTO auto_topup_decision_log (account_id, decision, \
+     balance, threshold, target, next_eligible_at, attempt_id, decided_at, reason) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+
 impl_for_connections!(DecisionWrites {
     async fn record_decision(&mut self, row: &DecisionRow) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "INSERT INTO auto_topup_decisions (account_id, decision, balance, threshold, target, \
-             next_eligible_at, attempt_id, decided_at, reason) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-             ON CONFLICT (account_id) DO UPDATE SET decision = excluded.decision, \
-             balance = excluded.balance, threshold = excluded.threshold, target = excluded.target, \
-             next_eligible_at = excluded.next_eligible_at, attempt_id = excluded.attempt_id, \
-             decided_at = excluded.decided_at, reason = excluded.reason \
-             WHERE excluded.attempt_id IS NOT NULL OR auto_topup_decisions.attempt_id IS NULL \
-             OR excluded.decided_at >= COALESCE(auto_topup_decisions.next_eligible_at, 0)",
-        )
-        .bind(&row.account_id)
-        .bind(&row.decision)
-        .bind(row.balance)
-        .bind(row.threshold)
-        .bind(row.target)
-        .bind(row.next_eligible_at)
-        .bind(&row.attempt_id)
-        .bind(row.decided_at)
-        .bind(&row.reason)
-        .execute(&mut *self)
-        .await?;
-        sqlx::query(
-            "INSERT INTO auto_topup_decision_log (account_id, decision, balance, threshold, \
-             target, next_eligible_at, attempt_id, decided_at, reason) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(&row.account_id)
-        .bind(&row.decision)
-        .bind(row.balance)
-        .bind(row.threshold)
-        .bind(row.target)
-        .bind(row.next_eligible_at)
-        .bind(&row.attempt_id)
-        .bind(row.decided_at)
-        .bind(&row.reason)
-        .execute(&mut *self)
-        .await?;
+        for sql in [LATEST_DECISION, LOGGED_DECISION] {
+            sqlx::query(sql)
+                .bind(&row.account_id)
+                .bind(&row.decision)
+                .bind(row.balance)
+                .bind(row.threshold)
+                .bind(row.target)
+                .bind(row.next_eligible_at)
+                .bind(&row.attempt_id)
+                .bind(row.decided_at)
+                .bind(&row.reason)
+                .execute(&mut *self)
+                .await?;
+        }
         Ok(())
     }
 });
