@@ -420,7 +420,7 @@ async fn a_form_without_its_token_or_with_bad_fields_changes_nothing_and_names_t
         assert_eq!(forged.status, StatusCode::FORBIDDEN);
         // Unreadable forms and addresses: 400, naming what is wrong.
         type Form<'a> = &'a [(&'a str, &'a str)];
-        let posts: [(&str, Form, &str); 4] = [
+        let posts: [(&str, Form<'_>, &str); 4] = [
             ("/billing/auto-topup", &[("x", "y")], "missing field `csrf`"),
             (
                 "/billing/buy",
