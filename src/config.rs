@@ -36,6 +36,7 @@ pub struct Config {
     pub auto_topup: AutoTopupConfig,
     pub email: EmailConfig,
     pub billing_page: BillingPageConfig,
+    pub console: ConsoleConfig,
     pub log: LogConfig,
 }
 
@@ -219,6 +220,13 @@ pub struct BillingPageConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    pub idle_timeout_secs: u64,
+    pub session_max_hours: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LogConfig {
     pub format: LogFormat,
     pub filter: String,
@@ -324,7 +332,24 @@ impl Config {
         self.validate_payments()?;
         self.validate_auto_topup()?;
         self.validate_billing_page()?;
+        self.validate_console()?;
         self.validate_email()
+    }
+
+    fn validate_console(&self) -> Result<(), ConfigError> {
+        let invalid = |key, problem: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                problem: problem.to_owned(),
+            })
+        };
+        if !(60..=86_400).contains(&self.console.idle_timeout_secs) {
+            return invalid("console.idle_timeout_secs", "must be from 60 to 86400");
+        }
+        if !(1..=24).contains(&self.console.session_max_hours) {
+            return invalid("console.session_max_hours", "must be from 1 to 24");
+        }
+        Ok(())
     }
 
     fn validate_billing_page(&self) -> Result<(), ConfigError> {
@@ -667,6 +692,8 @@ mod tests {
                 ("BILLING_PAGE__EMAIL_LINK_TTL_HOURS", "721"),
                 ("BILLING_PAGE__LINK_SIGNING_KEY", "too short"),
                 ("BILLING_PAGE__SESSION_MAX_HOURS", "169"),
+                ("CONSOLE__SESSION_MAX_HOURS", "25"),
+                ("CONSOLE__IDLE_TIMEOUT_SECS", "59"),
             ] {
                 jail.set_env(format!("TOPUPD_{key}"), value);
                 let err = Config::load(None).expect_err(key).to_string();

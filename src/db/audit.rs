@@ -42,6 +42,9 @@ pub struct AuditEntry {
     /// JSON object with the facts of the action.
     pub detail: String,
     pub created_at: Millis,
+    /// The label of the API key that acted, when an API key did (staff sign in to the
+    /// console with theirs, so this names who).
+    pub actor_label: Option<String>,
 }
 
 pub(crate) trait AuditWrites {
@@ -109,9 +112,10 @@ impl Db {
         account_id: Option<&str>,
         page: PageRequest,
     ) -> Result<Page<AuditEntry>, DbError> {
-        const SQL: &str = "SELECT id, actor_key_id, actor_role, action, account_id, detail, created_at \
-                           FROM audit_log WHERE ($1 IS NULL OR account_id = $1) AND id < $2 \
-                           ORDER BY id DESC LIMIT $3";
+        const SQL: &str = "SELECT a.id, a.actor_key_id, a.actor_role, a.action, a.account_id, \
+             a.detail, a.created_at, k.label AS actor_label \
+             FROM audit_log a LEFT JOIN api_keys k ON k.id = a.actor_key_id \
+             WHERE ($1 IS NULL OR a.account_id = $1) AND a.id < $2 ORDER BY a.id DESC LIMIT $3";
         self.page(SQL, account_id, page).await
     }
 }

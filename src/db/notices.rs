@@ -405,6 +405,25 @@ impl Db {
             .try_map(NoticeRow::try_from)
     }
 
+    /// The account's latest `limit` notices, newest first.
+    pub async fn notices_of(
+        &self,
+        account_id: &str,
+        limit: u32,
+    ) -> Result<Vec<NoticeRow>, DbError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM notices WHERE account_id = $1 ORDER BY seq DESC LIMIT $2"
+        );
+        let rows: Vec<StoredNotice> = with_pool!(self, |pool| {
+            sqlx::query_as(&sql)
+                .bind(account_id)
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await?
+        });
+        rows.into_iter().map(NoticeRow::try_from).collect()
+    }
+
     /// Sends a failed notice again from a fresh attempt count; audited.
     pub async fn requeue_notice(
         &self,

@@ -24,9 +24,9 @@ use crate::{
     clock::rfc3339,
     db::{
         accounts::{AccountFilter, NewAccount, Opened},
-        audit::AuditEntry,
+        audit::{Actor, AuditEntry},
         keys::StoredKey,
-        ledger::PostRefusal,
+        ledger::{LedgerEntry, PostRefusal},
     },
     domain::{
         api_key::Role,
@@ -372,8 +372,22 @@ async fn adjust_balance(
     ApiJson(body): ApiJson<AdjustmentBody>,
 ) -> ApiResult<(StatusCode, Json<LedgerEntryView>)> {
     caller.require(STAFF)?;
+    adjust_with_reason(&state, &id, body.credits, &body.reason, &caller.actor())
+        .await
+        .map(|entry| (StatusCode::CREATED, Json(entry.into())))
+}
+
+/// Grants (`credits` above zero) or removes credits with `reason`, both checked with the
+/// field named; audited as `actor`. Shared by the API and the console.
+pub async fn adjust_with_reason(
+    state: &AppState,
+    id: &str,
+    credits: Decimal,
+    reason: &str,
+    actor: &Actor,
+) -> ApiResult<LedgerEntry> {
     let mut errors = FieldErrors::new();
-    let amount = Millicredits::from_credits(body.credits).ok().filter(|m| {
+    let amount = Millicredits::from_credits(credits).ok().filter(|m| {
         m.0 != 0 && m.0.unsigned_abs() <= (MAX_ADJUSTMENT_CREDITS * 1000).unsigned_abs()
     });
     if amount.is_none() {
@@ -384,17 +398,13 @@ async fn adjust_balance(
             ),
         );
     }
-    let reason = body.reason.trim();
+    let reason = reason.trim();
     errors.require_text("reason", reason, MAX_REASON_LEN);
     let (Some(amount), true) = (amount, errors.is_empty()) else {
         return Err(ApiError::invalid(errors));
     };
-    let posted = state
-        .accounts
-        .adjust(&id, amount, reason, &caller.actor())
-        .await?;
-    match posted {
-        Ok(entry) => Ok((StatusCode::CREATED, Json(entry.into()))),
+    match state.accounts.adjust(id, amount, reason, actor).await? {
+        Ok(entry) => Ok(entry),
         Err(PostRefusal::AccountNotFound) => Err(ApiError::NotFound("account")),
         Err(PostRefusal::Insufficient { available }) => {
             Err(ApiError::invalid(FieldErrors::single(
@@ -416,6 +426,8 @@ struct AuditParams {
 pub struct AuditView {
     id: i64,
     actor_key_id: String,
+    /// The acting API key's label, when an API key acted.
+    actor_label: Option<String>,
     actor_role: String,
     action: String,
     account_id: Option<String>,
@@ -438,6 +450,7 @@ impl TryFrom<AuditEntry> for AuditView {
         Ok(Self {
             id: entry.id,
             actor_key_id: entry.actor_key_id,
+            actor_label: entry.actor_label,
             actor_role: entry.actor_role,
             action: entry.action,
             account_id: entry.account_id,

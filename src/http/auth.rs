@@ -9,7 +9,7 @@ use axum::{
 use super::error::ApiError;
 use super::state::AppState;
 use crate::{
-    db::audit::Actor,
+    db::{DbError, audit::Actor, keys::StoredKey},
     domain::api_key::{self, Role},
 };
 
@@ -63,18 +63,11 @@ impl FromRequestParts<AppState> for Caller {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
-        let Some((key_id, secret)) = token.and_then(api_key::parse_token) else {
-            return Err(unauthorized("missing or malformed"));
-        };
-        let Some(key) = state.db.api_key(&key_id).await? else {
-            return Err(unauthorized("unknown key"));
-        };
-        if !api_key::secret_matches(&key.secret_hash, secret) {
-            return Err(unauthorized("wrong secret"));
+        let key = match token {
+            Some(token) => verified_key(state, token).await?,
+            None => Err("missing or malformed"),
         }
-        if key.revoked_at.is_some() {
-            return Err(unauthorized("revoked key"));
-        }
+        .map_err(unauthorized)?;
         let role = Role::parse(&key.role).ok_or_else(|| {
             crate::db::DbError::Corrupt(format!("api key {} has unknown role {}", key.id, key.role))
         })?;
@@ -84,6 +77,26 @@ impl FromRequestParts<AppState> for Caller {
             account_id: key.account_id,
         })
     }
+}
+
+/// The live key `token` names, or why it is refused.
+pub async fn verified_key(
+    state: &AppState,
+    token: &str,
+) -> Result<Result<StoredKey, &'static str>, DbError> {
+    let Some((key_id, secret)) = api_key::parse_token(token) else {
+        return Ok(Err("missing or malformed"));
+    };
+    let Some(key) = state.db.api_key(&key_id).await? else {
+        return Ok(Err("unknown key"));
+    };
+    Ok(if !api_key::secret_matches(&key.secret_hash, secret) {
+        Err("wrong secret")
+    } else if key.revoked_at.is_some() {
+        Err("revoked key")
+    } else {
+        Ok(key)
+    })
 }
 
 fn unauthorized(why: &'static str) -> ApiError {

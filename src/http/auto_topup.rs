@@ -24,7 +24,11 @@ use super::{
 };
 use crate::{
     clock::rfc3339,
-    db::{DbError, auto_topup::SettingsUpdate},
+    db::{
+        DbError,
+        audit::Actor,
+        auto_topup::{LoggedDecision, SettingsUpdate},
+    },
     domain::{
         account::Account,
         api_key::Role,
@@ -100,7 +104,7 @@ pub enum AutoTopupState {
     Off,
 }
 
-fn state_of(account: &Account) -> AutoTopupState {
+pub(crate) fn state_of(account: &Account) -> AutoTopupState {
     if account.paused().is_some() {
         AutoTopupState::Paused
     } else if account.auto_topup.enabled {
@@ -110,7 +114,7 @@ fn state_of(account: &Account) -> AutoTopupState {
     }
 }
 
-async fn view(state: &AppState, account: Account) -> ApiResult<AutoTopupView> {
+pub(crate) async fn view(state: &AppState, account: Account) -> ApiResult<AutoTopupView> {
     let now = state.clock.now_ms();
     let decision: Decision = state.topups.decision(&account).await?;
     let last_topup = state
@@ -202,8 +206,14 @@ async fn decisions(
     visible_account(&state, &caller, &id).await?;
     let logged = state.db.decisions(&id, page).await?;
     Ok(Json(PageView::try_from_page(logged, |logged| {
+        Ok::<_, ApiError>(LoggedDecisionView::from(logged))
+    })?))
+}
+
+impl From<LoggedDecision> for LoggedDecisionView {
+    fn from(logged: LoggedDecision) -> Self {
         let d = logged.decision;
-        Ok::<_, ApiError>(LoggedDecisionView {
+        Self {
             decision: d.decision,
             reason: d.reason,
             balance: Millicredits(d.balance),
@@ -212,8 +222,8 @@ async fn decisions(
             next_eligible_at: d.next_eligible_at.map(rfc3339),
             topup_id: d.attempt_id,
             decided_at: rfc3339(d.decided_at),
-        })
-    })?))
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -402,9 +412,9 @@ pub struct ResumedView {
     auto_topup: AutoTopupView,
     /// The top-up charged at once when `try_now` asked for it.
     topup: Option<TopupView>,
-    outcome: ResumeOutcome,
+    pub outcome: ResumeOutcome,
     /// What happened, in a sentence for the support agent.
-    message: String,
+    pub message: String,
 }
 
 /// What a resume did, with its try if one was asked.
@@ -425,6 +435,16 @@ pub enum ResumeOutcome {
     NotCharged,
     /// Resumed, then paused again by a dispute or a refund reported meanwhile.
     PausedAgain,
+}
+
+impl ResumeOutcome {
+    /// The resume's own try left the account paused again.
+    pub fn paused_again(self) -> bool {
+        matches!(
+            self,
+            Self::ChargeFailed | Self::AuthenticationRequired | Self::PausedAgain
+        )
+    }
 }
 
 /// The outcome of a resume, judged from the account as it stands after it.
@@ -512,33 +532,46 @@ async fn resume(
     ApiJson(body): ApiJson<ResumeBody>,
 ) -> ApiResult<Json<ResumedView>> {
     caller.require(STAFF)?;
-    let note = body.note.trim();
+    resume_with_note(&state, &id, caller.actor(), &body.note, body.try_now)
+        .await
+        .map(Json)
+}
+
+/// Support's resume of the account's pause, with `note` (named if missing) and its try if
+/// `try_now`; the outcome in words. Shared by the API and the console.
+pub async fn resume_with_note(
+    state: &AppState,
+    id: &str,
+    actor: Actor,
+    note: &str,
+    try_now: bool,
+) -> ApiResult<ResumedView> {
+    let note = note.trim();
     let mut errors = FieldErrors::new();
     errors.require_text("note", note, MAX_NOTE_LEN);
     errors.into_result(()).map_err(ApiError::invalid)?;
-    let (topups, account_id, actor) = (state.topups.clone(), id.clone(), caller.actor());
-    let (note, try_now) = (note.to_owned(), body.try_now);
-    let resumed = in_own_task(&state, async move {
+    let (topups, account_id, note) = (state.topups.clone(), id.to_owned(), note.to_owned());
+    let resumed = in_own_task(state, async move {
         topups.resume(&account_id, &actor, &note, try_now).await
     })
     .await;
     let account = || async {
         state
             .db
-            .account(&id)
+            .account(id)
             .await?
             .ok_or(ApiError::NotFound("account"))
     };
     // Still charging at the deadline: the resume is done and the charge goes on.
     let Some(resumed) = resumed else {
-        let topup = state.db.open_attempt_of(&id).await?.map(TopupView::from);
-        return Ok(Json(ResumedView {
-            auto_topup: view(&state, account().await?).await?,
+        let topup = state.db.open_attempt_of(id).await?.map(TopupView::from);
+        return Ok(ResumedView {
+            auto_topup: view(state, account().await?).await?,
             topup,
             outcome: ResumeOutcome::ChargePending,
             message: "Resumed; the charge tried now is still in progress and settles on its own."
                 .to_owned(),
-        }));
+        });
     };
     let Some(tried) = resumed? else {
         account().await?;
@@ -552,12 +585,12 @@ async fn resume(
         TriedNow::Charged(attempt) => Some(TopupView::from(attempt)),
         _ => None,
     };
-    Ok(Json(ResumedView {
-        auto_topup: view(&state, account).await?,
+    Ok(ResumedView {
+        auto_topup: view(state, account).await?,
         topup,
         outcome,
         message,
-    }))
+    })
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -579,6 +612,20 @@ pub struct PausedView {
     reason: Option<String>,
     decline_code: Option<String>,
     since: Option<String>,
+}
+
+impl From<Account> for PausedView {
+    fn from(a: Account) -> Self {
+        let pause = pause_view(&a);
+        Self {
+            reason: pause.as_ref().and_then(|p| p.reason.clone()),
+            decline_code: pause.as_ref().and_then(|p| p.decline_code.clone()),
+            since: pause.and_then(|p| p.since),
+            account_id: a.id,
+            email: a.email,
+            name: a.name,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -618,20 +665,7 @@ async fn admin_list(
     let paused = state.db.paused_accounts(limit).await?;
     let flagged = state.db.flagged_attempts(limit).await?;
     Ok(Json(AdminListView {
-        paused: paused
-            .into_iter()
-            .map(|a| {
-                let pause = pause_view(&a);
-                PausedView {
-                    reason: pause.as_ref().and_then(|p| p.reason.clone()),
-                    decline_code: pause.as_ref().and_then(|p| p.decline_code.clone()),
-                    since: pause.and_then(|p| p.since),
-                    account_id: a.id,
-                    email: a.email,
-                    name: a.name,
-                }
-            })
-            .collect(),
+        paused: paused.into_iter().map(PausedView::from).collect(),
         flagged: flagged.into_iter().map(TopupView::from).collect(),
     }))
 }

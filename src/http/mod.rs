@@ -77,8 +77,13 @@ pub fn router(state: AppState) -> Router {
         state.clone(),
         crate::portal::error_pages,
     ));
+    let console = crate::console::router().layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        crate::console::error_pages,
+    ));
     routes
         .merge(billing_page)
+        .merge(console)
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(http.max_body_bytes))

@@ -46,7 +46,7 @@ pub struct NoticeView {
 
 impl NoticeView {
     /// The notice as support sees it, its subject rendered under `head` as it is sent.
-    fn of(n: NoticeRow, head: &Letterhead) -> Self {
+    pub(crate) fn of(n: NoticeRow, head: &Letterhead) -> Self {
         Self {
             subject: crate::notices::render(&n, head).subject,
             id: n.id,

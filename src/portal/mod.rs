@@ -4,11 +4,11 @@
 //! the one account of the browser's session.
 
 pub mod chart;
-mod form;
+pub(crate) mod form;
 pub mod links;
-mod pages;
+pub(crate) mod pages;
 pub mod receipt;
-mod render;
+pub(crate) mod render;
 pub mod session;
 
 use axum::{

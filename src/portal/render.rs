@@ -1,6 +1,6 @@
-//! Rendering the billing page: the templates (compiled in, HTML-escaped), what every page
-//! shows (the product's name and colour, the navigation, the form token), and the pages
-//! that say why nothing can be shown.
+//! Rendering the billing page and the support console: the templates (compiled in,
+//! HTML-escaped), what every page shows (the product's name and colour, the navigation,
+//! the form token), and the pages that say why nothing can be shown.
 
 use axum::{
     extract::{Request, State},
@@ -14,6 +14,7 @@ use super::{links::EmailLinks, session::signed_in_customer};
 use crate::{config::Config, db::DbError, http::state::AppState};
 
 const TEMPLATES: &[(&str, &str)] = &[
+    ("style.css", include_str!("templates/style.css")),
     ("layout.html", include_str!("templates/layout.html")),
     ("message.html", include_str!("templates/message.html")),
     ("continue.html", include_str!("templates/continue.html")),
@@ -26,6 +27,38 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("history.html", include_str!("templates/history.html")),
     ("usage.html", include_str!("templates/usage.html")),
     ("ledger.html", include_str!("templates/ledger.html")),
+    (
+        "console/layout.html",
+        include_str!("../console/templates/layout.html"),
+    ),
+    (
+        "console/message.html",
+        include_str!("../console/templates/message.html"),
+    ),
+    (
+        "console/sign_in.html",
+        include_str!("../console/templates/sign_in.html"),
+    ),
+    (
+        "console/search.html",
+        include_str!("../console/templates/search.html"),
+    ),
+    (
+        "console/account.html",
+        include_str!("../console/templates/account.html"),
+    ),
+    (
+        "console/paused.html",
+        include_str!("../console/templates/paused.html"),
+    ),
+    (
+        "console/notices.html",
+        include_str!("../console/templates/notices.html"),
+    ),
+    (
+        "console/webhooks.html",
+        include_str!("../console/templates/webhooks.html"),
+    ),
 ];
 
 /// The billing page's templates and what it needs of the configuration.
@@ -169,12 +202,20 @@ struct Failure {
     text: String,
 }
 
+/// The title and text of the [`PageError`] a response carries, if it carries one.
+pub(crate) fn failure_of(response: &Response) -> Option<(&'static str, String)> {
+    response
+        .extensions()
+        .get::<Failure>()
+        .map(|f| (f.title, f.text.clone()))
+}
+
 /// Renders the pages of [`PageError`]s in the product's look, with the navigation of the
 /// browser's session if it has one.
 pub async fn error_pages(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let headers = request.headers().clone();
     let response = next.run(request).await;
-    let Some(Failure { title, text }) = response.extensions().get::<Failure>().cloned() else {
+    let Some((title, text)) = failure_of(&response) else {
         return response;
     };
     let status = response.status();

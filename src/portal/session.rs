@@ -164,7 +164,11 @@ fn cookie_name(state: &AppState) -> &'static str {
 
 /// The session id in the request's cookies, if any.
 fn session_cookie<'h>(state: &AppState, headers: &'h HeaderMap) -> Option<&'h str> {
-    let name = cookie_name(state);
+    read_cookie(headers, cookie_name(state))
+}
+
+/// The value of the cookie `name` among the request's cookies, if any.
+pub(crate) fn read_cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -174,7 +178,7 @@ fn session_cookie<'h>(state: &AppState, headers: &'h HeaderMap) -> Option<&'h st
         .find_map(|(n, value)| (n == name && !value.is_empty()).then_some(value))
 }
 
-fn millis(secs: u64) -> i64 {
+pub(crate) fn millis(secs: u64) -> i64 {
     i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)
 }
 
@@ -203,12 +207,20 @@ fn new_session(
 }
 
 /// The `Set-Cookie` value of a session id kept for `max_age_secs` (0 clears it).
-fn cookie(name: &str, id: &str, max_age_secs: i64, secure: bool) -> String {
+pub(crate) fn cookie(
+    name: &str,
+    id: &str,
+    max_age_secs: i64,
+    secure: bool,
+    same_site: &str,
+) -> String {
     let secure = if secure { "; Secure" } else { "" };
-    // Lax, not Strict: the provider's page sends the customer back after 3-D Secure with
-    // a top-level GET from its own site, which must find the session.
-    format!("{name}={id}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}{secure}")
+    format!("{name}={id}; Path=/; HttpOnly; SameSite={same_site}; Max-Age={max_age_secs}{secure}")
 }
+
+/// Lax, not Strict: the provider's page sends the customer back after 3-D Secure with a
+/// top-level GET from its own site, which must find the session.
+const SAME_SITE: &str = "Lax";
 
 /// Ends the browser's current session, if any, sets the cookie of `session` and goes to
 /// `to`.
@@ -223,13 +235,19 @@ async fn signed_in(
         state.db.end_portal_session(&links::hash(old)).await?;
     }
     let max_age = (session.expires_at - session.created_at).div_euclid(1000);
-    let cookie = cookie(cookie_name(state), id, max_age, state.pages.secure_cookie);
+    let cookie = cookie(
+        cookie_name(state),
+        id,
+        max_age,
+        state.pages.secure_cookie,
+        SAME_SITE,
+    );
     Ok(([(header::SET_COOKIE, cookie)], Redirect::to(to)).into_response())
 }
 
 /// A sign-in form must come from the billing page itself: another site cannot sign a
 /// browser in to an account of its choosing (the browser says where a form comes from).
-fn from_own_page(state: &AppState, headers: &HeaderMap) -> PageResult<()> {
+pub(crate) fn from_own_page(state: &AppState, headers: &HeaderMap) -> PageResult<()> {
     let header = |name| {
         headers
             .get(name)
@@ -441,7 +459,13 @@ pub async fn sign_out(
         .db
         .end_portal_session(&customer.session.id_hash)
         .await?;
-    let cookie = cookie(cookie_name(&state), "", 0, state.pages.secure_cookie);
+    let cookie = cookie(
+        cookie_name(&state),
+        "",
+        0,
+        state.pages.secure_cookie,
+        SAME_SITE,
+    );
     let page = state.pages.message(
         StatusCode::OK,
         "Signed out",

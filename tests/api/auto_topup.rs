@@ -20,7 +20,7 @@ use topupd::{
     topups::{Topups, auto::ScanReport},
 };
 
-use crate::helpers::{TestApp, backends, dec, each_backend, test_config, unused_port};
+use crate::helpers::{TestApp, backends, dec, each_backend, tamper, test_config, unused_port};
 
 const HOUR_MS: i64 = 3_600_000;
 
@@ -1410,16 +1410,6 @@ async fn attempts_waiting_on_customers_never_starve_the_reconciler() {
         assert_eq!(app.balance(&account).await, dec("5000"));
         app.stop().await;
     }
-}
-
-/// Runs SQL on the app's database behind the app's back.
-async fn tamper(app: &TestApp, sql: &str, id: &str) {
-    use topupd::db::Db;
-    match &app.db {
-        Db::Sqlite(pool) => sqlx::query(sql).bind(id).execute(pool).await.map(drop),
-        Db::Postgres(pool) => sqlx::query(sql).bind(id).execute(pool).await.map(drop),
-    }
-    .expect("tamper");
 }
 
 #[tokio::test]

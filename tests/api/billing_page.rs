@@ -14,8 +14,8 @@ use crate::helpers::{TestApp, each_backend};
 /// A browser's session on the billing page: its cookie, sent by hand, and no redirect
 /// followed, so each answer can be looked at.
 pub struct PageSession {
-    client: reqwest::Client,
-    base_url: String,
+    pub client: reqwest::Client,
+    pub base_url: String,
     pub cookie: String,
 }
 
@@ -65,14 +65,14 @@ impl Page {
     }
 }
 
-fn browserless() -> reqwest::Client {
+pub fn browserless() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("client")
 }
 
-async fn page(response: reqwest::Response) -> Page {
+pub async fn page(response: reqwest::Response) -> Page {
     Page {
         status: response.status(),
         location: response

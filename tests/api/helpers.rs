@@ -545,3 +545,13 @@ pub fn credits(value: &Value) -> Decimal {
     assert!(value.is_number(), "{value} is not a JSON number");
     dec(&value.to_string())
 }
+
+/// Runs SQL on the app's database behind the app's back, with `id` as `$1`.
+pub async fn tamper(app: &TestApp, sql: &str, id: &str) {
+    use topupd::db::Db;
+    match &app.db {
+        Db::Sqlite(pool) => sqlx::query(sql).bind(id).execute(pool).await.map(drop),
+        Db::Postgres(pool) => sqlx::query(sql).bind(id).execute(pool).await.map(drop),
+    }
+    .expect("tamper");
+}

@@ -6,6 +6,7 @@ mod auth;
 mod auto_topup;
 mod billing_page;
 mod cli;
+mod console;
 mod directory;
 mod helpers;
 mod notices;

@@ -38,7 +38,7 @@ async fn account(state: &AppState, customer: &Customer) -> PageResult<Account> {
 
 /// How a page answers a form: 422 when a field is wrong, with the errors by field for
 /// the template to show beside each.
-fn form_outcome(errors: &FieldErrors) -> (StatusCode, Value) {
+pub(crate) fn form_outcome(errors: &FieldErrors) -> (StatusCode, Value) {
     let status = if errors.is_empty() {
         StatusCode::OK
     } else {
@@ -52,11 +52,11 @@ fn form_outcome(errors: &FieldErrors) -> (StatusCode, Value) {
     (status, by_field)
 }
 
-fn credits(amount: Millicredits) -> String {
+pub(crate) fn credits(amount: Millicredits) -> String {
     format!("{} credits", amount.to_display())
 }
 
-fn when(ms: Millis) -> String {
+pub(crate) fn when(ms: Millis) -> String {
     long_date(ms)
 }
 
