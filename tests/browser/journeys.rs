@@ -364,7 +364,7 @@ pub async fn confirming_an_automatic_top_up_from_the_email(setting: Setting) {
 
 /// An app whose notices go to a real SMTP server, and an account with `card` and auto
 /// top-up on, after a scan tried to top it up.
-async fn scanned_with(card: &str) -> (TestApp, SmtpSink, String) {
+pub async fn scanned_with(card: &str) -> (TestApp, SmtpSink, String) {
     let smtp = SmtpSink::started().await;
     let app = TestApp::spawn_with(Backend::Sqlite, test_config(smtp.port)).await;
     let account = app.account_with_email("ada@example.com", "0").await;

@@ -7,6 +7,7 @@
 //! A plain argument picks journeys by name; other libtest flags are ignored.
 
 mod browser;
+mod console;
 #[allow(dead_code)] // shared with the api suite, which uses all of it
 #[path = "../api/helpers.rs"]
 mod helpers;
@@ -36,6 +37,9 @@ const JOURNEYS: &[(&str, Journey)] = &[
     }),
     ("stale_links_and_other_accounts", |s| {
         Box::pin(journeys::stale_links_and_other_accounts(s))
+    }),
+    ("support_resumes_a_paused_account", |s| {
+        Box::pin(console::support_resumes_a_paused_account(s))
     }),
 ];
 
