@@ -66,6 +66,18 @@ impl Accounts {
             .await
     }
 
+    /// Closes the account for `reason`: charged no more, its balance and history kept.
+    pub async fn close(
+        &self,
+        account_id: &str,
+        reason: &str,
+        actor: &Actor,
+    ) -> Result<Option<Account>, DbError> {
+        self.db
+            .close_account(account_id, reason, actor, self.clock.now_ms())
+            .await
+    }
+
     /// Saves the customer's (or an admin's) settings; only this turns auto top-up on,
     /// and it records who did. `None` if the account does not exist.
     pub async fn set_auto_topup(

@@ -13,7 +13,7 @@ use crate::{
     db::{PageRequest, accounts::AccountFilter},
     domain::{account::Account, validation::FieldErrors},
     http::{
-        admin::{AuditView, adjust_with_reason},
+        admin::{AuditView, adjust_with_reason, close_with_reason},
         auto_topup::{LoggedDecisionView, resume_with_note, state_of, view},
         error::ApiError,
         notices::NoticeView,
@@ -98,6 +98,10 @@ pub fn account_row(account: &Account) -> Value {
         name => account.name.clone(),
         external_id => account.external_id.clone(),
         balance => credits(account.balance),
+        closed => account.closed.as_ref().map(|c| context! {
+            at => crate::clock::rfc3339(c.at),
+            reason => c.reason.clone(),
+        }),
         state => shown(state_of(account)),
         paused_reason => account.paused().map(|r| r.as_str()),
     }
@@ -123,6 +127,8 @@ pub struct ActionForm {
     credits: String,
     #[serde(default)]
     reason: String,
+    #[serde(default)]
+    close_reason: String,
 }
 
 pub async fn page(
@@ -185,6 +191,7 @@ async fn account_page(
                 try_now => form.try_now.is_some(),
                 credits => form.credits.clone(),
                 reason => form.reason.clone(),
+                close_reason => form.close_reason.clone(),
             },
         }
     };
@@ -232,6 +239,7 @@ async fn after_action<T>(
             try_now: form.try_now.clone(),
             credits: form.credits.clone(),
             reason: form.reason.clone(),
+            close_reason: form.close_reason.clone(),
         }
     };
     account_page(state, staff, id, outcome, &errors, &kept).await
@@ -257,6 +265,45 @@ pub async fn resume(
     after_action(&state, &staff, &id, &form, done, |resumed| Outcome {
         ok: !resumed.outcome.paused_again(),
         text: resumed.message,
+        status: StatusCode::OK,
+    })
+    .await
+}
+
+/// Closes the account with a reason: charged no more, its balance kept.
+pub async fn close(
+    State(state): State<AppState>,
+    staff: Staff,
+    PagePath(id): PagePath<String>,
+    PageForm(form): PageForm<ActionForm>,
+) -> PageResult<Response> {
+    staff.check_form(&form.csrf)?;
+    let done = close_with_reason(&state, &id, &form.close_reason, &staff.actor())
+        .await
+        .map_err(|error| match error {
+            // The form's field is close_reason, beside the adjustment's reason.
+            ApiError::InvalidRequest { fields, .. } => {
+                let mut named = FieldErrors::new();
+                for (field, problem) in fields.iter() {
+                    named.add(
+                        if field == "reason" {
+                            "close_reason"
+                        } else {
+                            field
+                        },
+                        problem,
+                    );
+                }
+                ApiError::invalid(named)
+            }
+            other => other,
+        });
+    after_action(&state, &staff, &id, &form, done, |account| Outcome {
+        ok: true,
+        text: format!(
+            "Closed: nothing is charged from now on; the balance of {} stays.",
+            credits(account.balance)
+        ),
         status: StatusCode::OK,
     })
     .await

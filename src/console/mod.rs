@@ -31,6 +31,7 @@ pub fn router() -> Router<AppState> {
         .route("/console/accounts/{id}", get(accounts::page))
         .route("/console/accounts/{id}/resume", post(accounts::resume))
         .route("/console/accounts/{id}/adjust", post(accounts::adjust))
+        .route("/console/accounts/{id}/close", post(accounts::close))
         .route("/console/paused", get(queues::paused))
         .route("/console/notices", get(queues::notices))
         .route(

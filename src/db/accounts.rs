@@ -9,11 +9,10 @@ use super::{
     audit::{Actor, AuditWrites},
     impl_for_connections, is_unique_violation, new_id, with_pool,
 };
-use crate::domain::account::Account;
 use crate::{
     clock::Millis,
     domain::{
-        account::{AutoTopup, Pause},
+        account::{Account, AutoTopup, Closure, Pause},
         auto_topup::{PauseChange, PauseReason},
         credits::Millicredits,
     },
@@ -112,6 +111,8 @@ pub(crate) struct AccountRow {
     auto_topup_paused_code: Option<String>,
     auto_topup_paused_at: Option<Millis>,
     auto_topup_window_ends_at: Millis,
+    closed_at: Option<Millis>,
+    closed_reason: Option<String>,
 }
 
 impl TryFrom<AccountRow> for Account {
@@ -156,6 +157,10 @@ impl TryFrom<AccountRow> for Account {
                 pause,
                 window_ends_at: row.auto_topup_window_ends_at,
             },
+            closed: row.closed_at.map(|at| Closure {
+                at,
+                reason: row.closed_reason.unwrap_or_default(),
+            }),
         })
     }
 }
@@ -191,7 +196,7 @@ pub(crate) const COLUMNS: &str = "id, email, name, balance, provider_customer_id
     metadata, created_at, \
     auto_topup_enabled, auto_topup_threshold, auto_topup_target, auto_topup_payment_method_id, \
     auto_topup_enabled_by, auto_topup_enabled_at, auto_topup_paused_reason, auto_topup_paused_code, \
-    auto_topup_paused_at, auto_topup_window_ends_at";
+    auto_topup_paused_at, auto_topup_window_ends_at, closed_at, closed_reason";
 
 /// An account to open.
 #[derive(Debug, Clone, Copy)]
@@ -429,6 +434,50 @@ impl Db {
             }
             tx.commit().await?;
             after.try_into().map(Some)
+        })
+    }
+
+    /// Closes the account for `reason`: auto top-up off and any pause ended (nothing is
+    /// waiting to be paid any more), its billing sessions over, audited, in one
+    /// transaction. Every way of charging refuses a closed account from then on; the
+    /// balance and history stay. `None` if there is no such account; an account already
+    /// closed is answered as it is.
+    pub async fn close_account(
+        &self,
+        id: &str,
+        reason: &str,
+        actor: &Actor,
+        at: Millis,
+    ) -> Result<Option<Account>, DbError> {
+        let close = format!(
+            "UPDATE accounts SET closed_at = $1, closed_reason = $2, auto_topup_enabled = FALSE, \
+             auto_topup_paused_reason = NULL, auto_topup_paused_code = NULL, \
+             auto_topup_paused_at = NULL WHERE id = $3 AND closed_at IS NULL RETURNING {COLUMNS}"
+        );
+        let read = format!("SELECT {COLUMNS} FROM accounts WHERE id = $1");
+        const END_SESSIONS: &str = "DELETE FROM portal_sessions WHERE account_id = $1";
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let closed: Option<AccountRow> = sqlx::query_as(&close)
+                .bind(at)
+                .bind(reason)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(closed) = closed else {
+                let existing: Option<AccountRow> = sqlx::query_as(&read)
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                return existing.map(Account::try_from).transpose();
+            };
+            let account = Account::try_from(closed)?;
+            sqlx::query(END_SESSIONS).bind(id).execute(&mut *tx).await?;
+            let detail = json!({ "reason": reason, "balance": account.balance });
+            tx.audit(actor, "account.close", Some(id), detail, at)
+                .await?;
+            tx.commit().await?;
+            Ok(Some(account))
         })
     }
 

@@ -177,6 +177,8 @@ pub enum Claim {
     Replay(Attempt),
     /// The account has another attempt open.
     Busy(Attempt),
+    /// The account is closed: nothing is charged.
+    Closed,
 }
 
 /// A settling move and all it writes, decided by the service
@@ -292,8 +294,8 @@ impl Db {
     }
 
     async fn try_claim_attempt(&self, new: &NewAttempt<'_>) -> Result<Claim, DbError> {
-        const NEXT_SEQ: &str =
-            "UPDATE accounts SET topup_seq = topup_seq + 1 WHERE id = $1 RETURNING topup_seq";
+        const NEXT_SEQ: &str = "UPDATE accounts SET topup_seq = topup_seq + 1 \
+             WHERE id = $1 AND closed_at IS NULL RETURNING topup_seq";
         let insert = insert_sql();
         let id = super::new_id("tpu");
         with_pool!(self, |pool| {
@@ -306,10 +308,13 @@ impl Db {
             if let Some(open) = tx.open_attempt(new.account_id).await? {
                 return Ok(Claim::Busy(open));
             }
-            let seq: i64 = sqlx::query_scalar(NEXT_SEQ)
+            let seq: Option<i64> = sqlx::query_scalar(NEXT_SEQ)
                 .bind(new.account_id)
-                .fetch_one(&mut *tx)
+                .fetch_optional(&mut *tx)
                 .await?;
+            let Some(seq) = seq else {
+                return Ok(Claim::Closed);
+            };
             let attempt: AttemptRow = sqlx::query_as(&insert)
                 .bind(&id)
                 .bind(new.account_id)

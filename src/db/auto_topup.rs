@@ -185,7 +185,8 @@ impl Db {
             "UPDATE accounts SET \
              auto_topup_enabled_by = CASE WHEN $1 AND NOT auto_topup_enabled THEN $2 ELSE auto_topup_enabled_by END, \
              auto_topup_enabled_at = CASE WHEN $1 AND NOT auto_topup_enabled THEN $3 ELSE auto_topup_enabled_at END, \
-             auto_topup_enabled = $1, auto_topup_threshold = COALESCE($4, auto_topup_threshold), \
+             auto_topup_enabled = ($1 AND closed_at IS NULL), \
+             auto_topup_threshold = COALESCE($4, auto_topup_threshold), \
              auto_topup_target = COALESCE($5, auto_topup_target), \
              auto_topup_payment_method_id = $6 WHERE id = $7 RETURNING {}",
             accounts::COLUMNS
@@ -308,13 +309,15 @@ impl Db {
         let auto_cas = format!(
             "UPDATE accounts SET topup_seq = topup_seq + 1, auto_topup_window_ends_at = $1 \
              WHERE id = $2 AND auto_topup_enabled AND auto_topup_paused_reason IS NULL \
+             AND closed_at IS NULL \
              AND balance < auto_topup_threshold AND ($3 = FALSE OR auto_topup_window_ends_at <= $4) \
              RETURNING {}, topup_seq",
             accounts::COLUMNS
         );
         let retry_cas = format!(
             "UPDATE accounts SET topup_seq = topup_seq + 1 \
-             WHERE id = $1 AND auto_topup_paused_reason IS NOT NULL RETURNING {}, topup_seq",
+             WHERE id = $1 AND auto_topup_paused_reason IS NOT NULL AND closed_at IS NULL \
+             RETURNING {}, topup_seq",
             accounts::COLUMNS
         );
         if claim.trigger == AttemptTrigger::Manual {

@@ -23,6 +23,15 @@ pub struct Account {
     pub metadata: BTreeMap<String, String>,
     pub created_at: Millis,
     pub auto_topup: AutoTopup,
+    /// Set once the account is closed: it is charged no more, by any path.
+    pub closed: Option<Closure>,
+}
+
+/// When and why an account was closed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Closure {
+    pub at: Millis,
+    pub reason: String,
 }
 
 /// The account's auto top-up: what the customer set, and where it stands.

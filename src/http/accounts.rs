@@ -62,6 +62,10 @@ pub struct AccountView {
     /// threshold, when auto top-up is on).
     low_balance_warning: bool,
     created_at: String,
+    /// When the account was closed (charged no more), if it was.
+    closed_at: Option<String>,
+    /// Why it was closed.
+    closed_reason: Option<String>,
     /// The auto top-up state in a few words; details at `/auto-topup`.
     #[serde(skip_serializing_if = "Option::is_none")]
     auto_topup: Option<AutoTopupSummary>,
@@ -80,6 +84,8 @@ impl AccountView {
             external_id: account.external_id,
             metadata: account.metadata,
             created_at: rfc3339(account.created_at),
+            closed_at: account.closed.as_ref().map(|c| rfc3339(c.at)),
+            closed_reason: account.closed.map(|c| c.reason),
         }
     }
 }

@@ -29,6 +29,7 @@ use crate::{
         ledger::{LedgerEntry, PostRefusal},
     },
     domain::{
+        account::Account,
         api_key::Role,
         auto_topup::PauseReason,
         credits::Millicredits,
@@ -49,6 +50,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_account, find_accounts))
         .routes(routes!(adjust_balance))
+        .routes(routes!(close_account))
         .routes(routes!(issue_key))
         .routes(routes!(revoke_key))
         .routes(routes!(audit_log))
@@ -413,6 +415,56 @@ pub async fn adjust_with_reason(
             )))
         }
     }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CloseBody {
+    /// Why the account is closed; kept with it and in the audit log.
+    reason: String,
+}
+
+/// Closes the account: no charge of any kind from then on (automatic, bought, retried or
+/// resumed), auto top-up off and any pause ended, its billing page sessions over. The
+/// balance and every record stay, and usage may still spend the credits already paid
+/// for. Closing a closed account answers it as it is. Support and admin keys.
+#[utoipa::path(post, path = "/v1/admin/accounts/{id}/close", operation_id = "close_account", tag = "admin",
+    params(AccountId), request_body = CloseBody,
+    responses(
+        (status = 200, description = "The closed account", body = AccountView),
+        (status = 404, description = "No such account", body = ErrorBody),
+    ))]
+async fn close_account(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(AccountId { id }): ApiPath<AccountId>,
+    ApiJson(body): ApiJson<CloseBody>,
+) -> ApiResult<Json<AccountView>> {
+    caller.require(STAFF)?;
+    let account = close_with_reason(&state, &id, &body.reason, &caller.actor()).await?;
+    Ok(Json(AccountView::new(
+        account,
+        state.config.low_balance_warning(),
+    )))
+}
+
+/// Closes the account with `reason` (named if missing); audited as `actor`. Shared by the
+/// API and the console.
+pub async fn close_with_reason(
+    state: &AppState,
+    id: &str,
+    reason: &str,
+    actor: &Actor,
+) -> ApiResult<Account> {
+    let reason = reason.trim();
+    let mut errors = FieldErrors::new();
+    errors.require_text("reason", reason, MAX_REASON_LEN);
+    errors.into_result(()).map_err(ApiError::invalid)?;
+    state
+        .accounts
+        .close(id, reason, actor)
+        .await?
+        .ok_or(ApiError::NotFound("account"))
 }
 
 #[derive(Debug, Deserialize)]

@@ -308,6 +308,18 @@ pub async fn checked_settings(
     payment_method_id: Option<String>,
 ) -> Result<Result<SettingsUpdate, FieldErrors>, DbError> {
     let mut errors = FieldErrors::new();
+    if enabled
+        && state
+            .db
+            .account(account_id)
+            .await?
+            .is_some_and(|account| account.closed.is_some())
+    {
+        errors.add(
+            "enabled",
+            "the account is closed: auto top-up cannot be turned on",
+        );
+    }
     let bounds = match (threshold, target) {
         (Some(threshold), Some(target)) => match validate_bounds(threshold, target) {
             Ok((threshold, target)) => (Some(threshold), Some(target)),

@@ -114,7 +114,9 @@ async fn purchase(
         Ok(attempt) => attempt,
         Err(PurchaseError::InvalidAmount(message)) => return Err(ApiError::InvalidAmount(message)),
         Err(PurchaseError::AccountNotFound) => return Err(ApiError::NotFound("account")),
-        Err(e @ (PurchaseError::NoPaymentMethod | PurchaseError::KeyReused)) => {
+        Err(
+            e @ (PurchaseError::NoPaymentMethod | PurchaseError::KeyReused | PurchaseError::Closed),
+        ) => {
             return Err(ApiError::Conflict(e.to_string()));
         }
         Err(PurchaseError::Busy(open)) => {

@@ -62,6 +62,8 @@ pub enum PurchaseError {
     /// The caller's Idempotency-Key was used for a different purchase.
     #[error("this Idempotency-Key was used for a different request")]
     KeyReused,
+    #[error("the account is closed; it is charged no more")]
+    Closed,
     #[error(transparent)]
     Db(#[from] DbError),
 }
@@ -165,6 +167,7 @@ impl Topups {
             }
             Claim::Replay(_) => Err(PurchaseError::KeyReused),
             Claim::Busy(open) => Err(PurchaseError::Busy(Box::new(open))),
+            Claim::Closed => Err(PurchaseError::Closed),
         }
     }
 

@@ -343,3 +343,140 @@ async fn a_new_email_or_name_reaches_the_provider_customer_even_if_the_provider_
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_closed_account_is_charged_no_more_by_any_path_and_keeps_its_balance() {
+    each_backend(async |app| {
+        // Auto top-up on (below 1,000 up to 5,000) and 300 credits: the next scan would charge.
+        let (account, customer) = app.auto_account("pm_card_visa", "300").await;
+        let support = app.key("support", None).await;
+        let close = |key: &str, body: serde_json::Value| {
+            let (app, key, path) = (
+                &app,
+                key.to_owned(),
+                format!("/v1/admin/accounts/{account}/close"),
+            );
+            async move { app.post(&path, &key, body).await }
+        };
+        assert_eq!(
+            close(&customer, json!({ "reason": "x" })).await.status,
+            StatusCode::FORBIDDEN
+        );
+        let no_reason = close(&support, json!({ "reason": " " })).await;
+        assert_eq!(no_reason.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(
+            no_reason.body["fields"]["reason"].is_string(),
+            "{}",
+            no_reason.body
+        );
+
+        let closed = close(&support, json!({ "reason": "customer asked to leave" })).await;
+        assert_eq!(closed.status, StatusCode::OK, "{}", closed.body);
+        assert_eq!(closed.body["closed_reason"], "customer asked to leave");
+        let closed_at = closed.body["closed_at"].clone();
+        assert!(closed_at.is_string(), "{}", closed.body);
+        app.clock.advance_ms(60_000);
+        let again = close(&support, json!({ "reason": "again" })).await;
+        assert_eq!(again.status, StatusCode::OK);
+        assert_eq!(
+            (&again.body["closed_at"], &again.body["closed_reason"]),
+            (&closed_at, &json!("customer asked to leave"))
+        );
+
+        // No charge by any path.
+        app.clock.advance_ms(7 * 3_600_000);
+        assert_eq!(app.scan().await.claimed, 0);
+        let bought = app
+            .post(
+                &format!("/v1/accounts/{account}/topups"),
+                &customer,
+                json!({ "credits": 1000 }),
+            )
+            .await;
+        assert_eq!(bought.status, StatusCode::CONFLICT, "{}", bought.body);
+        assert!(
+            bought.body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("closed"))
+        );
+        let enabled = app
+            .request(
+                Method::PUT,
+                &format!("/v1/accounts/{account}/auto-topup"),
+                Some(&customer),
+                Some(json!({ "enabled": true, "threshold": 1000, "target": 5000 })),
+            )
+            .await;
+        assert_eq!(
+            enabled.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{}",
+            enabled.body
+        );
+        assert!(
+            enabled.body["fields"]["enabled"].is_string(),
+            "{}",
+            enabled.body
+        );
+        let state = app.auto_topup(&account).await;
+        assert_eq!(
+            (&state["enabled"], &state["state"]),
+            (&json!(false), &json!("off"))
+        );
+        assert_eq!(
+            app.stored_topups(&account).await.len(),
+            0,
+            "nothing was charged"
+        );
+        assert_eq!(app.balance(&account).await, dec("300"));
+
+        // The credits already paid for are still the customer's to use.
+        let service = app.key("service", None).await;
+        assert_eq!(
+            app.debit(&service, &account, "after-close", 30)
+                .await
+                .status,
+            StatusCode::CREATED
+        );
+        assert_eq!(app.balance(&account).await, dec("290"));
+
+        let audit = app
+            .get(&format!("/v1/admin/audit?account_id={account}"), &app.admin)
+            .await;
+        let entry = audit.body["data"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .find(|e| e["action"] == "account.close")
+            .cloned()
+            .expect("closing audited once");
+        assert_eq!(entry["detail"]["reason"], "customer asked to leave");
+
+        // A paused account closed: its pause ends with it, and nothing retries it.
+        let (paused, paused_key) = app.auto_account("pm_card_chargeCustomerFail", "0").await;
+        assert_eq!(app.scan().await.failed, 1);
+        let closed = app
+            .post(
+                &format!("/v1/admin/accounts/{paused}/close"),
+                &support,
+                json!({ "reason": "fraud" }),
+            )
+            .await;
+        assert_eq!(closed.status, StatusCode::OK, "{}", closed.body);
+        assert_eq!(app.auto_topup(&paused).await["state"], "off");
+        let retried = app
+            .post(
+                &format!("/v1/accounts/{paused}/auto-topup/retry"),
+                &paused_key,
+                json!({}),
+            )
+            .await;
+        assert_eq!(retried.status, StatusCode::CONFLICT, "{}", retried.body);
+        assert_eq!(
+            app.stored_topups(&paused).await.len(),
+            1,
+            "only the declined one"
+        );
+    })
+    .await;
+}

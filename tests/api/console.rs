@@ -353,6 +353,42 @@ async fn support_finds_a_paused_account_reads_why_resumes_it_and_adjusts_it_unde
             shown.body
         );
         assert!(shown.body.contains("new card on file"), "{}", shown.body);
+
+        let unexplained = session
+            .post(
+                &format!("{path}/close"),
+                &[("csrf", &token), ("close_reason", "")],
+            )
+            .await;
+        assert_eq!(unexplained.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(
+            unexplained.body.contains("id=\"close-reason-error\""),
+            "{}",
+            unexplained.body
+        );
+        let closed = session
+            .post(
+                &format!("{path}/close"),
+                &[("csrf", &token), ("close_reason", "customer left")],
+            )
+            .await;
+        assert!(
+            closed
+                .body
+                .contains("Closed: nothing is charged from now on"),
+            "{}",
+            closed.body
+        );
+        assert!(
+            !closed.body.contains("Close the account</button>"),
+            "{}",
+            closed.body
+        );
+        let account_now = app
+            .get(&format!("/v1/accounts/{account}"), &app.admin)
+            .await;
+        assert_eq!(account_now.body["closed_reason"], "customer left");
+        assert_eq!(app.balance(&account).await, dec("250"));
     })
     .await;
 }

@@ -110,6 +110,7 @@ pub async fn buy(
         Err(PurchaseError::KeyReused) => {
             "this form was already sent for another amount; choose again".to_owned()
         }
+        Err(PurchaseError::Closed) => "this account is closed: nothing can be bought".to_owned(),
         Err(PurchaseError::AccountNotFound) => return Err(PageError::NotFound),
         Err(PurchaseError::Db(error)) => return Err(error.into()),
     };
