@@ -16,6 +16,7 @@ use crate::{
         DbError,
         audit::Actor,
         console::{NewConsoleSession, StaffSession},
+        portal::Sessions,
     },
     domain::api_key::Role,
     http::{auth::verified_key, state::AppState},
@@ -105,7 +106,10 @@ pub async fn signed_in_staff(
         return Ok(None);
     };
     if now - session.last_seen_at >= TOUCH_EVERY_MS {
-        state.db.touch_console_session(&id_hash, now).await?;
+        state
+            .db
+            .touch_session(Sessions::Console, &id_hash, now)
+            .await?;
     }
     Ok(Some(Staff { session }))
 }
@@ -178,7 +182,10 @@ pub async fn sign_in(
         })
         .await?;
     if let Some(old) = read_cookie(&headers, cookie_name(&state)) {
-        state.db.end_console_session(&links::hash(old)).await?;
+        state
+            .db
+            .end_session(Sessions::Console, &links::hash(old))
+            .await?;
     }
     let cookie = cookie(
         cookie_name(&state),
@@ -201,7 +208,10 @@ pub async fn sign_out(
     PageForm(form): PageForm<TokenForm>,
 ) -> PageResult {
     staff.check_form(&form.csrf)?;
-    state.db.end_console_session(&staff.session.id_hash).await?;
+    state
+        .db
+        .end_session(Sessions::Console, &staff.session.id_hash)
+        .await?;
     let cookie = cookie(
         cookie_name(&state),
         "",

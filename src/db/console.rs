@@ -76,25 +76,4 @@ impl Db {
                 .await?
         }))
     }
-
-    /// Marks the session as in use at `now`, which pushes back its idle expiry.
-    pub async fn touch_console_session(&self, id_hash: &str, now: Millis) -> Result<(), DbError> {
-        const SQL: &str = "UPDATE console_sessions SET last_seen_at = $2 WHERE id_hash = $1";
-        with_pool!(self, |pool| {
-            sqlx::query(SQL)
-                .bind(id_hash)
-                .bind(now)
-                .execute(pool)
-                .await?;
-        });
-        Ok(())
-    }
-
-    pub async fn end_console_session(&self, id_hash: &str) -> Result<(), DbError> {
-        const SQL: &str = "DELETE FROM console_sessions WHERE id_hash = $1";
-        with_pool!(self, |pool| {
-            sqlx::query(SQL).bind(id_hash).execute(pool).await?;
-        });
-        Ok(())
-    }
 }

@@ -36,6 +36,23 @@ pub const ACCOUNT_SCOPE: &str = "account";
 /// A session opened by a notice's link: the payment waiting and the cards to pay it with.
 pub const PAYMENT_SCOPE: &str = "payment";
 
+/// Where a browser session is kept: a customer's on the billing page, or staff's on the
+/// console. Both are touched and ended the same way.
+#[derive(Debug, Clone, Copy)]
+pub enum Sessions {
+    Billing,
+    Console,
+}
+
+impl Sessions {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Billing => "portal_sessions",
+            Self::Console => "console_sessions",
+        }
+    }
+}
+
 /// A live session, with the email of its account (every page shows whose it is).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct LiveSession {
@@ -210,10 +227,18 @@ impl Db {
     }
 
     /// Marks the session as in use at `now`, which pushes back its idle expiry.
-    pub async fn touch_portal_session(&self, id_hash: &str, now: Millis) -> Result<(), DbError> {
-        const SQL: &str = "UPDATE portal_sessions SET last_seen_at = $2 WHERE id_hash = $1";
+    pub async fn touch_session(
+        &self,
+        table: Sessions,
+        id_hash: &str,
+        now: Millis,
+    ) -> Result<(), DbError> {
+        let sql = format!(
+            "UPDATE {} SET last_seen_at = $2 WHERE id_hash = $1",
+            table.name()
+        );
         with_pool!(self, |pool| {
-            sqlx::query(SQL)
+            sqlx::query(&sql)
                 .bind(id_hash)
                 .bind(now)
                 .execute(pool)
@@ -222,10 +247,10 @@ impl Db {
         Ok(())
     }
 
-    pub async fn end_portal_session(&self, id_hash: &str) -> Result<(), DbError> {
-        const SQL: &str = "DELETE FROM portal_sessions WHERE id_hash = $1";
+    pub async fn end_session(&self, table: Sessions, id_hash: &str) -> Result<(), DbError> {
+        let sql = format!("DELETE FROM {} WHERE id_hash = $1", table.name());
         with_pool!(self, |pool| {
-            sqlx::query(SQL).bind(id_hash).execute(pool).await?;
+            sqlx::query(&sql).bind(id_hash).execute(pool).await?;
         });
         Ok(())
     }

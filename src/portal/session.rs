@@ -21,7 +21,7 @@ use crate::{
     db::{
         DbError,
         audit::Actor,
-        portal::{ACCOUNT_SCOPE, LiveSession, PAYMENT_SCOPE, PortalSession},
+        portal::{ACCOUNT_SCOPE, LiveSession, PAYMENT_SCOPE, PortalSession, Sessions},
     },
     http::state::AppState,
 };
@@ -146,7 +146,10 @@ pub async fn signed_in_customer(
         return Ok(None);
     };
     if now - session.last_seen_at >= TOUCH_EVERY_MS {
-        state.db.touch_portal_session(&id_hash, now).await?;
+        state
+            .db
+            .touch_session(Sessions::Billing, &id_hash, now)
+            .await?;
     }
     Ok(Some(Customer {
         session,
@@ -232,7 +235,10 @@ async fn signed_in(
     to: &str,
 ) -> PageResult {
     if let Some(old) = session_cookie(state, headers) {
-        state.db.end_portal_session(&links::hash(old)).await?;
+        state
+            .db
+            .end_session(Sessions::Billing, &links::hash(old))
+            .await?;
     }
     let max_age = (session.expires_at - session.created_at).div_euclid(1000);
     let cookie = cookie(
@@ -457,7 +463,7 @@ pub async fn sign_out(
     customer.check_form(&form.csrf)?;
     state
         .db
-        .end_portal_session(&customer.session.id_hash)
+        .end_session(Sessions::Billing, &customer.session.id_hash)
         .await?;
     let cookie = cookie(
         cookie_name(&state),
