@@ -5,7 +5,6 @@
 use std::{
     future::{Future, IntoFuture},
     net::{Ipv4Addr, SocketAddr},
-    path::Path,
     sync::Arc,
     time::Duration,
 };
@@ -21,7 +20,6 @@ use crate::{
     clock::{Clock, DatabaseClock, SystemClock},
     config::{Config, ProviderKind},
     db::{Db, group_commit::Writers},
-    domain::pricing::Catalogue,
     http,
     jobs::{self, notice_sender::NoticeSender},
     metering::Metering,
@@ -132,7 +130,10 @@ impl App {
     ) -> anyhow::Result<Self> {
         // Installed before anything is counted: counts made before it would be lost.
         crate::metrics::handle();
-        let catalogue = load_catalogue(&config.pricing.catalogue)?;
+        let catalogue = config
+            .pricing
+            .load()
+            .context("load the pricing catalogue")?;
         let mailer = Mailer::from_config(&config.email).context("set up email (email.smtp)")?;
         let db = Db::connect(&config.database)
             .await
@@ -399,16 +400,6 @@ fn reachable(addr: SocketAddr) -> SocketAddr {
     } else {
         addr
     }
-}
-
-/// The configured catalogue file, or the built-in catalogue when none is set.
-pub fn load_catalogue(path: &str) -> anyhow::Result<Catalogue> {
-    if path.is_empty() {
-        return Ok(Catalogue::parse(Catalogue::BUILT_IN)?);
-    }
-    let text = std::fs::read_to_string(Path::new(path))
-        .with_context(|| format!("read the pricing catalogue {path} (pricing.catalogue)"))?;
-    Catalogue::parse(&text).with_context(|| format!("load the pricing catalogue {path}"))
 }
 
 /// Completes on SIGTERM or SIGINT. The handlers are installed when this is called, not

@@ -129,6 +129,36 @@ pub fn accounts(accounts: &[Account], json: bool) -> String {
     )
 }
 
+/// What `migrate` did: the migrations it applied, or that there were none.
+pub fn migrated(location: &str, applied: &[(i64, String)]) -> String {
+    match applied {
+        [] => format!("no migrations to apply: the database at {location} is up to date"),
+        applied => {
+            let names: Vec<String> = applied
+                .iter()
+                .map(|(version, name)| format!("  {version} {name}"))
+                .collect();
+            format!(
+                "applied {} to the database at {location}:\n{}",
+                counted(applied.len() as i64, "migration", "migrations"),
+                names.join("\n")
+            )
+        }
+    }
+}
+
+/// What `verify` found.
+pub fn verified(checked: i64, mismatched: usize) -> String {
+    format!(
+        "{} checked, {mismatched} mismatched",
+        counted(checked, "account", "accounts")
+    )
+}
+
+fn counted(n: i64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// What a resume did, in a sentence or as JSON.
 pub fn resumed(account_id: &str, outcome: Option<&TriedNow>, json: bool) -> String {
     let (resumed, tried, words) = match outcome {
@@ -206,6 +236,20 @@ mod tests {
         assert_eq!(
             table(&["ID", "VALUE"], &rows),
             "ID      VALUE\na       long value\nlonger  b"
+        );
+    }
+
+    #[test]
+    fn counts_agree_with_their_nouns() {
+        assert_eq!(verified(1, 0), "1 account checked, 0 mismatched");
+        assert_eq!(verified(2, 1), "2 accounts checked, 1 mismatched");
+        assert_eq!(
+            migrated("sqlite /x.db", &[(16, "closed accounts".into())]),
+            "applied 1 migration to the database at sqlite /x.db:\n  16 closed accounts"
+        );
+        assert_eq!(
+            migrated("sqlite /x.db", &[]),
+            "no migrations to apply: the database at sqlite /x.db is up to date"
         );
     }
 }

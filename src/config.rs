@@ -16,7 +16,9 @@ use rust_decimal::Decimal;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use crate::domain::{auto_topup::SMALLEST_AUTO_CREDITS, credits::Millicredits};
+use crate::domain::{
+    auto_topup::SMALLEST_AUTO_CREDITS, credits::Millicredits, pricing::Catalogue, schedule,
+};
 
 const DEFAULTS: &str = include_str!("../deploy/config.example.toml");
 const ENV_PREFIX: &str = "TOPUPD_";
@@ -81,6 +83,25 @@ pub struct PricingConfig {
     pub catalogue: String,
 }
 
+impl PricingConfig {
+    /// The catalogue file, or the built-in catalogue when none is set.
+    pub fn load(&self) -> Result<Catalogue, ConfigError> {
+        let invalid = |problem: String| ConfigError::Invalid {
+            key: "pricing.catalogue",
+            problem,
+        };
+        let text = match self.catalogue.as_str() {
+            "" => Catalogue::BUILT_IN.to_owned(),
+            path => std::fs::read_to_string(path)
+                .map_err(|e| invalid(format!("cannot read {path}: {e}")))?,
+        };
+        Catalogue::parse(&text).map_err(|e| match self.catalogue.as_str() {
+            "" => invalid(format!("the built-in catalogue: {e}")),
+            path => invalid(format!("{path}: {e}")),
+        })
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PaymentsConfig {
@@ -137,6 +158,15 @@ impl AutoTopupConfig {
 pub enum ProviderKind {
     Stub,
     Stripe,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stub => "stub",
+            Self::Stripe => "stripe",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -244,8 +274,9 @@ pub enum LogFormat {
 pub enum ConfigError {
     #[error("configuration file {0} does not exist")]
     MissingFile(String),
+    /// Unreadable values, each named by its key; a secret key's value is never shown.
     #[error("invalid configuration: {0}")]
-    Parse(#[from] Box<figment::Error>),
+    Unreadable(String),
     #[error("invalid configuration: {key}: {problem}")]
     Invalid { key: &'static str, problem: String },
 }
@@ -266,7 +297,22 @@ impl Config {
             let key = key.as_str().to_ascii_lowercase();
             key != "config" && !key.starts_with("test_") && !key.starts_with("bench_")
         });
-        Self::extract(figment.merge(env))
+        let mut figment = figment.merge(env);
+        // The environment provider reads `0123` as the number 123; a secret is the text
+        // as written.
+        for key in SECRET_KEYS
+            .iter()
+            .filter(|key| **key != "payments.webhook_secrets")
+        {
+            let var = format!(
+                "{ENV_PREFIX}{}",
+                key.to_ascii_uppercase().replace('.', "__")
+            );
+            if let Ok(raw) = std::env::var(var) {
+                figment = figment.merge((*key, raw));
+            }
+        }
+        Self::extract(figment)
     }
 
     /// The embedded defaults alone, ignoring the environment.
@@ -276,7 +322,7 @@ impl Config {
     }
 
     fn extract(figment: Figment) -> Result<Self, ConfigError> {
-        let config: Self = figment.extract().map_err(Box::new)?;
+        let config: Self = figment.extract().map_err(unreadable)?;
         config.validate()?;
         Ok(config)
     }
@@ -311,10 +357,11 @@ impl Config {
         if self.http.max_body_bytes < 1024 {
             return invalid("http.max_body_bytes", "must be at least 1024");
         }
-        if !(self.http.public_url.starts_with("https://")
-            || self.http.public_url.starts_with("http://"))
-        {
-            return invalid("http.public_url", "must be an http:// or https:// URL");
+        if !is_web_url(&self.http.public_url) {
+            return invalid(
+                "http.public_url",
+                "must be an http:// or https:// URL with a host",
+            );
         }
         let url = self.database.url.expose_secret();
         if !(url.starts_with("sqlite:")
@@ -329,6 +376,7 @@ impl Config {
         if self.database.max_connections == 0 {
             return invalid("database.max_connections", "must be at least 1");
         }
+        self.pricing.load()?;
         self.validate_payments()?;
         self.validate_auto_topup()?;
         self.validate_billing_page()?;
@@ -397,10 +445,12 @@ impl Config {
             })
         };
         let auto = &self.auto_topup;
-        if !auto.scan_schedule.is_empty() && auto.scan_schedule.split_whitespace().count() != 6 {
+        if let Err(problem) = schedule::parse(&auto.scan_schedule) {
             return invalid(
                 "auto_topup.scan_schedule",
-                "must be empty (no scheduled scans) or a cron expression with six fields (seconds first), such as \"0 */30 * * * *\"",
+                &format!(
+                    "must be empty (no scheduled scans) or a cron expression with six fields (seconds first), such as \"0 */30 * * * *\": {problem}"
+                ),
             );
         }
         if auto.rate_limit_hours == 0 {
@@ -442,10 +492,11 @@ impl Config {
         };
         let payments = &self.payments;
         if payments.provider == ProviderKind::Stripe {
-            if !(payments.base_url.starts_with("https://")
-                || payments.base_url.starts_with("http://"))
-            {
-                return invalid("payments.base_url", "must be an http(s) URL");
+            if !is_web_url(&payments.base_url) {
+                return invalid(
+                    "payments.base_url",
+                    "must be an http:// or https:// URL with a host",
+                );
             }
             if payments.secret_key.expose_secret().is_empty() {
                 return invalid(
@@ -463,6 +514,12 @@ impl Config {
                     "at least one is required for provider = \"stripe\"",
                 );
             }
+        }
+        if !payments.return_url.is_empty() && !is_web_url(&payments.return_url) {
+            return invalid(
+                "payments.return_url",
+                "must be empty (Stripe.js confirms payments) or an http:// or https:// URL with a host",
+            );
         }
         if payments.webhook_tolerance_secs <= 0 {
             return invalid("payments.webhook_tolerance_secs", "must be at least 1");
@@ -569,6 +626,12 @@ impl Config {
         if email.product_name.trim().is_empty() {
             return invalid("email.product_name", "must not be empty");
         }
+        if !email.billing_url.is_empty() && !is_web_url(&email.billing_url) {
+            return invalid(
+                "email.billing_url",
+                "must be empty (topupd's billing page) or an http:// or https:// URL with a host",
+            );
+        }
         if email.support_email.parse::<lettre::Address>().is_err() {
             return invalid("email.support_email", "must be an email address");
         }
@@ -597,8 +660,20 @@ impl Config {
                 "must be more than 4 times email.smtp.timeout_secs",
             );
         }
-        if email.transport == EmailTransport::Smtp && email.smtp.host.trim().is_empty() {
-            return invalid("email.smtp.host", "must be set for transport = \"smtp\"");
+        if email.transport == EmailTransport::Smtp && !is_host(&email.smtp.host) {
+            return invalid(
+                "email.smtp.host",
+                "must be a host name or IP address for transport = \"smtp\"",
+            );
+        }
+        if email.transport == EmailTransport::Smtp
+            && !email.smtp.username.is_empty()
+            && email.smtp.password.expose_secret().is_empty()
+        {
+            return invalid(
+                "email.smtp.password",
+                "must be set when email.smtp.username is",
+            );
         }
         Ok(())
     }
@@ -607,6 +682,73 @@ impl Config {
     pub fn low_balance_warning(&self) -> Millicredits {
         Millicredits::from_credits(self.low_balance_warning_credits).expect("validated at load")
     }
+}
+
+/// Keys whose values are secrets (or, for `database.url`, may hold one).
+const SECRET_KEYS: &[&str] = &[
+    "database.url",
+    "payments.secret_key",
+    "payments.webhook_secrets",
+    "email.smtp.password",
+    "billing_page.link_signing_key",
+];
+
+/// figment's errors, each naming its key, with the value of a secret key left out and
+/// the lines of a TOML file quoted in a parse error dropped (one may hold a secret).
+fn unreadable(errors: figment::Error) -> ConfigError {
+    use figment::error::{Actual, Kind};
+    let hidden = || Actual::Other("a value (not shown: the key is secret)".to_owned());
+    let lines: Vec<String> = errors
+        .into_iter()
+        .map(|mut error| {
+            let key = error.path.join(".").to_ascii_lowercase();
+            if SECRET_KEYS
+                .iter()
+                .any(|secret| key == *secret || key.starts_with(&format!("{secret}.")))
+            {
+                error.kind = match error.kind {
+                    Kind::InvalidType(_, expected) => Kind::InvalidType(hidden(), expected),
+                    Kind::InvalidValue(_, expected) => Kind::InvalidValue(hidden(), expected),
+                    Kind::Unsupported(_) => Kind::Unsupported(hidden()),
+                    Kind::Message(_) => Kind::Message("a value that cannot be used".to_owned()),
+                    kind => kind,
+                };
+            }
+            let quoted = |line: &&str| {
+                let line = line.trim_start();
+                line.starts_with('|')
+                    || line.split_once(" |").is_some_and(|(n, _)| {
+                        !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+                    })
+            };
+            error
+                .to_string()
+                .lines()
+                .filter(|line| !quoted(line))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    ConfigError::Unreadable(lines.join("; "))
+}
+
+/// A DNS name or an IP address, as a TLS connection can be opened to.
+fn is_host(host: &str) -> bool {
+    let label = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    host.parse::<std::net::IpAddr>().is_ok()
+        || (host.len() <= 253 && host.trim_end_matches('.').split('.').all(label))
+}
+
+/// An absolute `http://` or `https://` URL naming a host.
+fn is_web_url(url: &str) -> bool {
+    reqwest::Url::parse(url).is_ok_and(|url| {
+        matches!(url.scheme(), "http" | "https") && url.host_str().is_some_and(|h| !h.is_empty())
+    })
 }
 
 /// `YYYY-MM-DD`, optionally followed by `.` and a release name (`2026-09-30.endive`).
@@ -665,6 +807,93 @@ mod tests {
             let config = Config::load(Some(Path::new("topupd.toml"))).expect("valid");
             assert_eq!(config.http.listen.port(), 9100);
             assert_eq!(config.database.url.expose_secret(), "postgres://u@h/db");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn no_error_shows_the_value_of_a_secret_key() {
+        Jail::expect_with(|jail| {
+            jail.set_env("TOPUPD_PAYMENTS__WEBHOOK_SECRETS", "whsec_leaked");
+            let err = Config::load(None).expect_err("not a list").to_string();
+            assert!(
+                err.to_lowercase().contains("payments.webhook_secrets"),
+                "{err}"
+            );
+            assert!(!err.contains("whsec_leaked"), "{err}");
+            jail.clear_env();
+            for (key, value) in [
+                ("email.smtp.password", "987654321"),
+                ("payments.secret_key", "4242.25"),
+                ("database.url", "31337"),
+                ("billing_page.link_signing_key", "1234567890123"),
+            ] {
+                let (table, name) = key.rsplit_once('.').expect("a table");
+                jail.create_file("typed.toml", &format!("[{table}]\n{name} = {value}\n"))?;
+                let err = Config::load(Some(Path::new("typed.toml")))
+                    .expect_err(key)
+                    .to_string();
+                assert!(err.to_lowercase().contains(key), "{err}");
+                assert!(!err.contains(value), "{err}");
+            }
+            jail.create_file("leaky.toml", "[email.smtp]\npassword = hunter2 unquoted\n")?;
+            let err = Config::load(Some(Path::new("leaky.toml")))
+                .expect_err("unquoted")
+                .to_string();
+            assert!(!err.contains("hunter2"), "{err}");
+            assert!(err.contains("leaky.toml"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_password_of_digits_from_the_environment_is_a_password() {
+        Jail::expect_with(|jail| {
+            jail.set_env("TOPUPD_EMAIL__SMTP__PASSWORD", "012345");
+            let config = Config::load(None).expect("digits");
+            assert_eq!(config.email.smtp.password.expose_secret(), "012345");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn what_serve_would_refuse_is_refused_at_load() {
+        Jail::expect_with(|jail| {
+            for (key, value) in [
+                ("AUTO_TOPUP__SCAN_SCHEDULE", "0 */30 * * * blursday"),
+                ("AUTO_TOPUP__SCAN_SCHEDULE", "*/30 * * * *"),
+                ("PRICING__CATALOGUE", "/nonexistent/pricing.toml"),
+                ("EMAIL__BILLING_URL", "example.com/billing"),
+                ("PAYMENTS__RETURN_URL", "not a url"),
+                ("HTTP__PUBLIC_URL", "https://"),
+            ] {
+                jail.set_env(format!("TOPUPD_{key}"), value);
+                let err = Config::load(None).expect_err(value).to_string();
+                assert!(
+                    err.contains(&key.to_lowercase().replace("__", ".")),
+                    "{err}"
+                );
+                jail.clear_env();
+            }
+            jail.create_file("pricing.toml", "[services.x]\nunit = \"parsec\"\n")?;
+            jail.set_env("TOPUPD_PRICING__CATALOGUE", "pricing.toml");
+            let err = Config::load(None).expect_err("bad catalogue").to_string();
+            assert!(err.contains("pricing.catalogue: pricing.toml"), "{err}");
+            jail.clear_env();
+            jail.set_env("TOPUPD_EMAIL__TRANSPORT", "smtp");
+            jail.set_env("TOPUPD_EMAIL__SMTP__HOST", "mail example.com");
+            let err = Config::load(None).expect_err("bad host").to_string();
+            assert!(err.contains("email.smtp.host"), "{err}");
+            jail.set_env("TOPUPD_EMAIL__SMTP__HOST", "mail.example.com");
+            jail.set_env("TOPUPD_EMAIL__SMTP__USERNAME", "topupd");
+            let err = Config::load(None).expect_err("no password").to_string();
+            assert!(err.contains("email.smtp.password"), "{err}");
+            jail.set_env("TOPUPD_EMAIL__SMTP__PASSWORD", "pw");
+            Config::load(None).expect("with a password");
+            jail.clear_env();
+            jail.set_env("TOPUPD_PAYMENTS__RETURN_URL", "");
+            jail.set_env("TOPUPD_EMAIL__BILLING_URL", "https://example.com/billing");
+            Config::load(None).expect("an empty return URL and a billing URL");
             Ok(())
         });
     }

@@ -10,7 +10,7 @@ use topupd::{
     cli,
     clock::{Clock, SystemClock},
     config::{Config, ProviderKind},
-    db::{Db, PageRequest, accounts::AccountFilter, audit::Actor},
+    db::{Db, DbError, PageRequest, accounts::AccountFilter, audit::Actor},
     domain::{api_key::Role, credits::Millicredits},
     payments::stub::{Stub, WebhookTarget, world::Faults},
     telemetry,
@@ -38,8 +38,11 @@ enum Command {
         #[arg(long, value_delimiter = ',', value_parser = ["api", "scheduler", "notices"], default_value = "api,scheduler,notices")]
         roles: Vec<String>,
     },
-    /// Apply database migrations and exit.
+    /// Apply database migrations, say which, and exit.
     Migrate,
+    /// Check the configuration as `serve` would, without touching the database; exit 2
+    /// naming the key at fault.
+    CheckConfig,
     /// Check every account's balance against its ledger; exit 1 on any mismatch.
     Verify,
     /// Run one auto top-up scan now and print what it did (`serve` runs them on schedule).
@@ -151,7 +154,12 @@ async fn main() -> ExitCode {
         Ok(code) => code,
         Err(error) => {
             eprintln!("topupd: {error:#}");
-            ExitCode::FAILURE
+            // A missing or mismatched database is the command's setting, not a failure of
+            // the work: the same code as a bad configuration.
+            match error.downcast_ref::<DbError>() {
+                Some(DbError::NotReady(..)) => ExitCode::from(2),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }
@@ -222,6 +230,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                     "use `topupd scan --once`; `topupd serve` runs scans on auto_topup.scan_schedule"
                 );
             }
+            existing(&config).await?.close().await;
             let provider = match provider_for(&config, "scan --once").await {
                 Ok(provider) => provider,
                 Err(code) => return Ok(code),
@@ -234,12 +243,25 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate => {
-            connect(&config).await?;
-            println!("migrations applied");
+            let db = Db::connect(&config.database)
+                .await
+                .context("connect to the database (database.url)")?;
+            let applied = db.migrate().await.context("apply database migrations")?;
+            println!("{}", cli::migrated(&config.database.location(), &applied));
+            db.close().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckConfig => {
+            println!(
+                "configuration is valid: database {}, provider {}, scan schedule {:?}",
+                config.database.location(),
+                config.payments.provider.as_str(),
+                config.auto_topup.scan_schedule
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify => {
-            let report = connect(&config).await?.verify_ledger().await?;
+            let report = existing(&config).await?.verify_ledger().await?;
             for m in &report.mismatches {
                 println!(
                     "MISMATCH {}: balance {} but ledger sums to {} (last entry says {})",
@@ -251,9 +273,8 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                 );
             }
             println!(
-                "{} accounts checked, {} mismatched",
-                report.accounts_checked,
-                report.mismatches.len()
+                "{}",
+                cli::verified(report.accounts_checked, report.mismatches.len())
             );
             Ok(if report.mismatches.is_empty() {
                 ExitCode::SUCCESS
@@ -269,7 +290,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             if (role == Role::Customer) != account.is_some() {
                 anyhow::bail!("--account is required for, and only for, --role customer");
             }
-            let db = connect(&config).await?;
+            let db = existing(&config).await?;
             let issued = db
                 .issue_api_key(
                     role,
@@ -289,12 +310,12 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Keys(KeysCommand::List { json }) => {
-            let keys = connect(&config).await?.api_keys().await?;
+            let keys = existing(&config).await?.api_keys().await?;
             println!("{}", cli::keys(&keys, json));
             Ok(ExitCode::SUCCESS)
         }
         Command::Keys(KeysCommand::Revoke { id }) => {
-            let db = connect(&config).await?;
+            let db = existing(&config).await?;
             match db
                 .revoke_api_key(&id, &Actor::cli(), SystemClock.now_ms())
                 .await?
@@ -326,7 +347,10 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                 limit: 200,
                 before: None,
             };
-            let found = connect(&config).await?.find_accounts(&filter, page).await?;
+            let found = existing(&config)
+                .await?
+                .find_accounts(&filter, page)
+                .await?;
             println!("{}", cli::accounts(&found.items, json));
             Ok(ExitCode::SUCCESS)
         }
@@ -340,6 +364,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             if note.is_empty() {
                 anyhow::bail!("--note must say why auto top-up is resumed");
             }
+            existing(&config).await?.close().await;
             let provider = match (try_now, config.payments.provider) {
                 (true, _) => match provider_for(&config, "auto-topup resume --try-now").await {
                     Ok(provider) => provider,
@@ -393,11 +418,10 @@ async fn bind(address: std::net::SocketAddr, key: &str) -> anyhow::Result<tokio:
         .with_context(|| format!("listen on {address} ({key})"))
 }
 
-/// Connects and migrates, as every command that touches the database does.
-async fn connect(config: &Config) -> anyhow::Result<Db> {
-    let db = Db::connect(&config.database)
+/// The database `serve` or `migrate` made, at this build's schema: what every other
+/// command works on (a missing one is never created).
+async fn existing(config: &Config) -> anyhow::Result<Db> {
+    Db::connect_existing(&config.database)
         .await
-        .context("connect to the database (database.url)")?;
-    db.migrate().await.context("apply database migrations")?;
-    Ok(db)
+        .context("connect to the database (database.url)")
 }

@@ -15,6 +15,7 @@ pub mod notices;
 pub mod payment_methods;
 pub mod portal;
 pub mod reversals;
+mod schema;
 pub mod usage;
 pub mod webhooks;
 
@@ -23,17 +24,15 @@ use std::{path::Path, str::FromStr, time::Duration};
 use secrecy::ExposeSecret;
 use sqlx::{
     PgPool, Postgres, Sqlite, SqlitePool, Transaction,
-    migrate::Migrator,
-    postgres::{PgPoolOptions, PgRow},
+    postgres::{PgConnectOptions, PgPoolOptions, PgRow},
     sqlite::{
         SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
     },
 };
 
+pub use self::schema::Schema;
+use self::schema::not_ready;
 use crate::config::DatabaseConfig;
-
-static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
-static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 
 /// How long a request waits for a pooled connection before failing.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -53,6 +52,9 @@ pub enum DbError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
+    /// The database is missing, or its schema is not this build's.
+    #[error("{}", not_ready(.0, .1))]
+    NotReady(String, Schema),
     #[error("the batch writer has stopped")]
     WriterStopped,
     /// A batch of writes sharing one commit failed; this one was in it.
@@ -159,31 +161,6 @@ impl<T> Page<T> {
     }
 }
 
-/// Applies SQLite's migrations on a connection of their own with foreign keys off, as
-/// SQLite's procedure for rebuilding a table asks (a constraint can only change by
-/// rebuilding its table, and other tables refer to it), then checks every foreign key
-/// before the connection is closed.
-async fn migrate_sqlite(pool: &SqlitePool) -> Result<(), DbError> {
-    use sqlx::Connection;
-    let mut conn = pool.acquire().await?.detach();
-    sqlx::query("PRAGMA foreign_keys = OFF")
-        .execute(&mut conn)
-        .await?;
-    let migrated = SQLITE_MIGRATOR.run(&mut conn).await;
-    let broken = sqlx::query("PRAGMA foreign_key_check")
-        .fetch_all(&mut conn)
-        .await?
-        .len();
-    conn.close().await?;
-    migrated?;
-    if broken > 0 {
-        return Err(DbError::Corrupt(format!(
-            "{broken} rows break a foreign key after migrating"
-        )));
-    }
-    Ok(())
-}
-
 impl Db {
     /// One page of a newest-first listing. `sql` binds the filter as `$1` (may be NULL),
     /// the exclusive upper key as `$2` and the row limit as `$3`.
@@ -204,11 +181,30 @@ impl Db {
         Ok(page.finish(rows))
     }
 
+    /// Connects, creating the SQLite file if there is none: for `serve` and `migrate`.
     pub async fn connect(config: &DatabaseConfig) -> Result<Self, DbError> {
+        Self::open(config, true).await
+    }
+
+    /// Connects to a database `serve` or `migrate` made, whose schema is this build's:
+    /// for every other command, so that one run from the wrong directory, or with the
+    /// wrong environment, fails instead of working on an empty database of its own.
+    pub async fn connect_existing(config: &DatabaseConfig) -> Result<Self, DbError> {
+        let db = Self::open(config, false).await?;
+        match db.schema().await? {
+            Schema::Current => Ok(db),
+            schema => {
+                db.close().await;
+                Err(DbError::NotReady(config.location(), schema))
+            }
+        }
+    }
+
+    async fn open(config: &DatabaseConfig, create: bool) -> Result<Self, DbError> {
         let url = config.database_url();
         if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url)?
-                .create_if_missing(true)
+                .create_if_missing(create)
                 .journal_mode(SqliteJournalMode::Wal)
                 // sqlx leaves synchronous unset; NORMAL could lose the last commits on
                 // power loss, and a lost claim or debit is money.
@@ -217,7 +213,11 @@ impl Db {
                 .foreign_keys(true);
             // SQLite gives its -wal and -shm files the database file's permissions.
             let file = options.get_filename();
-            if !url.contains("mode=memory") && file != Path::new(":memory:") {
+            let in_memory = url.contains("mode=memory") || file == Path::new(":memory:");
+            if !create && !in_memory && !file.exists() {
+                return Err(DbError::NotReady(config.location(), Schema::Empty));
+            }
+            if create && !in_memory {
                 crate::files::create_private_file(file).map_err(sqlx::Error::Io)?;
             }
             let pool = SqlitePoolOptions::new()
@@ -233,33 +233,6 @@ impl Db {
                 .connect(url)
                 .await?;
             Ok(Self::Postgres(pool))
-        }
-    }
-
-    /// Applies every migration not yet applied.
-    pub async fn migrate(&self) -> Result<(), DbError> {
-        match self {
-            Self::Sqlite(pool) => migrate_sqlite(pool).await?,
-            Self::Postgres(pool) => POSTGRES_MIGRATOR.run(pool).await?,
-        }
-        Ok(())
-    }
-
-    /// True when the database answers and every migration this build knows is applied.
-    pub async fn ready(&self) -> Result<bool, DbError> {
-        const SQL: &str =
-            "SELECT CAST(COALESCE(MAX(version), 0) AS BIGINT) FROM _sqlx_migrations WHERE success";
-        let (applied, expected): (i64, i64) = with_pool!(self, |pool| (
-            sqlx::query_scalar(SQL).fetch_one(pool).await?,
-            self.migrator().iter().map(|m| m.version).max().unwrap_or(0),
-        ));
-        Ok(applied >= expected)
-    }
-
-    fn migrator(&self) -> &'static Migrator {
-        match self {
-            Self::Sqlite(_) => &SQLITE_MIGRATOR,
-            Self::Postgres(_) => &POSTGRES_MIGRATOR,
         }
     }
 
@@ -308,6 +281,31 @@ impl DatabaseConfig {
     fn database_url(&self) -> &str {
         self.url.expose_secret()
     }
+
+    /// Which database, without credentials: `sqlite` and the file's full path, or
+    /// `postgres` and its host and database name.
+    pub fn location(&self) -> String {
+        let url = self.database_url();
+        match url.strip_prefix("sqlite:") {
+            Some(_) => match SqliteConnectOptions::from_str(url) {
+                Ok(options) => {
+                    let file = options.get_filename();
+                    let full = std::path::absolute(file).unwrap_or_else(|_| file.to_owned());
+                    format!("sqlite {}", full.display())
+                }
+                Err(_) => "sqlite (unreadable database.url)".to_owned(),
+            },
+            None => match PgConnectOptions::from_str(url) {
+                Ok(options) => format!(
+                    "postgres {}:{}/{}",
+                    options.get_host(),
+                    options.get_port(),
+                    options.get_database().unwrap_or("(default database)")
+                ),
+                Err(_) => "postgres (unreadable database.url)".to_owned(),
+            },
+        }
+    }
 }
 
 /// A new time-ordered public id such as `acct_0190...`.
@@ -318,80 +316,4 @@ pub(crate) fn new_id(prefix: &str) -> String {
 /// A unique or primary-key constraint refused the row: someone else got there first.
 pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(e) if e.is_unique_violation())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn both_backends_have_the_same_migration_versions_and_names() {
-        let describe = |m: &Migrator| -> Vec<(i64, String)> {
-            m.iter()
-                .map(|m| (m.version, m.description.to_string()))
-                .collect()
-        };
-        let sqlite = describe(&SQLITE_MIGRATOR);
-        assert!(!sqlite.is_empty());
-        assert_eq!(sqlite, describe(&POSTGRES_MIGRATOR));
-    }
-
-    /// Migration 10 rebuilds `accounts` and `ledger_entries` on SQLite: every row, the
-    /// ledger's id sequence and every foreign key survive, and balances may go below zero.
-    #[tokio::test]
-    async fn rebuilding_sqlite_tables_keeps_rows_sequences_and_foreign_keys() {
-        let dir = tempfile::tempdir().expect("dir");
-        let options = SqliteConnectOptions::new()
-            .filename(dir.path().join("upgrade.db"))
-            .create_if_missing(true)
-            .foreign_keys(true);
-        let pool = SqlitePool::connect_with(options).await.expect("pool");
-        let before = Migrator {
-            migrations: std::borrow::Cow::Owned(SQLITE_MIGRATOR.migrations[..9].to_vec()),
-            ..Migrator::DEFAULT
-        };
-        before.run(&pool).await.expect("migrations 1 to 9");
-        for sql in [
-            "INSERT INTO accounts (id, email, name, balance, created_at, auto_topup_enabled) \
-             VALUES ('acct_1', 'ada@example.com', 'Ada', 5000, 1, TRUE)",
-            "INSERT INTO ledger_entries (account_id, kind, reference, amount, balance_after, \
-             description, created_at) VALUES ('acct_1', 'adjustment', 'adj_1', 5000, 5000, 'gift', 1)",
-            "INSERT INTO api_keys (id, secret_hash, role, account_id, label, created_at) \
-             VALUES ('key_1', 'h', 'customer', 'acct_1', 'app', 1)",
-        ] {
-            sqlx::query(sql).execute(&pool).await.expect(sql);
-        }
-        migrate_sqlite(&pool).await.expect("migration 10");
-
-        let kept: (i64, bool) =
-            sqlx::query_as("SELECT balance, auto_topup_enabled FROM accounts WHERE id = 'acct_1'")
-                .fetch_one(&pool)
-                .await
-                .expect("the account");
-        assert_eq!(kept, (5000, true));
-        let next: i64 = sqlx::query_scalar(
-            "INSERT INTO ledger_entries (account_id, kind, reference, amount, balance_after, \
-             description, created_at) VALUES ('acct_1', 'payment_refund', 'tpu_1:1', -6000, -1000, 'refund', 2) \
-             RETURNING id",
-        )
-        .fetch_one(&pool)
-        .await
-        .expect("an entry below zero");
-        assert_eq!(next, 2, "the ledger's ids go on from where they were");
-        sqlx::query("UPDATE accounts SET balance = -1000 WHERE id = 'acct_1'")
-            .execute(&pool)
-            .await
-            .expect("a balance below zero");
-        let orphan = sqlx::query(
-            "INSERT INTO api_keys (id, secret_hash, role, account_id, label, created_at) \
-             VALUES ('key_2', 'h', 'customer', 'acct_nobody', 'app', 1)",
-        )
-        .execute(&pool)
-        .await;
-        assert!(orphan.is_err(), "foreign keys hold on the rebuilt table");
-        let deleted = sqlx::query("DELETE FROM ledger_entries")
-            .execute(&pool)
-            .await;
-        assert!(deleted.is_err(), "the ledger is still append-only");
-    }
 }

@@ -12,5 +12,6 @@ pub mod notice;
 pub mod number;
 pub mod pricing;
 pub mod reversal;
+pub mod schedule;
 pub mod settlement;
 pub mod validation;

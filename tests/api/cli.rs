@@ -73,32 +73,166 @@ async fn keys_create_prints_a_key_that_works_at_once() {
     .await;
 }
 
-#[tokio::test]
-async fn migrate_is_repeatable_and_configuration_errors_name_the_key() {
-    for backend in backends() {
-        let database = TestDatabase::create(backend).await;
-        for _ in 0..2 {
-            let migrated = tokio::process::Command::new(env!("CARGO_BIN_EXE_topupd"))
-                .arg("migrate")
-                .env("TOPUPD_DATABASE__URL", &database.url)
-                .output()
-                .await
-                .expect("run topupd");
-            assert!(
-                migrated.status.success(),
-                "{}",
-                String::from_utf8_lossy(&migrated.stderr)
-            );
-        }
-    }
-    let bad = tokio::process::Command::new(env!("CARGO_BIN_EXE_topupd"))
-        .arg("migrate")
-        .env("TOPUPD_DATABASE__URL", "mysql://nowhere")
+/// Runs the `topupd` binary in `dir` with `env`, as an operator's shell would.
+async fn topupd_in(
+    dir: &std::path::Path,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> (Option<i32>, String, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_topupd"))
+        .args(args)
+        .current_dir(dir)
+        .envs(env.iter().copied())
         .output()
         .await
         .expect("run topupd");
-    assert_eq!(bad.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("database.url"));
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Every command that is neither `serve` nor `migrate`, as an operator would type it.
+const READERS: &[&[&str]] = &[
+    &["verify"],
+    &["keys", "list"],
+    &["keys", "create", "--role", "admin"],
+    &["accounts", "find", "ada@example.com"],
+    &["scan", "--once"],
+    &["auto-topup", "resume", "acct_x", "--note", "card replaced"],
+];
+
+#[tokio::test]
+async fn only_serve_and_migrate_make_a_database_and_migrate_says_what_it_applied() {
+    let known = std::fs::read_dir("migrations/sqlite")
+        .expect("migrations")
+        .count();
+    // The default database is topupd.db in the working directory: run from elsewhere,
+    // every other command says where it looked and makes nothing.
+    let elsewhere = tempfile::tempdir().expect("dir");
+    let looked_at = elsewhere.path().join("topupd.db");
+    for args in READERS {
+        let (code, stdout, stderr) = topupd_in(elsewhere.path(), &[], args).await;
+        assert_eq!(code, Some(2), "{args:?}: {stdout}{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "no topupd database at sqlite {}",
+                looked_at.display()
+            )),
+            "{args:?}: {stderr}"
+        );
+        assert!(!looked_at.exists(), "{args:?} made a database");
+    }
+
+    for backend in backends() {
+        let database = TestDatabase::create(backend).await;
+        let env = [("TOPUPD_DATABASE__URL", database.url.as_str())];
+        let here = elsewhere.path();
+        for args in READERS {
+            let (code, _, stderr) = topupd_in(here, &env, args).await;
+            assert_eq!(code, Some(2), "{backend:?} {args:?}: {stderr}");
+            assert!(stderr.contains("no topupd database at"), "{stderr}");
+            assert!(!stderr.contains("postgres@"), "credentials: {stderr}");
+        }
+        let (code, first, stderr) = topupd_in(here, &env, &["migrate"]).await;
+        assert_eq!(code, Some(0), "{stderr}");
+        assert!(
+            first.starts_with(&format!("applied {known} migrations to the database at ")),
+            "{first}"
+        );
+        assert!(
+            first.contains("\n  1 ") && first.contains(&format!("\n  {known} ")),
+            "{first}"
+        );
+        let (code, again, _) = topupd_in(here, &env, &["migrate"]).await;
+        assert_eq!(code, Some(0));
+        assert!(again.starts_with("no migrations to apply"), "{again}");
+        let (code, verified, stderr) = topupd_in(here, &env, &["verify"]).await;
+        assert_eq!(code, Some(0), "{stderr}");
+        assert_eq!(verified.trim(), "0 accounts checked, 0 mismatched");
+
+        // A newer release migrated it: this one refuses to migrate, serve or read it.
+        let db = Db::connect_existing(&topupd::config::DatabaseConfig {
+            url: database.url.clone().into(),
+            ..topupd::config::Config::defaults().database
+        })
+        .await
+        .expect("the migrated database");
+        const NEWER: &str = "INSERT INTO _sqlx_migrations \
+            (version, description, success, checksum, execution_time) \
+            VALUES (9999, 'from a newer release', TRUE, $1, 1)";
+        match &db {
+            Db::Sqlite(pool) => sqlx::query(NEWER)
+                .bind(vec![0u8])
+                .execute(pool)
+                .await
+                .map(drop),
+            Db::Postgres(pool) => sqlx::query(NEWER)
+                .bind(vec![0u8])
+                .execute(pool)
+                .await
+                .map(drop),
+        }
+        .expect("a migration from the future");
+        db.close().await;
+        for args in [&["migrate"][..], &["serve"], &["verify"]] {
+            let (code, _, stderr) = topupd_in(here, &env, args).await;
+            assert_eq!(code, Some(2), "{backend:?} {args:?}: {stderr}");
+            assert!(
+                stderr.contains("is at migration 9999, newer than this topupd knows"),
+                "{stderr}"
+            );
+        }
+        database.drop_database().await;
+    }
+}
+
+#[tokio::test]
+async fn check_config_finds_what_serve_would_refuse_without_touching_the_database() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (code, stdout, stderr) = topupd_in(dir.path(), &[], &["check-config"]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.starts_with("configuration is valid"), "{stdout}");
+    for (key, value) in [
+        ("AUTO_TOPUP__SCAN_SCHEDULE", "0 */30 * * * blursday"),
+        ("PRICING__CATALOGUE", "missing.toml"),
+        ("EMAIL__BILLING_URL", "example.com/billing"),
+        ("PAYMENTS__RETURN_URL", "not a url"),
+        ("DATABASE__URL", "mysql://nowhere"),
+    ] {
+        let var = format!("TOPUPD_{key}");
+        let named = key.to_lowercase().replace("__", ".");
+        for command in ["check-config", "serve"] {
+            let (code, _, stderr) = topupd_in(dir.path(), &[(&var, value)], &[command]).await;
+            assert_eq!(code, Some(2), "{command} with {var}={value}: {stderr}");
+            assert!(stderr.contains(&named), "{stderr}");
+        }
+    }
+    let (code, _, stderr) = topupd_in(
+        dir.path(),
+        &[
+            ("TOPUPD_PAYMENTS__PROVIDER", "stripe"),
+            ("TOPUPD_PAYMENTS__SECRET_KEY", "sk_test_x"),
+            ("TOPUPD_PAYMENTS__WEBHOOK_SECRETS", "whsec_not_a_list"),
+        ],
+        &["check-config"],
+    )
+    .await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.to_lowercase().contains("payments.webhook_secrets"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("whsec_not_a_list"),
+        "a secret printed: {stderr}"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path()).expect("dir").count(),
+        0,
+        "check-config and a refused serve leave nothing behind"
+    );
 }
 
 #[tokio::test]

@@ -101,7 +101,7 @@ impl TestDatabase {
         }
     }
 
-    async fn drop_database(&self) {
+    pub async fn drop_database(&self) {
         if let Some(name) = &self.postgres_name {
             let mut admin = sqlx::PgConnection::connect(&postgres_admin_url())
                 .await

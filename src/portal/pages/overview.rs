@@ -6,12 +6,12 @@ use minijinja::{Value, context};
 
 use super::{account, credits, when};
 use crate::{
-    clock::Millis,
     domain::{
         account::Account,
         attempt::AttemptState,
         auto_topup::{Decision, PauseReason, charge_to_target},
         credits::Millicredits,
+        schedule,
     },
     http::state::AppState,
     notices::templates::decline_reason,
@@ -109,7 +109,7 @@ fn auto_topup(state: &AppState, account: &Account, decision: Decision) -> Value 
     let now = state.clock.now_ms();
     let next_check = decision
         .next_eligible_at(now, settings.window_ends_at)
-        .and_then(|after| next_scan(&state.config.auto_topup.scan_schedule, after));
+        .and_then(|after| schedule::next_scan(&state.config.auto_topup.scan_schedule, after));
     let charge = charge_to_target(
         account.balance,
         target,
@@ -142,34 +142,5 @@ fn auto_topup(state: &AppState, account: &Account, decision: Decision) -> Value 
             Some(at) => format!("Next check {}: {next}.", when(at)),
             None => format!("At the next check, {next}."),
         },
-    }
-}
-
-/// The first scheduled scan at or after `after`, if this process knows the schedule.
-fn next_scan(schedule: &str, after: Millis) -> Option<Millis> {
-    if schedule.is_empty() {
-        return None;
-    }
-    let cron = croner::parser::CronParser::builder()
-        .seconds(croner::parser::Seconds::Required)
-        .build()
-        .parse(schedule)
-        .ok()?;
-    let after = chrono::DateTime::from_timestamp_millis(after)?;
-    cron.find_next_occurrence(&after, true)
-        .ok()
-        .map(|t| t.timestamp_millis())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_next_scan_follows_the_schedule() {
-        // 2026-11-21T10:31:00Z → the half hour after.
-        let after = 1_795_257_060_000;
-        assert_eq!(next_scan("0 */30 * * * *", after), Some(1_795_258_800_000));
-        assert_eq!(next_scan("", after), None);
     }
 }
