@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use crate::{
     clock::rfc3339,
     db::keys::StoredKey,
-    domain::{account::Account, attempt::AttemptState},
+    domain::{account::Account, attempt::AttemptState, auto_topup::AutoTopupState},
     topups::auto::TriedNow,
 };
 
@@ -80,22 +80,21 @@ pub fn keys(keys: &[StoredKey], json: bool) -> String {
     )
 }
 
-fn state(account: &Account) -> String {
-    match account.auto_topup.pause.as_ref() {
-        Some(pause) => format!("paused ({})", pause.reason.as_str()),
-        None if account.auto_topup.enabled => "active".into(),
-        None => "off".into(),
-    }
-}
-
-pub fn accounts(accounts: &[Account], json: bool) -> String {
+/// Each account with its auto top-up state, the words the API uses; a pause with its
+/// reason.
+pub fn accounts(accounts: &[(Account, AutoTopupState)], json: bool) -> String {
+    let state = |a: &Account, state: AutoTopupState| match a.paused() {
+        Some(reason) => format!("{} ({})", state.as_str(), reason.as_str()),
+        None => state.as_str().to_owned(),
+    };
     let as_json = Value::Array(
         accounts
             .iter()
-            .map(|a| {
+            .map(|(a, s)| {
                 json!({
                     "id": a.id, "email": a.email, "name": a.name, "external_id": a.external_id,
-                    "balance": a.balance, "auto_topup": state(a),
+                    "balance": a.balance, "auto_topup": s.as_str(),
+                    "paused_reason": a.paused().map(|r| r.as_str()),
                     "created_at": rfc3339(a.created_at),
                 })
             })
@@ -103,14 +102,14 @@ pub fn accounts(accounts: &[Account], json: bool) -> String {
     );
     let rows: Vec<Vec<String>> = accounts
         .iter()
-        .map(|a| {
+        .map(|(a, s)| {
             vec![
                 a.id.clone(),
                 a.email.clone(),
                 a.name.clone(),
                 a.external_id.clone().unwrap_or_else(|| "-".into()),
                 a.balance.to_display(),
-                state(a),
+                state(a, *s),
             ]
         })
         .collect();

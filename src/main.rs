@@ -347,11 +347,14 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                 limit: 200,
                 before: None,
             };
-            let found = existing(&config)
-                .await?
-                .find_accounts(&filter, page)
-                .await?;
-            println!("{}", cli::accounts(&found.items, json));
+            let db = existing(&config).await?;
+            let mut found = Vec::new();
+            for account in db.find_accounts(&filter, page).await?.items {
+                let in_progress = db.open_attempt_of(&account.id).await?.is_some();
+                let state = account.auto_topup_state(in_progress);
+                found.push((account, state));
+            }
+            println!("{}", cli::accounts(&found, json));
             Ok(ExitCode::SUCCESS)
         }
         Command::AutoTopup(AutoTopupCommand::Resume {

@@ -10,11 +10,11 @@ use serde::Deserialize;
 
 use super::{session::Staff, shown};
 use crate::{
-    db::{PageRequest, accounts::AccountFilter},
+    db::{DbError, PageRequest, accounts::AccountFilter},
     domain::{account::Account, validation::FieldErrors},
     http::{
         admin::{AuditView, adjust_with_reason, close_with_reason},
-        auto_topup::{LoggedDecisionView, resume_with_note, state_of, view},
+        auto_topup::{LoggedDecisionView, resume_with_note, view},
         error::ApiError,
         notices::NoticeView,
         state::AppState,
@@ -80,7 +80,7 @@ pub async fn search(
         }
         found
     };
-    let rows: Vec<Value> = found.iter().map(account_row).collect();
+    let rows = account_rows(&state, &found).await?;
     let ctx = context! {
         ..staff.frame("accounts", "Accounts"),
         ..context! { q, rows, searched => !q.is_empty() }
@@ -90,9 +90,18 @@ pub async fn search(
         .render(StatusCode::OK, "console/search.html", ctx))
 }
 
-/// An account in a list: who, its balance and its auto top-up state.
-pub fn account_row(account: &Account) -> Value {
-    context! {
+/// Accounts in a list: who, their balance and their auto top-up state.
+pub async fn account_rows(state: &AppState, accounts: &[Account]) -> Result<Vec<Value>, DbError> {
+    let mut rows = Vec::with_capacity(accounts.len());
+    for account in accounts {
+        rows.push(account_row(state, account).await?);
+    }
+    Ok(rows)
+}
+
+async fn account_row(state: &AppState, account: &Account) -> Result<Value, DbError> {
+    let in_progress = state.db.open_attempt_of(&account.id).await?.is_some();
+    Ok(context! {
         id => account.id.clone(),
         email => account.email.clone(),
         name => account.name.clone(),
@@ -102,9 +111,9 @@ pub fn account_row(account: &Account) -> Value {
             at => crate::clock::rfc3339(c.at),
             reason => c.reason.clone(),
         }),
-        state => shown(state_of(account)),
+        state => account.auto_topup_state(in_progress).as_str(),
         paused_reason => account.paused().map(|r| r.as_str()),
-    }
+    })
 }
 
 /// What a staff action did, said on the page it was done from: `ok` false when it did
@@ -169,8 +178,8 @@ async fn account_page(
         .into_iter()
         .map(AuditView::try_from)
         .collect::<Result<_, ApiError>>()
-        .map_err(|error| PageError::Db(crate::db::DbError::Corrupt(error.to_string())))?;
-    let row = account_row(&account);
+        .map_err(|error| PageError::Db(DbError::Corrupt(error.to_string())))?;
+    let row = account_row(state, &account).await?;
     let auto_topup = view(state, account).await.map_err(api_failure)?;
     let (status, by_field) = form_outcome(errors);
     let status = outcome.as_ref().map_or(status, |o| o.status);
@@ -203,7 +212,7 @@ fn api_failure(error: ApiError) -> PageError {
     match error {
         ApiError::NotFound(_) => PageError::NotFound,
         ApiError::Db(error) => PageError::Db(error),
-        other => PageError::Db(crate::db::DbError::Corrupt(other.to_string())),
+        other => PageError::Db(DbError::Corrupt(other.to_string())),
     }
 }
 

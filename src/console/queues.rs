@@ -5,7 +5,7 @@ use axum::{extract::State, http::StatusCode, response::Response};
 use minijinja::context;
 
 use super::{
-    accounts::account_row,
+    accounts::account_rows,
     session::{Staff, TokenForm},
     shown,
 };
@@ -31,7 +31,7 @@ pub async fn paused(State(state): State<AppState>, staff: Staff) -> PageResult<R
     let ctx = context! {
         ..staff.frame("paused", "Paused and flagged"),
         ..context! {
-            paused => paused.iter().map(account_row).collect::<Vec<_>>(),
+            paused => account_rows(&state, &paused).await?,
             flagged => shown(flagged.into_iter().map(TopupView::from).collect::<Vec<_>>()),
         }
     };

@@ -312,9 +312,12 @@ impl Db {
              AND ($3 IS NULL OR lower(email) LIKE $3 ESCAPE '\\') \
              AND ($4 IS NULL OR external_id = $4) \
              AND ($5 IS NULL \
-                  OR ($5 = 'active' AND auto_topup_enabled AND auto_topup_paused_reason IS NULL) \
                   OR ($5 = 'paused' AND auto_topup_paused_reason IS NOT NULL) \
-                  OR ($5 = 'off' AND NOT auto_topup_enabled AND auto_topup_paused_reason IS NULL)) \
+                  OR ($5 <> 'paused' AND auto_topup_paused_reason IS NULL \
+                      AND (EXISTS (SELECT 1 FROM topup_attempts t WHERE t.account_id = accounts.id \
+                                   AND t.state NOT IN ('succeeded', 'failed', 'canceled'))) \
+                          = ($5 = 'in_progress') \
+                      AND ($5 = 'in_progress' OR auto_topup_enabled = ($5 = 'active')))) \
              AND ($6 IS NULL OR auto_topup_paused_reason = $6) \
              AND ($7 IS NULL OR balance < $7) \
              ORDER BY seq DESC LIMIT $8"

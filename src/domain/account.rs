@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::{
-    auto_topup::{PauseReason, Standing},
+    auto_topup::{AutoTopupState, PauseReason, Standing},
     credits::Millicredits,
 };
 use crate::clock::Millis;
@@ -75,6 +75,19 @@ impl Account {
     /// Whether automatic top-ups run: turned on and not paused.
     pub fn auto_topup_active(&self) -> bool {
         self.auto_topup.enabled && self.auto_topup.pause.is_none()
+    }
+
+    /// Where auto top-up stands, given whether a top-up of the account is in progress.
+    pub fn auto_topup_state(&self, in_progress: bool) -> AutoTopupState {
+        if self.paused().is_some() {
+            AutoTopupState::Paused
+        } else if in_progress {
+            AutoTopupState::InProgress
+        } else if self.auto_topup.enabled {
+            AutoTopupState::Active
+        } else {
+            AutoTopupState::Off
+        }
     }
 
     /// What the auto top-up rules look at, given whether an attempt is open.

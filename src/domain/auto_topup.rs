@@ -169,6 +169,29 @@ pub fn card_chosen_for(trigger: AttemptTrigger, auto_topup_card: Option<String>)
     }
 }
 
+/// Where an account's auto top-up stands, in the words every response, page and command
+/// uses: a pause first (someone must act), then a top-up in progress (manual or not),
+/// then whether it is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AutoTopupState {
+    Paused,
+    InProgress,
+    Off,
+    Active,
+}
+
+impl AutoTopupState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Paused => "paused",
+            Self::InProgress => "in_progress",
+            Self::Off => "off",
+            Self::Active => "active",
+        }
+    }
+}
+
 /// Everything the rules look at for one account.
 #[derive(Debug, Clone, Copy)]
 pub struct Standing {
@@ -189,7 +212,7 @@ pub enum Decision {
     Paused(PauseReason),
     AboveThreshold,
     RateLimited { until: Millis },
-    AttemptOpen,
+    InProgress,
 }
 
 impl Decision {
@@ -200,7 +223,7 @@ impl Decision {
             Self::Paused(_) => "paused",
             Self::AboveThreshold => "above_threshold",
             Self::RateLimited { .. } => "rate_limited",
-            Self::AttemptOpen => "attempt_open",
+            Self::InProgress => "in_progress",
         }
     }
 
@@ -242,7 +265,7 @@ impl Decision {
                 "the balance ({balance}) was below the threshold ({threshold}), but an automatic top-up was already tried in the rate-limit window, which ends at {}",
                 crate::clock::rfc3339(until)
             ),
-            Self::AttemptOpen => "a top-up of the account was still in progress".to_owned(),
+            Self::InProgress => "a top-up of the account was still in progress".to_owned(),
         }
     }
 
@@ -252,19 +275,36 @@ impl Decision {
         match self {
             Self::Due | Self::AboveThreshold => Some(now.max(window_ends_at)),
             Self::RateLimited { until } => Some(until),
-            Self::NotEnabled | Self::Paused(_) | Self::AttemptOpen => None,
+            Self::NotEnabled | Self::Paused(_) | Self::InProgress => None,
         }
+    }
+
+    /// The scheduled scan at which the account would be charged next, if its balance is
+    /// (or falls) below the threshold: the first tick of `schedule` at or after the
+    /// moment the rule allows it.
+    pub fn next_top_up_at(
+        self,
+        now: Millis,
+        window_ends_at: Millis,
+        schedule: &str,
+    ) -> Option<Millis> {
+        self.next_eligible_at(now, window_ends_at)
+            .and_then(|at| super::schedule::next_scan(schedule, at))
     }
 }
 
-/// The scan's rule, in order: enabled, not paused, below the threshold, outside the
-/// window of the last automatic attempt, no attempt open.
+/// The scan's rule, in order: enabled, not paused, no top-up in progress (whatever its
+/// outcome, it changes the balance), below the threshold, outside the window of the last
+/// automatic attempt.
 pub fn decide(standing: &Standing, now: Millis) -> Decision {
     let Some(threshold) = standing.threshold.filter(|_| standing.enabled) else {
         return Decision::NotEnabled;
     };
     if let Some(reason) = standing.paused {
         return Decision::Paused(reason);
+    }
+    if standing.attempt_open {
+        return Decision::InProgress;
     }
     if standing.balance >= threshold {
         return Decision::AboveThreshold;
@@ -273,9 +313,6 @@ pub fn decide(standing: &Standing, now: Millis) -> Decision {
         return Decision::RateLimited {
             until: standing.window_ends_at,
         };
-    }
-    if standing.attempt_open {
-        return Decision::AttemptOpen;
     }
     Decision::Due
 }
@@ -488,7 +525,42 @@ mod tests {
                 },
                 1000
             ),
-            Decision::AttemptOpen
+            Decision::InProgress
+        );
+        assert_eq!(
+            decide(
+                &Standing {
+                    attempt_open: true,
+                    window_ends_at: 5000,
+                    ..base
+                },
+                1000
+            ),
+            Decision::InProgress,
+            "an automatic attempt in progress opened the window: it is what holds the account"
+        );
+        // 2026-01-01T00:01:00Z: the next half hour, not "now".
+        let (minute, half_hour) = (1_767_225_660_000, 1_767_227_400_000);
+        let every_half_hour = "0 */30 * * * *";
+        assert_eq!(
+            Decision::Due.next_top_up_at(minute, 0, every_half_hour),
+            Some(half_hour)
+        );
+        assert_eq!(
+            Decision::RateLimited {
+                until: half_hour + 1
+            }
+            .next_top_up_at(minute, 0, every_half_hour),
+            Some(half_hour + 1_800_000)
+        );
+        assert_eq!(
+            Decision::Due.next_top_up_at(minute, 0, ""),
+            None,
+            "no scheduled scans"
+        );
+        assert_eq!(
+            Decision::InProgress.next_top_up_at(minute, 0, every_half_hour),
+            None
         );
         assert_eq!(
             Decision::AboveThreshold.next_eligible_at(1000, 5000),

@@ -24,7 +24,8 @@ pub fn parse(schedule: &str) -> Result<Option<Cron>, String> {
 /// The first scheduled scan at or after `after`; `None` with no schedule.
 pub fn next_scan(schedule: &str, after: Millis) -> Option<Millis> {
     let cron = parse(schedule).ok()??;
-    let after = chrono::DateTime::from_timestamp_millis(after)?;
+    // Ticks are whole seconds: a moment inside a second is only reached by the next one.
+    let after = chrono::DateTime::from_timestamp_millis(after.checked_add(999)? / 1000 * 1000)?;
     cron.find_next_occurrence(&after, true)
         .ok()
         .map(|t| t.timestamp_millis())
@@ -44,6 +45,11 @@ mod tests {
             Some(1_795_258_800_000)
         );
         assert_eq!(next_scan("", after), None);
+        assert_eq!(
+            next_scan("0 */30 * * * *", 1_795_258_800_001),
+            Some(1_795_260_600_000),
+            "a millisecond after a tick is after it"
+        );
     }
 
     #[test]

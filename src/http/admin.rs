@@ -159,8 +159,8 @@ pub struct AccountSearch {
     /// The start of the email address, in any case.
     email_prefix: Option<String>,
     external_id: Option<String>,
-    /// `active`, `paused` or `off`.
-    #[param(pattern = "^(active|paused|off)$")]
+    /// `active`, `in_progress`, `paused` or `off`, as each account's `auto_topup.state`.
+    #[param(pattern = "^(active|in_progress|paused|off)$")]
     auto_topup_state: Option<String>,
     /// `payment_failed`, `authentication_required`, `disputed` or `refunded`.
     #[param(pattern = "^(payment_failed|authentication_required|disputed|refunded)$")]
@@ -197,9 +197,12 @@ async fn find_accounts(
     let state_filter = search.auto_topup_state.clone();
     if state_filter
         .as_deref()
-        .is_some_and(|s| !["active", "paused", "off"].contains(&s))
+        .is_some_and(|s| !["active", "in_progress", "paused", "off"].contains(&s))
     {
-        errors.add("auto_topup_state", "must be active, paused or off");
+        errors.add(
+            "auto_topup_state",
+            "must be active, in_progress, paused or off",
+        );
     }
     if search
         .paused_reason

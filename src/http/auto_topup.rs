@@ -33,7 +33,7 @@ use crate::{
         account::Account,
         api_key::Role,
         attempt::AttemptState,
-        auto_topup::{Decision, PauseReason, validate_bounds},
+        auto_topup::{AutoTopupState, PauseReason, decide, validate_bounds},
         credits::Millicredits,
         validation::FieldErrors,
     },
@@ -54,15 +54,18 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DecisionView {
-    /// The scan's rule applied now: `due`, `not_enabled`, `paused`, `above_threshold`,
-    /// `rate_limited` or `attempt_open`.
+    /// The scan's rule applied now: `due`, `not_enabled`, `paused`, `in_progress`,
+    /// `above_threshold` or `rate_limited`.
     decision: &'static str,
     balance: Millicredits,
     threshold: Option<Millicredits>,
     target: Option<Millicredits>,
-    /// When an automatic top-up may happen next, if nothing changes; null when it cannot
-    /// until someone acts (off, paused, or a top-up in progress).
+    /// When the rule allows an automatic top-up next, if nothing changes; null when it
+    /// cannot until someone acts (off, paused, or a top-up in progress).
     next_eligible_at: Option<String>,
+    /// The scheduled scan that would charge it then, if the balance is below the
+    /// threshold; null as `next_eligible_at` is, or when no scan is scheduled.
+    next_top_up_at: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -96,27 +99,10 @@ pub struct AutoTopupView {
     last_scan: Option<ScanView>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum AutoTopupState {
-    Active,
-    Paused,
-    Off,
-}
-
-pub(crate) fn state_of(account: &Account) -> AutoTopupState {
-    if account.paused().is_some() {
-        AutoTopupState::Paused
-    } else if account.auto_topup.enabled {
-        AutoTopupState::Active
-    } else {
-        AutoTopupState::Off
-    }
-}
-
 pub(crate) async fn view(state: &AppState, account: Account) -> ApiResult<AutoTopupView> {
     let now = state.clock.now_ms();
-    let decision: Decision = state.topups.decision(&account).await?;
+    let in_progress = state.db.open_attempt_of(&account.id).await?.is_some();
+    let decision = decide(&account.standing(in_progress), now);
     let last_topup = state
         .db
         .latest_auto_attempt(&account.id)
@@ -133,7 +119,7 @@ pub(crate) async fn view(state: &AppState, account: Account) -> ApiResult<AutoTo
         reason: d.reason,
     });
     Ok(AutoTopupView {
-        state: state_of(&account),
+        state: account.auto_topup_state(in_progress),
         pause: pause_view(&account),
         decision: DecisionView {
             decision: decision.as_str(),
@@ -142,6 +128,13 @@ pub(crate) async fn view(state: &AppState, account: Account) -> ApiResult<AutoTo
             target: account.auto_topup.target,
             next_eligible_at: decision
                 .next_eligible_at(now, account.auto_topup.window_ends_at)
+                .map(rfc3339),
+            next_top_up_at: decision
+                .next_top_up_at(
+                    now,
+                    account.auto_topup.window_ends_at,
+                    &state.config.auto_topup.scan_schedule,
+                )
                 .map(rfc3339),
         },
         account_id: account.id,
@@ -174,8 +167,8 @@ async fn settings(
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct LoggedDecisionView {
-    /// What the scan decided: `charged`, `due`, `not_enabled`, `paused`,
-    /// `above_threshold`, `rate_limited` or `attempt_open`.
+    /// What the scan decided: `charged`, `due`, `not_enabled`, `paused`, `in_progress`,
+    /// `above_threshold` or `rate_limited`.
     decision: String,
     /// The same in words, with the figures it was taken on.
     reason: String,

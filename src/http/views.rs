@@ -168,7 +168,8 @@ pub enum AutoTopupSummary {
     InProgress { topup_id: String },
     /// Auto top-up is off.
     Off,
-    /// On; when the next top-up may happen, if the balance is below the threshold.
+    /// On; the scheduled scan that would charge it next, if the balance is below the
+    /// threshold (null when no scan is scheduled).
     Active { next_top_up_at: Option<String> },
 }
 
@@ -204,7 +205,11 @@ pub async fn summary(state: &AppState, account: &Account) -> Result<AutoTopupSum
     }
     let decision = state.topups.decision(account).await?;
     let next_top_up_at = decision
-        .next_eligible_at(state.clock.now_ms(), account.auto_topup.window_ends_at)
+        .next_top_up_at(
+            state.clock.now_ms(),
+            account.auto_topup.window_ends_at,
+            &state.config.auto_topup.scan_schedule,
+        )
         .map(rfc3339);
     Ok(AutoTopupSummary::Active { next_top_up_at })
 }

@@ -20,6 +20,8 @@ use topupd::{
     topups::{Topups, auto::ScanReport},
 };
 
+use topupd::app::Roles;
+
 use crate::helpers::{TestApp, backends, dec, each_backend, tamper, test_config, unused_port};
 
 const HOUR_MS: i64 = 3_600_000;
@@ -546,11 +548,42 @@ async fn provider_timeouts_and_5xx_leave_the_attempt_open_until_the_same_key_fin
             app.stub.set_faults(faults).await;
             let report = app.scan().await;
             assert_eq!(report.pending, 1, "{backend:?} {case}: {report:?}");
+            // The account reads the same wherever it is looked at: in progress, not paused
+            // (an unknown outcome never pauses), and no other word for it.
             let state = app.auto_topup(&account).await;
             assert_eq!(
-                state["state"], "active",
-                "{case}: an unknown outcome never pauses"
+                (
+                    state["state"].as_str(),
+                    state["decision"]["decision"].as_str()
+                ),
+                (Some("in_progress"), Some("in_progress")),
+                "{case}: {state}"
             );
+            assert!(state["decision"]["next_top_up_at"].is_null(), "{state}");
+            let summary = app
+                .get(&format!("/v1/accounts/{account}"), &app.admin)
+                .await;
+            assert_eq!(summary.body["auto_topup"]["state"], "in_progress", "{case}");
+            let listed = |filter: &'static str| {
+                let app = &app;
+                async move {
+                    let found = app
+                        .get(
+                            &format!("/v1/admin/accounts?auto_topup_state={filter}"),
+                            &app.admin,
+                        )
+                        .await;
+                    assert_eq!(found.status, StatusCode::OK, "{}", found.body);
+                    found.body["data"]
+                        .as_array()
+                        .expect("a page")
+                        .iter()
+                        .map(|a| a["id"].as_str().unwrap_or_default().to_owned())
+                        .collect::<Vec<_>>()
+                }
+            };
+            assert_eq!(listed("in_progress").await, std::slice::from_ref(&account), "{case}");
+            assert!(listed("active").await.is_empty(), "{case}");
             assert_eq!(app.charges_of(&account).await, charged_at_once, "{case}");
             assert_eq!(app.balance(&account).await, dec("0"));
 
@@ -734,7 +767,16 @@ async fn support_sees_paused_accounts_and_resumes_them_with_an_audited_note() {
 
 #[tokio::test]
 async fn a_402_says_what_auto_top_up_will_do() {
-    each_backend(async |app| {
+    for backend in backends() {
+        let mut config = test_config(unused_port());
+        // Scans at :00 and :30; this app runs no scheduler, the test scans by hand.
+        config.auto_topup.scan_schedule = "0 */30 * * * *".to_owned();
+        let by_hand = Roles {
+            scheduler: false,
+            notices: false,
+            ..Roles::ALL
+        };
+        let app = TestApp::spawn_with_roles(backend, config, by_hand).await;
         let service = app.key("service", None).await;
         let short = async |account: &str| {
             let answer = app
@@ -755,12 +797,18 @@ async fn a_402_says_what_auto_top_up_will_do() {
         let summary = short(&active).await;
         assert_eq!(summary["state"], "active");
         assert_eq!(summary["next_top_up_at"], "2026-01-01T00:00:00.000Z");
+        app.clock.advance_ms(60_000);
+        let summary = short(&active).await;
+        assert_eq!(
+            summary["next_top_up_at"], "2026-01-01T00:30:00.000Z",
+            "the next scan, not now: {summary}"
+        );
         app.scan().await;
         let summary = short(&active).await;
         assert_eq!(summary["state"], "active");
         assert_eq!(
-            summary["next_top_up_at"], "2026-01-01T06:00:00.000Z",
-            "{summary}"
+            summary["next_top_up_at"], "2026-01-01T06:30:00.000Z",
+            "the window opened at 00:01 ends at 06:01: the 06:30 scan charges it ({summary})"
         );
 
         let (paused, _) = app.auto_account("declining:insufficient_funds", "0").await;
@@ -784,8 +832,8 @@ async fn a_402_says_what_auto_top_up_will_do() {
             .await;
         app.buy(&key, &pending, 500, None).await;
         assert_eq!(short(&pending).await["state"], "in_progress");
-    })
-    .await;
+        app.stop().await;
+    }
 }
 
 #[tokio::test]

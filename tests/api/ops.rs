@@ -28,6 +28,13 @@ struct Server {
 impl Server {
     async fn start(backend: Backend, roles: &str, schedule: &str) -> Self {
         let database = TestDatabase::create(backend).await;
+        let migrated = Command::new(env!("CARGO_BIN_EXE_topupd"))
+            .arg("migrate")
+            .env("TOPUPD_DATABASE__URL", &database.url)
+            .status()
+            .await
+            .expect("migrate");
+        assert!(migrated.success());
         let key = Command::new(env!("CARGO_BIN_EXE_topupd"))
             .args(["keys", "create", "--role", "admin"])
             .env("TOPUPD_DATABASE__URL", &database.url)

@@ -99,8 +99,19 @@ async fn admin_execute(sql: &str) {
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
-/// The admin key of a fresh database, made as an operator would.
+/// The admin key of a fresh database, made as an operator would: migrate, then create.
 pub async fn admin_key(database: &Database) -> String {
+    let migrated = Command::new(TOPUPD)
+        .arg("migrate")
+        .env("TOPUPD_DATABASE__URL", &database.url)
+        .output()
+        .await
+        .expect("run topupd migrate");
+    assert!(
+        migrated.status.success(),
+        "migrate: {}",
+        String::from_utf8_lossy(&migrated.stderr)
+    );
     let output = Command::new(TOPUPD)
         .args([
             "keys",

@@ -11,7 +11,6 @@ use crate::{
         attempt::AttemptState,
         auto_topup::{Decision, PauseReason, charge_to_target},
         credits::Millicredits,
-        schedule,
     },
     http::state::AppState,
     notices::templates::decline_reason,
@@ -107,9 +106,11 @@ fn auto_topup(state: &AppState, account: &Account, decision: Decision) -> Value 
         };
     };
     let now = state.clock.now_ms();
-    let next_check = decision
-        .next_eligible_at(now, settings.window_ends_at)
-        .and_then(|after| schedule::next_scan(&state.config.auto_topup.scan_schedule, after));
+    let next_check = decision.next_top_up_at(
+        now,
+        settings.window_ends_at,
+        &state.config.auto_topup.scan_schedule,
+    );
     let charge = charge_to_target(
         account.balance,
         target,
