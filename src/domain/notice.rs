@@ -111,17 +111,45 @@ pub struct Resumption {
     pub at: Millis,
 }
 
+/// A notice's kind, as it is stored and listed (the API document lists these values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NoticeKind {
+    TopupReceipt,
+    PaymentFailed,
+    AuthenticationRequired,
+    AutoTopupResumed,
+    CreditsRefunded,
+    DisputeOpened,
+    DisputeClosed,
+}
+
+impl NoticeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TopupReceipt => "topup_receipt",
+            Self::PaymentFailed => "payment_failed",
+            Self::AuthenticationRequired => "authentication_required",
+            Self::AutoTopupResumed => "auto_topup_resumed",
+            Self::CreditsRefunded => "credits_refunded",
+            Self::DisputeOpened => "dispute_opened",
+            Self::DisputeClosed => "dispute_closed",
+        }
+    }
+}
+
 impl Notice {
     pub fn kind(&self) -> &'static str {
-        match self {
-            Self::TopupReceipt(_) => "topup_receipt",
-            Self::PaymentFailed(_) => "payment_failed",
-            Self::AuthenticationRequired(_) => "authentication_required",
-            Self::AutoTopupResumed(_) => "auto_topup_resumed",
-            Self::CreditsRefunded(_) => "credits_refunded",
-            Self::DisputeOpened(_) => "dispute_opened",
-            Self::DisputeClosed(_) => "dispute_closed",
-        }
+        let kind = match self {
+            Self::TopupReceipt(_) => NoticeKind::TopupReceipt,
+            Self::PaymentFailed(_) => NoticeKind::PaymentFailed,
+            Self::AuthenticationRequired(_) => NoticeKind::AuthenticationRequired,
+            Self::AutoTopupResumed(_) => NoticeKind::AutoTopupResumed,
+            Self::CreditsRefunded(_) => NoticeKind::CreditsRefunded,
+            Self::DisputeOpened(_) => NoticeKind::DisputeOpened,
+            Self::DisputeClosed(_) => NoticeKind::DisputeClosed,
+        };
+        kind.as_str()
     }
 
     pub fn audience(&self) -> Audience {

@@ -58,6 +58,10 @@ fn json_error(path: &str, error: serde_json::Error) -> ApiError {
         Some(field) if problem.contains(OUT_OF_RANGE) => {
             ApiError::invalid(FieldErrors::single(&field, problem))
         }
+        // A required field left out is the same mistake as one left empty: 422, named.
+        Some(field) if problem.starts_with("missing field") => {
+            ApiError::invalid(FieldErrors::single(&field, "is required"))
+        }
         Some(field) => ApiError::malformed(
             format!("request body is invalid: {field}: {problem}"),
             Some((field, problem)),

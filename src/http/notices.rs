@@ -28,7 +28,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct NoticeView {
     id: String,
-    /// `receipt`, `payment_failed`, `authentication_required` or `auto_topup_resumed`.
+    #[schema(value_type = crate::domain::notice::NoticeKind)]
     kind: String,
     account_id: String,
     recipient: String,

@@ -36,6 +36,10 @@ use crate::{
 /// How far back, in seconds, to look for a payment created before its id was stored.
 const ADOPTION_WINDOW_SECS: i64 = 300;
 
+/// The decline code of a charge without a card to charge.
+const NO_CARD: &str = "no_payment_method";
+const NO_CARD_MESSAGE: &str = "the account has no saved card to charge";
+
 /// Charging and settling top-ups.
 #[derive(Clone)]
 pub struct Topups {
@@ -207,6 +211,11 @@ impl Topups {
         loop {
             let now = self.clock.now_ms();
             let moved = match attempt.state {
+                // Claimed without a card (the default one was removed): a decline like any
+                // other, said in the customer's words, and the provider is not asked.
+                Claimed if attempt.payment_method_id.is_empty() => {
+                    return self.fail(attempt, NO_CARD, NO_CARD_MESSAGE).await;
+                }
                 Claimed => {
                     create_now = true;
                     self.step(&attempt, Claimed, Creating, None, now).await?
@@ -418,9 +427,7 @@ impl Topups {
             ProviderError::Declined { code, message, .. } => {
                 self.fail(attempt, &code, &message).await
             }
-            ProviderError::NotFound { message } => {
-                self.fail(attempt, "no_payment_method", &message).await
-            }
+            ProviderError::NotFound { message } => self.fail(attempt, NO_CARD, &message).await,
             ProviderError::Rejected { code, message, .. } => {
                 self.fail(
                     attempt,

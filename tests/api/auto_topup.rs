@@ -381,6 +381,10 @@ async fn an_account_without_a_card_pauses_like_a_decline() {
         assert_eq!(app.scan().await.failed, 1);
         let state = app.auto_topup(&account).await;
         assert_eq!(state["pause"]["decline_code"], "no_payment_method");
+        assert_eq!(
+            state["last_topup"]["failure_message"], "the account has no saved card to charge",
+            "said in our words, without asking the provider about a card that is not there"
+        );
         assert_eq!(app.notice_kinds(&account).await, ["payment_failed"]);
     })
     .await;
@@ -582,7 +586,11 @@ async fn provider_timeouts_and_5xx_leave_the_attempt_open_until_the_same_key_fin
                         .collect::<Vec<_>>()
                 }
             };
-            assert_eq!(listed("in_progress").await, std::slice::from_ref(&account), "{case}");
+            assert_eq!(
+                listed("in_progress").await,
+                std::slice::from_ref(&account),
+                "{case}"
+            );
             assert!(listed("active").await.is_empty(), "{case}");
             assert_eq!(app.charges_of(&account).await, charged_at_once, "{case}");
             assert_eq!(app.balance(&account).await, dec("0"));

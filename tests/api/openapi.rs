@@ -167,3 +167,48 @@ async fn the_document_describes_every_route_the_router_serves() {
     }
     assert_refs_resolve(&doc, &doc);
 }
+
+/// The kinds of the notices a payment's outcomes queue are the kinds the document lists.
+#[tokio::test]
+async fn the_notice_kinds_the_api_lists_are_the_ones_the_document_names() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    for card in [
+        "pm_card_visa",
+        "declining:insufficient_funds",
+        "pm_card_authenticationRequired",
+    ] {
+        app.auto_account(card, "0").await;
+    }
+    app.scan().await;
+    let listed = app.get("/v1/admin/notices?limit=200", &app.admin).await;
+    let kinds: BTreeSet<String> = listed.body["data"]
+        .as_array()
+        .expect("notices")
+        .iter()
+        .map(|n| n["kind"].as_str().expect("kind").to_owned())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["authentication_required", "payment_failed", "topup_receipt"]
+            .map(String::from)
+            .into(),
+    );
+    let document = app.get("/openapi.json", &app.admin).await.body;
+    let kind = &document["components"]["schemas"]["NoticeView"]["properties"]["kind"];
+    let schema = match kind["$ref"].as_str() {
+        Some(reference) => {
+            let name = reference.rsplit('/').next().expect("a schema name");
+            &document["components"]["schemas"][name]
+        }
+        None => kind,
+    };
+    let named: BTreeSet<String> = schema["enum"]
+        .as_array()
+        .unwrap_or_else(|| panic!("the kind lists its values: {schema}"))
+        .iter()
+        .map(|v| v.as_str().expect("a name").to_owned())
+        .collect();
+    assert!(kinds.is_subset(&named), "{kinds:?} not all in {named:?}");
+    assert_eq!(named.len(), 7, "{named:?}");
+    app.stop().await;
+}

@@ -52,7 +52,7 @@ async fn usage_and_estimate_reject_bad_input() {
         let service = app.key("service", None).await;
         let usage = |inner: &str| format!(r#"{{"account_id":"{account}","request_id":"r1","usage":{inner}}}"#);
         let cases = [
-            (usage(r#"{"duration_seconds":30}"#), BAD, Some("usage.service")),
+            (usage(r#"{"duration_seconds":30}"#), INVALID, Some("usage.service")),
             (usage(r#"{"service":"nope","duration_seconds":30}"#), INVALID, Some("usage.service")),
             (usage(r#"{"service":"dubbing"}"#), INVALID, Some("usage.duration_seconds")),
             (usage(r#"{"service":"dubbing","duration_seconds":-30}"#), INVALID, Some("usage.duration_seconds")),
@@ -68,10 +68,10 @@ async fn usage_and_estimate_reject_bad_input() {
             (usage(r#"{"service":"stem_separation","duration_seconds":30,"variant":"gold"}"#), INVALID, Some("usage.variant")),
             (usage(r#"{"service":"dubbing","duration_seconds":30,"addons":["lip_sync"]}"#), INVALID, Some("usage.addons")),
             (usage(r#"{"service":"dubbing","duration_seconds":30,"quality":"max"}"#), BAD, Some("usage.quality")),
-            (format!(r#"{{"account_id":"{account}","usage":{{"service":"voice_clone"}}}}"#), BAD, Some("request_id")),
+            (format!(r#"{{"account_id":"{account}","usage":{{"service":"voice_clone"}}}}"#), INVALID, Some("request_id")),
             (format!(r#"{{"account_id":"{account}","request_id":"","usage":{{"service":"voice_clone"}}}}"#), INVALID, Some("request_id")),
             (format!(r#"{{"account_id":"{account}","request_id":"{}","usage":{{"service":"voice_clone"}}}}"#, "x".repeat(201)), INVALID, Some("request_id")),
-            (r#"{"request_id":"r1","usage":{"service":"voice_clone"}}"#.to_owned(), BAD, Some("account_id")),
+            (r#"{"request_id":"r1","usage":{"service":"voice_clone"}}"#.to_owned(), INVALID, Some("account_id")),
             (r#"{"account_id":"#.to_owned(), BAD, None),
             ("not json".to_owned(), BAD, None),
             ("[]".to_owned(), BAD, None),
@@ -91,11 +91,12 @@ async fn staff_routes_reject_bad_input() {
         let account = app.funded_account("100").await;
         let admin = app.admin.clone();
         let adjust = format!("/v1/admin/accounts/{account}/adjustments");
+        let resume = format!("/v1/admin/accounts/{account}/auto-topup/resume");
         let cases: Vec<(&str, &str, StatusCode, Option<&str>)> = vec![
             (
                 "/v1/admin/accounts",
                 r#"{"name":"Ada"}"#,
-                BAD,
+                INVALID,
                 Some("email"),
             ),
             (
@@ -164,7 +165,16 @@ async fn staff_routes_reject_bad_input() {
                 INVALID,
                 Some("reason"),
             ),
-            (&adjust, r#"{"credits":10}"#, BAD, Some("reason")),
+            (&adjust, r#"{"credits":10}"#, INVALID, Some("reason")),
+            // Left out or left empty, the same answer.
+            (&resume, "{}", INVALID, Some("note")),
+            (&resume, r#"{"note":""}"#, INVALID, Some("note")),
+            (
+                &resume,
+                r#"{"note":"   ","try_now":true}"#,
+                INVALID,
+                Some("note"),
+            ),
             (
                 &adjust,
                 r#"{"credits":"ten","reason":"x"}"#,
