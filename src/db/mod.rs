@@ -231,7 +231,14 @@ impl Db {
                 .max_connections(config.max_connections)
                 .acquire_timeout(ACQUIRE_TIMEOUT)
                 .connect(url)
-                .await?;
+                .await
+                .map_err(|error| match &error {
+                    // invalid_catalog_name: no database of that name on the server.
+                    sqlx::Error::Database(e) if e.code().as_deref() == Some("3D000") => {
+                        DbError::NotReady(config.location(), Schema::Empty)
+                    }
+                    _ => DbError::Sqlx(error),
+                })?;
             Ok(Self::Postgres(pool))
         }
     }

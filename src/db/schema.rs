@@ -33,6 +33,10 @@ pub(super) fn not_ready(location: &str, schema: &Schema) -> String {
         location => format!("the database at {location}"),
     };
     match schema {
+        Schema::Empty if location.starts_with("postgres") => format!(
+            "no topupd database at {location}; check database.url where the service runs, or \
+             create the database on the server and run `topupd migrate`"
+        ),
         Schema::Empty => format!(
             "no topupd database at {location}; run this where the service runs, with its \
              configuration and environment (a relative sqlite path is relative to the working \

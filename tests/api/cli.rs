@@ -185,6 +185,15 @@ async fn only_serve_and_migrate_make_a_database_and_migrate_says_what_it_applied
             );
         }
         database.drop_database().await;
+        if backend == Backend::Postgres {
+            let gone = [("TOPUPD_DATABASE__URL", database.url.as_str())];
+            let (code, _, stderr) = topupd_in(here, &gone, &["verify"]).await;
+            assert_eq!(code, Some(2), "{stderr}");
+            assert!(
+                stderr.contains("no topupd database at postgres "),
+                "{stderr}"
+            );
+        }
     }
 }
 
