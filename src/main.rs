@@ -179,6 +179,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                 None => listen,
             };
             let app = App::build_on_database_clock(config, address, ProviderAt::Configured).await?;
+            app.log_start(roles);
             if let Some(ops) = &ops {
                 tracing::info!(address = %ops.local_addr()?, "operations listener");
             }

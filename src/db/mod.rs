@@ -15,6 +15,7 @@ pub mod notices;
 pub mod payment_methods;
 pub mod portal;
 pub mod reversals;
+pub mod sampling;
 pub mod usage;
 pub mod webhooks;
 
@@ -30,6 +31,7 @@ use sqlx::{
     },
 };
 
+pub use self::sampling::StateSample;
 use crate::config::DatabaseConfig;
 
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -263,27 +265,6 @@ impl Db {
         }
     }
 
-    /// Samples what is open, flagged and waiting, and the pool, into gauges.
-    pub async fn sample_metrics(&self) -> Result<(), DbError> {
-        const SQL: &str = "SELECT \
-            (SELECT COUNT(*) FROM topup_attempts WHERE state NOT IN ('succeeded', 'failed', 'canceled')), \
-            (SELECT COUNT(*) FROM topup_attempts WHERE flagged_at IS NOT NULL \
-                AND state NOT IN ('succeeded', 'failed', 'canceled')), \
-            (SELECT COUNT(*) FROM notices WHERE state IN ('pending', 'sending')), \
-            (SELECT MIN(created_at) FROM notices WHERE state IN ('pending', 'sending')), \
-            (SELECT COUNT(*) FROM webhook_events WHERE dead_at IS NOT NULL)";
-        let (open, flagged, pending, oldest, dead): (i64, i64, i64, Option<i64>, i64) =
-            with_pool!(self, |pool| sqlx::query_as(SQL).fetch_one(pool).await?);
-        let now = chrono::Utc::now().timestamp_millis();
-        let age = oldest.map_or(0.0, |at| (now - at).max(0) as f64 / 1000.0);
-        crate::metrics::sampled(open, flagged, pending, age, dead);
-        with_pool!(self, |pool| crate::metrics::pool(
-            pool.size(),
-            pool.num_idle()
-        ));
-        Ok(())
-    }
-
     /// The database's own clock, in Unix milliseconds.
     pub async fn clock_ms(&self) -> Result<i64, DbError> {
         let sql = match self {
@@ -304,9 +285,48 @@ impl Db {
     }
 }
 
+/// Which database a configuration names, for the logs: never its credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseLocation {
+    /// `sqlite` or `postgres`.
+    pub kind: &'static str,
+    /// The SQLite file, or the PostgreSQL server and database as `host:port/database`.
+    pub location: String,
+}
+
 impl DatabaseConfig {
     fn database_url(&self) -> &str {
         self.url.expose_secret()
+    }
+
+    pub fn location(&self) -> DatabaseLocation {
+        let url = self.database_url();
+        if url.starts_with("sqlite:") {
+            let location = SqliteConnectOptions::from_str(url).map_or_else(
+                |_| "(unreadable url)".to_owned(),
+                |options| options.get_filename().display().to_string(),
+            );
+            return DatabaseLocation {
+                kind: "sqlite",
+                location,
+            };
+        }
+        // `postgres://user:password@host:port/database?options`: everything up to the
+        // last `@` is taken for credentials, so that no password shows, even one that is
+        // not percent-encoded (an `@` in the options garbles the location instead).
+        let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+        let rest = rest.rfind('@').map_or(rest, |at| &rest[at + 1..]);
+        let (server, rest) = rest.split_once('/').unwrap_or((rest, ""));
+        let (database, options) = rest.split_once('?').unwrap_or((rest, ""));
+        // A Unix socket's directory comes as `?host=/run/postgresql`.
+        let socket = options.split('&').find_map(|o| o.strip_prefix("host="));
+        let server = socket
+            .or(Some(server).filter(|s| !s.is_empty()))
+            .unwrap_or("localhost");
+        DatabaseLocation {
+            kind: "postgres",
+            location: format!("{server}/{database}"),
+        }
     }
 }
 
@@ -323,6 +343,39 @@ pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_database_location_names_the_file_or_server_and_never_the_credentials() {
+        let location = |url: &str| {
+            DatabaseConfig {
+                url: url.to_owned().into(),
+                ..crate::config::Config::defaults().database
+            }
+            .location()
+        };
+        assert_eq!(
+            location("sqlite:///var/lib/topupd/topupd.db?mode=rwc"),
+            DatabaseLocation {
+                kind: "sqlite",
+                location: "/var/lib/topupd/topupd.db".to_owned()
+            }
+        );
+        assert_eq!(
+            location("postgres://topupd:s3cret@db.internal:6432/billing?sslmode=require"),
+            DatabaseLocation {
+                kind: "postgres",
+                location: "db.internal:6432/billing".to_owned()
+            }
+        );
+        assert_eq!(
+            location("postgresql://topupd:s3cret@/billing?host=/run/postgresql").location,
+            "/run/postgresql/billing"
+        );
+        assert_eq!(
+            location("postgres://topupd:pa/ss@w?rd@db/billing").location,
+            "db/billing"
+        );
+    }
 
     #[test]
     fn both_backends_have_the_same_migration_versions_and_names() {
