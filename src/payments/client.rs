@@ -699,7 +699,82 @@ fn classify<T: DeserializeOwned>(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+
     use super::*;
+
+    /// The value of `series` in the process's metrics, 0 if absent.
+    fn metric(series: &str) -> f64 {
+        crate::metrics::handle()
+            .render()
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// Every try is counted by endpoint and outcome and timed; a 429 is counted apart too.
+    #[tokio::test]
+    async fn each_try_is_counted_by_endpoint_and_outcome_and_429s_apart() {
+        // A provider that answers 429, then 503, then the customer.
+        let tries = Arc::new(AtomicUsize::new(0));
+        let provider = axum::Router::new().route(
+            "/v1/customers/{id}",
+            axum::routing::post({
+                let tries = tries.clone();
+                move || async move {
+                    match tries.fetch_add(1, Ordering::SeqCst) {
+                        0 => (StatusCode::TOO_MANY_REQUESTS, "{}".to_owned()),
+                        1 => (StatusCode::SERVICE_UNAVAILABLE, "{}".to_owned()),
+                        _ => (StatusCode::OK, r#"{"id":"cus_1"}"#.to_owned()),
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        tokio::spawn(async move { axum::serve(listener, provider).await });
+        let mut config = crate::config::Config::defaults().payments;
+        config.max_retries = 2;
+        config.retry_base_ms = 1;
+        config.retry_max_ms = 2;
+        let client = ProviderClient::new(&config, &format!("http://{address}")).expect("client");
+        let series = |outcome: &str| {
+            format!(
+                r#"topupd_provider_requests_total{{endpoint="customers.update",outcome="{outcome}"}}"#
+            )
+        };
+        let rate_limited = r#"topupd_provider_rate_limited_total{endpoint="customers.update"}"#;
+        let timed = r#"topupd_provider_request_duration_seconds_count{endpoint="customers.update",outcome="ok"}"#;
+        let before: Vec<f64> = ["ok", "rate_limited", "server_error", "declined"]
+            .iter()
+            .map(|o| metric(&series(o)))
+            .chain([metric(rate_limited), metric(timed)])
+            .collect();
+
+        let details = CustomerDetails {
+            account_id: "acct_1",
+            name: "Ada",
+            email: "ada@example.com",
+        };
+        let customer = client
+            .update_customer("cus_1", &details, "key")
+            .await
+            .expect("the third try is answered");
+        assert_eq!(customer.id, "cus_1");
+
+        let after: Vec<f64> = ["ok", "rate_limited", "server_error", "declined"]
+            .iter()
+            .map(|o| metric(&series(o)))
+            .chain([metric(rate_limited), metric(timed)])
+            .collect();
+        let grew: Vec<f64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+        assert_eq!(grew, [1.0, 1.0, 1.0, 0.0, 1.0, 1.0]);
+    }
 
     fn outcome(
         status: u16,
