@@ -184,8 +184,8 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                 tracing::info!(address = %ops.local_addr()?, "operations listener");
             }
             match &api {
-                Some(_) => tracing::info!(%address, roles = ?roles.names(), "serving"),
-                None => tracing::info!(roles = ?roles.names(), "running without the API"),
+                Some(_) => tracing::info!(%address, roles = %roles.names().join(","), "serving"),
+                None => tracing::info!(roles = %roles.names().join(","), "running without the API"),
             }
             app.serve(api, ops, roles, shutdown).await?;
             Ok(ExitCode::SUCCESS)

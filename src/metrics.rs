@@ -20,6 +20,7 @@ use crate::{
     domain::{
         attempt::{AttemptState, AttemptTrigger},
         auto_topup::PauseReason,
+        notice::ResumedBy,
     },
     http::auth::KeyRefused,
     payments::client::{CallOutcome, Endpoint},
@@ -69,14 +70,6 @@ label_values! {
         Sent => "sent",
         Retried => "retried",
         Failed => "failed",
-    }
-}
-
-label_values! {
-    /// What ended a pause of auto top-up.
-    pub enum Resumer {
-        Support => "support",
-        Payment => "payment",
     }
 }
 
@@ -261,7 +254,7 @@ fn register_known_series() {
     for reason in PauseReason::ALL {
         counter!("topupd_auto_topup_pauses_total", "reason" => reason.as_str()).increment(0);
     }
-    for by in Resumer::ALL {
+    for by in ResumedBy::ALL {
         counter!("topupd_auto_topup_resumes_total", "by" => by.as_str()).increment(0);
     }
     for outcome in Delivery::ALL {
@@ -338,7 +331,7 @@ pub fn paused(reason: PauseReason) {
     counter!("topupd_auto_topup_pauses_total", "reason" => reason.as_str()).increment(1);
 }
 
-pub fn resumed(by: Resumer) {
+pub fn resumed(by: ResumedBy) {
     counter!("topupd_auto_topup_resumes_total", "by" => by.as_str()).increment(1);
 }
 

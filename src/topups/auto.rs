@@ -410,7 +410,7 @@ impl Topups {
         let Some(queued) = resumed else {
             return Ok(None);
         };
-        crate::metrics::resumed(crate::metrics::Resumer::Support);
+        crate::metrics::resumed(ResumedBy::Support);
         let count_notice = |queued| {
             if queued {
                 crate::metrics::notices_queued("auto_topup_resumed", 1);

@@ -24,6 +24,7 @@ use crate::{
         auto_topup::PauseChange,
         credits::Millicredits,
         money::Cents,
+        notice::ResumedBy,
         settlement::settlement,
     },
     notices,
@@ -543,7 +544,7 @@ impl Topups {
             // A success whose amount cannot be read is no number to credit: the attempt
             // stays open, is asked about again, and is flagged if it never reads well.
             _ if succeeded => {
-                tracing::error!(account_id = %attempt.account_id, attempt_id = %attempt.id, amount_received = ?intent.amount_received, "payment succeeded without a readable amount received; left open");
+                tracing::error!(account_id = %attempt.account_id, attempt_id = %attempt.id, amount_received = intent.amount_received, "payment succeeded without a readable amount received; left open");
                 return Ok(attempt);
             }
             _ => 0,
@@ -633,7 +634,7 @@ impl Topups {
             match plan.pause {
                 PauseChange::Pause(reason) => crate::metrics::paused(reason),
                 PauseChange::Resume if outcome.resumed => {
-                    crate::metrics::resumed(crate::metrics::Resumer::Payment);
+                    crate::metrics::resumed(ResumedBy::Payment);
                 }
                 PauseChange::Resume | PauseChange::Keep => {}
             }
