@@ -48,6 +48,8 @@ pub struct App {
     writers: Writers,
     /// Set when the app keeps time by the database's clock.
     database_clock: Option<Arc<DatabaseClock>>,
+    /// Where the payment provider answers.
+    provider_url: String,
 }
 
 /// Where the app finds its payment provider.
@@ -186,12 +188,12 @@ impl App {
         let email_links = portal::email_links(&db, &config, clock.as_ref())
             .await
             .context("read the key that signs links to the billing page")?;
-        let provider = ProviderClient::new(&config.payments, &provider_url)
+        let provider_client = ProviderClient::new(&config.payments, &provider_url)
             .context("set up the payment provider client")?;
         let writers = Writers::default();
         let topups = Topups::new(
             db.clone(),
-            Arc::new(provider),
+            Arc::new(provider_client),
             clock.clone(),
             config.clone(),
             &writers,
@@ -218,6 +220,7 @@ impl App {
             stub_cancel,
             writers,
             database_clock: None,
+            provider_url,
         })
     }
 
@@ -230,6 +233,25 @@ impl App {
             .await;
         self.stub_cancel.cancel();
         self.state.db.close().await;
+    }
+
+    /// Says what this process runs with: its version, the database (kind and location,
+    /// never its credentials), the payment provider, the scan's schedule and the roles.
+    pub fn log_start(&self, roles: Roles) {
+        let (config, provider_url) = (&self.state.config, self.provider_url.as_str());
+        let database = config.database.location();
+        let provider = config.payments.provider.as_str();
+        let schedule = &config.auto_topup.scan_schedule;
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            database = database.kind,
+            database_location = %database.location,
+            provider,
+            provider_url,
+            scan_schedule = if schedule.is_empty() { "off" } else { schedule },
+            roles = %roles.names().join(","),
+            "starting"
+        );
     }
 
     /// Serves the API on `api` (with the `api` role) and `/metrics` and the probes on
@@ -254,10 +276,10 @@ impl App {
             SAMPLE_INTERVAL,
             cancel.child_token(),
             {
-                let db = state.db.clone();
+                let (db, clock) = (state.db.clone(), state.clock.clone());
                 move || {
-                    let db = db.clone();
-                    async move { db.sample_metrics().await.map(|()| false) }
+                    let (db, now) = (db.clone(), clock.now_ms());
+                    async move { db.sample_metrics(now).await.map(|()| false) }
                 }
             },
         ));
@@ -368,7 +390,7 @@ impl App {
                 .context("join an HTTP server")?
                 .context("serve HTTP")?,
             Err(_) => tracing::warn!(
-                ?grace,
+                grace_secs = grace.as_secs(),
                 "work still in flight after the grace period; exiting"
             ),
         }

@@ -187,12 +187,13 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                 None => listen,
             };
             let app = App::build_on_database_clock(config, address, ProviderAt::Configured).await?;
+            app.log_start(roles);
             if let Some(ops) = &ops {
                 tracing::info!(address = %ops.local_addr()?, "operations listener");
             }
             match &api {
-                Some(_) => tracing::info!(%address, roles = ?roles.names(), "serving"),
-                None => tracing::info!(roles = ?roles.names(), "running without the API"),
+                Some(_) => tracing::info!(%address, roles = %roles.names().join(","), "serving"),
+                None => tracing::info!(roles = %roles.names().join(","), "running without the API"),
             }
             app.serve(api, ops, roles, shutdown).await?;
             Ok(ExitCode::SUCCESS)
@@ -247,7 +248,10 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                 .await
                 .context("connect to the database (database.url)")?;
             let applied = db.migrate().await.context("apply database migrations")?;
-            println!("{}", cli::migrated(&config.database.location(), &applied));
+            println!(
+                "{}",
+                cli::migrated(&config.database.location().to_string(), &applied)
+            );
             db.close().await;
             Ok(ExitCode::SUCCESS)
         }

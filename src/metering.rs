@@ -12,6 +12,7 @@ use crate::{
         usage::{DebitOutcome, NewUsage, RefundOutcome},
     },
     domain::pricing::{PriceRequest, Quote},
+    metrics::UsageOutcome,
 };
 
 #[derive(Clone)]
@@ -55,11 +56,13 @@ impl Metering {
             })
             .await?;
         crate::metrics::usage(match &outcome {
-            DebitOutcome::Debited(_) => "debited",
-            DebitOutcome::Existing(record) if record.fingerprint == fingerprint => "replayed",
-            DebitOutcome::Existing(_) => "conflict",
-            DebitOutcome::Insufficient { .. } => "insufficient",
-            DebitOutcome::AccountNotFound => "account_not_found",
+            DebitOutcome::Debited(_) => UsageOutcome::Debited,
+            DebitOutcome::Existing(record) if record.fingerprint == fingerprint => {
+                UsageOutcome::Replayed
+            }
+            DebitOutcome::Existing(_) => UsageOutcome::Conflict,
+            DebitOutcome::Insufficient { .. } => UsageOutcome::Insufficient,
+            DebitOutcome::AccountNotFound => UsageOutcome::AccountNotFound,
         });
         Ok(outcome)
     }

@@ -150,7 +150,7 @@ pub async fn sign_in(
     let key = match verified_key(&state, form.key.trim()).await? {
         Ok(key) => key,
         Err(why) => {
-            tracing::warn!(reason = why, "console sign-in refused");
+            tracing::warn!(reason = why.as_str(), "console sign-in refused");
             crate::metrics::auth_failure(why);
             return Ok(sign_in_form(
                 &state,

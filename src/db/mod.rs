@@ -15,6 +15,7 @@ pub mod notices;
 pub mod payment_methods;
 pub mod portal;
 pub mod reversals;
+pub mod sampling;
 mod schema;
 pub mod usage;
 pub mod webhooks;
@@ -24,12 +25,13 @@ use std::{path::Path, str::FromStr, time::Duration};
 use secrecy::ExposeSecret;
 use sqlx::{
     PgPool, Postgres, Sqlite, SqlitePool, Transaction,
-    postgres::{PgConnectOptions, PgPoolOptions, PgRow},
+    postgres::{PgPoolOptions, PgRow},
     sqlite::{
         SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
     },
 };
 
+pub use self::sampling::StateSample;
 pub use self::schema::Schema;
 use self::schema::not_ready;
 use crate::config::DatabaseConfig;
@@ -195,7 +197,7 @@ impl Db {
             Schema::Current => Ok(db),
             schema => {
                 db.close().await;
-                Err(DbError::NotReady(config.location(), schema))
+                Err(DbError::NotReady(config.location().to_string(), schema))
             }
         }
     }
@@ -215,7 +217,10 @@ impl Db {
             let file = options.get_filename();
             let in_memory = url.contains("mode=memory") || file == Path::new(":memory:");
             if !create && !in_memory && !file.exists() {
-                return Err(DbError::NotReady(config.location(), Schema::Empty));
+                return Err(DbError::NotReady(
+                    config.location().to_string(),
+                    Schema::Empty,
+                ));
             }
             if create && !in_memory {
                 crate::files::create_private_file(file).map_err(sqlx::Error::Io)?;
@@ -235,33 +240,12 @@ impl Db {
                 .map_err(|error| match &error {
                     // invalid_catalog_name: no database of that name on the server.
                     sqlx::Error::Database(e) if e.code().as_deref() == Some("3D000") => {
-                        DbError::NotReady(config.location(), Schema::Empty)
+                        DbError::NotReady(config.location().to_string(), Schema::Empty)
                     }
                     _ => DbError::Sqlx(error),
                 })?;
             Ok(Self::Postgres(pool))
         }
-    }
-
-    /// Samples what is open, flagged and waiting, and the pool, into gauges.
-    pub async fn sample_metrics(&self) -> Result<(), DbError> {
-        const SQL: &str = "SELECT \
-            (SELECT COUNT(*) FROM topup_attempts WHERE state NOT IN ('succeeded', 'failed', 'canceled')), \
-            (SELECT COUNT(*) FROM topup_attempts WHERE flagged_at IS NOT NULL \
-                AND state NOT IN ('succeeded', 'failed', 'canceled')), \
-            (SELECT COUNT(*) FROM notices WHERE state IN ('pending', 'sending')), \
-            (SELECT MIN(created_at) FROM notices WHERE state IN ('pending', 'sending')), \
-            (SELECT COUNT(*) FROM webhook_events WHERE dead_at IS NOT NULL)";
-        let (open, flagged, pending, oldest, dead): (i64, i64, i64, Option<i64>, i64) =
-            with_pool!(self, |pool| sqlx::query_as(SQL).fetch_one(pool).await?);
-        let now = chrono::Utc::now().timestamp_millis();
-        let age = oldest.map_or(0.0, |at| (now - at).max(0) as f64 / 1000.0);
-        crate::metrics::sampled(open, flagged, pending, age, dead);
-        with_pool!(self, |pool| crate::metrics::pool(
-            pool.size(),
-            pool.num_idle()
-        ));
-        Ok(())
     }
 
     /// The database's own clock, in Unix milliseconds.
@@ -284,33 +268,57 @@ impl Db {
     }
 }
 
+/// Which database a configuration names, for the logs and errors: never its credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseLocation {
+    /// `sqlite` or `postgres`.
+    pub kind: &'static str,
+    /// The SQLite file, or the PostgreSQL server and database as `host:port/database`.
+    pub location: String,
+}
+
+impl std::fmt::Display for DatabaseLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.kind, self.location)
+    }
+}
+
 impl DatabaseConfig {
     fn database_url(&self) -> &str {
         self.url.expose_secret()
     }
 
-    /// Which database, without credentials: `sqlite` and the file's full path, or
-    /// `postgres` and its host and database name.
-    pub fn location(&self) -> String {
+    pub fn location(&self) -> DatabaseLocation {
         let url = self.database_url();
-        match url.strip_prefix("sqlite:") {
-            Some(_) => match SqliteConnectOptions::from_str(url) {
-                Ok(options) => {
+        if url.starts_with("sqlite:") {
+            let location = SqliteConnectOptions::from_str(url).map_or_else(
+                |_| "(unreadable url)".to_owned(),
+                |options| {
                     let file = options.get_filename();
                     let full = std::path::absolute(file).unwrap_or_else(|_| file.to_owned());
-                    format!("sqlite {}", full.display())
-                }
-                Err(_) => "sqlite (unreadable database.url)".to_owned(),
-            },
-            None => match PgConnectOptions::from_str(url) {
-                Ok(options) => format!(
-                    "postgres {}:{}/{}",
-                    options.get_host(),
-                    options.get_port(),
-                    options.get_database().unwrap_or("(default database)")
-                ),
-                Err(_) => "postgres (unreadable database.url)".to_owned(),
-            },
+                    full.display().to_string()
+                },
+            );
+            return DatabaseLocation {
+                kind: "sqlite",
+                location,
+            };
+        }
+        // `postgres://user:password@host:port/database?options`: everything up to the
+        // last `@` is taken for credentials, so that no password shows, even one that is
+        // not percent-encoded (an `@` in the options garbles the location instead).
+        let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+        let rest = rest.rfind('@').map_or(rest, |at| &rest[at + 1..]);
+        let (server, rest) = rest.split_once('/').unwrap_or((rest, ""));
+        let (database, options) = rest.split_once('?').unwrap_or((rest, ""));
+        // A Unix socket's directory comes as `?host=/run/postgresql`.
+        let socket = options.split('&').find_map(|o| o.strip_prefix("host="));
+        let server = socket
+            .or(Some(server).filter(|s| !s.is_empty()))
+            .unwrap_or("localhost");
+        DatabaseLocation {
+            kind: "postgres",
+            location: format!("{server}/{database}"),
         }
     }
 }
@@ -323,4 +331,42 @@ pub(crate) fn new_id(prefix: &str) -> String {
 /// A unique or primary-key constraint refused the row: someone else got there first.
 pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(e) if e.is_unique_violation())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_location_names_the_file_or_server_and_never_the_credentials() {
+        let location = |url: &str| {
+            DatabaseConfig {
+                url: url.to_owned().into(),
+                ..crate::config::Config::defaults().database
+            }
+            .location()
+        };
+        assert_eq!(
+            location("sqlite:///var/lib/topupd/topupd.db?mode=rwc"),
+            DatabaseLocation {
+                kind: "sqlite",
+                location: "/var/lib/topupd/topupd.db".to_owned()
+            }
+        );
+        assert_eq!(
+            location("postgres://topupd:s3cret@db.internal:6432/billing?sslmode=require"),
+            DatabaseLocation {
+                kind: "postgres",
+                location: "db.internal:6432/billing".to_owned()
+            }
+        );
+        assert_eq!(
+            location("postgresql://topupd:s3cret@/billing?host=/run/postgresql").location,
+            "/run/postgresql/billing"
+        );
+        assert_eq!(
+            location("postgres://topupd:pa/ss@w?rd@db/billing").location,
+            "db/billing"
+        );
+    }
 }

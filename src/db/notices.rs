@@ -24,6 +24,8 @@ pub enum NoticeState {
 }
 
 impl NoticeState {
+    pub const ALL: [Self; 4] = [Self::Pending, Self::Sending, Self::Sent, Self::Failed];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "pending",
@@ -34,9 +36,7 @@ impl NoticeState {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Pending, Self::Sending, Self::Sent, Self::Failed]
-            .into_iter()
-            .find(|state| state.as_str() == s)
+        Self::ALL.into_iter().find(|state| state.as_str() == s)
     }
 }
 

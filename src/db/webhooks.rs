@@ -55,7 +55,7 @@ impl EventState {
     }
 
     /// The SQL condition of the state; fixed words, never input.
-    fn condition(self) -> &'static str {
+    pub(super) fn condition(self) -> &'static str {
         match self {
             Self::Pending => "processed_at IS NULL AND dead_at IS NULL",
             Self::Processed => "processed_at IS NOT NULL",

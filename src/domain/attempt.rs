@@ -137,6 +137,8 @@ pub enum AttemptTrigger {
 }
 
 impl AttemptTrigger {
+    pub const ALL: [Self; 3] = [Self::Auto, Self::Manual, Self::Retry];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Auto => "auto",
@@ -146,9 +148,7 @@ impl AttemptTrigger {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Auto, Self::Manual, Self::Retry]
-            .into_iter()
-            .find(|t| t.as_str() == s)
+        Self::ALL.into_iter().find(|t| t.as_str() == s)
     }
 }
 

@@ -105,6 +105,17 @@ pub enum ResumedBy {
     Support,
 }
 
+impl ResumedBy {
+    pub const ALL: [Self; 2] = [Self::Payment, Self::Support];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Payment => "payment",
+            Self::Support => "support",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Resumption {
     pub by: ResumedBy,

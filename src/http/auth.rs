@@ -65,7 +65,7 @@ impl FromRequestParts<AppState> for Caller {
             .map(str::trim);
         let key = match token {
             Some(token) => verified_key(state, token).await?,
-            None => Err("missing or malformed"),
+            None => Err(KeyRefused::MissingOrMalformed),
         }
         .map_err(unauthorized)?;
         let role = Role::parse(&key.role).ok_or_else(|| {
@@ -79,28 +79,38 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+crate::metrics::label_values! {
+    /// Why a key is refused.
+    pub enum KeyRefused {
+        MissingOrMalformed => "missing_or_malformed",
+        UnknownKey => "unknown_key",
+        WrongSecret => "wrong_secret",
+        RevokedKey => "revoked_key",
+    }
+}
+
 /// The live key `token` names, or why it is refused.
 pub async fn verified_key(
     state: &AppState,
     token: &str,
-) -> Result<Result<StoredKey, &'static str>, DbError> {
+) -> Result<Result<StoredKey, KeyRefused>, DbError> {
     let Some((key_id, secret)) = api_key::parse_token(token) else {
-        return Ok(Err("missing or malformed"));
+        return Ok(Err(KeyRefused::MissingOrMalformed));
     };
     let Some(key) = state.db.api_key(&key_id).await? else {
-        return Ok(Err("unknown key"));
+        return Ok(Err(KeyRefused::UnknownKey));
     };
     Ok(if !api_key::secret_matches(&key.secret_hash, secret) {
-        Err("wrong secret")
+        Err(KeyRefused::WrongSecret)
     } else if key.revoked_at.is_some() {
-        Err("revoked key")
+        Err(KeyRefused::RevokedKey)
     } else {
         Ok(key)
     })
 }
 
-fn unauthorized(why: &'static str) -> ApiError {
-    tracing::warn!(reason = why, "authentication failed");
+fn unauthorized(why: KeyRefused) -> ApiError {
+    tracing::warn!(reason = why.as_str(), "authentication failed");
     crate::metrics::auth_failure(why);
     ApiError::Unauthorized
 }

@@ -40,9 +40,8 @@ use axum::{
 };
 use tower_http::{
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer},
-    trace::{DefaultOnResponse, TraceLayer},
+    trace::TraceLayer,
 };
-use tracing::Level;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -115,7 +114,7 @@ pub fn router(state: AppState) -> Router {
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_span)
-                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+                .on_response(log_response),
         )
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
@@ -143,6 +142,16 @@ pub fn ops_router(state: AppState) -> Router {
         )
         .fallback(|| async { ApiError::NotFound("route") })
         .with_state(state)
+}
+
+/// One line per response, in the request's span, with its status and latency as numbers
+/// (tower-http's own line writes the latency as text, such as "9 ms").
+fn log_response(response: &axum::response::Response, latency: Duration, _span: &tracing::Span) {
+    tracing::info!(
+        status = response.status().as_u16(),
+        latency_ms = latency.as_secs_f64() * 1000.0,
+        "request answered"
+    );
 }
 
 /// One span per request, named by its route template (never by ids in the path) and

@@ -113,7 +113,7 @@ impl NoticeSender {
                     .mark_notice_sent(&notice.id, &self.owner, now)
                     .await?;
                 report.sent += 1;
-                crate::metrics::notice_delivery("sent");
+                crate::metrics::notice_delivery(crate::metrics::Delivery::Sent);
                 tracing::info!(notice_id = %notice.id, kind = %notice.kind, attempts, "notice sent");
             }
             Err(SendError::Permanent(error)) => {
@@ -121,7 +121,7 @@ impl NoticeSender {
                     .fail_notice(&notice.id, &self.owner, now, &error)
                     .await?;
                 report.failed += 1;
-                crate::metrics::notice_delivery("failed");
+                crate::metrics::notice_delivery(crate::metrics::Delivery::Failed);
                 tracing::error!(notice_id = %notice.id, kind = %notice.kind, %error, "notice rejected permanently");
             }
             Err(SendError::Transient(error)) if attempts >= self.config.max_attempts => {
@@ -130,7 +130,7 @@ impl NoticeSender {
                     .fail_notice(&notice.id, &self.owner, now, &error)
                     .await?;
                 report.failed += 1;
-                crate::metrics::notice_delivery("failed");
+                crate::metrics::notice_delivery(crate::metrics::Delivery::Failed);
                 tracing::error!(notice_id = %notice.id, kind = %notice.kind, %error, "notice failed");
             }
             Err(SendError::Transient(error)) => {
@@ -150,8 +150,8 @@ impl NoticeSender {
                     )
                     .await?;
                 report.retried += 1;
-                crate::metrics::notice_delivery("retried");
-                tracing::warn!(notice_id = %notice.id, kind = %notice.kind, attempts, retry_in = ?delay, %error, "notice not sent; will retry");
+                crate::metrics::notice_delivery(crate::metrics::Delivery::Retried);
+                tracing::warn!(notice_id = %notice.id, kind = %notice.kind, attempts, retry_in_ms = delay.as_millis() as u64, %error, "notice not sent; will retry");
             }
         }
         Ok(())

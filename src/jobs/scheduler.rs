@@ -46,5 +46,6 @@ pub async fn start(
     let scheduler = JobScheduler::new().await?;
     scheduler.add(job).await?;
     scheduler.start().await?;
+    crate::metrics::scans_scheduled();
     Ok(scheduler)
 }

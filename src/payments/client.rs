@@ -4,7 +4,7 @@
 //! true`) may mean the request took effect, so it is retried with the same key and, if it
 //! stays ambiguous, reported as [`ProviderError::Unknown`], never as a decline.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode, header::HeaderMap};
 use secrecy::{ExposeSecret, SecretString};
@@ -14,7 +14,71 @@ use super::types::{
     Charge, CheckoutSession, Customer, Dispute, ErrorEnvelope, Event, List, PaymentIntent,
     PaymentMethod, SetupIntent,
 };
-use crate::{config::PaymentsConfig, domain::backoff::retry_delay};
+use crate::{config::PaymentsConfig, domain::backoff::retry_delay, metrics::label_values};
+
+label_values! {
+    /// The provider's API endpoints topupd calls, by route template (never by the ids in
+    /// the path), as metrics name them.
+    pub enum Endpoint {
+        CustomersCreate => "customers.create",
+        CustomersUpdate => "customers.update",
+        PaymentMethodsRetrieve => "payment_methods.retrieve",
+        PaymentMethodsAttach => "payment_methods.attach",
+        PaymentMethodsDetach => "payment_methods.detach",
+        SetupIntentsCreate => "setup_intents.create",
+        SetupIntentsRetrieve => "setup_intents.retrieve",
+        CheckoutSessionsCreate => "checkout.sessions.create",
+        CheckoutSessionsRetrieve => "checkout.sessions.retrieve",
+        PaymentIntentsCreate => "payment_intents.create",
+        PaymentIntentsConfirm => "payment_intents.confirm",
+        PaymentIntentsRetrieve => "payment_intents.retrieve",
+        PaymentIntentsList => "payment_intents.list",
+        PaymentIntentsCancel => "payment_intents.cancel",
+        ChargesRetrieve => "charges.retrieve",
+        DisputesRetrieve => "disputes.retrieve",
+        EventsList => "events.list",
+    }
+}
+
+label_values! {
+    /// How one request to the provider ended, as metrics count it.
+    pub enum CallOutcome {
+        /// A 2xx answer.
+        Success => "ok",
+        /// 402: the card was declined.
+        Declined => "declined",
+        /// 429: the provider limits topupd's rate.
+        RateLimited => "rate_limited",
+        /// Another 4xx.
+        ClientError => "client_error",
+        /// A 5xx.
+        ServerError => "server_error",
+        /// No answer in `payments.request_timeout_secs`.
+        Timeout => "timeout",
+        /// No answer: the connection failed, or the answer could not be read.
+        Network => "network",
+    }
+}
+
+impl CallOutcome {
+    fn of_status(status: StatusCode) -> Self {
+        match status {
+            _ if status.is_success() => Self::Success,
+            StatusCode::PAYMENT_REQUIRED => Self::Declined,
+            StatusCode::TOO_MANY_REQUESTS => Self::RateLimited,
+            _ if status.is_server_error() => Self::ServerError,
+            _ => Self::ClientError,
+        }
+    }
+
+    fn of_transport(error: &reqwest::Error) -> Self {
+        if error.is_timeout() {
+            Self::Timeout
+        } else {
+            Self::Network
+        }
+    }
+}
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ProviderError {
@@ -146,6 +210,7 @@ impl ProviderClient {
         idempotency_key: &str,
     ) -> Result<Customer, ProviderError> {
         self.send(
+            Endpoint::CustomersCreate,
             Method::POST,
             "/v1/customers",
             account.form(),
@@ -162,6 +227,7 @@ impl ProviderClient {
         idempotency_key: &str,
     ) -> Result<Customer, ProviderError> {
         self.send(
+            Endpoint::CustomersUpdate,
             Method::POST,
             &format!("/v1/customers/{id}"),
             account.form(),
@@ -172,6 +238,7 @@ impl ProviderClient {
 
     pub async fn payment_method(&self, id: &str) -> Result<PaymentMethod, ProviderError> {
         self.send(
+            Endpoint::PaymentMethodsRetrieve,
             Method::GET,
             &format!("/v1/payment_methods/{id}"),
             vec![],
@@ -189,6 +256,7 @@ impl ProviderClient {
     ) -> Result<PaymentMethod, ProviderError> {
         let form = vec![("customer".to_owned(), customer.to_owned())];
         self.send(
+            Endpoint::PaymentMethodsAttach,
             Method::POST,
             &format!("/v1/payment_methods/{id}/attach"),
             form,
@@ -203,6 +271,7 @@ impl ProviderClient {
         idempotency_key: &str,
     ) -> Result<PaymentMethod, ProviderError> {
         self.send(
+            Endpoint::PaymentMethodsDetach,
             Method::POST,
             &format!("/v1/payment_methods/{id}/detach"),
             vec![],
@@ -226,6 +295,7 @@ impl ProviderClient {
             ("metadata[account_id]".to_owned(), account_id.to_owned()),
         ];
         self.send(
+            Endpoint::SetupIntentsCreate,
             Method::POST,
             "/v1/setup_intents",
             form,
@@ -236,6 +306,7 @@ impl ProviderClient {
 
     pub async fn setup_intent(&self, id: &str) -> Result<SetupIntent, ProviderError> {
         self.send(
+            Endpoint::SetupIntentsRetrieve,
             Method::GET,
             &format!("/v1/setup_intents/{id}"),
             vec![],
@@ -268,6 +339,7 @@ impl ProviderClient {
             ),
         ];
         self.send(
+            Endpoint::CheckoutSessionsCreate,
             Method::POST,
             "/v1/checkout/sessions",
             form,
@@ -278,6 +350,7 @@ impl ProviderClient {
 
     pub async fn checkout_session(&self, id: &str) -> Result<CheckoutSession, ProviderError> {
         self.send(
+            Endpoint::CheckoutSessionsRetrieve,
             Method::GET,
             &format!("/v1/checkout/sessions/{id}"),
             vec![],
@@ -312,6 +385,7 @@ impl ProviderClient {
                 .map(|(k, v)| (format!("metadata[{k}]"), v.clone())),
         );
         self.send(
+            Endpoint::PaymentIntentsCreate,
             Method::POST,
             "/v1/payment_intents",
             form,
@@ -341,6 +415,7 @@ impl ProviderClient {
             }
         }
         self.send(
+            Endpoint::PaymentIntentsConfirm,
             Method::POST,
             &format!("/v1/payment_intents/{id}/confirm"),
             form,
@@ -351,6 +426,7 @@ impl ProviderClient {
 
     pub async fn payment_intent(&self, id: &str) -> Result<PaymentIntent, ProviderError> {
         self.send(
+            Endpoint::PaymentIntentsRetrieve,
             Method::GET,
             &format!("/v1/payment_intents/{id}"),
             vec![],
@@ -360,13 +436,25 @@ impl ProviderClient {
     }
 
     pub async fn charge(&self, id: &str) -> Result<Charge, ProviderError> {
-        self.send(Method::GET, &format!("/v1/charges/{id}"), vec![], None)
-            .await
+        self.send(
+            Endpoint::ChargesRetrieve,
+            Method::GET,
+            &format!("/v1/charges/{id}"),
+            vec![],
+            None,
+        )
+        .await
     }
 
     pub async fn dispute(&self, id: &str) -> Result<Dispute, ProviderError> {
-        self.send(Method::GET, &format!("/v1/disputes/{id}"), vec![], None)
-            .await
+        self.send(
+            Endpoint::DisputesRetrieve,
+            Method::GET,
+            &format!("/v1/disputes/{id}"),
+            vec![],
+            None,
+        )
+        .await
     }
 
     /// The first of the customer's payments created at or after `created_gte` (Unix
@@ -389,7 +477,13 @@ impl ProviderClient {
                 query.push(("starting_after".to_owned(), last.clone()));
             }
             let page: List<PaymentIntent> = self
-                .send(Method::GET, "/v1/payment_intents", query, None)
+                .send(
+                    Endpoint::PaymentIntentsList,
+                    Method::GET,
+                    "/v1/payment_intents",
+                    query,
+                    None,
+                )
                 .await?;
             let last = page.data.last().map(|pi| pi.id.clone());
             if let Some(found) = page.data.into_iter().find(|pi| wanted(pi)) {
@@ -419,7 +513,8 @@ impl ProviderClient {
         if let Some(last) = starting_after {
             query.push(("starting_after".to_owned(), last.to_owned()));
         }
-        self.send(Method::GET, "/v1/events", query, None).await
+        self.send(Endpoint::EventsList, Method::GET, "/v1/events", query, None)
+            .await
     }
 
     pub async fn cancel_payment_intent(
@@ -428,6 +523,7 @@ impl ProviderClient {
         idempotency_key: &str,
     ) -> Result<PaymentIntent, ProviderError> {
         self.send(
+            Endpoint::PaymentIntentsCancel,
             Method::POST,
             &format!("/v1/payment_intents/{id}/cancel"),
             vec![],
@@ -439,6 +535,7 @@ impl ProviderClient {
     /// Sends a request, retrying ambiguous answers with the same idempotency key.
     async fn send<T: DeserializeOwned>(
         &self,
+        endpoint: Endpoint,
         method: Method,
         path: &str,
         params: Vec<(String, String)>,
@@ -446,10 +543,13 @@ impl ProviderClient {
     ) -> Result<T, ProviderError> {
         let mut retry = 0;
         loop {
-            match self.try_once(&method, path, &params, idempotency_key).await {
+            match self
+                .try_once(endpoint, &method, path, &params, idempotency_key)
+                .await
+            {
                 Try::Done(result) => return result,
                 Try::Ambiguous(reason) if retry >= self.max_retries => {
-                    tracing::warn!(path, %reason, "provider outcome unknown after retries");
+                    tracing::warn!(endpoint = endpoint.as_str(), path, %reason, "provider outcome unknown after retries");
                     return Err(ProviderError::Unknown { reason });
                 }
                 Try::Ambiguous(reason) => {
@@ -460,15 +560,17 @@ impl ProviderClient {
                         self.retry_max,
                         rand::random::<f64>(),
                     );
-                    tracing::info!(path, %reason, retry, ?delay, "retrying provider call with the same key");
+                    tracing::info!(endpoint = endpoint.as_str(), path, %reason, retry, delay_ms = delay.as_millis() as u64, "retrying provider call with the same key");
                     tokio::time::sleep(delay).await;
                 }
             }
         }
     }
 
+    /// One try, counted and timed by endpoint and outcome.
     async fn try_once<T: DeserializeOwned>(
         &self,
+        endpoint: Endpoint,
         method: &Method,
         path: &str,
         params: &[(String, String)],
@@ -488,17 +590,27 @@ impl ProviderClient {
         if let Some(key) = idempotency_key {
             request = request.header("Idempotency-Key", key);
         }
-        let response = match request.send().await {
-            Ok(response) => response,
-            Err(e) => return Try::Ambiguous(transport_problem(&e)),
+        let started = Instant::now();
+        let answered = match request.send().await {
+            Ok(response) => {
+                let status = response.status();
+                let should_retry = should_retry(response.headers());
+                response
+                    .bytes()
+                    .await
+                    .map(|body| (status, should_retry, body))
+            }
+            Err(e) => Err(e),
         };
-        let status = response.status();
-        let should_retry = should_retry(response.headers());
-        let body = match response.bytes().await {
-            Ok(body) => body,
-            Err(e) => return Try::Ambiguous(transport_problem(&e)),
+        let outcome = match &answered {
+            Ok((status, ..)) => CallOutcome::of_status(*status),
+            Err(e) => CallOutcome::of_transport(e),
         };
-        classify(status, should_retry, &body)
+        crate::metrics::provider_call(endpoint, outcome, started.elapsed().as_secs_f64());
+        match answered {
+            Ok((status, should_retry, body)) => classify(status, should_retry, &body),
+            Err(e) => Try::Ambiguous(transport_problem(&e)),
+        }
     }
 }
 
@@ -587,7 +699,82 @@ fn classify<T: DeserializeOwned>(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+
     use super::*;
+
+    /// The value of `series` in the process's metrics, 0 if absent.
+    fn metric(series: &str) -> f64 {
+        crate::metrics::handle()
+            .render()
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// Every try is counted by endpoint and outcome and timed; a 429 is counted apart too.
+    #[tokio::test]
+    async fn each_try_is_counted_by_endpoint_and_outcome_and_429s_apart() {
+        // A provider that answers 429, then 503, then the customer.
+        let tries = Arc::new(AtomicUsize::new(0));
+        let provider = axum::Router::new().route(
+            "/v1/customers/{id}",
+            axum::routing::post({
+                let tries = tries.clone();
+                move || async move {
+                    match tries.fetch_add(1, Ordering::SeqCst) {
+                        0 => (StatusCode::TOO_MANY_REQUESTS, "{}".to_owned()),
+                        1 => (StatusCode::SERVICE_UNAVAILABLE, "{}".to_owned()),
+                        _ => (StatusCode::OK, r#"{"id":"cus_1"}"#.to_owned()),
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        tokio::spawn(async move { axum::serve(listener, provider).await });
+        let mut config = crate::config::Config::defaults().payments;
+        config.max_retries = 2;
+        config.retry_base_ms = 1;
+        config.retry_max_ms = 2;
+        let client = ProviderClient::new(&config, &format!("http://{address}")).expect("client");
+        let series = |outcome: &str| {
+            format!(
+                r#"topupd_provider_requests_total{{endpoint="customers.update",outcome="{outcome}"}}"#
+            )
+        };
+        let rate_limited = r#"topupd_provider_rate_limited_total{endpoint="customers.update"}"#;
+        let timed = r#"topupd_provider_request_duration_seconds_count{endpoint="customers.update",outcome="ok"}"#;
+        let before: Vec<f64> = ["ok", "rate_limited", "server_error", "declined"]
+            .iter()
+            .map(|o| metric(&series(o)))
+            .chain([metric(rate_limited), metric(timed)])
+            .collect();
+
+        let details = CustomerDetails {
+            account_id: "acct_1",
+            name: "Ada",
+            email: "ada@example.com",
+        };
+        let customer = client
+            .update_customer("cus_1", &details, "key")
+            .await
+            .expect("the third try is answered");
+        assert_eq!(customer.id, "cus_1");
+
+        let after: Vec<f64> = ["ok", "rate_limited", "server_error", "declined"]
+            .iter()
+            .map(|o| metric(&series(o)))
+            .chain([metric(rate_limited), metric(timed)])
+            .collect();
+        let grew: Vec<f64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+        assert_eq!(grew, [1.0, 1.0, 1.0, 0.0, 1.0, 1.0]);
+    }
 
     fn outcome(
         status: u16,

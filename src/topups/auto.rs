@@ -2,13 +2,17 @@
 //! retry of a paused top-up, support's resume, and the reconciler that resumes attempts a
 //! crash or an unknown answer left open.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use tokio::{
     sync::Semaphore,
     task::{JoinError, JoinSet},
 };
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::Topups;
 use crate::{
@@ -27,8 +31,14 @@ use crate::{
         backoff::recheck_delay,
         notice::{Notice, ResumedBy, Resumption},
     },
+    metrics::ScanEnd,
     notices,
 };
+
+/// A scan logs its progress every this many due accounts...
+const PROGRESS_EVERY_ACCOUNTS: usize = 100;
+/// ...or after this long without a progress line, whichever comes first.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
 /// What one scan did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -51,8 +61,9 @@ enum ScanOutcome {
     /// Another scan, an open attempt or a change of balance took it first, or the claim
     /// failed.
     Skipped,
-    /// Claimed, and charged as far as this scan could: the attempt's state.
-    Charged(Result<AttemptState, DbError>),
+    /// Claimed, and charged as far as this scan could: the attempt's state, if the charge
+    /// was not interrupted.
+    Charged(Option<AttemptState>),
 }
 
 impl ScanReport {
@@ -64,19 +75,67 @@ impl ScanReport {
                 return;
             }
             Ok(ScanOutcome::Charged(state)) => state,
-            Err(error) => Err(DbError::Corrupt(format!("a charge task failed: {error}"))),
+            Err(error) => {
+                tracing::error!(%error, "a charge task failed");
+                None
+            }
         };
         self.claimed += 1;
         match state {
-            Ok(AttemptState::Succeeded) => self.succeeded += 1,
-            Ok(AttemptState::Failed | AttemptState::Canceled) => self.failed += 1,
-            Ok(AttemptState::RequiresAction) => self.requires_action += 1,
-            Ok(_) => self.pending += 1,
-            Err(error) => {
-                // The attempt, if claimed, is open; the reconciler resumes it.
-                tracing::error!(?error, "charge interrupted");
-                self.pending += 1;
-            }
+            Some(AttemptState::Succeeded) => self.succeeded += 1,
+            Some(AttemptState::Failed | AttemptState::Canceled) => self.failed += 1,
+            Some(AttemptState::RequiresAction) => self.requires_action += 1,
+            // Not settled yet, or interrupted: left open for the reconciler.
+            Some(_) | None => self.pending += 1,
+        }
+    }
+
+    /// Logs the counts so far, with the scan's span (and so its id).
+    fn log(&self, message: &str, started: Instant, cut_short: bool) {
+        tracing::info!(
+            due = self.due,
+            claimed = self.claimed,
+            skipped = self.skipped,
+            succeeded = self.succeeded,
+            failed = self.failed,
+            requires_action = self.requires_action,
+            pending = self.pending,
+            duration_ms = started.elapsed().as_millis() as u64,
+            cut_short,
+            "{message}"
+        );
+    }
+}
+
+/// When a scan next logs its progress.
+struct Progress {
+    started: Instant,
+    last_at: Instant,
+    last_due: usize,
+}
+
+impl Progress {
+    fn new(started: Instant) -> Self {
+        Self {
+            started,
+            last_at: started,
+            last_due: 0,
+        }
+    }
+
+    /// Whether enough accounts or time went by since the last line.
+    fn due(&self, report: &ScanReport, now: Instant) -> bool {
+        report.due >= self.last_due + PROGRESS_EVERY_ACCOUNTS
+            || now.duration_since(self.last_at) >= PROGRESS_EVERY
+    }
+
+    /// Logs the report if it is time to.
+    fn tick(&mut self, report: &ScanReport) {
+        let now = Instant::now();
+        if self.due(report, now) {
+            report.log("scan progress", self.started, false);
+            self.last_at = now;
+            self.last_due = report.due;
         }
     }
 }
@@ -160,18 +219,32 @@ impl Topups {
     }
 
     /// One scan: every account due now is claimed (once, whatever else scans at the same
-    /// time) and charged, at most `charge_concurrency` charges at a time.
+    /// time) and charged, at most `charge_concurrency` charges at a time. Its log lines,
+    /// and those of the attempts it charges, carry the scan's id.
     pub async fn scan(&self, cancel: &CancellationToken) -> Result<ScanReport, DbError> {
+        let span = tracing::info_span!("scan", scan_id = %uuid::Uuid::now_v7());
+        self.scan_in_span(cancel).instrument(span).await
+    }
+
+    async fn scan_in_span(&self, cancel: &CancellationToken) -> Result<ScanReport, DbError> {
         let settings = &self.config.auto_topup;
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let now = self.clock.now_ms();
+        tracing::info!(
+            batch_size = settings.scan_batch_size,
+            charge_concurrency = settings.charge_concurrency,
+            "scan started"
+        );
+        crate::metrics::scan_started();
         let permits = Arc::new(Semaphore::new(settings.charge_concurrency as usize));
         let mut charges = JoinSet::new();
         let mut report = ScanReport::default();
+        let mut progress = Progress::new(started);
         let mut cursor = None;
-        // A failure stops the search for due accounts, never the charges under way: they
-        // are drained before the scan returns.
+        // A failure or shutdown stops the search for due accounts, never the charges under
+        // way: they are drained before the scan returns.
         let mut failure = None;
+        let mut cut_short = false;
         'pages: loop {
             let due = match self
                 .db
@@ -189,6 +262,7 @@ impl Topups {
             };
             for account in &due {
                 if cancel.is_cancelled() {
+                    cut_short = true;
                     break 'pages;
                 }
                 report.due += 1;
@@ -203,28 +277,50 @@ impl Topups {
                 // commits would bound the scan whatever the concurrency.
                 let engine = self.clone();
                 let account_id = account.id.clone();
-                charges.spawn(async move {
-                    let _permit = permit;
-                    engine.claim_and_charge(&account_id).await
-                });
+                charges.spawn(
+                    async move {
+                        let _permit = permit;
+                        engine.claim_and_charge(&account_id).await
+                    }
+                    .in_current_span(),
+                );
                 // A finished charge is counted now: kept until the end, each would hold
                 // its task's memory for the rest of the scan.
                 while let Some(joined) = charges.try_join_next() {
                     report.count(joined);
                 }
+                progress.tick(&report);
             }
             cursor = Some(last);
         }
         while let Some(joined) = charges.join_next().await {
             report.count(joined);
+            progress.tick(&report);
         }
-        crate::metrics::scan_finished(report.due, report.claimed, started.elapsed().as_secs_f64());
-        if let Some(error) = failure {
-            tracing::error!(%report, "scan stopped early");
-            return Err(error);
+        let end = match (&failure, cut_short) {
+            (Some(_), _) => ScanEnd::Failed,
+            (None, true) => ScanEnd::CutShort,
+            (None, false) => ScanEnd::Finished,
+        };
+        let seconds = started.elapsed().as_secs_f64();
+        crate::metrics::scan_ended(end, report.due, report.claimed, seconds);
+        match end {
+            ScanEnd::Finished => report.log("scan finished", started, false),
+            ScanEnd::CutShort => {
+                tracing::warn!(
+                    "scan cut short by shutdown; the due accounts it did not reach are left to the next scan"
+                );
+                report.log("scan cut short", started, true);
+            }
+            ScanEnd::Failed => report.log("scan failed", started, false),
         }
-        tracing::info!(%report, "scan finished");
-        Ok(report)
+        match failure {
+            Some(error) => {
+                tracing::error!(?error, "scan stopped early by a database error");
+                Err(error)
+            }
+            None => Ok(report),
+        }
     }
 
     /// Claims the due account (once, whatever else scans at the same time) and charges it.
@@ -232,7 +328,13 @@ impl Topups {
         let claim = self.auto_claim(account_id, AttemptTrigger::Auto, true);
         match self.db.claim_auto_attempt(&claim).await {
             Ok(AutoClaimOutcome::Claimed(attempt)) => {
-                ScanOutcome::Charged(self.advance(attempt).await.map(|a| a.state))
+                let attempt_id = attempt.id.clone();
+                let charged = self.advance(attempt).await.map(|a| a.state);
+                if let Err(error) = &charged {
+                    // The attempt is open; the reconciler resumes it.
+                    tracing::error!(%account_id, %attempt_id, ?error, "charge interrupted");
+                }
+                ScanOutcome::Charged(charged.ok())
             }
             Ok(
                 AutoClaimOutcome::NotDue(_)
@@ -308,7 +410,7 @@ impl Topups {
         let Some(queued) = resumed else {
             return Ok(None);
         };
-        crate::metrics::resumed("support");
+        crate::metrics::resumed(ResumedBy::Support);
         let count_notice = |queued| {
             if queued {
                 crate::metrics::notices_queued("auto_topup_resumed", 1);
@@ -422,9 +524,32 @@ impl Topups {
         match self.provider.cancel_payment_intent(&payment_id, &key).await {
             Ok(intent) => self.apply(attempt, &intent).await,
             Err(error) => {
-                tracing::warn!(attempt_id = %attempt.id, %error, "cancel refused; reading the payment instead");
+                tracing::warn!(account_id = %attempt.account_id, attempt_id = %attempt.id, %error, "cancel refused; reading the payment instead");
                 self.refresh(attempt).await
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scan_logs_progress_every_hundred_accounts_or_ten_seconds() {
+        let started = Instant::now();
+        let mut progress = Progress::new(started);
+        let report = |due| ScanReport {
+            due,
+            ..ScanReport::default()
+        };
+        assert!(!progress.due(&report(99), started + Duration::from_secs(9)));
+        assert!(progress.due(&report(100), started));
+        assert!(progress.due(&report(1), started + PROGRESS_EVERY));
+        progress.last_due = 100;
+        progress.last_at = started + Duration::from_secs(5);
+        assert!(!progress.due(&report(199), started + Duration::from_secs(14)));
+        assert!(progress.due(&report(200), started + Duration::from_secs(6)));
+        assert!(progress.due(&report(101), started + Duration::from_secs(15)));
     }
 }

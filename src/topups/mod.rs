@@ -24,6 +24,7 @@ use crate::{
         auto_topup::PauseChange,
         credits::Millicredits,
         money::Cents,
+        notice::ResumedBy,
         settlement::settlement,
     },
     notices,
@@ -189,7 +190,7 @@ impl Topups {
                 match self.provider.payment_intent(&payment_id).await {
                     Ok(intent) => self.apply(attempt, &intent).await,
                     Err(error) => {
-                        tracing::warn!(attempt_id = %attempt.id, %error, "could not read the payment; will ask again");
+                        tracing::warn!(account_id = %attempt.account_id, attempt_id = %attempt.id, %error, "could not read the payment; will ask again");
                         Ok(attempt)
                     }
                 }
@@ -274,7 +275,7 @@ impl Topups {
                         }
                         Ok(intent) => return self.apply(attempt, &intent).await,
                         Err(error) => {
-                            tracing::warn!(attempt_id = %attempt.id, %error, "could not read the payment; will ask again");
+                            tracing::warn!(account_id = %attempt.account_id, attempt_id = %attempt.id, %error, "could not read the payment; will ask again");
                             return Ok(attempt);
                         }
                     }
@@ -397,7 +398,7 @@ impl Topups {
     ) -> Result<Attempt, DbError> {
         match error {
             ProviderError::Unknown { .. } | ProviderError::Unauthorized { .. } => {
-                tracing::warn!(attempt_id = %attempt.id, %error, "payment not created yet; will retry with the same key");
+                tracing::warn!(account_id = %attempt.account_id, attempt_id = %attempt.id, %error, "payment not created yet; will retry with the same key");
                 Ok(attempt)
             }
             // An earlier incarnation of this attempt reached the provider: find its payment.
@@ -420,7 +421,7 @@ impl Topups {
                     }
                 }
                 Ok(None) => {
-                    tracing::error!(attempt_id = %attempt.id, %error, "payment cannot be found by its metadata; left for support");
+                    tracing::error!(account_id = %attempt.account_id, attempt_id = %attempt.id, %error, "payment cannot be found by its metadata; left for support");
                     Ok(attempt)
                 }
             },
@@ -453,7 +454,7 @@ impl Topups {
                 self.fail(attempt, &code, &message).await
             }
             ProviderError::Unknown { .. } | ProviderError::Unauthorized { .. } => {
-                tracing::warn!(attempt_id = %attempt.id, %error, "confirmation outcome unknown; will ask the provider again");
+                tracing::warn!(account_id = %attempt.account_id, attempt_id = %attempt.id, %error, "confirmation outcome unknown; will ask the provider again");
                 Ok(attempt)
             }
             // The payment is not where this attempt thought: its own state says what happened.
@@ -465,7 +466,7 @@ impl Topups {
                 {
                     Ok(intent) => self.apply(attempt, &intent).await,
                     Err(read_error) => {
-                        tracing::warn!(attempt_id = %attempt.id, %error, %read_error, "confirmation refused and payment unreadable; will ask again");
+                        tracing::warn!(account_id = %attempt.account_id, attempt_id = %attempt.id, %error, %read_error, "confirmation refused and payment unreadable; will ask again");
                         Ok(attempt)
                     }
                 }
@@ -483,7 +484,7 @@ impl Topups {
                         self.apply(attempt, &intent).await
                     }
                     Ok(_) => {
-                        tracing::error!(attempt_id = %attempt.id, ?code, %message, "the provider refused the confirmation; failed and flagged for support");
+                        tracing::error!(account_id = %attempt.account_id, attempt_id = %attempt.id, ?code, %message, "the provider refused the confirmation; failed and flagged for support");
                         let facts = ProviderFacts {
                             decline_code: Some(code.as_deref().unwrap_or("payment_rejected")),
                             failure_message: Some(&message),
@@ -493,7 +494,7 @@ impl Topups {
                         self.settle(attempt, AttemptState::Failed, &facts).await
                     }
                     Err(read_error) => {
-                        tracing::warn!(attempt_id = %attempt.id, ?code, %message, %read_error, "confirmation refused and payment unreadable; will ask again");
+                        tracing::warn!(account_id = %attempt.account_id, attempt_id = %attempt.id, ?code, %message, %read_error, "confirmation refused and payment unreadable; will ask again");
                         Ok(attempt)
                     }
                 }
@@ -520,7 +521,7 @@ impl Topups {
             .find_payment_intent(&attempt.customer_id, since, ours)
             .await;
         if let Err(error) = &found {
-            tracing::warn!(attempt_id = %attempt.id, %error, "could not list the customer's payments; will ask again");
+            tracing::warn!(account_id = %attempt.account_id, attempt_id = %attempt.id, %error, "could not list the customer's payments; will ask again");
         }
         found
     }
@@ -541,7 +542,7 @@ impl Topups {
         intent: &PaymentIntent,
     ) -> Result<Attempt, DbError> {
         let Some(target) = AttemptState::of_payment(&intent.status, intent.failure_code()) else {
-            tracing::warn!(attempt_id = %attempt.id, status = %intent.status, "unknown payment status; left as is");
+            tracing::warn!(account_id = %attempt.account_id, attempt_id = %attempt.id, status = %intent.status, "unknown payment status; left as is");
             return Ok(attempt);
         };
         let succeeded = target == AttemptState::Succeeded;
@@ -550,14 +551,14 @@ impl Topups {
             // A success whose amount cannot be read is no number to credit: the attempt
             // stays open, is asked about again, and is flagged if it never reads well.
             _ if succeeded => {
-                tracing::error!(attempt_id = %attempt.id, amount_received = ?intent.amount_received, "payment succeeded without a readable amount received; left open");
+                tracing::error!(account_id = %attempt.account_id, attempt_id = %attempt.id, amount_received = intent.amount_received, "payment succeeded without a readable amount received; left open");
                 return Ok(attempt);
             }
             _ => 0,
         };
         let received_other = succeeded && received != attempt.amount.0;
         if received_other {
-            tracing::warn!(attempt_id = %attempt.id, asked = attempt.amount.0, received, "provider received another amount; crediting what was received");
+            tracing::warn!(account_id = %attempt.account_id, attempt_id = %attempt.id, asked = attempt.amount.0, received, "provider received another amount; crediting what was received");
         }
         let facts = ProviderFacts {
             provider_payment_id: Some(&intent.id),
@@ -635,11 +636,13 @@ impl Topups {
                 attempt = self.reload(&attempt).await?;
                 continue;
             };
-            tracing::info!(attempt_id = %moved.id, state = moved.state.as_str(), "top-up attempt moved");
-            crate::metrics::attempt_settled(moved.trigger.as_str(), moved.state.as_str());
+            tracing::info!(account_id = %moved.account_id, attempt_id = %moved.id, trigger = moved.trigger.as_str(), state = moved.state.as_str(), "top-up attempt moved");
+            crate::metrics::attempt_settled(moved.trigger, moved.state);
             match plan.pause {
-                PauseChange::Pause(reason) => crate::metrics::paused(reason.as_str()),
-                PauseChange::Resume if outcome.resumed => crate::metrics::resumed("payment"),
+                PauseChange::Pause(reason) => crate::metrics::paused(reason),
+                PauseChange::Resume if outcome.resumed => {
+                    crate::metrics::resumed(ResumedBy::Payment);
+                }
                 PauseChange::Resume | PauseChange::Keep => {}
             }
             for kind in outcome.queued {
@@ -653,7 +656,7 @@ impl Topups {
             && matches!(current.state, AttemptState::Failed | AttemptState::Canceled)
         {
             // Money taken for an attempt that credits nothing: never silently.
-            tracing::error!(attempt_id = %current.id, state = current.state.as_str(), "the provider reports a success for a top-up that had ended without one; flagged for support");
+            tracing::error!(account_id = %current.account_id, attempt_id = %current.id, state = current.state.as_str(), "the provider reports a success for a top-up that had ended without one; flagged for support");
             self.db
                 .flag_attempt(&current.id, self.clock.now_ms())
                 .await?;
@@ -697,18 +700,18 @@ impl Topups {
                 ) =>
             {
                 if unanswered {
-                    tracing::warn!(attempt_id = %attempt.id, %error, "could not cancel the payment of a failed top-up; will ask again");
+                    tracing::warn!(account_id = %attempt.account_id, attempt_id = %attempt.id, %error, "could not cancel the payment of a failed top-up; will ask again");
                     return Ok(Some(attempt.clone()));
                 }
-                tracing::error!(attempt_id = %attempt.id, %error, "the provider would not cancel the payment of a failed top-up");
+                tracing::error!(account_id = %attempt.account_id, attempt_id = %attempt.id, %error, "the provider would not cancel the payment of a failed top-up");
                 Ok(None)
             }
             Ok(intent) => {
-                tracing::warn!(attempt_id = %attempt.id, status = %intent.status, "the payment of a failing top-up went on; applying it");
+                tracing::warn!(account_id = %attempt.account_id, attempt_id = %attempt.id, status = %intent.status, "the payment of a failing top-up went on; applying it");
                 Ok(Some(Box::pin(self.apply(attempt.clone(), &intent)).await?))
             }
             Err(error) => {
-                tracing::warn!(attempt_id = %attempt.id, %error, "could not read the payment of a failing top-up; will ask again");
+                tracing::warn!(account_id = %attempt.account_id, attempt_id = %attempt.id, %error, "could not read the payment of a failing top-up; will ask again");
                 Ok(Some(attempt.clone()))
             }
         }

@@ -49,7 +49,7 @@ impl Topups {
             at,
         };
         if self.db.apply_refund(&write).await? {
-            tracing::info!(attempt_id = %attempt.id, charge_id = %charge.id, refunded_cents = refunded.0, "refund applied; auto top-up paused");
+            tracing::info!(account_id = %attempt.account_id, attempt_id = %attempt.id, charge_id = %charge.id, refunded_cents = refunded.0, "refund applied; auto top-up paused");
         }
         Ok(())
     }
@@ -92,10 +92,10 @@ impl Topups {
         };
         let outcome = self.db.record_dispute(&write).await?;
         if outcome.opened {
-            tracing::warn!(attempt_id = %attempt.id, dispute_id = %dispute.id, "top-up disputed: credits held, auto top-up paused, support told");
+            tracing::warn!(account_id = %attempt.account_id, attempt_id = %attempt.id, dispute_id = %dispute.id, "top-up disputed: credits held, auto top-up paused, support told");
         }
         if outcome.closed {
-            tracing::info!(attempt_id = %attempt.id, dispute_id = %dispute.id, status = %dispute.status, "dispute closed");
+            tracing::info!(account_id = %attempt.account_id, attempt_id = %attempt.id, dispute_id = %dispute.id, status = %dispute.status, "dispute closed");
         }
         Ok(())
     }
@@ -129,7 +129,7 @@ impl Topups {
                 attempt.id, attempt.state
             ))),
             Some(attempt) => {
-                tracing::warn!(attempt_id = %attempt.id, charge_id, state = %attempt.state, "money taken back from a charge of a top-up that credited nothing");
+                tracing::warn!(account_id = %attempt.account_id, attempt_id = %attempt.id, charge_id, state = %attempt.state, "money taken back from a charge of a top-up that credited nothing");
                 Ok(None)
             }
             None => Ok(None),

@@ -13,7 +13,7 @@ use tokio::{
 use crate::helpers::{Backend, TestDatabase, backends};
 
 /// A `topupd serve` process with its own database.
-struct Server {
+pub struct Server {
     process: Child,
     log: Lines<BufReader<ChildStderr>>,
     /// The log lines read so far.
@@ -26,7 +26,17 @@ struct Server {
 }
 
 impl Server {
-    async fn start(backend: Backend, roles: &str, schedule: &str) -> Self {
+    pub async fn start(backend: Backend, roles: &str, schedule: &str) -> Self {
+        Self::start_with(backend, roles, schedule, &[]).await
+    }
+
+    /// A server with more settings in its environment.
+    pub async fn start_with(
+        backend: Backend,
+        roles: &str,
+        schedule: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let database = TestDatabase::create(backend).await;
         let migrated = Command::new(env!("CARGO_BIN_EXE_topupd"))
             .arg("migrate")
@@ -54,6 +64,7 @@ impl Server {
             .env("TOPUPD_EMAIL__TRANSPORT", "log")
             .env("TOPUPD_LOG__FORMAT", "json")
             .env("RUST_LOG", "topupd=info")
+            .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
@@ -112,17 +123,21 @@ impl Server {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
-    /// Metric samples as `name{labels}` -> value.
-    async fn metrics(&self) -> BTreeMap<String, f64> {
-        let text = self
-            .client
+    /// The text `/metrics` serves.
+    pub async fn scrape(&self) -> String {
+        self.client
             .get(format!("{}/metrics", self.ops))
             .send()
             .await
             .expect("metrics")
             .text()
             .await
-            .expect("text");
+            .expect("text")
+    }
+
+    /// Metric samples as `name{labels}` -> value.
+    pub async fn metrics(&self) -> BTreeMap<String, f64> {
+        let text = self.scrape().await;
         text.lines()
             .filter(|l| !l.starts_with('#') && !l.is_empty())
             .filter_map(|l| l.rsplit_once(' '))
@@ -130,8 +145,30 @@ impl Server {
             .collect()
     }
 
+    /// Reads the log until a line `wanted` picks (within 30 seconds), and returns it.
+    async fn wait_for_log(&mut self, wanted: impl Fn(&Value) -> bool) -> Value {
+        let read = async {
+            loop {
+                let line = self
+                    .log
+                    .next_line()
+                    .await
+                    .expect("log")
+                    .expect("server logs before exiting");
+                self.lines.push(line.clone());
+                let event: Value = serde_json::from_str(&line).expect("JSON log line");
+                if wanted(&event) {
+                    return event;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), read)
+            .await
+            .unwrap_or_else(|_| panic!("no such log line in {:#?}", self.lines))
+    }
+
     /// Stops the process and returns everything it logged.
-    async fn stop(mut self) -> Vec<String> {
+    pub async fn stop(mut self) -> Vec<String> {
         let pid = self.process.id().expect("running").to_string();
         std::process::Command::new("kill")
             .args(["-TERM", &pid])
@@ -252,8 +289,14 @@ async fn metrics_count_what_a_scripted_scan_did() {
             .filter(|(k, _)| k.starts_with("topupd_topup_attempts_total{"))
             .map(|(_, v)| v)
             .sum();
-        // The gauges are sampled every few seconds.
-        if settled >= 3.0 && metrics.get("topupd_open_attempts") == Some(&1.0) {
+        // The gauges are sampled every few seconds; the last pause is written with its
+        // notice.
+        let sampled = |name: &str| metrics.get(name) == Some(&1.0);
+        if settled >= 3.0
+            && sampled(r#"topupd_open_attempts{age="lt_1h"}"#)
+            && sampled(r#"topupd_paused_accounts{reason="payment_failed"}"#)
+            && sampled(r#"topupd_paused_accounts{reason="authentication_required"}"#)
+        {
             break metrics;
         }
         assert!(
@@ -301,10 +344,11 @@ async fn metrics_count_what_a_scripted_scan_did() {
         2.0
     );
     assert_eq!(
-        get(r#"topupd_auth_failures_total{reason="missing or malformed"}"#),
+        get(r#"topupd_auth_failures_total{reason="missing_or_malformed"}"#),
         1.0
     );
-    assert!(get("topupd_scans_total") >= 1.0);
+    assert!(get("topupd_scans_started_total") >= 1.0);
+    assert!(get("topupd_scans_finished_total") >= 1.0);
     assert!(get("topupd_scan_duration_seconds_count") >= 1.0);
     assert_eq!(
         get(r#"topupd_http_requests_total{route="/v1/usage",method="POST",status="402"}"#),
@@ -314,7 +358,52 @@ async fn metrics_count_what_a_scripted_scan_did() {
         get(r#"topupd_http_request_duration_seconds_count{route="/v1/usage",method="POST"}"#)
             >= 3.0
     );
-    assert_eq!(get("topupd_open_attempts"), 1.0, "the 3-D Secure one waits");
+    assert_eq!(
+        get(r#"topupd_open_attempts{age="lt_1h"}"#),
+        1.0,
+        "the 3-D Secure one waits"
+    );
+    assert_eq!(get(r#"topupd_open_attempts{age="ge_24h"}"#), 0.0);
+    assert_eq!(
+        get(r#"topupd_paused_accounts{reason="payment_failed"}"#),
+        1.0
+    );
+    assert_eq!(
+        get(r#"topupd_paused_accounts{reason="authentication_required"}"#),
+        1.0
+    );
+    assert_eq!(get(r#"topupd_paused_accounts{reason="disputed"}"#), 0.0);
+    let notices: f64 = ["pending", "sending", "sent", "failed"]
+        .iter()
+        .map(|state| get(&format!(r#"topupd_notices{{state="{state}"}}"#)))
+        .sum();
+    assert_eq!(notices, 3.0, "a receipt and two notices of a pause");
+    assert_eq!(get(r#"topupd_webhook_events{state="dead"}"#), 0.0);
+    assert!(
+        get(r#"topupd_provider_requests_total{endpoint="payment_intents.create",outcome="ok"}"#)
+            >= 3.0
+    );
+    assert!(
+        get(
+            r#"topupd_provider_requests_total{endpoint="payment_intents.confirm",outcome="declined"}"#
+        ) >= 1.0
+    );
+    assert!(
+        get(
+            r#"topupd_provider_request_duration_seconds_count{endpoint="payment_intents.confirm",outcome="ok"}"#
+        ) >= 1.0
+    );
+    assert_eq!(
+        get(r#"topupd_provider_rate_limited_total{endpoint="payment_intents.create"}"#),
+        0.0
+    );
+    assert_eq!(
+        get(&format!(
+            r#"topupd_build_info{{version="{}"}}"#,
+            env!("CARGO_PKG_VERSION")
+        )),
+        1.0
+    );
     assert!(
         metrics
             .keys()
@@ -383,9 +472,172 @@ async fn each_role_runs_only_its_parts() {
         assert_eq!(ready["roles"], json!(["api"]));
         let metrics = api_only.metrics().await;
         assert!(
-            !metrics.keys().any(|k| k.starts_with("topupd_scans_total")),
+            !metrics.keys().any(|k| k.starts_with("topupd_scans_")),
             "no scans without the scheduler role"
         );
         api_only.stop().await;
     }
+}
+
+/// The log's lines as JSON.
+fn events(lines: &[String]) -> Vec<Value> {
+    lines
+        .iter()
+        .map(|line| serde_json::from_str(line).expect("JSON log line"))
+        .collect()
+}
+
+fn message(event: &Value) -> &str {
+    event["fields"]["message"].as_str().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn start_up_scans_attempts_and_responses_log_what_they_are_with_numbers_as_numbers() {
+    for backend in backends() {
+        let mut server = Server::start(backend, "api,scheduler,notices", "* * * * * *").await;
+        let url = server.database.url.clone();
+        let start = events(&server.lines)
+            .into_iter()
+            .find(|e| message(e) == "starting")
+            .expect("a start-up line");
+        let fields = &start["fields"];
+        let (kind, location) = match backend {
+            Backend::Sqlite => ("sqlite", url.trim_start_matches("sqlite://").to_owned()),
+            Backend::Postgres => {
+                let database = url.rsplit('/').next().expect("a database name");
+                ("postgres", format!("127.0.0.1:55433/{database}"))
+            }
+        };
+        assert_eq!(fields["database"], kind, "{start}");
+        if backend == Backend::Sqlite {
+            assert_eq!(fields["database_location"], location.as_str(), "{start}");
+        } else {
+            let named = fields["database_location"].as_str().expect("location");
+            assert!(
+                named.ends_with(&location[location.find('/').expect("/")..]),
+                "{start}"
+            );
+            assert!(!start.to_string().contains("postgres@"), "{start}");
+        }
+        assert!(!start.to_string().contains(&url), "{start}");
+        assert_eq!(fields["provider"], "stub", "{start}");
+        assert!(
+            fields["provider_url"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("http://"))
+        );
+        assert_eq!(fields["scan_schedule"], "* * * * * *", "{start}");
+        assert_eq!(fields["roles"], "api,scheduler,notices", "{start}");
+        assert_eq!(fields["version"], env!("CARGO_PKG_VERSION"), "{start}");
+
+        let account = due_account(&server, "pm_card_visa").await;
+        let moved = server
+            .wait_for_log(|e| {
+                message(e) == "top-up attempt moved"
+                    && e["fields"]["account_id"] == account.as_str()
+                    && e["fields"]["state"] == "succeeded"
+            })
+            .await;
+        assert!(moved["fields"]["attempt_id"].as_str().is_some(), "{moved}");
+        assert_eq!(moved["fields"]["trigger"], "auto", "{moved}");
+        let scan_id = moved["span"]["scan_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("the attempt's line names its scan: {moved}"))
+            .to_owned();
+        let of_scan = |e: &Value| e["span"]["scan_id"] == scan_id.as_str();
+        let end = server
+            .wait_for_log(|e| message(e) == "scan finished" && of_scan(e))
+            .await;
+        let counts = &end["fields"];
+        for (field, value) in [
+            ("due", 1),
+            ("claimed", 1),
+            ("succeeded", 1),
+            ("failed", 0),
+            ("pending", 0),
+        ] {
+            assert_eq!(counts[field].as_u64(), Some(value), "{field}: {end}");
+        }
+        assert!(counts["duration_ms"].is_u64(), "{end}");
+        assert_eq!(counts["cut_short"], false, "{end}");
+
+        let log = events(&server.stop().await);
+        assert!(
+            log.iter()
+                .any(|e| message(e) == "scan started" && of_scan(e)),
+            "the scan's start is logged with its id"
+        );
+        let scan_lines = log.iter().filter(|e| of_scan(e)).count();
+        assert!(scan_lines >= 3, "start, attempt, end");
+        let answered: Vec<&Value> = log
+            .iter()
+            .filter(|e| message(e) == "request answered")
+            .collect();
+        assert!(answered.len() >= 4, "the account's set-up was answered");
+        for line in answered {
+            assert!(line["fields"]["latency_ms"].is_f64(), "{line}");
+            assert!(line["fields"]["status"].is_u64(), "{line}");
+            assert!(line["span"]["route"].is_string(), "{line}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_scan_cut_short_by_shutdown_says_so() {
+    let backend = backends()[0];
+    // One scan, once the accounts are due.
+    let at = chrono::Utc::now() + chrono::Duration::seconds(12);
+    let schedule = at.format("%S %M %H * * *").to_string();
+    let mut server = Server::start_with(
+        backend,
+        "api,scheduler,notices",
+        &schedule,
+        &[("TOPUPD_AUTO_TOPUP__CHARGE_CONCURRENCY", "1")],
+    )
+    .await;
+    let stub = events(&server.lines)
+        .into_iter()
+        .find(|e| message(e) == "stub payment provider started")
+        .and_then(|e| e["fields"]["address"].as_str().map(str::to_owned))
+        .expect("the stub's address");
+    for _ in 0..4 {
+        due_account(&server, "pm_card_visa").await;
+    }
+    // Each charge takes a while, so shutdown finds the scan at its first accounts.
+    let slow = server
+        .client
+        .post(format!("{stub}/_stub/faults"))
+        .json(&json!({ "latency_ms": 400 }))
+        .send()
+        .await
+        .expect("faults set");
+    assert!(slow.status().is_success());
+    assert!(
+        chrono::Utc::now() < at,
+        "the accounts were not ready before the scan"
+    );
+    // Stopped while the scan charges its first accounts, one at a time.
+    server
+        .wait_for_log(|e| message(e) == "top-up attempt moved")
+        .await;
+
+    let log = events(&server.stop().await);
+    let end = log
+        .iter()
+        .find(|e| message(e) == "scan cut short")
+        .unwrap_or_else(|| panic!("no end line: {log:#?}"));
+    assert_eq!(end["fields"]["cut_short"], true, "{end}");
+    let due = end["fields"]["due"].as_u64().expect("due is a number");
+    assert!((1..4).contains(&due), "{end}");
+    assert_eq!(end["fields"]["claimed"].as_u64(), Some(due), "{end}");
+    assert!(
+        log.iter().any(|e| e["level"] == "WARN"
+            && message(e).starts_with("scan cut short by shutdown")
+            && e["span"]["scan_id"] == end["span"]["scan_id"]),
+        "a warning says the scan was cut short"
+    );
+    assert!(
+        !log.iter().any(|e| message(e) == "scan finished"),
+        "the scan did not finish"
+    );
 }
