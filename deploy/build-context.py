@@ -30,7 +30,7 @@ def stages(dockerfile):
         keyword, _, rest = line.partition(" ")
         keyword = keyword.upper()
         if keyword == "FROM":
-            words = rest.split()
+            words = [w for w in rest.split() if not w.startswith("--")]
             name = words[2] if len(words) == 3 and words[1].upper() == "AS" else None
             found.append({"name": name, "steps": []})
         else:
@@ -46,17 +46,25 @@ def ignored_patterns():
     return [line for line in lines if line and not line.startswith("#")]
 
 
+def matches(parts, pattern):
+    """Docker's rule: `*` and `?` stay inside one path segment, `**` spans any number."""
+    if not pattern:
+        return not parts
+    if pattern[0] == "**":
+        return any(matches(parts[i:], pattern[1:]) for i in range(len(parts) + 1))
+    return bool(parts) and fnmatch.fnmatchcase(parts[0], pattern[0]) and matches(parts[1:], pattern[1:])
+
+
 def is_ignored(relative, patterns):
+    """Whether a path, or a directory above it, is excluded; a later `!` line re-includes."""
     parts = pathlib.PurePosixPath(relative).parts
+    ignored = False
     for pattern in patterns:
-        bare = pattern.removeprefix("**/")
-        for depth in range(1, len(parts) + 1):
-            prefix = "/".join(parts[:depth])
-            if fnmatch.fnmatch(prefix, pattern) or (
-                pattern.startswith("**/") and fnmatch.fnmatch(parts[depth - 1], bare)
-            ):
-                return True
-    return False
+        keep = pattern.startswith("!")
+        segments = pathlib.PurePosixPath(pattern.lstrip("!").strip("/")).parts
+        if any(matches(parts[:depth], segments) for depth in range(1, len(parts) + 1)):
+            ignored = not keep
+    return ignored
 
 
 def copy(sources, destination, workdir, patterns):
@@ -101,7 +109,11 @@ def main():
             print(f"build context: RUN {rest}", flush=True)
             # The image's toolchain has no environment of ours: no target directory
             # shared with the checkout.
-            env = {k: v for k, v in os.environ.items() if not k.startswith("CARGO_TARGET")}
+            env = {
+                k: v
+                for k, v in os.environ.items()
+                if not k.startswith(("CARGO_TARGET", "CARGO_BUILD_TARGET"))
+            }
             subprocess.run(["sh", "-c", rest], cwd=workdir, env=env, check=True)
         elif keyword not in ("ENV", "ARG", "LABEL"):
             sys.exit(f"build context: the build stage's {keyword} is not understood here")

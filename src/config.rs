@@ -304,11 +304,10 @@ impl Config {
             .iter()
             .filter(|key| **key != "payments.webhook_secrets")
         {
-            let var = format!(
-                "{ENV_PREFIX}{}",
-                key.to_ascii_uppercase().replace('.', "__")
-            );
-            if let Ok(raw) = std::env::var(var) {
+            let var = format!("{ENV_PREFIX}{}", key.replace('.', "__"));
+            // Names in any case, as the environment provider reads them.
+            let raw = std::env::vars().find(|(name, _)| name.eq_ignore_ascii_case(&var));
+            if let Some((_, raw)) = raw {
                 figment = figment.merge((*key, raw));
             }
         }
@@ -371,6 +370,16 @@ impl Config {
             return invalid(
                 "database.url",
                 "must start with sqlite:, postgres:// or postgresql://",
+            );
+        }
+        let readable = match url.starts_with("sqlite:") {
+            true => url.parse::<sqlx::sqlite::SqliteConnectOptions>().is_ok(),
+            false => url.parse::<sqlx::postgres::PgConnectOptions>().is_ok(),
+        };
+        if !readable {
+            return invalid(
+                "database.url",
+                "cannot be read as a database URL (its value is not shown: it may hold a password)",
             );
         }
         if self.database.max_connections == 0 {
@@ -866,6 +875,7 @@ mod tests {
                 ("EMAIL__BILLING_URL", "example.com/billing"),
                 ("PAYMENTS__RETURN_URL", "not a url"),
                 ("HTTP__PUBLIC_URL", "https://"),
+                ("DATABASE__URL", "postgres://u:p@h:notaport/db"),
             ] {
                 jail.set_env(format!("TOPUPD_{key}"), value);
                 let err = Config::load(None).expect_err(value).to_string();

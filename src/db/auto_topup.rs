@@ -112,6 +112,14 @@ pub(crate) trait DecisionWrites {
     async fn record_decision(&mut self, row: &DecisionRow) -> Result<(), sqlx::Error>;
 }
 
+/// The stored decision, in this release's words: releases before it wrote `attempt_open`
+/// for a top-up in progress, and may still, while a rollout runs.
+macro_rules! decision_read_as {
+    () => {
+        "CASE decision WHEN 'attempt_open' THEN 'in_progress' ELSE decision END AS decision"
+    };
+}
+
 /// The account's latest decision: the row [`DecisionWrites::record_decision`] replaces.
 const LATEST_DECISION: &str = "INSERT INTO auto_topup_decisions (account_id, decision, balance, \
      threshold, target, next_eligible_at, attempt_id, decided_at, reason) \
@@ -434,8 +442,12 @@ impl Db {
 
     /// The scan's latest decision about the account.
     pub async fn decision(&self, account_id: &str) -> Result<Option<DecisionRow>, DbError> {
-        const SQL: &str = "SELECT account_id, decision, balance, threshold, target, next_eligible_at, \
-                           attempt_id, decided_at, reason FROM auto_topup_decisions WHERE account_id = $1";
+        const SQL: &str = concat!(
+            "SELECT account_id, ",
+            decision_read_as!(),
+            ", balance, threshold, target, next_eligible_at, \
+             attempt_id, decided_at, reason FROM auto_topup_decisions WHERE account_id = $1"
+        );
         Ok(with_pool!(self, |pool| {
             sqlx::query_as(SQL)
                 .bind(account_id)
@@ -450,9 +462,13 @@ impl Db {
         account_id: &str,
         page: PageRequest,
     ) -> Result<Page<LoggedDecision>, DbError> {
-        const SQL: &str = "SELECT id, account_id, decision, balance, threshold, target, \
+        const SQL: &str = concat!(
+            "SELECT id, account_id, ",
+            decision_read_as!(),
+            ", balance, threshold, target, \
              next_eligible_at, attempt_id, decided_at, reason FROM auto_topup_decision_log \
-             WHERE account_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3";
+             WHERE account_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
+        );
         self.page(SQL, Some(account_id), page).await
     }
 

@@ -184,8 +184,17 @@ impl Db {
     }
 
     /// Connects, creating the SQLite file if there is none: for `serve` and `migrate`.
+    /// A database a newer release migrated is refused: this one cannot know what its
+    /// newer tables mean for money.
     pub async fn connect(config: &DatabaseConfig) -> Result<Self, DbError> {
-        Self::open(config, true).await
+        let db = Self::open(config, true).await?;
+        match db.schema().await? {
+            schema @ Schema::Ahead { .. } => {
+                db.close().await;
+                Err(DbError::NotReady(config.location().to_string(), schema))
+            }
+            _ => Ok(db),
+        }
     }
 
     /// Connects to a database `serve` or `migrate` made, whose schema is this build's:

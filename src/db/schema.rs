@@ -28,10 +28,7 @@ pub enum Schema {
 
 /// What a command that needs a ready database says when it finds another.
 pub(super) fn not_ready(location: &str, schema: &Schema) -> String {
-    let database = match location {
-        "" => "the database".to_owned(),
-        location => format!("the database at {location}"),
-    };
+    let database = format!("the database at {location}");
     match schema {
         Schema::Empty if location.starts_with("postgres") => format!(
             "no topupd database at {location}; check database.url where the service runs, or \
@@ -63,11 +60,6 @@ impl Db {
         }
     }
 
-    /// The newest migration this build knows.
-    fn known_version(&self) -> i64 {
-        self.migrator().iter().map(|m| m.version).max().unwrap_or(0)
-    }
-
     /// The migrations applied so far, oldest first.
     async fn applied(&self) -> Result<Vec<i64>, DbError> {
         let exists_sql = match self {
@@ -86,24 +78,33 @@ impl Db {
         })
     }
 
-    /// Where the schema stands against this build's migrations.
+    /// Where the schema stands against this build's migrations, version by version: one
+    /// it does not know is a newer release's, and one it knows but finds missing is to be
+    /// applied.
     pub async fn schema(&self) -> Result<Schema, DbError> {
-        let applied = self.applied().await?.last().copied();
-        let known = self.known_version();
-        Ok(match applied {
-            None => Schema::Empty,
-            Some(applied) if applied < known => Schema::Behind { applied, known },
-            Some(applied) if applied > known => Schema::Ahead { applied, known },
-            Some(_) => Schema::Current,
+        let applied = self.applied().await?;
+        let known: Vec<i64> = self.migrator().iter().map(|m| m.version).collect();
+        let (Some(&newest), Some(&known_newest)) = (applied.iter().max(), known.iter().max())
+        else {
+            return Ok(Schema::Empty);
+        };
+        Ok(if applied.iter().any(|v| !known.contains(v)) {
+            Schema::Ahead {
+                applied: newest,
+                known: known_newest,
+            }
+        } else if known.iter().any(|v| !applied.contains(v)) {
+            Schema::Behind {
+                applied: newest,
+                known: known_newest,
+            }
+        } else {
+            Schema::Current
         })
     }
 
-    /// Applies every migration not yet applied, and answers which, with their names. A
-    /// database a newer release migrated is refused before anything is applied.
+    /// Applies every migration not yet applied, and answers which, with their names.
     pub async fn migrate(&self) -> Result<Vec<(i64, String)>, DbError> {
-        if let schema @ Schema::Ahead { .. } = self.schema().await? {
-            return Err(DbError::NotReady(String::new(), schema));
-        }
         let before = self.applied().await?;
         match self {
             Self::Sqlite(pool) => migrate_sqlite(pool).await?,

@@ -7,14 +7,18 @@ use crate::clock::Millis;
 
 /// The schedule, or why it is not one; `None` for the empty schedule.
 pub fn parse(schedule: &str) -> Result<Option<Cron>, String> {
-    if schedule.trim().is_empty() {
+    // Only the empty schedule means none, as `serve` reads it.
+    if schedule.is_empty() {
         return Ok(None);
     }
     if schedule.split_whitespace().count() != 6 {
         return Err("must have six fields, seconds first".to_owned());
     }
+    // The rules tokio-cron-scheduler parses with, so the next scan named is one it runs: a
+    // day of the month and a weekday must both match.
     CronParser::builder()
         .seconds(Seconds::Required)
+        .dom_and_dow(true)
         .build()
         .parse(schedule)
         .map(Some)
@@ -49,6 +53,12 @@ mod tests {
             next_scan("0 */30 * * * *", 1_795_258_800_001),
             Some(1_795_260_600_000),
             "a millisecond after a tick is after it"
+        );
+        // 2026-11-21 is a Saturday: the first Monday among the 1st to the 7th is 7 Dec.
+        assert_eq!(
+            next_scan("0 0 3 1-7 * MON", after),
+            Some(1_796_612_400_000),
+            "a day of the month and a weekday both hold, as the scheduler reads them"
         );
     }
 

@@ -2149,3 +2149,34 @@ async fn every_scan_decision_is_kept_with_its_reason_until_its_retention_ends() 
     })
     .await;
 }
+
+/// A replica of the release before, still running during a rollout, writes `attempt_open`
+/// for a top-up in progress: it reads as this release's `in_progress`.
+#[tokio::test]
+async fn a_decision_written_in_the_older_word_reads_in_the_one_vocabulary() {
+    each_backend(async |app| {
+        let (account, _) = app.auto_account("pm_card_visa", "500").await;
+        for sql in [
+            "INSERT INTO auto_topup_decision_log (account_id, decision, balance, threshold, \
+             target, decided_at, reason) VALUES ($1, 'attempt_open', 0, 0, 0, 1, 'old')",
+            "INSERT INTO auto_topup_decisions (account_id, decision, balance, threshold, \
+             target, decided_at, reason) VALUES ($1, 'attempt_open', 0, 0, 0, 1, 'old')",
+        ] {
+            tamper(app, sql, &account).await;
+        }
+        let logged = app
+            .get(
+                &format!("/v1/accounts/{account}/auto-topup/decisions"),
+                &app.admin,
+            )
+            .await;
+        assert_eq!(
+            logged.body["data"][0]["decision"], "in_progress",
+            "{}",
+            logged.body
+        );
+        let state = app.auto_topup(&account).await;
+        assert_eq!(state["last_scan"]["decision"], "in_progress", "{state}");
+    })
+    .await;
+}

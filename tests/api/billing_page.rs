@@ -844,3 +844,31 @@ async fn the_ledger_is_newest_first_a_page_at_a_time() {
     })
     .await;
 }
+
+/// A payment waiting for the customer after an automatic charge is both a pause and a
+/// top-up in progress: the overview says "Paused", as the API's `auto_topup.state` does.
+#[tokio::test]
+async fn the_overview_names_a_pause_waiting_for_the_customer_as_the_api_does() {
+    each_backend(async |app| {
+        let (account, _) = app
+            .auto_account("pm_card_authenticationRequired", "0")
+            .await;
+        app.scan().await;
+        let state = app.auto_topup(&account).await;
+        assert_eq!(state["state"], "paused", "{state}");
+        assert_eq!(state["last_topup"]["state"], "requires_action", "{state}");
+        let overview = app.billing_session(&account).await.get("/billing").await;
+        assert_eq!(overview.status, StatusCode::OK);
+        assert!(
+            overview.body.contains(">Paused</span>"),
+            "{}",
+            overview.body
+        );
+        assert!(
+            !overview.body.contains(">In progress</span>"),
+            "{}",
+            overview.body
+        );
+    })
+    .await;
+}

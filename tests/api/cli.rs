@@ -159,6 +159,16 @@ async fn only_serve_and_migrate_make_a_database_and_migrate_says_what_it_applied
         })
         .await
         .expect("the migrated database");
+        // A migration missing below the newest is a schema to migrate, not a current one.
+        const FIRST_GONE: &str = "DELETE FROM _sqlx_migrations WHERE version = 1";
+        match &db {
+            Db::Sqlite(pool) => sqlx::query(FIRST_GONE).execute(pool).await.map(drop),
+            Db::Postgres(pool) => sqlx::query(FIRST_GONE).execute(pool).await.map(drop),
+        }
+        .expect("forget the first migration");
+        let (code, _, stderr) = topupd_in(here, &env, &["verify"]).await;
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(stderr.contains("run `topupd migrate` first"), "{stderr}");
         const NEWER: &str = "INSERT INTO _sqlx_migrations \
             (version, description, success, checksum, execution_time) \
             VALUES (9999, 'from a newer release', TRUE, $1, 1)";
@@ -176,6 +186,12 @@ async fn only_serve_and_migrate_make_a_database_and_migrate_says_what_it_applied
         }
         .expect("a migration from the future");
         db.close().await;
+        // On ports of its own: a refused serve must not be told apart by a busy port.
+        let env = [
+            env[0],
+            ("TOPUPD_HTTP__LISTEN", "127.0.0.1:0"),
+            ("TOPUPD_OPS__LISTEN", ""),
+        ];
         for args in [&["migrate"][..], &["serve"], &["verify"]] {
             let (code, _, stderr) = topupd_in(here, &env, args).await;
             assert_eq!(code, Some(2), "{backend:?} {args:?}: {stderr}");

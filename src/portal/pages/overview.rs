@@ -22,7 +22,9 @@ pub async fn page(State(state): State<AppState>, customer: Customer) -> PageResu
     let open = state.db.open_attempt_of(&account.id).await?;
     let decision = state.topups.decision(&account).await?;
     let warning_at = account.low_balance_line(state.config.low_balance_warning());
-    let auto = match open {
+    // A pause comes first, as `auto_topup.state` says it everywhere: a payment waiting for
+    // the customer is both, and the pause says what to do.
+    let auto = match open.filter(|_| account.paused().is_none()) {
         Some(open) => context! {
             state => "in_progress",
             words => format!(
