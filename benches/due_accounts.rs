@@ -1,7 +1,9 @@
 //! Finding due accounts: the scan's own due query (`Db::due_accounts`, paged by
 //! `auto_topup.scan_batch_size`) over 100,000 and 1,000,000 accounts with auto top-up on,
-//! 10,000 of them due; and the peak memory of a real `topupd scan --once` that charges
-//! those 10,000 at 1,000,000 accounts, against the same command finding nothing due.
+//! 10,000 of them due, and over 1,000,000 with 100,000 due (ten times the pages: paging
+//! must cost what it reads, not what came before); and the peak memory of a real
+//! `topupd scan --once` that charges those 10,000 at 1,000,000 accounts, against the same
+//! command finding nothing due.
 //!
 //! `cargo bench --bench due_accounts`
 
@@ -18,20 +20,26 @@ use common::{
 use topupd::db::Db;
 
 const DUE: i64 = 10_000;
+const MANY_DUE: i64 = 100_000;
 const SMALL: i64 = 100_000;
 const LARGE: i64 = 1_000_000;
 /// Measured runs of the due query per size, after one warm-up run.
 const RUNS: usize = 11;
 const GOAL_MS: f64 = 50.0;
 const GOAL_GROWTH: f64 = 1.5;
+/// Ten times the due accounts in at most twelve times the time.
+const GOAL_PAGING: f64 = 12.0;
 const GOAL_PEAK_BYTES: f64 = 100e6;
 
 #[tokio::main]
 async fn main() {
     for backend in backends() {
-        let small = due_query(backend, SMALL).await;
-        let large = due_query(backend, LARGE).await;
+        let small = due_query(backend, SMALL, DUE).await;
+        let large = due_query(backend, LARGE, DUE).await;
+        let many = due_query(backend, LARGE, MANY_DUE).await;
+        let many_ms = many.times.median();
         let (small_ms, large_ms) = (small.times.median(), large.times.median());
+        let paging = many_ms / large_ms;
         let growth = large_ms / small_ms;
         let memory = large.memory.expect("measured at the large size");
         let mut table = Table::new(format!(
@@ -63,6 +71,14 @@ async fn main() {
             pass: Some(growth <= GOAL_GROWTH),
         });
         table.line(Line {
+            figure: format!("due set of {MANY_DUE} at {LARGE} accounts"),
+            measured: many.times.describe("ms"),
+            baseline: format!("{} ms for {DUE} due", round(large_ms)),
+            ratio: format!("{}×", round(paging)),
+            goal: format!("≤ {GOAL_PAGING}× for 10× the due accounts"),
+            pass: Some(paging <= GOAL_PAGING),
+        });
+        table.line(Line {
             figure: format!("peak RSS, `scan --once` charging {DUE} of {LARGE}"),
             measured: format!("{} MB", round(memory.full as f64 / 1e6)),
             baseline: format!("{} MB with 0 due", round(memory.idle as f64 / 1e6)),
@@ -88,35 +104,35 @@ struct PeakMemory {
     idle: u64,
 }
 
-async fn due_query(backend: Backend, accounts: i64) -> Measured {
-    let bench = BenchDb::create(backend, &format!("due_{accounts}")).await;
+async fn due_query(backend: Backend, accounts: i64, due: i64) -> Measured {
+    let bench = BenchDb::create(backend, &format!("due_{accounts}_{due}")).await;
     let db = bench.connect().await;
     let started = Instant::now();
     let population = Population {
         accounts,
-        due: DUE,
+        due,
         balance: THRESHOLD * 5,
     };
     seed(&db, population).await;
     println!(
-        "{}: seeded {accounts} accounts ({DUE} due) in {:.1} s",
+        "{}: seeded {accounts} accounts ({due} due) in {:.1} s",
         backend.name(),
         started.elapsed().as_secs_f64()
     );
     let batch = bench.config(&[]).auto_topup.scan_batch_size;
     let now = now_ms();
     // The first run reads the index into the cache; a scan every 30 minutes finds it there.
-    assert_eq!(find_due_set(&db, now, batch).await, DUE as usize);
+    assert_eq!(find_due_set(&db, now, batch).await, due as usize);
     let mut times = Vec::with_capacity(RUNS);
     for _ in 0..RUNS {
         let started = Instant::now();
         let found = find_due_set(&db, now, batch).await;
         times.push(started.elapsed().as_secs_f64() * 1e3);
-        assert_eq!(found, DUE as usize);
+        assert_eq!(found, due as usize);
     }
     db.close().await;
-    let memory = match accounts {
-        LARGE => Some(scan_memory(&bench).await),
+    let memory = match (accounts, due) {
+        (LARGE, DUE) => Some(scan_memory(&bench).await),
         _ => None,
     };
     bench.drop().await;

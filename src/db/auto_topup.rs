@@ -262,7 +262,9 @@ impl Db {
     }
 
     /// Accounts the scan may charge at `now`, in window order, after `after`. The partial
-    /// index holds only accounts below their threshold, so this costs what is due.
+    /// index holds only accounts below their threshold, and the keyset is one row-value
+    /// comparison, which both databases seek in that index: each page costs its own rows,
+    /// not the pages before it.
     pub async fn due_accounts(
         &self,
         now: Millis,
@@ -272,7 +274,7 @@ impl Db {
         const SQL: &str = "SELECT auto_topup_window_ends_at, id FROM accounts \
              WHERE auto_topup_enabled AND auto_topup_paused_reason IS NULL AND balance < auto_topup_threshold \
              AND auto_topup_window_ends_at <= $1 \
-             AND (auto_topup_window_ends_at > $2 OR (auto_topup_window_ends_at = $2 AND id > $3)) \
+             AND (auto_topup_window_ends_at, id) > ($2, $3) \
              ORDER BY auto_topup_window_ends_at, id LIMIT $4";
         let (window, id) = after.map_or((i64::MIN, ""), |c| {
             (c.auto_topup_window_ends_at, c.id.as_str())
