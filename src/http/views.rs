@@ -12,6 +12,7 @@ use crate::{
     domain::{
         account::Account,
         attempt::{Attempt, AttemptState, AttemptTrigger},
+        auto_topup::decide,
         credits::Millicredits,
         pricing::Quote,
     },
@@ -203,10 +204,12 @@ pub async fn summary(state: &AppState, account: &Account) -> Result<AutoTopupSum
     if !account.auto_topup.enabled {
         return Ok(AutoTopupSummary::Off);
     }
-    let decision = state.topups.decision(account).await?;
+    let now = state.clock.now_ms();
+    // Nothing in progress, as just read.
+    let decision = decide(&account.standing(false), now);
     let next_top_up_at = decision
         .next_top_up_at(
-            state.clock.now_ms(),
+            now,
             account.auto_topup.window_ends_at,
             &state.config.auto_topup.scan_schedule,
         )

@@ -24,10 +24,9 @@ use crate::{
         notices::NewNotice,
     },
     domain::{
-        account::Account,
         api_key::Role,
         attempt::{Attempt, AttemptState, AttemptTrigger},
-        auto_topup::{Decision, PauseReason, decide},
+        auto_topup::{Decision, PauseReason},
         backoff::recheck_delay,
         notice::{Notice, ResumedBy, Resumption},
     },
@@ -448,15 +447,6 @@ impl Topups {
             &self.config.email,
             at,
         )
-    }
-
-    /// Why the account would or would not be charged now, by the scan's own rule.
-    pub async fn decision(&self, account: &Account) -> Result<Decision, DbError> {
-        let open = self.db.open_attempt_of(&account.id).await?;
-        Ok(decide(
-            &account.standing(open.is_some()),
-            self.clock.now_ms(),
-        ))
     }
 
     /// One reconciler round: open attempts due for a check and untouched for

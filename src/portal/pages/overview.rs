@@ -9,7 +9,7 @@ use crate::{
     domain::{
         account::Account,
         attempt::AttemptState,
-        auto_topup::{Decision, PauseReason, charge_to_target},
+        auto_topup::{Decision, PauseReason, charge_to_target, decide},
         credits::Millicredits,
     },
     http::state::AppState,
@@ -20,7 +20,7 @@ use crate::{
 pub async fn page(State(state): State<AppState>, customer: Customer) -> PageResult<Response> {
     let account = account(&state, &customer).await?;
     let open = state.db.open_attempt_of(&account.id).await?;
-    let decision = state.topups.decision(&account).await?;
+    let decision = decide(&account.standing(open.is_some()), state.clock.now_ms());
     let warning_at = account.low_balance_line(state.config.low_balance_warning());
     // A pause comes first, as `auto_topup.state` says it everywhere: a payment waiting for
     // the customer is both, and the pause says what to do.
