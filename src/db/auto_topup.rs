@@ -17,7 +17,7 @@ use crate::{
     domain::{
         account::Account,
         attempt::{Attempt, AttemptTrigger, idempotency_key},
-        auto_topup::{Decision, card_chosen_for, charge_to_target, decide},
+        auto_topup::{Charge, Decision, card_chosen_for, charge_to_target, decide},
         credits::Millicredits,
     },
 };
@@ -32,13 +32,10 @@ pub struct SettingsUpdate {
     pub payment_method_id: Option<String>,
 }
 
-/// A claim of an automatic attempt (or of the customer's retry of a paused one).
-#[derive(Debug, Clone)]
-pub struct AutoClaim<'a> {
-    pub account_id: &'a str,
-    pub trigger: AttemptTrigger,
-    /// False when support asked to try now, inside the window.
-    pub respect_window: bool,
+/// What every claim is made on: the window it opens, what a credit costs, the smallest
+/// purchase, and the moment of the claim.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimTerms<'a> {
     pub window_ms: i64,
     pub credit_price_cents: i64,
     /// The smallest purchase: less missing than this buys is nothing worth charging.
@@ -46,8 +43,31 @@ pub struct AutoClaim<'a> {
     pub currency: &'a str,
     pub key_prefix: &'a str,
     pub at: Millis,
+}
+
+/// A claim of an automatic attempt (or of the customer's retry of a paused one) for one
+/// account.
+#[derive(Debug, Clone)]
+pub struct AutoClaim<'a> {
+    pub account_id: &'a str,
+    pub trigger: AttemptTrigger,
+    /// False when support asked to try now, inside the window.
+    pub respect_window: bool,
+    pub terms: ClaimTerms<'a>,
     /// Staff claiming on the customer's behalf, audited with the claim.
     pub staff: Option<&'a Actor>,
+}
+
+/// A page of the due set a scan claimed in one transaction.
+#[derive(Debug)]
+pub struct ClaimedPage {
+    /// The attempts claimed, one per account, to be charged.
+    pub attempts: Vec<Attempt>,
+    /// Due accounts left as they are: a top-up of theirs is open, or the balance is
+    /// within the smallest purchase of the target.
+    pub skipped: usize,
+    /// Where the next page starts; `None` once the due set is read to its end.
+    pub next: Option<DueCursor>,
 }
 
 /// The account a claim updated, with the top-up sequence number it took.
@@ -152,6 +172,99 @@ impl_for_connections!(DecisionWrites {
                 .await?;
         }
         Ok(())
+    }
+});
+
+/// The due set after a cursor: `$1` now, `$2, $3` the cursor, `$4` the page size.
+const DUE_PAGE: &str = "FROM accounts \
+     WHERE auto_topup_enabled AND auto_topup_paused_reason IS NULL \
+     AND balance < auto_topup_threshold AND auto_topup_window_ends_at <= $1 \
+     AND (auto_topup_window_ends_at, id) > ($2, $3) \
+     ORDER BY auto_topup_window_ends_at, id LIMIT $4";
+
+/// The binds of [`DUE_PAGE`]'s cursor: before every account when there is none.
+fn cursor_binds(after: Option<&DueCursor>) -> (Millis, &str) {
+    after.map_or((i64::MIN, ""), |c| {
+        (c.auto_topup_window_ends_at, c.id.as_str())
+    })
+}
+
+/// The rules of an automatic claim, as one conditional update: whoever updates the row
+/// owns the claim, and opens the window. `$1` the window's end, `$2` the account, `$3`
+/// whether the window binds, `$4` now.
+fn auto_cas() -> String {
+    format!(
+        "UPDATE accounts SET topup_seq = topup_seq + 1, auto_topup_window_ends_at = $1 \
+         WHERE id = $2 AND auto_topup_enabled AND auto_topup_paused_reason IS NULL \
+         AND closed_at IS NULL \
+         AND balance < auto_topup_threshold AND ($3 = FALSE OR auto_topup_window_ends_at <= $4) \
+         RETURNING {}, topup_seq",
+        accounts::COLUMNS
+    )
+}
+
+trait ClaimWrites {
+    /// Opens the attempt of a claim whose account row this transaction updated (taking
+    /// sequence number `seq`), with its audit entry and its decision.
+    async fn open_claimed(
+        &mut self,
+        claim: &AutoClaim<'_>,
+        account: &Account,
+        seq: i64,
+        charge: Charge,
+    ) -> Result<Attempt, DbError>;
+}
+
+impl_for_connections!(ClaimWrites {
+    async fn open_claimed(
+        &mut self,
+        claim: &AutoClaim<'_>,
+        account: &Account,
+        seq: i64,
+        charge: Charge,
+    ) -> Result<Attempt, DbError> {
+        let terms = &claim.terms;
+        let chosen = card_chosen_for(claim.trigger, account.auto_topup.payment_method_id.clone());
+        let card: Option<String> = match chosen {
+            Some(card) => Some(card),
+            None => {
+                sqlx::query_scalar(
+                    "SELECT id FROM payment_methods WHERE account_id = $1 AND is_default",
+                )
+                .bind(claim.account_id)
+                .fetch_optional(&mut *self)
+                .await?
+            }
+        };
+        let id = super::new_id("tpu");
+        // Without a card the attempt is claimed all the same and fails at once: it is
+        // a decline like any other, and holds the window.
+        let attempt: AttemptRow = sqlx::query_as(&attempts::insert_sql())
+            .bind(&id)
+            .bind(claim.account_id)
+            .bind(seq)
+            .bind(claim.trigger.as_str())
+            .bind(idempotency_key(terms.key_prefix, claim.account_id, seq))
+            .bind(None::<String>)
+            .bind(None::<String>)
+            .bind(Millicredits::whole(charge.credits).0)
+            .bind(charge.amount.0)
+            .bind(terms.currency)
+            .bind(card.unwrap_or_default())
+            .bind(account.provider_customer_id.clone().unwrap_or_default())
+            .bind(terms.at)
+            .fetch_one(&mut *self)
+            .await?;
+        if let Some(staff) = claim.staff {
+            let detail = json!({ "topup_id": &id, "trigger": claim.trigger.as_str() });
+            self.audit(staff, "auto_topup.retry", Some(claim.account_id), detail, terms.at)
+                .await?;
+        }
+        if claim.trigger == AttemptTrigger::Auto {
+            self.record_decision(&decision_row(account, Decision::Due, Some(id), terms.at))
+                .await?;
+        }
+        attempt.try_into()
     }
 });
 
@@ -261,26 +374,20 @@ impl Db {
         })
     }
 
-    /// Accounts the scan may charge at `now`, in window order, after `after`. The partial
-    /// index holds only accounts below their threshold, and the keyset is one row-value
-    /// comparison, which both databases seek in that index: each page costs its own rows,
-    /// not the pages before it.
+    /// The due set as a scan reads it, in window order, after `after`, without claiming
+    /// it: the query [`Db::claim_due_page`] locks. The partial index holds only accounts
+    /// below their threshold, and the keyset is one row-value comparison, which both
+    /// databases seek in that index: each page costs its own rows, not the pages before it.
     pub async fn due_accounts(
         &self,
         now: Millis,
         after: Option<&DueCursor>,
         limit: u32,
     ) -> Result<Vec<DueCursor>, DbError> {
-        const SQL: &str = "SELECT auto_topup_window_ends_at, id FROM accounts \
-             WHERE auto_topup_enabled AND auto_topup_paused_reason IS NULL AND balance < auto_topup_threshold \
-             AND auto_topup_window_ends_at <= $1 \
-             AND (auto_topup_window_ends_at, id) > ($2, $3) \
-             ORDER BY auto_topup_window_ends_at, id LIMIT $4";
-        let (window, id) = after.map_or((i64::MIN, ""), |c| {
-            (c.auto_topup_window_ends_at, c.id.as_str())
-        });
+        let sql = format!("SELECT auto_topup_window_ends_at, id {DUE_PAGE}");
+        let (window, id) = cursor_binds(after);
         Ok(with_pool!(self, |pool| {
-            sqlx::query_as(SQL)
+            sqlx::query_as(&sql)
                 .bind(now)
                 .bind(window)
                 .bind(id)
@@ -288,6 +395,82 @@ impl Db {
                 .fetch_all(pool)
                 .await?
         }))
+    }
+
+    /// Claims the next page of the due set, up to `limit` accounts, in one transaction.
+    /// On PostgreSQL the page is locked with `SKIP LOCKED`, so scans running at once in
+    /// several replicas take pages apart instead of racing for the same accounts; on
+    /// SQLite the write lock taken at the start makes one claim at a time. Either way an
+    /// account claimed by another scan is out of the due set (its window moved) before
+    /// this page is read, so no claim is lost and no losing decision is written.
+    pub async fn claim_due_page(
+        &self,
+        terms: &ClaimTerms<'_>,
+        after: Option<&DueCursor>,
+        limit: u32,
+    ) -> Result<ClaimedPage, DbError> {
+        let lock = match self {
+            Db::Postgres(_) => " FOR UPDATE SKIP LOCKED",
+            Db::Sqlite(_) => "",
+        };
+        let sql = format!("SELECT {} {DUE_PAGE}{lock}", accounts::COLUMNS);
+        let (window, id) = cursor_binds(after);
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let due: Vec<AccountRow> = sqlx::query_as(&sql)
+                .bind(terms.at)
+                .bind(window)
+                .bind(id)
+                .bind(i64::from(limit))
+                .fetch_all(&mut *tx)
+                .await?;
+            let mut page = ClaimedPage {
+                attempts: Vec::with_capacity(due.len()),
+                skipped: 0,
+                next: None,
+            };
+            for row in due {
+                let account = Account::try_from(row)?;
+                page.next = Some(DueCursor {
+                    auto_topup_window_ends_at: account.auto_topup.window_ends_at,
+                    id: account.id.clone(),
+                });
+                let claim = AutoClaim {
+                    account_id: &account.id,
+                    trigger: AttemptTrigger::Auto,
+                    respect_window: true,
+                    terms: *terms,
+                    staff: None,
+                };
+                // The row is locked and due: an open top-up or nothing worth charging are
+                // the only reasons left not to charge it.
+                let charge = charge_to_target(
+                    account.balance,
+                    account.auto_topup.target.unwrap_or_default(),
+                    terms.credit_price_cents,
+                    terms.min_amount_cents,
+                );
+                let (false, Some(charge)) = (tx.open_attempt(&account.id).await?.is_some(), charge)
+                else {
+                    page.skipped += 1;
+                    continue;
+                };
+                let claimed: ClaimedAccount = sqlx::query_as(&auto_cas())
+                    .bind(terms.at.saturating_add(terms.window_ms))
+                    .bind(&account.id)
+                    .bind(true)
+                    .bind(terms.at)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let account = Account::try_from(claimed.account)?;
+                page.attempts.push(
+                    tx.open_claimed(&claim, &account, claimed.topup_seq, charge)
+                        .await?,
+                );
+            }
+            tx.commit().await?;
+            Ok(page)
+        })
     }
 
     /// Claims an automatic attempt (or a retry) if the rules allow it now: a conditional
@@ -313,17 +496,8 @@ impl Db {
         &self,
         claim: &AutoClaim<'_>,
     ) -> Result<AutoClaimOutcome, DbError> {
-        // The rules, as one conditional update: whoever updates the row owns the claim.
-        // An automatic attempt opens the rate-limit window; the customer's retry of a
-        // paused one is not bound by it and leaves it as it is.
-        let auto_cas = format!(
-            "UPDATE accounts SET topup_seq = topup_seq + 1, auto_topup_window_ends_at = $1 \
-             WHERE id = $2 AND auto_topup_enabled AND auto_topup_paused_reason IS NULL \
-             AND closed_at IS NULL \
-             AND balance < auto_topup_threshold AND ($3 = FALSE OR auto_topup_window_ends_at <= $4) \
-             RETURNING {}, topup_seq",
-            accounts::COLUMNS
-        );
+        // The customer's retry of a paused top-up is not bound by the window and leaves
+        // it as it is.
         let retry_cas = format!(
             "UPDATE accounts SET topup_seq = topup_seq + 1 \
              WHERE id = $1 AND auto_topup_paused_reason IS NOT NULL AND closed_at IS NULL \
@@ -336,16 +510,16 @@ impl Db {
             ));
         }
         let read = format!("SELECT {} FROM accounts WHERE id = $1", accounts::COLUMNS);
-        let insert = attempts::insert_sql();
-        let window_end = claim.at.saturating_add(claim.window_ms);
+        let terms = &claim.terms;
+        let window_end = terms.at.saturating_add(terms.window_ms);
         with_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
             let claimed: Option<ClaimedAccount> = if claim.trigger == AttemptTrigger::Auto {
-                sqlx::query_as(&auto_cas)
+                sqlx::query_as(&auto_cas())
                     .bind(window_end)
                     .bind(claim.account_id)
                     .bind(claim.respect_window)
-                    .bind(claim.at)
+                    .bind(terms.at)
                     .fetch_optional(&mut *tx)
                     .await?
             } else {
@@ -368,9 +542,9 @@ impl Db {
                     return Ok(AutoClaimOutcome::NotDue(Decision::NotEnabled));
                 };
                 let account = Account::try_from(account)?;
-                let decision = decide(&account.standing(open.is_some()), claim.at);
+                let decision = decide(&account.standing(open.is_some()), terms.at);
                 if claim.trigger == AttemptTrigger::Auto {
-                    tx.record_decision(&decision_row(&account, decision, None, claim.at))
+                    tx.record_decision(&decision_row(&account, decision, None, terms.at))
                         .await?;
                     tx.commit().await?;
                 }
@@ -381,64 +555,17 @@ impl Db {
                 return Ok(AutoClaimOutcome::Busy(open));
             }
             let account = Account::try_from(account)?;
-            let target = account.auto_topup.target.unwrap_or_default();
             let Some(charge) = charge_to_target(
                 account.balance,
-                target,
-                claim.credit_price_cents,
-                claim.min_amount_cents,
+                account.auto_topup.target.unwrap_or_default(),
+                terms.credit_price_cents,
+                terms.min_amount_cents,
             ) else {
                 return Ok(AutoClaimOutcome::NothingToCharge);
             };
-            let chosen =
-                card_chosen_for(claim.trigger, account.auto_topup.payment_method_id.clone());
-            let card: Option<String> = match chosen {
-                Some(card) => Some(card),
-                None => {
-                    sqlx::query_scalar(
-                        "SELECT id FROM payment_methods WHERE account_id = $1 AND is_default",
-                    )
-                    .bind(claim.account_id)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                }
-            };
-            let id = super::new_id("tpu");
-            // Without a card the attempt is claimed all the same and fails at once: it is
-            // a decline like any other, and holds the window.
-            let attempt: AttemptRow = sqlx::query_as(&insert)
-                .bind(&id)
-                .bind(claim.account_id)
-                .bind(seq)
-                .bind(claim.trigger.as_str())
-                .bind(idempotency_key(claim.key_prefix, claim.account_id, seq))
-                .bind(None::<String>)
-                .bind(None::<String>)
-                .bind(Millicredits::whole(charge.credits).0)
-                .bind(charge.amount.0)
-                .bind(claim.currency)
-                .bind(card.unwrap_or_default())
-                .bind(account.provider_customer_id.clone().unwrap_or_default())
-                .bind(claim.at)
-                .fetch_one(&mut *tx)
-                .await?;
-            if let Some(staff) = claim.staff {
-                let detail = json!({ "topup_id": &id, "trigger": claim.trigger.as_str() });
-                tx.audit(
-                    staff,
-                    "auto_topup.retry",
-                    Some(claim.account_id),
-                    detail,
-                    claim.at,
-                )
-                .await?;
-            }
-            if claim.trigger == AttemptTrigger::Auto {
-                tx.record_decision(&decision_row(&account, Decision::Due, Some(id), claim.at))
-                    .await?;
-            }
+            let attempt = tx.open_claimed(claim, &account, seq, charge).await?;
             tx.commit().await?;
-            Ok(AutoClaimOutcome::Claimed(attempt.try_into()?))
+            Ok(AutoClaimOutcome::Claimed(attempt))
         })
     }
 

@@ -20,7 +20,7 @@ use crate::{
     db::{
         DbError,
         audit::Actor,
-        auto_topup::{AutoClaim, AutoClaimOutcome},
+        auto_topup::{AutoClaim, AutoClaimOutcome, ClaimTerms},
         notices::NewNotice,
     },
     domain::{
@@ -42,11 +42,12 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 /// What one scan did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ScanReport {
-    /// Accounts the due query returned.
+    /// Due accounts the scan's claims read.
     pub due: usize,
     /// Attempts claimed and charged.
     pub claimed: usize,
-    /// Due accounts another scan, an open attempt or a change of balance took first.
+    /// Due accounts left as they were: a top-up of theirs was open, or the balance was
+    /// within the smallest purchase of the target.
     pub skipped: usize,
     pub succeeded: usize,
     pub failed: usize,
@@ -55,30 +56,13 @@ pub struct ScanReport {
     pub pending: usize,
 }
 
-/// What became of one due account in a scan.
-enum ScanOutcome {
-    /// Another scan, an open attempt or a change of balance took it first, or the claim
-    /// failed.
-    Skipped,
-    /// Claimed, and charged as far as this scan could: the attempt's state, if the charge
-    /// was not interrupted.
-    Charged(Option<AttemptState>),
-}
-
 impl ScanReport {
-    /// Counts what one claim-and-charge task did.
-    fn count(&mut self, joined: Result<ScanOutcome, JoinError>) {
-        let state = match joined {
-            Ok(ScanOutcome::Skipped) => {
-                self.skipped += 1;
-                return;
-            }
-            Ok(ScanOutcome::Charged(state)) => state,
-            Err(error) => {
-                tracing::error!(%error, "a charge task failed");
-                None
-            }
-        };
+    /// Counts one charge task: the attempt's state, if the charge was not interrupted.
+    fn count(&mut self, joined: Result<Option<AttemptState>, JoinError>) {
+        let state = joined.unwrap_or_else(|error| {
+            tracing::error!(%error, "a charge task failed");
+            None
+        });
         self.claimed += 1;
         match state {
             Some(AttemptState::Succeeded) => self.succeeded += 1,
@@ -197,6 +181,18 @@ pub enum RetryOutcome {
 }
 
 impl Topups {
+    /// The terms of a claim made now.
+    fn claim_terms(&self) -> ClaimTerms<'_> {
+        ClaimTerms {
+            window_ms: self.config.auto_topup.window_ms(),
+            credit_price_cents: self.config.credit_price_cents,
+            min_amount_cents: self.config.payments.min_topup_cents,
+            currency: &self.config.payments.currency,
+            key_prefix: &self.config.payments.idempotency_prefix,
+            at: self.clock.now_ms(),
+        }
+    }
+
     fn auto_claim<'a>(
         &'a self,
         account_id: &'a str,
@@ -207,12 +203,7 @@ impl Topups {
             account_id,
             trigger,
             respect_window,
-            window_ms: self.config.auto_topup.window_ms(),
-            credit_price_cents: self.config.credit_price_cents,
-            min_amount_cents: self.config.payments.min_topup_cents,
-            currency: &self.config.payments.currency,
-            key_prefix: &self.config.payments.idempotency_prefix,
-            at: self.clock.now_ms(),
+            terms: self.claim_terms(),
             staff: None,
         }
     }
@@ -228,7 +219,6 @@ impl Topups {
     async fn scan_in_span(&self, cancel: &CancellationToken) -> Result<ScanReport, DbError> {
         let settings = &self.config.auto_topup;
         let started = Instant::now();
-        let now = self.clock.now_ms();
         tracing::info!(
             batch_size = settings.scan_batch_size,
             charge_concurrency = settings.charge_concurrency,
@@ -244,53 +234,59 @@ impl Topups {
         // way: they are drained before the scan returns.
         let mut failure = None;
         let mut cut_short = false;
-        'pages: loop {
-            let due = match self
+        loop {
+            if cancel.is_cancelled() {
+                cut_short = true;
+                break;
+            }
+            // A page is as large as the charges that can start now, so no more attempts
+            // are claimed than are being charged: a crash leaves few claimed-but-unstarted
+            // attempts behind, and the claims of a page share one commit.
+            let mut free = vec![
+                permits
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("the semaphore is never closed"),
+            ];
+            while free.len() < settings.scan_batch_size as usize
+                && let Ok(permit) = permits.clone().try_acquire_owned()
+            {
+                free.push(permit);
+            }
+            let page = match self
                 .db
-                .due_accounts(now, cursor.as_ref(), settings.scan_batch_size)
+                .claim_due_page(&self.claim_terms(), cursor.as_ref(), free.len() as u32)
                 .await
             {
-                Ok(due) => due,
+                Ok(page) => page,
                 Err(error) => {
                     failure = Some(error);
                     break;
                 }
             };
-            let Some(last) = due.last().cloned() else {
-                break;
-            };
-            for account in &due {
-                if cancel.is_cancelled() {
-                    cut_short = true;
-                    break 'pages;
-                }
-                report.due += 1;
-                // The permit comes first, so no more attempts are claimed than are being
-                // charged: a crash leaves few claimed-but-unstarted attempts behind.
-                let permit = permits
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .expect("the semaphore is never closed");
-                // Claims run in the charge tasks, side by side: one after another, their
-                // commits would bound the scan whatever the concurrency.
+            report.due += page.attempts.len() + page.skipped;
+            report.skipped += page.skipped;
+            for (attempt, permit) in page.attempts.into_iter().zip(free) {
                 let engine = self.clone();
-                let account_id = account.id.clone();
                 charges.spawn(
                     async move {
                         let _permit = permit;
-                        engine.claim_and_charge(&account_id).await
+                        engine.charge_claimed(attempt).await
                     }
                     .in_current_span(),
                 );
-                // A finished charge is counted now: kept until the end, each would hold
-                // its task's memory for the rest of the scan.
-                while let Some(joined) = charges.try_join_next() {
-                    report.count(joined);
-                }
-                progress.tick(&report);
             }
-            cursor = Some(last);
+            // A finished charge is counted now: kept until the end, each would hold its
+            // task's memory for the rest of the scan.
+            while let Some(joined) = charges.try_join_next() {
+                report.count(joined);
+            }
+            progress.tick(&report);
+            let Some(next) = page.next else {
+                break;
+            };
+            cursor = Some(next);
         }
         while let Some(joined) = charges.join_next().await {
             report.count(joined);
@@ -322,29 +318,16 @@ impl Topups {
         }
     }
 
-    /// Claims the due account (once, whatever else scans at the same time) and charges it.
-    async fn claim_and_charge(&self, account_id: &str) -> ScanOutcome {
-        let claim = self.auto_claim(account_id, AttemptTrigger::Auto, true);
-        match self.db.claim_auto_attempt(&claim).await {
-            Ok(AutoClaimOutcome::Claimed(attempt)) => {
-                let attempt_id = attempt.id.clone();
-                let charged = self.advance(attempt).await.map(|a| a.state);
-                if let Err(error) = &charged {
-                    // The attempt is open; the reconciler resumes it.
-                    tracing::error!(%account_id, %attempt_id, ?error, "charge interrupted");
-                }
-                ScanOutcome::Charged(charged.ok())
-            }
-            Ok(
-                AutoClaimOutcome::NotDue(_)
-                | AutoClaimOutcome::Busy(_)
-                | AutoClaimOutcome::NothingToCharge,
-            ) => ScanOutcome::Skipped,
-            Err(error) => {
-                tracing::error!(%account_id, ?error, "claim failed; the next scan tries again");
-                ScanOutcome::Skipped
-            }
+    /// Charges an attempt the scan claimed: the attempt's state, if the charge was not
+    /// interrupted.
+    async fn charge_claimed(&self, attempt: Attempt) -> Option<AttemptState> {
+        let (account_id, attempt_id) = (attempt.account_id.clone(), attempt.id.clone());
+        let charged = self.advance(attempt).await.map(|a| a.state);
+        if let Err(error) = &charged {
+            // The attempt is open; the reconciler resumes it.
+            tracing::error!(%account_id, %attempt_id, ?error, "charge interrupted");
         }
+        charged.ok()
     }
 
     /// The customer completes a paused top-up now with the current default card (or the

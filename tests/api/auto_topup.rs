@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use topupd::{
     db::{
         attempts::AttemptMove,
-        auto_topup::{AutoClaim, AutoClaimOutcome},
+        auto_topup::{AutoClaim, AutoClaimOutcome, ClaimTerms},
     },
     domain::attempt::{Attempt, AttemptState, AttemptTrigger},
     payments::{
@@ -151,12 +151,14 @@ impl TestApp {
             account_id: account,
             trigger: AttemptTrigger::Auto,
             respect_window: true,
-            window_ms: 6 * HOUR_MS,
-            credit_price_cents: 1,
-            min_amount_cents: 100,
-            currency: "usd",
-            key_prefix: "topupd",
-            at: topupd::clock::Clock::now_ms(&self.clock),
+            terms: ClaimTerms {
+                window_ms: 6 * HOUR_MS,
+                credit_price_cents: 1,
+                min_amount_cents: 100,
+                currency: "usd",
+                key_prefix: "topupd",
+                at: topupd::clock::Clock::now_ms(&self.clock),
+            },
             staff: None,
         }
     }
@@ -1117,18 +1119,50 @@ async fn seed_due_account(app: &TestApp) -> String {
     account.id
 }
 
+/// What a `scan --once` printed: how many it charged and how many it left.
+fn scan_summary(stdout: &str) -> (usize, usize) {
+    let count = |noun: &str| -> usize {
+        stdout
+            .split(noun)
+            .next()
+            .and_then(|s| s.rsplit([',', '(']).next())
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{noun} in the summary: {stdout}"))
+    };
+    (count(" charged"), count(" skipped"))
+}
+
 #[tokio::test]
-async fn scans_in_separate_processes_on_postgresql_charge_each_account_once() {
+async fn three_replicas_scanning_at_once_on_postgresql_split_the_due_set_without_losing_claims() {
+    use topupd::db::Db;
     if !backends().contains(&crate::helpers::Backend::Postgres) {
         return;
     }
     let app = TestApp::spawn(crate::helpers::Backend::Postgres).await;
     let mut accounts = Vec::new();
-    for _ in 0..1000 {
+    for _ in 0..3000 {
         accounts.push(seed_due_account(&app).await);
     }
+    let Db::Postgres(pool) = &app.db else {
+        panic!("a PostgreSQL app");
+    };
+    // A losing claim is a write transaction that rolls back (or a decision written for
+    // an account another scan charged): the database counts the first.
+    const ROLLBACKS: &str =
+        "SELECT xact_rollback FROM pg_stat_database WHERE datname = current_database()";
+    let rollbacks = async || -> i64 {
+        sqlx::query("SELECT pg_stat_clear_snapshot()")
+            .execute(pool)
+            .await
+            .expect("clear");
+        sqlx::query_scalar(ROLLBACKS)
+            .fetch_one(pool)
+            .await
+            .expect("rollbacks")
+    };
+    let rolled_back_before = rollbacks().await;
     let mut processes = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..3 {
         processes.push(
             tokio::process::Command::new(env!("CARGO_BIN_EXE_topupd"))
                 .args(["scan", "--once"])
@@ -1144,7 +1178,7 @@ async fn scans_in_separate_processes_on_postgresql_charge_each_account_once() {
                 .output(),
         );
     }
-    let mut claimed = 0;
+    let mut charged_by = Vec::new();
     for process in processes {
         let output = process.await.expect("scan process");
         let stdout = String::from_utf8_lossy(&output.stdout).to_string();
@@ -1153,23 +1187,41 @@ async fn scans_in_separate_processes_on_postgresql_charge_each_account_once() {
             "{stdout} {}",
             String::from_utf8_lossy(&output.stderr)
         );
-        let charged: usize = stdout
-            .split(" charged")
-            .next()
-            .and_then(|s| s.rsplit(", ").next())
-            .and_then(|n| n.trim().parse().ok())
-            .unwrap_or_else(|| panic!("summary: {stdout}"));
-        claimed += charged;
+        let (charged, skipped) = scan_summary(&stdout);
+        assert_eq!(skipped, 0, "no replica lost a claim to another: {stdout}");
+        charged_by.push(charged);
     }
-    assert_eq!(claimed, 1000);
+    assert_eq!(charged_by.iter().sum::<usize>(), 3000, "{charged_by:?}");
+    assert!(
+        charged_by.iter().all(|&n| n > 0),
+        "each replica took a share of the work: {charged_by:?}"
+    );
+    // Statistics reach the view when a backend ends or every second or so.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        rollbacks().await - rolled_back_before,
+        0,
+        "no claim transaction lost and rolled back"
+    );
     assert_eq!(
         app.stub.charges().await.len(),
-        1000,
-        "one charge per account across processes"
+        3000,
+        "one charge per account across replicas"
     );
     assert_journal_names_each_charge(&app, &accounts).await;
+    let logged: i64 = sqlx::query_scalar("SELECT count(*) FROM auto_topup_decision_log")
+        .fetch_one(pool)
+        .await
+        .expect("history");
+    assert_eq!(logged, 3000, "one decision per account: the charge");
     assert!(app.cli(&["verify"]).await.status.success());
     app.stop().await;
+}
+
+#[test]
+fn a_scan_summary_reads_its_counts() {
+    let line = "12 due, 10 charged (9 succeeded, 1 failed, 0 awaiting authentication, 0 pending), 2 skipped";
+    assert_eq!(scan_summary(line), (10, 2));
 }
 
 #[tokio::test]
