@@ -152,7 +152,7 @@ async fn scan(backend: Backend, concurrency: u32) -> ScanRun {
     let report = app
         .state
         .topups
-        .scan(&CancellationToken::new(), None)
+        .scan(&CancellationToken::new())
         .await
         .expect("the scan");
     let seconds = started.elapsed().as_secs_f64();

@@ -174,7 +174,7 @@ impl TestApp {
 
     pub async fn scan(&self) -> ScanReport {
         self.topups
-            .scan(&CancellationToken::new(), None)
+            .scan(&CancellationToken::new())
             .await
             .expect("scan")
     }
@@ -1047,12 +1047,7 @@ async fn four_scans_at_once_charge_each_of_1000_due_accounts_exactly_once() {
         let mut scans = tokio::task::JoinSet::new();
         for _ in 0..4 {
             let topups = app.topups.clone();
-            scans.spawn(async move {
-                topups
-                    .scan(&CancellationToken::new(), None)
-                    .await
-                    .expect("scan")
-            });
+            scans.spawn(async move { topups.scan(&CancellationToken::new()).await.expect("scan") });
         }
         let reports = scans.join_all().await;
         let claimed: usize = reports.iter().map(|r| r.claimed).sum();
