@@ -25,7 +25,6 @@ use crate::{
     metering::Metering,
     notices::{mailer::Mailer, outbox::Outbox, templates::Letterhead},
     payments::{
-        budget::Budget,
         client::ProviderClient,
         stub::{Stub, WebhookTarget, world::Faults},
     },
@@ -189,10 +188,8 @@ impl App {
         let email_links = portal::email_links(&db, &config, clock.as_ref())
             .await
             .context("read the key that signs links to the billing page")?;
-        let budget = Budget::new(Arc::new(db.clone()), &config.payments);
         let provider_client = ProviderClient::new(&config.payments, &provider_url)
-            .context("set up the payment provider client")?
-            .paced_by(budget);
+            .context("set up the payment provider client")?;
         let writers = Writers::default();
         let topups = Topups::new(
             db.clone(),

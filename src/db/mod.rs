@@ -14,7 +14,6 @@ pub mod ledger;
 pub mod notices;
 pub mod payment_methods;
 pub mod portal;
-mod provider_pace;
 pub mod reversals;
 pub mod sampling;
 mod schema;

@@ -15,7 +15,6 @@ mod openapi;
 mod ops;
 mod payments;
 mod postgres_url;
-mod provider_budget;
 mod reversals;
 mod saving_cards;
 mod smtp;
