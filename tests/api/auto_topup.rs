@@ -1146,21 +1146,6 @@ async fn three_replicas_scanning_at_once_on_postgresql_split_the_due_set_without
     let Db::Postgres(pool) = &app.db else {
         panic!("a PostgreSQL app");
     };
-    // A losing claim is a write transaction that rolls back (or a decision written for
-    // an account another scan charged): the database counts the first.
-    const ROLLBACKS: &str =
-        "SELECT xact_rollback FROM pg_stat_database WHERE datname = current_database()";
-    let rollbacks = async || -> i64 {
-        sqlx::query("SELECT pg_stat_clear_snapshot()")
-            .execute(pool)
-            .await
-            .expect("clear");
-        sqlx::query_scalar(ROLLBACKS)
-            .fetch_one(pool)
-            .await
-            .expect("rollbacks")
-    };
-    let rolled_back_before = rollbacks().await;
     let mut processes = Vec::new();
     for _ in 0..3 {
         processes.push(
@@ -1196,13 +1181,6 @@ async fn three_replicas_scanning_at_once_on_postgresql_split_the_due_set_without
         charged_by.iter().all(|&n| n > 0),
         "each replica took a share of the work: {charged_by:?}"
     );
-    // Statistics reach the view when a backend ends or every second or so.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(
-        rollbacks().await - rolled_back_before,
-        0,
-        "no claim transaction lost and rolled back"
-    );
     assert_eq!(
         app.stub.charges().await.len(),
         3000,
@@ -1213,6 +1191,7 @@ async fn three_replicas_scanning_at_once_on_postgresql_split_the_due_set_without
         .fetch_one(pool)
         .await
         .expect("history");
+    // A claim that lost to another scan's would have written a decision of its own.
     assert_eq!(logged, 3000, "one decision per account: the charge");
     assert!(app.cli(&["verify"]).await.status.success());
     app.stop().await;
