@@ -537,6 +537,31 @@ impl Db {
         Ok(())
     }
 
+    /// Records why an open attempt is about to fail, before its payment is cancelled: the
+    /// cancellation's own webhook may settle it first, and must settle it as this failure.
+    pub async fn failing_attempt(
+        &self,
+        id: &str,
+        decline_code: &str,
+        failure_message: Option<&str>,
+        flag_at: Option<Millis>,
+    ) -> Result<(), DbError> {
+        const SQL: &str = "UPDATE topup_attempts SET decline_code = $1, \
+                           failure_message = COALESCE($2, failure_message), \
+                           flagged_at = COALESCE(flagged_at, $3) \
+                           WHERE id = $4 AND state NOT IN ('succeeded', 'failed', 'canceled')";
+        with_pool!(self, |pool| {
+            sqlx::query(SQL)
+                .bind(decline_code)
+                .bind(failure_message)
+                .bind(flag_at)
+                .bind(id)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
     /// Flags open attempts started before `started_before`; returns how many were new.
     pub async fn flag_attempts(&self, started_before: Millis, at: Millis) -> Result<u64, DbError> {
         const SQL: &str = "UPDATE topup_attempts SET flagged_at = $1 WHERE flagged_at IS NULL \

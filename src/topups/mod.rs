@@ -541,7 +541,13 @@ impl Topups {
         attempt: Attempt,
         intent: &PaymentIntent,
     ) -> Result<Attempt, DbError> {
-        let Some(target) = AttemptState::of_payment(&intent.status, intent.failure_code()) else {
+        // A payment cancelled as its attempt failed says nothing of why: the attempt
+        // recorded it before the cancel, whose webhook may arrive first.
+        let recorded = attempt.decline_code.clone();
+        let failure_code = intent
+            .failure_code()
+            .or_else(|| (intent.status == "canceled").then_some(recorded.as_deref())?);
+        let Some(target) = AttemptState::of_payment(&intent.status, failure_code) else {
             tracing::warn!(account_id = %attempt.account_id, attempt_id = %attempt.id, status = %intent.status, "unknown payment status; left as is");
             return Ok(attempt);
         };
@@ -564,7 +570,7 @@ impl Topups {
             provider_payment_id: Some(&intent.id),
             next_action_url: intent.redirect_url(),
             decline_code: (target == AttemptState::Failed)
-                .then(|| intent.failure_code().unwrap_or("card_declined")),
+                .then(|| failure_code.unwrap_or("card_declined")),
             failure_message: intent
                 .last_payment_error
                 .as_ref()
@@ -681,6 +687,14 @@ impl Topups {
         else {
             return Ok(None);
         };
+        self.db
+            .failing_attempt(
+                &attempt.id,
+                facts.decline_code.unwrap_or("card_declined"),
+                facts.failure_message,
+                facts.flag.then(|| self.clock.now_ms()),
+            )
+            .await?;
         let key = format!("{}:cancel", attempt.idempotency_key);
         let Err(error) = self.provider.cancel_payment_intent(payment_id, &key).await else {
             return Ok(None);
