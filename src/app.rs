@@ -25,6 +25,7 @@ use crate::{
     metering::Metering,
     notices::{mailer::Mailer, outbox::Outbox, templates::Letterhead},
     payments::{
+        budget::Budget,
         client::ProviderClient,
         stub::{Stub, WebhookTarget, world::Faults},
     },
@@ -188,8 +189,10 @@ impl App {
         let email_links = portal::email_links(&db, &config, clock.as_ref())
             .await
             .context("read the key that signs links to the billing page")?;
+        let budget = Budget::start(Arc::new(db.clone()), &config.payments).await;
         let provider_client = ProviderClient::new(&config.payments, &provider_url)
-            .context("set up the payment provider client")?;
+            .context("set up the payment provider client")?
+            .paced_by(budget);
         let writers = Writers::default();
         let topups = Topups::new(
             db.clone(),

@@ -126,6 +126,8 @@ pub struct PaymentsConfig {
     pub max_retries: u32,
     pub retry_base_ms: u64,
     pub retry_max_ms: u64,
+    pub max_requests_per_sec: u32,
+    pub max_requests_per_sec_per_endpoint: u32,
     pub min_topup_cents: i64,
     pub max_topup_cents: i64,
     pub packages: Vec<i64>,
@@ -586,6 +588,20 @@ impl Config {
                 "payments.retry_max_ms",
                 "retry_base_ms must be at least 1 and retry_max_ms at least retry_base_ms",
             );
+        }
+        for (key, rate) in [
+            (
+                "payments.max_requests_per_sec",
+                payments.max_requests_per_sec,
+            ),
+            (
+                "payments.max_requests_per_sec_per_endpoint",
+                payments.max_requests_per_sec_per_endpoint,
+            ),
+        ] {
+            if !(1..=10_000).contains(&rate) {
+                return invalid(key, "must be between 1 and 10000");
+            }
         }
         if payments.min_topup_cents < 1 || payments.max_topup_cents < payments.min_topup_cents {
             return invalid(

@@ -120,14 +120,17 @@ impl BenchDb {
     }
 
     /// Writes the configuration file every process of the scenario reads: the database,
-    /// no scheduled jobs and quiet logs, plus `settings` as dotted TOML keys.
+    /// no scheduled jobs, quiet logs and a provider budget above what the stub answers
+    /// (so topupd's own ceiling is measured), plus `settings` as dotted TOML keys.
     pub fn config_file(&self, settings: &[String]) -> PathBuf {
         let mut text = format!(
             "database.url = \"{}\"\n\
              ops.listen = \"\"\n\
              auto_topup.scan_schedule = \"\"\n\
              email.transport = \"log\"\n\
-             log.filter = \"warn\"\n",
+             log.filter = \"warn\"\n\
+             payments.max_requests_per_sec = 10000\n\
+             payments.max_requests_per_sec_per_endpoint = 10000\n",
             self.url
         );
         for line in settings {

@@ -14,6 +14,7 @@ pub mod ledger;
 pub mod notices;
 pub mod payment_methods;
 pub mod portal;
+pub mod provider_budget;
 pub mod reversals;
 pub mod sampling;
 mod schema;

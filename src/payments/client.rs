@@ -10,6 +10,7 @@ use reqwest::{Method, StatusCode, header::HeaderMap};
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 
+use super::budget::Budget;
 use super::types::{
     Charge, CheckoutSession, Customer, Dispute, ErrorEnvelope, Event, List, PaymentIntent,
     PaymentMethod, SetupIntent,
@@ -182,6 +183,8 @@ pub struct ProviderClient {
     max_retries: u32,
     retry_base: Duration,
     retry_max: Duration,
+    /// The pace shared with the other replicas; without one, requests go at once.
+    budget: Option<Budget>,
 }
 
 impl ProviderClient {
@@ -199,7 +202,16 @@ impl ProviderClient {
             max_retries: config.max_retries,
             retry_base: Duration::from_millis(config.retry_base_ms),
             retry_max: Duration::from_millis(config.retry_max_ms),
+            budget: None,
         })
+    }
+
+    /// Sends every request at the pace of `budget`, and lets a 429 slow it down.
+    pub fn paced_by(self, budget: Budget) -> Self {
+        Self {
+            budget: Some(budget),
+            ..self
+        }
     }
 
     /// Creates the provider's customer of an account, named and addressed as the account
@@ -590,11 +602,17 @@ impl ProviderClient {
         if let Some(key) = idempotency_key {
             request = request.header("Idempotency-Key", key);
         }
+        if let Some(budget) = &self.budget {
+            budget.wait_turn(endpoint).await;
+        }
         let started = Instant::now();
         let answered = match request.send().await {
             Ok(response) => {
                 let status = response.status();
                 let should_retry = should_retry(response.headers());
+                if status == StatusCode::TOO_MANY_REQUESTS {
+                    self.slow_down(endpoint, response.headers()).await;
+                }
                 response
                     .bytes()
                     .await
@@ -610,6 +628,24 @@ impl ProviderClient {
         match answered {
             Ok((status, should_retry, body)) => classify(status, should_retry, &body),
             Err(e) => Try::Ambiguous(transport_problem(&e)),
+        }
+    }
+
+    /// A 429: every replica holds back for what the provider asked.
+    async fn slow_down(&self, endpoint: Endpoint, headers: &HeaderMap) {
+        let Some(budget) = &self.budget else {
+            return;
+        };
+        match budget.slow_down(headers).await {
+            Ok(hold) => tracing::warn!(
+                endpoint = endpoint.as_str(),
+                hold_ms = hold.as_millis() as u64,
+                replicas = budget.replicas(),
+                "the provider limits our rate; every replica holds back"
+            ),
+            Err(error) => {
+                tracing::warn!(endpoint = endpoint.as_str(), error = %format!("{error:#}"), "the provider limits our rate, and the hold could not be recorded");
+            }
         }
     }
 }

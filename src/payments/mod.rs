@@ -5,6 +5,7 @@
 /// `payments.api_version` says otherwise; the stub answers as this version.
 pub const API_VERSION: &str = "2026-09-30.endive";
 
+pub mod budget;
 pub mod client;
 pub mod signature;
 pub mod stub;

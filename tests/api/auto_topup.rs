@@ -1160,12 +1160,21 @@ async fn three_replicas_scanning_at_once_on_postgresql_split_the_due_set_without
                     format!("[\"{}\"]", app.webhook_secret),
                 )
                 .env("TOPUPD_HTTP__LISTEN", "127.0.0.1:0")
+                .env("TOPUPD_PAYMENTS__MAX_REQUESTS_PER_SEC", "10000")
+                .env(
+                    "TOPUPD_PAYMENTS__MAX_REQUESTS_PER_SEC_PER_ENDPOINT",
+                    "10000",
+                )
+                .kill_on_drop(true)
                 .output(),
         );
     }
     let mut charged_by = Vec::new();
     for process in processes {
-        let output = process.await.expect("scan process");
+        let output = tokio::time::timeout(Duration::from_secs(300), process)
+            .await
+            .expect("a scan of 3,000 accounts ends")
+            .expect("scan process");
         let stdout = String::from_utf8_lossy(&output.stdout).to_string();
         assert!(
             output.status.success(),

@@ -64,6 +64,9 @@ pub fn test_config(smtp_port: u16) -> Config {
     // Scans and reconciles run when a test asks, not on the wall clock.
     config.auto_topup.scan_schedule = String::new();
     config.auto_topup.reconcile_interval_secs = 3_600;
+    // Tests charge thousands of accounts through the stub; the budget is tested apart.
+    config.payments.max_requests_per_sec = 10_000;
+    config.payments.max_requests_per_sec_per_endpoint = 10_000;
     config
 }
 

@@ -15,6 +15,7 @@ mod openapi;
 mod ops;
 mod payments;
 mod postgres_url;
+mod provider_budget;
 mod reversals;
 mod saving_cards;
 mod smtp;

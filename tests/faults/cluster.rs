@@ -311,6 +311,12 @@ impl ReplicaSettings<'_> {
             ("TOPUPD_PAYMENTS__REQUEST_TIMEOUT_SECS", "1"),
             ("TOPUPD_PAYMENTS__RETRY_BASE_MS", "100"),
             ("TOPUPD_PAYMENTS__RETRY_MAX_MS", "500"),
+            // The drills measure money, not pace: the budget is tested apart.
+            ("TOPUPD_PAYMENTS__MAX_REQUESTS_PER_SEC", "10000"),
+            (
+                "TOPUPD_PAYMENTS__MAX_REQUESTS_PER_SEC_PER_ENDPOINT",
+                "10000",
+            ),
             ("TOPUPD_AUTO_TOPUP__SCAN_SCHEDULE", "*/1 * * * * *"),
             ("TOPUPD_AUTO_TOPUP__RECONCILE_INTERVAL_SECS", "1"),
             ("TOPUPD_PAYMENTS__EVENT_SWEEP_INTERVAL_SECS", "2"),
