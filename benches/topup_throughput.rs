@@ -152,7 +152,7 @@ async fn scan(backend: Backend, concurrency: u32) -> ScanRun {
     let report = app
         .state
         .topups
-        .scan(&CancellationToken::new())
+        .scan(&CancellationToken::new(), None)
         .await
         .expect("the scan");
     let seconds = started.elapsed().as_secs_f64();

@@ -238,7 +238,11 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             };
             let listen = config.http.listen;
             let app = App::build_on_database_clock(config, listen, provider).await?;
-            let report = app.state.topups.scan(&CancellationToken::new()).await?;
+            let report = app
+                .state
+                .topups
+                .scan(&CancellationToken::new(), None)
+                .await?;
             println!("scan: {report}");
             app.close().await;
             Ok(ExitCode::SUCCESS)

@@ -80,6 +80,8 @@ label_values! {
         Finished => "finished",
         /// Shutdown stopped it before the last due account.
         CutShort => "cut_short",
+        /// It reached the time of the next tick: the next scan takes the accounts left.
+        Overran => "overran",
         /// The database failed it.
         Failed => "failed",
     }
@@ -112,6 +114,10 @@ const COUNTERS: &[(&str, &str)] = &[
     (
         "topupd_scans_cut_short_total",
         "Auto top-up scans stopped by shutdown before the last due account.",
+    ),
+    (
+        "topupd_scans_overran_total",
+        "Auto top-up scans that reached the next tick before the last due account.",
     ),
     (
         "topupd_scans_failed_total",
@@ -318,6 +324,7 @@ fn scan_end_counter(end: ScanEnd) -> &'static str {
     match end {
         ScanEnd::Finished => "topupd_scans_finished_total",
         ScanEnd::CutShort => "topupd_scans_cut_short_total",
+        ScanEnd::Overran => "topupd_scans_overran_total",
         ScanEnd::Failed => "topupd_scans_failed_total",
     }
 }

@@ -1,6 +1,8 @@
-//! The cron schedule of the scan (tokio-cron-scheduler only decides *when*). A tick that
-//! finds the previous scan still running is skipped, so scans never overlap in a process;
-//! across processes the claims keep them from charging twice.
+//! The cron schedule of the scan (tokio-cron-scheduler only decides *when*). A scan claims
+//! nothing from the next tick on; a tick that finds the previous scan still finishing its
+//! charges starts once it is done, so scans never overlap in a process and the next tick
+//! always goes on with what the last one left. Across processes the claims keep them from
+//! charging twice.
 
 use std::sync::Arc;
 
@@ -27,16 +29,20 @@ pub async fn start(
             running.clone(),
         );
         Box::pin(async move {
-            let Ok(guard) = running.try_lock_owned() else {
-                tracing::warn!("previous scan still running; skipping this tick");
-                return;
+            let guard = match running.clone().try_lock_owned() {
+                Ok(guard) => guard,
+                Err(_) => {
+                    tracing::info!("previous scan still finishing its charges; this tick starts when it is done");
+                    running.lock_owned().await
+                }
             };
             if cancel.is_cancelled() {
                 return;
             }
+            let next_tick = topups.next_tick();
             tracker.spawn(async move {
                 let _guard = guard;
-                if let Err(error) = topups.scan(&cancel).await {
+                if let Err(error) = topups.scan(&cancel, next_tick).await {
                     tracing::error!(?error, "scan failed");
                 }
             });

@@ -208,15 +208,32 @@ impl Topups {
         }
     }
 
-    /// One scan: every account due now is claimed (once, whatever else scans at the same
-    /// time) and charged, at most `charge_concurrency` charges at a time. Its log lines,
-    /// and those of the attempts it charges, carry the scan's id.
-    pub async fn scan(&self, cancel: &CancellationToken) -> Result<ScanReport, DbError> {
-        let span = tracing::info_span!("scan", scan_id = %uuid::Uuid::now_v7());
-        self.scan_in_span(cancel).instrument(span).await
+    /// The scheduled tick after the one starting now (a second on, so a tick that fires
+    /// a little early does not count as the next).
+    pub fn next_tick(&self) -> Option<Millis> {
+        let after = self.clock.now_ms().saturating_add(1_000);
+        crate::domain::schedule::next_scan(&self.config.auto_topup.scan_schedule, after)
     }
 
-    async fn scan_in_span(&self, cancel: &CancellationToken) -> Result<ScanReport, DbError> {
+    /// One scan: every account due now is claimed (once, whatever else scans at the same
+    /// time) and charged, at most `charge_concurrency` charges at a time. A scheduled scan
+    /// claims nothing from `until` on, the time of the next tick, which goes on from the
+    /// accounts left. Its log lines, and those of the attempts it charges, carry the
+    /// scan's id.
+    pub async fn scan(
+        &self,
+        cancel: &CancellationToken,
+        until: Option<Millis>,
+    ) -> Result<ScanReport, DbError> {
+        let span = tracing::info_span!("scan", scan_id = %uuid::Uuid::now_v7());
+        self.scan_in_span(cancel, until).instrument(span).await
+    }
+
+    async fn scan_in_span(
+        &self,
+        cancel: &CancellationToken,
+        until: Option<Millis>,
+    ) -> Result<ScanReport, DbError> {
         let settings = &self.config.auto_topup;
         let started = Instant::now();
         tracing::info!(
@@ -233,10 +250,14 @@ impl Topups {
         // A failure or shutdown stops the search for due accounts, never the charges under
         // way: they are drained before the scan returns.
         let mut failure = None;
-        let mut cut_short = false;
+        let mut stopped = None;
         loop {
             if cancel.is_cancelled() {
-                cut_short = true;
+                stopped = Some(ScanEnd::CutShort);
+                break;
+            }
+            if until.is_some_and(|until| self.clock.now_ms() >= until) {
+                stopped = Some(ScanEnd::Overran);
                 break;
             }
             // A page is as large as the charges that can start now, so no more attempts
@@ -292,10 +313,10 @@ impl Topups {
             report.count(joined);
             progress.tick(&report);
         }
-        let end = match (&failure, cut_short) {
+        let end = match (&failure, stopped) {
             (Some(_), _) => ScanEnd::Failed,
-            (None, true) => ScanEnd::CutShort,
-            (None, false) => ScanEnd::Finished,
+            (None, Some(end)) => end,
+            (None, None) => ScanEnd::Finished,
         };
         let seconds = started.elapsed().as_secs_f64();
         crate::metrics::scan_ended(end, report.due, report.claimed, seconds);
@@ -306,6 +327,12 @@ impl Topups {
                     "scan cut short by shutdown; the due accounts it did not reach are left to the next scan"
                 );
                 report.log("scan cut short", started, true);
+            }
+            ScanEnd::Overran => {
+                tracing::warn!(
+                    "scan reached the next tick; the next scan goes on with the due accounts it did not reach"
+                );
+                report.log("scan overran", started, true);
             }
             ScanEnd::Failed => report.log("scan failed", started, false),
         }

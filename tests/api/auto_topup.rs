@@ -174,7 +174,7 @@ impl TestApp {
 
     pub async fn scan(&self) -> ScanReport {
         self.topups
-            .scan(&CancellationToken::new())
+            .scan(&CancellationToken::new(), None)
             .await
             .expect("scan")
     }
@@ -1038,6 +1038,70 @@ async fn a_restart_at_any_persisted_state_charges_at_most_once_and_credits_exact
 }
 
 #[tokio::test]
+async fn a_scan_that_reaches_the_next_tick_claims_no_more_and_the_next_scan_goes_on() {
+    const DUE: usize = 6;
+    for backend in backends() {
+        let mut config = test_config(unused_port());
+        config.auto_topup.charge_concurrency = 1;
+        let app = TestApp::spawn_with(backend, config).await;
+        for _ in 0..DUE {
+            seed_due_account(&app).await;
+        }
+        app.stub
+            .set_faults(Faults {
+                latency_ms: 50,
+                ..Faults::default()
+            })
+            .await;
+        let next_tick = topupd::clock::Clock::now_ms(&app.clock) + 1_000;
+        // The clock reaches the next tick once the first charge has gone through.
+        let ticking = {
+            let (stub, clock) = (app.stub.clone(), app.clock.clone());
+            tokio::spawn(async move {
+                while stub.charges().await.is_empty() {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                clock.advance_ms(2_000);
+            })
+        };
+        let overran = app
+            .topups
+            .scan(&CancellationToken::new(), Some(next_tick))
+            .await
+            .expect("scan");
+        ticking.await.expect("the clock moved");
+        assert!(
+            (1..DUE).contains(&overran.claimed),
+            "{backend:?}: claimed until the next tick, then stopped: {overran:?}"
+        );
+        assert_eq!(overran.succeeded, overran.claimed, "{overran:?}");
+        let next = app.scan().await;
+        assert_eq!(
+            overran.claimed + next.claimed,
+            DUE,
+            "{backend:?}: the next scan went on with the rest: {next:?}"
+        );
+        assert_eq!(app.stub.charges().await.len(), DUE, "{backend:?}");
+        let metrics = app
+            .client
+            .get(format!("{}/metrics", app.ops_url))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        let overruns: f64 = metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("topupd_scans_overran_total "))
+            .expect("the overrun counter")
+            .parse()
+            .expect("a number");
+        assert!(overruns >= 1.0, "{metrics}");
+    }
+}
+
+#[tokio::test]
 async fn four_scans_at_once_charge_each_of_1000_due_accounts_exactly_once() {
     each_backend(async |app| {
         let mut accounts = Vec::new();
@@ -1047,7 +1111,12 @@ async fn four_scans_at_once_charge_each_of_1000_due_accounts_exactly_once() {
         let mut scans = tokio::task::JoinSet::new();
         for _ in 0..4 {
             let topups = app.topups.clone();
-            scans.spawn(async move { topups.scan(&CancellationToken::new()).await.expect("scan") });
+            scans.spawn(async move {
+                topups
+                    .scan(&CancellationToken::new(), None)
+                    .await
+                    .expect("scan")
+            });
         }
         let reports = scans.join_all().await;
         let claimed: usize = reports.iter().map(|r| r.claimed).sum();

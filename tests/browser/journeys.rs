@@ -371,7 +371,7 @@ pub async fn scanned_with(card: &str) -> (TestApp, SmtpSink, String) {
     app.with_auto_topup(&account, card).await;
     let scanned = app
         .topups
-        .scan(&CancellationToken::new())
+        .scan(&CancellationToken::new(), None)
         .await
         .expect("scan");
     assert_eq!(scanned.claimed, 1, "{scanned:?}");
