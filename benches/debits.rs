@@ -40,6 +40,8 @@ const RUNS: usize = 3;
 const RUN_TIME: Duration = Duration::from_secs(5);
 const HTTP_RUN_TIME: Duration = Duration::from_secs(10);
 const GOAL_SHARE: f64 = 0.6;
+/// Debits that must update `accounts` in place (PostgreSQL's heap-only tuples).
+const HOT_SHARE: f64 = 0.9;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -82,7 +84,12 @@ async fn bench() {
         .await
         .trim()
         .to_owned();
+        let updates_before = account_updates(&bench).await;
         let in_process = in_process_rate(&bench, None).await;
+        let hot = account_updates(&bench)
+            .await
+            .zip(updates_before)
+            .map(|(after, before)| after.since(before));
         let in_process_keyed = in_process_rate(&bench, Some(&key)).await;
         let http = http_figures(&config, &key).await;
         bench.drop().await;
@@ -125,6 +132,16 @@ async fn bench() {
                 pass: None,
             });
         }
+        if let Some(hot) = hot {
+            table.line(Line {
+                figure: "in-process debits that stay HOT (`n_tup_hot_upd` / `n_tup_upd`)".into(),
+                measured: format!("{} of {} updates", hot.hot, hot.all),
+                baseline: "-".into(),
+                ratio: round(hot.share()),
+                goal: format!("≥ {HOT_SHARE}"),
+                pass: Some(hot.share() >= HOT_SHARE),
+            });
+        }
         for (share, at) in [(50, &http.at_half), (90, &http.at_ninety)] {
             table.line(Line {
                 figure: format!("HTTP latency at {share}% of max ({} /s)", round(at.rate)),
@@ -137,6 +154,43 @@ async fn bench() {
         }
         table.print();
     }
+}
+
+/// PostgreSQL's count of `accounts` updates, and of those that were heap-only (no new
+/// index entries); `None` on SQLite.
+#[derive(Debug, Clone, Copy)]
+struct Updates {
+    all: i64,
+    hot: i64,
+}
+
+impl Updates {
+    fn since(self, before: Self) -> Self {
+        Self {
+            all: self.all - before.all,
+            hot: self.hot - before.hot,
+        }
+    }
+
+    fn share(self) -> f64 {
+        self.hot as f64 / self.all.max(1) as f64
+    }
+}
+
+/// Reads the statistics on a connection of its own, after the app that wrote them closed
+/// its own (a backend reports its counts as it ends).
+async fn account_updates(bench: &BenchDb) -> Option<Updates> {
+    let topupd::db::Db::Postgres(pool) = bench.connect().await else {
+        return None;
+    };
+    let (all, hot): (i64, i64) = sqlx::query_as(
+        "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'accounts'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("the statistics of accounts");
+    pool.close().await;
+    Some(Updates { all, hot })
 }
 
 /// Which account the `n`-th operation of `task` debits: spread so that concurrent tasks

@@ -178,7 +178,7 @@ impl_for_connections!(DecisionWrites {
 /// The due set after a cursor: `$1` now, `$2, $3` the cursor, `$4` the page size.
 const DUE_PAGE: &str = "FROM accounts \
      WHERE auto_topup_enabled AND auto_topup_paused_reason IS NULL \
-     AND balance < auto_topup_threshold AND auto_topup_window_ends_at <= $1 \
+     AND below_threshold AND auto_topup_window_ends_at <= $1 \
      AND (auto_topup_window_ends_at, id) > ($2, $3) \
      ORDER BY auto_topup_window_ends_at, id LIMIT $4";
 
