@@ -28,12 +28,10 @@ use topupd::{app::App, clock::SystemClock, config::Config};
 
 const ACCOUNTS: i64 = 10_000;
 const LATENCY_MS: u64 = 20;
-/// Durable commits of one automatic top-up that succeeds: the claim, then `creating`,
-/// `created` (with the payment id) and `confirming`, each written before the provider call
-/// it guards, and the settlement that credits the account.
-const COMMITS_PER_TOPUP: f64 = 5.0;
-/// The scan's concurrency besides the default: enough charges in flight that 2 calls of
-/// 20 ms each no longer bound the rate below what the database can commit.
+/// Durable commits of one automatic top-up that succeeds: the claim (which guards the
+/// create), `confirming` with the payment's id (which guards the confirmation), and the
+/// settlement that credits the account.
+const COMMITS_PER_TOPUP: f64 = 3.0;
 /// The scan's concurrencies besides the default: enough charges in flight that 2 calls of
 /// 20 ms each no longer bound the rate below what the database can commit.
 const TUNED_CONCURRENCY: [u32; 2] = [64, 128];

@@ -14,9 +14,11 @@ use crate::clock::Millis;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AttemptState {
-    /// Claimed; nothing sent to the provider yet.
+    /// Claimed, which guards the create (no money moves on create): resumed, the create
+    /// may have reached the provider.
     Claimed,
-    /// About to ask the provider to create the payment (no money moves on create).
+    /// About to ask the provider to create the payment, as the release before wrote it
+    /// after the claim; still resumed like `Claimed`.
     Creating,
     /// The provider's payment exists and its id is stored.
     Created,

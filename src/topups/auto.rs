@@ -293,7 +293,7 @@ impl Topups {
                 charges.spawn(
                     async move {
                         let _permit = permit;
-                        engine.charge_claimed(attempt).await
+                        engine.charge_scanned(attempt).await
                     }
                     .in_current_span(),
                 );
@@ -347,9 +347,9 @@ impl Topups {
 
     /// Charges an attempt the scan claimed: the attempt's state, if the charge was not
     /// interrupted.
-    async fn charge_claimed(&self, attempt: Attempt) -> Option<AttemptState> {
+    async fn charge_scanned(&self, attempt: Attempt) -> Option<AttemptState> {
         let (account_id, attempt_id) = (attempt.account_id.clone(), attempt.id.clone());
-        let charged = self.advance(attempt).await.map(|a| a.state);
+        let charged = self.charge_claimed(attempt).await.map(|a| a.state);
         if let Err(error) = &charged {
             // The attempt is open; the reconciler resumes it.
             tracing::error!(%account_id, %attempt_id, ?error, "charge interrupted");
@@ -381,7 +381,7 @@ impl Topups {
         };
         match self.db.claim_auto_attempt(&claim).await? {
             AutoClaimOutcome::Claimed(attempt) => {
-                Ok(RetryOutcome::Charged(self.advance(attempt).await?))
+                Ok(RetryOutcome::Charged(self.charge_claimed(attempt).await?))
             }
             AutoClaimOutcome::Busy(open) => Ok(RetryOutcome::Busy(open)),
             AutoClaimOutcome::NotDue(_) => Ok(RetryOutcome::NotPaused),
@@ -435,7 +435,9 @@ impl Topups {
             ..self.auto_claim(account_id, AttemptTrigger::Auto, false)
         };
         let tried = match self.db.claim_auto_attempt(&claim).await? {
-            AutoClaimOutcome::Claimed(attempt) => TriedNow::Charged(self.advance(attempt).await?),
+            AutoClaimOutcome::Claimed(attempt) => {
+                TriedNow::Charged(self.charge_claimed(attempt).await?)
+            }
             AutoClaimOutcome::NotDue(decision) => TriedNow::NotDue(decision),
             AutoClaimOutcome::NothingToCharge => TriedNow::NothingWorthCharging,
             AutoClaimOutcome::Busy(open) => TriedNow::Busy(open),

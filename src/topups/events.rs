@@ -11,7 +11,10 @@ use crate::{
         audit::Actor,
         webhooks::{EventFailure, EventRequeue, StoredEvent},
     },
-    domain::{attempt::Attempt, backoff::retry_delay},
+    domain::{
+        attempt::{Attempt, AttemptState},
+        backoff::retry_delay,
+    },
     payments::client::ProviderError,
     topups::cards::SaveCardError,
 };
@@ -149,6 +152,7 @@ impl Topups {
         let saved = match event.kind.as_str() {
             kind if kind.starts_with("payment_intent.") => {
                 return match self.db.attempt_for_payment(object_id).await? {
+                    Some(attempt) if settled_for(&attempt, kind) => Ok(()),
                     Some(attempt) => self.refresh_payment(attempt).await,
                     None => Ok(()),
                 };
@@ -188,6 +192,14 @@ impl Topups {
         self.apply(attempt, &intent).await?;
         Ok(())
     }
+}
+
+/// Whether an event about an attempt's payment can change nothing: the attempt settled,
+/// and settled attempts never move. A success reported for one that ended without it is
+/// the exception: the provider is asked, and support told if it took money.
+fn settled_for(attempt: &Attempt, kind: &str) -> bool {
+    attempt.state.is_terminal()
+        && (kind != "payment_intent.succeeded" || attempt.state == AttemptState::Succeeded)
 }
 
 /// The sweep of the provider's events stopped; the next one starts from the same mark.

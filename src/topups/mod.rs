@@ -164,7 +164,7 @@ impl Topups {
             })
             .await?;
         match claim {
-            Claim::Claimed(attempt) => Ok(self.advance(attempt).await?),
+            Claim::Claimed(attempt) => Ok(self.charge_claimed(attempt).await?),
             Claim::Replay(attempt)
                 if attempt.request_fingerprint.as_deref() == Some(&fingerprint) =>
             {
@@ -199,16 +199,31 @@ impl Topups {
         }
     }
 
-    /// Drives the attempt forward from its written state. Each state is written before the
-    /// call it guards; an unknown outcome leaves the attempt where it is, to be resumed with
-    /// the same idempotency keys.
-    pub async fn advance(&self, mut attempt: Attempt) -> Result<Attempt, DbError> {
+    /// Charges an attempt this call's caller has just claimed: the claim is the write that
+    /// guards the create, so the provider is asked at once, and the payment's id is
+    /// written with the step that guards the confirmation. With the settlement, a top-up
+    /// costs three durable commits.
+    pub async fn charge_claimed(&self, attempt: Attempt) -> Result<Attempt, DbError> {
+        self.drive(attempt, true).await
+    }
+
+    /// Drives the attempt forward from its written state, resuming what an earlier call
+    /// left. An unknown outcome leaves the attempt where it is, to be resumed with the
+    /// same idempotency keys.
+    pub async fn advance(&self, attempt: Attempt) -> Result<Attempt, DbError> {
+        self.drive(attempt, false).await
+    }
+
+    /// Each state is written before the call it guards: `Claimed` the create (`Creating`
+    /// too, as the release before wrote it), `Confirming` the confirmation.
+    async fn drive(&self, mut attempt: Attempt, just_claimed: bool) -> Result<Attempt, DbError> {
         use AttemptState::*;
         // Set when this call wrote `Confirming`, so no earlier confirmation can exist.
         let mut confirm_now = false;
-        // Set when this call wrote `Creating`; otherwise an earlier create may have reached
-        // the provider, and the provider replays its first answer (even a 500) for a day.
-        let mut create_now = false;
+        // Set when this call's caller wrote the claim; otherwise an earlier create may have
+        // reached the provider, and the provider replays its first answer (even a 500)
+        // for a day.
+        let mut create_now = just_claimed && attempt.state == Claimed;
         loop {
             let now = self.clock.now_ms();
             let moved = match attempt.state {
@@ -217,28 +232,26 @@ impl Topups {
                 Claimed if attempt.payment_method_id.is_empty() => {
                     return self.fail(attempt, NO_CARD, NO_CARD_MESSAGE).await;
                 }
-                Claimed => {
-                    create_now = true;
-                    self.step(&attempt, Claimed, Creating, None, now).await?
-                }
-                Creating if !create_now => {
+                Claimed | Creating if !create_now => {
                     create_now = true;
                     match self.find_payment(&attempt).await {
                         Ok(Some(intent)) => {
-                            self.step(&attempt, Creating, Created, Some(intent.id), now)
+                            confirm_now = true;
+                            self.step(&attempt, attempt.state, Confirming, Some(intent.id), now)
                                 .await?
                         }
                         Ok(None) => continue,
                         Err(_) => return Ok(attempt),
                     }
                 }
-                Creating => match self
+                Claimed | Creating => match self
                     .provider
                     .create_payment_intent(&Self::create_request(&attempt))
                     .await
                 {
                     Ok(intent) => {
-                        self.step(&attempt, Creating, Created, Some(intent.id), now)
+                        confirm_now = true;
+                        self.step(&attempt, attempt.state, Confirming, Some(intent.id), now)
                             .await?
                     }
                     Err(error) => return self.after_create_failed(attempt, error).await,
@@ -409,7 +422,7 @@ impl Topups {
                     match self
                         .step(
                             &attempt,
-                            AttemptState::Creating,
+                            attempt.state,
                             AttemptState::Created,
                             Some(intent.id),
                             now,

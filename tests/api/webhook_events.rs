@@ -47,6 +47,55 @@ impl TestApp {
 }
 
 #[tokio::test]
+async fn the_event_of_a_settled_top_up_is_acknowledged_without_asking_the_provider() {
+    each_backend(async |app| {
+        let (paid, _) = app.auto_account("pm_card_visa", "0").await;
+        let (declined, _) = app.auto_account("pm_card_chargeCustomerFail", "0").await;
+        let report = app.scan().await;
+        assert_eq!((report.succeeded, report.failed), (1, 1), "{report:?}");
+        let payment = async |account: &str| {
+            app.auto_topup(account).await["last_topup"]["transaction_id"]
+                .as_str()
+                .expect("payment")
+                .to_owned()
+        };
+        let (paid, declined) = (payment(&paid).await, payment(&declined).await);
+        // Any read of the provider would fail, and leave its event pending.
+        app.stub
+            .set_faults(Faults {
+                target: FaultTarget::Read,
+                fail_before: 1_000,
+                ..Faults::default()
+            })
+            .await;
+        let deliver = async |id: &str, kind: &str, payment: &str| {
+            let body = event(id, kind, payment);
+            let signed = signature::sign(&app.webhook_secret, app.now_secs(), &body);
+            let answer = app.deliver_webhook(&body, Some(signed)).await;
+            assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+        };
+        deliver("evt_paid_again", "payment_intent.succeeded", &paid).await;
+        deliver(
+            "evt_declined_again",
+            "payment_intent.payment_failed",
+            &declined,
+        )
+        .await;
+        assert!(
+            app.webhook_events("pending").await.is_empty(),
+            "{:?}: handled without a read",
+            app.backend
+        );
+        // A success reported for a top-up that failed is asked about all the same.
+        deliver("evt_declined_paid", "payment_intent.succeeded", &declined).await;
+        let pending = app.webhook_events("pending").await;
+        assert_eq!(pending.len(), 1, "{pending:?}");
+        assert_eq!(pending[0]["id"], "evt_declined_paid");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn an_event_that_cannot_be_handled_is_tried_later_each_time_then_set_aside_for_support() {
     for backend in backends() {
         let mut config = test_config(unused_port());
