@@ -20,7 +20,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use super::{Db, DbError};
 
 /// The most writes one commit carries.
-const MAX_BATCH: usize = 128;
+pub const MAX_BATCH: usize = 128;
 
 /// A write that can share its commit with others of its kind.
 pub trait Batched: Send + Sync + 'static {
