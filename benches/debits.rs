@@ -2,7 +2,7 @@
 //! loopback by a separate load generator process (this executable in its `loadgen`
 //! mode); the same debit in-process without HTTP; and the baseline, in the same run:
 //! the database's own ceiling, the service's batched debit statement at the debit queue's
-//! batch size from as many writers as the pool has connections, and conditional
+//! batch size from as many writers as the queue has, and conditional
 //! single-row balance updates, each in its own durable transaction. The p99 latency is measured
 //! at fixed rates of 50% and 90% of the highest rate found.
 //!
@@ -27,7 +27,7 @@ use topupd::{
     clock::SystemClock,
     db::{
         Db,
-        group_commit::MAX_BATCH,
+        group_commit::{MAX_BATCH, writer_count},
         usage::{DebitOutcome, NewUsage},
     },
     domain::{api_key, credits::Millicredits, pricing::PriceRequest},
@@ -79,7 +79,7 @@ async fn bench() {
             })
         })
         .await;
-        let ceiling = batched_ceiling(&bench, &db).await;
+        let ceiling = batched_ceiling(&db).await;
         db.close().await;
 
         let config = bench.config_file(&[]);
@@ -181,9 +181,9 @@ async fn bench() {
 
 /// The database's own ceiling for debits: the statement the service's debit queue runs
 /// (`Db::debit_usages`), with batches as large as the queue makes them, from as many
-/// writers as the pool has connections. Debits per second.
-async fn batched_ceiling(bench: &BenchDb, db: &Db) -> Samples {
-    let writers = bench.config(&[]).database.max_connections as usize;
+/// writers as the queue has. Debits per second.
+async fn batched_ceiling(db: &Db) -> Samples {
+    let writers = writer_count(db) as usize;
     repeat(|| {
         let db = db.clone();
         // Request ids unique across runs, so every debit is a new one.

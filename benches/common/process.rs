@@ -38,6 +38,11 @@ pub struct StubProcess {
 
 impl StubProcess {
     pub async fn start(latency_ms: u64) -> Self {
+        Self::start_with(&serde_json::json!({ "latency_ms": latency_ms })).await
+    }
+
+    /// The stub with `faults` (its latency and rate limits among them).
+    pub async fn start_with(faults: &serde_json::Value) -> Self {
         let address = free_address();
         let child = Command::new(TOPUPD)
             .args([
@@ -46,7 +51,7 @@ impl StubProcess {
                 &address.to_string(),
                 "--faults",
             ])
-            .arg(format!("{{\"latency_ms\":{latency_ms}}}"))
+            .arg(faults.to_string())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .kill_on_drop(true)
@@ -57,6 +62,19 @@ impl StubProcess {
             base_url: format!("http://{address}"),
             _child: child,
         }
+    }
+
+    /// When the stub answered 429, as milliseconds after its first API request.
+    pub async fn rate_limited_ms(&self) -> Vec<u64> {
+        let limited: serde_json::Value =
+            reqwest::get(format!("{}/_stub/rate_limited", self.base_url))
+                .await
+                .and_then(reqwest::Response::error_for_status)
+                .expect("read the stub's 429s")
+                .json()
+                .await
+                .expect("the stub's 429s are JSON");
+        serde_json::from_value(limited["after_first_request_ms"].clone()).expect("a list")
     }
 
     /// How many payments the stub has taken money for: its own charge list, which counts a

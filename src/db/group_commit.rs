@@ -37,6 +37,14 @@ pub trait Batched: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<Self::Outcome>, DbError>> + Send;
 }
 
+/// How many writers each queue has on `db` (see [`GroupCommit::start`]).
+pub fn writer_count(db: &Db) -> u32 {
+    match db {
+        Db::Sqlite(_) => 1,
+        Db::Postgres(pool) => (pool.options().get_max_connections().saturating_sub(2) / 2).max(1),
+    }
+}
+
 /// Whether no two writes of `batch` share a key, as in every batch the writers take.
 pub(crate) fn distinct_keys<W: Batched>(batch: &[&W]) -> bool {
     batch.iter().map(|w| w.key()).collect::<HashSet<_>>().len() == batch.len()
@@ -119,12 +127,7 @@ impl<W: Batched> GroupCommit<W> {
     /// on `writers.tasks`, and stop once the queue is drained after `writers.stop` (or
     /// after every handle is dropped); a write handed in later fails with `WriterStopped`.
     pub fn start(db: Db, writers: &Writers) -> Self {
-        let count = match &db {
-            Db::Sqlite(_) => 1,
-            Db::Postgres(pool) => {
-                (pool.options().get_max_connections().saturating_sub(2) / 2).max(1)
-            }
-        };
+        let count = writer_count(&db);
         let (sender, receiver) = mpsc::channel(MAX_BATCH * 4);
         let inbox = Arc::new(Mutex::new(Inbox {
             receiver,

@@ -5,6 +5,7 @@
 
 mod charges;
 pub mod dress;
+mod rate_limit;
 mod saving;
 pub mod world;
 
@@ -60,6 +61,7 @@ struct Inner {
     cancel: CancellationToken,
     /// The `Stripe-Version` and `User-Agent` of the API requests received.
     callers: Mutex<Callers>,
+    limiter: Mutex<rate_limit::Limiter>,
 }
 
 /// Who called the stub's API, as its requests said.
@@ -105,9 +107,10 @@ impl Stub {
                     .build()?,
                 cancel: cancel.clone(),
                 callers: Mutex::new(Callers::default()),
+                limiter: Mutex::new(rate_limit::Limiter::default()),
             }),
         };
-        let router = routes()
+        let router = routes(&stub)
             .layer(axum::middleware::from_fn_with_state(
                 stub.clone(),
                 versioned,
@@ -467,7 +470,7 @@ async fn versioned(
     response
 }
 
-fn routes() -> Router<Stub> {
+fn routes(stub: &Stub) -> Router<Stub> {
     Router::new()
         .route("/v1/customers", post(create_customer))
         .route("/v1/customers/{id}", get(customer).post(update_customer))
@@ -485,6 +488,10 @@ fn routes() -> Router<Stub> {
         .route("/v1/payment_intents/{id}/cancel", post(cancel))
         .merge(saving::routes())
         .merge(charges::routes())
+        .route_layer(axum::middleware::from_fn_with_state(
+            stub.clone(),
+            rate_limit::limited,
+        ))
         .route("/_stub/authenticate/{id}", get(authentication_page))
         .route("/_stub/authenticate/{id}/{choice}", post(authenticate))
         .route(
@@ -496,6 +503,12 @@ fn routes() -> Router<Stub> {
         .route("/_stub/charges", get(charges))
         .route("/_stub/events", get(events))
         .route("/_stub/faults", get(faults).post(set_faults))
+        .route("/_stub/rate_limited", get(rate_limited))
+}
+
+/// The 429s answered so far.
+async fn rate_limited(State(stub): State<Stub>) -> Json<rate_limit::Limited> {
+    Json(stub.inner.limiter.lock().await.limited())
 }
 
 /// The parameters each endpoint takes (besides `expand[]`, which every one takes); any

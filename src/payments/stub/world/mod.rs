@@ -100,6 +100,11 @@ pub fn test_card(id: &str) -> Option<TestCard> {
 pub struct Faults {
     /// Added to every API request.
     pub latency_ms: u64,
+    /// API requests a second the stub takes, all together, as Stripe limits them (25 in
+    /// a sandbox, 100 in live mode); over it, 429. 0: no limit.
+    pub rate_limit_per_sec: u32,
+    /// API requests a second the stub takes to one endpoint (25 at Stripe). 0: no limit.
+    pub endpoint_rate_limit_per_sec: u32,
     /// Which requests the counted faults hit.
     pub target: FaultTarget,
     /// Answer 500 before doing anything (nothing recorded).
