@@ -1,7 +1,8 @@
 //! Finding due accounts: the scan's own due query (`Db::due_accounts`, paged by
 //! `auto_topup.scan_batch_size`) over 100,000 and 1,000,000 accounts with auto top-up on,
 //! 10,000 of them due, and over 1,000,000 with 100,000 due (ten times the pages: paging
-//! must cost what it reads, not what came before); and the peak memory of a real
+//! must cost what it reads, not what came before), and over 10,000,000 with 10,000 due
+//! (the table ten times larger again); and the peak memory of a real
 //! `topupd scan --once` that charges those 10,000 at 1,000,000 accounts, against the same
 //! command finding nothing due.
 //!
@@ -23,6 +24,7 @@ const DUE: i64 = 10_000;
 const MANY_DUE: i64 = 100_000;
 const SMALL: i64 = 100_000;
 const LARGE: i64 = 1_000_000;
+const HUGE: i64 = 10_000_000;
 /// Measured runs of the due query per size, after one warm-up run.
 const RUNS: usize = 11;
 const GOAL_MS: f64 = 50.0;
@@ -37,6 +39,8 @@ async fn main() {
         let small = due_query(backend, SMALL, DUE).await;
         let large = due_query(backend, LARGE, DUE).await;
         let many = due_query(backend, LARGE, MANY_DUE).await;
+        let huge = due_query(backend, HUGE, DUE).await;
+        let huge_ms = huge.times.median();
         let many_ms = many.times.median();
         let (small_ms, large_ms) = (small.times.median(), large.times.median());
         let paging = many_ms / large_ms;
@@ -77,6 +81,14 @@ async fn main() {
             ratio: format!("{}×", round(paging)),
             goal: format!("≤ {GOAL_PAGING}× for 10× the due accounts"),
             pass: Some(paging <= GOAL_PAGING),
+        });
+        table.line(Line {
+            figure: format!("due set at {HUGE} accounts"),
+            measured: huge.times.describe("ms"),
+            baseline: format!("{} ms at {LARGE} accounts", round(large_ms)),
+            ratio: format!("{}×", round(huge_ms / large_ms)),
+            goal: format!("≤ {GOAL_GROWTH}×"),
+            pass: Some(huge_ms / large_ms <= GOAL_GROWTH),
         });
         table.line(Line {
             figure: format!("peak RSS, `scan --once` charging {DUE} of {LARGE}"),

@@ -66,29 +66,29 @@ impl StubProcess {
 
     /// When the stub answered 429, as milliseconds after its first API request.
     pub async fn rate_limited_ms(&self) -> Vec<u64> {
-        let limited: serde_json::Value =
-            reqwest::get(format!("{}/_stub/rate_limited", self.base_url))
-                .await
-                .and_then(reqwest::Response::error_for_status)
-                .expect("read the stub's 429s")
-                .json()
-                .await
-                .expect("the stub's 429s are JSON");
+        let limited = self.read("/_stub/rate_limited").await;
         serde_json::from_value(limited["after_first_request_ms"].clone()).expect("a list")
+    }
+
+    /// One of the stub's own pages, as JSON.
+    async fn read(&self, path: &str) -> serde_json::Value {
+        reqwest::get(format!("{}{path}", self.base_url))
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .unwrap_or_else(|e| panic!("read the stub's {path}: {e}"))
+            .json()
+            .await
+            .expect("the stub answers JSON")
     }
 
     /// How many payments the stub has taken money for: its own charge list, which counts a
     /// payment once however often it was asked for.
     pub async fn charge_count(&self) -> usize {
-        let charges: Vec<serde_json::Value> =
-            reqwest::get(format!("{}/_stub/charges", self.base_url))
-                .await
-                .and_then(reqwest::Response::error_for_status)
-                .expect("read the stub's charges")
-                .json()
-                .await
-                .expect("the stub's charges are JSON");
-        charges.len()
+        self.read("/_stub/charges")
+            .await
+            .as_array()
+            .expect("the stub's charges are a list")
+            .len()
     }
 }
 

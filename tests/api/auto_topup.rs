@@ -1096,22 +1096,8 @@ async fn a_scan_that_reaches_the_next_tick_claims_no_more_and_the_next_scan_goes
             "{backend:?}: the next scan went on with the rest: {next:?}"
         );
         assert_eq!(app.stub.charges().await.len(), DUE, "{backend:?}");
-        let metrics = app
-            .client
-            .get(format!("{}/metrics", app.ops_url))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
-        let overruns: f64 = metrics
-            .lines()
-            .find_map(|line| line.strip_prefix("topupd_scans_overran_total "))
-            .expect("the overrun counter")
-            .parse()
-            .expect("a number");
-        assert!(overruns >= 1.0, "{metrics}");
+        let overruns = app.counter("topupd_scans_overran_total").await;
+        assert!(overruns >= 1.0, "{overruns}");
     }
 }
 

@@ -558,3 +558,23 @@ pub async fn tamper(app: &TestApp, sql: &str, id: &str) {
     }
     .expect("tamper");
 }
+
+impl TestApp {
+    /// A counter of this process's `/metrics` (other tests share it, so it only grows).
+    pub async fn counter(&self, name: &str) -> f64 {
+        let metrics = self
+            .client
+            .get(format!("{}/metrics", self.ops_url))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+    }
+}

@@ -21,7 +21,13 @@ use crate::{
 impl TestApp {
     /// Delivers a signed `payment_intent.succeeded` event about `payment`.
     async fn deliver_succeeded(&self, id: &str, payment: &str) {
-        let body = event(id, "payment_intent.succeeded", payment);
+        self.deliver_event(id, "payment_intent.succeeded", payment)
+            .await;
+    }
+
+    /// Delivers a signed event of `kind` about `payment`.
+    async fn deliver_event(&self, id: &str, kind: &str, payment: &str) {
+        let body = event(id, kind, payment);
         let signed = signature::sign(&self.webhook_secret, self.now_secs(), &body);
         let answer = self.deliver_webhook(&body, Some(signed)).await;
         assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
@@ -32,6 +38,17 @@ impl TestApp {
         webhook_processor::run_once(&self.topups, &CancellationToken::new())
             .await
             .expect("processor round")
+    }
+
+    /// Every read of the provider fails from now on, as in an outage.
+    async fn fail_reads(&self) {
+        self.stub
+            .set_faults(Faults {
+                target: FaultTarget::Read,
+                fail_before: 1_000,
+                ..Faults::default()
+            })
+            .await;
     }
 
     async fn webhook_events(&self, state: &str) -> Vec<Value> {
@@ -61,21 +78,9 @@ async fn the_event_of_a_settled_top_up_is_acknowledged_without_asking_the_provid
         };
         let (paid, declined) = (payment(&paid).await, payment(&declined).await);
         // Any read of the provider would fail, and leave its event pending.
-        app.stub
-            .set_faults(Faults {
-                target: FaultTarget::Read,
-                fail_before: 1_000,
-                ..Faults::default()
-            })
-            .await;
-        let deliver = async |id: &str, kind: &str, payment: &str| {
-            let body = event(id, kind, payment);
-            let signed = signature::sign(&app.webhook_secret, app.now_secs(), &body);
-            let answer = app.deliver_webhook(&body, Some(signed)).await;
-            assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
-        };
-        deliver("evt_paid_again", "payment_intent.succeeded", &paid).await;
-        deliver(
+        app.fail_reads().await;
+        app.deliver_succeeded("evt_paid_again", &paid).await;
+        app.deliver_event(
             "evt_declined_again",
             "payment_intent.payment_failed",
             &declined,
@@ -87,7 +92,7 @@ async fn the_event_of_a_settled_top_up_is_acknowledged_without_asking_the_provid
             app.backend
         );
         // A success reported for a top-up that failed is asked about all the same.
-        deliver("evt_declined_paid", "payment_intent.succeeded", &declined).await;
+        app.deliver_succeeded("evt_declined_paid", &declined).await;
         let pending = app.webhook_events("pending").await;
         assert_eq!(pending.len(), 1, "{pending:?}");
         assert_eq!(pending[0]["id"], "evt_declined_paid");
@@ -107,13 +112,7 @@ async fn an_event_that_cannot_be_handled_is_tried_later_each_time_then_set_aside
         let (account, _, started) = app.authenticated_without_webhooks(2000).await;
         let payment = started.body["transaction_id"].as_str().expect("payment");
         // The provider cannot be read: every try of the event fails.
-        app.stub
-            .set_faults(Faults {
-                target: FaultTarget::Read,
-                fail_before: 1_000,
-                ..Faults::default()
-            })
-            .await;
+        app.fail_reads().await;
 
         app.deliver_succeeded("evt_stuck", payment).await;
         let pending = app.webhook_events("pending").await;
@@ -146,22 +145,9 @@ async fn an_event_that_cannot_be_handled_is_tried_later_each_time_then_set_aside
         app.clock.advance_ms(3_600_000);
         assert_eq!(app.process_webhooks().await, 0);
         assert_eq!(app.balance(&account).await, dec("0"));
-        let metrics = app
-            .client
-            .get(format!("{}/metrics", app.ops_url))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
         // Other tests share the process's counters: this one made at least one dead event.
-        let dead: f64 = metrics
-            .lines()
-            .find_map(|line| line.strip_prefix("topupd_webhook_events_dead_total "))
-            .and_then(|value| value.parse().ok())
-            .unwrap_or_else(|| panic!("no dead events counted: {metrics}"));
-        assert!(dead >= 1.0, "{metrics}");
+        let dead = app.counter("topupd_webhook_events_dead_total").await;
+        assert!(dead >= 1.0, "{dead}");
 
         // Support requeues it once the provider answers again; it is handled and credits.
         app.stub.set_faults(Faults::default()).await;
