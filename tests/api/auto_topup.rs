@@ -1063,7 +1063,7 @@ async fn a_scan_that_reaches_the_next_tick_claims_no_more_and_the_next_scan_goes
         }
         app.stub
             .set_faults(Faults {
-                latency_ms: 50,
+                latency_ms: 150,
                 ..Faults::default()
             })
             .await;
