@@ -13,7 +13,7 @@ use super::{
 use crate::{
     clock::Millis,
     domain::{
-        attempt::{Attempt, AttemptState, AttemptTrigger, idempotency_key},
+        attempt::{Attempt, AttemptState, AttemptTrigger, Failing, idempotency_key},
         auto_topup::PauseChange,
         credits::Millicredits,
         money::Cents,
@@ -52,6 +52,9 @@ pub(crate) struct AttemptRow {
     flagged_at: Option<Millis>,
     next_check_at: Millis,
     check_count: i64,
+    failing_code: Option<String>,
+    failing_message: Option<String>,
+    failing_flag: bool,
 }
 
 impl TryFrom<AttemptRow> for Attempt {
@@ -92,6 +95,11 @@ impl TryFrom<AttemptRow> for Attempt {
             flagged_at: row.flagged_at,
             next_check_at: row.next_check_at,
             check_count: row.check_count,
+            failing: row.failing_code.map(|code| Failing {
+                code,
+                message: row.failing_message,
+                flag: row.failing_flag,
+            }),
         })
     }
 }
@@ -151,7 +159,7 @@ pub(super) const COLUMNS: &str = "id, account_id, seq, trigger, idempotency_key,
                        credits, amount_cents, currency, payment_method_id, customer_id, state, \
                        provider_payment_id, next_action_url, decline_code, failure_message, \
                        amount_received, client_secret, provider_charge_id, refunded_cents, created_at, updated_at, settled_at, \
-                       flagged_at, next_check_at, check_count";
+                       flagged_at, next_check_at, check_count, failing_code, failing_message, failing_flag";
 
 /// An attempt to claim.
 #[derive(Debug, Clone)]
@@ -375,7 +383,8 @@ impl Db {
         const MOVE: &str = "UPDATE topup_attempts SET state = $1, updated_at = $2, settled_at = $3, \
              provider_payment_id = $4, next_action_url = $5, decline_code = $6, \
              failure_message = $7, amount_received = $8, credits = $9, amount_cents = $10, \
-             client_secret = $11, flagged_at = COALESCE(flagged_at, $12), provider_charge_id = $13 \
+             client_secret = $11, flagged_at = COALESCE(flagged_at, $12), provider_charge_id = $13, \
+             failing_code = NULL, failing_message = NULL, failing_flag = FALSE \
              WHERE id = $14 AND state = $15";
         let moved = write.attempt;
         with_pool!(self, |pool| {
@@ -539,22 +548,16 @@ impl Db {
 
     /// Records why an open attempt is about to fail, before its payment is cancelled: the
     /// cancellation's own webhook may settle it first, and must settle it as this failure.
-    pub async fn failing_attempt(
-        &self,
-        id: &str,
-        decline_code: &str,
-        failure_message: Option<&str>,
-        flag_at: Option<Millis>,
-    ) -> Result<(), DbError> {
-        const SQL: &str = "UPDATE topup_attempts SET decline_code = $1, \
-                           failure_message = COALESCE($2, failure_message), \
-                           flagged_at = COALESCE(flagged_at, $3) \
+    /// Only a cancelled payment reads it; the attempt's next move clears it.
+    pub async fn failing_attempt(&self, id: &str, failing: &Failing) -> Result<(), DbError> {
+        const SQL: &str = "UPDATE topup_attempts SET failing_code = $1, failing_message = $2, \
+                           failing_flag = $3 \
                            WHERE id = $4 AND state NOT IN ('succeeded', 'failed', 'canceled')";
         with_pool!(self, |pool| {
             sqlx::query(SQL)
-                .bind(decline_code)
-                .bind(failure_message)
-                .bind(flag_at)
+                .bind(&failing.code)
+                .bind(&failing.message)
+                .bind(failing.flag)
                 .bind(id)
                 .execute(pool)
                 .await?;

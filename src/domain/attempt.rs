@@ -194,6 +194,18 @@ pub struct Attempt {
     pub next_check_at: Millis,
     /// How often the reconciler has asked.
     pub check_count: i64,
+    /// Why the attempt is failing, while its payment is being cancelled.
+    pub failing: Option<Failing>,
+}
+
+/// Why an attempt is failing, recorded before its payment is cancelled: the cancelled
+/// payment says nothing of why, and its webhook may settle the attempt first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failing {
+    pub code: String,
+    pub message: Option<String>,
+    /// The provider refused our request outright: support must look at it.
+    pub flag: bool,
 }
 
 /// What the provider said, to record with a settling move.
@@ -243,6 +255,8 @@ impl Attempt {
             client_secret: newer(facts.client_secret, &self.client_secret),
             provider_charge_id: newer(facts.charge_id, &self.provider_charge_id),
             flagged_at: self.flagged_at.or(facts.flag.then_some(at)),
+            // A failure is recorded for the cancel that follows it; any move consumes it.
+            failing: None,
             ..self.clone()
         }
     }
@@ -279,6 +293,7 @@ pub fn sample(state: AttemptState) -> Attempt {
         flagged_at: None,
         next_check_at: 0,
         check_count: 0,
+        failing: None,
     }
 }
 

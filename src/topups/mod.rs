@@ -20,7 +20,7 @@ use crate::{
         group_commit::{GroupCommit, Writers},
     },
     domain::{
-        attempt::{Attempt, AttemptState, AttemptTrigger, ProviderFacts},
+        attempt::{Attempt, AttemptState, AttemptTrigger, Failing, ProviderFacts},
         auto_topup::PauseChange,
         credits::Millicredits,
         money::Cents,
@@ -556,10 +556,13 @@ impl Topups {
     ) -> Result<Attempt, DbError> {
         // A payment cancelled as its attempt failed says nothing of why: the attempt
         // recorded it before the cancel, whose webhook may arrive first.
-        let recorded = attempt.decline_code.clone();
+        let failing = attempt
+            .failing
+            .clone()
+            .filter(|_| intent.status == "canceled" && intent.failure_code().is_none());
         let failure_code = intent
             .failure_code()
-            .or_else(|| (intent.status == "canceled").then_some(recorded.as_deref())?);
+            .or(failing.as_ref().map(|f| f.code.as_str()));
         let Some(target) = AttemptState::of_payment(&intent.status, failure_code) else {
             tracing::warn!(account_id = %attempt.account_id, attempt_id = %attempt.id, status = %intent.status, "unknown payment status; left as is");
             return Ok(attempt);
@@ -587,13 +590,14 @@ impl Topups {
             failure_message: intent
                 .last_payment_error
                 .as_ref()
-                .and_then(|e| e.message.as_deref()),
+                .and_then(|e| e.message.as_deref())
+                .or(failing.as_ref().and_then(|f| f.message.as_deref())),
             amount_received: succeeded.then_some(Cents(received)),
             client_secret: intent.client_secret.as_deref(),
             charge_id: intent.latest_charge.as_deref(),
             credits_received: received_other
                 .then(|| Millicredits::bought_by(Cents(received), self.config.credit_price_cents)),
-            flag: false,
+            flag: failing.as_ref().is_some_and(|f| f.flag),
         };
         self.settle(attempt, target, &facts).await
     }
@@ -700,14 +704,12 @@ impl Topups {
         else {
             return Ok(None);
         };
-        self.db
-            .failing_attempt(
-                &attempt.id,
-                facts.decline_code.unwrap_or("card_declined"),
-                facts.failure_message,
-                facts.flag.then(|| self.clock.now_ms()),
-            )
-            .await?;
+        let failing = Failing {
+            code: facts.decline_code.unwrap_or("card_declined").to_owned(),
+            message: facts.failure_message.map(str::to_owned),
+            flag: facts.flag,
+        };
+        self.db.failing_attempt(&attempt.id, &failing).await?;
         let key = format!("{}:cancel", attempt.idempotency_key);
         let Err(error) = self.provider.cancel_payment_intent(payment_id, &key).await else {
             return Ok(None);

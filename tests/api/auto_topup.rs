@@ -360,6 +360,78 @@ async fn a_decline_pauses_with_its_code_and_is_never_retried_automatically() {
     .await;
 }
 
+/// What becomes of a declined top-up whose payment the provider would not cancel at once
+/// (every cancel answered 500), so the attempt stays open with the decline recorded.
+#[derive(Debug, Clone, Copy)]
+enum AfterAnUnansweredCancel {
+    /// The cancel goes through later, and its webhook (saying nothing of why) settles it.
+    Cancelled,
+    /// The customer pays it after all with a card that works.
+    Paid,
+    /// The customer confirms it with a card that needs 3-D Secure, then gives up on it.
+    AuthenticatedThenCancelled,
+}
+
+#[tokio::test]
+async fn a_decline_recorded_before_its_cancel_is_reported_only_if_the_payment_is_cancelled() {
+    use AfterAnUnansweredCancel::*;
+    each_backend(async |app| {
+        for after in [Cancelled, Paid, AuthenticatedThenCancelled] {
+            let (account, _) = app.auto_account("declining:insufficient_funds", "0").await;
+            app.stub
+                .set_faults(Faults {
+                    target: FaultTarget::Cancel,
+                    fail_before: 1_000,
+                    ..Faults::default()
+                })
+                .await;
+            let report = app.scan().await;
+            app.stub.set_faults(Faults::default()).await;
+            assert_eq!(report.pending, 1, "{after:?}: {report:?}");
+            let payment = app.payments_of(&account).await.remove(0);
+            assert_eq!(payment.status, "requires_payment_method", "{after:?}");
+            let path = |verb: &str| format!("/v1/payment_intents/{}/{verb}", payment.id);
+            let (expected_state, expected_decline) = match after {
+                Cancelled => {
+                    let (status, _) = app.stripe(&path("cancel"), &[], None).await;
+                    assert_eq!(status, StatusCode::OK);
+                    ("failed", Value::from("insufficient_funds"))
+                }
+                Paid => {
+                    let form = [("payment_method", "pm_card_visa")];
+                    let (status, paid) = app.stripe(&path("confirm"), &form, None).await;
+                    assert_eq!(status, StatusCode::OK, "{paid}");
+                    ("succeeded", Value::Null)
+                }
+                AuthenticatedThenCancelled => {
+                    let form = [("payment_method", "pm_card_authenticationRequired")];
+                    let (status, waiting) = app.stripe(&path("confirm"), &form, None).await;
+                    assert_eq!(waiting["status"], "requires_action", "{status} {waiting}");
+                    app.wait_for_topup_state(&account, "requires_action").await;
+                    let (status, _) = app.stripe(&path("cancel"), &[], None).await;
+                    assert_eq!(status, StatusCode::OK);
+                    ("canceled", Value::Null)
+                }
+            };
+            let topup = app.wait_for_topup_state(&account, expected_state).await;
+            assert_eq!(
+                topup["decline_code"], expected_decline,
+                "{after:?}: {topup}"
+            );
+            let kinds = app.notice_kinds(&account).await;
+            assert_eq!(
+                kinds.iter().any(|k| k == "payment_failed"),
+                matches!(after, Cancelled),
+                "{after:?}: {kinds:?}"
+            );
+            if matches!(after, Paid) {
+                assert_eq!(app.balance(&account).await, dec("5000"));
+            }
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn an_account_without_a_card_pauses_like_a_decline() {
     each_backend(async |app| {

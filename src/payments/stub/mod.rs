@@ -733,9 +733,12 @@ async fn cancel(
     Form(pairs): Form<Vec<(String, String)>>,
 ) -> Response {
     let request = (format!("cancel/{id}"), pairs, CANCEL_PARAMS);
-    stub.post(&headers, request, FaultTarget::All, move |w, _, _, now| {
-        w.cancel(&id, now)
-    })
+    stub.post(
+        &headers,
+        request,
+        FaultTarget::Cancel,
+        move |w, _, _, now| w.cancel(&id, now),
+    )
     .await
 }
 

@@ -181,6 +181,8 @@ pub enum FaultTarget {
     Create,
     /// Confirming payments.
     Confirm,
+    /// Cancelling payments.
+    Cancel,
     /// Every POST.
     #[default]
     All,
@@ -941,6 +943,9 @@ impl World {
         }
         intent.status = "canceled".into();
         intent.next_action = None;
+        // Stripe: the previous confirmation's error "will be cleared if the PaymentIntent is
+        // later updated for any reason"; a cancelled payment says nothing of why.
+        intent.last_payment_error = None;
         let intent = intent.clone();
         let event = self.event("payment_intent.canceled", json!(intent), now);
         Outcome::ok(intent).with_event(event)
