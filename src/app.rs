@@ -51,6 +51,8 @@ pub struct App {
     database_clock: Option<Arc<DatabaseClock>>,
     /// Where the payment provider answers.
     provider_url: String,
+    /// This replica's share of the provider's rate, whose lease it gives up on leaving.
+    budget: Budget,
 }
 
 /// Where the app finds its payment provider.
@@ -192,7 +194,7 @@ impl App {
         let budget = Budget::start(Arc::new(db.clone()), &config.payments).await;
         let provider_client = ProviderClient::new(&config.payments, &provider_url)
             .context("set up the payment provider client")?
-            .paced_by(budget);
+            .paced_by(budget.clone());
         let writers = Writers::default();
         let topups = Topups::new(
             db.clone(),
@@ -203,6 +205,9 @@ impl App {
         );
         let letterhead = Arc::new(Letterhead::new(&config.email, email_links.clone()));
         let pages = Arc::new(Pages::new(&config, email_links));
+        let webhook_permits = Arc::new(tokio::sync::Semaphore::new(
+            (config.database.max_connections as usize / 2).max(1),
+        ));
         Ok(Self {
             state: AppState {
                 accounts: Accounts::new(db.clone(), clock.clone()),
@@ -217,6 +222,7 @@ impl App {
                 letterhead,
                 pages,
                 webhook_secrets: Arc::new(webhook_secrets),
+                webhook_permits,
                 roles: Roles::ALL,
             },
             stub,
@@ -224,6 +230,7 @@ impl App {
             writers,
             database_clock: None,
             provider_url,
+            budget,
         })
     }
 
@@ -234,6 +241,7 @@ impl App {
         self.writers
             .drain(tokio::time::Instant::now() + grace)
             .await;
+        self.budget.release().await;
         self.stub_cancel.cancel();
         self.state.db.close().await;
     }
@@ -386,6 +394,7 @@ impl App {
         let outcome = tokio::time::timeout_at(deadline, drain).await;
         // The writes the finished work queued are written before the pool closes.
         self.writers.drain(deadline).await;
+        self.budget.release().await;
         self.stub_cancel.cancel();
         db.close().await;
         match outcome {

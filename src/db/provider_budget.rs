@@ -6,6 +6,7 @@ use crate::payments::budget::{LeaseStore, Standing, StoreFuture};
 
 const RENEW: &str = "INSERT INTO provider_budget_leases (replica, renewed_at) VALUES ($1, $2) \
      ON CONFLICT (replica) DO UPDATE SET renewed_at = excluded.renewed_at";
+const RELEASE: &str = "DELETE FROM provider_budget_leases WHERE replica = $1";
 const FORGET_EXPIRED: &str = "DELETE FROM provider_budget_leases WHERE renewed_at < $1";
 const LIVE: &str = "SELECT COUNT(*) FROM provider_budget_leases";
 const HELD_UNTIL: &str = "SELECT held_until FROM provider_budget_hold WHERE id = 1";
@@ -57,6 +58,15 @@ impl LeaseStore for Db {
         Box::pin(async move {
             with_pool!(self, |pool| {
                 sqlx::query(HOLD).bind(until_ms).execute(pool).await?;
+            });
+            Ok(())
+        })
+    }
+
+    fn release<'a>(&'a self, replica: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            with_pool!(self, |pool| {
+                sqlx::query(RELEASE).bind(replica).execute(pool).await?;
             });
             Ok(())
         })

@@ -17,7 +17,8 @@ use std::{
 };
 
 use reqwest::header::HeaderMap;
-use tokio::time::Instant;
+use tokio::{task::JoinHandle, time::Instant};
+use tokio_util::sync::CancellationToken;
 
 use super::client::Endpoint;
 use crate::config::PaymentsConfig;
@@ -26,7 +27,8 @@ use crate::config::PaymentsConfig;
 pub const RENEW_EVERY: Duration = Duration::from_secs(1);
 /// A replica not heard from for this long no longer counts.
 const LEASE: Duration = Duration::from_secs(5);
-/// How long a 429 without a readable Retry-After holds requests back.
+/// How long a 429 without a readable Retry-After holds requests back (Stripe's rate
+/// limiter sends none).
 const DEFAULT_HOLD: Duration = Duration::from_secs(1);
 /// The longest hold a Retry-After is taken for, so one odd answer cannot stop the
 /// deployment for long.
@@ -57,6 +59,9 @@ pub trait LeaseStore: Send + Sync {
 
     /// Nothing is sent before `until_ms`, by any replica.
     fn hold(&self, until_ms: i64) -> StoreFuture<'_, ()>;
+
+    /// `replica` leaves: the others count without it from their next renewal on.
+    fn release<'a>(&'a self, replica: &'a str) -> StoreFuture<'a, ()>;
 }
 
 /// One replica's share of the deployment's budget.
@@ -76,6 +81,9 @@ struct Shared {
     held_until_ms: AtomicI64,
     /// Each pace key's next free moment on this replica.
     next_free: Mutex<HashMap<&'static str, Instant>>,
+    /// Stops the renewals, whose task then gives the lease up.
+    leaving: CancellationToken,
+    renewing: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Budget {
@@ -90,10 +98,24 @@ impl Budget {
             replicas: AtomicU32::new(1),
             held_until_ms: AtomicI64::new(0),
             next_free: Mutex::new(HashMap::new()),
+            leaving: CancellationToken::new(),
+            renewing: Mutex::new(None),
         });
         shared.renew().await;
-        tokio::spawn(keep_renewing(Arc::downgrade(&shared)));
+        let renewing = tokio::spawn(keep_renewing(Arc::downgrade(&shared)));
+        *shared.renewing.lock().expect("renewal lock") = Some(renewing);
         Self { shared }
+    }
+
+    /// Stops renewing and gives the lease up, so the other replicas take this one's share
+    /// from their next renewal on rather than once its lease runs out.
+    pub async fn release(&self) {
+        self.shared.leaving.cancel();
+        let renewing = self.shared.renewing.lock().expect("renewal lock").take();
+        if let Some(renewing) = renewing {
+            // The task ends by releasing the lease; a panic in it is the runtime's to log.
+            let _ = renewing.await;
+        }
     }
 
     /// Waits for this request's turn: its endpoint's pace, then the pace of all requests,
@@ -132,19 +154,12 @@ impl Budget {
 impl Shared {
     fn reserve(&self, endpoint: Endpoint) -> Instant {
         let replicas = self.replicas.load(Ordering::Relaxed);
+        let paces = [
+            (endpoint.as_str(), spacing(self.endpoint_per_sec, replicas)),
+            (ALL, spacing(self.all_per_sec, replicas)),
+        ];
         let mut next_free = self.next_free.lock().expect("pace lock");
-        let at_endpoint = take(
-            &mut next_free,
-            endpoint.as_str(),
-            Instant::now(),
-            spacing(self.endpoint_per_sec, replicas),
-        );
-        take(
-            &mut next_free,
-            ALL,
-            at_endpoint,
-            spacing(self.all_per_sec, replicas),
-        )
+        take(&mut next_free, &paces, Instant::now())
     }
 
     async fn renew(&self) {
@@ -170,25 +185,41 @@ async fn keep_renewing(shared: Weak<Shared>) {
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     every.tick().await;
     loop {
-        every.tick().await;
+        let Some(leaving) = shared.upgrade().map(|s| s.leaving.clone()) else {
+            return;
+        };
+        tokio::select! {
+            () = leaving.cancelled() => break,
+            _ = every.tick() => {}
+        }
         let Some(shared) = shared.upgrade() else {
             return;
         };
         shared.renew().await;
     }
+    // After the last renewal, so none writes the lease again.
+    if let Some(shared) = shared.upgrade()
+        && let Err(error) = shared.store.release(&shared.replica).await
+    {
+        tracing::warn!(error = %format!("{error:#}"), "could not give up the provider budget's lease; it runs out in {}s", LEASE.as_secs());
+    }
 }
 
-/// Reserves `key`'s next free moment no earlier than `not_before`, moves it on by
-/// `spacing`, and returns the moment reserved.
+/// Reserves the first moment no earlier than `not_before` that is free in each of
+/// `paces`, and moves each pace's next free moment on from it by the pace's spacing: the
+/// request leaves at that moment, so every pace it counts against is spaced from there.
 fn take(
     next_free: &mut HashMap<&'static str, Instant>,
-    key: &'static str,
+    paces: &[(&'static str, Duration)],
     not_before: Instant,
-    spacing: Duration,
 ) -> Instant {
-    let free = next_free.entry(key).or_insert(not_before);
-    let at = (*free).max(not_before);
-    *free = at + spacing;
+    let at = paces
+        .iter()
+        .filter_map(|(key, _)| next_free.get(key).copied())
+        .fold(not_before, Instant::max);
+    for &(key, spacing) in paces {
+        next_free.insert(key, at + spacing);
+    }
     at
 }
 
@@ -202,9 +233,7 @@ fn retry_after(headers: &HeaderMap) -> Duration {
     headers
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|value| value.to_str().ok()?.trim().parse::<u64>().ok())
-        .map_or(DEFAULT_HOLD, |secs| {
-            Duration::from_secs(secs).clamp(DEFAULT_HOLD, MAX_HOLD)
-        })
+        .map_or(DEFAULT_HOLD, |secs| Duration::from_secs(secs).min(MAX_HOLD))
 }
 
 /// Wall-clock time, which every replica shares.
@@ -234,11 +263,37 @@ mod tests {
         let mut next_free = HashMap::new();
         let start = Instant::now();
         let gap = Duration::from_millis(50);
-        assert_eq!(take(&mut next_free, ALL, start, gap), start);
-        assert_eq!(take(&mut next_free, ALL, start, gap), start + gap);
+        assert_eq!(take(&mut next_free, &[(ALL, gap)], start), start);
+        assert_eq!(take(&mut next_free, &[(ALL, gap)], start), start + gap);
         let later = start + Duration::from_secs(1);
-        assert_eq!(take(&mut next_free, ALL, later, gap), later);
-        assert_eq!(take(&mut next_free, "other", start, gap), start);
+        assert_eq!(take(&mut next_free, &[(ALL, gap)], later), later);
+        assert_eq!(take(&mut next_free, &[("other", gap)], start), start);
+    }
+
+    #[test]
+    fn an_endpoint_keeps_its_pace_when_the_pace_of_all_requests_holds_it_back() {
+        let mut next_free = HashMap::new();
+        let start = Instant::now();
+        let (endpoint_gap, all_gap) = (Duration::from_millis(500), Duration::from_millis(100));
+        let paces = |endpoint| [(endpoint, endpoint_gap), (ALL, all_gap)];
+        // Five other endpoints take the next half second of the budget of all requests.
+        for other in ["b", "c", "d", "e", "f"] {
+            take(&mut next_free, &paces(other), start);
+        }
+        let first = take(&mut next_free, &paces("a"), start);
+        assert_eq!(first, start + 5 * all_gap);
+        let second = take(&mut next_free, &paces("a"), start);
+        assert_eq!(
+            second - first,
+            endpoint_gap,
+            "one endpoint's requests stay apart"
+        );
+        let other = take(&mut next_free, &paces("g"), start);
+        assert_eq!(
+            other - second,
+            all_gap,
+            "requests leave in the order they asked"
+        );
     }
 
     #[test]
@@ -250,7 +305,7 @@ mod tests {
         };
         assert_eq!(retry_after(&HeaderMap::new()), DEFAULT_HOLD);
         assert_eq!(with("3"), Duration::from_secs(3));
-        assert_eq!(with("0"), DEFAULT_HOLD);
+        assert_eq!(with("0"), Duration::ZERO);
         assert_eq!(with("3600"), MAX_HOLD);
         assert_eq!(with("Wed, 21 Oct 2026 07:28:00 GMT"), DEFAULT_HOLD);
     }

@@ -609,14 +609,16 @@ impl ProviderClient {
         let answered = match request.send().await {
             Ok(response) => {
                 let status = response.status();
-                let should_retry = should_retry(response.headers());
-                if status == StatusCode::TOO_MANY_REQUESTS {
-                    self.slow_down(endpoint, response.headers()).await;
+                let headers = response.headers().clone();
+                let should_retry = should_retry(&headers);
+                let body = response.bytes().await;
+                if let Ok(body) = &body
+                    && status == StatusCode::TOO_MANY_REQUESTS
+                    && !is_lock_timeout(body)
+                {
+                    self.slow_down(endpoint, &headers).await;
                 }
-                response
-                    .bytes()
-                    .await
-                    .map(|body| (status, should_retry, body))
+                body.map(|body| (status, should_retry, body))
             }
             Err(e) => Err(e),
         };
@@ -631,7 +633,7 @@ impl ProviderClient {
         }
     }
 
-    /// A 429: every replica holds back for what the provider asked.
+    /// A 429 that limits our rate: every replica holds back for what the provider asked.
     async fn slow_down(&self, endpoint: Endpoint, headers: &HeaderMap) {
         let Some(budget) = &self.budget else {
             return;
@@ -648,6 +650,13 @@ impl ProviderClient {
             }
         }
     }
+}
+
+/// Stripe answers 429 `lock_timeout` when another request holds the same object: a
+/// retry of that request, not a reason to slow every request down.
+fn is_lock_timeout(body: &[u8]) -> bool {
+    serde_json::from_slice::<ErrorEnvelope>(body)
+        .is_ok_and(|e| e.error.code.as_deref() == Some("lock_timeout"))
 }
 
 /// The provider's explicit retry advice, if it gave any.
