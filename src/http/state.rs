@@ -33,6 +33,9 @@ pub struct AppState {
     pub pages: Arc<Pages>,
     /// Secrets that may sign the provider's webhooks.
     pub webhook_secrets: Arc<Vec<String>>,
+    /// Webhooks handled at once. The provider sends a burst of events after a scan; held
+    /// to half the pool, they leave the other half to the API's debits.
+    pub webhook_permits: Arc<tokio::sync::Semaphore>,
     /// What this process runs, as readiness reports it.
     pub roles: Roles,
 }

@@ -77,6 +77,11 @@ async fn receive(
         .map_err(|e| ApiError::malformed(format!("webhook body is not an event: {e}"), None))?;
     let object_id = event.data.object.get("id").and_then(Value::as_str);
     let payload = String::from_utf8_lossy(&body);
+    let _permit = state
+        .webhook_permits
+        .acquire()
+        .await
+        .map_err(|_| ApiError::Unavailable("webhooks are closed".into()))?;
     let new = state
         .topups
         .receive_event(&event.id, &event.kind, object_id, &payload)
