@@ -555,7 +555,18 @@ impl Topups {
         intent: &PaymentIntent,
     ) -> Result<Attempt, DbError> {
         // A payment cancelled as its attempt failed says nothing of why: the attempt
-        // recorded it before the cancel, whose webhook may arrive first.
+        // recorded it before the cancel, whose webhook may arrive first. An attempt read
+        // before that record (an event's handler racing the cancel) is read again: the
+        // record was written before the cancel was sent, so it is there now if it ever was.
+        let attempt = if intent.status == "canceled"
+            && intent.failure_code().is_none()
+            && attempt.failing.is_none()
+            && attempt.state.can_become(AttemptState::Canceled)
+        {
+            self.reload(&attempt).await?
+        } else {
+            attempt
+        };
         let failing = attempt
             .failing
             .clone()

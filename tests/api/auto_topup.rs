@@ -432,6 +432,53 @@ async fn a_decline_recorded_before_its_cancel_is_reported_only_if_the_payment_is
     .await;
 }
 
+/// An event's handler that read the attempt before its decline was recorded, and then
+/// finds the payment cancelled for that decline, still reports the decline: not a cancel
+/// the customer made.
+#[tokio::test]
+async fn a_handler_that_read_the_attempt_before_its_decline_was_recorded_still_reports_it() {
+    each_backend(async |app| {
+        let (account, _) = app.auto_account("declining:insufficient_funds", "0").await;
+        app.stub
+            .set_faults(Faults {
+                target: FaultTarget::Cancel,
+                fail_before: 1_000,
+                ..Faults::default()
+            })
+            .await;
+        assert_eq!(app.scan().await.pending, 1);
+        let payment = app.payments_of(&account).await.remove(0);
+        let mut read_before = app
+            .db
+            .attempt_for_payment(&payment.id)
+            .await
+            .expect("read")
+            .expect("the attempt");
+        assert!(read_before.failing.is_some(), "{read_before:?}");
+        read_before.failing = None;
+        // The cancel's own event would settle it first: this handler is the one to.
+        app.stub
+            .set_faults(Faults {
+                drop_webhooks: 1_000,
+                ..Faults::default()
+            })
+            .await;
+        let cancel = format!("/v1/payment_intents/{}/cancel", payment.id);
+        let (status, cancelled) = app.stripe(&cancel, &[], None).await;
+        assert_eq!(status, StatusCode::OK, "{cancelled}");
+        let intent = serde_json::from_value(cancelled).expect("a payment intent");
+        let applied = app
+            .topups
+            .apply(read_before, &intent)
+            .await
+            .expect("applied");
+        assert_eq!(applied.state, AttemptState::Failed, "{applied:?}");
+        assert_eq!(applied.decline_code.as_deref(), Some("insufficient_funds"));
+        assert_eq!(app.notice_kinds(&account).await, ["payment_failed"]);
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn an_account_without_a_card_pauses_like_a_decline() {
     each_backend(async |app| {
