@@ -959,6 +959,32 @@ mod tests {
                 jail.clear_env();
             }
 
+            for (key, value) in [
+                ("EMAIL__FROM", "not an address"),
+                ("EMAIL__SUPPORT_EMAIL", "support"),
+                ("OPS__LISTEN", "everywhere"),
+            ] {
+                jail.set_env(format!("TOPUPD_{key}"), value);
+                let err = Config::load(None).expect_err(key).to_string();
+                assert!(
+                    err.contains(&key.to_lowercase().replace("__", ".")),
+                    "{err}"
+                );
+                jail.clear_env();
+            }
+
+            // With Stripe, its keys must be there: each missing one is named.
+            jail.set_env("TOPUPD_PAYMENTS__PROVIDER", "stripe");
+            let err = Config::load(None).expect_err("no secret key").to_string();
+            assert!(err.contains("payments.secret_key"), "{err}");
+            jail.set_env("TOPUPD_PAYMENTS__SECRET_KEY", "sk_test_123");
+            let err = Config::load(None)
+                .expect_err("no webhook secret")
+                .to_string();
+            assert!(err.contains("payments.webhook_secrets"), "{err}");
+            assert!(!err.contains("sk_test_123"), "{err}");
+            jail.clear_env();
+
             // $10.02 is more than the smallest automatic top-up (1,001 credits) costs.
             jail.set_env("TOPUPD_PAYMENTS__MIN_TOPUP_CENTS", "1002");
             let err = Config::load(None)

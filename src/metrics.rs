@@ -20,7 +20,7 @@ use crate::{
     domain::{
         attempt::{AttemptState, AttemptTrigger},
         auto_topup::PauseReason,
-        notice::ResumedBy,
+        notice::{NoticeKind, ResumedBy},
     },
     http::auth::KeyRefused,
     payments::client::{CallOutcome, Endpoint},
@@ -273,6 +273,9 @@ fn register_known_series() {
         counter!("topupd_auth_failures_total", "reason" => reason.as_str()).increment(0);
     }
     counter!("topupd_webhook_events_dead_total").increment(0);
+    for kind in NoticeKind::ALL {
+        counter!("topupd_notices_queued_total", "kind" => kind.as_str()).increment(0);
+    }
     for endpoint in Endpoint::ALL {
         for outcome in CallOutcome::ALL {
             counter!("topupd_provider_requests_total", "endpoint" => endpoint.as_str(), "outcome" => outcome.as_str())

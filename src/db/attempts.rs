@@ -191,19 +191,56 @@ pub enum Claim {
 
 /// A settling move and all it writes, decided by the service
 /// ([`crate::domain::settlement`]): written in one transaction, or not at all.
-pub struct SettleWrite<'a> {
+pub struct SettleWrite {
     /// The attempt as the move leaves it ([`Attempt::settled`]).
-    pub attempt: &'a Attempt,
+    pub attempt: Attempt,
     /// The state it must still be in. Every change of an attempt's fields moves its state
     /// forward, so an attempt still in `from` is exactly the one the move was made from.
     pub from: AttemptState,
     /// The credit a success posts, and the envelope of its receipt, whose facts come from
     /// the credit once posted.
-    pub credit: Option<(&'a Credit, Envelope)>,
-    pub pause: &'a PauseChange,
-    pub notices: &'a [NewNotice],
+    pub credit: Option<(Credit, Envelope)>,
+    pub pause: PauseChange,
+    pub notices: Vec<NewNotice>,
     /// Queued only if the pause change ended a pause.
-    pub notices_if_resumed: &'a [NewNotice],
+    pub notices_if_resumed: Vec<NewNotice>,
+}
+
+impl Batched for SettleWrite {
+    /// Each settlement's own result: one that fails alone does not fail the others.
+    type Outcome = Result<Option<SettleOutcome>, DbError>;
+
+    /// Its account, whose balance and pause it changes.
+    fn key(&self) -> &str {
+        &self.attempt.account_id
+    }
+
+    /// One writer: settlements are few beside debits and steps, and their batches grow
+    /// with the load while one is written.
+    fn writer_count(_: &Db) -> u32 {
+        1
+    }
+
+    /// A batch that fails for one of its settlements is written again one settlement at
+    /// a time (each is a compare-and-set, so one the failed batch did write is found
+    /// moved), and only that one fails. A database that cannot be reached fails the batch.
+    async fn write_batch(db: &Db, batch: &[&Self]) -> Result<Vec<Self::Outcome>, DbError> {
+        let error = match db.settle_attempts(batch).await {
+            Ok(settled) => return Ok(settled.into_iter().map(Ok).collect()),
+            Err(error) if batch.len() == 1 || error.is_unavailable() => return Err(error),
+            Err(error) => error,
+        };
+        tracing::warn!(%error, size = batch.len(), "settlement batch failed; writing its settlements one by one");
+        let mut settled = Vec::with_capacity(batch.len());
+        for write in batch {
+            settled.push(
+                db.settle_attempts(&[write])
+                    .await
+                    .map(|mut one| one.remove(0)),
+            );
+        }
+        Ok(settled)
+    }
 }
 
 /// What a settling transaction did.
@@ -213,6 +250,116 @@ pub struct SettleOutcome {
     pub resumed: bool,
     /// The kinds of the notices queued.
     pub queued: Vec<&'static str>,
+}
+
+/// A settling move, in the caller's transaction.
+pub(crate) trait SettleWrites {
+    /// Writes the attempt's new state and what the provider said, the credit and its
+    /// receipt, the pause change and the notices. `None`, writing nothing, when the
+    /// attempt is no longer in `write.from`: someone else moved it.
+    async fn settle(&mut self, write: &SettleWrite) -> Result<Option<SettleOutcome>, DbError>;
+}
+
+impl_for_connections!(SettleWrites {
+    async fn settle(&mut self, write: &SettleWrite) -> Result<Option<SettleOutcome>, DbError> {
+        const MOVE: &str = "UPDATE topup_attempts SET state = $1, updated_at = $2, settled_at = $3, \
+             provider_payment_id = $4, next_action_url = $5, decline_code = $6, \
+             failure_message = $7, amount_received = $8, credits = $9, amount_cents = $10, \
+             client_secret = $11, flagged_at = COALESCE(flagged_at, $12), provider_charge_id = $13, \
+             failing_code = NULL, failing_message = NULL, failing_flag = FALSE \
+             WHERE id = $14 AND state = $15";
+        let moved = &write.attempt;
+        let written = sqlx::query(MOVE)
+            .bind(moved.state.as_str())
+            .bind(moved.updated_at)
+            .bind(moved.settled_at)
+            .bind(&moved.provider_payment_id)
+            .bind(&moved.next_action_url)
+            .bind(&moved.decline_code)
+            .bind(&moved.failure_message)
+            .bind(moved.amount_received.map(|c| c.0))
+            .bind(moved.credits.0)
+            .bind(moved.amount.0)
+            .bind(&moved.client_secret)
+            .bind(moved.flagged_at)
+            .bind(&moved.provider_charge_id)
+            .bind(&moved.id)
+            .bind(write.from.as_str())
+            .execute(&mut *self)
+            .await?
+            .rows_affected();
+        if written == 0 {
+            return Ok(None);
+        }
+        let mut outcome = SettleOutcome::default();
+        if let Some((credit, receipt)) = &write.credit {
+            let posting = Posting {
+                account_id: &moved.account_id,
+                kind: credit.kind,
+                reference: &moved.id,
+                amount: credit.amount,
+                description: &credit.description,
+                at: moved.updated_at,
+            };
+            let entry = self.post(&posting).await?.map_err(|refusal| {
+                DbError::Corrupt(format!(
+                    "credit of attempt {} refused: {refusal:?}",
+                    moved.id
+                ))
+            })?;
+            let receipt = NewNotice {
+                envelope: receipt.clone(),
+                notice: credit.receipt(entry.balance_after),
+            };
+            if self.queue_notice(&receipt, QueueWhen::Always).await? {
+                outcome.queued.push(receipt.notice.kind());
+            }
+        }
+        outcome.resumed = self
+            .change_pause(
+                &moved.account_id,
+                &write.pause,
+                moved.decline_code.as_deref(),
+                moved.updated_at,
+            )
+            .await?;
+        let resumed = if outcome.resumed {
+            write.notices_if_resumed.as_slice()
+        } else {
+            &[]
+        };
+        for notice in write.notices.iter().chain(resumed) {
+            if self.queue_notice(notice, QueueWhen::Always).await? {
+                outcome.queued.push(notice.notice.kind());
+            }
+        }
+        Ok(Some(outcome))
+    }
+});
+
+/// Locking what a batch of settlements writes before writing it.
+pub(crate) trait SettleLocks {
+    async fn lock_for_settling(&mut self, writes: &[&SettleWrite]) -> Result<(), DbError>;
+}
+
+impl SettleLocks for sqlx::SqliteConnection {
+    /// The transaction holds the database's write lock already.
+    async fn lock_for_settling(&mut self, _: &[&SettleWrite]) -> Result<(), DbError> {
+        Ok(())
+    }
+}
+
+impl SettleLocks for sqlx::PgConnection {
+    async fn lock_for_settling(&mut self, writes: &[&SettleWrite]) -> Result<(), DbError> {
+        if writes.len() > 1 {
+            let ids = |pick: fn(&Attempt) -> &str| -> Vec<&str> {
+                writes.iter().map(|w| pick(&w.attempt)).collect()
+            };
+            lock_in_key_order(self, "topup_attempts", &ids(|a| &a.id)).await?;
+            lock_in_key_order(self, "accounts", &ids(|a| &a.account_id)).await?;
+        }
+        Ok(())
+    }
 }
 
 pub(crate) trait AttemptReads {
@@ -373,88 +520,24 @@ impl Db {
         })
     }
 
-    /// Writes a settling move: the attempt's new state and what the provider said, the
-    /// credit and its receipt, the pause change and the notices. `None`, writing nothing,
-    /// when the attempt is no longer in `write.from`: someone else moved it.
-    pub async fn settle_attempt(
+    /// Writes settling moves of distinct accounts under one durable commit (see
+    /// [`SettleWrites::settle`]): for each, what it did, or `None` where the attempt was no
+    /// longer in `from`. On PostgreSQL, where several batches are written at once, a batch
+    /// first locks its attempts and then its accounts, each in key order, the order a
+    /// single settlement takes them in too.
+    pub async fn settle_attempts(
         &self,
-        write: &SettleWrite<'_>,
-    ) -> Result<Option<SettleOutcome>, DbError> {
-        const MOVE: &str = "UPDATE topup_attempts SET state = $1, updated_at = $2, settled_at = $3, \
-             provider_payment_id = $4, next_action_url = $5, decline_code = $6, \
-             failure_message = $7, amount_received = $8, credits = $9, amount_cents = $10, \
-             client_secret = $11, flagged_at = COALESCE(flagged_at, $12), provider_charge_id = $13, \
-             failing_code = NULL, failing_message = NULL, failing_flag = FALSE \
-             WHERE id = $14 AND state = $15";
-        let moved = write.attempt;
+        writes: &[&SettleWrite],
+    ) -> Result<Vec<Option<SettleOutcome>>, DbError> {
         with_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
-            let written = sqlx::query(MOVE)
-                .bind(moved.state.as_str())
-                .bind(moved.updated_at)
-                .bind(moved.settled_at)
-                .bind(&moved.provider_payment_id)
-                .bind(&moved.next_action_url)
-                .bind(&moved.decline_code)
-                .bind(&moved.failure_message)
-                .bind(moved.amount_received.map(|c| c.0))
-                .bind(moved.credits.0)
-                .bind(moved.amount.0)
-                .bind(&moved.client_secret)
-                .bind(moved.flagged_at)
-                .bind(&moved.provider_charge_id)
-                .bind(&moved.id)
-                .bind(write.from.as_str())
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if written == 0 {
-                return Ok(None);
-            }
-            let mut outcome = SettleOutcome::default();
-            if let Some((credit, receipt)) = &write.credit {
-                let posting = Posting {
-                    account_id: &moved.account_id,
-                    kind: credit.kind,
-                    reference: &moved.id,
-                    amount: credit.amount,
-                    description: &credit.description,
-                    at: moved.updated_at,
-                };
-                let entry = tx.post(&posting).await?.map_err(|refusal| {
-                    DbError::Corrupt(format!(
-                        "credit of attempt {} refused: {refusal:?}",
-                        moved.id
-                    ))
-                })?;
-                let receipt = NewNotice {
-                    envelope: receipt.clone(),
-                    notice: credit.receipt(entry.balance_after),
-                };
-                if tx.queue_notice(&receipt, QueueWhen::Always).await? {
-                    outcome.queued.push(receipt.notice.kind());
-                }
-            }
-            outcome.resumed = tx
-                .change_pause(
-                    &moved.account_id,
-                    write.pause,
-                    moved.decline_code.as_deref(),
-                    moved.updated_at,
-                )
-                .await?;
-            let resumed = if outcome.resumed {
-                write.notices_if_resumed
-            } else {
-                &[]
-            };
-            for notice in write.notices.iter().chain(resumed) {
-                if tx.queue_notice(notice, QueueWhen::Always).await? {
-                    outcome.queued.push(notice.notice.kind());
-                }
+            tx.lock_for_settling(writes).await?;
+            let mut outcomes = Vec::with_capacity(writes.len());
+            for write in writes {
+                outcomes.push(tx.settle(write).await?);
             }
             tx.commit().await?;
-            Ok(Some(outcome))
+            Ok(outcomes)
         })
     }
 

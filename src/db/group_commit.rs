@@ -1,10 +1,12 @@
 //! Group commit: writes that arrive together share one durable commit (and, on
 //! PostgreSQL, one statement) instead of paying for one each. Each keeps its own outcome,
 //! all or nothing, and is answered only once the commit is durable, so a caller sees
-//! nothing different but the rate. Debits and the steps of top-up attempts go through it.
+//! nothing different but the rate. Debits, the steps of top-up attempts and their
+//! settlements go through it.
 //!
-//! A batch holds at most one write per key (an account for debits, an attempt for its
-//! steps); a second write with the same key goes into a later batch. On PostgreSQL,
+//! A batch holds at most one write per key (an account for debits and settlements, an
+//! attempt for its steps); a second write with the same key goes into a later batch. On
+//! PostgreSQL,
 //! where several batches are written at once, each batch first locks its rows in key
 //! order (`lock_in_key_order`), so two batches, or a batch and a transaction that locks
 //! one of its rows, never wait on each other in a cycle.
@@ -29,6 +31,11 @@ pub trait Batched: Send + Sync + 'static {
     /// What two writes of one batch must not share.
     fn key(&self) -> &str;
 
+    /// How many writers the queue of this kind has on `db`.
+    fn writer_count(db: &Db) -> u32 {
+        writer_count(db)
+    }
+
     /// Writes `batch` (distinct keys) under one durable commit: an outcome
     /// per write, in order, or an error and nothing written.
     fn write_batch(
@@ -37,11 +44,12 @@ pub trait Batched: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<Self::Outcome>, DbError>> + Send;
 }
 
-/// How many writers each queue has on `db` (see [`GroupCommit::start`]).
+/// How many writers each of the two busy queues (debits and steps) has on `db` (see
+/// [`GroupCommit::start`]).
 pub fn writer_count(db: &Db) -> u32 {
     match db {
         Db::Sqlite(_) => 1,
-        Db::Postgres(pool) => (pool.options().get_max_connections().saturating_sub(2) / 2).max(1),
+        Db::Postgres(pool) => (pool.options().get_max_connections().saturating_sub(3) / 2).max(1),
     }
 }
 
@@ -121,13 +129,14 @@ struct Inbox<W: Batched> {
 
 impl<W: Batched> GroupCommit<W> {
     /// Starts the writers. SQLite writes one transaction at a time, so one writer; on
-    /// PostgreSQL half of the pool's connections but two, so that the two queues (debits
-    /// and steps) together leave two for reads, such as the API key check, and for the
-    /// jobs; batches are written side by side while the next ones gather. The writers run
+    /// PostgreSQL the two busy queues (debits and steps) have half of the pool's
+    /// connections less three each, and settlements one, so that together they leave two
+    /// for reads, such as the API key check, and for the jobs; batches are written side
+    /// by side while the next ones gather. The writers run
     /// on `writers.tasks`, and stop once the queue is drained after `writers.stop` (or
     /// after every handle is dropped); a write handed in later fails with `WriterStopped`.
     pub fn start(db: Db, writers: &Writers) -> Self {
-        let count = writer_count(&db);
+        let count = W::writer_count(&db);
         let (sender, receiver) = mpsc::channel(MAX_BATCH * 4);
         let inbox = Arc::new(Mutex::new(Inbox {
             receiver,

@@ -65,6 +65,17 @@ pub enum DbError {
     BatchFailed(String),
 }
 
+impl DbError {
+    /// The database could not be reached (no connection in time, or a broken one), as
+    /// opposed to a statement it refused.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            Self::Sqlx(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_))
+        )
+    }
+}
+
 /// Expands `$body` once per backend with `$pool` bound to the concrete pool.
 macro_rules! with_pool {
     ($db:expr, |$pool:ident| $body:expr) => {

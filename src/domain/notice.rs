@@ -136,6 +136,16 @@ pub enum NoticeKind {
 }
 
 impl NoticeKind {
+    pub const ALL: [Self; 7] = [
+        Self::TopupReceipt,
+        Self::PaymentFailed,
+        Self::AuthenticationRequired,
+        Self::AutoTopupResumed,
+        Self::CreditsRefunded,
+        Self::DisputeOpened,
+        Self::DisputeClosed,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::TopupReceipt => "topup_receipt",

@@ -47,6 +47,8 @@ pub struct Topups {
     db: Db,
     /// Attempts' steps, written together when several attempts move at once.
     steps: GroupCommit<AttemptMove>,
+    /// Settlements, sharing a commit when several attempts settle at once.
+    settlements: GroupCommit<SettleWrite>,
     provider: Arc<ProviderClient>,
     clock: Arc<dyn Clock>,
     config: Arc<Config>,
@@ -102,8 +104,8 @@ pub fn purchase_price(credits: i64, config: &Config) -> Result<Cents, String> {
 }
 
 impl Topups {
-    /// Starts the writers of attempts' steps on `writers`, so it must run inside the
-    /// runtime.
+    /// Starts the writers of attempts' steps and settlements on `writers`, so it must run
+    /// inside the runtime.
     pub fn new(
         db: Db,
         provider: Arc<ProviderClient>,
@@ -113,6 +115,7 @@ impl Topups {
     ) -> Self {
         Self {
             steps: GroupCommit::start(db.clone(), writers),
+            settlements: GroupCommit::start(db.clone(), writers),
             db,
             provider,
             clock,
@@ -641,38 +644,15 @@ impl Topups {
                     self.config.auto_topup.authentication_expiry_hours,
                 );
             }
-            let plan = settlement(&moved, now);
-            let cause = format!("attempt:{}", moved.id);
-            let email = &self.config.email;
-            let compose = |notices: &[crate::domain::notice::Notice]| -> Vec<_> {
-                notices
-                    .iter()
-                    .map(|n| notices::compose(&cause, &moved.account_id, n.clone(), email, now))
-                    .collect()
-            };
-            let (queued, queued_if_resumed) =
-                (compose(&plan.notices), compose(&plan.notices_if_resumed));
-            let write = SettleWrite {
-                attempt: &moved,
-                from: attempt.state,
-                credit: plan.credit.as_ref().map(|credit| {
-                    let cause = format!("{cause}:topup_receipt");
-                    (
-                        credit,
-                        notices::envelope(cause, &moved.account_id, email, now),
-                    )
-                }),
-                pause: &plan.pause,
-                notices: &queued,
-                notices_if_resumed: &queued_if_resumed,
-            };
-            let Some(outcome) = self.db.settle_attempt(&write).await? else {
+            let write = self.settle_write(attempt.state, moved.clone(), now);
+            let pause = write.pause.clone();
+            let Some(outcome) = self.settlements.write(write).await?? else {
                 attempt = self.reload(&attempt).await?;
                 continue;
             };
             tracing::info!(account_id = %moved.account_id, attempt_id = %moved.id, trigger = moved.trigger.as_str(), state = moved.state.as_str(), "top-up attempt moved");
             crate::metrics::attempt_settled(moved.trigger, moved.state);
-            match plan.pause {
+            match pause {
                 PauseChange::Pause(reason) => crate::metrics::paused(reason),
                 PauseChange::Resume if outcome.resumed => {
                     crate::metrics::resumed(ResumedBy::Payment);
@@ -696,6 +676,32 @@ impl Topups {
                 .await?;
         }
         Ok(current)
+    }
+
+    /// The write that settles an attempt in `from` as `moved`: the move and all that
+    /// follows from it ([`settlement`]), its notices composed.
+    pub fn settle_write(&self, from: AttemptState, moved: Attempt, now: Millis) -> SettleWrite {
+        let plan = settlement(&moved, now);
+        let cause = format!("attempt:{}", moved.id);
+        let email = &self.config.email;
+        let compose = |notices: &[crate::domain::notice::Notice]| -> Vec<_> {
+            notices
+                .iter()
+                .map(|n| notices::compose(&cause, &moved.account_id, n.clone(), email, now))
+                .collect()
+        };
+        SettleWrite {
+            notices: compose(&plan.notices),
+            notices_if_resumed: compose(&plan.notices_if_resumed),
+            credit: plan.credit.map(|credit| {
+                let cause = format!("{cause}:topup_receipt");
+                let receipt = notices::envelope(cause, &moved.account_id, email, now);
+                (credit, receipt)
+            }),
+            pause: plan.pause,
+            from,
+            attempt: moved,
+        }
     }
 
     /// A failed attempt credits nothing, so its payment must never take money later (a

@@ -262,6 +262,8 @@ async fn every_family_has_help_and_type_units_in_its_name_and_label_values_witho
             "topupd_scans_finished_total",
             "topupd_scans_cut_short_total",
             "topupd_scans_failed_total",
+            "topupd_scans_overran_total",
+            "topupd_scan_claims_total",
             "topupd_webhook_events_dead_total",
         ] {
             assert_eq!(scrape.value(name), Some(0.0), "{name}");
@@ -277,6 +279,7 @@ async fn every_family_has_help_and_type_units_in_its_name_and_label_values_witho
         };
         assert_eq!(count("topupd_topup_attempts_total", "outcome"), 3 * 5);
         assert_eq!(count("topupd_auth_failures_total", "reason"), 4);
+        assert_eq!(count("topupd_notices_queued_total", "kind"), 7);
         assert_eq!(count("topupd_provider_rate_limited_total", "endpoint"), 17);
         assert_eq!(count("topupd_provider_requests_total", "outcome"), 17 * 7);
         assert_eq!(count("topupd_paused_accounts", "reason"), 4);

@@ -8,10 +8,11 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use topupd::{
     db::{
-        attempts::AttemptMove,
+        attempts::{AttemptMove, SettleWrite},
         auto_topup::{AutoClaim, AutoClaimOutcome, ClaimTerms},
+        group_commit::Batched,
     },
-    domain::attempt::{Attempt, AttemptState, AttemptTrigger},
+    domain::attempt::{Attempt, AttemptState, AttemptTrigger, ProviderFacts},
     payments::{
         client::{NewPayment, Presence},
         signature,
@@ -1038,6 +1039,121 @@ async fn steps_written_together_keep_their_own_outcomes() {
                 .expect("stored");
             assert_eq!(stored.state, state, "{}", attempt.id);
             assert_eq!(stored.provider_payment_id.as_deref(), payment);
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn settlements_written_together_keep_their_own_outcomes() {
+    use AttemptState::*;
+    each_backend(async |app| {
+        let mut accounts = Vec::new();
+        let mut attempts = Vec::new();
+        for _ in 0..4 {
+            let (account, _) = app.auto_account("pm_card_visa", "0").await;
+            attempts.push(app.claim_as_the_scan_would(&account).await);
+            accounts.push(account);
+        }
+        let now = topupd::clock::Clock::now_ms(&app.clock);
+        let paid = |attempt: &Attempt| {
+            let facts = ProviderFacts {
+                amount_received: Some(attempt.amount),
+                ..ProviderFacts::default()
+            };
+            let moved = attempt.settled(Succeeded, &facts, now);
+            app.topups.settle_write(Claimed, moved, now)
+        };
+        let declined = |attempt: &Attempt| {
+            let facts = ProviderFacts {
+                decline_code: Some("insufficient_funds"),
+                ..ProviderFacts::default()
+            };
+            let moved = attempt.settled(Failed, &facts, now);
+            app.topups.settle_write(Claimed, moved, now)
+        };
+        // Settled alone first, so its settlement in the batch finds it moved.
+        let alone = paid(&attempts[3]);
+        let first = app.db.settle_attempts(&[&alone]).await.expect("written");
+        assert!(first[0].is_some());
+        let writes = [
+            paid(&attempts[0]),
+            declined(&attempts[1]),
+            paid(&attempts[2]),
+            alone,
+        ];
+        let settled = app
+            .db
+            .settle_attempts(&writes.iter().collect::<Vec<_>>())
+            .await
+            .expect("the batch commits");
+        let queued: Vec<Option<Vec<&str>>> = settled
+            .iter()
+            .map(|s| s.as_ref().map(|s| s.queued.clone()))
+            .collect();
+        assert_eq!(
+            queued,
+            [
+                Some(vec!["topup_receipt"]),
+                Some(vec!["payment_failed"]),
+                Some(vec!["topup_receipt"]),
+                None
+            ]
+        );
+        for (account, balance, kinds) in [
+            (&accounts[0], "5000", "topup_receipt"),
+            (&accounts[1], "0", "payment_failed"),
+            (&accounts[2], "5000", "topup_receipt"),
+            (&accounts[3], "5000", "topup_receipt"),
+        ] {
+            assert_eq!(app.balance(account).await, dec(balance), "{account}");
+            assert_eq!(app.notice_kinds(account).await, [kinds], "{account}");
+        }
+        let paused = app.auto_topup(&accounts[1]).await;
+        assert_eq!(paused["pause"]["decline_code"], "insufficient_funds");
+        assert!(app.auto_topup(&accounts[0]).await["pause"].is_null());
+    })
+    .await;
+}
+
+/// A batch failed by one of its settlements is written again one at a time: only that
+/// one fails, and it writes nothing.
+#[tokio::test]
+async fn a_settlement_that_fails_its_batch_fails_alone() {
+    each_backend(async |app| {
+        let mut attempts = Vec::new();
+        for _ in 0..3 {
+            let (account, _) = app.auto_account("pm_card_visa", "0").await;
+            attempts.push(app.claim_as_the_scan_would(&account).await);
+        }
+        let now = topupd::clock::Clock::now_ms(&app.clock);
+        let facts = ProviderFacts {
+            amount_received: Some(attempts[0].amount),
+            ..ProviderFacts::default()
+        };
+        let mut writes: Vec<SettleWrite> = attempts
+            .iter()
+            .map(|a| {
+                let moved = a.settled(AttemptState::Succeeded, &facts, now);
+                app.topups.settle_write(AttemptState::Claimed, moved, now)
+            })
+            .collect();
+        // Its credit goes to an account that is not there.
+        writes[1].attempt.account_id = "acct_not_there".into();
+        let settled = SettleWrite::write_batch(&app.db, &writes.iter().collect::<Vec<_>>())
+            .await
+            .expect("written one by one");
+        assert!(matches!(settled[0], Ok(Some(_))), "{:?}", settled[0]);
+        assert!(settled[1].is_err(), "{:?}", settled[1]);
+        assert!(matches!(settled[2], Ok(Some(_))), "{:?}", settled[2]);
+        for (attempt, state) in attempts.iter().zip(["succeeded", "claimed", "succeeded"]) {
+            let stored = app
+                .db
+                .attempt(&attempt.id)
+                .await
+                .expect("read")
+                .expect("stored");
+            assert_eq!(stored.state.as_str(), state, "{}", attempt.id);
         }
     })
     .await;
