@@ -121,19 +121,27 @@ impl BenchDb {
 
     /// Writes the configuration file every process of the scenario reads: the database,
     /// no scheduled jobs, quiet logs and a provider budget above what the stub answers
-    /// (so topupd's own ceiling is measured), plus `settings` as dotted TOML keys.
+    /// (so topupd's own ceiling is measured), plus `settings` as dotted TOML keys, each in
+    /// place of a default of the same key.
     pub fn config_file(&self, settings: &[String]) -> PathBuf {
-        let mut text = format!(
-            "database.url = \"{}\"\n\
-             ops.listen = \"\"\n\
-             auto_topup.scan_schedule = \"\"\n\
-             email.transport = \"log\"\n\
-             log.filter = \"warn\"\n\
-             payments.max_requests_per_sec = 10000\n\
-             payments.max_requests_per_sec_per_endpoint = 10000\n",
-            self.url
-        );
-        for line in settings {
+        let database = format!("database.url = \"{}\"", self.url);
+        let defaults = [
+            database.as_str(),
+            "ops.listen = \"\"",
+            "auto_topup.scan_schedule = \"\"",
+            "email.transport = \"log\"",
+            "log.filter = \"warn\"",
+            "payments.max_requests_per_sec = 10000",
+            "payments.max_requests_per_sec_per_endpoint = 10000",
+        ];
+        let key = |line: &str| line.split('=').next().unwrap_or_default().trim().to_owned();
+        let overridden: Vec<String> = settings.iter().map(|line| key(line)).collect();
+        let mut text = String::new();
+        for line in defaults
+            .into_iter()
+            .filter(|line| !overridden.contains(&key(line)))
+            .chain(settings.iter().map(String::as_str))
+        {
             text.push_str(line);
             text.push('\n');
         }
@@ -162,13 +170,16 @@ pub fn load_config(path: &Path) -> Config {
     Config::load(Some(path)).expect("the bench configuration is valid")
 }
 
+/// The secret the stub process signs its webhooks with, and the service checks them by.
+pub const WEBHOOK_SECRET: &str = "whsec_bench";
+
 /// Settings that send charges to a stub provider running as its own process.
 pub fn external_provider(base_url: &str) -> Vec<String> {
     vec![
         "payments.provider = \"stripe\"".to_owned(),
         format!("payments.base_url = \"{base_url}\""),
         "payments.secret_key = \"sk_test_bench\"".to_owned(),
-        "payments.webhook_secrets = [\"whsec_bench\"]".to_owned(),
+        format!("payments.webhook_secrets = [\"{WEBHOOK_SECRET}\"]"),
     ]
 }
 

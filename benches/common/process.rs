@@ -43,15 +43,34 @@ impl StubProcess {
 
     /// The stub with `faults` (its latency and rate limits among them).
     pub async fn start_with(faults: &serde_json::Value) -> Self {
+        Self::spawn(faults, None).await
+    }
+
+    /// The stub with `faults`, sending its events to `webhook_url`, signed with the
+    /// secret [`super::external_provider`] configures.
+    pub async fn start_delivering(faults: &serde_json::Value, webhook_url: &str) -> Self {
+        Self::spawn(faults, Some(webhook_url)).await
+    }
+
+    async fn spawn(faults: &serde_json::Value, webhook_url: Option<&str>) -> Self {
         let address = free_address();
-        let child = Command::new(TOPUPD)
-            .args([
-                "stub-provider",
-                "--listen",
-                &address.to_string(),
-                "--faults",
-            ])
-            .arg(faults.to_string())
+        let mut command = Command::new(TOPUPD);
+        command.args([
+            "stub-provider",
+            "--listen",
+            &address.to_string(),
+            "--faults",
+            &faults.to_string(),
+        ]);
+        if let Some(url) = webhook_url {
+            command.args([
+                "--webhook-url",
+                url,
+                "--webhook-secret",
+                super::WEBHOOK_SECRET,
+            ]);
+        }
+        let child = command
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .kill_on_drop(true)
