@@ -95,7 +95,9 @@ async fn main() {
                 table.line(Line {
                     figure: format!("transactions per top-up, charge_concurrency = {concurrency}"),
                     measured: Samples::new(commits).describe("per top-up"),
-                    baseline: format!("{COMMITS_PER_TOPUP} needed, the steps sharing theirs"),
+                    baseline: format!(
+                        "{COMMITS_PER_TOPUP} needed, steps and settlements sharing theirs"
+                    ),
                     ratio: "-".into(),
                     goal: "-".into(),
                     pass: None,

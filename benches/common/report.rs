@@ -20,9 +20,12 @@ impl Samples {
         }
     }
 
-    /// "median (min–max, n runs)" with `unit`.
+    /// "median (min–max, n runs)" with `unit`, or "value (1 run)".
     pub fn describe(&self, unit: &str) -> String {
         let (min, max) = (self.0[0], self.0[self.0.len() - 1]);
+        if self.0.len() == 1 {
+            return format!("{} {unit} (1 run)", round(min));
+        }
         format!(
             "{} {unit} ({}–{}, {} runs)",
             round(self.median()),
