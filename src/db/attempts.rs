@@ -137,21 +137,12 @@ impl Batched for AttemptMove {
         &self.id
     }
 
-    /// A step that fails fails its batch; since a step is a compare-and-set, the batch is
-    /// then written again one step at a time, so one bad step (or a batch chosen to
-    /// break a cycle of lock waits) does not hold the others back.
+    /// A step is a compare-and-set: one bad step, or a batch chosen to break a cycle of
+    /// lock waits, does not hold the others back.
+    const EACH_ALONE_IF_THE_BATCH_FAILS: bool = true;
+
     async fn write_batch(db: &Db, batch: &[&Self]) -> Result<Vec<Self::Outcome>, DbError> {
-        match db.move_attempts(batch).await {
-            Err(error) if batch.len() > 1 => {
-                tracing::warn!(%error, size = batch.len(), "step batch failed; writing its steps one by one");
-                let mut moved = Vec::with_capacity(batch.len());
-                for step in batch {
-                    moved.extend(db.move_attempts(&[step]).await?);
-                }
-                Ok(moved)
-            }
-            written => written,
-        }
+        db.move_attempts(batch).await
     }
 }
 
@@ -207,8 +198,7 @@ pub struct SettleWrite {
 }
 
 impl Batched for SettleWrite {
-    /// Each settlement's own result: one that fails alone does not fail the others.
-    type Outcome = Result<Option<SettleOutcome>, DbError>;
+    type Outcome = Option<SettleOutcome>;
 
     /// Its account, whose balance and pause it changes.
     fn key(&self) -> &str {
@@ -221,25 +211,11 @@ impl Batched for SettleWrite {
         1
     }
 
-    /// A batch that fails for one of its settlements is written again one settlement at
-    /// a time (each is a compare-and-set, so one the failed batch did write is found
-    /// moved), and only that one fails. A database that cannot be reached fails the batch.
+    /// A settlement is a compare-and-set: one that fails does not fail the others.
+    const EACH_ALONE_IF_THE_BATCH_FAILS: bool = true;
+
     async fn write_batch(db: &Db, batch: &[&Self]) -> Result<Vec<Self::Outcome>, DbError> {
-        let error = match db.settle_attempts(batch).await {
-            Ok(settled) => return Ok(settled.into_iter().map(Ok).collect()),
-            Err(error) if batch.len() == 1 || error.is_unavailable() => return Err(error),
-            Err(error) => error,
-        };
-        tracing::warn!(%error, size = batch.len(), "settlement batch failed; writing its settlements one by one");
-        let mut settled = Vec::with_capacity(batch.len());
-        for write in batch {
-            settled.push(
-                db.settle_attempts(&[write])
-                    .await
-                    .map(|mut one| one.remove(0)),
-            );
-        }
-        Ok(settled)
+        db.settle_attempts(batch).await
     }
 }
 

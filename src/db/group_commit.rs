@@ -36,6 +36,11 @@ pub trait Batched: Send + Sync + 'static {
         writer_count(db)
     }
 
+    /// Whether a batch that fails is written again one write at a time, so that only the
+    /// write that failed it fails. Only for compare-and-set writes: one the failed batch
+    /// did write (its commit lost on the way back) must be found written, not redone.
+    const EACH_ALONE_IF_THE_BATCH_FAILS: bool = false;
+
     /// Writes `batch` (distinct keys) under one durable commit: an outcome
     /// per write, in order, or an error and nothing written.
     fn write_batch(
@@ -175,6 +180,17 @@ async fn write<W: Batched>(db: Db, inbox: Arc<Mutex<Inbox<W>>>, stop: Cancellati
                 for ((_, reply), outcome) in batch.into_iter().zip(outcomes) {
                     // The caller may have gone meanwhile; the write stands either way.
                     let _ = reply.send(Ok(outcome));
+                }
+            }
+            Err(error)
+                if W::EACH_ALONE_IF_THE_BATCH_FAILS
+                    && batch.len() > 1
+                    && !error.is_unavailable() =>
+            {
+                tracing::warn!(%error, size = batch.len(), "batch write failed; writing its writes one by one");
+                for (item, reply) in batch {
+                    let alone = W::write_batch(&db, &[&item]).await;
+                    let _ = reply.send(alone.map(|mut one| one.remove(0)));
                 }
             }
             Err(error) => {

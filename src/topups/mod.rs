@@ -558,12 +558,12 @@ impl Topups {
         intent: &PaymentIntent,
     ) -> Result<Attempt, DbError> {
         // A payment cancelled as its attempt failed says nothing of why: the attempt
-        // recorded it before the cancel, whose webhook may arrive first. An attempt read
-        // before that record (an event's handler racing the cancel) is read again: the
-        // record was written before the cancel was sent, so it is there now if it ever was.
+        // recorded it before the cancel, whose webhook may arrive first. The attempt is
+        // read again, since a copy read before the cancel may be stale either way: without
+        // that record (written before the cancel was sent), or with one a later move
+        // cleared (the customer took the payment on, then cancelled it themselves).
         let attempt = if intent.status == "canceled"
             && intent.failure_code().is_none()
-            && attempt.failing.is_none()
             && attempt.state.can_become(AttemptState::Canceled)
         {
             self.reload(&attempt).await?
@@ -646,7 +646,7 @@ impl Topups {
             }
             let write = self.settle_write(attempt.state, moved.clone(), now);
             let pause = write.pause.clone();
-            let Some(outcome) = self.settlements.write(write).await?? else {
+            let Some(outcome) = self.settlements.write(write).await? else {
                 attempt = self.reload(&attempt).await?;
                 continue;
             };

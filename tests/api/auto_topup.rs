@@ -10,7 +10,7 @@ use topupd::{
     db::{
         attempts::{AttemptMove, SettleWrite},
         auto_topup::{AutoClaim, AutoClaimOutcome, ClaimTerms},
-        group_commit::Batched,
+        group_commit::{GroupCommit, Writers},
     },
     domain::attempt::{Attempt, AttemptState, AttemptTrigger, ProviderFacts},
     payments::{
@@ -1131,21 +1131,20 @@ async fn a_settlement_that_fails_its_batch_fails_alone() {
             amount_received: Some(attempts[0].amount),
             ..ProviderFacts::default()
         };
-        let mut writes: Vec<SettleWrite> = attempts
-            .iter()
-            .map(|a| {
-                let moved = a.settled(AttemptState::Succeeded, &facts, now);
-                app.topups.settle_write(AttemptState::Claimed, moved, now)
-            })
-            .collect();
+        let mut writes: [SettleWrite; 3] = std::array::from_fn(|i| {
+            let moved = attempts[i].settled(AttemptState::Succeeded, &facts, now);
+            app.topups.settle_write(AttemptState::Claimed, moved, now)
+        });
         // Its credit goes to an account that is not there.
         writes[1].attempt.account_id = "acct_not_there".into();
-        let settled = SettleWrite::write_batch(&app.db, &writes.iter().collect::<Vec<_>>())
-            .await
-            .expect("written one by one");
-        assert!(matches!(settled[0], Ok(Some(_))), "{:?}", settled[0]);
-        assert!(settled[1].is_err(), "{:?}", settled[1]);
-        assert!(matches!(settled[2], Ok(Some(_))), "{:?}", settled[2]);
+        // Handed in together before the writer runs (the test's runtime has one thread),
+        // so the three are one batch.
+        let queue = GroupCommit::start(app.db.clone(), &Writers::default());
+        let [first, second, third] = writes.map(|w| queue.write(w));
+        let settled = tokio::join!(first, second, third);
+        assert!(matches!(settled.0, Ok(Some(_))), "{:?}", settled.0);
+        assert!(settled.1.is_err(), "{:?}", settled.1);
+        assert!(matches!(settled.2, Ok(Some(_))), "{:?}", settled.2);
         for (attempt, state) in attempts.iter().zip(["succeeded", "claimed", "succeeded"]) {
             let stored = app
                 .db
