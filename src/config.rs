@@ -881,6 +881,17 @@ mod tests {
         });
     }
 
+    /// Loads with `TOPUPD_<key>` set to `value`, which must be refused naming the key.
+    fn refused_naming_the_key(jail: &mut Jail, key: &str, value: &str) {
+        jail.set_env(format!("TOPUPD_{key}"), value);
+        let err = Config::load(None).expect_err(key).to_string();
+        assert!(
+            err.contains(&key.to_lowercase().replace("__", ".")),
+            "{err}"
+        );
+        jail.clear_env();
+    }
+
     #[test]
     fn what_serve_would_refuse_is_refused_at_load() {
         Jail::expect_with(|jail| {
@@ -893,13 +904,7 @@ mod tests {
                 ("HTTP__PUBLIC_URL", "https://"),
                 ("DATABASE__URL", "postgres://u:p@h:notaport/db"),
             ] {
-                jail.set_env(format!("TOPUPD_{key}"), value);
-                let err = Config::load(None).expect_err(value).to_string();
-                assert!(
-                    err.contains(&key.to_lowercase().replace("__", ".")),
-                    "{err}"
-                );
-                jail.clear_env();
+                refused_naming_the_key(jail, key, value);
             }
             jail.create_file("pricing.toml", "[services.x]\nunit = \"parsec\"\n")?;
             jail.set_env("TOPUPD_PRICING__CATALOGUE", "pricing.toml");
@@ -949,28 +954,11 @@ mod tests {
                 ("BILLING_PAGE__SESSION_MAX_HOURS", "169"),
                 ("CONSOLE__SESSION_MAX_HOURS", "25"),
                 ("CONSOLE__IDLE_TIMEOUT_SECS", "59"),
-            ] {
-                jail.set_env(format!("TOPUPD_{key}"), value);
-                let err = Config::load(None).expect_err(key).to_string();
-                assert!(
-                    err.contains(&key.to_lowercase().replace("__", ".")),
-                    "{err}"
-                );
-                jail.clear_env();
-            }
-
-            for (key, value) in [
                 ("EMAIL__FROM", "not an address"),
                 ("EMAIL__SUPPORT_EMAIL", "support"),
                 ("OPS__LISTEN", "everywhere"),
             ] {
-                jail.set_env(format!("TOPUPD_{key}"), value);
-                let err = Config::load(None).expect_err(key).to_string();
-                assert!(
-                    err.contains(&key.to_lowercase().replace("__", ".")),
-                    "{err}"
-                );
-                jail.clear_env();
+                refused_naming_the_key(jail, key, value);
             }
 
             // With Stripe, its keys must be there: each missing one is named.

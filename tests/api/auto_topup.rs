@@ -173,6 +173,17 @@ impl TestApp {
         }
     }
 
+    /// Attempts claimed as the scan would, each of a new account paying with a Visa card
+    /// (threshold 1,000, target 5,000, balance 0).
+    pub async fn claimed_attempts(&self, count: usize) -> Vec<Attempt> {
+        let mut attempts = Vec::with_capacity(count);
+        for _ in 0..count {
+            let (account, _) = self.auto_account("pm_card_visa", "0").await;
+            attempts.push(self.claim_as_the_scan_would(&account).await);
+        }
+        attempts
+    }
+
     pub async fn scan(&self) -> ScanReport {
         self.topups
             .scan(&CancellationToken::new(), None)
@@ -439,6 +450,8 @@ async fn a_decline_recorded_before_its_cancel_is_reported_only_if_the_payment_is
 #[tokio::test]
 async fn a_handler_that_read_the_attempt_before_its_decline_was_recorded_still_reports_it() {
     each_backend(async |app| {
+        // The cancel stays unanswered throughout, so that the decline's own event
+        // cannot settle the attempt either.
         let (account, _) = app.auto_account("declining:insufficient_funds", "0").await;
         app.stub
             .set_faults(Faults {
@@ -970,11 +983,7 @@ async fn a_402_says_what_auto_top_up_will_do() {
 async fn steps_written_together_keep_their_own_outcomes() {
     use AttemptState::*;
     each_backend(async |app| {
-        let mut attempts = Vec::new();
-        for _ in 0..4 {
-            let (account, _) = app.auto_account("pm_card_visa", "0").await;
-            attempts.push(app.claim_as_the_scan_would(&account).await);
-        }
+        let attempts = app.claimed_attempts(4).await;
         let now = topupd::clock::Clock::now_ms(&app.clock);
         let step = |attempt: &Attempt, from, to, payment: Option<&str>| AttemptMove {
             id: attempt.id.clone(),
@@ -1048,13 +1057,8 @@ async fn steps_written_together_keep_their_own_outcomes() {
 async fn settlements_written_together_keep_their_own_outcomes() {
     use AttemptState::*;
     each_backend(async |app| {
-        let mut accounts = Vec::new();
-        let mut attempts = Vec::new();
-        for _ in 0..4 {
-            let (account, _) = app.auto_account("pm_card_visa", "0").await;
-            attempts.push(app.claim_as_the_scan_would(&account).await);
-            accounts.push(account);
-        }
+        let attempts = app.claimed_attempts(4).await;
+        let accounts: Vec<String> = attempts.iter().map(|a| a.account_id.clone()).collect();
         let now = topupd::clock::Clock::now_ms(&app.clock);
         let paid = |attempt: &Attempt| {
             let facts = ProviderFacts {
@@ -1121,11 +1125,7 @@ async fn settlements_written_together_keep_their_own_outcomes() {
 #[tokio::test]
 async fn a_settlement_that_fails_its_batch_fails_alone() {
     each_backend(async |app| {
-        let mut attempts = Vec::new();
-        for _ in 0..3 {
-            let (account, _) = app.auto_account("pm_card_visa", "0").await;
-            attempts.push(app.claim_as_the_scan_would(&account).await);
-        }
+        let attempts = app.claimed_attempts(3).await;
         let now = topupd::clock::Clock::now_ms(&app.clock);
         let facts = ProviderFacts {
             amount_received: Some(attempts[0].amount),
