@@ -15,6 +15,8 @@ use crate::{
         account::{Account, AutoTopup, Closure, Pause},
         auto_topup::{PauseChange, PauseReason},
         credits::Millicredits,
+        money::Cents,
+        spend_cap::parse_time_zone,
     },
 };
 
@@ -45,7 +47,8 @@ impl_for_connections!(PauseWrites {
             PauseChange::Pause(reason) => (
                 format!(
                     "UPDATE accounts SET auto_topup_paused_reason = $2, auto_topup_paused_code = $3, \
-                     auto_topup_paused_at = COALESCE(auto_topup_paused_at, $4) WHERE id = $1 \
+                     auto_topup_paused_at = COALESCE(auto_topup_paused_at, $4), \
+                     auto_topup_paused_until = NULL WHERE id = $1 \
                      AND (auto_topup_paused_reason IS NULL OR auto_topup_paused_reason IN ({}))",
                     reasons_where(|standing| reason.replaces(standing))
                 ),
@@ -54,7 +57,7 @@ impl_for_connections!(PauseWrites {
             PauseChange::Resume => (
                 format!(
                     "UPDATE accounts SET auto_topup_paused_reason = NULL, auto_topup_paused_code = NULL, \
-                     auto_topup_paused_at = NULL WHERE id = $1 AND auto_topup_paused_reason IN ({})",
+                     auto_topup_paused_at = NULL, auto_topup_paused_until = NULL WHERE id = $1 AND auto_topup_paused_reason IN ({})",
                     reasons_where(PauseReason::ended_by_payment)
                 ),
                 None,
@@ -111,6 +114,9 @@ pub(crate) struct AccountRow {
     auto_topup_paused_code: Option<String>,
     auto_topup_paused_at: Option<Millis>,
     auto_topup_window_ends_at: Millis,
+    auto_topup_monthly_cap_cents: Option<i64>,
+    auto_topup_paused_until: Option<Millis>,
+    time_zone: String,
     closed_at: Option<Millis>,
     closed_reason: Option<String>,
 }
@@ -127,6 +133,7 @@ impl TryFrom<AccountRow> for Account {
                 })?,
                 code: row.auto_topup_paused_code,
                 since,
+                until: row.auto_topup_paused_until,
             }),
             (Some(_), None) => {
                 return Err(DbError::Corrupt(format!(
@@ -135,6 +142,12 @@ impl TryFrom<AccountRow> for Account {
                 )));
             }
         };
+        let time_zone = parse_time_zone(&row.time_zone).map_err(|_| {
+            DbError::Corrupt(format!(
+                "account {} has unknown time zone {}",
+                row.id, row.time_zone
+            ))
+        })?;
         let metadata = serde_json::from_str(&row.metadata).map_err(|e| {
             DbError::Corrupt(format!("account {} has unreadable metadata: {e}", row.id))
         })?;
@@ -147,6 +160,7 @@ impl TryFrom<AccountRow> for Account {
             external_id: row.external_id,
             metadata,
             created_at: row.created_at,
+            time_zone,
             auto_topup: AutoTopup {
                 enabled: row.auto_topup_enabled,
                 threshold: row.auto_topup_threshold.map(Millicredits),
@@ -156,6 +170,7 @@ impl TryFrom<AccountRow> for Account {
                 enabled_at: row.auto_topup_enabled_at,
                 pause,
                 window_ends_at: row.auto_topup_window_ends_at,
+                monthly_cap: row.auto_topup_monthly_cap_cents.map(Cents),
             },
             closed: row.closed_at.map(|at| Closure {
                 at,
@@ -196,7 +211,8 @@ pub(crate) const COLUMNS: &str = "id, email, name, balance, provider_customer_id
     metadata, created_at, \
     auto_topup_enabled, auto_topup_threshold, auto_topup_target, auto_topup_payment_method_id, \
     auto_topup_enabled_by, auto_topup_enabled_at, auto_topup_paused_reason, auto_topup_paused_code, \
-    auto_topup_paused_at, auto_topup_window_ends_at, closed_at, closed_reason";
+    auto_topup_paused_at, auto_topup_window_ends_at, auto_topup_monthly_cap_cents, \
+    auto_topup_paused_until, time_zone, closed_at, closed_reason";
 
 /// An account to open.
 #[derive(Debug, Clone, Copy)]
@@ -455,7 +471,7 @@ impl Db {
         let close = format!(
             "UPDATE accounts SET closed_at = $1, closed_reason = $2, auto_topup_enabled = FALSE, \
              auto_topup_paused_reason = NULL, auto_topup_paused_code = NULL, \
-             auto_topup_paused_at = NULL WHERE id = $3 AND closed_at IS NULL RETURNING {COLUMNS}"
+             auto_topup_paused_at = NULL, auto_topup_paused_until = NULL WHERE id = $3 AND closed_at IS NULL RETURNING {COLUMNS}"
         );
         let read = format!("SELECT {COLUMNS} FROM accounts WHERE id = $1");
         const END_SESSIONS: &str = "DELETE FROM portal_sessions WHERE account_id = $1";

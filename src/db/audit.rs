@@ -6,8 +6,8 @@ use serde_json::Value;
 use super::{Db, DbError, Page, PageRequest, Paged, impl_for_connections, with_pool};
 use crate::clock::Millis;
 
-/// Who acted: an API key, the command line on the server itself, or the payment provider
-/// (through an event it sent).
+/// Who acted: an API key, the command line on the server itself, the payment provider
+/// (through an event it sent), or the service's own schedule.
 #[derive(Debug, Clone)]
 pub struct Actor {
     pub key_id: String,
@@ -28,6 +28,14 @@ impl Actor {
         Self {
             key_id: event_id.to_owned(),
             role: "provider".to_owned(),
+        }
+    }
+
+    /// The auto top-up scan, acting on a rule with a date in it (a month's end).
+    pub fn schedule() -> Self {
+        Self {
+            key_id: "scan".to_owned(),
+            role: "schedule".to_owned(),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Auto top-up: settings and pauses on the account row, the scan's due set and claims,
 //! and the decision journal.
 
+use chrono_tz::Tz;
 use serde_json::json;
 
 use super::{
@@ -9,16 +10,20 @@ use super::{
     attempts::{self, AttemptReads, AttemptRow},
     audit::{Actor, AuditWrites},
     impl_for_connections, is_unique_violation,
-    notices::{NewNotice, NoticeWrites, QueueWhen},
+    notices::{Envelope, NewNotice, NoticeWrites, QueueWhen},
     with_pool,
 };
 use crate::{
     clock::Millis,
+    config::EmailConfig,
     domain::{
         account::Account,
         attempt::{Attempt, AttemptTrigger, idempotency_key},
-        auto_topup::{Charge, Decision, card_chosen_for, charge_to_target, decide},
+        auto_topup::{Charge, Decision, PauseReason, card_chosen_for, charge_to_target, decide},
         credits::Millicredits,
+        money::Cents,
+        notice::{CapFacts, Notice, NoticeKind},
+        spend_cap,
     },
 };
 
@@ -30,6 +35,10 @@ pub struct SettingsUpdate {
     pub threshold: Option<Millicredits>,
     pub target: Option<Millicredits>,
     pub payment_method_id: Option<String>,
+    /// `None` keeps the cap; `Some(None)` removes it.
+    pub monthly_cap: Option<Option<Cents>>,
+    /// `None` keeps the time zone.
+    pub time_zone: Option<Tz>,
 }
 
 /// What every claim is made on: the window it opens, what a credit costs, the smallest
@@ -42,7 +51,21 @@ pub struct ClaimTerms<'a> {
     pub min_amount_cents: i64,
     pub currency: &'a str,
     pub key_prefix: &'a str,
+    /// Where a notice of a reached spend cap is addressed from.
+    pub email: &'a EmailConfig,
     pub at: Millis,
+}
+
+impl ClaimTerms<'_> {
+    /// What a claim of `account` charges on these terms, if anything is worth charging.
+    fn charge_for(&self, account: &Account) -> Option<Charge> {
+        charge_to_target(
+            account.balance,
+            account.auto_topup.target.unwrap_or_default(),
+            self.credit_price_cents,
+            self.min_amount_cents,
+        )
+    }
 }
 
 /// A claim of an automatic attempt (or of the customer's retry of a paused one) for one
@@ -66,6 +89,9 @@ pub struct ClaimedPage {
     /// Due accounts left as they are: a top-up of theirs is open, or the balance is
     /// within the smallest purchase of the target.
     pub skipped: usize,
+    /// Due accounts paused instead: charging them would go past their monthly spend cap.
+    /// Each is told by a notice queued with the pause.
+    pub capped: usize,
     /// Where the next page starts; `None` once the due set is read to its end.
     pub next: Option<DueCursor>,
 }
@@ -203,6 +229,87 @@ fn auto_cas() -> String {
     )
 }
 
+/// This month's automatic top-ups of an account: those of the scan and the customer's
+/// retries of them, in progress or paid, from `$2` on. Declined and cancelled payments
+/// charged nothing; a refund later does not give the month's room back.
+const SPENT_SINCE: &str = "SELECT CAST(COALESCE(SUM(amount_cents), 0) AS BIGINT) \
+     FROM topup_attempts WHERE account_id = $1 AND created_at >= $2 \
+     AND trigger IN ('auto', 'retry') AND state NOT IN ('failed', 'canceled')";
+
+trait SpendCapWrites {
+    /// When charging `charge` would take the account's month past its spend cap: the
+    /// decision, with the account paused until the month ends, the decision recorded and
+    /// the customer told, in this transaction. `None` when the charge fits (or there is
+    /// no cap). The account's row must be locked by this transaction, so that no other
+    /// claim adds to the month between the sum and the charge.
+    async fn pause_if_capped(
+        &mut self,
+        account: &Account,
+        charge: Cents,
+        terms: &ClaimTerms<'_>,
+    ) -> Result<Option<Decision>, DbError>;
+}
+
+impl_for_connections!(SpendCapWrites {
+    async fn pause_if_capped(
+        &mut self,
+        account: &Account,
+        charge: Cents,
+        terms: &ClaimTerms<'_>,
+    ) -> Result<Option<Decision>, DbError> {
+        let Some(cap) = account.auto_topup.monthly_cap else {
+            return Ok(None);
+        };
+        let month = spend_cap::month_of(terms.at, account.time_zone);
+        let spent: i64 = sqlx::query_scalar(SPENT_SINCE)
+            .bind(&account.id)
+            .bind(month.starts_at)
+            .fetch_one(&mut *self)
+            .await?;
+        let spent = Cents(spent);
+        if spend_cap::allows(spent, charge, Some(cap)) {
+            return Ok(None);
+        }
+        let decision = Decision::SpendCapReached {
+            spent,
+            charge,
+            cap,
+            until: month.ends_at,
+        };
+        sqlx::query(
+            "UPDATE accounts SET auto_topup_paused_reason = $2, auto_topup_paused_code = NULL, \
+             auto_topup_paused_at = $3, auto_topup_paused_until = $4 \
+             WHERE id = $1 AND auto_topup_paused_reason IS NULL",
+        )
+        .bind(&account.id)
+        .bind(PauseReason::SpendCapReached.as_str())
+        .bind(terms.at)
+        .bind(month.ends_at)
+        .execute(&mut *self)
+        .await?;
+        self.record_decision(&decision_row(account, decision, None, terms.at))
+            .await?;
+        let notice = NewNotice {
+            envelope: Envelope::to_owner(
+                format!("spend_cap:{}:{}:spend_cap_reached", account.id, terms.at),
+                &account.id,
+                terms.email,
+                terms.at,
+            ),
+            notice: Notice::SpendCapReached(CapFacts {
+                cap,
+                spent,
+                charge,
+                until: month.ends_at,
+                time_zone: account.time_zone.name().to_owned(),
+                at: terms.at,
+            }),
+        };
+        self.queue_notice(&notice, QueueWhen::Always).await?;
+        Ok(Some(decision))
+    }
+});
+
 trait ClaimWrites {
     /// Opens the attempt of a claim whose account row this transaction updated (taking
     /// sequence number `seq`), with its audit entry and its decision.
@@ -294,7 +401,8 @@ fn decision_row(
 
 impl Db {
     /// Saves the settings. Turning it on records who and when; a pause survives both
-    /// turning it off and on again. `None` if the account does not exist.
+    /// turning it off and on again, but raising or removing the spend cap ends a pause
+    /// for reaching it. `None` if the account does not exist.
     pub async fn update_auto_topup(
         &self,
         account_id: &str,
@@ -302,6 +410,16 @@ impl Db {
         actor: &Actor,
         at: Millis,
     ) -> Result<Option<Account>, DbError> {
+        let read = match self {
+            Db::Postgres(_) => format!(
+                "SELECT {} FROM accounts WHERE id = $1 FOR UPDATE",
+                accounts::COLUMNS
+            ),
+            Db::Sqlite(_) => format!("SELECT {} FROM accounts WHERE id = $1", accounts::COLUMNS),
+        };
+        const LIFT: &str = "UPDATE accounts SET auto_topup_paused_reason = NULL, \
+             auto_topup_paused_code = NULL, auto_topup_paused_at = NULL, \
+             auto_topup_paused_until = NULL WHERE id = $1 AND auto_topup_paused_reason = $2";
         let sql = format!(
             "UPDATE accounts SET \
              auto_topup_enabled_by = CASE WHEN $1 AND NOT auto_topup_enabled THEN $2 ELSE auto_topup_enabled_by END, \
@@ -309,29 +427,50 @@ impl Db {
              auto_topup_enabled = ($1 AND closed_at IS NULL), \
              auto_topup_threshold = COALESCE($4, auto_topup_threshold), \
              auto_topup_target = COALESCE($5, auto_topup_target), \
-             auto_topup_payment_method_id = $6 WHERE id = $7 RETURNING {}",
+             auto_topup_payment_method_id = $6, auto_topup_monthly_cap_cents = $7, \
+             time_zone = $8 WHERE id = $9 RETURNING {}",
             accounts::COLUMNS
         );
         with_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
-            let updated: Option<AccountRow> = sqlx::query_as(&sql)
+            let current: Option<AccountRow> = sqlx::query_as(&read)
+                .bind(account_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(current) = current.map(Account::try_from).transpose()? else {
+                return Ok(None);
+            };
+            let cap = update.monthly_cap.unwrap_or(current.auto_topup.monthly_cap);
+            let time_zone = update.time_zone.unwrap_or(current.time_zone);
+            let lifts = current.paused() == Some(PauseReason::SpendCapReached)
+                && spend_cap::change_lifts_pause(current.auto_topup.monthly_cap, cap);
+            if lifts {
+                sqlx::query(LIFT)
+                    .bind(account_id)
+                    .bind(PauseReason::SpendCapReached.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let account: AccountRow = sqlx::query_as(&sql)
                 .bind(update.enabled)
                 .bind(&actor.key_id)
                 .bind(at)
                 .bind(update.threshold.map(|t| t.0))
                 .bind(update.target.map(|t| t.0))
                 .bind(&update.payment_method_id)
+                .bind(cap.map(|c| c.0))
+                .bind(time_zone.name())
                 .bind(account_id)
-                .fetch_optional(&mut *tx)
+                .fetch_one(&mut *tx)
                 .await?;
-            let Some(account) = updated else {
-                return Ok(None);
-            };
             let detail = json!({
                 "enabled": update.enabled,
                 "threshold": update.threshold,
                 "target": update.target,
                 "payment_method_id": update.payment_method_id,
+                "monthly_spend_cap_cents": cap.map(|c| c.0),
+                "time_zone": time_zone.name(),
+                "ended_spend_cap_pause": lifts,
             });
             tx.audit(actor, "auto_topup.update", Some(account_id), detail, at)
                 .await?;
@@ -427,6 +566,7 @@ impl Db {
             let mut page = ClaimedPage {
                 attempts: Vec::with_capacity(due.len()),
                 skipped: 0,
+                capped: 0,
                 next: None,
             };
             for row in due {
@@ -444,17 +584,20 @@ impl Db {
                 };
                 // The row is locked and due: an open top-up or nothing worth charging are
                 // the only reasons left not to charge it.
-                let charge = charge_to_target(
-                    account.balance,
-                    account.auto_topup.target.unwrap_or_default(),
-                    terms.credit_price_cents,
-                    terms.min_amount_cents,
-                );
+                let charge = terms.charge_for(&account);
                 let (false, Some(charge)) = (tx.open_attempt(&account.id).await?.is_some(), charge)
                 else {
                     page.skipped += 1;
                     continue;
                 };
+                if tx
+                    .pause_if_capped(&account, charge.amount, terms)
+                    .await?
+                    .is_some()
+                {
+                    page.capped += 1;
+                    continue;
+                }
                 let claimed: ClaimedAccount = sqlx::query_as(&auto_cas())
                     .bind(terms.at.saturating_add(terms.window_ms))
                     .bind(&account.id)
@@ -510,10 +653,38 @@ impl Db {
             ));
         }
         let read = format!("SELECT {} FROM accounts WHERE id = $1", accounts::COLUMNS);
+        let locked_read = match self {
+            Db::Postgres(_) => format!("{read} FOR UPDATE"),
+            Db::Sqlite(_) => read.clone(),
+        };
         let terms = &claim.terms;
         let window_end = terms.at.saturating_add(terms.window_ms);
         with_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
+            if claim.trigger == AttemptTrigger::Auto {
+                let locked: Option<AccountRow> = sqlx::query_as(&locked_read)
+                    .bind(claim.account_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if let Some(account) = locked.map(Account::try_from).transpose()?
+                    && account.auto_topup.monthly_cap.is_some()
+                {
+                    let open = tx.open_attempt(claim.account_id).await?.is_some();
+                    let claimable = match decide(&account.standing(open), terms.at) {
+                        Decision::Due => true,
+                        Decision::RateLimited { .. } => !claim.respect_window,
+                        _ => false,
+                    };
+                    if let Some(charge) = claimable.then(|| terms.charge_for(&account)).flatten()
+                        && let Some(capped) =
+                            tx.pause_if_capped(&account, charge.amount, terms).await?
+                    {
+                        tx.commit().await?;
+                        crate::metrics::notices_queued(NoticeKind::SpendCapReached.as_str(), 1);
+                        return Ok(AutoClaimOutcome::NotDue(capped));
+                    }
+                }
+            }
             let claimed: Option<ClaimedAccount> = if claim.trigger == AttemptTrigger::Auto {
                 sqlx::query_as(&auto_cas())
                     .bind(window_end)
@@ -555,12 +726,7 @@ impl Db {
                 return Ok(AutoClaimOutcome::Busy(open));
             }
             let account = Account::try_from(account)?;
-            let Some(charge) = charge_to_target(
-                account.balance,
-                account.auto_topup.target.unwrap_or_default(),
-                terms.credit_price_cents,
-                terms.min_amount_cents,
-            ) else {
+            let Some(charge) = terms.charge_for(&account) else {
                 return Ok(AutoClaimOutcome::NothingToCharge);
             };
             let attempt = tx.open_claimed(claim, &account, seq, charge).await?;
@@ -615,6 +781,66 @@ impl Db {
         }))
     }
 
+    /// What the account's automatic top-ups charged (or are charging) from `since` on,
+    /// as the spend cap counts it.
+    pub async fn auto_spend_since(
+        &self,
+        account_id: &str,
+        since: Millis,
+    ) -> Result<Cents, DbError> {
+        let spent: i64 = with_pool!(self, |pool| {
+            sqlx::query_scalar(SPENT_SINCE)
+                .bind(account_id)
+                .bind(since)
+                .fetch_one(pool)
+                .await?
+        });
+        Ok(Cents(spent))
+    }
+
+    /// Ends the pauses whose time is up (spend caps reached in a month now over), audited,
+    /// and queues `notice(account_id)` to each account whose auto top-up is then on, in
+    /// one transaction. One statement picks and ends them, so scans in several replicas
+    /// end each pause once. The number of notices queued.
+    pub async fn lift_ended_pauses(
+        &self,
+        now: Millis,
+        notice: impl Fn(&str) -> NewNotice,
+    ) -> Result<usize, DbError> {
+        const LIFT: &str = "UPDATE accounts SET auto_topup_paused_reason = NULL, \
+             auto_topup_paused_code = NULL, auto_topup_paused_at = NULL, \
+             auto_topup_paused_until = NULL \
+             WHERE auto_topup_paused_until IS NOT NULL AND auto_topup_paused_until <= $1 \
+             RETURNING id";
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let lifted: Vec<String> = sqlx::query_scalar(LIFT)
+                .bind(now)
+                .fetch_all(&mut *tx)
+                .await?;
+            let mut queued = 0;
+            for account_id in &lifted {
+                let detail = json!({ "paused_reason": PauseReason::SpendCapReached.as_str(), "note": "a new month began" });
+                tx.audit(
+                    &Actor::schedule(),
+                    "auto_topup.resume",
+                    Some(account_id),
+                    detail,
+                    now,
+                )
+                .await?;
+                if tx
+                    .queue_notice(&notice(account_id), QueueWhen::AutoTopupActive)
+                    .await?
+                {
+                    queued += 1;
+                }
+            }
+            tx.commit().await?;
+            Ok(queued)
+        })
+    }
+
     /// Support ends a pause, with a note, audited, and queues `notice` if auto top-up is
     /// then on. `None` if the account is not paused (or does not exist); else whether the
     /// notice was queued.
@@ -627,13 +853,17 @@ impl Db {
         notice: Option<&NewNotice>,
     ) -> Result<Option<bool>, DbError> {
         let read = format!(
-            "SELECT {} FROM accounts WHERE id = $1 AND auto_topup_paused_reason IS NOT NULL",
+            "SELECT {} FROM accounts WHERE id = $1 AND auto_topup_paused_reason IS NOT NULL \
+             AND auto_topup_paused_reason <> $2",
             accounts::COLUMNS
         );
         with_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
+            // A reached spend cap is the customer's to raise; resumed by hand, the next
+            // scan would find it reached again.
             let paused: Option<AccountRow> = sqlx::query_as(&read)
                 .bind(account_id)
+                .bind(PauseReason::SpendCapReached.as_str())
                 .fetch_optional(&mut *tx)
                 .await?;
             let Some(pause) = paused
@@ -647,7 +877,7 @@ impl Db {
             // is not cleared by a resume that never saw it.
             let cleared = sqlx::query(
                 "UPDATE accounts SET auto_topup_paused_reason = NULL, auto_topup_paused_code = NULL, \
-                 auto_topup_paused_at = NULL \
+                 auto_topup_paused_at = NULL, auto_topup_paused_until = NULL \
                  WHERE id = $1 AND auto_topup_paused_reason = $2 AND auto_topup_paused_at = $3",
             )
             .bind(account_id)

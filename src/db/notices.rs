@@ -8,7 +8,7 @@ use super::{
     audit::{Actor, AuditWrites},
     impl_for_connections, with_pool,
 };
-use crate::{clock::Millis, domain::notice::Notice};
+use crate::{clock::Millis, config::EmailConfig, domain::notice::Notice};
 
 /// Where a notice stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, utoipa::ToSchema)]
@@ -52,6 +52,23 @@ pub struct Envelope {
     pub staff: Option<(String, String)>,
     pub message_id: String,
     pub at: Millis,
+}
+
+impl Envelope {
+    /// The envelope of a notice to `account_id`'s owner. `cause` names what caused it (for
+    /// example `attempt:<id>:payment_failed`); a second notice with the same cause is not
+    /// queued.
+    pub fn to_owner(cause: String, account_id: &str, email: &EmailConfig, at: Millis) -> Self {
+        let id = super::new_id("ntc");
+        Self {
+            message_id: format!("<{id}@{}>", email.message_id_domain()),
+            id,
+            cause,
+            account_id: account_id.to_owned(),
+            staff: None,
+            at,
+        }
+    }
 }
 
 /// A notice to queue: its envelope and its facts, rendered when it is sent.

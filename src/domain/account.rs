@@ -3,9 +3,12 @@
 
 use std::collections::BTreeMap;
 
+use chrono_tz::Tz;
+
 use super::{
     auto_topup::{AutoTopupState, PauseReason, Standing},
     credits::Millicredits,
+    money::Cents,
 };
 use crate::clock::Millis;
 
@@ -22,6 +25,8 @@ pub struct Account {
     /// The host's key-value notes about the account.
     pub metadata: BTreeMap<String, String>,
     pub created_at: Millis,
+    /// Where the account's calendar months begin and end (its spend cap counts by them).
+    pub time_zone: Tz,
     pub auto_topup: AutoTopup,
     /// Set once the account is closed: it is charged no more, by any path.
     pub closed: Option<Closure>,
@@ -48,6 +53,8 @@ pub struct AutoTopup {
     pub pause: Option<Pause>,
     /// The end of the rate-limit window opened by the last automatic attempt.
     pub window_ends_at: Millis,
+    /// The most automatic top-ups may charge in a calendar month; `None` is no cap.
+    pub monthly_cap: Option<Cents>,
 }
 
 /// Why automatic top-ups stopped, with the provider's code and when they stopped.
@@ -56,6 +63,8 @@ pub struct Pause {
     pub reason: PauseReason,
     pub code: Option<String>,
     pub since: Millis,
+    /// When the pause lifts by itself (the end of the month whose cap it reached).
+    pub until: Option<Millis>,
 }
 
 impl Account {

@@ -33,6 +33,9 @@ pub enum PauseReason {
     /// A top-up's charge was refunded at the provider: charging the card again at once
     /// would undo the refund.
     Refunded,
+    /// The next automatic top-up would take this month's past the customer's spend cap:
+    /// it lifts by itself when the month ends, or when the customer raises the cap.
+    SpendCapReached,
 }
 
 impl PauseReason {
@@ -42,14 +45,16 @@ impl PauseReason {
             Self::AuthenticationRequired => "authentication_required",
             Self::Disputed => "disputed",
             Self::Refunded => "refunded",
+            Self::SpendCapReached => "spend_cap_reached",
         }
     }
 
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 5] = [
         Self::PaymentFailed,
         Self::AuthenticationRequired,
         Self::Disputed,
         Self::Refunded,
+        Self::SpendCapReached,
     ];
 
     pub fn parse(s: &str) -> Option<Self> {
@@ -60,7 +65,7 @@ impl PauseReason {
     /// decline does not turn a dispute's pause into one the customer can pay away.
     fn weight(self) -> u8 {
         match self {
-            Self::PaymentFailed | Self::AuthenticationRequired => 0,
+            Self::PaymentFailed | Self::AuthenticationRequired | Self::SpendCapReached => 0,
             Self::Refunded => 1,
             Self::Disputed => 2,
         }
@@ -210,8 +215,18 @@ pub enum Decision {
     Due,
     NotEnabled,
     Paused(PauseReason),
+    /// Due, but charging it would take this month's automatic top-ups (`spent`, counting
+    /// those in progress) past the cap: paused until the month ends.
+    SpendCapReached {
+        spent: Cents,
+        charge: Cents,
+        cap: Cents,
+        until: Millis,
+    },
     AboveThreshold,
-    RateLimited { until: Millis },
+    RateLimited {
+        until: Millis,
+    },
     InProgress,
 }
 
@@ -221,6 +236,7 @@ impl Decision {
             Self::Due => "due",
             Self::NotEnabled => "not_enabled",
             Self::Paused(_) => "paused",
+            Self::SpendCapReached { .. } => "spend_cap_reached",
             Self::AboveThreshold => "above_threshold",
             Self::RateLimited { .. } => "rate_limited",
             Self::InProgress => "in_progress",
@@ -258,6 +274,15 @@ impl Decision {
             Self::Due => format!("the balance ({balance}) was below the threshold ({threshold})"),
             Self::NotEnabled => "auto top-up was off".to_owned(),
             Self::Paused(reason) => format!("auto top-up was paused ({})", reason.as_str()),
+            Self::SpendCapReached {
+                spent,
+                charge,
+                cap,
+                until,
+            } => format!(
+                "the balance ({balance}) was below the threshold ({threshold}), but charging {charge} would bring this month's automatic top-ups from {spent} past the monthly spend cap ({cap}): paused until {}",
+                crate::clock::rfc3339(until)
+            ),
             Self::AboveThreshold => {
                 format!("the balance ({balance}) was not below the threshold ({threshold})")
             }
@@ -274,7 +299,7 @@ impl Decision {
     pub fn next_eligible_at(self, now: Millis, window_ends_at: Millis) -> Option<Millis> {
         match self {
             Self::Due | Self::AboveThreshold => Some(now.max(window_ends_at)),
-            Self::RateLimited { until } => Some(until),
+            Self::RateLimited { until } | Self::SpendCapReached { until, .. } => Some(until),
             Self::NotEnabled | Self::Paused(_) | Self::InProgress => None,
         }
     }

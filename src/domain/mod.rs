@@ -14,4 +14,5 @@ pub mod pricing;
 pub mod reversal;
 pub mod schedule;
 pub mod settlement;
+pub mod spend_cap;
 pub mod validation;

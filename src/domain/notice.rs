@@ -14,6 +14,9 @@ pub enum Notice {
     PaymentFailed(PaymentFailure),
     AuthenticationRequired(AuthenticationRequest),
     AutoTopupResumed(Resumption),
+    /// To the customer: the next automatic top-up would go past the monthly spend cap, so
+    /// auto top-up is paused until the month ends.
+    SpendCapReached(CapFacts),
     /// To the customer: a top-up's charge was refunded, so its credits were removed.
     CreditsRefunded(RefundFacts),
     /// To support: a top-up's charge is disputed.
@@ -38,6 +41,20 @@ pub struct RefundFacts {
     /// The provider's id of the refunded charge.
     pub transaction_id: String,
     pub new_balance: Millicredits,
+    pub at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CapFacts {
+    pub cap: Cents,
+    /// This month's automatic top-ups so far, those in progress included.
+    pub spent: Cents,
+    /// The top-up that would have gone past the cap.
+    pub charge: Cents,
+    /// When automatic top-ups start again: the month's end in `time_zone`.
+    pub until: Millis,
+    /// The account's time zone (an IANA name), which its months follow.
+    pub time_zone: String,
     pub at: Millis,
 }
 
@@ -103,15 +120,18 @@ pub enum ResumedBy {
     Payment,
     /// Support resumed it by hand.
     Support,
+    /// A new month began, so a pause for reaching the monthly spend cap lifted.
+    NewMonth,
 }
 
 impl ResumedBy {
-    pub const ALL: [Self; 2] = [Self::Payment, Self::Support];
+    pub const ALL: [Self; 3] = [Self::Payment, Self::Support, Self::NewMonth];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Payment => "payment",
             Self::Support => "support",
+            Self::NewMonth => "new_month",
         }
     }
 }
@@ -130,17 +150,19 @@ pub enum NoticeKind {
     PaymentFailed,
     AuthenticationRequired,
     AutoTopupResumed,
+    SpendCapReached,
     CreditsRefunded,
     DisputeOpened,
     DisputeClosed,
 }
 
 impl NoticeKind {
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::TopupReceipt,
         Self::PaymentFailed,
         Self::AuthenticationRequired,
         Self::AutoTopupResumed,
+        Self::SpendCapReached,
         Self::CreditsRefunded,
         Self::DisputeOpened,
         Self::DisputeClosed,
@@ -152,6 +174,7 @@ impl NoticeKind {
             Self::PaymentFailed => "payment_failed",
             Self::AuthenticationRequired => "authentication_required",
             Self::AutoTopupResumed => "auto_topup_resumed",
+            Self::SpendCapReached => "spend_cap_reached",
             Self::CreditsRefunded => "credits_refunded",
             Self::DisputeOpened => "dispute_opened",
             Self::DisputeClosed => "dispute_closed",
@@ -166,6 +189,7 @@ impl Notice {
             Self::PaymentFailed(_) => NoticeKind::PaymentFailed,
             Self::AuthenticationRequired(_) => NoticeKind::AuthenticationRequired,
             Self::AutoTopupResumed(_) => NoticeKind::AutoTopupResumed,
+            Self::SpendCapReached(_) => NoticeKind::SpendCapReached,
             Self::CreditsRefunded(_) => NoticeKind::CreditsRefunded,
             Self::DisputeOpened(_) => NoticeKind::DisputeOpened,
             Self::DisputeClosed(_) => NoticeKind::DisputeClosed,
@@ -211,6 +235,14 @@ mod tests {
             }),
             Notice::AutoTopupResumed(Resumption {
                 by: ResumedBy::Support,
+                at: 7,
+            }),
+            Notice::SpendCapReached(CapFacts {
+                cap: Cents(10_000),
+                spent: Cents(9_000),
+                charge: amount,
+                until: 1_800_000_000_000,
+                time_zone: "Europe/Paris".into(),
                 at: 7,
             }),
             Notice::CreditsRefunded(RefundFacts {

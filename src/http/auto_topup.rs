@@ -23,7 +23,7 @@ use super::{
     views::{PauseView, TopupView, pause_view},
 };
 use crate::{
-    clock::rfc3339,
+    clock::{Millis, rfc3339},
     db::{
         DbError,
         audit::Actor,
@@ -33,8 +33,9 @@ use crate::{
         account::Account,
         api_key::Role,
         attempt::AttemptState,
-        auto_topup::{AutoTopupState, PauseReason, decide, validate_bounds},
+        auto_topup::{AutoTopupState, Decision, PauseReason, decide, validate_bounds},
         credits::Millicredits,
+        spend_cap,
         validation::FieldErrors,
     },
     topups::auto::{RetryOutcome, TriedNow},
@@ -93,14 +94,54 @@ pub struct AutoTopupView {
     enabled_by: Option<String>,
     enabled_at: Option<String>,
     last_topup: Option<TopupView>,
+    /// The monthly spend cap and this month's automatic top-ups; null without a cap.
+    spend_cap: Option<SpendCapView>,
+    /// The IANA time zone whose calendar months the cap counts.
+    time_zone: String,
     /// Why it would or would not top up now, by the scan's rule.
     decision: DecisionView,
     /// What the scan last decided for this account.
     last_scan: Option<ScanView>,
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SpendCapView {
+    cap_cents: i64,
+    cap_usd: String,
+    /// This month's automatic top-ups so far, those in progress included.
+    spent_cents: i64,
+    spent_usd: String,
+    /// The month counted, in the account's time zone: the cap starts again at its end.
+    month_starts_at: String,
+    month_ends_at: String,
+}
+
+async fn spend_cap_view(
+    state: &AppState,
+    account: &Account,
+    now: Millis,
+) -> ApiResult<Option<SpendCapView>> {
+    let Some(cap) = account.auto_topup.monthly_cap else {
+        return Ok(None);
+    };
+    let month = spend_cap::month_of(now, account.time_zone);
+    let spent = state
+        .db
+        .auto_spend_since(&account.id, month.starts_at)
+        .await?;
+    Ok(Some(SpendCapView {
+        cap_cents: cap.0,
+        cap_usd: cap.to_string(),
+        spent_cents: spent.0,
+        spent_usd: spent.to_string(),
+        month_starts_at: rfc3339(month.starts_at),
+        month_ends_at: rfc3339(month.ends_at),
+    }))
+}
+
 pub(crate) async fn view(state: &AppState, account: Account) -> ApiResult<AutoTopupView> {
     let now = state.clock.now_ms();
+    let spend_cap = spend_cap_view(state, &account, now).await?;
     let in_progress = state.db.open_attempt_of(&account.id).await?.is_some();
     let decision = decide(&account.standing(in_progress), now);
     let last_topup = state
@@ -121,6 +162,8 @@ pub(crate) async fn view(state: &AppState, account: Account) -> ApiResult<AutoTo
     Ok(AutoTopupView {
         state: account.auto_topup_state(in_progress),
         pause: pause_view(&account),
+        spend_cap,
+        time_zone: account.time_zone.name().to_owned(),
         decision: DecisionView {
             decision: decision.as_str(),
             balance: account.balance,
@@ -236,6 +279,23 @@ pub struct SettingsBody {
     /// A saved card to charge instead of the default one.
     #[serde(default)]
     payment_method_id: Option<String>,
+    /// The most automatic top-ups may charge in a calendar month, in dollars (whole
+    /// cents, 1.00 to 1,000,000.00); `null` removes the cap, and leaving it out keeps it.
+    /// Reaching it pauses auto top-up (`spend_cap_reached`) until the month ends.
+    #[serde(default, deserialize_with = "present_decimal")]
+    #[schema(value_type = Option<f64>)]
+    monthly_spend_cap: Option<Option<Decimal>>,
+    /// The IANA time zone whose calendar months the cap counts (`UTC` until set);
+    /// leaving it out keeps it.
+    #[serde(default)]
+    time_zone: Option<String>,
+}
+
+/// A field that may be given as `null`: `Some(None)` then, and `None` when left out.
+fn present_decimal<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Option<Decimal>>, D::Error> {
+    crate::domain::number::optional_decimal(deserializer).map(Some)
 }
 
 /// Saves the settings. Only this request turns auto top-up on, and it records who did;
@@ -262,7 +322,9 @@ async fn update(
         let only_off = !body.enabled
             && body.threshold.is_none()
             && body.target.is_none()
-            && body.payment_method_id.is_none();
+            && body.payment_method_id.is_none()
+            && body.monthly_spend_cap.is_none()
+            && body.time_zone.is_none();
         if !only_off {
             return Err(ApiError::Forbidden);
         }
@@ -273,15 +335,17 @@ async fn update(
             .ok_or(ApiError::NotFound("account"))?;
         return Ok(Json(view(&state, account).await?));
     }
-    let update = checked_settings(
-        &state,
-        &id,
-        body.enabled,
-        (body.threshold, body.target),
-        body.payment_method_id,
-    )
-    .await?
-    .map_err(ApiError::invalid)?;
+    let asked = AskedSettings {
+        enabled: body.enabled,
+        threshold: body.threshold,
+        target: body.target,
+        payment_method_id: body.payment_method_id,
+        monthly_spend_cap: body.monthly_spend_cap,
+        time_zone: body.time_zone,
+    };
+    let update = checked_settings(&state, &id, asked)
+        .await?
+        .map_err(ApiError::invalid)?;
     let account = state
         .accounts
         .set_auto_topup(&id, &update, &caller.actor())
@@ -290,16 +354,36 @@ async fn update(
     Ok(Json(view(&state, account).await?))
 }
 
+/// Settings as the API or the billing page asked for them, unchecked.
+#[derive(Debug, Clone, Default)]
+pub struct AskedSettings {
+    pub enabled: bool,
+    pub threshold: Option<Decimal>,
+    pub target: Option<Decimal>,
+    pub payment_method_id: Option<String>,
+    /// `None` keeps the cap; `Some(None)` removes it.
+    pub monthly_spend_cap: Option<Option<Decimal>>,
+    /// `None` keeps the time zone.
+    pub time_zone: Option<String>,
+}
+
 /// Settings asked for (by the API or the billing page), checked: both bounds or neither
-/// (to turn it off), within the published bounds, and a card of the account's own.
-/// The errors name the fields.
+/// (to turn it off), within the published bounds, a card of the account's own, a cap in
+/// whole cents within its bounds, and a time zone by its IANA name. The errors name the
+/// fields.
 pub async fn checked_settings(
     state: &AppState,
     account_id: &str,
-    enabled: bool,
-    (threshold, target): (Option<Decimal>, Option<Decimal>),
-    payment_method_id: Option<String>,
+    asked: AskedSettings,
 ) -> Result<Result<SettingsUpdate, FieldErrors>, DbError> {
+    let AskedSettings {
+        enabled,
+        threshold,
+        target,
+        payment_method_id,
+        monthly_spend_cap,
+        time_zone,
+    } = asked;
     let mut errors = FieldErrors::new();
     if enabled
         && state
@@ -343,12 +427,26 @@ pub async fn checked_settings(
             );
         }
     }
+    let monthly_cap = monthly_spend_cap.map(|cap| {
+        cap.and_then(|dollars| {
+            spend_cap::validate_cap(dollars)
+                .map_err(|problems| errors.merge(problems))
+                .ok()
+        })
+    });
+    let time_zone = time_zone.and_then(|name| {
+        spend_cap::parse_time_zone(&name)
+            .map_err(|problems| errors.merge(problems))
+            .ok()
+    });
     let (threshold, target) = bounds;
     Ok(errors.into_result(SettingsUpdate {
         enabled,
         threshold,
         target,
         payment_method_id,
+        monthly_cap,
+        time_zone,
     }))
 }
 
@@ -361,7 +459,7 @@ pub async fn checked_settings(
         (status = 200, description = "Nothing worth charging (the balance is within the smallest purchase of the target): resumed without a charge", body = AutoTopupView),
         (status = 402, description = "`payment_failed`: declined; still paused", body = ErrorBody),
         (status = 404, description = "No such account, or not this key's", body = ErrorBody),
-        (status = 409, description = "Not paused, paused for a dispute or a refund (support resumes those), or a top-up is in progress", body = ErrorBody),
+        (status = 409, description = "Not paused, paused for a dispute or a refund (support resumes those), paused at the monthly spend cap (raise it, or wait for the month's end), or a top-up is in progress", body = ErrorBody),
     ))]
 async fn retry(
     State(state): State<AppState>,
@@ -394,6 +492,7 @@ async fn retry(
             "auto top-up is paused because a top-up's charge was {}; support resumes it",
             reason.as_str()
         ))),
+        RetryOutcome::CapReached { until } => Err(ApiError::Conflict(cap_reached(until))),
         RetryOutcome::Busy(open) => Err(ApiError::Conflict(format!(
             "top-up {} of this account is {}; complete or wait for it first",
             open.id, open.state
@@ -479,6 +578,10 @@ fn resume_outcome(tried: &TriedNow, account: &Account) -> (ResumeOutcome, String
                     reason.as_str()
                 ),
             ),
+            Some(PauseReason::SpendCapReached) => (
+                ResumeOutcome::PausedAgain,
+                "Resumed, but the charge would take this month's automatic top-ups past the customer's spend cap; auto top-up is paused until the month ends or the customer raises the cap.".to_owned(),
+            ),
             Some(PauseReason::AuthenticationRequired) => (
                 ResumeOutcome::AuthenticationRequired,
                 "Resumed, but the bank asks the customer to authenticate the charge tried now; auto top-up is paused again until they do.".to_owned(),
@@ -498,6 +601,13 @@ fn resume_outcome(tried: &TriedNow, account: &Account) -> (ResumeOutcome, String
                 ),
             ),
         },
+        TriedNow::NotDue(Decision::SpendCapReached { until, .. }) => (
+            ResumeOutcome::PausedAgain,
+            format!(
+                "Resumed, but the charge tried now would take this month's automatic top-ups past the customer's spend cap: paused again until {}, or until the customer raises the cap.",
+                rfc3339(*until)
+            ),
+        ),
         TriedNow::NotDue(decision) => (
             ResumeOutcome::NotCharged,
             format!(
@@ -520,6 +630,14 @@ fn resume_outcome(tried: &TriedNow, account: &Account) -> (ResumeOutcome, String
     (outcome, format!("{message}{off}"))
 }
 
+/// Why a pause at the spend cap is not ended by paying or by support.
+fn cap_reached(until: Option<Millis>) -> String {
+    format!(
+        "auto top-up is paused because this month's automatic top-ups reached the monthly spend cap; it starts again at {}, or when the customer raises or removes the cap",
+        until.map_or_else(|| "the month's end".to_owned(), rfc3339)
+    )
+}
+
 /// Support resumes a paused auto top-up, with a note; audited. Support and admin keys.
 /// With `try_now`, `outcome` says what the charge did: a try that fails again leaves the
 /// account paused, and the customer is told it is back on only if it is.
@@ -528,7 +646,7 @@ fn resume_outcome(tried: &TriedNow, account: &Account) -> (ResumeOutcome, String
     responses(
         (status = 200, body = ResumedView),
         (status = 404, description = "No such account", body = ErrorBody),
-        (status = 409, description = "Not paused", body = ErrorBody),
+        (status = 409, description = "Not paused, or paused at the customer's monthly spend cap (theirs to raise)", body = ErrorBody),
     ))]
 async fn resume(
     State(state): State<AppState>,
@@ -555,6 +673,11 @@ pub async fn resume_with_note(
     let mut errors = FieldErrors::new();
     errors.require_text("note", note, MAX_NOTE_LEN);
     errors.into_result(()).map_err(ApiError::invalid)?;
+    if let Some(pause) = state.db.account(id).await?.and_then(|a| a.auto_topup.pause)
+        && pause.reason == PauseReason::SpendCapReached
+    {
+        return Err(ApiError::Conflict(cap_reached(pause.until)));
+    }
     let (topups, account_id, note) = (state.topups.clone(), id.to_owned(), note.to_owned());
     let resumed = in_own_task(state, async move {
         topups.resume(&account_id, &actor, &note, try_now).await

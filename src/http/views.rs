@@ -158,12 +158,15 @@ impl UsageView {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum AutoTopupSummary {
-    /// Paused until the customer pays again or support resumes it.
+    /// Paused until the customer pays again or support resumes it, or (for a reached
+    /// spend cap) until `until`.
     Paused {
-        /// `payment_failed` or `authentication_required`.
+        /// `payment_failed`, `authentication_required`, `disputed`, `refunded` or
+        /// `spend_cap_reached`.
         reason: Option<String>,
         decline_code: Option<String>,
         since: Option<String>,
+        until: Option<String>,
     },
     /// A top-up is being charged.
     InProgress { topup_id: String },
@@ -179,6 +182,9 @@ pub struct PauseView {
     pub(super) reason: Option<String>,
     pub(super) decline_code: Option<String>,
     pub(super) since: Option<String>,
+    /// When the pause lifts by itself: the start of the next month, for a reached spend
+    /// cap; null for a pause someone must end.
+    pub(super) until: Option<String>,
 }
 
 pub(super) fn pause_view(account: &Account) -> Option<PauseView> {
@@ -186,6 +192,7 @@ pub(super) fn pause_view(account: &Account) -> Option<PauseView> {
         reason: Some(pause.reason.as_str().to_owned()),
         decline_code: pause.code.clone(),
         since: Some(rfc3339(pause.since)),
+        until: pause.until.map(rfc3339),
     })
 }
 
@@ -196,6 +203,7 @@ pub async fn summary(state: &AppState, account: &Account) -> Result<AutoTopupSum
             reason: pause.reason,
             decline_code: pause.decline_code,
             since: pause.since,
+            until: pause.until,
         });
     }
     if let Some(open) = state.db.open_attempt_of(&account.id).await? {

@@ -16,21 +16,6 @@ use crate::{
     domain::notice::{Audience, Notice},
 };
 
-/// The envelope of a notice to `account_id`'s owner. `cause` names what caused it (for
-/// example `attempt:<id>:payment_failed`); a second notice with the same cause is not
-/// queued.
-pub fn envelope(cause: String, account_id: &str, email: &EmailConfig, at: Millis) -> Envelope {
-    let id = crate::db::new_id("ntc");
-    Envelope {
-        message_id: format!("<{id}@{}>", email.message_id_domain()),
-        id,
-        cause,
-        account_id: account_id.to_owned(),
-        staff: None,
-        at,
-    }
-}
-
 /// The envelope of a notice to support (`email.support_email`) about `account_id`.
 pub fn support_envelope(
     cause: String,
@@ -40,7 +25,7 @@ pub fn support_envelope(
 ) -> Envelope {
     Envelope {
         staff: Some((email.support_email.clone(), SUPPORT_NAME.to_owned())),
-        ..envelope(cause, account_id, email, at)
+        ..Envelope::to_owner(cause, account_id, email, at)
     }
 }
 
@@ -55,7 +40,7 @@ pub fn compose(
     at: Millis,
 ) -> NewNotice {
     let address = match notice.audience() {
-        Audience::Customer => envelope,
+        Audience::Customer => Envelope::to_owner,
         Audience::Support => support_envelope,
     };
     let cause = format!("{cause_of}:{}", notice.kind());

@@ -6,8 +6,8 @@ use crate::{
     clock::Millis,
     config::EmailConfig,
     domain::notice::{
-        AuthenticationRequest, DisputeFacts, Notice, PaymentFailure, Receipt, RefundFacts,
-        ResumedBy, Resumption, Trigger,
+        AuthenticationRequest, CapFacts, DisputeFacts, Notice, PaymentFailure, Receipt,
+        RefundFacts, ResumedBy, Resumption, Trigger,
     },
     portal::links::{COMPLETE_PATH, EmailLinks},
 };
@@ -75,6 +75,7 @@ pub fn render(notice: &Notice, name: &str, head: &Letterhead) -> Rendered {
         Notice::PaymentFailed(f) => payment_failed(f, head),
         Notice::AuthenticationRequired(a) => authentication_required(a, head),
         Notice::AutoTopupResumed(r) => resumed(r, head),
+        Notice::SpendCapReached(c) => spend_cap_reached(c, head),
         Notice::CreditsRefunded(r) => refunded(r, head),
         Notice::DisputeOpened(d) => dispute_opened(d),
         Notice::DisputeClosed(d) => dispute_closed(d),
@@ -187,6 +188,7 @@ fn resumed(r: &Resumption, head: &Letterhead) -> Letter {
     let why = match r.by {
         ResumedBy::Payment => "Your payment went through",
         ResumedBy::Support => "Our support team has resumed them for you",
+        ResumedBy::NewMonth => "A new month has begun, so your monthly limit starts again",
     };
     Letter {
         subject: format!(
@@ -197,6 +199,32 @@ fn resumed(r: &Resumption, head: &Letterhead) -> Letter {
             "{why}, so automatic top-ups are active again as of {}. When your balance falls below your threshold, we will top it up to your target with your saved card.",
             long_date(r.at)
         ))],
+    }
+}
+
+fn spend_cap_reached(c: &CapFacts, head: &Letterhead) -> Letter {
+    let mut paragraphs = vec![
+        Paragraph::Text(format!(
+            "Your balance fell below your auto top-up threshold, but the top-up ({}) would take this month's automatic top-ups past the monthly limit you set ({}). So we did not charge your card, and automatic top-ups are paused.",
+            c.charge, c.cap
+        )),
+        Paragraph::Facts(vec![
+            ("Monthly limit", c.cap.to_string()),
+            ("Charged this month", c.spent.to_string()),
+            ("Top-up not made", c.charge.to_string()),
+            ("Starts again", local_date(c.until, &c.time_zone)),
+        ]),
+        Paragraph::Text(
+            "Your current credits keep working until they run out. Automatic top-ups start again on their own when the month ends; to start them sooner, raise or remove the limit in your auto top-up settings.".to_owned(),
+        ),
+    ];
+    push_billing_link(&mut paragraphs, head, "Change the limit");
+    Letter {
+        subject: format!(
+            "Automatic top-ups of your {} balance reached your monthly limit",
+            head.product_name
+        ),
+        paragraphs,
     }
 }
 
@@ -348,6 +376,21 @@ pub fn long_date(ms: Millis) -> String {
         || ms.to_string(),
         |t| t.format("%-d %B %Y, %H:%M UTC").to_string(),
     )
+}
+
+/// A moment in the reader's own time zone (an IANA name), as [`long_date`] writes it in
+/// UTC.
+fn local_date(ms: Millis, time_zone: &str) -> String {
+    match (
+        time_zone.parse::<chrono_tz::Tz>(),
+        chrono::DateTime::from_timestamp_millis(ms),
+    ) {
+        (Ok(tz), Some(t)) => t
+            .with_timezone(&tz)
+            .format(&format!("%-d %B %Y, %H:%M ({time_zone})"))
+            .to_string(),
+        _ => long_date(ms),
+    }
 }
 
 fn text(letter: &Letter, name: &str, head: &Letterhead) -> String {
@@ -573,6 +616,35 @@ mod tests {
             for body in both(&r) {
                 assert!(body.contains(words));
                 assert!(body.contains("21 November 2026"));
+            }
+        }
+    }
+
+    #[test]
+    fn a_reached_cap_says_what_was_not_charged_and_when_it_starts_again() {
+        let r = render(
+            &Notice::SpendCapReached(CapFacts {
+                cap: Cents(10_000),
+                spent: Cents(9_000),
+                charge: Cents(2_500),
+                // 1 January 2027 at midnight in New York.
+                until: 1_798_779_600_000,
+                time_zone: "America/New_York".into(),
+                at: AT,
+            }),
+            "Ada",
+            &head(),
+        );
+        assert!(r.subject.contains("monthly limit"), "{}", r.subject);
+        for body in both(&r) {
+            for fact in [
+                "$100.00",
+                "$90.00",
+                "$25.00",
+                "1 January 2027, 00:00 (America/New_York)",
+                "raise or remove the limit",
+            ] {
+                assert!(body.contains(fact), "{fact} in {body}");
             }
         }
     }

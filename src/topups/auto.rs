@@ -28,7 +28,7 @@ use crate::{
         attempt::{Attempt, AttemptState, AttemptTrigger},
         auto_topup::{Decision, PauseReason},
         backoff::recheck_delay,
-        notice::{Notice, ResumedBy, Resumption},
+        notice::{Notice, NoticeKind, ResumedBy, Resumption},
     },
     metrics::ScanEnd,
     notices,
@@ -49,6 +49,9 @@ pub struct ScanReport {
     /// Due accounts left as they were: a top-up of theirs was open, or the balance was
     /// within the smallest purchase of the target.
     pub skipped: usize,
+    /// Due accounts paused instead of charged: the charge would have gone past their
+    /// monthly spend cap.
+    pub capped: usize,
     pub succeeded: usize,
     pub failed: usize,
     pub requires_action: usize,
@@ -79,6 +82,7 @@ impl ScanReport {
             due = self.due,
             claimed = self.claimed,
             skipped = self.skipped,
+            capped = self.capped,
             succeeded = self.succeeded,
             failed = self.failed,
             requires_action = self.requires_action,
@@ -176,6 +180,11 @@ pub enum RetryOutcome {
     NotPaused,
     /// Paused for money taken back (a dispute or a refund): only support resumes it.
     HeldForSupport(PauseReason),
+    /// Paused because this month reached the spend cap: a charge now would go past it. It
+    /// lifts at `until` (the month's end) or when the customer raises the cap.
+    CapReached {
+        until: Option<Millis>,
+    },
     Busy(Attempt),
     AccountNotFound,
 }
@@ -189,6 +198,7 @@ impl Topups {
             min_amount_cents: self.config.payments.min_topup_cents,
             currency: &self.config.payments.currency,
             key_prefix: &self.config.payments.idempotency_prefix,
+            email: &self.config.email,
             at: self.clock.now_ms(),
         }
     }
@@ -241,6 +251,16 @@ impl Topups {
             charge_concurrency = settings.charge_concurrency,
             "scan started"
         );
+        // Pauses for a spend cap reached last month end before the due set is read, so
+        // their accounts are charged in this scan.
+        let now = self.clock.now_ms();
+        let told = self
+            .db
+            .lift_ended_pauses(now, |account_id| {
+                self.resumed_notice(account_id, ResumedBy::NewMonth, now)
+            })
+            .await?;
+        crate::metrics::notices_queued(NoticeKind::AutoTopupResumed.as_str(), told);
         crate::metrics::scan_started();
         let permits = Arc::new(Semaphore::new(settings.charge_concurrency as usize));
         let mut charges = JoinSet::new();
@@ -286,8 +306,10 @@ impl Topups {
                     break;
                 }
             };
-            report.due += page.attempts.len() + page.skipped;
+            report.due += page.attempts.len() + page.skipped + page.capped;
             report.skipped += page.skipped;
+            report.capped += page.capped;
+            crate::metrics::notices_queued(NoticeKind::SpendCapReached.as_str(), page.capped);
             for (attempt, permit) in page.attempts.into_iter().zip(free) {
                 let engine = self.clone();
                 charges.spawn(
@@ -367,9 +389,13 @@ impl Topups {
         let Some(account) = self.db.account(account_id).await? else {
             return Ok(RetryOutcome::AccountNotFound);
         };
-        let Some(reason) = account.paused() else {
+        let Some(pause) = account.auto_topup.pause else {
             return Ok(RetryOutcome::NotPaused);
         };
+        let reason = pause.reason;
+        if reason == PauseReason::SpendCapReached {
+            return Ok(RetryOutcome::CapReached { until: pause.until });
+        }
         if !reason.ended_by_payment() && actor.role == Role::Customer.as_str() {
             return Ok(RetryOutcome::HeldForSupport(reason));
         }
@@ -410,7 +436,7 @@ impl Topups {
         try_now: bool,
     ) -> Result<Option<TriedNow>, DbError> {
         let now = self.clock.now_ms();
-        let back_on = self.resumed_notice(account_id, now);
+        let back_on = self.resumed_notice(account_id, ResumedBy::Support, now);
         // A try is told by its own outcome: the notice waits for it.
         let resumed = self
             .db
@@ -447,11 +473,8 @@ impl Topups {
     }
 
     /// The customer's notice that support resumed auto top-up.
-    fn resumed_notice(&self, account_id: &str, at: Millis) -> NewNotice {
-        let notice = Notice::AutoTopupResumed(Resumption {
-            by: ResumedBy::Support,
-            at,
-        });
+    fn resumed_notice(&self, account_id: &str, by: ResumedBy, at: Millis) -> NewNotice {
+        let notice = Notice::AutoTopupResumed(Resumption { by, at });
         notices::compose(
             &format!("resume:{account_id}:{at}"),
             account_id,

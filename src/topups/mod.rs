@@ -695,7 +695,8 @@ impl Topups {
             notices_if_resumed: compose(&plan.notices_if_resumed),
             credit: plan.credit.map(|credit| {
                 let cause = format!("{cause}:topup_receipt");
-                let receipt = notices::envelope(cause, &moved.account_id, email, now);
+                let receipt =
+                    crate::db::notices::Envelope::to_owner(cause, &moved.account_id, email, now);
                 (credit, receipt)
             }),
             pause: plan.pause,

@@ -40,7 +40,7 @@ impl Topups {
             charge_id: &charge.id,
             refunded,
             actor: &Actor::provider(event_id),
-            envelope: notices::envelope(
+            envelope: crate::db::notices::Envelope::to_owner(
                 format!("refund:{}:{}:credits_refunded", attempt.id, refunded.0),
                 &attempt.account_id,
                 &self.config.email,

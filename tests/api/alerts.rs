@@ -279,10 +279,16 @@ async fn every_family_has_help_and_type_units_in_its_name_and_label_values_witho
         };
         assert_eq!(count("topupd_topup_attempts_total", "outcome"), 3 * 5);
         assert_eq!(count("topupd_auth_failures_total", "reason"), 4);
-        assert_eq!(count("topupd_notices_queued_total", "kind"), 7);
+        assert_eq!(
+            count("topupd_notices_queued_total", "kind"),
+            topupd::domain::notice::NoticeKind::ALL.len()
+        );
         assert_eq!(count("topupd_provider_rate_limited_total", "endpoint"), 17);
         assert_eq!(count("topupd_provider_requests_total", "outcome"), 17 * 7);
-        assert_eq!(count("topupd_paused_accounts", "reason"), 4);
+        assert_eq!(
+            count("topupd_paused_accounts", "reason"),
+            topupd::domain::auto_topup::PauseReason::ALL.len()
+        );
         assert_eq!(count("topupd_open_attempts", "age"), 4);
         assert_eq!(count("topupd_notices", "state"), 4);
         assert_eq!(count("topupd_webhook_events", "state"), 3);

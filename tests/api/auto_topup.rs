@@ -147,7 +147,7 @@ impl TestApp {
     }
 
     /// The claim of an automatic attempt that a scan makes now.
-    pub fn scan_claim<'a>(&self, account: &'a str) -> AutoClaim<'a> {
+    pub fn scan_claim<'a>(&'a self, account: &'a str) -> AutoClaim<'a> {
         AutoClaim {
             account_id: account,
             trigger: AttemptTrigger::Auto,
@@ -158,6 +158,7 @@ impl TestApp {
                 min_amount_cents: 100,
                 currency: "usd",
                 key_prefix: "topupd",
+                email: &self.config.email,
                 at: topupd::clock::Clock::now_ms(&self.clock),
             },
             staff: None,
@@ -1417,6 +1418,8 @@ async fn seed_due_account(app: &TestApp) -> String {
         threshold: Some(Millicredits(1_000_000)),
         target: Some(Millicredits(5_000_000)),
         payment_method_id: None,
+        monthly_cap: None,
+        time_zone: None,
     };
     app.db
         .update_auto_topup(&account.id, &settings, &Actor::cli(), now)

@@ -19,6 +19,7 @@ mod provider_budget;
 mod reversals;
 mod saving_cards;
 mod smtp;
+mod spend_cap;
 mod stripe_fixtures;
 mod stripe_sdk;
 mod usage;

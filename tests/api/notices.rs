@@ -13,7 +13,7 @@ use topupd::{
             AuthenticationRequest, Notice, PaymentFailure, Receipt, ResumedBy, Resumption, Trigger,
         },
     },
-    notices::{self, mailer::Mailer},
+    notices::mailer::Mailer,
 };
 
 use crate::{
@@ -38,7 +38,12 @@ impl TestApp {
     pub async fn queue(&self, cause: &str, account_id: &str, notice: &Notice) -> bool {
         let now = topupd::clock::Clock::now_ms(&self.clock);
         let row = NewNotice {
-            envelope: notices::envelope(cause.to_owned(), account_id, &self.config.email, now),
+            envelope: topupd::db::notices::Envelope::to_owner(
+                cause.to_owned(),
+                account_id,
+                &self.config.email,
+                now,
+            ),
             notice: notice.clone(),
         };
         macro_rules! queue_in_transaction {

@@ -209,6 +209,13 @@ async fn the_notice_kinds_the_api_lists_are_the_ones_the_document_names() {
         .map(|v| v.as_str().expect("a name").to_owned())
         .collect();
     assert!(kinds.is_subset(&named), "{kinds:?} not all in {named:?}");
-    assert_eq!(named.len(), 7, "{named:?}");
+    let every_kind: BTreeSet<String> = topupd::domain::notice::NoticeKind::ALL
+        .iter()
+        .map(|k| k.as_str().to_owned())
+        .collect();
+    assert_eq!(
+        named, every_kind,
+        "the document names every kind, and no other"
+    );
     app.stop().await;
 }

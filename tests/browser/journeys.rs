@@ -158,6 +158,15 @@ pub async fn buying_and_budgeting(setting: Setting) {
     browser.check("auto-topup-error").await;
     assert_eq!(app.auto_topup_of(&account).await["enabled"], false);
     browser.fill("#threshold", "1000").await;
+    browser.fill("#monthly_spend_cap", "0.50").await;
+    browser.press("Save settings").await;
+    let text = browser.text().await;
+    assert!(
+        text.contains("Monthly limit must be an amount in dollars, in whole cents, from $1.00"),
+        "{text}"
+    );
+    assert_eq!(app.auto_topup_of(&account).await["enabled"], false);
+    browser.fill("#monthly_spend_cap", "$1,250").await;
     browser.press("Save settings").await;
     assert!(browser.text().await.contains("Your settings are saved."));
     let settings = app.auto_topup_of(&account).await;
@@ -165,9 +174,10 @@ pub async fn buying_and_budgeting(setting: Setting) {
         (
             &settings["enabled"],
             &settings["threshold"],
-            &settings["target"]
+            &settings["target"],
+            &settings["spend_cap"]["cap_cents"],
         ),
-        (&json!(true), &json!(1000), &json!(5000)),
+        (&json!(true), &json!(1000), &json!(5000), &json!(125_000)),
         "{settings}"
     );
 

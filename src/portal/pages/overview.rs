@@ -68,14 +68,14 @@ fn auto_topup(state: &AppState, account: &Account, decision: Decision) -> Value 
                     decline_reason(pause.code.as_deref().unwrap_or("card_declined"))
                         .trim_end_matches('.')
                 ),
-                Some("Retry the payment"),
+                Some(("Retry the payment", COMPLETE_PATH)),
             ),
             PauseReason::AuthenticationRequired => (
                 format!(
                     "Since {}: your bank asks you to confirm a payment.",
                     when(pause.since)
                 ),
-                Some("Confirm the payment"),
+                Some(("Confirm the payment", COMPLETE_PATH)),
             ),
             PauseReason::Disputed => (
                 format!(
@@ -83,6 +83,20 @@ fn auto_topup(state: &AppState, account: &Account, decision: Decision) -> Value 
                     when(pause.since)
                 ),
                 None,
+            ),
+            PauseReason::SpendCapReached => (
+                format!(
+                    "Since {}: this month's automatic top-ups reached your monthly limit{}. They start again {}, or when you raise the limit.",
+                    when(pause.since),
+                    settings
+                        .monthly_cap
+                        .map(|cap| format!(" of {cap}"))
+                        .unwrap_or_default(),
+                    pause
+                        .until
+                        .map_or_else(|| "next month".to_owned(), |at| format!("on {}", when(at)))
+                ),
+                Some(("Raise the limit", "/billing/auto-topup")),
             ),
             PauseReason::Refunded => (
                 format!(
@@ -95,7 +109,7 @@ fn auto_topup(state: &AppState, account: &Account, decision: Decision) -> Value 
         return context! {
             state => "paused",
             words,
-            action => action.map(|label| context! { label, href => COMPLETE_PATH }),
+            action => action.map(|(label, href)| context! { label, href }),
         };
     }
     let (Some(threshold), Some(target), true) =

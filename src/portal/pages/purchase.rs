@@ -309,7 +309,9 @@ pub async fn complete(
                 RetryOutcome::Charged(attempt) => after_charge(&attempt),
                 RetryOutcome::Busy(open) => to_payment(&open),
                 RetryOutcome::ResumedWithoutCharge => Redirect::to(customer.home()).into_response(),
-                RetryOutcome::NotPaused | RetryOutcome::HeldForSupport(_) => back(),
+                RetryOutcome::NotPaused
+                | RetryOutcome::HeldForSupport(_)
+                | RetryOutcome::CapReached { .. } => back(),
                 RetryOutcome::AccountNotFound => return Err(PageError::NotFound),
             })
         }

@@ -15,10 +15,14 @@ use crate::{
     domain::{
         account::Account,
         auto_topup::{MAX_TARGET, MAX_THRESHOLD, MIN_GAP, MIN_TARGET, MIN_THRESHOLD},
-        money::group_thousands,
+        money::{Cents, group_thousands},
+        spend_cap::{MAX_CAP_CENTS, MIN_CAP_CENTS},
         validation::FieldErrors,
     },
-    http::{auto_topup::checked_settings, state::AppState},
+    http::{
+        auto_topup::{AskedSettings, checked_settings},
+        state::AppState,
+    },
     portal::{
         form::{PageForm, PageQuery},
         render::{PageError, PageResult},
@@ -44,6 +48,9 @@ pub struct SettingsForm {
     target: String,
     #[serde(default)]
     card: String,
+    /// Dollars; empty is no cap.
+    #[serde(default)]
+    monthly_spend_cap: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -70,6 +77,10 @@ pub async fn page(
             .map(|t| t.to_display().replace(',', ""))
             .unwrap_or_default(),
         card: settings.payment_method_id.clone().unwrap_or_default(),
+        monthly_spend_cap: settings
+            .monthly_cap
+            .map(|cap| cap.to_string().replace(['$', ','], ""))
+            .unwrap_or_default(),
         ..SettingsForm::default()
     };
     let saved = shown.saved.is_some();
@@ -98,8 +109,16 @@ pub async fn save(
     if enabled && form.consent.is_none() {
         errors.add("consent", "tick the box to agree to automatic charges");
     }
-    let card = (!form.card.is_empty()).then(|| form.card.clone());
-    let checked = checked_settings(&state, &account.id, enabled, (threshold, target), card).await?;
+    let monthly_spend_cap = dollars(&mut errors, &form.monthly_spend_cap);
+    let asked = AskedSettings {
+        enabled,
+        threshold,
+        target,
+        payment_method_id: (!form.card.is_empty()).then(|| form.card.clone()),
+        monthly_spend_cap: Some(monthly_spend_cap),
+        time_zone: None,
+    };
+    let checked = checked_settings(&state, &account.id, asked).await?;
     let update = match checked {
         Ok(update) if errors.is_empty() => update,
         Ok(_) => return settings_page(&state, &customer, &account, &form, &errors, false).await,
@@ -140,6 +159,28 @@ fn number(errors: &mut FieldErrors, field: &str, text: &str) -> Option<Decimal> 
     }
 }
 
+/// A cap in dollars as typed: a `$` and thousands separators allowed. Empty is no cap.
+fn dollars(errors: &mut FieldErrors, text: &str) -> Option<Decimal> {
+    let cleaned: String = text
+        .trim()
+        .chars()
+        .filter(|c| !matches!(c, ',' | ' ' | '$'))
+        .collect();
+    if cleaned.is_empty() {
+        return None;
+    }
+    cleaned.parse::<Decimal>().map_or_else(
+        |_| {
+            errors.add(
+                "monthly_spend_cap",
+                "must be an amount in dollars, such as 250 or 99.50",
+            );
+            None
+        },
+        Some,
+    )
+}
+
 /// The settings page with `form` as typed and its `errors`.
 async fn settings_page(
     state: &AppState,
@@ -173,6 +214,9 @@ async fn settings_page(
             consent_text => consent(state.config.auto_topup.rate_limit_hours),
             threshold => form.threshold.clone(),
             target => form.target.clone(),
+            monthly_spend_cap => form.monthly_spend_cap.clone(),
+            time_zone => account.time_zone.name(),
+            cap_bounds => context! { min => Cents(MIN_CAP_CENTS).to_string(), max => Cents(MAX_CAP_CENTS).to_string() },
             cards,
             errors,
             bounds => context! {
