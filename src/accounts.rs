@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::{
     clock::Clock,
+    config::EmailConfig,
     db::{
         Db, DbError,
         accounts::{NewAccount, Opened},
@@ -21,11 +22,17 @@ use crate::{
 pub struct Accounts {
     db: Db,
     clock: Arc<dyn Clock>,
+    /// Where the confirmation of a change of auto top-up is addressed from.
+    email: Arc<EmailConfig>,
 }
 
 impl Accounts {
-    pub fn new(db: Db, clock: Arc<dyn Clock>) -> Self {
-        Self { db, clock }
+    pub fn new(db: Db, clock: Arc<dyn Clock>, email: EmailConfig) -> Self {
+        Self {
+            db,
+            clock,
+            email: Arc::new(email),
+        }
     }
 
     /// Opens an account with a zero balance, or finds the one with its `external_id`.
@@ -79,7 +86,8 @@ impl Accounts {
     }
 
     /// Saves the customer's (or an admin's) settings; only this turns auto top-up on,
-    /// and it records who did. `None` if the account does not exist.
+    /// and it records who did. A change of what it charges is confirmed to the customer
+    /// by email. `None` if the account does not exist.
     pub async fn set_auto_topup(
         &self,
         account_id: &str,
@@ -87,7 +95,12 @@ impl Accounts {
         actor: &Actor,
     ) -> Result<Option<Account>, DbError> {
         self.db
-            .update_auto_topup(account_id, update, actor, self.clock.now_ms())
+            .update_auto_topup(
+                account_id,
+                update,
+                actor,
+                (&self.email, self.clock.now_ms()),
+            )
             .await
     }
 
@@ -100,7 +113,7 @@ impl Accounts {
         actor: &Actor,
     ) -> Result<Option<Account>, DbError> {
         self.db
-            .disable_auto_topup(account_id, actor, self.clock.now_ms())
+            .disable_auto_topup(account_id, actor, (&self.email, self.clock.now_ms()))
             .await
     }
 }

@@ -210,7 +210,7 @@ impl App {
         ));
         Ok(Self {
             state: AppState {
-                accounts: Accounts::new(db.clone(), clock.clone()),
+                accounts: Accounts::new(db.clone(), clock.clone(), config.email.clone()),
                 metering: Metering::new(db.clone(), clock.clone(), &writers),
                 outbox: Outbox::new(db.clone(), clock.clone()),
                 db,

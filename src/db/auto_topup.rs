@@ -22,7 +22,7 @@ use crate::{
         auto_topup::{Charge, Decision, PauseReason, card_chosen_for, charge_to_target, decide},
         credits::Millicredits,
         money::Cents,
-        notice::{CapFacts, Notice, NoticeKind},
+        notice::{CapFacts, ChangedBy, Notice, NoticeKind, ResumedBy, Resumption, SettingsChange},
         spend_cap,
     },
 };
@@ -399,6 +399,76 @@ fn decision_row(
     }
 }
 
+/// The account's row, read for update: locked on PostgreSQL; on SQLite the write
+/// transaction holds the lock already.
+fn locked_account(db: &Db) -> String {
+    let read = format!("SELECT {} FROM accounts WHERE id = $1", accounts::COLUMNS);
+    match db {
+        Db::Postgres(_) => format!("{read} FOR UPDATE"),
+        Db::Sqlite(_) => read,
+    }
+}
+
+trait LockedReads {
+    /// The account, read with `sql` (from [`locked_account`]).
+    async fn read_locked(
+        &mut self,
+        sql: &str,
+        account_id: &str,
+    ) -> Result<Option<Account>, DbError>;
+}
+
+impl_for_connections!(LockedReads {
+    async fn read_locked(
+        &mut self,
+        sql: &str,
+        account_id: &str,
+    ) -> Result<Option<Account>, DbError> {
+        let row: Option<AccountRow> = sqlx::query_as(sql)
+            .bind(account_id)
+            .fetch_optional(&mut *self)
+            .await?;
+        row.map(Account::try_from).transpose()
+    }
+});
+
+/// The customer's confirmation that `actor` changed what auto top-up charges, from
+/// `before` to `after`; `None` when the terms are the same.
+fn change_notice(
+    before: &Account,
+    after: &Account,
+    actor: &Actor,
+    email: &EmailConfig,
+    at: Millis,
+) -> Option<NewNotice> {
+    let (old, new) = (&before.auto_topup, &after.auto_topup);
+    if old.same_terms(new) {
+        return None;
+    }
+    Some(NewNotice {
+        envelope: Envelope::to_owner(
+            // Each change is its own cause: nothing replays a change of settings, and two
+            // in the same millisecond are two changes.
+            format!(
+                "settings:{}:{}:auto_topup_changed",
+                after.id,
+                super::new_id("chg")
+            ),
+            &after.id,
+            email,
+            at,
+        ),
+        notice: Notice::AutoTopupChanged(SettingsChange {
+            by: ChangedBy::of_role(&actor.role),
+            enabled: new.enabled,
+            threshold: new.threshold,
+            target: new.target,
+            monthly_cap: new.monthly_cap,
+            at,
+        }),
+    })
+}
+
 impl Db {
     /// Saves the settings. Turning it on records who and when; a pause survives both
     /// turning it off and on again, but raising or removing the spend cap ends a pause
@@ -408,15 +478,9 @@ impl Db {
         account_id: &str,
         update: &SettingsUpdate,
         actor: &Actor,
-        at: Millis,
+        (email, at): (&EmailConfig, Millis),
     ) -> Result<Option<Account>, DbError> {
-        let read = match self {
-            Db::Postgres(_) => format!(
-                "SELECT {} FROM accounts WHERE id = $1 FOR UPDATE",
-                accounts::COLUMNS
-            ),
-            Db::Sqlite(_) => format!("SELECT {} FROM accounts WHERE id = $1", accounts::COLUMNS),
-        };
+        let read = locked_account(self);
         const LIFT: &str = "UPDATE accounts SET auto_topup_paused_reason = NULL, \
              auto_topup_paused_code = NULL, auto_topup_paused_at = NULL, \
              auto_topup_paused_until = NULL WHERE id = $1 AND auto_topup_paused_reason = $2";
@@ -433,11 +497,7 @@ impl Db {
         );
         with_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
-            let current: Option<AccountRow> = sqlx::query_as(&read)
-                .bind(account_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let Some(current) = current.map(Account::try_from).transpose()? else {
+            let Some(current) = tx.read_locked(&read, account_id).await? else {
                 return Ok(None);
             };
             let cap = update.monthly_cap.unwrap_or(current.auto_topup.monthly_cap);
@@ -474,8 +534,17 @@ impl Db {
             });
             tx.audit(actor, "auto_topup.update", Some(account_id), detail, at)
                 .await?;
+            let account = Account::try_from(account)?;
+            let told = match change_notice(&current, &account, actor, email, at) {
+                Some(notice) => tx.queue_notice(&notice, QueueWhen::Always).await?,
+                None => false,
+            };
             tx.commit().await?;
-            Ok(Some(account.try_into()?))
+            crate::metrics::notices_queued(
+                NoticeKind::AutoTopupChanged.as_str(),
+                usize::from(told),
+            );
+            Ok(Some(account))
         })
     }
 
@@ -485,21 +554,22 @@ impl Db {
         &self,
         account_id: &str,
         actor: &Actor,
-        at: Millis,
+        (email, at): (&EmailConfig, Millis),
     ) -> Result<Option<Account>, DbError> {
+        let read = locked_account(self);
         let sql = format!(
             "UPDATE accounts SET auto_topup_enabled = FALSE WHERE id = $1 RETURNING {}",
             accounts::COLUMNS
         );
         with_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
-            let updated: Option<AccountRow> = sqlx::query_as(&sql)
-                .bind(account_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let Some(account) = updated else {
+            let Some(current) = tx.read_locked(&read, account_id).await? else {
                 return Ok(None);
             };
+            let account: AccountRow = sqlx::query_as(&sql)
+                .bind(account_id)
+                .fetch_one(&mut *tx)
+                .await?;
             tx.audit(
                 actor,
                 "auto_topup.update",
@@ -508,8 +578,17 @@ impl Db {
                 at,
             )
             .await?;
+            let account = Account::try_from(account)?;
+            let told = match change_notice(&current, &account, actor, email, at) {
+                Some(notice) => tx.queue_notice(&notice, QueueWhen::Always).await?,
+                None => false,
+            };
             tx.commit().await?;
-            Ok(Some(account.try_into()?))
+            crate::metrics::notices_queued(
+                NoticeKind::AutoTopupChanged.as_str(),
+                usize::from(told),
+            );
+            Ok(Some(account))
         })
     }
 
@@ -653,36 +732,29 @@ impl Db {
             ));
         }
         let read = format!("SELECT {} FROM accounts WHERE id = $1", accounts::COLUMNS);
-        let locked_read = match self {
-            Db::Postgres(_) => format!("{read} FOR UPDATE"),
-            Db::Sqlite(_) => read.clone(),
-        };
+        let locked_read = locked_account(self);
         let terms = &claim.terms;
         let window_end = terms.at.saturating_add(terms.window_ms);
         with_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
-            if claim.trigger == AttemptTrigger::Auto {
-                let locked: Option<AccountRow> = sqlx::query_as(&locked_read)
-                    .bind(claim.account_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                if let Some(account) = locked.map(Account::try_from).transpose()?
-                    && account.auto_topup.monthly_cap.is_some()
+            // An automatic claim of an account with a spend cap first reads it locked, so
+            // the month's sum holds until the charge is written or the pause is.
+            if claim.trigger == AttemptTrigger::Auto
+                && let Some(account) = tx.read_locked(&locked_read, claim.account_id).await?
+                && account.auto_topup.monthly_cap.is_some()
+            {
+                let open = tx.open_attempt(claim.account_id).await?.is_some();
+                let claimable = match decide(&account.standing(open), terms.at) {
+                    Decision::Due => true,
+                    Decision::RateLimited { .. } => !claim.respect_window,
+                    _ => false,
+                };
+                if let Some(charge) = claimable.then(|| terms.charge_for(&account)).flatten()
+                    && let Some(capped) = tx.pause_if_capped(&account, charge.amount, terms).await?
                 {
-                    let open = tx.open_attempt(claim.account_id).await?.is_some();
-                    let claimable = match decide(&account.standing(open), terms.at) {
-                        Decision::Due => true,
-                        Decision::RateLimited { .. } => !claim.respect_window,
-                        _ => false,
-                    };
-                    if let Some(charge) = claimable.then(|| terms.charge_for(&account)).flatten()
-                        && let Some(capped) =
-                            tx.pause_if_capped(&account, charge.amount, terms).await?
-                    {
-                        tx.commit().await?;
-                        crate::metrics::notices_queued(NoticeKind::SpendCapReached.as_str(), 1);
-                        return Ok(AutoClaimOutcome::NotDue(capped));
-                    }
+                    tx.commit().await?;
+                    crate::metrics::notices_queued(NoticeKind::SpendCapReached.as_str(), 1);
+                    return Ok(AutoClaimOutcome::NotDue(capped));
                 }
             }
             let claimed: Option<ClaimedAccount> = if claim.trigger == AttemptTrigger::Auto {
@@ -799,13 +871,13 @@ impl Db {
     }
 
     /// Ends the pauses whose time is up (spend caps reached in a month now over), audited,
-    /// and queues `notice(account_id)` to each account whose auto top-up is then on, in
-    /// one transaction. One statement picks and ends them, so scans in several replicas
+    /// and tells each account whose auto top-up is then on that it is back on, in one
+    /// transaction. One statement picks and ends them, so scans in several replicas
     /// end each pause once. The number of notices queued.
     pub async fn lift_ended_pauses(
         &self,
         now: Millis,
-        notice: impl Fn(&str) -> NewNotice,
+        email: &EmailConfig,
     ) -> Result<usize, DbError> {
         const LIFT: &str = "UPDATE accounts SET auto_topup_paused_reason = NULL, \
              auto_topup_paused_code = NULL, auto_topup_paused_at = NULL, \
@@ -829,10 +901,19 @@ impl Db {
                     now,
                 )
                 .await?;
-                if tx
-                    .queue_notice(&notice(account_id), QueueWhen::AutoTopupActive)
-                    .await?
-                {
+                let notice = NewNotice {
+                    envelope: Envelope::to_owner(
+                        format!("resume:{account_id}:{now}:auto_topup_resumed"),
+                        account_id,
+                        email,
+                        now,
+                    ),
+                    notice: Notice::AutoTopupResumed(Resumption {
+                        by: ResumedBy::NewMonth,
+                        at: now,
+                    }),
+                };
+                if tx.queue_notice(&notice, QueueWhen::AutoTopupActive).await? {
                     queued += 1;
                 }
             }

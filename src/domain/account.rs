@@ -67,6 +67,26 @@ pub struct Pause {
     pub until: Option<Millis>,
 }
 
+impl AutoTopup {
+    /// Whether `other` charges on the same terms: on or off, when, how much, on which
+    /// card and within which cap. A change of any of these is confirmed to the customer.
+    pub fn same_terms(&self, other: &Self) -> bool {
+        (
+            self.enabled,
+            self.threshold,
+            self.target,
+            &self.payment_method_id,
+            self.monthly_cap,
+        ) == (
+            other.enabled,
+            other.threshold,
+            other.target,
+            &other.payment_method_id,
+            other.monthly_cap,
+        )
+    }
+}
+
 impl Account {
     pub fn paused(&self) -> Option<PauseReason> {
         self.auto_topup.pause.as_ref().map(|p| p.reason)
@@ -108,6 +128,57 @@ impl Account {
             threshold: self.auto_topup.threshold,
             window_ends_at: self.auto_topup.window_ends_at,
             attempt_open,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_terms_are_what_it_charges_not_where_it_stands() {
+        let terms = AutoTopup {
+            enabled: true,
+            threshold: Some(Millicredits(1_000_000)),
+            target: Some(Millicredits(5_000_000)),
+            payment_method_id: None,
+            enabled_by: Some("key_1".into()),
+            enabled_at: Some(1),
+            pause: None,
+            window_ends_at: 0,
+            monthly_cap: None,
+        };
+        let standing_changed = AutoTopup {
+            pause: Some(Pause {
+                reason: PauseReason::PaymentFailed,
+                code: None,
+                since: 5,
+                until: None,
+            }),
+            window_ends_at: 9,
+            ..terms.clone()
+        };
+        assert!(terms.same_terms(&standing_changed));
+        for changed in [
+            AutoTopup {
+                enabled: false,
+                ..terms.clone()
+            },
+            AutoTopup {
+                target: Some(Millicredits(6_000_000)),
+                ..terms.clone()
+            },
+            AutoTopup {
+                payment_method_id: Some("pm_1".into()),
+                ..terms.clone()
+            },
+            AutoTopup {
+                monthly_cap: Some(Cents(10_000)),
+                ..terms.clone()
+            },
+        ] {
+            assert!(!terms.same_terms(&changed), "{changed:?}");
         }
     }
 }

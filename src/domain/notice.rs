@@ -14,6 +14,9 @@ pub enum Notice {
     PaymentFailed(PaymentFailure),
     AuthenticationRequired(AuthenticationRequest),
     AutoTopupResumed(Resumption),
+    /// To the customer: auto top-up was turned on or off, or what it charges changed, and
+    /// by whom.
+    AutoTopupChanged(SettingsChange),
     /// To the customer: the next automatic top-up would go past the monthly spend cap, so
     /// auto top-up is paused until the month ends.
     SpendCapReached(CapFacts),
@@ -41,6 +44,39 @@ pub struct RefundFacts {
     /// The provider's id of the refunded charge.
     pub transaction_id: String,
     pub new_balance: Millicredits,
+    pub at: Millis,
+}
+
+/// Who changed the auto top-up settings, as the customer is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangedBy {
+    /// The customer, through the billing page or a key of their account.
+    Customer,
+    Support,
+    /// An administrator's key, or an operator at the server's command line.
+    Administrator,
+}
+
+impl ChangedBy {
+    /// Who acted, by the role of the key (or `operator` for the command line).
+    pub fn of_role(role: &str) -> Self {
+        match role {
+            "customer" => Self::Customer,
+            "support" => Self::Support,
+            _ => Self::Administrator,
+        }
+    }
+}
+
+/// The auto top-up settings as they stand after a change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SettingsChange {
+    pub by: ChangedBy,
+    pub enabled: bool,
+    pub threshold: Option<Millicredits>,
+    pub target: Option<Millicredits>,
+    pub monthly_cap: Option<Cents>,
     pub at: Millis,
 }
 
@@ -150,6 +186,7 @@ pub enum NoticeKind {
     PaymentFailed,
     AuthenticationRequired,
     AutoTopupResumed,
+    AutoTopupChanged,
     SpendCapReached,
     CreditsRefunded,
     DisputeOpened,
@@ -157,11 +194,12 @@ pub enum NoticeKind {
 }
 
 impl NoticeKind {
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::TopupReceipt,
         Self::PaymentFailed,
         Self::AuthenticationRequired,
         Self::AutoTopupResumed,
+        Self::AutoTopupChanged,
         Self::SpendCapReached,
         Self::CreditsRefunded,
         Self::DisputeOpened,
@@ -174,6 +212,7 @@ impl NoticeKind {
             Self::PaymentFailed => "payment_failed",
             Self::AuthenticationRequired => "authentication_required",
             Self::AutoTopupResumed => "auto_topup_resumed",
+            Self::AutoTopupChanged => "auto_topup_changed",
             Self::SpendCapReached => "spend_cap_reached",
             Self::CreditsRefunded => "credits_refunded",
             Self::DisputeOpened => "dispute_opened",
@@ -189,6 +228,7 @@ impl Notice {
             Self::PaymentFailed(_) => NoticeKind::PaymentFailed,
             Self::AuthenticationRequired(_) => NoticeKind::AuthenticationRequired,
             Self::AutoTopupResumed(_) => NoticeKind::AutoTopupResumed,
+            Self::AutoTopupChanged(_) => NoticeKind::AutoTopupChanged,
             Self::SpendCapReached(_) => NoticeKind::SpendCapReached,
             Self::CreditsRefunded(_) => NoticeKind::CreditsRefunded,
             Self::DisputeOpened(_) => NoticeKind::DisputeOpened,
@@ -208,6 +248,15 @@ impl Notice {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn who_changed_the_settings_follows_the_role_of_the_key() {
+        assert_eq!(ChangedBy::of_role("customer"), ChangedBy::Customer);
+        assert_eq!(ChangedBy::of_role("support"), ChangedBy::Support);
+        for role in ["admin", "operator"] {
+            assert_eq!(ChangedBy::of_role(role), ChangedBy::Administrator, "{role}");
+        }
+    }
 
     #[test]
     fn every_notice_reads_back_as_it_was_stored() {
@@ -235,6 +284,14 @@ mod tests {
             }),
             Notice::AutoTopupResumed(Resumption {
                 by: ResumedBy::Support,
+                at: 7,
+            }),
+            Notice::AutoTopupChanged(SettingsChange {
+                by: ChangedBy::Support,
+                enabled: false,
+                threshold: Some(credits),
+                target: None,
+                monthly_cap: Some(amount),
                 at: 7,
             }),
             Notice::SpendCapReached(CapFacts {

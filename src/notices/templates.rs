@@ -5,9 +5,12 @@
 use crate::{
     clock::Millis,
     config::EmailConfig,
-    domain::notice::{
-        AuthenticationRequest, CapFacts, DisputeFacts, Notice, PaymentFailure, Receipt,
-        RefundFacts, ResumedBy, Resumption, Trigger,
+    domain::{
+        credits::Millicredits,
+        notice::{
+            AuthenticationRequest, CapFacts, ChangedBy, DisputeFacts, Notice, PaymentFailure,
+            Receipt, RefundFacts, ResumedBy, Resumption, SettingsChange, Trigger,
+        },
     },
     portal::links::{COMPLETE_PATH, EmailLinks},
 };
@@ -75,6 +78,7 @@ pub fn render(notice: &Notice, name: &str, head: &Letterhead) -> Rendered {
         Notice::PaymentFailed(f) => payment_failed(f, head),
         Notice::AuthenticationRequired(a) => authentication_required(a, head),
         Notice::AutoTopupResumed(r) => resumed(r, head),
+        Notice::AutoTopupChanged(c) => settings_changed(c, head),
         Notice::SpendCapReached(c) => spend_cap_reached(c, head),
         Notice::CreditsRefunded(r) => refunded(r, head),
         Notice::DisputeOpened(d) => dispute_opened(d),
@@ -199,6 +203,63 @@ fn resumed(r: &Resumption, head: &Letterhead) -> Letter {
             "{why}, so automatic top-ups are active again as of {}. When your balance falls below your threshold, we will top it up to your target with your saved card.",
             long_date(r.at)
         ))],
+    }
+}
+
+fn settings_changed(c: &SettingsChange, head: &Letterhead) -> Letter {
+    let who = match c.by {
+        ChangedBy::Customer => "You (or someone signed in to your account)",
+        ChangedBy::Support => "Our support team",
+        ChangedBy::Administrator => "An administrator",
+    };
+    let credits = |m: Option<Millicredits>| {
+        m.map_or_else(
+            || "not set".to_owned(),
+            |m| format!("{} credits", m.to_display()),
+        )
+    };
+    let (subject, opening) = if c.enabled {
+        (
+            format!("Auto top-up is on for your {} account", head.product_name),
+            format!(
+                "{who} set up automatic top-ups on {}: when your balance falls below the threshold, we charge your saved card to bring it back to the target, without asking each time.",
+                long_date(c.at)
+            ),
+        )
+    } else {
+        (
+            format!("Auto top-up is off for your {} account", head.product_name),
+            format!(
+                "{who} turned automatic top-ups off on {}. We will not charge your card on our own until they are turned on again.",
+                long_date(c.at)
+            ),
+        )
+    };
+    let mut facts = vec![
+        (
+            "Auto top-up",
+            if c.enabled { "on" } else { "off" }.to_owned(),
+        ),
+        ("Threshold", credits(c.threshold)),
+        ("Target", credits(c.target)),
+    ];
+    facts.push((
+        "Monthly limit",
+        c.monthly_cap
+            .map_or_else(|| "none".to_owned(), |cap| cap.to_string()),
+    ));
+    let mut paragraphs = vec![
+        Paragraph::Text(opening),
+        Paragraph::Facts(facts),
+        Paragraph::Text(format!(
+            "If you did not expect this change, review your settings and write to {}.",
+            head.support_email
+        )),
+    ];
+    push_billing_link(&mut paragraphs, head, "Review your settings");
+    Letter {
+        subject,
+        paragraphs,
     }
 }
 
@@ -474,7 +535,7 @@ pub fn escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{credits::Millicredits, money::Cents};
+    use crate::domain::money::Cents;
 
     /// 2026-11-21T10:30:00Z
     const AT: Millis = 1_795_257_000_000;
@@ -616,6 +677,55 @@ mod tests {
             for body in both(&r) {
                 assert!(body.contains(words));
                 assert!(body.contains("21 November 2026"));
+            }
+        }
+    }
+
+    #[test]
+    fn a_settings_change_says_who_made_it_and_what_now_holds() {
+        for (by, enabled, who, words) in [
+            (
+                ChangedBy::Customer,
+                true,
+                "You (or someone signed in",
+                "is on",
+            ),
+            (
+                ChangedBy::Support,
+                false,
+                "Our support team turned",
+                "is off",
+            ),
+            (
+                ChangedBy::Administrator,
+                true,
+                "An administrator set up",
+                "is on",
+            ),
+        ] {
+            let r = render(
+                &Notice::AutoTopupChanged(SettingsChange {
+                    by,
+                    enabled,
+                    threshold: Some(Millicredits(1_000_000)),
+                    target: Some(Millicredits(5_000_000)),
+                    monthly_cap: Some(Cents(20_000)),
+                    at: AT,
+                }),
+                "Ada",
+                &head(),
+            );
+            assert!(r.subject.contains(words), "{}", r.subject);
+            for body in both(&r) {
+                for fact in [
+                    who,
+                    "1,000 credits",
+                    "5,000 credits",
+                    "$200.00",
+                    "21 November 2026",
+                ] {
+                    assert!(body.contains(fact), "{fact} in {body}");
+                }
             }
         }
     }

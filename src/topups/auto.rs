@@ -254,12 +254,7 @@ impl Topups {
         // Pauses for a spend cap reached last month end before the due set is read, so
         // their accounts are charged in this scan.
         let now = self.clock.now_ms();
-        let told = self
-            .db
-            .lift_ended_pauses(now, |account_id| {
-                self.resumed_notice(account_id, ResumedBy::NewMonth, now)
-            })
-            .await?;
+        let told = self.db.lift_ended_pauses(now, &self.config.email).await?;
         crate::metrics::notices_queued(NoticeKind::AutoTopupResumed.as_str(), told);
         crate::metrics::scan_started();
         let permits = Arc::new(Semaphore::new(settings.charge_concurrency as usize));
@@ -436,7 +431,7 @@ impl Topups {
         try_now: bool,
     ) -> Result<Option<TriedNow>, DbError> {
         let now = self.clock.now_ms();
-        let back_on = self.resumed_notice(account_id, ResumedBy::Support, now);
+        let back_on = self.resumed_notice(account_id, now);
         // A try is told by its own outcome: the notice waits for it.
         let resumed = self
             .db
@@ -473,8 +468,11 @@ impl Topups {
     }
 
     /// The customer's notice that support resumed auto top-up.
-    fn resumed_notice(&self, account_id: &str, by: ResumedBy, at: Millis) -> NewNotice {
-        let notice = Notice::AutoTopupResumed(Resumption { by, at });
+    fn resumed_notice(&self, account_id: &str, at: Millis) -> NewNotice {
+        let notice = Notice::AutoTopupResumed(Resumption {
+            by: ResumedBy::Support,
+            at,
+        });
         notices::compose(
             &format!("resume:{account_id}:{at}"),
             account_id,

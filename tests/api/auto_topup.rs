@@ -192,6 +192,21 @@ impl TestApp {
             .expect("scan")
     }
 
+    /// `n` scans started together, their reports once all are done.
+    pub async fn scans_at_once(&self, n: usize) -> Vec<ScanReport> {
+        let mut scans = tokio::task::JoinSet::new();
+        for _ in 0..n {
+            let topups = self.topups.clone();
+            scans.spawn(async move {
+                topups
+                    .scan(&CancellationToken::new(), None)
+                    .await
+                    .expect("scan")
+            });
+        }
+        scans.join_all().await
+    }
+
     /// Moves time past the reconciler's patience, then runs it, as at a restart.
     pub async fn reconcile_later(&self) {
         self.clock.advance_ms(61_000);
@@ -1346,17 +1361,7 @@ async fn four_scans_at_once_charge_each_of_1000_due_accounts_exactly_once() {
         for _ in 0..1000 {
             accounts.push(seed_due_account(app).await);
         }
-        let mut scans = tokio::task::JoinSet::new();
-        for _ in 0..4 {
-            let topups = app.topups.clone();
-            scans.spawn(async move {
-                topups
-                    .scan(&CancellationToken::new(), None)
-                    .await
-                    .expect("scan")
-            });
-        }
-        let reports = scans.join_all().await;
+        let reports = app.scans_at_once(4).await;
         let claimed: usize = reports.iter().map(|r| r.claimed).sum();
         assert_eq!(claimed, 1000, "{:?}: {reports:?}", app.backend);
         assert_eq!(app.stub.charges().await.len(), 1000);
@@ -1422,7 +1427,12 @@ async fn seed_due_account(app: &TestApp) -> String {
         time_zone: None,
     };
     app.db
-        .update_auto_topup(&account.id, &settings, &Actor::cli(), now)
+        .update_auto_topup(
+            &account.id,
+            &settings,
+            &Actor::cli(),
+            (&app.config.email, now),
+        )
         .await
         .expect("settings");
     account.id

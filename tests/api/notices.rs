@@ -1,6 +1,7 @@
 //! The notice outbox and its sender, against a real SMTP server.
 
 use reqwest::{Method, StatusCode};
+use serde_json::json;
 use topupd::{
     db::{
         Db,
@@ -452,6 +453,65 @@ async fn a_notice_rendered_when_it_was_queued_is_sent_as_it_was_after_the_upgrad
         let received = smtp.wait_for(1).await;
         assert_eq!(received[0].subject, "Receipt queued before the upgrade");
         assert!(received[0].text.contains("Hello Ada, as queued."));
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn each_change_of_what_auto_top_up_charges_is_confirmed_by_email_saying_who_made_it() {
+    for backend in backends() {
+        let smtp = SmtpSink::started().await;
+        let app = TestApp::spawn_with(backend, test_config(smtp.port)).await;
+        let (account, key) = app.customer_with_card("pm_card_visa").await;
+        let support = app.key("support", None).await;
+        let path = format!("/v1/accounts/{account}/auto-topup");
+        let on = json!({ "enabled": true, "threshold": 1000, "target": 5000 });
+        for (caller, body) in [
+            (&key, on.clone()),
+            // The same settings again change nothing, and tell nothing.
+            (&key, on.clone()),
+            (&support, json!({ "enabled": false })),
+            (
+                &app.admin,
+                json!({ "enabled": true, "threshold": 1000, "target": 5000, "monthly_spend_cap": 250 }),
+            ),
+        ] {
+            let saved = app
+                .request(Method::PUT, &path, Some(caller), Some(body))
+                .await;
+            assert_eq!(saved.status, StatusCode::OK, "{backend:?}: {}", saved.body);
+        }
+        assert_eq!(app.send_notices().await.sent, 3, "{backend:?}");
+        let received = smtp.wait_for(3).await;
+        let mut told: Vec<(&str, bool)> = received
+            .iter()
+            .map(|m| {
+                let who = [
+                    "You (or someone signed in",
+                    "Our support team",
+                    "An administrator",
+                ]
+                .into_iter()
+                .find(|who| m.text.contains(who))
+                .unwrap_or("nobody");
+                (who, m.subject.contains("is on"))
+            })
+            .collect();
+        told.sort();
+        assert_eq!(
+            told,
+            [
+                ("An administrator", true),
+                ("Our support team", false),
+                ("You (or someone signed in", true),
+            ],
+            "{backend:?}"
+        );
+        let by_admin = received
+            .iter()
+            .find(|m| m.text.contains("An administrator"))
+            .expect("the administrator's change");
+        assert!(by_admin.text.contains("$250.00"), "{}", by_admin.text);
         app.stop().await;
     }
 }

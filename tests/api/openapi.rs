@@ -189,9 +189,14 @@ async fn the_notice_kinds_the_api_lists_are_the_ones_the_document_names() {
         .collect();
     assert_eq!(
         kinds,
-        ["authentication_required", "payment_failed", "topup_receipt"]
-            .map(String::from)
-            .into(),
+        [
+            "authentication_required",
+            "auto_topup_changed",
+            "payment_failed",
+            "topup_receipt"
+        ]
+        .map(String::from)
+        .into(),
     );
     let document = app.get("/openapi.json", &app.admin).await.body;
     let kind = &document["components"]["schemas"]["NoticeView"]["properties"]["kind"];

@@ -385,7 +385,10 @@ async fn metrics_count_what_a_scripted_scan_did() {
         .iter()
         .map(|state| get(&format!(r#"topupd_notices{{state="{state}"}}"#)))
         .sum();
-    assert_eq!(notices, 3.0, "a receipt and two notices of a pause");
+    assert_eq!(
+        notices, 6.0,
+        "a receipt and two notices of a pause, and each account's confirmation of turning auto top-up on"
+    );
     assert_eq!(get(r#"topupd_webhook_events{state="dead"}"#), 0.0);
     assert!(
         get(r#"topupd_provider_requests_total{endpoint="payment_intents.create",outcome="ok"}"#)

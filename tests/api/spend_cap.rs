@@ -4,7 +4,6 @@
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{TestApp, dec, each_backend};
 
@@ -327,17 +326,7 @@ async fn scans_running_at_once_pause_each_capped_account_once_and_charge_none_pa
             assert!(debited.status.is_success(), "{}", debited.body);
         }
         app.clock.advance_ms(DAY_MS);
-        let mut scans = tokio::task::JoinSet::new();
-        for _ in 0..3 {
-            let topups = app.topups.clone();
-            scans.spawn(async move {
-                topups
-                    .scan(&CancellationToken::new(), None)
-                    .await
-                    .expect("scan")
-            });
-        }
-        let reports = scans.join_all().await;
+        let reports = app.scans_at_once(3).await;
         let capped: usize = reports.iter().map(|r| r.capped).sum();
         let claimed: usize = reports.iter().map(|r| r.claimed).sum();
         assert_eq!((capped, claimed), (30, 0), "{reports:?}");

@@ -75,12 +75,23 @@ impl TestApp {
         assert_eq!(enabled.status, StatusCode::OK, "{}", enabled.body);
     }
 
-    /// Sends the one queued notice, whose subject holds `subject`, and returns the link
-    /// to the billing page it carries.
+    /// Sends the queued notices (the confirmation of turning auto top-up on among them)
+    /// and returns the link to the billing page carried by the one whose subject holds
+    /// `subject`.
     async fn emailed_link(&self, smtp: &SmtpSink, subject: &str) -> String {
-        assert_eq!(self.send_notices().await.sent, 1);
-        let email = smtp.wait_for(1).await.remove(0);
-        assert!(email.subject.contains(subject), "{}", email.subject);
+        let before = smtp.received().len();
+        let sent = self.send_notices().await.sent;
+        let received = smtp.wait_for(before + sent).await;
+        let mut matching = received[before..]
+            .iter()
+            .filter(|m| m.subject.contains(subject));
+        let email = matching.next().unwrap_or_else(|| {
+            panic!(
+                "no email about {subject:?} among {:?}",
+                received.iter().map(|m| &m.subject).collect::<Vec<_>>()
+            )
+        });
+        assert!(matching.next().is_none(), "one email about {subject:?}");
         email
             .text
             .split_whitespace()
