@@ -341,6 +341,10 @@ impl App {
                 Duration::from_secs(auto.reconcile_interval_secs),
                 cancel.child_token(),
             ));
+            jobs.spawn(jobs::provider_checker::run(
+                state.topups.clone(),
+                cancel.child_token(),
+            ));
             if !auto.scan_schedule.is_empty() {
                 scheduler = Some(
                     jobs::scheduler::start(

@@ -7,7 +7,7 @@ use crate::{
     clock::rfc3339,
     db::keys::StoredKey,
     domain::{account::Account, attempt::AttemptState, auto_topup::AutoTopupState},
-    topups::auto::TriedNow,
+    topups::{auto::TriedNow, provider_check::ProviderCheck},
 };
 
 /// Rows under headers, each column as wide as its widest cell.
@@ -152,6 +152,39 @@ pub fn verified(checked: i64, mismatched: usize) -> String {
         "{} checked, {mismatched} mismatched",
         counted(checked, "account", "accounts")
     )
+}
+
+/// What a check of the provider against the ledger found: a line for each mismatch and a
+/// summary, or JSON.
+pub fn provider_checked(since: &str, check: &ProviderCheck, json: bool) -> String {
+    if json {
+        let mismatches: Vec<Value> = check
+            .mismatches
+            .iter()
+            .map(|m| json!({ "kind": m.kind(), "topup_id": m.topup_id(), "detail": m.describe() }))
+            .collect();
+        return json!({
+            "since": since,
+            "charges": check.charges,
+            "topups": check.topups,
+            "settling": check.settling,
+            "mismatches": mismatches,
+        })
+        .to_string();
+    }
+    let mut lines: Vec<String> = check
+        .mismatches
+        .iter()
+        .map(|m| format!("MISMATCH {}", m.describe()))
+        .collect();
+    lines.push(format!(
+        "since {since}: {} and {} compared, {} still settling, {} mismatched",
+        counted(check.charges as i64, "provider charge", "provider charges"),
+        counted(check.topups as i64, "top-up", "top-ups"),
+        check.settling,
+        check.mismatches.len()
+    ));
+    lines.join("\n")
 }
 
 fn counted(n: i64, one: &str, many: &str) -> String {

@@ -45,6 +45,17 @@ enum Command {
     CheckConfig,
     /// Check every account's balance against its ledger; exit 1 on any mismatch.
     Verify,
+    /// Compare the provider's successful charges for top-ups with the top-ups and ledger
+    /// credits recorded since a date; print each mismatch and exit 1 on any (`serve` runs
+    /// the same check daily). Every top-up a mismatch names is flagged for support.
+    Reconcile {
+        /// The first day (UTC) to check, as 2026-12-01, or an RFC 3339 instant.
+        #[arg(long, value_parser = parse_since)]
+        since: chrono::DateTime<chrono::Utc>,
+        /// JSON instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run one auto top-up scan now and print what it did (`serve` runs them on schedule).
     Scan {
         /// Required: one scan, then exit.
@@ -133,6 +144,15 @@ fn parse_faults(s: &str) -> Result<Faults, String> {
         serde_json::from_str(s).map_err(|e| format!("invalid faults JSON: {e}"))?;
     faults.validate()?;
     Ok(faults)
+}
+
+fn parse_since(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(day) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Ok(day.and_time(chrono::NaiveTime::MIN).and_utc());
+    }
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.to_utc())
+        .map_err(|_| "expected a date such as 2026-12-01, or an RFC 3339 instant".to_owned())
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {
@@ -285,6 +305,29 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                 cli::verified(report.accounts_checked, report.mismatches.len())
             );
             Ok(if report.mismatches.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Reconcile { since, json } => {
+            existing(&config).await?.close().await;
+            let provider = match provider_for(&config, "reconcile").await {
+                Ok(provider) => provider,
+                Err(code) => return Ok(code),
+            };
+            let listen = config.http.listen;
+            let app = App::build_on_database_clock(config, listen, provider).await?;
+            let checked = app
+                .state
+                .topups
+                .check_provider(since.timestamp_millis())
+                .await;
+            app.close().await;
+            let check = checked?;
+            let since = since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            println!("{}", cli::provider_checked(&since, &check, json));
+            Ok(if check.mismatches.is_empty() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE

@@ -21,6 +21,7 @@ use crate::{
         attempt::{AttemptState, AttemptTrigger},
         auto_topup::PauseReason,
         notice::{NoticeKind, ResumedBy},
+        reconciliation::Mismatch,
     },
     http::auth::KeyRefused,
     payments::client::{CallOutcome, Endpoint},
@@ -201,6 +202,10 @@ const GAUGES: &[(&str, &str)] = &[
         "topupd_db_pool_connections",
         "Database pool connections, by state (open, idle).",
     ),
+    (
+        "topupd_provider_mismatches",
+        "What the last check of the provider against the ledger found, by kind.",
+    ),
 ];
 
 const HISTOGRAMS: &[(&str, &str)] = &[
@@ -273,6 +278,7 @@ fn register_known_series() {
         counter!("topupd_auth_failures_total", "reason" => reason.as_str()).increment(0);
     }
     counter!("topupd_webhook_events_dead_total").increment(0);
+    provider_mismatches(&[]);
     for kind in NoticeKind::ALL {
         counter!("topupd_notices_queued_total", "kind" => kind.as_str()).increment(0);
     }
@@ -314,6 +320,14 @@ pub fn scans_scheduled() {
 
 pub fn scan_started() {
     counter!("topupd_scans_started_total").increment(1);
+}
+
+/// The last check of the provider against the ledger: how many of each kind it found.
+pub fn provider_mismatches(found: &[Mismatch]) {
+    for kind in Mismatch::KINDS {
+        let count = found.iter().filter(|m| m.kind() == kind).count();
+        gauge!("topupd_provider_mismatches", "kind" => kind).set(count as f64);
+    }
 }
 
 pub fn scan_ended(end: ScanEnd, due: usize, claimed: usize, seconds: f64) {

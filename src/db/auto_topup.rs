@@ -873,12 +873,12 @@ impl Db {
     /// Ends the pauses whose time is up (spend caps reached in a month now over), audited,
     /// and tells each account whose auto top-up is then on that it is back on, in one
     /// transaction. One statement picks and ends them, so scans in several replicas
-    /// end each pause once. The number of notices queued.
+    /// end each pause once. How many pauses ended, and how many notices were queued.
     pub async fn lift_ended_pauses(
         &self,
         now: Millis,
         email: &EmailConfig,
-    ) -> Result<usize, DbError> {
+    ) -> Result<(usize, usize), DbError> {
         const LIFT: &str = "UPDATE accounts SET auto_topup_paused_reason = NULL, \
              auto_topup_paused_code = NULL, auto_topup_paused_at = NULL, \
              auto_topup_paused_until = NULL \
@@ -918,7 +918,7 @@ impl Db {
                 }
             }
             tx.commit().await?;
-            Ok(queued)
+            Ok((lifted.len(), queued))
         })
     }
 

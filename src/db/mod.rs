@@ -15,6 +15,7 @@ pub mod notices;
 pub mod payment_methods;
 pub mod portal;
 pub mod provider_budget;
+pub mod reconciliation;
 pub mod reversals;
 pub mod sampling;
 mod schema;

@@ -11,6 +11,7 @@ pub mod money;
 pub mod notice;
 pub mod number;
 pub mod pricing;
+pub mod reconciliation;
 pub mod reversal;
 pub mod schedule;
 pub mod settlement;

@@ -762,10 +762,22 @@ pub struct AdminListView {
     paused: Vec<PausedView>,
     /// Top-ups unresolved for too long, oldest first.
     flagged: Vec<TopupView>,
+    /// Top-ups whose charge at the provider and credit in the ledger disagree, as the
+    /// daily check (or `topupd reconcile`) last found them, longest flagged first.
+    provider_mismatches: Vec<MismatchView>,
 }
 
-/// Paused accounts and flagged top-ups: what support should look at. Support and admin
-/// keys.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MismatchView {
+    topup_id: String,
+    account_id: String,
+    /// What disagrees, with the figures.
+    detail: String,
+    flagged_at: String,
+}
+
+/// Paused accounts, flagged top-ups and top-ups at odds with the provider: what support
+/// should look at. Support and admin keys.
 #[utoipa::path(get, path = "/v1/admin/auto-topups", operation_id = "list_auto_topup_issues", tag = "auto top-up", params(AdminListParams),
     responses((status = 200, body = AdminListView)))]
 async fn admin_list(
@@ -792,8 +804,18 @@ async fn admin_list(
     errors.into_result(()).map_err(ApiError::malformed_fields)?;
     let paused = state.db.paused_accounts(limit).await?;
     let flagged = state.db.flagged_attempts(limit).await?;
+    let mismatched = state.db.mismatched_topups(limit).await?;
     Ok(Json(AdminListView {
         paused: paused.into_iter().map(PausedView::from).collect(),
         flagged: flagged.into_iter().map(TopupView::from).collect(),
+        provider_mismatches: mismatched
+            .into_iter()
+            .map(|m| MismatchView {
+                topup_id: m.topup_id,
+                account_id: m.account_id,
+                detail: m.detail,
+                flagged_at: rfc3339(m.flagged_at),
+            })
+            .collect(),
     }))
 }

@@ -4,6 +4,7 @@
 pub mod decision_pruner;
 pub mod event_sweeper;
 pub mod notice_sender;
+pub mod provider_checker;
 pub mod reconciler;
 pub mod scheduler;
 pub mod webhook_processor;

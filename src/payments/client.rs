@@ -480,22 +480,8 @@ impl ProviderClient {
     ) -> Result<Option<PaymentIntent>, ProviderError> {
         let mut starting_after: Option<String> = None;
         loop {
-            let mut query = vec![
-                ("customer".to_owned(), customer.to_owned()),
-                ("created[gte]".to_owned(), created_gte.to_string()),
-                ("limit".to_owned(), "100".to_owned()),
-            ];
-            if let Some(last) = &starting_after {
-                query.push(("starting_after".to_owned(), last.clone()));
-            }
-            let page: List<PaymentIntent> = self
-                .send(
-                    Endpoint::PaymentIntentsList,
-                    Method::GET,
-                    "/v1/payment_intents",
-                    query,
-                    None,
-                )
+            let page = self
+                .list_payment_intents(Some(customer), created_gte, starting_after.as_deref())
                 .await?;
             let last = page.data.last().map(|pi| pi.id.clone());
             if let Some(found) = page.data.into_iter().find(|pi| wanted(pi)) {
@@ -506,6 +492,34 @@ impl ProviderClient {
                 _ => return Ok(None),
             }
         }
+    }
+
+    /// A page of 100 payments (of `customer`, or of every customer) created at or after
+    /// `created_gte` (Unix seconds), newest first, after `starting_after`.
+    pub async fn list_payment_intents(
+        &self,
+        customer: Option<&str>,
+        created_gte: i64,
+        starting_after: Option<&str>,
+    ) -> Result<List<PaymentIntent>, ProviderError> {
+        let mut query = vec![
+            ("created[gte]".to_owned(), created_gte.to_string()),
+            ("limit".to_owned(), "100".to_owned()),
+        ];
+        if let Some(customer) = customer {
+            query.push(("customer".to_owned(), customer.to_owned()));
+        }
+        if let Some(last) = starting_after {
+            query.push(("starting_after".to_owned(), last.to_owned()));
+        }
+        self.send(
+            Endpoint::PaymentIntentsList,
+            Method::GET,
+            "/v1/payment_intents",
+            query,
+            None,
+        )
+        .await
     }
 
     /// A page of the provider's events of `types` created at or after `created_gte`

@@ -254,7 +254,10 @@ impl Topups {
         // Pauses for a spend cap reached last month end before the due set is read, so
         // their accounts are charged in this scan.
         let now = self.clock.now_ms();
-        let told = self.db.lift_ended_pauses(now, &self.config.email).await?;
+        let (lifted, told) = self.db.lift_ended_pauses(now, &self.config.email).await?;
+        for _ in 0..lifted {
+            crate::metrics::resumed(ResumedBy::NewMonth);
+        }
         crate::metrics::notices_queued(NoticeKind::AutoTopupResumed.as_str(), told);
         crate::metrics::scan_started();
         let permits = Arc::new(Semaphore::new(settings.charge_concurrency as usize));
@@ -304,6 +307,9 @@ impl Topups {
             report.due += page.attempts.len() + page.skipped + page.capped;
             report.skipped += page.skipped;
             report.capped += page.capped;
+            for _ in 0..page.capped {
+                crate::metrics::paused(PauseReason::SpendCapReached);
+            }
             crate::metrics::notices_queued(NoticeKind::SpendCapReached.as_str(), page.capped);
             for (attempt, permit) in page.attempts.into_iter().zip(free) {
                 let engine = self.clone();

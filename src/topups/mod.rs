@@ -7,6 +7,7 @@ pub mod cards;
 pub mod confirm_link;
 pub mod customers;
 pub mod events;
+pub mod provider_check;
 pub mod reversals;
 
 use std::sync::Arc;

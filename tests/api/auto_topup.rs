@@ -596,7 +596,7 @@ async fn three_d_secure_pauses_then_completing_it_credits_and_resumes() {
 }
 
 /// The card the account's default is at the provider.
-async fn payment_method(app: &TestApp, account: &str) -> String {
+pub async fn payment_method(app: &TestApp, account: &str) -> String {
     app.db
         .default_card(account)
         .await
@@ -1662,13 +1662,19 @@ impl TestApp {
     /// `topupd scan --once` charging through this app's stub, as it would through the
     /// stub of a server whose `payments.stub.listen` is a fixed address.
     async fn scan_once_through_the_servers_stub(&self) -> std::process::Output {
+        self.cli_through_the_servers_stub(&["scan", "--once"]).await
+    }
+
+    /// A `topupd` command asking the provider through this app's stub, as it would
+    /// through the stub of a server whose `payments.stub.listen` is a fixed address.
+    pub async fn cli_through_the_servers_stub(&self, args: &[&str]) -> std::process::Output {
         let stub = self
             .stub
             .base_url()
             .trim_start_matches("http://")
             .to_owned();
         tokio::process::Command::new(env!("CARGO_BIN_EXE_topupd"))
-            .args(["scan", "--once"])
+            .args(args)
             .env("TOPUPD_DATABASE__URL", &self.database.url)
             .env("TOPUPD_PAYMENTS__STUB__LISTEN", stub)
             .output()

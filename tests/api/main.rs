@@ -16,6 +16,7 @@ mod ops;
 mod payments;
 mod postgres_url;
 mod provider_budget;
+mod provider_check;
 mod reversals;
 mod saving_cards;
 mod smtp;
