@@ -345,6 +345,10 @@ impl App {
                 state.topups.clone(),
                 cancel.child_token(),
             ));
+            jobs.spawn(jobs::card_checker::run(
+                state.topups.clone(),
+                cancel.child_token(),
+            ));
             if !auto.scan_schedule.is_empty() {
                 scheduler = Some(
                     jobs::scheduler::start(

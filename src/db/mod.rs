@@ -7,6 +7,7 @@ pub mod accounts;
 pub mod attempts;
 pub mod audit;
 pub mod auto_topup;
+pub mod card_health;
 pub mod console;
 pub mod group_commit;
 pub mod keys;

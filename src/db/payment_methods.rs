@@ -5,6 +5,7 @@ use serde_json::json;
 use super::{
     BeginWrite, Db, DbError,
     audit::{Actor, AuditWrites},
+    notices::{NewNotice, NoticeWrites, QueueWhen},
     with_pool,
 };
 use crate::clock::Millis;
@@ -197,13 +198,14 @@ impl Db {
         })
     }
 
-    /// Forgets a card unless an open attempt is charging it. Removing the default makes
-    /// the most recently saved of the others the default, if there is one.
+    /// Forgets a card unless an open attempt is charging it, queuing `notice` with it if
+    /// auto top-up is then active. Removing the default makes the most recently saved of
+    /// the others the default, if there is one.
     pub async fn remove_card(
         &self,
         account_id: &str,
         id: &str,
-        actor: Option<&Actor>,
+        (actor, notice): (Option<&Actor>, Option<&NewNotice>),
         at: Millis,
     ) -> Result<Removal, DbError> {
         const IN_USE: &str = "SELECT 1 FROM topup_attempts WHERE account_id = $1 AND payment_method_id = $2 \
@@ -251,6 +253,9 @@ impl Db {
                 let detail = json!({ "payment_method_id": id });
                 tx.audit(actor, "payment_method.remove", Some(account_id), detail, at)
                     .await?;
+            }
+            if let (Some(notice), Some(_)) = (notice, &removed) {
+                tx.queue_notice(notice, QueueWhen::AutoTopupActive).await?;
             }
             tx.commit().await?;
             Ok(removed.map_or(Removal::NotFound, Removal::Removed))

@@ -5,6 +5,7 @@ pub mod api_key;
 pub mod attempt;
 pub mod auto_topup;
 pub mod backoff;
+pub mod card_health;
 pub mod credits;
 pub mod ledger;
 pub mod money;

@@ -17,6 +17,9 @@ pub enum Notice {
     /// To the customer: auto top-up was turned on or off, or what it charges changed, and
     /// by whom.
     AutoTopupChanged(SettingsChange),
+    /// To the customer: the card auto top-up charges has expired, will have by the next
+    /// likely top-up, or was removed at the provider.
+    CardAtRisk(CardFacts),
     /// To the customer: the next automatic top-up would go past the monthly spend cap, so
     /// auto top-up is paused until the month ends.
     SpendCapReached(CapFacts),
@@ -45,6 +48,27 @@ pub struct RefundFacts {
     pub transaction_id: String,
     pub new_balance: Millicredits,
     pub at: Millis,
+}
+
+/// Why the card auto top-up charges will not work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CardRisk {
+    Expired,
+    ExpiresBeforeNextTopUp,
+    /// Removed at the provider (the bank cancelled or replaced it).
+    Detached,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CardFacts {
+    pub risk: CardRisk,
+    pub brand: String,
+    pub last4: String,
+    pub exp_month: i64,
+    pub exp_year: i64,
+    /// When the next automatic top-up is likely, when that is known.
+    pub next_top_up_at: Option<Millis>,
 }
 
 /// Who changed the auto top-up settings, as the customer is told.
@@ -187,6 +211,7 @@ pub enum NoticeKind {
     AuthenticationRequired,
     AutoTopupResumed,
     AutoTopupChanged,
+    CardAtRisk,
     SpendCapReached,
     CreditsRefunded,
     DisputeOpened,
@@ -194,12 +219,13 @@ pub enum NoticeKind {
 }
 
 impl NoticeKind {
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::TopupReceipt,
         Self::PaymentFailed,
         Self::AuthenticationRequired,
         Self::AutoTopupResumed,
         Self::AutoTopupChanged,
+        Self::CardAtRisk,
         Self::SpendCapReached,
         Self::CreditsRefunded,
         Self::DisputeOpened,
@@ -213,6 +239,7 @@ impl NoticeKind {
             Self::AuthenticationRequired => "authentication_required",
             Self::AutoTopupResumed => "auto_topup_resumed",
             Self::AutoTopupChanged => "auto_topup_changed",
+            Self::CardAtRisk => "card_at_risk",
             Self::SpendCapReached => "spend_cap_reached",
             Self::CreditsRefunded => "credits_refunded",
             Self::DisputeOpened => "dispute_opened",
@@ -229,6 +256,7 @@ impl Notice {
             Self::AuthenticationRequired(_) => NoticeKind::AuthenticationRequired,
             Self::AutoTopupResumed(_) => NoticeKind::AutoTopupResumed,
             Self::AutoTopupChanged(_) => NoticeKind::AutoTopupChanged,
+            Self::CardAtRisk(_) => NoticeKind::CardAtRisk,
             Self::SpendCapReached(_) => NoticeKind::SpendCapReached,
             Self::CreditsRefunded(_) => NoticeKind::CreditsRefunded,
             Self::DisputeOpened(_) => NoticeKind::DisputeOpened,
@@ -293,6 +321,14 @@ mod tests {
                 target: None,
                 monthly_cap: Some(amount),
                 at: 7,
+            }),
+            Notice::CardAtRisk(CardFacts {
+                risk: CardRisk::ExpiresBeforeNextTopUp,
+                brand: "visa".into(),
+                last4: "4242".into(),
+                exp_month: 12,
+                exp_year: 2026,
+                next_top_up_at: Some(9),
             }),
             Notice::SpendCapReached(CapFacts {
                 cap: Cents(10_000),

@@ -34,11 +34,15 @@ use crate::{
         api_key::Role,
         attempt::AttemptState,
         auto_topup::{AutoTopupState, Decision, PauseReason, decide, validate_bounds},
+        card_health::Health,
         credits::Millicredits,
         spend_cap,
         validation::FieldErrors,
     },
-    topups::auto::{RetryOutcome, TriedNow},
+    topups::{
+        auto::{RetryOutcome, TriedNow},
+        card_health::CardReport,
+    },
 };
 
 const MAX_NOTE_LEN: usize = 500;
@@ -94,6 +98,9 @@ pub struct AutoTopupView {
     enabled_by: Option<String>,
     enabled_at: Option<String>,
     last_topup: Option<TopupView>,
+    /// The card automatic top-ups charge, and whether it will work at the next likely
+    /// top-up.
+    card: CardView,
     /// The monthly spend cap and this month's automatic top-ups; null without a cap.
     spend_cap: Option<SpendCapView>,
     /// The IANA time zone whose calendar months the cap counts.
@@ -102,6 +109,35 @@ pub struct AutoTopupView {
     decision: DecisionView,
     /// What the scan last decided for this account.
     last_scan: Option<ScanView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CardView {
+    /// `ok`, `expired`, `expires_before_next_top_up` or `missing` (no card to charge).
+    health: Health,
+    payment_method_id: Option<String>,
+    brand: Option<String>,
+    last4: Option<String>,
+    exp_month: Option<i64>,
+    exp_year: Option<i64>,
+    /// When the next automatic top-up is likely, at the pace the balance fell since the
+    /// last one; null when nothing says (no top-up yet, or nothing used since).
+    next_top_up_likely_at: Option<String>,
+}
+
+impl From<CardReport> for CardView {
+    fn from(report: CardReport) -> Self {
+        let card = report.card;
+        Self {
+            health: report.health,
+            payment_method_id: card.as_ref().map(|c| c.id.clone()),
+            brand: card.as_ref().map(|c| c.brand.clone()),
+            last4: card.as_ref().map(|c| c.last4.clone()),
+            exp_month: card.as_ref().map(|c| c.exp_month),
+            exp_year: card.as_ref().map(|c| c.exp_year),
+            next_top_up_likely_at: report.next_top_up_at.map(rfc3339),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -142,6 +178,7 @@ async fn spend_cap_view(
 pub(crate) async fn view(state: &AppState, account: Account) -> ApiResult<AutoTopupView> {
     let now = state.clock.now_ms();
     let spend_cap = spend_cap_view(state, &account, now).await?;
+    let card = state.topups.card_report(&account).await?.into();
     let in_progress = state.db.open_attempt_of(&account.id).await?.is_some();
     let decision = decide(&account.standing(in_progress), now);
     let last_topup = state
@@ -162,6 +199,7 @@ pub(crate) async fn view(state: &AppState, account: Account) -> ApiResult<AutoTo
     Ok(AutoTopupView {
         state: account.auto_topup_state(in_progress),
         pause: pause_view(&account),
+        card,
         spend_cap,
         time_zone: account.time_zone.name().to_owned(),
         decision: DecisionView {

@@ -1,6 +1,7 @@
 //! Background work. Each job exposes `run_once`, which does one round and reports what
 //! it did (tests call it directly); [`repeat`] is the loop that `serve` runs it in.
 
+pub mod card_checker;
 pub mod decision_pruner;
 pub mod event_sweeper;
 pub mod notice_sender;

@@ -8,8 +8,8 @@ use crate::{
     domain::{
         credits::Millicredits,
         notice::{
-            AuthenticationRequest, CapFacts, ChangedBy, DisputeFacts, Notice, PaymentFailure,
-            Receipt, RefundFacts, ResumedBy, Resumption, SettingsChange, Trigger,
+            AuthenticationRequest, CapFacts, CardFacts, CardRisk, ChangedBy, DisputeFacts, Notice,
+            PaymentFailure, Receipt, RefundFacts, ResumedBy, Resumption, SettingsChange, Trigger,
         },
     },
     portal::links::{COMPLETE_PATH, EmailLinks},
@@ -79,6 +79,7 @@ pub fn render(notice: &Notice, name: &str, head: &Letterhead) -> Rendered {
         Notice::AuthenticationRequired(a) => authentication_required(a, head),
         Notice::AutoTopupResumed(r) => resumed(r, head),
         Notice::AutoTopupChanged(c) => settings_changed(c, head),
+        Notice::CardAtRisk(c) => card_at_risk(c, head),
         Notice::SpendCapReached(c) => spend_cap_reached(c, head),
         Notice::CreditsRefunded(r) => refunded(r, head),
         Notice::DisputeOpened(d) => dispute_opened(d),
@@ -259,6 +260,37 @@ fn settings_changed(c: &SettingsChange, head: &Letterhead) -> Letter {
     push_billing_link(&mut paragraphs, head, "Review your settings");
     Letter {
         subject,
+        paragraphs,
+    }
+}
+
+fn card_at_risk(c: &CardFacts, head: &Letterhead) -> Letter {
+    let card = crate::domain::card_health::card_name(&c.brand, &c.last4);
+    let expiry = crate::domain::card_health::expiry_month(c.exp_month, c.exp_year);
+    let why = match c.risk {
+        CardRisk::Expired => format!("Your {card} expired at the end of {expiry}."),
+        CardRisk::ExpiresBeforeNextTopUp => format!(
+            "Your {card} expires at the end of {expiry}, before your next automatic top-up is likely{}.",
+            c.next_top_up_at
+                .map(|at| format!(" (around {})", long_date(at)))
+                .unwrap_or_default()
+        ),
+        CardRisk::Detached => format!(
+            "Your {card} was removed at our payment provider: your bank cancelled or replaced it."
+        ),
+    };
+    let mut paragraphs = vec![
+        Paragraph::Text(why),
+        Paragraph::Text(
+            "Automatic top-ups charge this card, so they would be declined and paused. Add a card that works and make it your default, or choose it for auto top-up.".to_owned(),
+        ),
+    ];
+    push_billing_link(&mut paragraphs, head, "Update your payment method");
+    Letter {
+        subject: format!(
+            "Action needed: the card for your {} auto top-up will not work",
+            head.product_name
+        ),
         paragraphs,
     }
 }
@@ -677,6 +709,37 @@ mod tests {
             for body in both(&r) {
                 assert!(body.contains(words));
                 assert!(body.contains("21 November 2026"));
+            }
+        }
+    }
+
+    #[test]
+    fn a_card_at_risk_says_which_card_why_and_what_to_do() {
+        for (risk, words) in [
+            (CardRisk::Expired, "expired at the end of December 2026"),
+            (
+                CardRisk::ExpiresBeforeNextTopUp,
+                "before your next automatic top-up is likely (around 21 November 2026",
+            ),
+            (CardRisk::Detached, "removed at our payment provider"),
+        ] {
+            let r = render(
+                &Notice::CardAtRisk(CardFacts {
+                    risk,
+                    brand: "visa".into(),
+                    last4: "4242".into(),
+                    exp_month: 12,
+                    exp_year: 2026,
+                    next_top_up_at: Some(AT),
+                }),
+                "Ada",
+                &head(),
+            );
+            assert!(r.subject.contains("will not work"), "{}", r.subject);
+            for body in both(&r) {
+                for fact in ["Visa ending 4242", words, "make it your default"] {
+                    assert!(body.contains(fact), "{fact} in {body}");
+                }
             }
         }
     }

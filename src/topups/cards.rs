@@ -1,14 +1,14 @@
 //! Saving a customer's card: the account gets a provider customer on its first card, the
 //! card is attached to it, and what the provider says of the card is stored.
 
-use super::Topups;
+use super::{Topups, card_health::card_at_risk};
 use crate::{
     db::{
         DbError,
         audit::Actor,
         payment_methods::{Removal, SavedCard},
     },
-    domain::account::Account,
+    domain::{account::Account, notice::CardRisk},
     payments::{
         client::{CustomerDetails, ProviderError, SetupSession},
         types::{CheckoutSession, PaymentMethod, SetupIntent},
@@ -218,9 +218,29 @@ impl Topups {
                     .await?;
             }
             _ => {
+                // The customer hears of it when it was the card auto top-up charges.
+                let report = self.card_report(&account).await?;
+                let notice = report
+                    .card
+                    .filter(|charged| charged.id == card_id)
+                    .map(|card| {
+                        card_at_risk(
+                            &account_id,
+                            &card,
+                            CardRisk::Detached,
+                            report.next_top_up_at,
+                            self.clock.now_ms(),
+                            &self.config.email,
+                        )
+                    });
                 let removal = self
                     .db
-                    .remove_card(&account_id, card_id, Some(&actor), self.clock.now_ms())
+                    .remove_card(
+                        &account_id,
+                        card_id,
+                        (Some(&actor), notice.as_ref()),
+                        self.clock.now_ms(),
+                    )
                     .await?;
                 if matches!(removal, Removal::InUse) {
                     return Err(SaveCardError::InUse(card_id.to_owned()));
@@ -330,7 +350,7 @@ impl Topups {
     ) -> Result<Removal, DbError> {
         let removal = self
             .db
-            .remove_card(account_id, card_id, actor, self.clock.now_ms())
+            .remove_card(account_id, card_id, (actor, None), self.clock.now_ms())
             .await?;
         if let Removal::Removed(card) = &removal {
             self.detach_card(&card.id).await;

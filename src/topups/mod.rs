@@ -3,6 +3,7 @@
 //! poll). No database transaction is open during a provider call.
 
 pub mod auto;
+pub mod card_health;
 pub mod cards;
 pub mod confirm_link;
 pub mod customers;

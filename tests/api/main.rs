@@ -6,6 +6,7 @@ mod alerts;
 mod auth;
 mod auto_topup;
 mod billing_page;
+mod card_health;
 mod cli;
 mod console;
 mod directory;

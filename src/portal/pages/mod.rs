@@ -20,6 +20,7 @@ use crate::{
     domain::{
         account::Account,
         attempt::{Attempt, AttemptState, AttemptTrigger},
+        card_health,
         credits::Millicredits,
         validation::FieldErrors,
     },
@@ -62,22 +63,7 @@ pub(crate) fn when(ms: Millis) -> String {
 
 /// "Visa ending 4242".
 fn card_name(card: &SavedCard) -> String {
-    format!("{} ending {}", brand(&card.brand), card.last4)
-}
-
-fn brand(brand: &str) -> String {
-    match brand {
-        "amex" => "American Express".to_owned(),
-        "mastercard" => "Mastercard".to_owned(),
-        "diners" => "Diners Club".to_owned(),
-        "unionpay" => "UnionPay".to_owned(),
-        other => {
-            let mut chars = other.chars();
-            chars.next().map_or_else(String::new, |first| {
-                first.to_uppercase().chain(chars).collect()
-            })
-        }
-    }
+    card_health::card_name(&card.brand, &card.last4)
 }
 
 /// The card an attempt charged, named if it is still saved.

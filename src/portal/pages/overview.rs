@@ -6,15 +6,18 @@ use minijinja::{Value, context};
 
 use super::{account, credits, when};
 use crate::{
+    db::payment_methods::SavedCard,
     domain::{
         account::Account,
         attempt::AttemptState,
         auto_topup::{Decision, PauseReason, charge_to_target, decide},
+        card_health::{self, Health},
         credits::Millicredits,
     },
     http::state::AppState,
     notices::templates::decline_reason,
     portal::{links::COMPLETE_PATH, render::PageResult, session::Customer},
+    topups::card_health::CardReport,
 };
 
 pub async fn page(State(state): State<AppState>, customer: Customer) -> PageResult<Response> {
@@ -43,9 +46,15 @@ pub async fn page(State(state): State<AppState>, customer: Customer) -> PageResu
         },
         None => auto_topup(&state, &account, decision),
     };
+    let card_warning = if account.auto_topup.enabled {
+        card_warning(&state.topups.card_report(&account).await?)
+    } else {
+        None
+    };
     let ctx = context! {
         ..customer.frame("overview", "Overview"),
         ..context! {
+            card_warning,
             balance => credits(account.balance),
             below_zero => account.balance.0 < 0,
             low => account.balance < warning_at,
@@ -54,6 +63,35 @@ pub async fn page(State(state): State<AppState>, customer: Customer) -> PageResu
         }
     };
     Ok(state.pages.render(StatusCode::OK, "overview.html", ctx))
+}
+
+/// Why the card auto top-up charges will not work, when it will not.
+fn card_warning(report: &CardReport) -> Option<String> {
+    let card = |c: &SavedCard| {
+        format!(
+            "Your {} expires at the end of {}",
+            card_health::card_name(&c.brand, &c.last4),
+            card_health::expiry_month(c.exp_month, c.exp_year)
+        )
+    };
+    match (report.health, &report.card) {
+        (Health::Ok, _) => None,
+        (Health::Missing, _) | (_, None) => {
+            Some("Automatic top-ups have no card to charge.".to_owned())
+        }
+        (Health::Expired, Some(c)) => Some(format!(
+            "Your {} has expired: automatic top-ups would be declined.",
+            card_health::card_name(&c.brand, &c.last4)
+        )),
+        (Health::ExpiresBeforeNextTopUp, Some(c)) => Some(format!(
+            "{}, before your next automatic top-up is likely{}.",
+            card(c),
+            report
+                .next_top_up_at
+                .map(|at| format!(" (around {})", when(at)))
+                .unwrap_or_default()
+        )),
+    }
 }
 
 /// Auto top-up in words, when no top-up is in progress.
