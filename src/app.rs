@@ -349,6 +349,12 @@ impl App {
                 state.topups.clone(),
                 cancel.child_token(),
             ));
+            jobs.spawn(jobs::low_balance_notifier::run(
+                state.db.clone(),
+                state.clock.clone(),
+                state.config.clone(),
+                cancel.child_token(),
+            ));
             if !auto.scan_schedule.is_empty() {
                 scheduler = Some(
                     jobs::scheduler::start(

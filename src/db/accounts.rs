@@ -7,15 +7,19 @@ use serde_json::json;
 use super::{
     BeginWrite, Db, DbError, Page, PageRequest, Paged,
     audit::{Actor, AuditWrites},
-    impl_for_connections, is_unique_violation, new_id, with_pool,
+    impl_for_connections, is_unique_violation, new_id,
+    notices::{Envelope, NewNotice, NoticeWrites, QueueWhen},
+    with_pool,
 };
 use crate::{
     clock::Millis,
+    config::EmailConfig,
     domain::{
         account::{Account, AutoTopup, Closure, Pause},
         auto_topup::{PauseChange, PauseReason},
         credits::Millicredits,
         money::Cents,
+        notice::{LowBalanceFacts, Notice},
         spend_cap::parse_time_zone,
     },
 };
@@ -116,6 +120,7 @@ pub(crate) struct AccountRow {
     auto_topup_window_ends_at: Millis,
     auto_topup_monthly_cap_cents: Option<i64>,
     auto_topup_paused_until: Option<Millis>,
+    low_balance_email: bool,
     time_zone: String,
     closed_at: Option<Millis>,
     closed_reason: Option<String>,
@@ -171,6 +176,7 @@ impl TryFrom<AccountRow> for Account {
                 pause,
                 window_ends_at: row.auto_topup_window_ends_at,
                 monthly_cap: row.auto_topup_monthly_cap_cents.map(Cents),
+                low_balance_email: row.low_balance_email,
             },
             closed: row.closed_at.map(|at| Closure {
                 at,
@@ -212,7 +218,7 @@ pub(crate) const COLUMNS: &str = "id, email, name, balance, provider_customer_id
     auto_topup_enabled, auto_topup_threshold, auto_topup_target, auto_topup_payment_method_id, \
     auto_topup_enabled_by, auto_topup_enabled_at, auto_topup_paused_reason, auto_topup_paused_code, \
     auto_topup_paused_at, auto_topup_window_ends_at, auto_topup_monthly_cap_cents, \
-    auto_topup_paused_until, time_zone, closed_at, closed_reason";
+    auto_topup_paused_until, low_balance_email, time_zone, closed_at, closed_reason";
 
 /// An account to open.
 #[derive(Debug, Clone, Copy)]
@@ -534,5 +540,51 @@ impl Db {
             sqlx::query_as(&sql).bind(id).fetch_optional(pool).await?
         });
         row.map(Account::try_from).transpose()
+    }
+}
+
+impl Db {
+    /// Tells each account that asked for it, with auto top-up off, that its balance fell
+    /// below `line`, once per crossing: accounts back at or above the line are ready to
+    /// be told again, and each one told is marked, with its notice queued, in the same
+    /// transaction. How many were told.
+    pub async fn warn_low_balances(
+        &self,
+        line: Millicredits,
+        email: &EmailConfig,
+        now: Millis,
+    ) -> Result<usize, DbError> {
+        const READY: &str = "UPDATE accounts SET low_balance_told = FALSE \
+             WHERE low_balance_email AND low_balance_told AND balance >= $1";
+        const TELL: &str = "UPDATE accounts SET low_balance_told = TRUE \
+             WHERE low_balance_email AND NOT low_balance_told AND NOT auto_topup_enabled \
+             AND closed_at IS NULL AND balance < $1 RETURNING id, balance";
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            sqlx::query(READY).bind(line.0).execute(&mut *tx).await?;
+            let fell: Vec<(String, i64)> = sqlx::query_as(TELL)
+                .bind(line.0)
+                .fetch_all(&mut *tx)
+                .await?;
+            for (account_id, balance) in &fell {
+                let notice = NewNotice {
+                    envelope: Envelope::to_owner(
+                        // Each crossing is its own cause, however close in time.
+                        format!("low_balance:{account_id}:{}:low_balance", new_id("lbl")),
+                        account_id,
+                        email,
+                        now,
+                    ),
+                    notice: Notice::LowBalance(LowBalanceFacts {
+                        balance: Millicredits(*balance),
+                        line,
+                        at: now,
+                    }),
+                };
+                tx.queue_notice(&notice, QueueWhen::Always).await?;
+            }
+            tx.commit().await?;
+            Ok(fell.len())
+        })
     }
 }

@@ -39,6 +39,8 @@ pub struct SettingsUpdate {
     pub monthly_cap: Option<Option<Cents>>,
     /// `None` keeps the time zone.
     pub time_zone: Option<Tz>,
+    /// `None` keeps the choice.
+    pub low_balance_email: Option<bool>,
 }
 
 /// What every claim is made on: the window it opens, what a credit costs, the smallest
@@ -492,7 +494,8 @@ impl Db {
              auto_topup_threshold = COALESCE($4, auto_topup_threshold), \
              auto_topup_target = COALESCE($5, auto_topup_target), \
              auto_topup_payment_method_id = $6, auto_topup_monthly_cap_cents = $7, \
-             time_zone = $8 WHERE id = $9 RETURNING {}",
+             time_zone = $8, low_balance_email = COALESCE($10, low_balance_email) \
+             WHERE id = $9 RETURNING {}",
             accounts::COLUMNS
         );
         with_pool!(self, |pool| {
@@ -521,6 +524,7 @@ impl Db {
                 .bind(cap.map(|c| c.0))
                 .bind(time_zone.name())
                 .bind(account_id)
+                .bind(update.low_balance_email)
                 .fetch_one(&mut *tx)
                 .await?;
             let detail = json!({
@@ -530,6 +534,7 @@ impl Db {
                 "payment_method_id": update.payment_method_id,
                 "monthly_spend_cap_cents": cap.map(|c| c.0),
                 "time_zone": time_zone.name(),
+                "low_balance_email": update.low_balance_email,
                 "ended_spend_cap_pause": lifts,
             });
             tx.audit(actor, "auto_topup.update", Some(account_id), detail, at)

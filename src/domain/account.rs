@@ -55,6 +55,9 @@ pub struct AutoTopup {
     pub window_ends_at: Millis,
     /// The most automatic top-ups may charge in a calendar month; `None` is no cap.
     pub monthly_cap: Option<Cents>,
+    /// With auto top-up off, the customer is emailed when the balance falls below the
+    /// low-balance line (once per crossing).
+    pub low_balance_email: bool,
 }
 
 /// Why automatic top-ups stopped, with the provider's code and when they stopped.
@@ -148,6 +151,7 @@ mod tests {
             pause: None,
             window_ends_at: 0,
             monthly_cap: None,
+            low_balance_email: false,
         };
         let standing_changed = AutoTopup {
             pause: Some(Pause {

@@ -17,6 +17,9 @@ pub enum Notice {
     /// To the customer: auto top-up was turned on or off, or what it charges changed, and
     /// by whom.
     AutoTopupChanged(SettingsChange),
+    /// To the customer who asked for it, with auto top-up off: the balance fell below the
+    /// low-balance line.
+    LowBalance(LowBalanceFacts),
     /// To the customer: the card auto top-up charges has expired, will have by the next
     /// likely top-up, or was removed at the provider.
     CardAtRisk(CardFacts),
@@ -47,6 +50,14 @@ pub struct RefundFacts {
     /// The provider's id of the refunded charge.
     pub transaction_id: String,
     pub new_balance: Millicredits,
+    pub at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LowBalanceFacts {
+    pub balance: Millicredits,
+    /// The line it fell below.
+    pub line: Millicredits,
     pub at: Millis,
 }
 
@@ -212,6 +223,7 @@ pub enum NoticeKind {
     AutoTopupResumed,
     AutoTopupChanged,
     CardAtRisk,
+    LowBalance,
     SpendCapReached,
     CreditsRefunded,
     DisputeOpened,
@@ -219,13 +231,14 @@ pub enum NoticeKind {
 }
 
 impl NoticeKind {
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::TopupReceipt,
         Self::PaymentFailed,
         Self::AuthenticationRequired,
         Self::AutoTopupResumed,
         Self::AutoTopupChanged,
         Self::CardAtRisk,
+        Self::LowBalance,
         Self::SpendCapReached,
         Self::CreditsRefunded,
         Self::DisputeOpened,
@@ -240,6 +253,7 @@ impl NoticeKind {
             Self::AutoTopupResumed => "auto_topup_resumed",
             Self::AutoTopupChanged => "auto_topup_changed",
             Self::CardAtRisk => "card_at_risk",
+            Self::LowBalance => "low_balance",
             Self::SpendCapReached => "spend_cap_reached",
             Self::CreditsRefunded => "credits_refunded",
             Self::DisputeOpened => "dispute_opened",
@@ -257,6 +271,7 @@ impl Notice {
             Self::AutoTopupResumed(_) => NoticeKind::AutoTopupResumed,
             Self::AutoTopupChanged(_) => NoticeKind::AutoTopupChanged,
             Self::CardAtRisk(_) => NoticeKind::CardAtRisk,
+            Self::LowBalance(_) => NoticeKind::LowBalance,
             Self::SpendCapReached(_) => NoticeKind::SpendCapReached,
             Self::CreditsRefunded(_) => NoticeKind::CreditsRefunded,
             Self::DisputeOpened(_) => NoticeKind::DisputeOpened,
@@ -320,6 +335,11 @@ mod tests {
                 threshold: Some(credits),
                 target: None,
                 monthly_cap: Some(amount),
+                at: 7,
+            }),
+            Notice::LowBalance(LowBalanceFacts {
+                balance: credits,
+                line: Millicredits(2_000_000),
                 at: 7,
             }),
             Notice::CardAtRisk(CardFacts {

@@ -105,6 +105,9 @@ pub struct AutoTopupView {
     spend_cap: Option<SpendCapView>,
     /// The IANA time zone whose calendar months the cap counts.
     time_zone: String,
+    /// While auto top-up is off, the customer is emailed when the balance falls below
+    /// the low-balance line.
+    low_balance_email: bool,
     /// Why it would or would not top up now, by the scan's rule.
     decision: DecisionView,
     /// What the scan last decided for this account.
@@ -202,6 +205,7 @@ pub(crate) async fn view(state: &AppState, account: Account) -> ApiResult<AutoTo
         card,
         spend_cap,
         time_zone: account.time_zone.name().to_owned(),
+        low_balance_email: account.auto_topup.low_balance_email,
         decision: DecisionView {
             decision: decision.as_str(),
             balance: account.balance,
@@ -327,6 +331,11 @@ pub struct SettingsBody {
     /// leaving it out keeps it.
     #[serde(default)]
     time_zone: Option<String>,
+    /// While auto top-up is off, email the customer when the balance falls below the
+    /// low-balance line, once each time it does (off until asked for); leaving it out
+    /// keeps it.
+    #[serde(default)]
+    low_balance_email: Option<bool>,
 }
 
 /// A field that may be given as `null`: `Some(None)` then, and `None` when left out.
@@ -362,7 +371,8 @@ async fn update(
             && body.target.is_none()
             && body.payment_method_id.is_none()
             && body.monthly_spend_cap.is_none()
-            && body.time_zone.is_none();
+            && body.time_zone.is_none()
+            && body.low_balance_email.is_none();
         if !only_off {
             return Err(ApiError::Forbidden);
         }
@@ -380,6 +390,7 @@ async fn update(
         payment_method_id: body.payment_method_id,
         monthly_spend_cap: body.monthly_spend_cap,
         time_zone: body.time_zone,
+        low_balance_email: body.low_balance_email,
     };
     let update = checked_settings(&state, &id, asked)
         .await?
@@ -403,6 +414,8 @@ pub struct AskedSettings {
     pub monthly_spend_cap: Option<Option<Decimal>>,
     /// `None` keeps the time zone.
     pub time_zone: Option<String>,
+    /// `None` keeps the choice.
+    pub low_balance_email: Option<bool>,
 }
 
 /// Settings asked for (by the API or the billing page), checked: both bounds or neither
@@ -421,6 +434,7 @@ pub async fn checked_settings(
         payment_method_id,
         monthly_spend_cap,
         time_zone,
+        low_balance_email,
     } = asked;
     let mut errors = FieldErrors::new();
     if enabled
@@ -485,6 +499,7 @@ pub async fn checked_settings(
         payment_method_id,
         monthly_cap,
         time_zone,
+        low_balance_email,
     }))
 }
 

@@ -4,6 +4,7 @@
 pub mod card_checker;
 pub mod decision_pruner;
 pub mod event_sweeper;
+pub mod low_balance_notifier;
 pub mod notice_sender;
 pub mod provider_checker;
 pub mod reconciler;

@@ -8,8 +8,9 @@ use crate::{
     domain::{
         credits::Millicredits,
         notice::{
-            AuthenticationRequest, CapFacts, CardFacts, CardRisk, ChangedBy, DisputeFacts, Notice,
-            PaymentFailure, Receipt, RefundFacts, ResumedBy, Resumption, SettingsChange, Trigger,
+            AuthenticationRequest, CapFacts, CardFacts, CardRisk, ChangedBy, DisputeFacts,
+            LowBalanceFacts, Notice, PaymentFailure, Receipt, RefundFacts, ResumedBy, Resumption,
+            SettingsChange, Trigger,
         },
     },
     portal::links::{COMPLETE_PATH, EmailLinks},
@@ -80,6 +81,7 @@ pub fn render(notice: &Notice, name: &str, head: &Letterhead) -> Rendered {
         Notice::AutoTopupResumed(r) => resumed(r, head),
         Notice::AutoTopupChanged(c) => settings_changed(c, head),
         Notice::CardAtRisk(c) => card_at_risk(c, head),
+        Notice::LowBalance(l) => low_balance(l, head),
         Notice::SpendCapReached(c) => spend_cap_reached(c, head),
         Notice::CreditsRefunded(r) => refunded(r, head),
         Notice::DisputeOpened(d) => dispute_opened(d),
@@ -260,6 +262,25 @@ fn settings_changed(c: &SettingsChange, head: &Letterhead) -> Letter {
     push_billing_link(&mut paragraphs, head, "Review your settings");
     Letter {
         subject,
+        paragraphs,
+    }
+}
+
+fn low_balance(l: &LowBalanceFacts, head: &Letterhead) -> Letter {
+    let mut paragraphs = vec![
+        Paragraph::Text(format!(
+            "Your balance fell below {} credits on {}: {} credits are left. Requests that use credits are refused once they run out.",
+            l.line.to_display(),
+            long_date(l.at),
+            l.balance.to_display()
+        )),
+        Paragraph::Text(
+            "Buy credits now, or turn on auto top-up so that your balance is topped up when it runs low. We tell you once each time your balance falls below this line.".to_owned(),
+        ),
+    ];
+    push_billing_link(&mut paragraphs, head, "Buy credits");
+    Letter {
+        subject: format!("Your {} balance is low", head.product_name),
         paragraphs,
     }
 }
@@ -709,6 +730,30 @@ mod tests {
             for body in both(&r) {
                 assert!(body.contains(words));
                 assert!(body.contains("21 November 2026"));
+            }
+        }
+    }
+
+    #[test]
+    fn a_low_balance_says_what_is_left_below_which_line_and_what_to_do() {
+        let r = render(
+            &Notice::LowBalance(LowBalanceFacts {
+                balance: Millicredits(1_500_000),
+                line: Millicredits(2_000_000),
+                at: AT,
+            }),
+            "Ada",
+            &head(),
+        );
+        assert!(r.subject.contains("balance is low"), "{}", r.subject);
+        for body in both(&r) {
+            for fact in [
+                "below 2,000 credits",
+                "1,500 credits are left",
+                "turn on auto top-up",
+                "once each time",
+            ] {
+                assert!(body.contains(fact), "{fact} in {body}");
             }
         }
     }

@@ -1425,6 +1425,7 @@ async fn seed_due_account(app: &TestApp) -> String {
         payment_method_id: None,
         monthly_cap: None,
         time_zone: None,
+        low_balance_email: None,
     };
     app.db
         .update_auto_topup(

@@ -515,3 +515,61 @@ async fn each_change_of_what_auto_top_up_charges_is_confirmed_by_email_saying_wh
         app.stop().await;
     }
 }
+
+#[tokio::test]
+async fn a_low_balance_is_emailed_once_per_crossing_to_those_who_asked_with_auto_top_up_off() {
+    crate::helpers::each_backend(async |app| {
+        let line = app.config.low_balance_warning();
+        let warn = async || {
+            let now = topupd::clock::Clock::now_ms(&app.clock);
+            app.db
+                .warn_low_balances(line, &app.config.email, now)
+                .await
+                .expect("warned")
+        };
+        let service = app.key("service", None).await;
+        let asked = app.funded_account("150").await;
+        let asked_key = app.key("customer", Some(&asked)).await;
+        let not_asked = app.funded_account("150").await;
+        let (auto_on, auto_key) = app.customer_with_card("pm_card_visa").await;
+        let path = |account: &str| format!("/v1/accounts/{account}/auto-topup");
+        for (account, key, body) in [
+            (&asked, &asked_key, json!({ "enabled": false, "low_balance_email": true })),
+            (
+                &auto_on,
+                &auto_key,
+                json!({ "enabled": true, "threshold": 1000, "target": 5000, "low_balance_email": true }),
+            ),
+        ] {
+            let saved = app.request(Method::PUT, &path(account), Some(key), Some(body)).await;
+            assert_eq!(saved.status, StatusCode::OK, "{}", saved.body);
+            assert_eq!(saved.body["low_balance_email"], true);
+        }
+        assert_eq!(warn().await, 0, "150 credits are above the line of 100");
+
+        // 60 credits used: 90 left, below the line.
+        for account in [&asked, &not_asked] {
+            let debited = app.debit(&service, account, "use-1", 360).await;
+            assert!(debited.status.is_success(), "{}", debited.body);
+        }
+        assert_eq!(warn().await, 1, "only the account that asked, with auto top-up off");
+        assert_eq!(warn().await, 0, "once per crossing");
+        let adjusted = app
+            .post(
+                &format!("/v1/admin/accounts/{asked}/adjustments"),
+                &app.admin,
+                json!({ "credits": 100, "reason": "bought more" }),
+            )
+            .await;
+        assert_eq!(adjusted.status, StatusCode::CREATED, "{}", adjusted.body);
+        assert_eq!(warn().await, 0, "back above the line");
+        let debited = app.debit(&service, &asked, "use-2", 720).await;
+        assert!(debited.status.is_success(), "{}", debited.body);
+        assert_eq!(warn().await, 1, "a new crossing is told again");
+        let kinds = app.notice_kinds(&asked).await;
+        assert_eq!(kinds, ["low_balance", "low_balance"], "{kinds:?}");
+        assert!(app.notice_kinds(&not_asked).await.is_empty());
+        assert!(!app.notice_kinds(&auto_on).await.contains(&"low_balance".to_owned()));
+    })
+    .await;
+}

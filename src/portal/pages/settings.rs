@@ -10,7 +10,7 @@ use minijinja::context;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
-use super::{account, card_name, form_outcome};
+use super::{account, card_name, credits, form_outcome};
 use crate::{
     domain::{
         account::Account,
@@ -51,6 +51,7 @@ pub struct SettingsForm {
     /// Dollars; empty is no cap.
     #[serde(default)]
     monthly_spend_cap: String,
+    low_balance_email: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -81,6 +82,7 @@ pub async fn page(
             .monthly_cap
             .map(|cap| cap.to_string().replace(['$', ','], ""))
             .unwrap_or_default(),
+        low_balance_email: settings.low_balance_email.then(|| "on".to_owned()),
         ..SettingsForm::default()
     };
     let saved = shown.saved.is_some();
@@ -117,6 +119,7 @@ pub async fn save(
         payment_method_id: (!form.card.is_empty()).then(|| form.card.clone()),
         monthly_spend_cap: Some(monthly_spend_cap),
         time_zone: None,
+        low_balance_email: Some(form.low_balance_email.is_some()),
     };
     let checked = checked_settings(&state, &account.id, asked).await?;
     let update = match checked {
@@ -215,6 +218,8 @@ async fn settings_page(
             threshold => form.threshold.clone(),
             target => form.target.clone(),
             monthly_spend_cap => form.monthly_spend_cap.clone(),
+            low_balance_email => form.low_balance_email.is_some(),
+            low_balance_line => credits(state.config.low_balance_warning()),
             time_zone => account.time_zone.name(),
             cap_bounds => context! { min => Cents(MIN_CAP_CENTS).to_string(), max => Cents(MAX_CAP_CENTS).to_string() },
             cards,
