@@ -16,7 +16,7 @@ use crate::{
     config::EmailConfig,
     domain::{
         account::{Account, AutoTopup, Closure, Pause},
-        auto_topup::{PauseChange, PauseReason},
+        auto_topup::{Charge, PauseChange, PauseReason, PlannedCharge},
         credits::Millicredits,
         money::Cents,
         notice::{LowBalanceFacts, Notice},
@@ -121,6 +121,10 @@ pub(crate) struct AccountRow {
     auto_topup_monthly_cap_cents: Option<i64>,
     auto_topup_paused_until: Option<Millis>,
     low_balance_email: bool,
+    auto_topup_notice_minutes: Option<i64>,
+    auto_topup_planned_at: Option<Millis>,
+    auto_topup_planned_credits: Option<i64>,
+    auto_topup_planned_cents: Option<i64>,
     time_zone: String,
     closed_at: Option<Millis>,
     closed_reason: Option<String>,
@@ -177,6 +181,21 @@ impl TryFrom<AccountRow> for Account {
                 window_ends_at: row.auto_topup_window_ends_at,
                 monthly_cap: row.auto_topup_monthly_cap_cents.map(Cents),
                 low_balance_email: row.low_balance_email,
+                notice_minutes: row.auto_topup_notice_minutes,
+                planned: match (
+                    row.auto_topup_planned_at,
+                    row.auto_topup_planned_credits,
+                    row.auto_topup_planned_cents,
+                ) {
+                    (Some(at), Some(credits), Some(cents)) => Some(PlannedCharge {
+                        charge: Charge {
+                            credits,
+                            amount: Cents(cents),
+                        },
+                        at,
+                    }),
+                    _ => None,
+                },
             },
             closed: row.closed_at.map(|at| Closure {
                 at,
@@ -218,7 +237,8 @@ pub(crate) const COLUMNS: &str = "id, email, name, balance, provider_customer_id
     auto_topup_enabled, auto_topup_threshold, auto_topup_target, auto_topup_payment_method_id, \
     auto_topup_enabled_by, auto_topup_enabled_at, auto_topup_paused_reason, auto_topup_paused_code, \
     auto_topup_paused_at, auto_topup_window_ends_at, auto_topup_monthly_cap_cents, \
-    auto_topup_paused_until, low_balance_email, time_zone, closed_at, closed_reason";
+    auto_topup_paused_until, low_balance_email, auto_topup_notice_minutes, auto_topup_planned_at, \
+    auto_topup_planned_credits, auto_topup_planned_cents, time_zone, closed_at, closed_reason";
 
 /// An account to open.
 #[derive(Debug, Clone, Copy)]

@@ -19,10 +19,16 @@ use crate::{
     domain::{
         account::Account,
         attempt::{Attempt, AttemptTrigger, idempotency_key},
-        auto_topup::{Charge, Decision, PauseReason, card_chosen_for, charge_to_target, decide},
+        auto_topup::{
+            Charge, Decision, NoticeStep, PauseReason, card_chosen_for, charge_to_target, decide,
+            notice_step,
+        },
         credits::Millicredits,
         money::Cents,
-        notice::{CapFacts, ChangedBy, Notice, NoticeKind, ResumedBy, Resumption, SettingsChange},
+        notice::{
+            Announcement, CapFacts, ChangedBy, Notice, NoticeKind, ResumedBy, Resumption,
+            SettingsChange,
+        },
         spend_cap,
     },
 };
@@ -41,6 +47,8 @@ pub struct SettingsUpdate {
     pub time_zone: Option<Tz>,
     /// `None` keeps the choice.
     pub low_balance_email: Option<bool>,
+    /// `None` keeps the notice; `Some(None)` asks for none.
+    pub notice_minutes: Option<Option<i64>>,
 }
 
 /// What every claim is made on: the window it opens, what a credit costs, the smallest
@@ -94,6 +102,9 @@ pub struct ClaimedPage {
     /// Due accounts paused instead: charging them would go past their monthly spend cap.
     /// Each is told by a notice queued with the pause.
     pub capped: usize,
+    /// Due accounts whose customer asked to be told first: their charge was announced,
+    /// to be made by a scan once its time has come.
+    pub announced: usize,
     /// Where the next page starts; `None` once the due set is read to its end.
     pub next: Option<DueCursor>,
 }
@@ -222,7 +233,9 @@ fn cursor_binds(after: Option<&DueCursor>) -> (Millis, &str) {
 /// whether the window binds, `$4` now.
 fn auto_cas() -> String {
     format!(
-        "UPDATE accounts SET topup_seq = topup_seq + 1, auto_topup_window_ends_at = $1 \
+        "UPDATE accounts SET topup_seq = topup_seq + 1, auto_topup_window_ends_at = $1, \
+         auto_topup_planned_at = NULL, auto_topup_planned_credits = NULL, \
+         auto_topup_planned_cents = NULL \
          WHERE id = $2 AND auto_topup_enabled AND auto_topup_paused_reason IS NULL \
          AND closed_at IS NULL \
          AND balance < auto_topup_threshold AND ($3 = FALSE OR auto_topup_window_ends_at <= $4) \
@@ -309,6 +322,60 @@ impl_for_connections!(SpendCapWrites {
         };
         self.queue_notice(&notice, QueueWhen::Always).await?;
         Ok(Some(decision))
+    }
+});
+
+trait AnnounceWrites {
+    /// Announces `charge` for `at` to the account's customer, with the decision, in this
+    /// transaction.
+    async fn announce(
+        &mut self,
+        account: &Account,
+        charge: Charge,
+        at: Millis,
+        terms: &ClaimTerms<'_>,
+    ) -> Result<(), DbError>;
+}
+
+impl_for_connections!(AnnounceWrites {
+    async fn announce(
+        &mut self,
+        account: &Account,
+        charge: Charge,
+        at: Millis,
+        terms: &ClaimTerms<'_>,
+    ) -> Result<(), DbError> {
+        sqlx::query(
+            "UPDATE accounts SET auto_topup_planned_at = $2, auto_topup_planned_credits = $3, \
+             auto_topup_planned_cents = $4 WHERE id = $1",
+        )
+        .bind(&account.id)
+        .bind(at)
+        .bind(charge.credits)
+        .bind(charge.amount.0)
+        .execute(&mut *self)
+        .await?;
+        let decision = Decision::Announced {
+            amount: charge.amount,
+            at,
+        };
+        self.record_decision(&decision_row(account, decision, None, terms.at))
+            .await?;
+        let notice = NewNotice {
+            envelope: Envelope::to_owner(
+                format!("announce:{}:{}:topup_announced", account.id, terms.at),
+                &account.id,
+                terms.email,
+                terms.at,
+            ),
+            notice: Notice::TopupAnnounced(Announcement {
+                credits: Millicredits::whole(charge.credits),
+                amount: charge.amount,
+                at,
+            }),
+        };
+        self.queue_notice(&notice, QueueWhen::Always).await?;
+        Ok(())
     }
 });
 
@@ -494,8 +561,8 @@ impl Db {
              auto_topup_threshold = COALESCE($4, auto_topup_threshold), \
              auto_topup_target = COALESCE($5, auto_topup_target), \
              auto_topup_payment_method_id = $6, auto_topup_monthly_cap_cents = $7, \
-             time_zone = $8, low_balance_email = COALESCE($10, low_balance_email) \
-             WHERE id = $9 RETURNING {}",
+             time_zone = $8, low_balance_email = COALESCE($10, low_balance_email), \
+             auto_topup_notice_minutes = $11 WHERE id = $9 RETURNING {}",
             accounts::COLUMNS
         );
         with_pool!(self, |pool| {
@@ -505,6 +572,9 @@ impl Db {
             };
             let cap = update.monthly_cap.unwrap_or(current.auto_topup.monthly_cap);
             let time_zone = update.time_zone.unwrap_or(current.time_zone);
+            let notice_minutes = update
+                .notice_minutes
+                .unwrap_or(current.auto_topup.notice_minutes);
             let lifts = current.paused() == Some(PauseReason::SpendCapReached)
                 && spend_cap::change_lifts_pause(current.auto_topup.monthly_cap, cap);
             if lifts {
@@ -525,6 +595,7 @@ impl Db {
                 .bind(time_zone.name())
                 .bind(account_id)
                 .bind(update.low_balance_email)
+                .bind(notice_minutes)
                 .fetch_one(&mut *tx)
                 .await?;
             let detail = json!({
@@ -535,6 +606,7 @@ impl Db {
                 "monthly_spend_cap_cents": cap.map(|c| c.0),
                 "time_zone": time_zone.name(),
                 "low_balance_email": update.low_balance_email,
+                "advance_notice_minutes": notice_minutes,
                 "ended_spend_cap_pause": lifts,
             });
             tx.audit(actor, "auto_topup.update", Some(account_id), detail, at)
@@ -651,6 +723,7 @@ impl Db {
                 attempts: Vec::with_capacity(due.len()),
                 skipped: 0,
                 capped: 0,
+                announced: 0,
                 next: None,
             };
             for row in due {
@@ -674,12 +747,31 @@ impl Db {
                     page.skipped += 1;
                     continue;
                 };
+                let step = notice_step(
+                    account.auto_topup.notice_minutes,
+                    account.auto_topup.planned,
+                    terms.at,
+                    charge,
+                );
+                let (charge, announce_at) = match step {
+                    NoticeStep::Wait => {
+                        page.skipped += 1;
+                        continue;
+                    }
+                    NoticeStep::Charge(charge) => (charge, None),
+                    NoticeStep::Announce { charge, at } => (charge, Some(at)),
+                };
                 if tx
                     .pause_if_capped(&account, charge.amount, terms)
                     .await?
                     .is_some()
                 {
                     page.capped += 1;
+                    continue;
+                }
+                if let Some(at) = announce_at {
+                    tx.announce(&account, charge, at, terms).await?;
+                    page.announced += 1;
                     continue;
                 }
                 let claimed: ClaimedAccount = sqlx::query_as(&auto_cas())
@@ -856,6 +948,53 @@ impl Db {
                 .await?
                 .rows_affected()
         }))
+    }
+
+    /// The customer cancels the automatic charge announced to them: nothing is charged
+    /// for it, and the rate-limit window opens as if it had been tried, so the next one
+    /// is announced no sooner than a charge would have come. Audited. `None` if the
+    /// account does not exist; else whether a charge was announced.
+    pub async fn cancel_announced(
+        &self,
+        account_id: &str,
+        actor: &Actor,
+        at: Millis,
+        window_ms: i64,
+    ) -> Result<Option<bool>, DbError> {
+        let read = locked_account(self);
+        const CANCEL: &str = "UPDATE accounts SET auto_topup_planned_at = NULL, \
+             auto_topup_planned_credits = NULL, auto_topup_planned_cents = NULL, \
+             auto_topup_window_ends_at = CASE WHEN auto_topup_window_ends_at > $2 \
+             THEN auto_topup_window_ends_at ELSE $2 END WHERE id = $1";
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let Some(account) = tx.read_locked(&read, account_id).await? else {
+                return Ok(None);
+            };
+            let Some(planned) = account.auto_topup.planned else {
+                return Ok(Some(false));
+            };
+            sqlx::query(CANCEL)
+                .bind(account_id)
+                .bind(at.saturating_add(window_ms))
+                .execute(&mut *tx)
+                .await?;
+            let detail = json!({
+                "amount_cents": planned.charge.amount.0,
+                "credits": planned.charge.credits,
+                "announced_for": planned.at,
+            });
+            tx.audit(
+                actor,
+                "auto_topup.cancel_announced",
+                Some(account_id),
+                detail,
+                at,
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(Some(true))
+        })
     }
 
     /// What the account's automatic top-ups charged (or are charging) from `since` on,

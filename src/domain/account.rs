@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use chrono_tz::Tz;
 
 use super::{
-    auto_topup::{AutoTopupState, PauseReason, Standing},
+    auto_topup::{AutoTopupState, PauseReason, PlannedCharge, Standing},
     credits::Millicredits,
     money::Cents,
 };
@@ -58,6 +58,11 @@ pub struct AutoTopup {
     /// With auto top-up off, the customer is emailed when the balance falls below the
     /// low-balance line (once per crossing).
     pub low_balance_email: bool,
+    /// How long before each automatic charge the customer is told of it; `None`: not told
+    /// first.
+    pub notice_minutes: Option<i64>,
+    /// The automatic charge announced and not made yet.
+    pub planned: Option<PlannedCharge>,
 }
 
 /// Why automatic top-ups stopped, with the provider's code and when they stopped.
@@ -72,7 +77,7 @@ pub struct Pause {
 
 impl AutoTopup {
     /// Whether `other` charges on the same terms: on or off, when, how much, on which
-    /// card and within which cap. A change of any of these is confirmed to the customer.
+    /// card, within which cap and with what notice. A change of any of these is confirmed to the customer.
     pub fn same_terms(&self, other: &Self) -> bool {
         (
             self.enabled,
@@ -80,12 +85,14 @@ impl AutoTopup {
             self.target,
             &self.payment_method_id,
             self.monthly_cap,
+            self.notice_minutes,
         ) == (
             other.enabled,
             other.threshold,
             other.target,
             &other.payment_method_id,
             other.monthly_cap,
+            other.notice_minutes,
         )
     }
 }
@@ -152,6 +159,8 @@ mod tests {
             window_ends_at: 0,
             monthly_cap: None,
             low_balance_email: false,
+            notice_minutes: None,
+            planned: None,
         };
         let standing_changed = AutoTopup {
             pause: Some(Pause {

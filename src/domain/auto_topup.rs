@@ -136,6 +136,69 @@ pub fn validate_bounds(
     }
 }
 
+/// Bounds of the advance notice a customer may ask for before each automatic charge.
+pub const MIN_NOTICE_MINUTES: i64 = 5;
+pub const MAX_NOTICE_MINUTES: i64 = 1_440;
+/// A charge announced this long ago and never made (the balance went back up, say) is
+/// announced again rather than made on old figures.
+pub const PLAN_STALE_MS: i64 = 24 * 3_600_000;
+
+/// The advance notice asked for, in whole minutes, naming the field when it is not one.
+pub fn validate_notice_minutes(minutes: i64) -> Result<i64, FieldErrors> {
+    if (MIN_NOTICE_MINUTES..=MAX_NOTICE_MINUTES).contains(&minutes) {
+        Ok(minutes)
+    } else {
+        Err(FieldErrors::single(
+            "advance_notice_minutes",
+            format!(
+                "must be a whole number of minutes from {MIN_NOTICE_MINUTES} to {MAX_NOTICE_MINUTES}, or null for none"
+            ),
+        ))
+    }
+}
+
+/// An automatic charge announced to the customer, to be made from `at` on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlannedCharge {
+    pub charge: Charge,
+    pub at: Millis,
+}
+
+/// What the scan does with a due account, given the notice its customer asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoticeStep {
+    /// Charge now: no notice was asked for, or the announced time has come (the
+    /// announced charge, not a new figure).
+    Charge(Charge),
+    /// Announce `charge` for `at`, and charge nothing yet.
+    Announce { charge: Charge, at: Millis },
+    /// Announced, and its time has not come.
+    Wait,
+}
+
+/// With no notice asked for, the charge is made now; with one, it is announced first,
+/// made once its time has come, and announced again if it went stale.
+pub fn notice_step(
+    notice_minutes: Option<i64>,
+    planned: Option<PlannedCharge>,
+    now: Millis,
+    charge: Charge,
+) -> NoticeStep {
+    let Some(minutes) = notice_minutes else {
+        return NoticeStep::Charge(charge);
+    };
+    match planned {
+        Some(plan) if plan.at > now => NoticeStep::Wait,
+        Some(plan) if now < plan.at.saturating_add(PLAN_STALE_MS) => {
+            NoticeStep::Charge(plan.charge)
+        }
+        _ => NoticeStep::Announce {
+            charge,
+            at: now.saturating_add(minutes * 60_000),
+        },
+    }
+}
+
 /// The smallest automatic top-up, in whole credits: the balance is below the threshold,
 /// which is at least `MIN_GAP` below the target.
 pub const SMALLEST_AUTO_CREDITS: i64 = MIN_GAP + 1;
@@ -223,6 +286,11 @@ pub enum Decision {
         cap: Cents,
         until: Millis,
     },
+    /// Due, and the customer asked to be told first: `amount` was announced for `at`.
+    Announced {
+        amount: Cents,
+        at: Millis,
+    },
     AboveThreshold,
     RateLimited {
         until: Millis,
@@ -237,6 +305,7 @@ impl Decision {
             Self::NotEnabled => "not_enabled",
             Self::Paused(_) => "paused",
             Self::SpendCapReached { .. } => "spend_cap_reached",
+            Self::Announced { .. } => "announced",
             Self::AboveThreshold => "above_threshold",
             Self::RateLimited { .. } => "rate_limited",
             Self::InProgress => "in_progress",
@@ -283,6 +352,10 @@ impl Decision {
                 "the balance ({balance}) was below the threshold ({threshold}), but charging {charge} would bring this month's automatic top-ups from {spent} past the monthly spend cap ({cap}): paused until {}",
                 crate::clock::rfc3339(until)
             ),
+            Self::Announced { amount, at } => format!(
+                "the balance ({balance}) was below the threshold ({threshold}); the customer asked to be told before each automatic charge, so a charge of {amount} was announced for {}",
+                crate::clock::rfc3339(at)
+            ),
             Self::AboveThreshold => {
                 format!("the balance ({balance}) was not below the threshold ({threshold})")
             }
@@ -299,7 +372,9 @@ impl Decision {
     pub fn next_eligible_at(self, now: Millis, window_ends_at: Millis) -> Option<Millis> {
         match self {
             Self::Due | Self::AboveThreshold => Some(now.max(window_ends_at)),
-            Self::RateLimited { until } | Self::SpendCapReached { until, .. } => Some(until),
+            Self::RateLimited { until }
+            | Self::SpendCapReached { until, .. }
+            | Self::Announced { at: until, .. } => Some(until),
             Self::NotEnabled | Self::Paused(_) | Self::InProgress => None,
         }
     }
@@ -478,6 +553,56 @@ mod tests {
             }),
             "below a threshold 1,000 under the target, the smallest automatic top-up"
         );
+    }
+
+    #[test]
+    fn a_charge_the_customer_asked_to_hear_of_is_announced_then_made_as_announced() {
+        let (now, minute) = (1_000_000, 60_000);
+        let charge = Charge {
+            credits: 4_000,
+            amount: Cents(4_000),
+        };
+        let announced = Charge {
+            credits: 3_500,
+            amount: Cents(3_500),
+        };
+        let plan = |at| {
+            Some(PlannedCharge {
+                charge: announced,
+                at,
+            })
+        };
+        assert_eq!(
+            notice_step(None, None, now, charge),
+            NoticeStep::Charge(charge)
+        );
+        assert_eq!(
+            notice_step(Some(30), None, now, charge),
+            NoticeStep::Announce {
+                charge,
+                at: now + 30 * minute
+            }
+        );
+        assert_eq!(
+            notice_step(Some(30), plan(now + 1), now, charge),
+            NoticeStep::Wait
+        );
+        assert_eq!(
+            notice_step(Some(30), plan(now), now, charge),
+            NoticeStep::Charge(announced),
+            "what was announced, not today's figure"
+        );
+        assert_eq!(
+            notice_step(Some(30), plan(now - PLAN_STALE_MS), now, charge),
+            NoticeStep::Announce {
+                charge,
+                at: now + 30 * minute
+            },
+            "stale: announced again"
+        );
+        for (minutes, ok) in [(4, false), (5, true), (1_440, true), (1_441, false)] {
+            assert_eq!(validate_notice_minutes(minutes).is_ok(), ok, "{minutes}");
+        }
     }
 
     #[test]

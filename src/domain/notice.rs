@@ -11,6 +11,8 @@ use crate::clock::Millis;
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Notice {
     TopupReceipt(Receipt),
+    /// To the customer who asked to be told first: an automatic charge is coming.
+    TopupAnnounced(Announcement),
     PaymentFailed(PaymentFailure),
     AuthenticationRequired(AuthenticationRequest),
     AutoTopupResumed(Resumption),
@@ -50,6 +52,14 @@ pub struct RefundFacts {
     /// The provider's id of the refunded charge.
     pub transaction_id: String,
     pub new_balance: Millicredits,
+    pub at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Announcement {
+    pub credits: Millicredits,
+    pub amount: Cents,
+    /// From when the charge is made (by the first scan then).
     pub at: Millis,
 }
 
@@ -218,6 +228,7 @@ pub struct Resumption {
 #[serde(rename_all = "snake_case")]
 pub enum NoticeKind {
     TopupReceipt,
+    TopupAnnounced,
     PaymentFailed,
     AuthenticationRequired,
     AutoTopupResumed,
@@ -231,8 +242,9 @@ pub enum NoticeKind {
 }
 
 impl NoticeKind {
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 12] = [
         Self::TopupReceipt,
+        Self::TopupAnnounced,
         Self::PaymentFailed,
         Self::AuthenticationRequired,
         Self::AutoTopupResumed,
@@ -248,6 +260,7 @@ impl NoticeKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::TopupReceipt => "topup_receipt",
+            Self::TopupAnnounced => "topup_announced",
             Self::PaymentFailed => "payment_failed",
             Self::AuthenticationRequired => "authentication_required",
             Self::AutoTopupResumed => "auto_topup_resumed",
@@ -266,6 +279,7 @@ impl Notice {
     pub fn kind(&self) -> &'static str {
         let kind = match self {
             Self::TopupReceipt(_) => NoticeKind::TopupReceipt,
+            Self::TopupAnnounced(_) => NoticeKind::TopupAnnounced,
             Self::PaymentFailed(_) => NoticeKind::PaymentFailed,
             Self::AuthenticationRequired(_) => NoticeKind::AuthenticationRequired,
             Self::AutoTopupResumed(_) => NoticeKind::AutoTopupResumed,
@@ -335,6 +349,11 @@ mod tests {
                 threshold: Some(credits),
                 target: None,
                 monthly_cap: Some(amount),
+                at: 7,
+            }),
+            Notice::TopupAnnounced(Announcement {
+                credits,
+                amount,
                 at: 7,
             }),
             Notice::LowBalance(LowBalanceFacts {

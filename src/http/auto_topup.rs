@@ -33,7 +33,9 @@ use crate::{
         account::Account,
         api_key::Role,
         attempt::AttemptState,
-        auto_topup::{AutoTopupState, Decision, PauseReason, decide, validate_bounds},
+        auto_topup::{
+            AutoTopupState, Decision, PauseReason, decide, validate_bounds, validate_notice_minutes,
+        },
         card_health::Health,
         credits::Millicredits,
         spend_cap,
@@ -53,6 +55,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(settings, update))
         .routes(routes!(decisions))
         .routes(routes!(retry))
+        .routes(routes!(cancel_announced))
         .routes(routes!(resume))
         .routes(routes!(admin_list))
 }
@@ -108,10 +111,23 @@ pub struct AutoTopupView {
     /// While auto top-up is off, the customer is emailed when the balance falls below
     /// the low-balance line.
     low_balance_email: bool,
+    /// Minutes before each automatic charge the customer is told of it; null for none.
+    advance_notice_minutes: Option<i64>,
+    /// The automatic charge announced to the customer and not made yet.
+    announced: Option<AnnouncedView>,
     /// Why it would or would not top up now, by the scan's rule.
     decision: DecisionView,
     /// What the scan last decided for this account.
     last_scan: Option<ScanView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AnnouncedView {
+    credits: Millicredits,
+    amount_cents: i64,
+    amount_usd: String,
+    /// From when it is charged, by the first scan then.
+    at: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -206,6 +222,17 @@ pub(crate) async fn view(state: &AppState, account: Account) -> ApiResult<AutoTo
         spend_cap,
         time_zone: account.time_zone.name().to_owned(),
         low_balance_email: account.auto_topup.low_balance_email,
+        advance_notice_minutes: account.auto_topup.notice_minutes,
+        announced: account
+            .auto_topup
+            .planned
+            .filter(|_| account.auto_topup.notice_minutes.is_some())
+            .map(|plan| AnnouncedView {
+                credits: Millicredits::whole(plan.charge.credits),
+                amount_cents: plan.charge.amount.0,
+                amount_usd: plan.charge.amount.to_string(),
+                at: rfc3339(plan.at),
+            }),
         decision: DecisionView {
             decision: decision.as_str(),
             balance: account.balance,
@@ -336,6 +363,19 @@ pub struct SettingsBody {
     /// keeps it.
     #[serde(default)]
     low_balance_email: Option<bool>,
+    /// Minutes (5 to 1,440) before each automatic charge the customer is emailed of it,
+    /// with a link to cancel it; `null` for no notice, and leaving it out keeps it.
+    #[serde(default, deserialize_with = "present_whole")]
+    #[schema(value_type = Option<i64>)]
+    advance_notice_minutes: Option<Option<i64>>,
+}
+
+/// A whole number that may be given as `null`: `Some(None)` then, and `None` when left
+/// out.
+fn present_whole<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Option<i64>>, D::Error> {
+    crate::domain::number::optional_whole(deserializer).map(Some)
 }
 
 /// A field that may be given as `null`: `Some(None)` then, and `None` when left out.
@@ -372,7 +412,8 @@ async fn update(
             && body.payment_method_id.is_none()
             && body.monthly_spend_cap.is_none()
             && body.time_zone.is_none()
-            && body.low_balance_email.is_none();
+            && body.low_balance_email.is_none()
+            && body.advance_notice_minutes.is_none();
         if !only_off {
             return Err(ApiError::Forbidden);
         }
@@ -391,6 +432,7 @@ async fn update(
         monthly_spend_cap: body.monthly_spend_cap,
         time_zone: body.time_zone,
         low_balance_email: body.low_balance_email,
+        advance_notice_minutes: body.advance_notice_minutes,
     };
     let update = checked_settings(&state, &id, asked)
         .await?
@@ -416,6 +458,8 @@ pub struct AskedSettings {
     pub time_zone: Option<String>,
     /// `None` keeps the choice.
     pub low_balance_email: Option<bool>,
+    /// `None` keeps the notice; `Some(None)` asks for none.
+    pub advance_notice_minutes: Option<Option<i64>>,
 }
 
 /// Settings asked for (by the API or the billing page), checked: both bounds or neither
@@ -435,6 +479,7 @@ pub async fn checked_settings(
         monthly_spend_cap,
         time_zone,
         low_balance_email,
+        advance_notice_minutes,
     } = asked;
     let mut errors = FieldErrors::new();
     if enabled
@@ -491,6 +536,13 @@ pub async fn checked_settings(
             .map_err(|problems| errors.merge(problems))
             .ok()
     });
+    let notice_minutes = advance_notice_minutes.map(|minutes| {
+        minutes.and_then(|m| {
+            validate_notice_minutes(m)
+                .map_err(|problems| errors.merge(problems))
+                .ok()
+        })
+    });
     let (threshold, target) = bounds;
     Ok(errors.into_result(SettingsUpdate {
         enabled,
@@ -500,7 +552,48 @@ pub async fn checked_settings(
         monthly_cap,
         time_zone,
         low_balance_email,
+        notice_minutes,
     }))
+}
+
+/// Cancels the automatic charge announced to the customer: nothing is charged for it,
+/// auto top-up stays on, and the next charge is announced no sooner than the rate-limit
+/// window allows one.
+#[utoipa::path(delete, path = "/v1/accounts/{id}/auto-topup/announced", operation_id = "cancel_announced_topup", tag = "auto top-up", params(AccountId),
+    responses(
+        (status = 200, body = AutoTopupView),
+        (status = 404, description = "No such account, or not this key's", body = ErrorBody),
+        (status = 409, description = "No charge is announced", body = ErrorBody),
+    ))]
+async fn cancel_announced(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(AccountId { id }): ApiPath<AccountId>,
+) -> ApiResult<Json<AutoTopupView>> {
+    visible_account(&state, &caller, &id).await?;
+    match state
+        .db
+        .cancel_announced(
+            &id,
+            &caller.actor(),
+            state.clock.now_ms(),
+            state.config.auto_topup.window_ms(),
+        )
+        .await?
+    {
+        None => Err(ApiError::NotFound("account")),
+        Some(false) => Err(ApiError::Conflict(
+            "no automatic charge of this account is announced".into(),
+        )),
+        Some(true) => {
+            let account = state
+                .db
+                .account(&id)
+                .await?
+                .ok_or(ApiError::NotFound("account"))?;
+            Ok(Json(view(&state, account).await?))
+        }
+    }
 }
 
 /// The customer completes a paused top-up now, outside the rate-limit window, with the

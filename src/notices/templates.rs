@@ -8,9 +8,9 @@ use crate::{
     domain::{
         credits::Millicredits,
         notice::{
-            AuthenticationRequest, CapFacts, CardFacts, CardRisk, ChangedBy, DisputeFacts,
-            LowBalanceFacts, Notice, PaymentFailure, Receipt, RefundFacts, ResumedBy, Resumption,
-            SettingsChange, Trigger,
+            Announcement, AuthenticationRequest, CapFacts, CardFacts, CardRisk, ChangedBy,
+            DisputeFacts, LowBalanceFacts, Notice, PaymentFailure, Receipt, RefundFacts, ResumedBy,
+            Resumption, SettingsChange, Trigger,
         },
     },
     portal::links::{COMPLETE_PATH, EmailLinks},
@@ -76,6 +76,7 @@ enum Paragraph {
 pub fn render(notice: &Notice, name: &str, head: &Letterhead) -> Rendered {
     let letter = match notice {
         Notice::TopupReceipt(r) => receipt(r, head),
+        Notice::TopupAnnounced(a) => announced(a, head),
         Notice::PaymentFailed(f) => payment_failed(f, head),
         Notice::AuthenticationRequired(a) => authentication_required(a, head),
         Notice::AutoTopupResumed(r) => resumed(r, head),
@@ -262,6 +263,28 @@ fn settings_changed(c: &SettingsChange, head: &Letterhead) -> Letter {
     push_billing_link(&mut paragraphs, head, "Review your settings");
     Letter {
         subject,
+        paragraphs,
+    }
+}
+
+fn announced(a: &Announcement, head: &Letterhead) -> Letter {
+    let mut paragraphs = vec![
+        Paragraph::Text(format!(
+            "As you asked, here is notice of your next automatic top-up: we will charge your saved card {} for {} credits from {}, at the first check after then.",
+            a.amount,
+            a.credits.to_display(),
+            long_date(a.at)
+        )),
+        Paragraph::Text(
+            "To stop this charge, cancel it on your billing page before then; automatic top-ups stay on, and the next one is announced again.".to_owned(),
+        ),
+    ];
+    push_billing_link(&mut paragraphs, head, "Cancel this charge");
+    Letter {
+        subject: format!(
+            "Your {} balance will be topped up for {}",
+            head.product_name, a.amount
+        ),
         paragraphs,
     }
 }
@@ -730,6 +753,29 @@ mod tests {
             for body in both(&r) {
                 assert!(body.contains(words));
                 assert!(body.contains("21 November 2026"));
+            }
+        }
+    }
+
+    #[test]
+    fn an_announcement_says_how_much_from_when_and_how_to_cancel() {
+        let r = render(
+            &Notice::TopupAnnounced(Announcement {
+                credits: Millicredits(4_000_000),
+                amount: Cents(4_000),
+                at: AT,
+            }),
+            "Ada",
+            &head(),
+        );
+        assert!(r.subject.contains("$40.00"), "{}", r.subject);
+        for body in both(&r) {
+            for fact in [
+                "$40.00 for 4,000 credits",
+                "21 November 2026",
+                "Cancel this charge",
+            ] {
+                assert!(body.contains(fact), "{fact} in {body}");
             }
         }
     }

@@ -64,6 +64,10 @@ pub fn router() -> Router<AppState> {
             "/billing/auto-topup",
             get(settings::page).post(settings::save),
         )
+        .route(
+            "/billing/auto-topup/cancel-announced",
+            post(settings::cancel_announced),
+        )
         .route("/billing/buy", get(purchase::page).post(purchase::buy))
         .route("/billing/payments/{id}", get(purchase::outcome))
         .route(

@@ -52,6 +52,8 @@ pub struct ScanReport {
     /// Due accounts paused instead of charged: the charge would have gone past their
     /// monthly spend cap.
     pub capped: usize,
+    /// Due accounts whose charge was announced to the customer first.
+    pub announced: usize,
     pub succeeded: usize,
     pub failed: usize,
     pub requires_action: usize,
@@ -83,6 +85,7 @@ impl ScanReport {
             claimed = self.claimed,
             skipped = self.skipped,
             capped = self.capped,
+            announced = self.announced,
             succeeded = self.succeeded,
             failed = self.failed,
             requires_action = self.requires_action,
@@ -304,7 +307,9 @@ impl Topups {
                     break;
                 }
             };
-            report.due += page.attempts.len() + page.skipped + page.capped;
+            report.due += page.attempts.len() + page.skipped + page.capped + page.announced;
+            report.announced += page.announced;
+            crate::metrics::notices_queued(NoticeKind::TopupAnnounced.as_str(), page.announced);
             report.skipped += page.skipped;
             report.capped += page.capped;
             for _ in 0..page.capped {

@@ -1426,6 +1426,7 @@ async fn seed_due_account(app: &TestApp) -> String {
         monthly_cap: None,
         time_zone: None,
         low_balance_email: None,
+        notice_minutes: None,
     };
     app.db
         .update_auto_topup(

@@ -2,6 +2,7 @@
 //! on SQLite and, when TOPUPD_TEST_POSTGRES_URL is set, on PostgreSQL too.
 
 mod accounts;
+mod advance_notice;
 mod alerts;
 mod auth;
 mod auto_topup;

@@ -16,11 +16,20 @@ use crate::{
     },
     http::state::AppState,
     notices::templates::decline_reason,
-    portal::{links::COMPLETE_PATH, render::PageResult, session::Customer},
+    portal::{form::PageQuery, links::COMPLETE_PATH, render::PageResult, session::Customer},
     topups::card_health::CardReport,
 };
 
-pub async fn page(State(state): State<AppState>, customer: Customer) -> PageResult<Response> {
+#[derive(Debug, serde::Deserialize)]
+pub struct Shown {
+    cancelled: Option<String>,
+}
+
+pub async fn page(
+    State(state): State<AppState>,
+    customer: Customer,
+    PageQuery(shown): PageQuery<Shown>,
+) -> PageResult<Response> {
     let account = account(&state, &customer).await?;
     let open = state.db.open_attempt_of(&account.id).await?;
     let decision = decide(&account.standing(open.is_some()), state.clock.now_ms());
@@ -51,9 +60,22 @@ pub async fn page(State(state): State<AppState>, customer: Customer) -> PageResu
     } else {
         None
     };
+    let announced = account
+        .auto_topup
+        .planned
+        .filter(|_| account.auto_topup.notice_minutes.is_some())
+        .map(|plan| {
+            context! {
+                amount => plan.charge.amount.to_string(),
+                credits => credits(Millicredits::whole(plan.charge.credits)),
+                at => when(plan.at),
+            }
+        });
     let ctx = context! {
         ..customer.frame("overview", "Overview"),
         ..context! {
+            announced,
+            cancelled => shown.cancelled.is_some(),
             card_warning,
             balance => credits(account.balance),
             below_zero => account.balance.0 < 0,

@@ -26,7 +26,7 @@ use crate::{
     portal::{
         form::{PageForm, PageQuery},
         render::{PageError, PageResult},
-        session::Customer,
+        session::{Customer, TokenForm},
     },
 };
 
@@ -52,6 +52,9 @@ pub struct SettingsForm {
     #[serde(default)]
     monthly_spend_cap: String,
     low_balance_email: Option<String>,
+    /// Minutes; empty is no notice.
+    #[serde(default)]
+    advance_notice_minutes: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -83,6 +86,10 @@ pub async fn page(
             .map(|cap| cap.to_string().replace(['$', ','], ""))
             .unwrap_or_default(),
         low_balance_email: settings.low_balance_email.then(|| "on".to_owned()),
+        advance_notice_minutes: settings
+            .notice_minutes
+            .map(|m| m.to_string())
+            .unwrap_or_default(),
         ..SettingsForm::default()
     };
     let saved = shown.saved.is_some();
@@ -120,6 +127,7 @@ pub async fn save(
         monthly_spend_cap: Some(monthly_spend_cap),
         time_zone: None,
         low_balance_email: Some(form.low_balance_email.is_some()),
+        advance_notice_minutes: Some(minutes(&mut errors, &form.advance_notice_minutes)),
     };
     let checked = checked_settings(&state, &account.id, asked).await?;
     let update = match checked {
@@ -160,6 +168,24 @@ fn number(errors: &mut FieldErrors, field: &str, text: &str) -> Option<Decimal> 
             None
         }
     }
+}
+
+/// Minutes as typed. Empty is none.
+fn minutes(errors: &mut FieldErrors, text: &str) -> Option<i64> {
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    text.parse::<i64>().map_or_else(
+        |_| {
+            errors.add(
+                "advance_notice_minutes",
+                "must be a number of minutes, such as 60",
+            );
+            None
+        },
+        Some,
+    )
 }
 
 /// A cap in dollars as typed: a `$` and thousands separators allowed. Empty is no cap.
@@ -219,6 +245,7 @@ async fn settings_page(
             target => form.target.clone(),
             monthly_spend_cap => form.monthly_spend_cap.clone(),
             low_balance_email => form.low_balance_email.is_some(),
+            advance_notice_minutes => form.advance_notice_minutes.clone(),
             low_balance_line => credits(state.config.low_balance_warning()),
             time_zone => account.time_zone.name(),
             cap_bounds => context! { min => Cents(MIN_CAP_CENTS).to_string(), max => Cents(MAX_CAP_CENTS).to_string() },
@@ -232,4 +259,24 @@ async fn settings_page(
         }
     };
     Ok(state.pages.render(status, "auto_topup.html", ctx))
+}
+
+/// Cancels the automatic charge announced to the customer, from the overview's button.
+pub async fn cancel_announced(
+    State(state): State<AppState>,
+    customer: Customer,
+    PageForm(form): PageForm<TokenForm>,
+) -> PageResult<Response> {
+    customer.check_form(&form.csrf)?;
+    // A second press finds nothing announced: the overview shows where things stand.
+    state
+        .db
+        .cancel_announced(
+            customer.account_id(),
+            &customer.actor(),
+            state.clock.now_ms(),
+            state.config.auto_topup.window_ms(),
+        )
+        .await?;
+    Ok(Redirect::to("/billing?cancelled=1").into_response())
 }
