@@ -302,25 +302,15 @@ impl_for_connections!(SpendCapWrites {
         .bind(month.ends_at)
         .execute(&mut *self)
         .await?;
-        self.record_decision(&decision_row(account, decision, None, terms.at))
-            .await?;
-        let notice = NewNotice {
-            envelope: Envelope::to_owner(
-                format!("spend_cap:{}:{}:spend_cap_reached", account.id, terms.at),
-                &account.id,
-                terms.email,
-                terms.at,
-            ),
-            notice: Notice::SpendCapReached(CapFacts {
-                cap,
-                spent,
-                charge,
-                until: month.ends_at,
-                time_zone: account.time_zone.name().to_owned(),
-                at: terms.at,
-            }),
-        };
-        self.queue_notice(&notice, QueueWhen::Always).await?;
+        let notice = Notice::SpendCapReached(CapFacts {
+            cap,
+            spent,
+            charge,
+            until: month.ends_at,
+            time_zone: account.time_zone.name().to_owned(),
+            at: terms.at,
+        });
+        self.decide_and_tell(account, decision, notice, terms).await?;
         Ok(Some(decision))
     }
 });
@@ -359,20 +349,45 @@ impl_for_connections!(AnnounceWrites {
             amount: charge.amount,
             at,
         };
+        let notice = Notice::TopupAnnounced(Announcement {
+            credits: Millicredits::whole(charge.credits),
+            amount: charge.amount,
+            at,
+        });
+        self.decide_and_tell(account, decision, notice, terms).await
+    }
+});
+
+trait DecisionNotices {
+    /// Records a scan's decision not to charge now, and tells the customer why, in this
+    /// transaction. The decision's moment names the notice's cause: one a claim.
+    async fn decide_and_tell(
+        &mut self,
+        account: &Account,
+        decision: Decision,
+        notice: Notice,
+        terms: &ClaimTerms<'_>,
+    ) -> Result<(), DbError>;
+}
+
+impl_for_connections!(DecisionNotices {
+    async fn decide_and_tell(
+        &mut self,
+        account: &Account,
+        decision: Decision,
+        notice: Notice,
+        terms: &ClaimTerms<'_>,
+    ) -> Result<(), DbError> {
         self.record_decision(&decision_row(account, decision, None, terms.at))
             .await?;
         let notice = NewNotice {
             envelope: Envelope::to_owner(
-                format!("announce:{}:{}:topup_announced", account.id, terms.at),
+                format!("decision:{}:{}:{}", account.id, terms.at, notice.kind()),
                 &account.id,
                 terms.email,
                 terms.at,
             ),
-            notice: Notice::TopupAnnounced(Announcement {
-                credits: Millicredits::whole(charge.credits),
-                amount: charge.amount,
-                at,
-            }),
+            notice,
         };
         self.queue_notice(&notice, QueueWhen::Always).await?;
         Ok(())

@@ -103,7 +103,7 @@ pub struct AutoTopupView {
     last_topup: Option<TopupView>,
     /// The card automatic top-ups charge, and whether it will work at the next likely
     /// top-up.
-    card: CardView,
+    card: ChargedCardView,
     /// The monthly spend cap and this month's automatic top-ups; null without a cap.
     spend_cap: Option<SpendCapView>,
     /// The IANA time zone whose calendar months the cap counts.
@@ -131,7 +131,7 @@ pub struct AnnouncedView {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct CardView {
+pub struct ChargedCardView {
     /// `ok`, `expired`, `expires_before_next_top_up` or `missing` (no card to charge).
     health: Health,
     payment_method_id: Option<String>,
@@ -144,7 +144,7 @@ pub struct CardView {
     next_top_up_likely_at: Option<String>,
 }
 
-impl From<CardReport> for CardView {
+impl From<CardReport> for ChargedCardView {
     fn from(report: CardReport) -> Self {
         let card = report.card;
         Self {
@@ -280,7 +280,8 @@ async fn settings(
 #[derive(Debug, Serialize, ToSchema)]
 pub struct LoggedDecisionView {
     /// What the scan decided: `charged`, `due`, `not_enabled`, `paused`, `in_progress`,
-    /// `above_threshold` or `rate_limited`.
+    /// `above_threshold`, `rate_limited`, `spend_cap_reached` (and paused for it) or
+    /// `announced` (the charge told to the customer first).
     decision: String,
     /// The same in words, with the figures it was taken on.
     reason: String,
