@@ -203,6 +203,7 @@ async fn batched_ceiling(db: &Db) -> Samples {
                         quote: "{}".into(),
                         cost: Millicredits(DEBIT),
                         at: 0,
+                        low_line: Millicredits(0),
                     })
                     .collect();
                 async move {

@@ -21,7 +21,7 @@ use crate::{
     config::{Config, ProviderKind},
     db::{Db, group_commit::Writers},
     http,
-    jobs::{self, notice_sender::NoticeSender},
+    jobs::{self, notice_sender::NoticeSender, webhook_sender::WebhookSender},
     metering::Metering,
     notices::{mailer::Mailer, outbox::Outbox, templates::Letterhead},
     payments::{
@@ -211,7 +211,12 @@ impl App {
         Ok(Self {
             state: AppState {
                 accounts: Accounts::new(db.clone(), clock.clone(), config.email.clone()),
-                metering: Metering::new(db.clone(), clock.clone(), &writers),
+                metering: Metering::new(
+                    db.clone(),
+                    clock.clone(),
+                    &writers,
+                    config.low_balance_warning(),
+                ),
                 outbox: Outbox::new(db.clone(), clock.clone()),
                 db,
                 catalogue: Arc::new(catalogue),
@@ -315,6 +320,13 @@ impl App {
                 state.letterhead.as_ref().clone(),
             );
             jobs.spawn(sender.run(cancel.child_token()));
+            let webhooks = WebhookSender::new(
+                state.db.clone(),
+                state.clock.clone(),
+                state.config.webhooks.clone(),
+                Arc::new(state.config.email.clone()),
+            );
+            jobs.spawn(webhooks.run(cancel.child_token()));
         }
         let auto = &state.config.auto_topup;
         let mut scheduler = None;

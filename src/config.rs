@@ -37,6 +37,7 @@ pub struct Config {
     pub payments: PaymentsConfig,
     pub auto_topup: AutoTopupConfig,
     pub email: EmailConfig,
+    pub webhooks: WebhooksConfig,
     pub billing_page: BillingPageConfig,
     pub console: ConsoleConfig,
     pub log: LogConfig,
@@ -259,6 +260,14 @@ pub struct ConsoleConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct WebhooksConfig {
+    pub poll_interval_ms: u64,
+    pub batch_size: u32,
+    pub timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LogConfig {
     pub format: LogFormat,
     pub filter: String,
@@ -392,6 +401,7 @@ impl Config {
         self.validate_auto_topup()?;
         self.validate_billing_page()?;
         self.validate_console()?;
+        self.validate_webhooks()?;
         self.validate_email()
     }
 
@@ -630,6 +640,26 @@ impl Config {
                 "payments.packages",
                 "each package must cost between min_topup_cents and max_topup_cents",
             );
+        }
+        Ok(())
+    }
+
+    fn validate_webhooks(&self) -> Result<(), ConfigError> {
+        let invalid = |key, problem: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                problem: problem.to_owned(),
+            })
+        };
+        let webhooks = &self.webhooks;
+        if webhooks.poll_interval_ms < 10 {
+            return invalid("webhooks.poll_interval_ms", "must be at least 10");
+        }
+        if !(1..=1000).contains(&webhooks.batch_size) {
+            return invalid("webhooks.batch_size", "must be between 1 and 1000");
+        }
+        if !(1..=60).contains(&webhooks.timeout_secs) {
+            return invalid("webhooks.timeout_secs", "must be between 1 and 60");
         }
         Ok(())
     }

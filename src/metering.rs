@@ -11,7 +11,10 @@ use crate::{
         group_commit::{GroupCommit, Writers},
         usage::{DebitOutcome, NewUsage, RefundOutcome},
     },
-    domain::pricing::{PriceRequest, Quote},
+    domain::{
+        credits::Millicredits,
+        pricing::{PriceRequest, Quote},
+    },
     metrics::UsageOutcome,
 };
 
@@ -21,15 +24,18 @@ pub struct Metering {
     /// Debits, committed together when they arrive together.
     debits: GroupCommit<NewUsage>,
     clock: Arc<dyn Clock>,
+    /// The configured low-balance line, below which a debit tells the host.
+    low_line: Millicredits,
 }
 
 impl Metering {
     /// Starts the debit writers on `writers`, so it must run inside the runtime.
-    pub fn new(db: Db, clock: Arc<dyn Clock>, writers: &Writers) -> Self {
+    pub fn new(db: Db, clock: Arc<dyn Clock>, writers: &Writers, low_line: Millicredits) -> Self {
         Self {
             debits: GroupCommit::start(db.clone(), writers),
             db,
             clock,
+            low_line,
         }
     }
 
@@ -53,6 +59,7 @@ impl Metering {
                 quote: serde_json::to_string(quote).expect("a quote serializes to JSON"),
                 cost: quote.total,
                 at: self.clock.now_ms(),
+                low_line: self.low_line,
             })
             .await?;
         crate::metrics::usage(match &outcome {

@@ -66,7 +66,7 @@ label_values! {
 }
 
 label_values! {
-    /// How one delivery attempt of a notice ended.
+    /// How one delivery attempt of a notice or a webhook ended.
     pub enum Delivery {
         Sent => "sent",
         Retried => "retried",
@@ -144,6 +144,10 @@ const COUNTERS: &[(&str, &str)] = &[
     (
         "topupd_notice_deliveries_total",
         "Notice delivery attempts, by outcome (sent, retried, failed).",
+    ),
+    (
+        "topupd_webhook_deliveries_total",
+        "Tries of webhook deliveries to the host, by outcome (sent, retried, failed: out of tries, endpoint disabled).",
     ),
     (
         "topupd_webhook_events_dead_total",
@@ -270,6 +274,7 @@ fn register_known_series() {
     }
     for outcome in Delivery::ALL {
         counter!("topupd_notice_deliveries_total", "outcome" => outcome.as_str()).increment(0);
+        counter!("topupd_webhook_deliveries_total", "outcome" => outcome.as_str()).increment(0);
     }
     for outcome in UsageOutcome::ALL {
         counter!("topupd_usage_requests_total", "outcome" => outcome.as_str()).increment(0);
@@ -370,6 +375,10 @@ pub fn webhook_event_dead() {
 
 pub fn notice_delivery(outcome: Delivery) {
     counter!("topupd_notice_deliveries_total", "outcome" => outcome.as_str()).increment(1);
+}
+
+pub fn webhook_delivery(outcome: Delivery) {
+    counter!("topupd_webhook_deliveries_total", "outcome" => outcome.as_str()).increment(1);
 }
 
 pub fn usage(outcome: UsageOutcome) {

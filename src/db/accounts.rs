@@ -9,6 +9,7 @@ use super::{
     audit::{Actor, AuditWrites},
     impl_for_connections, is_unique_violation, new_id,
     notices::{Envelope, NewNotice, NoticeWrites, QueueWhen},
+    webhook_outbox::EventWrites,
     with_pool,
 };
 use crate::{
@@ -19,8 +20,9 @@ use crate::{
         auto_topup::{Charge, PauseChange, PauseReason, PlannedCharge},
         credits::Millicredits,
         money::Cents,
-        notice::{LowBalanceFacts, Notice},
+        notice::{LowBalanceFacts, Notice, ResumedBy},
         spend_cap::parse_time_zone,
+        webhook::{self, EventType},
     },
 };
 
@@ -72,6 +74,13 @@ impl_for_connections!(PauseWrites {
             query = query.bind(reason.as_str()).bind(code).bind(at);
         }
         let changed = query.execute(&mut *self).await?.rows_affected() == 1;
+        if changed {
+            let event = match reason {
+                Some(&reason) => (EventType::AutoTopupPaused, webhook::paused(reason, code, None, at)),
+                None => (EventType::AutoTopupResumed, webhook::resumed(ResumedBy::Payment.as_str(), at)),
+            };
+            self.emit_event(event.0, account_id, event.1, at).await?;
+        }
         Ok(changed && *change == PauseChange::Resume)
     }
 });

@@ -11,6 +11,7 @@ use super::{
     audit::{Actor, AuditWrites},
     impl_for_connections, is_unique_violation,
     notices::{Envelope, NewNotice, NoticeWrites, QueueWhen},
+    webhook_outbox::EventWrites,
     with_pool,
 };
 use crate::{
@@ -30,6 +31,7 @@ use crate::{
             SettingsChange,
         },
         spend_cap,
+        webhook::{self, EventType},
     },
 };
 
@@ -291,7 +293,7 @@ impl_for_connections!(SpendCapWrites {
             cap,
             until: month.ends_at,
         };
-        sqlx::query(
+        let paused = sqlx::query(
             "UPDATE accounts SET auto_topup_paused_reason = $2, auto_topup_paused_code = NULL, \
              auto_topup_paused_at = $3, auto_topup_paused_until = $4 \
              WHERE id = $1 AND auto_topup_paused_reason IS NULL",
@@ -301,7 +303,19 @@ impl_for_connections!(SpendCapWrites {
         .bind(terms.at)
         .bind(month.ends_at)
         .execute(&mut *self)
-        .await?;
+        .await?
+        .rows_affected()
+            == 1;
+        if paused {
+            let data = webhook::paused(
+            PauseReason::SpendCapReached,
+            None,
+            Some(month.ends_at),
+                terms.at,
+            );
+            self.emit_event(EventType::AutoTopupPaused, &account.id, data, terms.at)
+                .await?;
+        }
         let notice = Notice::SpendCapReached(CapFacts {
             cap,
             spent,
@@ -597,6 +611,9 @@ impl Db {
                     .bind(account_id)
                     .bind(PauseReason::SpendCapReached.as_str())
                     .execute(&mut *tx)
+                    .await?;
+                let resumed = webhook::resumed("customer", at);
+                tx.emit_event(EventType::AutoTopupResumed, account_id, resumed, at)
                     .await?;
             }
             let account: AccountRow = sqlx::query_as(&sql)
@@ -1051,6 +1068,9 @@ impl Db {
                 .await?;
             let mut queued = 0;
             for account_id in &lifted {
+                let resumed = webhook::resumed(ResumedBy::NewMonth.as_str(), now);
+                tx.emit_event(EventType::AutoTopupResumed, account_id, resumed, now)
+                    .await?;
                 let detail = json!({ "paused_reason": PauseReason::SpendCapReached.as_str(), "note": "a new month began" });
                 tx.audit(
                     &Actor::schedule(),
@@ -1129,6 +1149,9 @@ impl Db {
             if cleared == 0 {
                 return Ok(None);
             }
+            let resumed = webhook::resumed(ResumedBy::Support.as_str(), at);
+            tx.emit_event(EventType::AutoTopupResumed, account_id, resumed, at)
+                .await?;
             let detail = json!({
                 "note": note,
                 "paused_reason": pause.reason.as_str(),

@@ -21,6 +21,8 @@ pub mod reversals;
 pub mod sampling;
 mod schema;
 pub mod usage;
+pub mod webhook_endpoints;
+pub mod webhook_outbox;
 pub mod webhooks;
 
 use std::{path::Path, str::FromStr, time::Duration};

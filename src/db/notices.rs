@@ -6,9 +6,15 @@ use serde_json::json;
 use super::{
     BeginWrite, Db, DbError, Page, PageRequest, Paged,
     audit::{Actor, AuditWrites},
-    impl_for_connections, with_pool,
+    impl_for_connections,
+    webhook_outbox::EventWrites,
+    with_pool,
 };
-use crate::{clock::Millis, config::EmailConfig, domain::notice::Notice};
+use crate::{
+    clock::Millis,
+    config::EmailConfig,
+    domain::{notice::Notice, webhook},
+};
 
 /// Where a notice stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, utoipa::ToSchema)]
@@ -234,7 +240,15 @@ impl_for_connections!(NoticeWrites {
         .bind(envelope.staff.as_ref().map(|(_, name)| name))
         .execute(&mut *self)
         .await?;
-        Ok(inserted.rows_affected() == 1)
+        let queued = inserted.rows_affected() == 1;
+        if queued {
+            // What the customer is told, the host hears, from the same transaction.
+            for (event, data) in webhook::events_of(&notice.notice) {
+                self.emit_event(event, &envelope.account_id, data, envelope.at)
+                    .await?;
+            }
+        }
+        Ok(queued)
     }
 });
 

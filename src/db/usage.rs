@@ -9,9 +9,17 @@ use super::{
     group_commit::{Batched, distinct_keys, lock_in_key_order},
     impl_for_connections,
     ledger::{DebitBatch, EntryKind, LedgerEntry, LedgerWrites, PostRefusal, Posting, debit_batch},
-    new_id, with_pool,
+    new_id,
+    webhook_outbox::EventWrites,
+    with_pool,
 };
-use crate::{clock::Millis, domain::credits::Millicredits};
+use crate::{
+    clock::Millis,
+    domain::{
+        credits::Millicredits,
+        webhook::{self, EventType},
+    },
+};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct UsageRecord {
@@ -47,6 +55,9 @@ pub struct NewUsage {
     pub quote: String,
     pub cost: Millicredits,
     pub at: Millis,
+    /// The configured low-balance line: below it (or below the auto top-up threshold, if
+    /// auto top-up is on and that is higher) the host hears `balance.low`.
+    pub low_line: Millicredits,
 }
 
 #[derive(Debug)]
@@ -147,7 +158,20 @@ impl_for_connections!(UsageWrites {
             at: usage.at,
         };
         let refusal = match self.post(&posting).await? {
-            Ok(_) => return Ok(DebitOutcome::Debited(record)),
+            Ok(entry) => {
+                let line: Option<i64> = sqlx::query_scalar(&format!(
+                    "SELECT {LINE} FROM accounts WHERE id = $1 AND {ANY_ENDPOINT}"
+                ))
+                .bind(&usage.account_id)
+                .bind(usage.low_line.0)
+                .fetch_optional(&mut *self)
+                .await?;
+                if let Some(line) = line {
+                    self.report_if_low(usage, entry.balance_after, Millicredits(line))
+                        .await?;
+                }
+                return Ok(DebitOutcome::Debited(record));
+            }
             Err(refusal) => refusal,
         };
         sqlx::query("DELETE FROM usage_events WHERE id = $1")
@@ -155,9 +179,78 @@ impl_for_connections!(UsageWrites {
             .execute(&mut *self)
             .await?;
         Ok(match refusal {
-            PostRefusal::Insufficient { available } => DebitOutcome::Insufficient { available },
+            PostRefusal::Insufficient { available } => {
+                self.report_depleted(usage, available).await?;
+                DebitOutcome::Insufficient { available }
+            }
             PostRefusal::AccountNotFound => DebitOutcome::AccountNotFound,
         })
+    }
+});
+
+/// The account's low-balance line (`$2` is the configured one), as SQL.
+const LINE: &str = "CASE WHEN auto_topup_enabled AND auto_topup_threshold > $2 \
+                    THEN auto_topup_threshold ELSE $2 END";
+
+/// Whether any endpoint might want a balance event, as SQL: without one, the checks stop
+/// at this.
+const ANY_ENDPOINT: &str = "EXISTS (SELECT 1 FROM webhook_endpoints WHERE enabled)";
+
+/// Telling the host what a debit did to the balance, in the debit's transaction.
+trait BalanceEvents {
+    /// `balance.low` if debiting `usage` took the balance to `after`, below `line`.
+    async fn report_if_low(
+        &mut self,
+        usage: &NewUsage,
+        after: Millicredits,
+        line: Millicredits,
+    ) -> Result<(), sqlx::Error>;
+
+    /// `balance.depleted` for a debit refused for want of credits, unless that was
+    /// reported since the balance last changed.
+    async fn report_depleted(
+        &mut self,
+        usage: &NewUsage,
+        available: Millicredits,
+    ) -> Result<(), sqlx::Error>;
+}
+
+impl_for_connections!(BalanceEvents {
+    async fn report_if_low(
+        &mut self,
+        usage: &NewUsage,
+        after: Millicredits,
+        line: Millicredits,
+    ) -> Result<(), sqlx::Error> {
+        let before = Millicredits(after.0.saturating_add(usage.cost.0));
+        if webhook::fell_below(before, after, line) {
+            let data = json!({ "balance": after, "line": line, "at": usage.at });
+            self.emit_event(EventType::BalanceLow, &usage.account_id, data, usage.at)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn report_depleted(
+        &mut self,
+        usage: &NewUsage,
+        available: Millicredits,
+    ) -> Result<(), sqlx::Error> {
+        let untold: bool = sqlx::query_scalar(&format!(
+            "SELECT {ANY_ENDPOINT} AND NOT EXISTS (SELECT 1 FROM webhook_messages m \
+             WHERE m.account_id = $1 AND m.event_type = $2 AND m.created_at >= COALESCE( \
+             (SELECT created_at FROM ledger_entries WHERE account_id = $1 ORDER BY id DESC LIMIT 1), 0))"
+        ))
+        .bind(&usage.account_id)
+        .bind(EventType::BalanceDepleted.as_str())
+        .fetch_one(&mut *self)
+        .await?;
+        if untold {
+            let data = json!({ "balance": available, "required": usage.cost, "at": usage.at });
+            self.emit_event(EventType::BalanceDepleted, &usage.account_id, data, usage.at)
+                .await?;
+        }
+        Ok(())
     }
 });
 
@@ -313,10 +406,25 @@ async fn debit_in_one_statement(
             .collect(),
     };
     let mut debited: Vec<UsageRecord> = debit_batch(&mut tx, batch, COLUMNS).await?;
+    // One look for the whole batch (its usages carry the same configured line): the
+    // balances and lines of its accounts, if any endpoint might want to hear of them.
+    let lines: Vec<(String, i64, i64)> = sqlx::query_as(&format!(
+        "SELECT id, balance, {LINE} FROM accounts WHERE id = ANY($1) AND {ANY_ENDPOINT}"
+    ))
+    .bind(&accounts)
+    .bind(usages.first().map_or(0, |u| u.low_line.0))
+    .fetch_all(&mut *tx)
+    .await?;
     let mut outcomes = Vec::with_capacity(usages.len());
     for (usage, id) in usages.iter().zip(&ids) {
         let outcome = match debited.iter().position(|record| &record.id == id) {
-            Some(at) => DebitOutcome::Debited(debited.swap_remove(at)),
+            Some(at) => {
+                if let Some((_, after, line)) = lines.iter().find(|l| l.0 == usage.account_id) {
+                    tx.report_if_low(usage, Millicredits(*after), Millicredits(*line))
+                        .await?;
+                }
+                DebitOutcome::Debited(debited.swap_remove(at))
+            }
             None => not_debited(&mut tx, usage).await?,
         };
         outcomes.push(outcome);
@@ -341,9 +449,11 @@ async fn not_debited(
         .fetch_optional(&mut **tx)
         .await?;
     Ok(match balance {
-        Some(available) => DebitOutcome::Insufficient {
-            available: Millicredits(available),
-        },
+        Some(available) => {
+            let available = Millicredits(available);
+            tx.report_depleted(usage, available).await?;
+            DebitOutcome::Insufficient { available }
+        }
         None => DebitOutcome::AccountNotFound,
     })
 }

@@ -18,3 +18,4 @@ pub mod schedule;
 pub mod settlement;
 pub mod spend_cap;
 pub mod validation;
+pub mod webhook;

@@ -34,6 +34,8 @@ pub enum Notice {
     DisputeOpened(DisputeFacts),
     /// To support: a dispute closed, and what became of its credits.
     DisputeClosed(DisputeFacts),
+    /// To support: a webhook endpoint ran out of tries for a delivery and was disabled.
+    WebhookEndpointDisabled(EndpointFailure),
 }
 
 /// Who a notice is for.
@@ -140,6 +142,19 @@ pub struct CapFacts {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EndpointFailure {
+    pub endpoint_id: String,
+    pub url: String,
+    /// The event whose delivery failed, and its message id.
+    pub event_type: String,
+    pub message_id: String,
+    pub attempts: i64,
+    /// The last try's error, or the status the endpoint answered.
+    pub last_error: String,
+    pub at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DisputeFacts {
     pub dispute_id: String,
     pub account_id: String,
@@ -239,10 +254,11 @@ pub enum NoticeKind {
     CreditsRefunded,
     DisputeOpened,
     DisputeClosed,
+    WebhookEndpointDisabled,
 }
 
 impl NoticeKind {
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 13] = [
         Self::TopupReceipt,
         Self::TopupAnnounced,
         Self::PaymentFailed,
@@ -255,6 +271,7 @@ impl NoticeKind {
         Self::CreditsRefunded,
         Self::DisputeOpened,
         Self::DisputeClosed,
+        Self::WebhookEndpointDisabled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -271,6 +288,7 @@ impl NoticeKind {
             Self::CreditsRefunded => "credits_refunded",
             Self::DisputeOpened => "dispute_opened",
             Self::DisputeClosed => "dispute_closed",
+            Self::WebhookEndpointDisabled => "webhook_endpoint_disabled",
         }
     }
 }
@@ -290,13 +308,16 @@ impl Notice {
             Self::CreditsRefunded(_) => NoticeKind::CreditsRefunded,
             Self::DisputeOpened(_) => NoticeKind::DisputeOpened,
             Self::DisputeClosed(_) => NoticeKind::DisputeClosed,
+            Self::WebhookEndpointDisabled(_) => NoticeKind::WebhookEndpointDisabled,
         };
         kind.as_str()
     }
 
     pub fn audience(&self) -> Audience {
         match self {
-            Self::DisputeOpened(_) | Self::DisputeClosed(_) => Audience::Support,
+            Self::DisputeOpened(_) | Self::DisputeClosed(_) | Self::WebhookEndpointDisabled(_) => {
+                Audience::Support
+            }
             _ => Audience::Customer,
         }
     }

@@ -23,6 +23,7 @@ pub mod state;
 pub mod topups;
 pub mod usage;
 pub mod views;
+pub mod webhook_endpoints;
 pub mod webhook_events;
 pub mod webhooks;
 
@@ -65,6 +66,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(portal_sessions::router())
         .merge(webhooks::router())
         .merge(webhook_events::router())
+        .merge(webhook_endpoints::router())
 }
 
 pub fn router(state: AppState) -> Router {

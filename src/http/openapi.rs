@@ -42,6 +42,7 @@ const API_KEY: &str = "api_key";
         (name = "admin", description = "Accounts, keys, adjustments and the audit log, for staff"),
         (name = "notices", description = "The email outbox, for support"),
         (name = "webhooks", description = "The payment provider's events, and support's view of those that failed"),
+        (name = "host webhooks", description = "Endpoints of the host's that topupd sends its events to, signed as Standard Webhooks, and their deliveries"),
         (name = "health", description = "Probes"),
     )
 )]

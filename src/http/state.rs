@@ -47,7 +47,7 @@ pub struct Roles {
     pub api: bool,
     /// The scan schedule, the reconciler and the webhook processor.
     pub scheduler: bool,
-    /// The notice sender.
+    /// The notice sender and the webhook sender.
     pub notices: bool,
 }
 

@@ -10,6 +10,7 @@ pub mod provider_checker;
 pub mod reconciler;
 pub mod scheduler;
 pub mod webhook_processor;
+pub mod webhook_sender;
 
 use std::{future::Future, time::Duration};
 

@@ -9,8 +9,8 @@ use crate::{
         credits::Millicredits,
         notice::{
             Announcement, AuthenticationRequest, CapFacts, CardFacts, CardRisk, ChangedBy,
-            DisputeFacts, LowBalanceFacts, Notice, PaymentFailure, Receipt, RefundFacts, ResumedBy,
-            Resumption, SettingsChange, Trigger,
+            DisputeFacts, EndpointFailure, LowBalanceFacts, Notice, PaymentFailure, Receipt,
+            RefundFacts, ResumedBy, Resumption, SettingsChange, Trigger,
         },
     },
     portal::links::{COMPLETE_PATH, EmailLinks},
@@ -87,6 +87,7 @@ pub fn render(notice: &Notice, name: &str, head: &Letterhead) -> Rendered {
         Notice::CreditsRefunded(r) => refunded(r, head),
         Notice::DisputeOpened(d) => dispute_opened(d),
         Notice::DisputeClosed(d) => dispute_closed(d),
+        Notice::WebhookEndpointDisabled(f) => endpoint_disabled(f),
     };
     Rendered {
         text: text(&letter, name, head),
@@ -456,6 +457,25 @@ fn dispute_closed(d: &DisputeFacts) -> Letter {
                 "{outcome} Automatic top-ups of the account stay paused until support resumes them."
             )),
             dispute_facts(d),
+        ],
+    }
+}
+
+fn endpoint_disabled(f: &EndpointFailure) -> Letter {
+    Letter {
+        subject: format!("Webhook endpoint disabled: {}", f.url),
+        paragraphs: vec![
+            Paragraph::Text(format!(
+                "The host's webhook endpoint at {} did not accept a delivery after {} tries over more than a day, so it is disabled: it receives no events until it is enabled again (PATCH /v1/admin/webhook-endpoints/{} with \"enabled\": true). Its deliveries still waiting go out once it is; the failed one can be replayed.",
+                f.url, f.attempts, f.endpoint_id
+            )),
+            Paragraph::Facts(vec![
+                ("Endpoint", f.endpoint_id.clone()),
+                ("Event", f.event_type.clone()),
+                ("Message", f.message_id.clone()),
+                ("Last error", f.last_error.clone()),
+                ("Date", long_date(f.at)),
+            ]),
         ],
     }
 }

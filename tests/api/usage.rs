@@ -292,6 +292,7 @@ async fn debits_committed_together_keep_their_own_outcomes() {
             quote: "{}".into(),
             cost: Millicredits(5_000),
             at: 0,
+            low_line: Millicredits(0),
         };
         let batch = [
             usage(&funded, "r1"),
