@@ -291,6 +291,13 @@ impl_for_connections!(SettleWrites {
                 outcome.queued.push(receipt.notice.kind());
             }
         }
+        // What happened is queued before what it did to the pause, so the host hears a
+        // decline before the pause it causes.
+        for notice in &write.notices {
+            if self.queue_notice(notice, QueueWhen::Always).await? {
+                outcome.queued.push(notice.notice.kind());
+            }
+        }
         outcome.resumed = self
             .change_pause(
                 &moved.account_id,
@@ -299,14 +306,11 @@ impl_for_connections!(SettleWrites {
                 moved.updated_at,
             )
             .await?;
-        let resumed = if outcome.resumed {
-            write.notices_if_resumed.as_slice()
-        } else {
-            &[]
-        };
-        for notice in write.notices.iter().chain(resumed) {
-            if self.queue_notice(notice, QueueWhen::Always).await? {
-                outcome.queued.push(notice.notice.kind());
+        if outcome.resumed {
+            for notice in &write.notices_if_resumed {
+                if self.queue_notice(notice, QueueWhen::Always).await? {
+                    outcome.queued.push(notice.notice.kind());
+                }
             }
         }
         Ok(Some(outcome))

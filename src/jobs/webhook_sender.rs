@@ -205,12 +205,14 @@ impl WebhookSender {
         Ok(response.status())
     }
 
-    /// Runs rounds until `cancel` fires.
+    /// Runs rounds until `cancel` fires. A round that delivered something goes on at
+    /// once: the next delivery of that endpoint and account may be waiting behind it.
     pub async fn run(self, cancel: CancellationToken) {
         let poll = Duration::from_millis(self.config.poll_interval_ms);
         let full = self.config.batch_size as usize;
         super::repeat("webhook sender", poll, cancel.clone(), || async {
-            Ok(self.run_once(&cancel).await?.claimed == full)
+            let report = self.run_once(&cancel).await?;
+            Ok(report.claimed == full || report.delivered > 0)
         })
         .await;
     }

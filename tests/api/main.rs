@@ -12,6 +12,7 @@ mod cli;
 mod console;
 mod directory;
 mod helpers;
+mod host_webhooks;
 mod notices;
 mod openapi;
 mod ops;
