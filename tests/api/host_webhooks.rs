@@ -23,11 +23,14 @@ use topupd::jobs::webhook_sender::{DeliveryReport, WebhookSender};
 
 use crate::helpers::{TestApp, backends, each_backend};
 
+/// What a host's endpoint received: each request's headers and body.
+type Received = Arc<Mutex<Vec<(HeaderMap, Value)>>>;
+
 /// A host's endpoint on loopback: keeps what it receives and answers `status`.
 #[derive(Clone)]
 struct Host {
     url: String,
-    received: Arc<Mutex<Vec<(HeaderMap, Value)>>>,
+    received: Received,
     status: Arc<AtomicU16>,
 }
 
@@ -40,10 +43,7 @@ impl Host {
             .route(
                 "/hooks",
                 post(
-                    async |State((received, status)): State<(
-                        Arc<Mutex<Vec<(HeaderMap, Value)>>>,
-                        Arc<AtomicU16>,
-                    )>,
+                    async |State((received, status)): State<(Received, Arc<AtomicU16>)>,
                            headers: HeaderMap,
                            body: Bytes| {
                         let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
