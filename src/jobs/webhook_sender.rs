@@ -76,7 +76,7 @@ impl WebhookSender {
 
     /// A claim outlives the slowest answer an endpoint may give.
     fn lease_ms(&self) -> i64 {
-        i64::try_from((self.config.timeout_secs + 30) * 1000).unwrap_or(i64::MAX)
+        i64::try_from((self.config.timeout_secs + 15) * 1000).unwrap_or(i64::MAX)
     }
 
     /// One round: claim what is due and deliver it. Once `cancel` fires, claimed

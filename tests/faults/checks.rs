@@ -14,7 +14,7 @@ use topupd::{
     payments::stub::world::Charge,
 };
 
-use crate::smtp::Received;
+use crate::{smtp::Received, webhook_host::Arrival};
 
 /// Runs a read-only query on either backend.
 async fn fetch<T>(db: &Db, sql: &'static str) -> Vec<T>
@@ -37,6 +37,8 @@ pub struct Progress {
     pub open: i64,
     /// Notices still to be sent.
     pub unsent: i64,
+    /// Webhook deliveries not yet delivered.
+    pub undelivered: i64,
 }
 
 impl Progress {
@@ -44,7 +46,8 @@ impl Progress {
         const SQL: &str = "SELECT \
             (SELECT COUNT(DISTINCT account_id) FROM topup_attempts) AS attempted, \
             (SELECT COUNT(*) FROM topup_attempts WHERE state NOT IN ('succeeded', 'failed', 'canceled')) AS open, \
-            (SELECT COUNT(*) FROM notices WHERE state IN ('pending', 'sending')) AS unsent";
+            (SELECT COUNT(*) FROM notices WHERE state IN ('pending', 'sending')) AS unsent, \
+            (SELECT COUNT(*) FROM webhook_deliveries WHERE state <> 'delivered') AS undelivered";
         fetch(db, SQL).await.remove(0)
     }
 }
@@ -60,6 +63,13 @@ struct Attempt {
     credits: i64,
     amount_cents: i64,
     refunded_cents: i64,
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct Message {
+    seq: i64,
+    id: String,
+    account_id: String,
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -121,6 +131,17 @@ pub struct Verdict {
     pub unknown_messages: usize,
     /// How many resends the drill allows: one per kill inside a send, none without kills.
     pub resends_allowed: usize,
+    /// Webhook messages written (each for the drill's one endpoint).
+    pub webhooks: usize,
+    /// Messages the host never received.
+    pub webhooks_lost: usize,
+    /// Copies received beyond the first (at least once allows them).
+    pub webhooks_redelivered: usize,
+    /// Messages of an account that first arrived after a later one of the same account.
+    pub webhooks_out_of_order: usize,
+    pub webhooks_badly_signed: usize,
+    /// Deliveries received that no message accounts for (or of another account).
+    pub webhooks_unknown: usize,
     /// The first few findings, to start an investigation from.
     pub problems: Vec<String>,
 }
@@ -138,6 +159,11 @@ impl Verdict {
             && self.attempts_without_notice == 0
             && self.unknown_messages == 0
             && self.notices_resent <= self.resends_allowed
+            && self.webhooks > 0
+            && self.webhooks_lost == 0
+            && self.webhooks_out_of_order == 0
+            && self.webhooks_badly_signed == 0
+            && self.webhooks_unknown == 0
     }
 
     fn problem(&mut self, problem: String) {
@@ -154,6 +180,7 @@ impl Verdict {
         verify: (bool, String),
         received: &[Received],
         resends_allowed: usize,
+        arrivals: &[Arrival],
     ) -> Self {
         let mut verdict = Verdict {
             charges: charges.len(),
@@ -174,7 +201,64 @@ impl Verdict {
         verdict.check_money(&attempts, &credits, charges);
         verdict.check_reversals(db, &attempts, charges).await;
         verdict.check_notices(&attempts, &notices, received);
+        let messages: Vec<Message> =
+            fetch(db, "SELECT seq, id, account_id FROM webhook_messages").await;
+        verdict.check_webhooks(&messages, arrivals);
         verdict
+    }
+
+    /// Every message reached the host at least once, correctly signed, and each
+    /// account's messages first arrived in the order they were written.
+    fn check_webhooks(&mut self, messages: &[Message], arrivals: &[Arrival]) {
+        self.webhooks = messages.len();
+        let seq_of: BTreeMap<&str, (&str, i64)> = messages
+            .iter()
+            .map(|m| (m.id.as_str(), (m.account_id.as_str(), m.seq)))
+            .collect();
+        let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut last_of_account: BTreeMap<&str, i64> = BTreeMap::new();
+        for arrival in arrivals {
+            if !arrival.signed {
+                self.webhooks_badly_signed += 1;
+                self.problem(format!(
+                    "webhook {} arrived badly signed",
+                    arrival.message_id
+                ));
+            }
+            let Some(&(account, seq)) = seq_of.get(arrival.message_id.as_str()) else {
+                self.webhooks_unknown += 1;
+                self.problem(format!("webhook {} is no message's", arrival.message_id));
+                continue;
+            };
+            if arrival.account_id != account {
+                self.webhooks_unknown += 1;
+                self.problem(format!(
+                    "webhook {} names account {:?}, its message {account}",
+                    arrival.message_id, arrival.account_id
+                ));
+            }
+            let copies = seen.entry(arrival.message_id.as_str()).or_default();
+            *copies += 1;
+            if *copies > 1 {
+                self.webhooks_redelivered += 1;
+                continue;
+            }
+            let last = last_of_account.entry(account).or_insert(i64::MIN);
+            if seq < *last {
+                self.webhooks_out_of_order += 1;
+                self.problem(format!(
+                    "webhook {} of {account} arrived after a later one",
+                    arrival.message_id
+                ));
+            }
+            *last = (*last).max(seq);
+        }
+        for message in messages {
+            if !seen.contains_key(message.id.as_str()) {
+                self.webhooks_lost += 1;
+                self.problem(format!("webhook {} never reached the host", message.id));
+            }
+        }
     }
 
     /// Whether every refund and dispute the provider has is applied as it should be: the

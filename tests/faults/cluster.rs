@@ -331,6 +331,9 @@ impl ReplicaSettings<'_> {
             ("TOPUPD_EMAIL__RETRY_MAX_SECS", "2"),
             ("TOPUPD_EMAIL__MAX_ATTEMPTS", "100000"),
             ("TOPUPD_EMAIL__SMTP__TIMEOUT_SECS", "3"),
+            // A delivery claimed by a killed sender is taken up again 17 s later.
+            ("TOPUPD_WEBHOOKS__TIMEOUT_SECS", "2"),
+            ("TOPUPD_WEBHOOKS__POLL_INTERVAL_MS", "200"),
             ("TOPUPD_LOG__FORMAT", "human"),
         ];
         let mut env: Vec<(&'static str, String)> =

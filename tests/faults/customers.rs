@@ -61,6 +61,23 @@ impl Api {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// Adds the host's webhook endpoint for every event; its signing secret.
+    pub async fn add_webhook_endpoint(&self, base: &str, url: &str) -> String {
+        let (status, endpoint) = self
+            .call(
+                Method::POST,
+                format!("{base}/v1/admin/webhook-endpoints"),
+                json!({ "url": url, "events": ["*"], "description": "the drill's host" }),
+            )
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::CREATED,
+            "add webhook endpoint: {endpoint}"
+        );
+        endpoint["secret"].as_str().expect("secret").to_owned()
+    }
+
     /// Sets up one customer: an account and a saved default card.
     async fn open_account(&self, base: &str, index: usize, card: &'static str) -> String {
         let (status, account) = self

@@ -18,6 +18,7 @@ use crate::{
     reversals::Reverser,
     scenario::Scenario,
     smtp::SmtpSink,
+    webhook_host::WebhookHost,
 };
 
 /// How long a drill may take to come to rest after the damage, beyond a per-top-up share.
@@ -100,6 +101,16 @@ impl fmt::Display for Report {
             self.reversed.2,
             v.refunds_not_taken_back,
             v.disputes_unsettled
+        )?;
+        writeln!(
+            f,
+            "  webhooks: {} messages, {} lost, {} delivered again, {} out of order, {} badly signed, {} unknown",
+            v.webhooks,
+            v.webhooks_lost,
+            v.webhooks_redelivered,
+            v.webhooks_out_of_order,
+            v.webhooks_badly_signed,
+            v.webhooks_unknown
         )?;
         write!(
             f,
@@ -210,6 +221,11 @@ pub async fn run(scenario: &Scenario, seed: u64) -> Report {
     }
 
     let api = Api::new(admin);
+    let host = WebhookHost::start().await;
+    host.trust(
+        &api.add_webhook_endpoint(&replicas[0].url(), &host.url)
+            .await,
+    );
     let customers = open_accounts(&api, &replicas[0].url(), scenario.topups, &mut setup_rng).await;
     if scenario.provider_failure_rate > 0.0 || scenario.webhook_drop_rate > 0.0 {
         stub.set_faults(&provider_faults(scenario, setup_rng.random()))
@@ -244,7 +260,7 @@ pub async fn run(scenario: &Scenario, seed: u64) -> Report {
     }
 
     // Come to rest: every account attempted, every attempt settled (customers answering
-    // their 3-D Secure pages), every notice sent. An SMTP outage ends only once the money
+    // their 3-D Secure pages), every notice sent and every webhook delivered. An SMTP outage ends only once the money
     // is at rest, so every notice of the drill waited for it.
     let limit = REST_LIMIT + Duration::from_millis(50 * scenario.topups as u64);
     let topups = i64::try_from(scenario.topups).expect("a small count");
@@ -265,7 +281,8 @@ pub async fn run(scenario: &Scenario, seed: u64) -> Report {
         smtp.start().await;
     }
     wait_until(limit, Duration::from_millis(250), async || {
-        settled().await && Progress::read(&db).await.unsent == 0
+        let progress = Progress::read(&db).await;
+        settled().await && progress.unsent == 0 && progress.undelivered == 0
     })
     .await;
     // A send under way when the outbox looked empty lands in the next moment.
@@ -294,6 +311,7 @@ pub async fn run(scenario: &Scenario, seed: u64) -> Report {
         verify(&database).await,
         &smtp.received(),
         resends_allowed,
+        &host.arrivals(),
     )
     .await;
     db.close().await;

@@ -21,6 +21,7 @@ mod scenario;
 #[allow(dead_code)] // shared with the api suite, which uses all of it
 #[path = "../api/smtp.rs"]
 mod smtp;
+mod webhook_host;
 
 use std::{process::ExitCode, time::Instant};
 
