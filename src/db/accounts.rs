@@ -134,6 +134,7 @@ pub(crate) struct AccountRow {
     auto_topup_planned_at: Option<Millis>,
     auto_topup_planned_credits: Option<i64>,
     auto_topup_planned_cents: Option<i64>,
+    auto_topup_backup_cards: Option<String>,
     time_zone: String,
     closed_at: Option<Millis>,
     closed_reason: Option<String>,
@@ -143,6 +144,13 @@ impl TryFrom<AccountRow> for Account {
     type Error = DbError;
 
     fn try_from(row: AccountRow) -> Result<Self, DbError> {
+        let backup_cards = row
+            .auto_topup_backup_cards
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| DbError::Corrupt(format!("backup cards of {}: {e}", row.id)))?
+            .unwrap_or_default();
         let pause = match (row.auto_topup_paused_reason, row.auto_topup_paused_at) {
             (None, _) => None,
             (Some(reason), Some(since)) => Some(Pause {
@@ -191,6 +199,7 @@ impl TryFrom<AccountRow> for Account {
                 monthly_cap: row.auto_topup_monthly_cap_cents.map(Cents),
                 low_balance_email: row.low_balance_email,
                 notice_minutes: row.auto_topup_notice_minutes,
+                backup_cards,
                 planned: match (
                     row.auto_topup_planned_at,
                     row.auto_topup_planned_credits,
@@ -247,7 +256,8 @@ pub(crate) const COLUMNS: &str = "id, email, name, balance, provider_customer_id
     auto_topup_enabled_by, auto_topup_enabled_at, auto_topup_paused_reason, auto_topup_paused_code, \
     auto_topup_paused_at, auto_topup_window_ends_at, auto_topup_monthly_cap_cents, \
     auto_topup_paused_until, low_balance_email, auto_topup_notice_minutes, auto_topup_planned_at, \
-    auto_topup_planned_credits, auto_topup_planned_cents, time_zone, closed_at, closed_reason";
+    auto_topup_planned_credits, auto_topup_planned_cents, auto_topup_backup_cards, time_zone, \
+    closed_at, closed_reason";
 
 /// An account to open.
 #[derive(Debug, Clone, Copy)]

@@ -4,6 +4,7 @@
 use super::{
     BeginWrite, Db, DbError, Page, PageRequest, Paged,
     accounts::PauseWrites,
+    auto_topup::{DecisionRow, DecisionWrites},
     group_commit::{Batched, distinct_keys, lock_in_key_order},
     impl_for_connections, is_unique_violation,
     ledger::{LedgerWrites, Posting},
@@ -17,7 +18,7 @@ use crate::{
         auto_topup::PauseChange,
         credits::Millicredits,
         money::Cents,
-        settlement::Credit,
+        settlement::{Credit, backup_may_follow, next_backup},
     },
 };
 
@@ -222,6 +223,8 @@ impl Batched for SettleWrite {
 /// What a settling transaction did.
 #[derive(Debug, Default)]
 pub struct SettleOutcome {
+    /// The same top-up's next try, on a backup card, claimed to be charged now.
+    pub backup: Option<Attempt>,
     /// A pause was ended.
     pub resumed: bool,
     /// The kinds of the notices queued.
@@ -268,6 +271,13 @@ impl_for_connections!(SettleWrites {
             return Ok(None);
         }
         let mut outcome = SettleOutcome::default();
+        if backup_may_follow(moved) {
+            outcome.backup = self.try_backup(moved).await?;
+            if outcome.backup.is_some() {
+                // The same top-up goes on with another card: nothing to pause or tell yet.
+                return Ok(Some(outcome));
+            }
+        }
         if let Some((credit, receipt)) = &write.credit {
             let posting = Posting {
                 account_id: &moved.account_id,
@@ -314,6 +324,117 @@ impl_for_connections!(SettleWrites {
             }
         }
         Ok(Some(outcome))
+    }
+});
+
+/// The account's auto top-up as a declined automatic charge finds it.
+#[derive(sqlx::FromRow)]
+struct DeclineContext {
+    backups: Option<String>,
+    active: bool,
+    balance: i64,
+    threshold: Option<i64>,
+    target: Option<i64>,
+    /// The first attempt of the top-up.
+    root: String,
+}
+
+/// Following a declined automatic charge with the account's next backup card, in the
+/// settling transaction.
+trait BackupWrites {
+    /// Claims the top-up's try on the next backup card it has not tried, if auto top-up
+    /// is still on and unpaused, and records the decline in the decision history either
+    /// way; the new attempt, if any.
+    async fn try_backup(&mut self, declined: &Attempt) -> Result<Option<Attempt>, DbError>;
+}
+
+impl_for_connections!(BackupWrites {
+    async fn try_backup(&mut self, declined: &Attempt) -> Result<Option<Attempt>, DbError> {
+        const CONTEXT: &str = "SELECT a.auto_topup_backup_cards AS backups, \
+             (a.auto_topup_enabled AND a.auto_topup_paused_reason IS NULL AND a.closed_at IS NULL) AS active, \
+             a.balance, a.auto_topup_threshold AS threshold, a.auto_topup_target AS target, \
+             COALESCE(t.backup_of, t.id) AS root \
+             FROM accounts a JOIN topup_attempts t ON t.account_id = a.id WHERE t.id = $1";
+        const TRIED: &str = "SELECT payment_method_id FROM topup_attempts \
+             WHERE id = $1 OR backup_of = $1 ORDER BY seq";
+        const NEXT_SEQ: &str = "UPDATE accounts SET topup_seq = topup_seq + 1 \
+             WHERE id = $1 RETURNING topup_seq";
+        let context: DeclineContext = sqlx::query_as(CONTEXT)
+            .bind(&declined.id)
+            .fetch_one(&mut *self)
+            .await?;
+        let backups: Vec<String> = context
+            .backups
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| DbError::Corrupt(format!("backup cards of {}: {e}", declined.account_id)))?
+            .unwrap_or_default();
+        let tried: Vec<String> = sqlx::query_scalar(TRIED)
+            .bind(&context.root)
+            .fetch_all(&mut *self)
+            .await?;
+        let next = next_backup(&backups, &tried).filter(|_| context.active);
+        let code = declined.decline_code.as_deref().unwrap_or("card_declined");
+        let card = &declined.payment_method_id;
+        let mut backup = None;
+        let reason = match next {
+            Some(next) => {
+                let seq: i64 = sqlx::query_scalar(NEXT_SEQ)
+                    .bind(&declined.account_id)
+                    .fetch_one(&mut *self)
+                    .await?;
+                let row: AttemptRow = sqlx::query_as(&insert_sql())
+                    .bind(super::new_id("tpu"))
+                    .bind(&declined.account_id)
+                    .bind(seq)
+                    .bind(AttemptTrigger::Auto.as_str())
+                    .bind(format!("{}:backup:{next}", declined.idempotency_key))
+                    .bind(None::<String>)
+                    .bind(None::<String>)
+                    .bind(declined.credits.0)
+                    .bind(declined.amount.0)
+                    .bind(&declined.currency)
+                    .bind(next)
+                    .bind(&declined.customer_id)
+                    .bind(declined.updated_at)
+                    .fetch_one(&mut *self)
+                    .await?;
+                sqlx::query("UPDATE topup_attempts SET backup_of = $1 WHERE id = $2")
+                    .bind(&context.root)
+                    .bind(&row.id)
+                    .execute(&mut *self)
+                    .await?;
+                let attempt = Attempt::try_from(row)?;
+                let reason = format!(
+                    "card {card} declined ({code}); the same top-up of {} tries backup card {next}",
+                    declined.amount
+                );
+                backup = Some(attempt);
+                reason
+            }
+            None if tried.len() > 1 => format!(
+                "card {card} declined ({code}); no backup card left to try, so auto top-up is paused"
+            ),
+            None => format!("card {card} declined ({code}); auto top-up is paused"),
+        };
+        let decision = DecisionRow {
+            account_id: declined.account_id.clone(),
+            decision: "declined".to_owned(),
+            balance: context.balance,
+            threshold: context.threshold,
+            target: context.target,
+            next_eligible_at: None,
+            attempt_id: Some(
+                backup
+                    .as_ref()
+                    .map_or_else(|| declined.id.clone(), |a: &Attempt| a.id.clone()),
+            ),
+            decided_at: declined.updated_at,
+            reason,
+        };
+        self.record_decision(&decision).await?;
+        Ok(backup)
     }
 });
 
@@ -408,6 +529,21 @@ pub(crate) fn insert_sql() -> String {
 }
 
 impl Db {
+    /// The try on a backup card that the decline of `declined` claimed, still unstarted.
+    pub async fn backup_claimed_after(&self, declined: &str) -> Result<Option<Attempt>, DbError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM topup_attempts WHERE state = 'claimed' AND backup_of = \
+             (SELECT COALESCE(backup_of, id) FROM topup_attempts WHERE id = $1) \
+             ORDER BY seq DESC LIMIT 1"
+        );
+        maybe_attempt(with_pool!(self, |pool| {
+            sqlx::query_as(&sql)
+                .bind(declined)
+                .fetch_optional(pool)
+                .await?
+        }))
+    }
+
     /// Claims an attempt: at most one open per account, one per caller's key.
     pub async fn claim_attempt(&self, new: &NewAttempt<'_>) -> Result<Claim, DbError> {
         match self.try_claim_attempt(new).await {

@@ -51,6 +51,8 @@ pub struct SettingsUpdate {
     pub low_balance_email: Option<bool>,
     /// `None` keeps the notice; `Some(None)` asks for none.
     pub notice_minutes: Option<Option<i64>>,
+    /// `None` keeps the backup cards.
+    pub backup_cards: Option<Vec<String>>,
 }
 
 /// What every claim is made on: the window it opens, what a credit costs, the smallest
@@ -591,7 +593,8 @@ impl Db {
              auto_topup_target = COALESCE($5, auto_topup_target), \
              auto_topup_payment_method_id = $6, auto_topup_monthly_cap_cents = $7, \
              time_zone = $8, low_balance_email = COALESCE($10, low_balance_email), \
-             auto_topup_notice_minutes = $11 WHERE id = $9 RETURNING {}",
+             auto_topup_notice_minutes = $11, \
+             auto_topup_backup_cards = COALESCE($12, auto_topup_backup_cards) WHERE id = $9 RETURNING {}",
             accounts::COLUMNS
         );
         with_pool!(self, |pool| {
@@ -628,6 +631,12 @@ impl Db {
                 .bind(account_id)
                 .bind(update.low_balance_email)
                 .bind(notice_minutes)
+                .bind(
+                    update
+                        .backup_cards
+                        .as_ref()
+                        .map(|cards| serde_json::json!(cards).to_string()),
+                )
                 .fetch_one(&mut *tx)
                 .await?;
             let detail = json!({
@@ -639,6 +648,7 @@ impl Db {
                 "time_zone": time_zone.name(),
                 "low_balance_email": update.low_balance_email,
                 "advance_notice_minutes": notice_minutes,
+                "backup_payment_method_ids": update.backup_cards,
                 "ended_spend_cap_pause": lifts,
             });
             tx.audit(actor, "auto_topup.update", Some(account_id), detail, at)

@@ -63,6 +63,8 @@ pub struct AutoTopup {
     pub notice_minutes: Option<i64>,
     /// The automatic charge announced and not made yet.
     pub planned: Option<PlannedCharge>,
+    /// Saved cards tried in this order when the card charged first is declined.
+    pub backup_cards: Vec<String>,
 }
 
 /// Why automatic top-ups stopped, with the provider's code and when they stopped.
@@ -77,13 +79,15 @@ pub struct Pause {
 
 impl AutoTopup {
     /// Whether `other` charges on the same terms: on or off, when, how much, on which
-    /// card, within which cap and with what notice. A change of any of these is confirmed to the customer.
+    /// card (and backup cards), within which cap and with what notice. A change of any of
+    /// these is confirmed to the customer.
     pub fn same_terms(&self, other: &Self) -> bool {
         (
             self.enabled,
             self.threshold,
             self.target,
             &self.payment_method_id,
+            &self.backup_cards,
             self.monthly_cap,
             self.notice_minutes,
         ) == (
@@ -91,6 +95,7 @@ impl AutoTopup {
             other.threshold,
             other.target,
             &other.payment_method_id,
+            &other.backup_cards,
             other.monthly_cap,
             other.notice_minutes,
         )

@@ -124,6 +124,25 @@ pub fn settlement(attempt: &Attempt, at: Millis) -> Settlement {
     }
 }
 
+/// Whether a settled attempt lets a backup card be tried within the same top-up: an
+/// automatic charge the bank declined. A request to authenticate is the customer's to
+/// answer, and nothing ambiguous is ever settled as failed, so a card that may have been
+/// charged is never followed by another.
+pub fn backup_may_follow(attempt: &Attempt) -> bool {
+    attempt.trigger == AttemptTrigger::Auto
+        && attempt.state == AttemptState::Failed
+        && attempt.decline_code.as_deref() != Some(AUTHENTICATION_DECLINE)
+}
+
+/// The next of the account's backup cards (in the customer's order) that this top-up has
+/// not tried yet; `tried` holds every card it tried, the first included.
+pub fn next_backup<'a>(backups: &'a [String], tried: &[String]) -> Option<&'a str> {
+    backups
+        .iter()
+        .find(|card| !tried.contains(card))
+        .map(String::as_str)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,6 +159,57 @@ mod tests {
 
     fn kinds(notices: &[Notice]) -> Vec<&'static str> {
         notices.iter().map(Notice::kind).collect()
+    }
+
+    #[test]
+    fn only_a_declined_automatic_charge_is_followed_by_a_backup_card() {
+        use AttemptState::*;
+        use AttemptTrigger::*;
+        assert!(backup_may_follow(&attempt(
+            Auto,
+            Failed,
+            Some("card_declined")
+        )));
+        assert!(backup_may_follow(&attempt(
+            Auto,
+            Failed,
+            Some("expired_card")
+        )));
+        for (trigger, state, decline) in [
+            (Auto, Failed, Some(AUTHENTICATION_DECLINE)),
+            (Auto, RequiresAction, None),
+            (Auto, Processing, None),
+            (Auto, Confirming, None),
+            (Auto, Succeeded, None),
+            (Retry, Failed, Some("card_declined")),
+            (Manual, Failed, Some("card_declined")),
+        ] {
+            assert!(
+                !backup_may_follow(&attempt(trigger, state, decline)),
+                "{trigger:?} {state:?} {decline:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn backups_are_tried_in_order_each_once() {
+        let cards = |xs: &[&str]| xs.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let backups = cards(&["pm_b", "pm_c"]);
+        assert_eq!(next_backup(&backups, &cards(&["pm_a"])), Some("pm_b"));
+        assert_eq!(
+            next_backup(&backups, &cards(&["pm_a", "pm_b"])),
+            Some("pm_c")
+        );
+        assert_eq!(
+            next_backup(&backups, &cards(&["pm_a", "pm_b", "pm_c"])),
+            None
+        );
+        // A backup that is also the card charged first is not charged twice.
+        assert_eq!(
+            next_backup(&cards(&["pm_a", "pm_c"]), &cards(&["pm_a"])),
+            Some("pm_c")
+        );
+        assert_eq!(next_backup(&[], &cards(&["pm_a"])), None);
     }
 
     #[test]

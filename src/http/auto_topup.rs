@@ -113,6 +113,9 @@ pub struct AutoTopupView {
     low_balance_email: bool,
     /// Minutes before each automatic charge the customer is told of it; null for none.
     advance_notice_minutes: Option<i64>,
+    /// Saved cards tried in this order within the same top-up when the card charged
+    /// first is declined.
+    backup_payment_method_ids: Vec<String>,
     /// The automatic charge announced to the customer and not made yet.
     announced: Option<AnnouncedView>,
     /// Why it would or would not top up now, by the scan's rule.
@@ -223,6 +226,7 @@ pub(crate) async fn view(state: &AppState, account: Account) -> ApiResult<AutoTo
         time_zone: account.time_zone.name().to_owned(),
         low_balance_email: account.auto_topup.low_balance_email,
         advance_notice_minutes: account.auto_topup.notice_minutes,
+        backup_payment_method_ids: account.auto_topup.backup_cards.clone(),
         announced: account
             .auto_topup
             .planned
@@ -369,6 +373,11 @@ pub struct SettingsBody {
     #[serde(default, deserialize_with = "present_whole")]
     #[schema(value_type = Option<i64>)]
     advance_notice_minutes: Option<Option<i64>>,
+    /// Up to 5 other saved cards, tried in this order within the same top-up when the
+    /// card charged first is declined (a decline, not a request to authenticate); `[]`
+    /// for none, and leaving it out keeps them.
+    #[serde(default)]
+    backup_payment_method_ids: Option<Vec<String>>,
 }
 
 /// A whole number that may be given as `null`: `Some(None)` then, and `None` when left
@@ -414,7 +423,8 @@ async fn update(
             && body.monthly_spend_cap.is_none()
             && body.time_zone.is_none()
             && body.low_balance_email.is_none()
-            && body.advance_notice_minutes.is_none();
+            && body.advance_notice_minutes.is_none()
+            && body.backup_payment_method_ids.is_none();
         if !only_off {
             return Err(ApiError::Forbidden);
         }
@@ -434,6 +444,7 @@ async fn update(
         time_zone: body.time_zone,
         low_balance_email: body.low_balance_email,
         advance_notice_minutes: body.advance_notice_minutes,
+        backup_cards: body.backup_payment_method_ids,
     };
     let update = checked_settings(&state, &id, asked)
         .await?
@@ -461,7 +472,12 @@ pub struct AskedSettings {
     pub low_balance_email: Option<bool>,
     /// `None` keeps the notice; `Some(None)` asks for none.
     pub advance_notice_minutes: Option<Option<i64>>,
+    /// `None` keeps the backup cards.
+    pub backup_cards: Option<Vec<String>>,
 }
+
+/// The most backup cards an account may have.
+const MAX_BACKUP_CARDS: usize = 5;
 
 /// Settings asked for (by the API or the billing page), checked: both bounds or neither
 /// (to turn it off), within the published bounds, a card of the account's own, a cap in
@@ -481,6 +497,7 @@ pub async fn checked_settings(
         time_zone,
         low_balance_email,
         advance_notice_minutes,
+        backup_cards,
     } = asked;
     let mut errors = FieldErrors::new();
     if enabled
@@ -516,13 +533,35 @@ pub async fn checked_settings(
             (None, None)
         }
     };
-    if let Some(card) = &payment_method_id {
+    if payment_method_id.is_some() || backup_cards.is_some() {
         let saved = state.db.saved_cards(account_id).await?;
-        if !saved.iter().any(|c| &c.id == card) {
+        let is_saved = |card: &String| saved.iter().any(|c| &c.id == card);
+        if payment_method_id
+            .as_ref()
+            .is_some_and(|card| !is_saved(card))
+        {
             errors.add(
                 "payment_method_id",
                 "must be one of the account's saved payment methods",
             );
+        }
+        if let Some(cards) = &backup_cards {
+            let mut distinct = cards.clone();
+            distinct.sort();
+            distinct.dedup();
+            if cards.len() > MAX_BACKUP_CARDS {
+                errors.add(
+                    "backup_payment_method_ids",
+                    format!("must list at most {MAX_BACKUP_CARDS} cards"),
+                );
+            } else if distinct.len() != cards.len() {
+                errors.add("backup_payment_method_ids", "must not list a card twice");
+            } else if !cards.iter().all(is_saved) {
+                errors.add(
+                    "backup_payment_method_ids",
+                    "must list only the account's saved payment methods",
+                );
+            }
         }
     }
     let monthly_cap = monthly_spend_cap.map(|cap| {
@@ -554,6 +593,7 @@ pub async fn checked_settings(
         time_zone,
         low_balance_email,
         notice_minutes,
+        backup_cards,
     }))
 }
 

@@ -375,14 +375,35 @@ impl Topups {
 
     /// Charges an attempt the scan claimed: the attempt's state, if the charge was not
     /// interrupted.
-    async fn charge_scanned(&self, attempt: Attempt) -> Option<AttemptState> {
-        let (account_id, attempt_id) = (attempt.account_id.clone(), attempt.id.clone());
-        let charged = self.charge_claimed(attempt).await.map(|a| a.state);
-        if let Err(error) = &charged {
-            // The attempt is open; the reconciler resumes it.
-            tracing::error!(%account_id, %attempt_id, ?error, "charge interrupted");
+    /// A declined charge whose settlement claimed a try on a backup card is followed by
+    /// that try, as part of the same top-up.
+    async fn charge_scanned(&self, mut attempt: Attempt) -> Option<AttemptState> {
+        loop {
+            let (account_id, attempt_id) = (attempt.account_id.clone(), attempt.id.clone());
+            let charged = match self.charge_claimed(attempt).await {
+                Ok(charged) => charged,
+                Err(error) => {
+                    // The attempt is open; the reconciler resumes it.
+                    tracing::error!(%account_id, %attempt_id, ?error, "charge interrupted");
+                    return None;
+                }
+            };
+            if charged.state != AttemptState::Failed {
+                return Some(charged.state);
+            }
+            match self.db.backup_claimed_after(&charged.id).await {
+                Ok(Some(backup)) => {
+                    tracing::info!(%account_id, declined = %attempt_id, backup = %backup.id, card = %backup.payment_method_id, "declined; trying a backup card in the same top-up");
+                    attempt = backup;
+                }
+                Ok(None) => return Some(charged.state),
+                Err(error) => {
+                    // The backup's claim is written; the reconciler charges it.
+                    tracing::error!(%account_id, %attempt_id, ?error, "could not read the backup try");
+                    return None;
+                }
+            }
         }
-        charged.ok()
     }
 
     /// The customer completes a paused top-up now with the current default card (or the

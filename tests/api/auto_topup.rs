@@ -1427,6 +1427,7 @@ async fn seed_due_account(app: &TestApp) -> String {
         time_zone: None,
         low_balance_email: None,
         notice_minutes: None,
+        backup_cards: None,
     };
     app.db
         .update_auto_topup(

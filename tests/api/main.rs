@@ -6,6 +6,7 @@ mod advance_notice;
 mod alerts;
 mod auth;
 mod auto_topup;
+mod backup_cards;
 mod billing_page;
 mod card_health;
 mod cli;

@@ -128,6 +128,8 @@ pub async fn save(
         time_zone: None,
         low_balance_email: Some(form.low_balance_email.is_some()),
         advance_notice_minutes: Some(minutes(&mut errors, &form.advance_notice_minutes)),
+        // The page does not order backup cards; those set through the API stay.
+        backup_cards: None,
     };
     let checked = checked_settings(&state, &account.id, asked).await?;
     let update = match checked {
