@@ -166,6 +166,7 @@ mod tests {
             low_balance_email: false,
             notice_minutes: None,
             planned: None,
+            backup_cards: Vec::new(),
         };
         let standing_changed = AutoTopup {
             pause: Some(Pause {
@@ -193,6 +194,10 @@ mod tests {
             },
             AutoTopup {
                 monthly_cap: Some(Cents(10_000)),
+                ..terms.clone()
+            },
+            AutoTopup {
+                backup_cards: vec!["pm_2".into()],
                 ..terms.clone()
             },
         ] {
