@@ -497,6 +497,21 @@ impl TestApp {
     }
 }
 
+/// The Python with `tests/sdk/requirements.txt` installed (the official Stripe SDK, the
+/// reference Standard Webhooks library), named by `TOPUPD_TEST_STRIPE_PYTHON`. CI sets it;
+/// without it, outside CI, the tests that need it say so and do nothing.
+pub fn sdk_python() -> Option<std::ffi::OsString> {
+    let python = std::env::var_os("TOPUPD_TEST_STRIPE_PYTHON");
+    if python.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must set TOPUPD_TEST_STRIPE_PYTHON to a Python with tests/sdk/requirements.txt"
+        );
+        eprintln!("not run: TOPUPD_TEST_STRIPE_PYTHON is not set");
+    }
+    python
+}
+
 /// A loopback port nothing listens on (yet).
 pub fn unused_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
