@@ -85,6 +85,36 @@ impl_for_connections!(EventWrites {
     }
 });
 
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+pub enum DeliveryState {
+    /// Waiting for its next try (or for the one before it, of the same account).
+    Pending,
+    /// Claimed by a sender under a lease.
+    Sending,
+    Delivered,
+    /// Out of tries; its endpoint was disabled. It can be replayed.
+    Failed,
+}
+
+impl DeliveryState {
+    pub const ALL: [Self; 4] = [Self::Pending, Self::Sending, Self::Delivered, Self::Failed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Sending => "sending",
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|state| state.as_str() == s)
+    }
+}
+
 /// A claimed delivery with what sending it needs.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Outgoing {
@@ -398,7 +428,7 @@ impl Db {
     pub async fn deliveries(
         &self,
         endpoint_id: &str,
-        state: Option<&str>,
+        state: Option<DeliveryState>,
         page: PageRequest,
     ) -> Result<Page<DeliveryRow>, DbError> {
         let sql = format!(
@@ -407,7 +437,7 @@ impl Db {
         );
         let rows: Vec<DeliveryRow> = with_pool!(self, |pool| {
             sqlx::query_as(&sql)
-                .bind(state)
+                .bind(state.map(DeliveryState::as_str))
                 .bind(page.before.unwrap_or(i64::MAX))
                 .bind(i64::from(page.limit) + 1)
                 .bind(endpoint_id)

@@ -18,7 +18,7 @@ use crate::{
     clock::rfc3339,
     db::{
         webhook_endpoints::{EndpointChange, EndpointRow, NewEndpoint},
-        webhook_outbox::{AttemptRow, DeliveryRow, ReplayOutcome},
+        webhook_outbox::{AttemptRow, DeliveryRow, DeliveryState, ReplayOutcome},
     },
     domain::{
         api_key::Role,
@@ -292,7 +292,7 @@ pub struct WebhookDeliveryView {
     #[schema(value_type = EventType)]
     event_type: String,
     account_id: String,
-    /// `pending`, `sending`, `delivered` or `failed` (out of tries).
+    #[schema(value_type = DeliveryState)]
     state: String,
     attempts: i64,
     next_attempt_at: String,
@@ -362,15 +362,13 @@ struct DeliveryParams {
     page: PageParams,
 }
 
-const STATES: [&str; 4] = ["pending", "sending", "delivered", "failed"];
-
 /// An endpoint's deliveries, newest first; `?state=failed` for those that gave up. Support
 /// and admin keys.
 #[utoipa::path(get, path = "/v1/admin/webhook-endpoints/{endpoint_id}/deliveries",
     operation_id = "list_webhook_deliveries", tag = "host webhooks",
     params(
         ("endpoint_id" = String, Path, description = "The endpoint's id"),
-        ("state" = Option<String>, Query, description = "Only deliveries in this state: pending, sending, delivered or failed"),
+        ("state" = inline(Option<DeliveryState>), Query, description = "Only deliveries in this state"),
         PageParams,
     ),
     responses(
@@ -385,21 +383,19 @@ async fn deliveries(
 ) -> ApiResult<Json<PageView<WebhookDeliveryView>>> {
     caller.require(STAFF)?;
     let page = params.page.page_request()?;
-    if let Some(s) = params.state.as_deref()
-        && !STATES.contains(&s)
-    {
-        return Err(ApiError::malformed_fields(FieldErrors::single(
-            "state",
-            "must be pending, sending, delivered or failed",
-        )));
-    }
+    let filter = match params.state.as_deref() {
+        None => None,
+        Some(s) => Some(DeliveryState::parse(s).ok_or_else(|| {
+            ApiError::malformed_fields(FieldErrors::single(
+                "state",
+                "must be pending, sending, delivered or failed",
+            ))
+        })?),
+    };
     if state.db.webhook_endpoint(&id).await?.is_none() {
         return Err(ApiError::NotFound("webhook endpoint"));
     }
-    let rows = state
-        .db
-        .deliveries(&id, params.state.as_deref(), page)
-        .await?;
+    let rows = state.db.deliveries(&id, filter, page).await?;
     Ok(Json(PageView::try_from_page(rows, |row| {
         Ok::<_, ApiError>(row.into())
     })?))
