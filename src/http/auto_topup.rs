@@ -284,8 +284,9 @@ async fn settings(
 #[derive(Debug, Serialize, ToSchema)]
 pub struct LoggedDecisionView {
     /// What the scan decided: `charged`, `due`, `not_enabled`, `paused`, `in_progress`,
-    /// `above_threshold`, `rate_limited`, `spend_cap_reached` (and paused for it) or
-    /// `announced` (the charge told to the customer first).
+    /// `above_threshold`, `rate_limited`, `spend_cap_reached` (and paused for it),
+    /// `announced` (the charge told to the customer first) or `declined` (an automatic
+    /// charge's card was declined: `reason` says whether a backup card is tried next).
     decision: String,
     /// The same in words, with the figures it was taken on.
     reason: String,
