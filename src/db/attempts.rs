@@ -357,8 +357,6 @@ impl_for_connections!(BackupWrites {
              FROM accounts a JOIN topup_attempts t ON t.account_id = a.id WHERE t.id = $1";
         const TRIED: &str = "SELECT payment_method_id FROM topup_attempts \
              WHERE id = $1 OR backup_of = $1 ORDER BY seq";
-        const NEXT_SEQ: &str = "UPDATE accounts SET topup_seq = topup_seq + 1 \
-             WHERE id = $1 RETURNING topup_seq";
         let context: DeclineContext = sqlx::query_as(CONTEXT)
             .bind(&declined.id)
             .fetch_one(&mut *self)
@@ -516,6 +514,10 @@ impl_for_connections!(StepWrites {
     }
 });
 
+/// Takes the account's next top-up sequence number, unless it is closed.
+const NEXT_SEQ: &str = "UPDATE accounts SET topup_seq = topup_seq + 1 \
+     WHERE id = $1 AND closed_at IS NULL RETURNING topup_seq";
+
 /// Inserts a claimed attempt: id, account, seq, trigger, idempotency key, request key and
 /// fingerprint, millicredits, cents, currency, card, customer, time.
 pub(crate) fn insert_sql() -> String {
@@ -565,8 +567,6 @@ impl Db {
     }
 
     async fn try_claim_attempt(&self, new: &NewAttempt<'_>) -> Result<Claim, DbError> {
-        const NEXT_SEQ: &str = "UPDATE accounts SET topup_seq = topup_seq + 1 \
-             WHERE id = $1 AND closed_at IS NULL RETURNING topup_seq";
         let insert = insert_sql();
         let id = super::new_id("tpu");
         with_pool!(self, |pool| {

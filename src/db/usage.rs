@@ -16,6 +16,7 @@ use super::{
 use crate::{
     clock::Millis,
     domain::{
+        account::low_balance_line,
         credits::Millicredits,
         webhook::{self, EventType},
     },
@@ -159,16 +160,14 @@ impl_for_connections!(UsageWrites {
         };
         let refusal = match self.post(&posting).await? {
             Ok(entry) => {
-                let line: Option<i64> = sqlx::query_scalar(&format!(
-                    "SELECT {LINE} FROM accounts WHERE id = $1 AND {ANY_ENDPOINT}"
+                let terms: Option<(bool, Option<i64>)> = sqlx::query_as(&format!(
+                    "SELECT {LINE_TERMS} FROM accounts WHERE id = $1 AND {ANY_ENDPOINT}"
                 ))
                 .bind(&usage.account_id)
-                .bind(usage.low_line.0)
                 .fetch_optional(&mut *self)
                 .await?;
-                if let Some(line) = line {
-                    self.report_if_low(usage, entry.balance_after, Millicredits(line))
-                        .await?;
+                if let Some(terms) = terms {
+                    self.report_if_low(usage, entry.balance_after, terms).await?;
                 }
                 return Ok(DebitOutcome::Debited(record));
             }
@@ -188,9 +187,8 @@ impl_for_connections!(UsageWrites {
     }
 });
 
-/// The account's low-balance line (`$2` is the configured one), as SQL.
-const LINE: &str = "CASE WHEN auto_topup_enabled AND auto_topup_threshold > $2 \
-                    THEN auto_topup_threshold ELSE $2 END";
+/// What the account's low-balance line depends on ([`low_balance_line`]), as SQL columns.
+const LINE_TERMS: &str = "auto_topup_enabled, auto_topup_threshold";
 
 /// Whether any endpoint might want a balance event, as SQL: without one, the checks stop
 /// at this.
@@ -198,12 +196,13 @@ const ANY_ENDPOINT: &str = "EXISTS (SELECT 1 FROM webhook_endpoints WHERE enable
 
 /// Telling the host what a debit did to the balance, in the debit's transaction.
 trait BalanceEvents {
-    /// `balance.low` if debiting `usage` took the balance to `after`, below `line`.
+    /// `balance.low` if debiting `usage` took the balance to `after`, below the line of
+    /// an account with these auto top-up terms (on or off, and its threshold).
     async fn report_if_low(
         &mut self,
         usage: &NewUsage,
         after: Millicredits,
-        line: Millicredits,
+        terms: (bool, Option<i64>),
     ) -> Result<(), sqlx::Error>;
 
     /// `balance.depleted` for a debit refused for want of credits, unless that was
@@ -220,8 +219,9 @@ impl_for_connections!(BalanceEvents {
         &mut self,
         usage: &NewUsage,
         after: Millicredits,
-        line: Millicredits,
+        (enabled, threshold): (bool, Option<i64>),
     ) -> Result<(), sqlx::Error> {
+        let line = low_balance_line(enabled, threshold.map(Millicredits), usage.low_line);
         let before = Millicredits(after.0.saturating_add(usage.cost.0));
         if webhook::fell_below(before, after, line) {
             let data = json!({ "balance": after, "line": line, "at": usage.at });
@@ -406,21 +406,22 @@ async fn debit_in_one_statement(
             .collect(),
     };
     let mut debited: Vec<UsageRecord> = debit_batch(&mut tx, batch, COLUMNS).await?;
-    // One look for the whole batch (its usages carry the same configured line): the
-    // balances and lines of its accounts, if any endpoint might want to hear of them.
-    let lines: Vec<(String, i64, i64)> = sqlx::query_as(&format!(
-        "SELECT id, balance, {LINE} FROM accounts WHERE id = ANY($1) AND {ANY_ENDPOINT}"
+    // One look for the whole batch (one usage per account): the balances its debits
+    // left and the auto top-up terms, if any endpoint might want to hear of them.
+    let balances: Vec<(String, i64, bool, Option<i64>)> = sqlx::query_as(&format!(
+        "SELECT id, balance, {LINE_TERMS} FROM accounts WHERE id = ANY($1) AND {ANY_ENDPOINT}"
     ))
     .bind(&accounts)
-    .bind(usages.first().map_or(0, |u| u.low_line.0))
     .fetch_all(&mut *tx)
     .await?;
     let mut outcomes = Vec::with_capacity(usages.len());
     for (usage, id) in usages.iter().zip(&ids) {
         let outcome = match debited.iter().position(|record| &record.id == id) {
             Some(at) => {
-                if let Some((_, after, line)) = lines.iter().find(|l| l.0 == usage.account_id) {
-                    tx.report_if_low(usage, Millicredits(*after), Millicredits(*line))
+                if let Some((_, after, enabled, threshold)) =
+                    balances.iter().find(|b| b.0 == usage.account_id)
+                {
+                    tx.report_if_low(usage, Millicredits(*after), (*enabled, *threshold))
                         .await?;
                 }
                 DebitOutcome::Debited(debited.swap_remove(at))

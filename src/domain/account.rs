@@ -102,6 +102,19 @@ impl AutoTopup {
     }
 }
 
+/// The balance below which a customer is warned: the configured line, or the auto top-up
+/// threshold when auto top-up is on and that is higher.
+pub fn low_balance_line(
+    auto_topup_enabled: bool,
+    threshold: Option<Millicredits>,
+    configured: Millicredits,
+) -> Millicredits {
+    match threshold {
+        Some(threshold) if auto_topup_enabled => threshold.max(configured),
+        _ => configured,
+    }
+}
+
 impl Account {
     pub fn paused(&self) -> Option<PauseReason> {
         self.auto_topup.pause.as_ref().map(|p| p.reason)
@@ -110,10 +123,11 @@ impl Account {
     /// The balance below which the customer is warned: the configured line, or the auto
     /// top-up threshold when auto top-up is on and that is higher.
     pub fn low_balance_line(&self, configured: Millicredits) -> Millicredits {
-        match self.auto_topup.threshold {
-            Some(threshold) if self.auto_topup.enabled => threshold.max(configured),
-            _ => configured,
-        }
+        low_balance_line(
+            self.auto_topup.enabled,
+            self.auto_topup.threshold,
+            configured,
+        )
     }
 
     /// Whether automatic top-ups run: turned on and not paused.
