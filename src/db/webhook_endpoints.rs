@@ -35,12 +35,12 @@ impl Paged for EndpointRow {
 }
 
 impl EndpointRow {
-    pub fn subscription(&self) -> Subscription {
-        Subscription::from_json(&self.events).unwrap_or_else(|| {
-            // Only `Subscription::to_json` writes the column.
-            Subscription::parse("events", &[webhook::ALL_EVENTS.to_owned()])
-                .expect("all events is a subscription")
-        })
+    /// The event types it receives; none if the stored list cannot be read (then it
+    /// receives none either, as [`super::webhook_outbox::EventWrites`] reads it).
+    pub fn event_types(&self) -> Vec<String> {
+        Subscription::from_json(&self.events)
+            .map(|s| s.types().to_vec())
+            .unwrap_or_default()
     }
 }
 

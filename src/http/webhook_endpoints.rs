@@ -63,7 +63,7 @@ pub struct WebhookEndpointView {
 impl WebhookEndpointView {
     fn of(row: EndpointRow, with_secret: bool) -> Self {
         Self {
-            events: row.subscription().types().to_vec(),
+            events: row.event_types(),
             secret: with_secret.then_some(row.secret),
             id: row.id,
             url: row.url,
