@@ -50,6 +50,8 @@ pub struct HttpConfig {
     pub request_timeout_secs: u64,
     pub shutdown_grace_secs: u64,
     pub max_body_bytes: usize,
+    /// Requests answered at once; those beyond are refused at once with 503.
+    pub max_requests_in_flight: usize,
     /// The origin of the links to topupd's pages.
     pub public_url: String,
 }
@@ -366,6 +368,9 @@ impl Config {
         }
         if self.http.max_body_bytes < 1024 {
             return invalid("http.max_body_bytes", "must be at least 1024");
+        }
+        if self.http.max_requests_in_flight == 0 {
+            return invalid("http.max_requests_in_flight", "must be at least 1");
         }
         if !is_web_url(&self.http.public_url) {
             return invalid(

@@ -195,11 +195,11 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             };
             let listen = config.http.listen;
             let api = match roles.api {
-                true => Some(bind(listen, "http.listen").await?),
+                true => Some(bind(listen, "http.listen")?),
                 false => None,
             };
             let ops = match config.ops.address() {
-                Some(address) => Some(bind(address, "ops.listen").await?),
+                Some(address) => Some(bind(address, "ops.listen")?),
                 None => None,
             };
             let address = match &api {
@@ -466,10 +466,21 @@ async fn provider_for(config: &Config, command: &str) -> Result<ProviderAt, Exit
     }
 }
 
-async fn bind(address: std::net::SocketAddr, key: &str) -> anyhow::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(address)
-        .await
-        .with_context(|| format!("listen on {address} ({key})"))
+/// Listens with a backlog of 1,024 connections, not the 128 Tokio asks for: at a burst of
+/// new connections beyond what the process accepts at once, those waiting are accepted
+/// moments later instead of being dropped, which their clients would only retry after a
+/// second or more.
+fn bind(address: std::net::SocketAddr, key: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    let listen = || {
+        let socket = match address {
+            std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+            std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+        }?;
+        socket.set_reuseaddr(true)?;
+        socket.bind(address)?;
+        socket.listen(1024)
+    };
+    listen().with_context(|| format!("listen on {address} ({key})"))
 }
 
 /// The database `serve` or `migrate` made, at this build's schema: what every other

@@ -166,6 +166,10 @@ const COUNTERS: &[(&str, &str)] = &[
         "HTTP requests, by route template, method and status.",
     ),
     (
+        "topupd_http_requests_shed_total",
+        "HTTP requests refused with 503 because http.max_requests_in_flight were being answered.",
+    ),
+    (
         "topupd_provider_requests_total",
         "Requests to the payment provider (each try), by endpoint and outcome.",
     ),
@@ -225,7 +229,16 @@ const HISTOGRAMS: &[(&str, &str)] = &[
         "topupd_provider_request_duration_seconds",
         "Latency of requests to the payment provider (each try), by endpoint and outcome.",
     ),
+    (
+        BATCH_SIZE,
+        "Writes that shared one commit, per batch written, by queue (debits, steps, settlements).",
+    ),
 ];
+
+const BATCH_SIZE: &str = "topupd_group_commit_batch_size";
+
+/// Batch sizes, up to the group commit's largest.
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -236,6 +249,8 @@ pub fn handle() -> PrometheusHandle {
         .get_or_init(|| {
             let handle = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), BUCKETS)
+                .expect("the bucket list is not empty")
+                .set_buckets_for_metric(Matcher::Full(BATCH_SIZE.to_owned()), BATCH_BUCKETS)
                 .expect("the bucket list is not empty")
                 .install_recorder()
                 .expect("topupd installs the only metrics recorder");
@@ -283,6 +298,7 @@ fn register_known_series() {
         counter!("topupd_auth_failures_total", "reason" => reason.as_str()).increment(0);
     }
     counter!("topupd_webhook_events_dead_total").increment(0);
+    counter!("topupd_http_requests_shed_total").increment(0);
     provider_mismatches(&[]);
     for kind in NoticeKind::ALL {
         counter!("topupd_notices_queued_total", "kind" => kind.as_str()).increment(0);
@@ -379,6 +395,16 @@ pub fn notice_delivery(outcome: Delivery) {
 
 pub fn webhook_delivery(outcome: Delivery) {
     counter!("topupd_webhook_deliveries_total", "outcome" => outcome.as_str()).increment(1);
+}
+
+/// A request was refused for the requests already in flight.
+pub fn request_shed() {
+    counter!("topupd_http_requests_shed_total").increment(1);
+}
+
+/// A group commit's writer took `size` writes of `queue` into one commit.
+pub fn batch_written(queue: &'static str, size: usize) {
+    histogram!(BATCH_SIZE, "queue" => queue).record(size as f64);
 }
 
 pub fn usage(outcome: UsageOutcome) {

@@ -133,6 +133,7 @@ pub struct AttemptMove {
 
 impl Batched for AttemptMove {
     type Outcome = Option<Attempt>;
+    const QUEUE: &'static str = "steps";
 
     fn key(&self) -> &str {
         &self.id
@@ -200,6 +201,7 @@ pub struct SettleWrite {
 
 impl Batched for SettleWrite {
     type Outcome = Option<SettleOutcome>;
+    const QUEUE: &'static str = "settlements";
 
     /// Its account, whose balance and pause it changes.
     fn key(&self) -> &str {

@@ -28,6 +28,9 @@ pub const MAX_BATCH: usize = 128;
 pub trait Batched: Send + Sync + 'static {
     type Outcome: Send + 'static;
 
+    /// The queue's name in metrics.
+    const QUEUE: &'static str;
+
     /// What two writes of one batch must not share.
     fn key(&self) -> &str;
 
@@ -174,6 +177,7 @@ async fn write<W: Batched>(db: Db, inbox: Arc<Mutex<Inbox<W>>>, stop: Cancellati
         if batch.is_empty() {
             continue;
         }
+        crate::metrics::batch_written(W::QUEUE, batch.len());
         let items: Vec<&W> = batch.iter().map(|(item, _)| item).collect();
         match W::write_batch(&db, &items).await {
             Ok(outcomes) => {

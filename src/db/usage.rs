@@ -256,6 +256,7 @@ impl_for_connections!(BalanceEvents {
 
 impl Batched for NewUsage {
     type Outcome = DebitOutcome;
+    const QUEUE: &'static str = "debits";
 
     fn key(&self) -> &str {
         &self.account_id

@@ -3,7 +3,7 @@
 
 use axum::{
     Json,
-    http::StatusCode,
+    http::{StatusCode, header::RETRY_AFTER},
     response::{IntoResponse, Response},
 };
 use serde::Serialize;
@@ -71,6 +71,9 @@ pub enum ApiError {
     /// 503: the service cannot answer right now.
     #[error("{0}")]
     Unavailable(String),
+    /// 503: `http.max_requests_in_flight` requests are being answered already.
+    #[error("too many requests in flight; retry in a moment")]
+    Overloaded,
     /// 500: storage failure.
     #[error("internal error")]
     Db(#[from] DbError),
@@ -124,6 +127,7 @@ impl ApiError {
             Self::PaymentFailed { .. } => (StatusCode::PAYMENT_REQUIRED, "payment_failed"),
             Self::InvalidSignature(_) => (StatusCode::BAD_REQUEST, "invalid_signature"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             Self::Db(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -163,7 +167,8 @@ pub struct ErrorBody {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        if status.is_server_error() {
+        // Refusals for load are counted, not logged: a line each would add to the load.
+        if status.is_server_error() && !matches!(self, Self::Overloaded) {
             tracing::error!(error = ?self, "request failed");
         }
         let mut body = ErrorBody {
@@ -197,6 +202,9 @@ impl IntoResponse for ApiError {
             } => {
                 body.decline_code = Some(decline_code);
                 body.topup = topup;
+            }
+            Self::Overloaded => {
+                return (status, [(RETRY_AFTER, "1")], Json(body)).into_response();
             }
             _ => {}
         }

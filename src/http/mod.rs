@@ -27,7 +27,7 @@ pub mod webhook_endpoints;
 pub mod webhook_events;
 pub mod webhooks;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -39,6 +39,7 @@ use axum::{
     middleware::Next,
     response::IntoResponse,
 };
+use tokio::sync::Semaphore;
 use tower_http::{
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer},
     trace::TraceLayer,
@@ -73,6 +74,7 @@ pub fn router(state: AppState) -> Router {
     let http = &state.config.http;
     let timeout = Duration::from_secs(http.request_timeout_secs);
     let max_body = u64::try_from(http.max_body_bytes).unwrap_or(u64::MAX);
+    let in_flight = Arc::new(Semaphore::new(http.max_requests_in_flight));
     let (routes, _) = routes().split_for_parts();
     let billing_page = crate::portal::router().layer(axum::middleware::from_fn_with_state(
         state.clone(),
@@ -120,6 +122,20 @@ pub fn router(state: AppState) -> Router {
         )
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(axum::middleware::from_fn(
+            move |request: Request, next: Next| {
+                let in_flight = Arc::clone(&in_flight);
+                async move {
+                    // Refused before any other layer runs, so a refusal costs next to
+                    // nothing when it matters most.
+                    let Ok(_answering) = in_flight.try_acquire_owned() else {
+                        crate::metrics::request_shed();
+                        return ApiError::Overloaded.into_response();
+                    };
+                    next.run(request).await
+                }
+            },
+        ))
         .with_state(state)
 }
 

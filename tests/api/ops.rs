@@ -355,6 +355,27 @@ async fn metrics_count_what_a_scripted_scan_did() {
         get(r#"topupd_auth_failures_total{reason="missing_or_malformed"}"#),
         1.0
     );
+    // The two debits were sent one after the other, so each had a commit to itself.
+    assert_eq!(
+        get(r#"topupd_group_commit_batch_size_count{queue="debits"}"#),
+        2.0
+    );
+    assert_eq!(
+        get(r#"topupd_group_commit_batch_size_sum{queue="debits"}"#),
+        2.0
+    );
+    assert_eq!(
+        get(r#"topupd_group_commit_batch_size_bucket{queue="debits",le="1"}"#),
+        2.0
+    );
+    for queue in ["steps", "settlements"] {
+        assert!(
+            get(&format!(
+                r#"topupd_group_commit_batch_size_count{{queue="{queue}"}}"#
+            )) >= 1.0,
+            "the scan's charges went through the {queue} queue"
+        );
+    }
     assert!(get("topupd_scans_started_total") >= 1.0);
     assert!(get("topupd_scans_finished_total") >= 1.0);
     assert!(get("topupd_scan_duration_seconds_count") >= 1.0);
@@ -663,5 +684,82 @@ async fn a_scan_cut_short_by_shutdown_says_so() {
     assert!(
         !log.iter().any(|e| message(e) == "scan finished"),
         "the scan did not finish"
+    );
+}
+
+#[tokio::test]
+async fn requests_past_the_limit_in_flight_are_refused_at_once_and_counted() {
+    let backend = *backends().last().expect("a backend");
+    let server = Server::start_with(
+        backend,
+        "api",
+        "",
+        &[("TOPUPD_HTTP__MAX_REQUESTS_IN_FLIGHT", "1")],
+    )
+    .await;
+    let api = server.api.clone().expect("api role");
+    // A webhook whose body never finishes (read whole before anything is checked) holds
+    // the one place until its connection goes.
+    let mut held = tokio::net::TcpStream::connect(api.trim_start_matches("http://"))
+        .await
+        .expect("connect");
+    tokio::io::AsyncWriteExt::write_all(
+        &mut held,
+        b"POST /v1/webhooks/payments HTTP/1.1\r\nHost: topupd\r\n\
+          Content-Type: application/json\r\nContent-Length: 200\r\n\r\n{",
+    )
+    .await
+    .expect("send the start of a request");
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        let response = server
+            .client
+            .get(format!("{api}/v1/pricing"))
+            .send()
+            .await
+            .expect("answered");
+        if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+            break response;
+        }
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the held request never took the place"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let body: Value = refused.json().await.expect("a JSON error");
+    assert_eq!(body["error"], "overloaded");
+
+    drop(held);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _) = server
+            .call(reqwest::Method::GET, "/v1/pricing", None, None)
+            .await;
+        if status == StatusCode::OK {
+            break;
+        }
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the place was never given back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let metrics = server.metrics().await;
+    assert!(metrics["topupd_http_requests_shed_total"] >= 1.0);
+    assert!(
+        !metrics.contains_key(
+            r#"topupd_http_requests_total{route="/v1/pricing",method="GET",status="503"}"#
+        ),
+        "a refusal is counted before any other layer runs: {metrics:?}"
+    );
+    let log = server.stop().await;
+    assert!(
+        !log.iter().any(|line| line.contains("overloaded")),
+        "refusals are counted, not logged"
     );
 }
