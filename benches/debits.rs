@@ -3,8 +3,10 @@
 //! mode); the same debit in-process without HTTP; and the baseline, in the same run:
 //! the database's own ceiling, the service's batched debit statement at the debit queue's
 //! batch size from as many writers as the queue has, and conditional
-//! single-row balance updates, each in its own durable transaction. The p99 latency is measured
-//! at fixed rates of 50% and 90% of the highest rate found.
+//! single-row balance updates, each in its own durable transaction. The highest rate is
+//! the best of several numbers of requests in flight; the p99 latency is measured at
+//! fixed rates of 50% and 90% of it. The debit queue's `/metrics` say how large the
+//! batches of the highest rate were, and the ceiling is measured again at that size.
 //!
 //! `cargo bench --bench debits`
 
@@ -12,7 +14,7 @@ mod common;
 #[path = "debits/loadgen.rs"]
 mod loadgen;
 
-use std::{path::Path, sync::Arc, time::Duration};
+use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
 use common::{
     BenchDb, backends,
@@ -39,8 +41,10 @@ const ACCOUNTS: u64 = 1_000;
 const FUNDED: i64 = 1_000_000_000_000;
 /// What a minute of dubbing costs, in millicredits, for the baseline's update.
 const DEBIT: i64 = 10_000;
-/// Requests in flight (HTTP) and tasks (in-process and baseline).
+/// Tasks (in-process and baseline).
 const CONCURRENCY: usize = 64;
+/// Requests in flight the HTTP load tries, one run each, before measuring the best again.
+const IN_FLIGHT: [usize; 4] = [64, 128, 256, 512];
 const RUNS: usize = 3;
 const RUN_TIME: Duration = Duration::from_secs(5);
 const HTTP_RUN_TIME: Duration = Duration::from_secs(10);
@@ -79,12 +83,11 @@ async fn bench() {
             })
         })
         .await;
-        let ceiling = batched_ceiling(&db).await;
+        let ceiling = batched_ceiling(&db, MAX_BATCH).await;
         db.close().await;
 
-        let config = bench.config_file(&[]);
         let key = run(
-            &config,
+            &bench.config_file(&[]),
             &["keys", "create", "--role", "service", "--label", "bench"],
         )
         .await
@@ -97,7 +100,13 @@ async fn bench() {
             .zip(updates_before)
             .map(|(after, before)| after.since(before));
         let in_process_keyed = in_process_rate(&bench, Some(&key)).await;
-        let http = http_figures(&config, &key).await;
+        let ops = free_address();
+        let config = bench.config_file(&[format!("ops.listen = \"{ops}\"")]);
+        let http = http_figures(&config, ops, &key).await;
+        let db = bench.connect().await;
+        let served_size = http.batch_size.round().max(1.0) as usize;
+        let served_ceiling = batched_ceiling(&db, served_size).await;
+        db.close().await;
         bench.drop().await;
 
         let base = baseline.median();
@@ -124,12 +133,40 @@ async fn bench() {
             pass: None,
         });
         table.line(Line {
-            figure: "HTTP debits (`POST /v1/usage`, max rate)".into(),
+            figure: format!(
+                "HTTP debits (`POST /v1/usage`, max rate: {} in flight)",
+                http.in_flight
+            ),
             measured: http.max.describe("/s"),
             baseline: format!("{} /s batched", round(ceiling_rate)),
             ratio: round(max / ceiling_rate),
             goal: format!("≥ {GOAL_SHARE}"),
             pass: Some(max / ceiling_rate >= GOAL_SHARE),
+        });
+        table.line(Line {
+            figure: "HTTP debits by requests in flight (1 run each)".into(),
+            measured: http
+                .by_in_flight
+                .iter()
+                .map(|(n, rate)| format!("{n}: {}", round(*rate)))
+                .collect::<Vec<_>>()
+                .join(", "),
+            baseline: "-".into(),
+            ratio: "-".into(),
+            goal: "-".into(),
+            pass: None,
+        });
+        table.line(Line {
+            figure: format!(
+                "HTTP debits against the batched statement at their own batch size ({} a batch, {} on average)",
+                served_size,
+                round(http.batch_size)
+            ),
+            measured: http.max.describe("/s"),
+            baseline: format!("{} /s batched", round(served_ceiling.median())),
+            ratio: round(max / served_ceiling.median()),
+            goal: "-".into(),
+            pass: None,
         });
         table.line(Line {
             figure: "HTTP debits against single-row updates".into(),
@@ -167,8 +204,17 @@ async fn bench() {
         }
         for (share, at) in [(50, &http.at_half), (90, &http.at_ninety)] {
             table.line(Line {
-                figure: format!("HTTP latency at {share}% of max ({} /s)", round(at.rate)),
-                measured: format!("p99 {} ms, p50 {} ms", round(at.p99_ms), round(at.p50_ms)),
+                figure: format!(
+                    "HTTP latency at {share}% of max ({} /s scheduled)",
+                    round(max * f64::from(share) / 100.0)
+                ),
+                measured: format!(
+                    "p99 {} ms, p50 {} ms, {} of {} failed",
+                    round(at.p99_ms),
+                    round(at.p50_ms),
+                    at.failed,
+                    at.failed + at.ok
+                ),
                 baseline: "-".into(),
                 ratio: "-".into(),
                 goal: "reported".into(),
@@ -180,9 +226,9 @@ async fn bench() {
 }
 
 /// The database's own ceiling for debits: the statement the service's debit queue runs
-/// (`Db::debit_usages`), with batches as large as the queue makes them, from as many
-/// writers as the queue has. Debits per second.
-async fn batched_ceiling(db: &Db) -> Samples {
+/// (`Db::debit_usages`), in batches of `size`, from as many writers as the queue has.
+/// Debits per second.
+async fn batched_ceiling(db: &Db, size: usize) -> Samples {
     let writers = writer_count(db) as usize;
     repeat(|| {
         let db = db.clone();
@@ -191,11 +237,11 @@ async fn batched_ceiling(db: &Db) -> Samples {
         async move {
             let batches = sustained_rate(writers, RUN_TIME, move |task, n| {
                 let db = db.clone();
-                let usages: Vec<NewUsage> = (0..MAX_BATCH)
+                let usages: Vec<NewUsage> = (0..size)
                     .map(|i| NewUsage {
                         // Distinct accounts within a batch, as the queue makes them.
                         account_id: account_id(
-                            ((task * MAX_BATCH + i) as u64 + n) as i64 % ACCOUNTS as i64 + 1,
+                            ((task * size + i) as u64 + n) as i64 % ACCOUNTS as i64 + 1,
                         ),
                         request_id: format!("{run}-{task}-{n}-{i}"),
                         fingerprint: "bench".into(),
@@ -218,7 +264,7 @@ async fn batched_ceiling(db: &Db) -> Samples {
                 }
             })
             .await;
-            batches * MAX_BATCH as f64
+            batches * size as f64
         }
     })
     .await
@@ -335,14 +381,21 @@ async fn debit_in_process(state: &AppState, account_id: &str, request_id: &str) 
 }
 
 struct HttpFigures {
+    /// The highest rate of each number of requests in flight tried.
+    by_in_flight: Vec<(usize, f64)>,
+    /// The number of requests in flight of the best, and its runs.
+    in_flight: usize,
     max: Samples,
+    /// Debits per commit in the runs of `max`, on average.
+    batch_size: f64,
     at_half: Outcome,
     at_ninety: Outcome,
 }
 
-/// Starts the server, finds its highest rate with `key`, then measures latency at fixed
-/// rates below it.
-async fn http_figures(config: &Path, key: &str) -> HttpFigures {
+/// Starts the server, finds its highest rate with `key` and the number of requests in
+/// flight that reaches it, measures that again with the size of the batches it made
+/// (read from `/metrics` on `ops`), then latency at fixed rates below it.
+async fn http_figures(config: &Path, ops: SocketAddr, key: &str) -> HttpFigures {
     let address = free_address();
     let _server = serve_api(config, address).await;
     let spec = |pace| Spec {
@@ -352,14 +405,48 @@ async fn http_figures(config: &Path, key: &str) -> HttpFigures {
         pace,
         duration: HTTP_RUN_TIME,
     };
-    let max = repeat(|| async { load(&spec(Pace::InFlight(CONCURRENCY))).await.rate }).await;
+    let mut by_in_flight = Vec::with_capacity(IN_FLIGHT.len());
+    for n in IN_FLIGHT {
+        by_in_flight.push((n, highest_rate(spec(Pace::InFlight(n))).await));
+    }
+    let (in_flight, _) = by_in_flight
+        .iter()
+        .copied()
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .expect("some numbers in flight");
+    let before = debit_batches(ops).await;
+    let max = repeat(|| highest_rate(spec(Pace::InFlight(in_flight)))).await;
+    let after = debit_batches(ops).await;
     let at_half = load(&spec(Pace::Rate(max.median() * 0.5))).await;
     let at_ninety = load(&spec(Pace::Rate(max.median() * 0.9))).await;
     HttpFigures {
+        by_in_flight,
+        in_flight,
         max,
+        batch_size: (after.0 - before.0) / (after.1 - before.1),
         at_half,
         at_ninety,
     }
+}
+
+/// The debits and the batches the debit queue has written so far, from `/metrics`.
+async fn debit_batches(ops: SocketAddr) -> (f64, f64) {
+    let text = reqwest::get(format!("http://{ops}/metrics"))
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .expect("the metrics")
+        .text()
+        .await
+        .expect("the metrics' text");
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{name} in the metrics"))
+    };
+    (
+        value(r#"topupd_group_commit_batch_size_sum{queue="debits"}"#),
+        value(r#"topupd_group_commit_batch_size_count{queue="debits"}"#),
+    )
 }
 
 /// Runs the load generator as its own process.
@@ -380,6 +467,12 @@ async fn load(spec: &Spec) -> Outcome {
     let outcome: Outcome =
         serde_json::from_slice(&output.stdout).expect("the load generator prints its outcome");
     println!("load {:?}: {outcome:?}", spec.pace);
-    assert_eq!(outcome.failed, 0, "every debit succeeds");
     outcome
+}
+
+/// [`load`] with requests in flight, where every debit must succeed.
+async fn highest_rate(spec: Spec) -> f64 {
+    let outcome = load(&spec).await;
+    assert_eq!(outcome.failed, 0, "every debit succeeds");
+    outcome.rate
 }
