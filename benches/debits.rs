@@ -444,8 +444,8 @@ async fn debit_batches(ops: SocketAddr) -> (f64, f64) {
             .unwrap_or_else(|| panic!("{name} in the metrics"))
     };
     (
-        value(r#"topupd_group_commit_batch_size_sum{queue="debits"}"#),
-        value(r#"topupd_group_commit_batch_size_count{queue="debits"}"#),
+        value(r#"topupd_group_commit_batch_writes_sum{queue="debits"}"#),
+        value(r#"topupd_group_commit_batch_writes_count{queue="debits"}"#),
     )
 }
 

@@ -230,12 +230,12 @@ const HISTOGRAMS: &[(&str, &str)] = &[
         "Latency of requests to the payment provider (each try), by endpoint and outcome.",
     ),
     (
-        BATCH_SIZE,
+        BATCH_WRITES,
         "Writes that shared one commit, per batch written, by queue (debits, steps, settlements).",
     ),
 ];
 
-const BATCH_SIZE: &str = "topupd_group_commit_batch_size";
+const BATCH_WRITES: &str = "topupd_group_commit_batch_writes";
 
 /// Batch sizes, up to the group commit's largest.
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
@@ -250,7 +250,7 @@ pub fn handle() -> PrometheusHandle {
             let handle = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), BUCKETS)
                 .expect("the bucket list is not empty")
-                .set_buckets_for_metric(Matcher::Full(BATCH_SIZE.to_owned()), BATCH_BUCKETS)
+                .set_buckets_for_metric(Matcher::Full(BATCH_WRITES.to_owned()), BATCH_BUCKETS)
                 .expect("the bucket list is not empty")
                 .install_recorder()
                 .expect("topupd installs the only metrics recorder");
@@ -404,7 +404,7 @@ pub fn request_shed() {
 
 /// A group commit's writer took `size` writes of `queue` into one commit.
 pub fn batch_written(queue: &'static str, size: usize) {
-    histogram!(BATCH_SIZE, "queue" => queue).record(size as f64);
+    histogram!(BATCH_WRITES, "queue" => queue).record(size as f64);
 }
 
 pub fn usage(outcome: UsageOutcome) {
