@@ -317,6 +317,8 @@ impl ReplicaSettings<'_> {
                 "TOPUPD_PAYMENTS__MAX_REQUESTS_PER_SEC_PER_ENDPOINT",
                 "10000",
             ),
+            // Without the budget, the stub's webhooks come all at once, not tens a second.
+            ("TOPUPD_HTTP__MAX_REQUESTS_IN_FLIGHT", "8192"),
             ("TOPUPD_AUTO_TOPUP__SCAN_SCHEDULE", "*/1 * * * * *"),
             ("TOPUPD_AUTO_TOPUP__RECONCILE_INTERVAL_SECS", "1"),
             ("TOPUPD_PAYMENTS__EVENT_SWEEP_INTERVAL_SECS", "2"),
