@@ -3,7 +3,10 @@
 
 use axum::{
     body::Bytes,
-    extract::{FromRequest, FromRequestParts, Path, Query, Request, rejection::BytesRejection},
+    extract::{
+        FromRequest, FromRequestParts, Path, Query, Request,
+        rejection::{BytesRejection, FailedToBufferBody},
+    },
     http::{header, request::Parts},
 };
 use serde::de::DeserializeOwned;
@@ -30,11 +33,21 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         if !is_json {
             return Err(ApiError::UnsupportedMediaType);
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| match e {
-            BytesRejection::FailedToBufferBody(_) => ApiError::PayloadTooLarge,
-            other => ApiError::malformed(other.body_text(), None),
-        })?;
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(body_refused)?;
         parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// Why a body could not be read: past `http.max_body_bytes` (413), or anything else, such
+/// as a connection closed before the body ended (400).
+pub fn body_refused(rejection: BytesRejection) -> ApiError {
+    match rejection {
+        BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => {
+            ApiError::PayloadTooLarge
+        }
+        other => ApiError::malformed(other.body_text(), None),
     }
 }
 

@@ -13,6 +13,7 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract;
 use super::state::AppState;
 use crate::payments::signature;
 
@@ -55,10 +56,7 @@ async fn receive(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<ReceivedView>> {
-    let body = body.map_err(|e| match e {
-        BytesRejection::FailedToBufferBody(_) => ApiError::PayloadTooLarge,
-        other => ApiError::malformed(other.body_text(), None),
-    })?;
+    let body = body.map_err(extract::body_refused)?;
     let header = headers
         .get("stripe-signature")
         .and_then(|v| v.to_str().ok());

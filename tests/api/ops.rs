@@ -750,6 +750,15 @@ async fn requests_past_the_limit_in_flight_are_refused_at_once_and_counted() {
     }
     let metrics = server.metrics().await;
     assert!(metrics["topupd_http_requests_shed_total"] >= 1.0);
+    let webhooks = |status: &str| {
+        metrics.get(&format!(
+            r#"topupd_http_requests_total{{route="/v1/webhooks/payments",method="POST",status="{status}"}}"#
+        ))
+    };
+    assert!(
+        webhooks("400").is_some_and(|n| *n >= 1.0) && webhooks("413").is_none(),
+        "a body cut short by its client is a bad request, not one too large: {metrics:?}"
+    );
     assert!(
         !metrics.contains_key(
             r#"topupd_http_requests_total{route="/v1/pricing",method="GET",status="503"}"#
