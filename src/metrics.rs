@@ -16,7 +16,7 @@ use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gau
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::{
-    db::StateSample,
+    db::{StateSample, group_commit::MAX_BATCH},
     domain::{
         attempt::{AttemptState, AttemptTrigger},
         auto_topup::PauseReason,
@@ -237,9 +237,6 @@ const HISTOGRAMS: &[(&str, &str)] = &[
 
 const BATCH_WRITES: &str = "topupd_group_commit_batch_writes";
 
-/// Batch sizes, up to the group commit's largest.
-const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
-
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// The recorder, installed on first use with every family described and the known
@@ -247,10 +244,14 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 pub fn handle() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
+            // Batch sizes by powers of two, up to the group commit's largest.
+            let batch_buckets: Vec<f64> = (0..=MAX_BATCH.ilog2())
+                .map(|power| f64::from(1u32 << power))
+                .collect();
             let handle = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), BUCKETS)
                 .expect("the bucket list is not empty")
-                .set_buckets_for_metric(Matcher::Full(BATCH_WRITES.to_owned()), BATCH_BUCKETS)
+                .set_buckets_for_metric(Matcher::Full(BATCH_WRITES.to_owned()), &batch_buckets)
                 .expect("the bucket list is not empty")
                 .install_recorder()
                 .expect("topupd installs the only metrics recorder");

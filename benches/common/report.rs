@@ -57,6 +57,20 @@ pub struct Line {
     pub pass: Option<bool>,
 }
 
+impl Line {
+    /// A figure reported alone: no baseline and no goal.
+    pub fn alone(figure: impl Into<String>, measured: String) -> Self {
+        Self {
+            figure: figure.into(),
+            measured,
+            baseline: "-".into(),
+            ratio: "-".into(),
+            goal: "-".into(),
+            pass: None,
+        }
+    }
+}
+
 /// A result table, printed as Markdown so it can go into docs/benchmarks.md as is.
 pub struct Table {
     title: String,
