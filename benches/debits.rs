@@ -32,7 +32,8 @@ use topupd::{
         group_commit::{MAX_BATCH, writer_count},
         usage::{DebitOutcome, NewUsage},
     },
-    domain::{api_key, credits::Millicredits, pricing::PriceRequest},
+    domain::{credits::Millicredits, pricing::PriceRequest},
+    http::auth::verified_key,
 };
 
 /// Funded accounts the debits are spread over.
@@ -345,17 +346,10 @@ async fn in_process_rate(bench: &BenchDb, key: Option<&str>) -> Samples {
     rates
 }
 
-/// What the handler's authentication does before the debit: read the key, compare the
-/// secret's hash.
+/// What the handler's authentication does before the debit.
 async fn check_key(state: &AppState, token: &str) {
-    let (key_id, secret) = api_key::parse_token(token).expect("a well-formed key");
-    let stored = state
-        .db
-        .api_key(&key_id)
-        .await
-        .expect("read the key")
-        .expect("the key exists");
-    assert!(api_key::secret_matches(&stored.secret_hash, secret));
+    let key = verified_key(state, token).await.expect("read the key");
+    assert!(key.is_ok(), "the bench's key is refused: {key:?}");
 }
 
 async fn debit_in_process(state: &AppState, account_id: &str, request_id: &str) {

@@ -14,12 +14,12 @@ use secrecy::ExposeSecret;
 use tokio::{net::TcpListener, task::JoinSet};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-pub use crate::http::state::{AppState, Roles};
+pub use crate::http::state::{AppState, Roles, Services};
 use crate::{
     accounts::Accounts,
     clock::{Clock, DatabaseClock, SystemClock},
     config::{Config, ProviderKind},
-    db::{Db, group_commit::Writers},
+    db::{Db, group_commit::Writers, key_reads::KeyReads},
     http,
     jobs::{self, notice_sender::NoticeSender, webhook_sender::WebhookSender},
     metering::Metering,
@@ -209,7 +209,7 @@ impl App {
             (config.database.max_connections as usize / 2).max(1),
         ));
         Ok(Self {
-            state: AppState {
+            state: AppState::new(Services {
                 accounts: Accounts::new(db.clone(), clock.clone(), config.email.clone()),
                 metering: Metering::new(
                     db.clone(),
@@ -218,6 +218,7 @@ impl App {
                     config.low_balance_warning(),
                 ),
                 outbox: Outbox::new(db.clone(), clock.clone()),
+                keys: KeyReads::start(db.clone()),
                 db,
                 catalogue: Arc::new(catalogue),
                 clock,
@@ -229,7 +230,7 @@ impl App {
                 webhook_secrets: Arc::new(webhook_secrets),
                 webhook_permits,
                 roles: Roles::ALL,
-            },
+            }),
             stub,
             stub_cancel,
             writers,
@@ -281,8 +282,7 @@ impl App {
         roles: Roles,
         shutdown: impl Future<Output = ()>,
     ) -> anyhow::Result<()> {
-        let mut state = self.state;
-        state.roles = roles;
+        let state = self.state.with_roles(roles);
         let grace = Duration::from_secs(state.config.http.shutdown_grace_secs);
         let db = state.db.clone();
         let cancel = CancellationToken::new();

@@ -6,15 +6,22 @@
 
 use std::{
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
 };
 
+use http_body_util::{BodyExt, Full};
+use hyper::{
+    Request, StatusCode,
+    body::Bytes,
+    client::conn::http1::{SendRequest, handshake},
+    header::{AUTHORIZATION, CONTENT_TYPE, HOST},
+};
+use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
-use tokio::{task::JoinSet, time::Instant};
+use tokio::{net::TcpStream, task::JoinSet, time::Instant};
 
 /// The first argument that selects this mode.
 pub const MODE: &str = "loadgen";
@@ -102,9 +109,16 @@ pub fn main(args: &[String]) {
 }
 
 async fn generate(spec: Spec) -> Outcome {
+    let authority = spec
+        .url
+        .strip_prefix("http://")
+        .expect("an http:// URL")
+        .to_owned();
     let sender = Sender {
-        client: reqwest::Client::new(),
-        endpoint: format!("{}/v1/usage", spec.url),
+        connections: Arc::new(Connections {
+            authority,
+            idle: Mutex::new(Vec::new()),
+        }),
         authorization: format!("Bearer {}", spec.key),
         run: uuid::Uuid::now_v7().simple().to_string(),
         accounts: spec.accounts,
@@ -167,10 +181,41 @@ fn percentile(sorted: &[f64], share: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// Keep-alive connections to the server, each used by one request at a time. The closed
+/// loop takes one per request in flight and keeps it; the open loop takes an idle one
+/// for each request or opens another, so connections grow with the requests overlapping.
+/// HTTP/1.1 straight on hyper, without a client's pool in between: the generator shares
+/// the machine with the server, and should take as little of it as it can.
+struct Connections {
+    authority: String,
+    idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+}
+
+impl Connections {
+    async fn take(&self) -> Option<SendRequest<Full<Bytes>>> {
+        let idle = self.idle.lock().expect("connections").pop();
+        match idle {
+            Some(connection) if !connection.is_closed() => Some(connection),
+            _ => self.open().await,
+        }
+    }
+
+    fn put(&self, connection: SendRequest<Full<Bytes>>) {
+        self.idle.lock().expect("connections").push(connection);
+    }
+
+    async fn open(&self) -> Option<SendRequest<Full<Bytes>>> {
+        let stream = TcpStream::connect(&self.authority).await.ok()?;
+        stream.set_nodelay(true).ok()?;
+        let (sender, connection) = handshake(TokioIo::new(stream)).await.ok()?;
+        tokio::spawn(connection);
+        Some(sender)
+    }
+}
+
 #[derive(Clone)]
 struct Sender {
-    client: reqwest::Client,
-    endpoint: String,
+    connections: Arc<Connections>,
     authorization: String,
     /// Makes request ids unique across runs on the same database.
     run: String,
@@ -182,27 +227,38 @@ impl Sender {
     /// One debit of a minute of dubbing (10 credits); whether it was debited, and the
     /// time from `due` to the answer.
     async fn debit(&self, due: Instant) -> (bool, Duration) {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let body = json!({
-            "account_id": super::common::seed::account_id((n % self.accounts + 1) as i64),
-            "request_id": format!("{}-{n}", self.run),
-            "usage": { "service": "dubbing", "duration_seconds": 60 },
-        });
-        let answer = self
-            .client
-            .post(&self.endpoint)
-            .header("authorization", &self.authorization)
-            .json(&body)
-            .send()
-            .await;
-        let ok = match answer {
-            Ok(response) => {
-                let created = response.status() == reqwest::StatusCode::CREATED;
-                // The answer is read to the end, as a client would.
-                response.bytes().await.is_ok() && created
+        let ok = match self.connections.take().await {
+            Some(mut connection) => {
+                let ok = self.send(&mut connection).await;
+                if ok.is_some() {
+                    self.connections.put(connection);
+                }
+                ok == Some(true)
             }
-            Err(_) => false,
+            None => false,
         };
         (ok, due.elapsed())
+    }
+
+    /// Whether the debit was answered 201; `None` if the connection failed.
+    async fn send(&self, connection: &mut SendRequest<Full<Bytes>>) -> Option<bool> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let account = super::common::seed::account_id((n % self.accounts + 1) as i64);
+        let body = format!(
+            r#"{{"account_id":"{account}","request_id":"{}-{n}","usage":{{"service":"dubbing","duration_seconds":60}}}}"#,
+            self.run
+        );
+        let request = Request::post("/v1/usage")
+            .header(HOST, &self.connections.authority)
+            .header(AUTHORIZATION, &self.authorization)
+            .header(CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .expect("a well-formed request");
+        connection.ready().await.ok()?;
+        let response = connection.send_request(request).await.ok()?;
+        let created = response.status() == StatusCode::CREATED;
+        // The answer is read to the end, as a client would.
+        response.into_body().collect().await.ok()?;
+        Some(created)
     }
 }

@@ -200,10 +200,7 @@ async fn write<W: Batched>(db: Db, inbox: Arc<Mutex<Inbox<W>>>, stop: Cancellati
             Err(error) => {
                 // Nothing of the batch was written (or, if the commit itself was lost,
                 // a retry finds what was): each caller gets the error and may retry.
-                let message = match std::error::Error::source(&error) {
-                    Some(cause) => format!("{error}: {cause}"),
-                    None => error.to_string(),
-                };
+                let message = error.with_cause();
                 tracing::error!(error = %message, size = batch.len(), "batch write failed");
                 for (_, reply) in batch {
                     let _ = reply.send(Err(DbError::BatchFailed(message.clone())));

@@ -79,11 +79,21 @@ impl Db {
         })
     }
 
-    pub async fn api_key(&self, id: &str) -> Result<Option<StoredKey>, DbError> {
-        let sql = format!("SELECT {COLUMNS} FROM api_keys WHERE id = $1");
-        Ok(with_pool!(self, |pool| {
-            sqlx::query_as(&sql).bind(id).fetch_optional(pool).await?
-        }))
+    /// The keys of `ids` that exist, in one statement (see [`super::key_reads`]).
+    pub async fn api_keys_named(&self, ids: &[&str]) -> Result<Vec<StoredKey>, DbError> {
+        Ok(match self {
+            Db::Sqlite(pool) => {
+                let sql = format!(
+                    "SELECT {COLUMNS} FROM api_keys WHERE id IN (SELECT value FROM json_each($1))"
+                );
+                let ids = json!(ids).to_string();
+                sqlx::query_as(&sql).bind(ids).fetch_all(pool).await?
+            }
+            Db::Postgres(pool) => {
+                let sql = format!("SELECT {COLUMNS} FROM api_keys WHERE id = ANY($1)");
+                sqlx::query_as(&sql).bind(ids).fetch_all(pool).await?
+            }
+        })
     }
 
     /// Every key, revoked ones too, oldest first.

@@ -10,6 +10,7 @@ pub mod auto_topup;
 pub mod card_health;
 pub mod console;
 pub mod group_commit;
+pub mod key_reads;
 pub mod keys;
 pub mod ledger;
 pub mod notices;
@@ -67,9 +68,22 @@ pub enum DbError {
     /// A batch of writes sharing one commit failed; this one was in it.
     #[error("batch write failed: {0}")]
     BatchFailed(String),
+    #[error("the key reader has stopped")]
+    ReaderStopped,
+    /// A read answering several callers at once failed; this one was among them.
+    #[error("shared read failed: {0}")]
+    SharedReadFailed(String),
 }
 
 impl DbError {
+    /// The error with its cause, for the several callers a shared statement failed.
+    pub(crate) fn with_cause(&self) -> String {
+        match std::error::Error::source(self) {
+            Some(cause) => format!("{self}: {cause}"),
+            None => self.to_string(),
+        }
+    }
+
     /// The database could not be reached (no connection in time, or a broken one), as
     /// opposed to a statement it refused.
     pub fn is_unavailable(&self) -> bool {

@@ -97,7 +97,7 @@ pub async fn verified_key(
     let Some((key_id, secret)) = api_key::parse_token(token) else {
         return Ok(Err(KeyRefused::MissingOrMalformed));
     };
-    let Some(key) = state.db.api_key(&key_id).await? else {
+    let Some(key) = state.keys.read(&key_id).await? else {
         return Ok(Err(KeyRefused::UnknownKey));
     };
     Ok(if !api_key::secret_matches(&key.secret_hash, secret) {

@@ -1,12 +1,12 @@
 //! What every handler can reach, and what this process runs.
 
-use std::sync::Arc;
+use std::{ops::Deref, sync::Arc};
 
 use crate::{
     accounts::Accounts,
     clock::Clock,
     config::Config,
-    db::Db,
+    db::{Db, key_reads::KeyReads},
     domain::pricing::Catalogue,
     metering::Metering,
     notices::{mailer::Mailer, outbox::Outbox, templates::Letterhead},
@@ -14,11 +14,38 @@ use crate::{
     topups::Topups,
 };
 
-/// What every request handler can reach: the services every write goes through, and the
-/// database for reads.
+/// What every request handler can reach, behind one pointer: every request clones it
+/// (in each extractor and middleware that takes it), and a pointer is all that copies.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl AppState {
+    pub fn new(services: Services) -> Self {
+        Self(Arc::new(services))
+    }
+
+    /// The same services, for a process that runs `roles`.
+    pub fn with_roles(self, roles: Roles) -> Self {
+        let mut services = Arc::unwrap_or_clone(self.0);
+        services.roles = roles;
+        Self::new(services)
+    }
+}
+
+impl Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// The services every write goes through, and the database for reads.
+#[derive(Clone)]
+pub struct Services {
     pub db: Db,
+    /// Where each request's API key is read, shared with the checks that arrive with it.
+    pub keys: KeyReads,
     pub accounts: Accounts,
     pub metering: Metering,
     pub outbox: Outbox,

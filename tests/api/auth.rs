@@ -3,7 +3,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::helpers::each_backend;
+use crate::helpers::{TestApp, each_backend};
 
 #[tokio::test]
 async fn missing_malformed_wrong_and_revoked_keys_are_401() {
@@ -26,30 +26,11 @@ async fn missing_malformed_wrong_and_revoked_keys_are_401() {
             StatusCode::UNAUTHORIZED
         );
 
-        let issued = app
-            .post(
-                "/v1/admin/api-keys",
-                &app.admin,
-                json!({ "role": "support" }),
-            )
-            .await;
-        let (support, support_id) = (
-            issued.body["token"].as_str().expect("token"),
-            issued.body["id"].as_str().expect("id"),
-        );
-        assert_eq!(app.get(&path, support).await.status, StatusCode::OK);
-        let revoked = app
-            .request(
-                Method::DELETE,
-                &format!("/v1/admin/api-keys/{support_id}"),
-                Some(&app.admin),
-                None,
-            )
-            .await;
-        assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.body);
-        assert!(revoked.body["revoked_at"].is_string());
+        let (support, support_id) = support_key(app).await;
+        assert_eq!(app.get(&path, &support).await.status, StatusCode::OK);
+        revoke(app, &support_id).await;
         assert_eq!(
-            app.get(&path, support).await.status,
+            app.get(&path, &support).await.status,
             StatusCode::UNAUTHORIZED,
             "revocation is immediate"
         );
@@ -205,4 +186,123 @@ async fn another_customers_key_finds_nothing_and_staff_changes_are_audited() {
         assert_eq!(audit.body["data"][0]["actor_role"], "support");
     })
     .await;
+}
+
+/// Key checks that arrive together share one read of the keys: each request still gets
+/// its own key's answer, and a key revoked while others are being checked is refused on
+/// every request sent after the revocation was answered.
+#[tokio::test]
+async fn keys_checked_together_keep_their_own_answers_and_revocation_holds_at_once() {
+    each_backend(async |app| {
+        let account = app.funded_account("0").await;
+        let other = app.funded_account("0").await;
+        let customer = app.key("customer", Some(&account)).await;
+        // The same token with another key id: well formed, naming no key.
+        let swapped = if customer.as_bytes()[4] == b'0' {
+            '1'
+        } else {
+            '0'
+        };
+        let unknown = format!("tpk_{swapped}{}", &customer[5..]);
+        let cases = [
+            (app.admin.clone(), account.clone(), StatusCode::OK),
+            (customer.clone(), account.clone(), StatusCode::OK),
+            (customer.clone(), other.clone(), StatusCode::NOT_FOUND),
+            (unknown, account.clone(), StatusCode::UNAUTHORIZED),
+        ];
+        let mut checks = tokio::task::JoinSet::new();
+        for round in 0..25 {
+            for (case, (key, account, _)) in cases.iter().enumerate() {
+                let request = app
+                    .client
+                    .get(format!("{}/v1/accounts/{account}", app.base_url))
+                    .bearer_auth(key);
+                checks.spawn(async move {
+                    let status = request.send().await.expect("answered").status();
+                    (round, case, status)
+                });
+            }
+        }
+        for (round, case, status) in checks.join_all().await {
+            assert_eq!(status, cases[case].2, "case {case} of round {round}");
+        }
+
+        let (support, support_id) = support_key(app).await;
+        let revoked_at = std::sync::Arc::new(std::sync::OnceLock::new());
+        let mut callers = tokio::task::JoinSet::new();
+        for _ in 0..8 {
+            let (client, url, key) = (
+                app.client.clone(),
+                format!("{}/v1/accounts/{account}", app.base_url),
+                support.clone(),
+            );
+            let revoked_at = revoked_at.clone();
+            callers.spawn(async move {
+                let (mut seen, mut after) = (Vec::new(), 0);
+                while after < 20 {
+                    let sent = tokio::time::Instant::now();
+                    let status = client
+                        .get(&url)
+                        .bearer_auth(&key)
+                        .send()
+                        .await
+                        .expect("answered")
+                        .status();
+                    let late = revoked_at.get().is_some_and(|at| sent > *at);
+                    after += usize::from(late);
+                    seen.push((late, status));
+                }
+                seen
+            });
+        }
+        // Let the callers' checks be under way before revoking.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        revoke(app, &support_id).await;
+        revoked_at
+            .set(tokio::time::Instant::now())
+            .expect("revoked once");
+        let seen: Vec<_> = callers.join_all().await.into_iter().flatten().collect();
+        assert!(
+            seen.iter()
+                .any(|&(late, status)| !late && status == StatusCode::OK),
+            "the key worked before it was revoked"
+        );
+        for (late, status) in seen {
+            if late {
+                assert_eq!(
+                    status,
+                    StatusCode::UNAUTHORIZED,
+                    "sent after the revocation"
+                );
+            }
+        }
+    })
+    .await;
+}
+
+/// A new support key: its token and its id.
+async fn support_key(app: &TestApp) -> (String, String) {
+    let issued = app
+        .post(
+            "/v1/admin/api-keys",
+            &app.admin,
+            json!({ "role": "support" }),
+        )
+        .await;
+    assert_eq!(issued.status, StatusCode::CREATED, "{}", issued.body);
+    let field = |name: &str| issued.body[name].as_str().expect(name).to_owned();
+    (field("token"), field("id"))
+}
+
+async fn revoke(app: &TestApp, key_id: &str) {
+    let revoked = app
+        .request(
+            Method::DELETE,
+            &format!("/v1/admin/api-keys/{key_id}"),
+            Some(&app.admin),
+            None,
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.body);
+    assert!(revoked.body["revoked_at"].is_string());
 }
