@@ -16,11 +16,6 @@ use topupd::{
     telemetry,
 };
 
-// Every request allocates (bodies, headers, futures) across the runtime's threads; glibc's
-// allocator spent about a seventh of the API's CPU on that under load.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     version,
