@@ -40,6 +40,7 @@ use axum::{
     response::IntoResponse,
 };
 use tokio::sync::Semaphore;
+use tower::ServiceBuilder;
 use tower_http::{
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer},
     trace::TraceLayer,
@@ -89,53 +90,61 @@ pub fn router(state: AppState) -> Router {
         .merge(console)
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(DefaultBodyLimit::max(http.max_body_bytes))
-        .layer(axum::middleware::from_fn(crate::metrics::track_http))
-        .layer(axum::middleware::from_fn(
-            move |request: Request, next: Next| async move {
-                // A request is abandoned at the deadline; charges run in tasks of their own
-                // and go on (see `topups::in_own_task`).
-                match tokio::time::timeout(timeout, next.run(request)).await {
-                    Ok(response) => response,
-                    Err(_) => ApiError::Timeout.into_response(),
-                }
-            },
-        ))
-        .layer(axum::middleware::from_fn(
-            move |request: Request, next: Next| async move {
-                // A body announced past the limit is refused before anything reads the
-                // request (with a key or without): nothing waits for bytes it would refuse.
-                if announced_length(&request).is_some_and(|length| length > max_body) {
-                    let mut refused = ApiError::PayloadTooLarge.into_response();
-                    refused
-                        .headers_mut()
-                        .insert(CONNECTION, HeaderValue::from_static("close"));
-                    return refused;
-                }
-                next.run(request).await
-            },
-        ))
+        // One stack, applied once: each `layer` call on a router wraps every route in a
+        // service of its own, boxed and cloned again on every request (18% of the API's
+        // CPU under load, 7.5% as one stack: benchmarks.md, section 3). The first layer
+        // listed is the outermost.
         .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(request_span)
-                .on_response(log_response),
+            ServiceBuilder::new()
+                .layer(axum::middleware::from_fn(
+                    move |request: Request, next: Next| {
+                        let in_flight = Arc::clone(&in_flight);
+                        async move {
+                            // Refused before any other layer runs, so a refusal costs next
+                            // to nothing when it matters most.
+                            let Ok(_answering) = in_flight.try_acquire_owned() else {
+                                crate::metrics::request_shed();
+                                return ApiError::Overloaded.into_response();
+                            };
+                            next.run(request).await
+                        }
+                    },
+                ))
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(request_span)
+                        .on_response(log_response),
+                )
+                .layer(axum::middleware::from_fn(
+                    move |request: Request, next: Next| async move {
+                        // A body announced past the limit is refused before anything reads
+                        // the request (with a key or without): nothing waits for bytes it
+                        // would refuse.
+                        if announced_length(&request).is_some_and(|length| length > max_body) {
+                            let mut refused = ApiError::PayloadTooLarge.into_response();
+                            refused
+                                .headers_mut()
+                                .insert(CONNECTION, HeaderValue::from_static("close"));
+                            return refused;
+                        }
+                        next.run(request).await
+                    },
+                ))
+                .layer(axum::middleware::from_fn(
+                    move |request: Request, next: Next| async move {
+                        // A request is abandoned at the deadline; charges run in tasks of
+                        // their own and go on (see `topups::in_own_task`).
+                        match tokio::time::timeout(timeout, next.run(request)).await {
+                            Ok(response) => response,
+                            Err(_) => ApiError::Timeout.into_response(),
+                        }
+                    },
+                ))
+                .layer(axum::middleware::from_fn(crate::metrics::track_http))
+                .layer(DefaultBodyLimit::max(http.max_body_bytes)),
         )
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .layer(axum::middleware::from_fn(
-            move |request: Request, next: Next| {
-                let in_flight = Arc::clone(&in_flight);
-                async move {
-                    // Refused before any other layer runs, so a refusal costs next to
-                    // nothing when it matters most.
-                    let Ok(_answering) = in_flight.try_acquire_owned() else {
-                        crate::metrics::request_shed();
-                        return ApiError::Overloaded.into_response();
-                    };
-                    next.run(request).await
-                }
-            },
-        ))
         .with_state(state)
 }
 
