@@ -14,7 +14,8 @@ use secrecy::ExposeSecret;
 use tokio::{net::TcpListener, task::JoinSet};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-pub use crate::http::state::{AppState, Roles, Services};
+use crate::http::state::Services;
+pub use crate::http::state::{AppState, Roles};
 use crate::{
     accounts::Accounts,
     clock::{Clock, DatabaseClock, SystemClock},

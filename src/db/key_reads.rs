@@ -47,6 +47,9 @@ async fn read(db: Db, mut receiver: mpsc::Receiver<Check>) {
     while receiver.recv_many(&mut checks, MAX_CHECKS).await > 0 {
         // A caller that has gone (timed out, hung up) needs no answer.
         checks.retain(|(_, reply)| !reply.is_closed());
+        if checks.is_empty() {
+            continue;
+        }
         let mut ids: Vec<&str> = checks.iter().map(|(id, _)| id.as_str()).collect();
         ids.sort_unstable();
         ids.dedup();
