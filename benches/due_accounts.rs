@@ -36,23 +36,28 @@ const GOAL_PEAK_BYTES: f64 = 100e6;
 #[tokio::main]
 async fn main() {
     for backend in backends() {
-        let small = due_query(backend, SMALL, DUE).await;
-        let large = due_query(backend, LARGE, DUE).await;
-        let many = due_query(backend, LARGE, MANY_DUE).await;
-        let huge = due_query(backend, HUGE, DUE).await;
-        let huge_ms = huge.times.median();
-        let many_ms = many.times.median();
-        let (small_ms, large_ms) = (small.times.median(), large.times.median());
+        let small = DueSet::seed(backend, SMALL, DUE).await;
+        let large = DueSet::seed(backend, LARGE, DUE).await;
+        let many = DueSet::seed(backend, LARGE, MANY_DUE).await;
+        let huge = DueSet::seed(backend, HUGE, DUE).await;
+        let [small_times, large_times, many_times, huge_times] =
+            times_in_turns([&small, &large, &many, &huge]).await;
+        let memory = scan_memory(&large).await;
+        for set in [small, large, many, huge] {
+            set.drop().await;
+        }
+        let huge_ms = huge_times.median();
+        let many_ms = many_times.median();
+        let (small_ms, large_ms) = (small_times.median(), large_times.median());
         let paging = many_ms / large_ms;
         let growth = large_ms / small_ms;
-        let memory = large.memory.expect("measured at the large size");
         let mut table = Table::new(format!(
             "Finding due accounts, {} ({DUE} due)",
             backend.name()
         ));
         table.line(Line {
             figure: format!("due set at {LARGE} accounts"),
-            measured: large.times.describe("ms"),
+            measured: large_times.describe("ms"),
             baseline: format!("{} ms at {SMALL} accounts", round(small_ms)),
             ratio: format!("{}×", round(growth)),
             goal: format!("≤ {GOAL_MS} ms"),
@@ -60,7 +65,7 @@ async fn main() {
         });
         table.line(Line {
             figure: format!("due set at {SMALL} accounts"),
-            measured: small.times.describe("ms"),
+            measured: small_times.describe("ms"),
             baseline: "-".into(),
             ratio: "-".into(),
             goal: "-".into(),
@@ -76,7 +81,7 @@ async fn main() {
         });
         table.line(Line {
             figure: format!("due set of {MANY_DUE} at {LARGE} accounts"),
-            measured: many.times.describe("ms"),
+            measured: many_times.describe("ms"),
             baseline: format!("{} ms for {DUE} due", round(large_ms)),
             ratio: format!("{}×", round(paging)),
             goal: format!("≤ {GOAL_PAGING}× for 10× the due accounts"),
@@ -84,7 +89,7 @@ async fn main() {
         });
         table.line(Line {
             figure: format!("due set at {HUGE} accounts"),
-            measured: huge.times.describe("ms"),
+            measured: huge_times.describe("ms"),
             baseline: format!("{} ms at {LARGE} accounts", round(large_ms)),
             ratio: format!("{}×", round(huge_ms / large_ms)),
             goal: format!("≤ {GOAL_GROWTH}×"),
@@ -102,12 +107,6 @@ async fn main() {
     }
 }
 
-struct Measured {
-    /// Milliseconds to find the whole due set.
-    times: Samples,
-    memory: Option<PeakMemory>,
-}
-
 /// Peak resident memory of `topupd scan --once`, in bytes.
 struct PeakMemory {
     /// Charging every due account.
@@ -116,42 +115,69 @@ struct PeakMemory {
     idle: u64,
 }
 
-async fn due_query(backend: Backend, accounts: i64, due: i64) -> Measured {
-    let bench = BenchDb::create(backend, &format!("due_{accounts}_{due}")).await;
-    let db = bench.connect().await;
-    let started = Instant::now();
-    let population = Population {
-        accounts,
-        due,
-        balance: THRESHOLD * 5,
-    };
-    seed(&db, population).await;
-    println!(
-        "{}: seeded {accounts} accounts ({due} due) in {:.1} s",
-        backend.name(),
-        started.elapsed().as_secs_f64()
-    );
-    let batch = bench.config(&[]).auto_topup.scan_batch_size;
-    let now = now_ms();
-    // The first run reads the index into the cache; a scan every 30 minutes finds it there.
-    assert_eq!(find_due_set(&db, now, batch).await, due as usize);
-    let mut times = Vec::with_capacity(RUNS);
-    for _ in 0..RUNS {
+/// A database seeded with `accounts`, `due` of them due, and its due set read once.
+struct DueSet {
+    bench: BenchDb,
+    db: Db,
+    due: i64,
+    batch: u32,
+}
+
+impl DueSet {
+    async fn seed(backend: Backend, accounts: i64, due: i64) -> Self {
+        let bench = BenchDb::create(backend, &format!("due_{accounts}_{due}")).await;
+        let db = bench.connect().await;
         let started = Instant::now();
-        let found = find_due_set(&db, now, batch).await;
-        times.push(started.elapsed().as_secs_f64() * 1e3);
-        assert_eq!(found, due as usize);
+        let population = Population {
+            accounts,
+            due,
+            balance: THRESHOLD * 5,
+        };
+        seed(&db, population).await;
+        println!(
+            "{}: seeded {accounts} accounts ({due} due) in {:.1} s",
+            backend.name(),
+            started.elapsed().as_secs_f64()
+        );
+        let batch = bench.config(&[]).auto_topup.scan_batch_size;
+        let set = Self {
+            bench,
+            db,
+            due,
+            batch,
+        };
+        // The first run reads the index into the cache; a scan every 30 minutes finds it
+        // there.
+        set.time().await;
+        set
     }
-    db.close().await;
-    let memory = match (accounts, due) {
-        (LARGE, DUE) => Some(scan_memory(&bench).await),
-        _ => None,
-    };
-    bench.drop().await;
-    Measured {
-        times: Samples::new(times),
-        memory,
+
+    /// Milliseconds to page through the whole due set.
+    async fn time(&self) -> f64 {
+        let started = Instant::now();
+        let found = find_due_set(&self.db, now_ms(), self.batch).await;
+        let ms = started.elapsed().as_secs_f64() * 1e3;
+        assert_eq!(found, self.due as usize);
+        ms
     }
+
+    async fn drop(self) {
+        self.db.close().await;
+        self.bench.drop().await;
+    }
+}
+
+/// Times the due sets `RUNS` times each, taking turns: the machine's load changes from one
+/// second to the next, and set against set, each ratio then compares runs made side by
+/// side rather than a minute apart.
+async fn times_in_turns<const N: usize>(sets: [&DueSet; N]) -> [Samples; N] {
+    let mut times = [(); N].map(|()| Vec::with_capacity(RUNS));
+    for _ in 0..RUNS {
+        for (set, times) in sets.iter().zip(&mut times) {
+            times.push(set.time().await);
+        }
+    }
+    times.map(Samples::new)
 }
 
 /// Pages through the due set as the scan does; how many accounts it holds.
@@ -174,7 +200,8 @@ async fn find_due_set(db: &Db, now: i64, batch: u32) -> usize {
 /// Runs the real command twice: the first scan charges every due account (through a stub
 /// provider in its own process, so the stub's memory is not counted), the second finds
 /// them all topped up.
-async fn scan_memory(bench: &BenchDb) -> PeakMemory {
+async fn scan_memory(set: &DueSet) -> PeakMemory {
+    let bench = &set.bench;
     let stub = StubProcess::start(0).await;
     let config = bench.config_file(&external_provider(&stub.base_url));
     let started = Instant::now();
