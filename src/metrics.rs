@@ -9,7 +9,6 @@ use std::{sync::OnceLock, time::Instant};
 
 use axum::{
     extract::{MatchedPath, Request},
-    middleware::Next,
     response::Response,
 };
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
@@ -314,20 +313,37 @@ fn register_known_series() {
     }
 }
 
-/// Counts and times every request by route template and status.
-pub async fn track_http(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = request.method().to_string();
-    let started = Instant::now();
-    let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    histogram!("topupd_http_request_duration_seconds", "route" => route.clone(), "method" => method.clone())
-        .record(started.elapsed().as_secs_f64());
-    counter!("topupd_http_requests_total", "route" => route, "method" => method, "status" => status).increment(1);
-    response
+/// A request being answered, to be counted and timed by route template and status once
+/// its answer is known.
+pub struct HttpRequest {
+    route: String,
+    method: String,
+    started: Instant,
+}
+
+impl HttpRequest {
+    pub fn start(request: &Request) -> Self {
+        Self {
+            route: request
+                .extensions()
+                .get::<MatchedPath>()
+                .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned()),
+            method: request.method().to_string(),
+            started: Instant::now(),
+        }
+    }
+
+    pub fn answered(self, response: &Response) {
+        let Self {
+            route,
+            method,
+            started,
+        } = self;
+        let status = response.status().as_u16().to_string();
+        histogram!("topupd_http_request_duration_seconds", "route" => route.clone(), "method" => method.clone())
+            .record(started.elapsed().as_secs_f64());
+        counter!("topupd_http_requests_total", "route" => route, "method" => method, "status" => status).increment(1);
+    }
 }
 
 /// The scan schedule runs in this process: its scans are counted from 0, so a replica

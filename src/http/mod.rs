@@ -37,7 +37,7 @@ use axum::{
         header::{CONNECTION, CONTENT_LENGTH},
     },
     middleware::Next,
-    response::IntoResponse,
+    response::{IntoResponse, Response},
 };
 use tokio::sync::Semaphore;
 use tower::ServiceBuilder;
@@ -119,33 +119,37 @@ pub fn router(state: AppState) -> Router {
                 )
                 .layer(axum::middleware::from_fn(
                     move |request: Request, next: Next| async move {
-                        // A body announced past the limit is refused before anything reads
-                        // the request (with a key or without): nothing waits for bytes it
-                        // would refuse.
-                        if announced_length(&request).is_some_and(|length| length > max_body) {
-                            let mut refused = ApiError::PayloadTooLarge.into_response();
-                            refused
-                                .headers_mut()
-                                .insert(CONNECTION, HeaderValue::from_static("close"));
-                            return refused;
-                        }
-                        next.run(request).await
+                        // Counted whatever answers it: the route, the refusal of its
+                        // body's size or the deadline.
+                        let counted = crate::metrics::HttpRequest::start(&request);
+                        let response = within_limits(request, next, max_body, timeout).await;
+                        counted.answered(&response);
+                        response
                     },
                 ))
-                .layer(axum::middleware::from_fn(
-                    move |request: Request, next: Next| async move {
-                        // A request is abandoned at the deadline; charges run in tasks of
-                        // their own and go on (see `topups::in_own_task`).
-                        match tokio::time::timeout(timeout, next.run(request)).await {
-                            Ok(response) => response,
-                            Err(_) => ApiError::Timeout.into_response(),
-                        }
-                    },
-                ))
-                .layer(axum::middleware::from_fn(crate::metrics::track_http))
                 .layer(DefaultBodyLimit::max(http.max_body_bytes)),
         )
         .with_state(state)
+}
+
+/// `next`'s answer to `request`, unless the body it announces is past `max_body` or the
+/// answer takes longer than `timeout`.
+async fn within_limits(request: Request, next: Next, max_body: u64, timeout: Duration) -> Response {
+    // A body announced past the limit is refused before anything reads the request (with
+    // a key or without): nothing waits for bytes it would refuse.
+    if announced_length(&request).is_some_and(|length| length > max_body) {
+        let mut refused = ApiError::PayloadTooLarge.into_response();
+        refused
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+        return refused;
+    }
+    // A request is abandoned at the deadline; charges run in tasks of their own and go on
+    // (see `topups::in_own_task`).
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Timeout.into_response(),
+    }
 }
 
 /// The body length the request announces, if it announces one.

@@ -579,17 +579,22 @@ pub async fn tamper(app: &TestApp, sql: &str, id: &str) {
 }
 
 impl TestApp {
-    /// A counter of this process's `/metrics` (other tests share it, so it only grows).
-    pub async fn counter(&self, name: &str) -> f64 {
-        let metrics = self
-            .client
+    /// The text of this process's `/metrics` (other tests share them, so counters only
+    /// grow).
+    pub async fn metrics(&self) -> String {
+        self.client
             .get(format!("{}/metrics", self.ops_url))
             .send()
             .await
             .expect("metrics")
             .text()
             .await
-            .expect("text");
+            .expect("text")
+    }
+
+    /// A counter of this process's `/metrics`, which must be there.
+    pub async fn counter(&self, name: &str) -> f64 {
+        let metrics = self.metrics().await;
         metrics
             .lines()
             .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))

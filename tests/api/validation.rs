@@ -3,7 +3,9 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{TestApp, each_backend};
+use topupd::db::Db;
+
+use crate::helpers::{TestApp, backends, each_backend, test_config, unused_port, usage_body};
 
 /// Sends `body` raw to `path` and checks the answer is `status` naming `field` (or no field
 /// for malformed JSON), with nothing changed.
@@ -312,4 +314,85 @@ async fn a_body_announced_past_the_limit_is_refused_at_once_without_a_key() {
         }
     })
     .await;
+}
+
+/// How many answers of `status` to `POST /v1/usage` the app's metrics count (0 before
+/// the first: the series appears with it).
+async fn usage_answers(app: &TestApp, status: u16) -> f64 {
+    let series = format!(
+        r#"topupd_http_requests_total{{route="/v1/usage",method="POST",status="{status}"}} "#
+    );
+    app.metrics()
+        .await
+        .lines()
+        .find_map(|line| line.strip_prefix(&series)?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Holds a lock on `account`'s row (on SQLite, on every write) until it is dropped (and
+/// its transaction rolled back), so that a debit of the account waits.
+async fn lock_account(app: &TestApp, account: &str) -> Locked {
+    match &app.db {
+        Db::Sqlite(pool) => {
+            // SQLite locks the whole database for writing.
+            Locked::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await.expect("lock"))
+        }
+        Db::Postgres(pool) => {
+            let mut tx = pool.begin().await.expect("lock");
+            sqlx::query("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE")
+                .bind(account)
+                .execute(&mut *tx)
+                .await
+                .expect("lock the account");
+            Locked::Postgres(tx)
+        }
+    }
+}
+
+#[allow(dead_code, reason = "held for its lock, never read")]
+enum Locked {
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+#[tokio::test]
+async fn answers_refusing_a_body_or_given_at_the_deadline_are_counted_like_any_other() {
+    for backend in backends() {
+        let mut config = test_config(unused_port());
+        config.http.request_timeout_secs = 1;
+        let app = TestApp::spawn_with(backend, config).await;
+        let account = app.funded_account("100").await;
+        let service = app.key("service", None).await;
+
+        let (too_large_before, timed_out_before) = (
+            usage_answers(&app, 413).await,
+            usage_answers(&app, 408).await,
+        );
+        let huge = format!(
+            r#"{{"account_id":"{account}","request_id":"{}","usage":{{"service":"dubbing","duration_seconds":60}}}}"#,
+            "x".repeat(100_000)
+        );
+        let too_large = app
+            .post_raw("/v1/usage", &service, "application/json", huge)
+            .await;
+        assert_eq!(too_large.status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(usage_answers(&app, 413).await, too_large_before + 1.0);
+
+        // The debit waits for the account's row past the deadline: the request is
+        // answered 408 at the deadline, and counted so.
+        let locked = lock_account(&app, &account).await;
+        let timed_out = app
+            .post("/v1/usage", &service, usage_body(&account, "late", 60))
+            .await;
+        assert_eq!(
+            timed_out.status,
+            StatusCode::REQUEST_TIMEOUT,
+            "{}",
+            timed_out.body
+        );
+        assert_eq!(timed_out.body["error"], "request_timeout");
+        assert_eq!(usage_answers(&app, 408).await, timed_out_before + 1.0);
+        drop(locked);
+        app.stop().await;
+    }
 }
