@@ -316,11 +316,12 @@ async fn a_body_announced_past_the_limit_is_refused_at_once_without_a_key() {
     .await;
 }
 
-/// How many answers of `status` to `POST /v1/usage` the app's metrics count (0 before
-/// the first: the series appears with it).
-async fn usage_answers(app: &TestApp, status: u16) -> f64 {
+/// How many answers of `status` to `POST route` the app's metrics count (0 before the
+/// first: the series appears with it). Every app of this process counts into them, so
+/// each test of it takes a route and status no other test makes.
+async fn answers(app: &TestApp, route: &str, status: u16) -> f64 {
     let series = format!(
-        r#"topupd_http_requests_total{{route="/v1/usage",method="POST",status="{status}"}} "#
+        r#"topupd_http_requests_total{{route="{route}",method="POST",status="{status}"}} "#
     );
     app.metrics()
         .await
@@ -365,18 +366,21 @@ async fn answers_refusing_a_body_or_given_at_the_deadline_are_counted_like_any_o
         let service = app.key("service", None).await;
 
         let (too_large_before, timed_out_before) = (
-            usage_answers(&app, 413).await,
-            usage_answers(&app, 408).await,
+            answers(&app, "/v1/estimate", 413).await,
+            answers(&app, "/v1/usage", 408).await,
         );
         let huge = format!(
-            r#"{{"account_id":"{account}","request_id":"{}","usage":{{"service":"dubbing","duration_seconds":60}}}}"#,
+            r#"{{"service":"dubbing","duration_seconds":60,"addons":["{}"]}}"#,
             "x".repeat(100_000)
         );
         let too_large = app
-            .post_raw("/v1/usage", &service, "application/json", huge)
+            .post_raw("/v1/estimate", &service, "application/json", huge)
             .await;
         assert_eq!(too_large.status, StatusCode::PAYLOAD_TOO_LARGE);
-        assert_eq!(usage_answers(&app, 413).await, too_large_before + 1.0);
+        assert_eq!(
+            answers(&app, "/v1/estimate", 413).await,
+            too_large_before + 1.0
+        );
 
         // The debit waits for the account's row past the deadline: the request is
         // answered 408 at the deadline, and counted so.
@@ -391,7 +395,10 @@ async fn answers_refusing_a_body_or_given_at_the_deadline_are_counted_like_any_o
             timed_out.body
         );
         assert_eq!(timed_out.body["error"], "request_timeout");
-        assert_eq!(usage_answers(&app, 408).await, timed_out_before + 1.0);
+        assert_eq!(
+            answers(&app, "/v1/usage", 408).await,
+            timed_out_before + 1.0
+        );
         drop(locked);
         app.stop().await;
     }
