@@ -115,7 +115,7 @@ struct PeakMemory {
     idle: u64,
 }
 
-/// A database seeded with `accounts`, `due` of them due, and its due set read once.
+/// A database seeded with `accounts`, `due` of them due.
 struct DueSet {
     bench: BenchDb,
     db: Db,
@@ -140,16 +140,12 @@ impl DueSet {
             started.elapsed().as_secs_f64()
         );
         let batch = bench.config(&[]).auto_topup.scan_batch_size;
-        let set = Self {
+        Self {
             bench,
             db,
             due,
             batch,
-        };
-        // The first run reads the index into the cache; a scan every 30 minutes finds it
-        // there.
-        set.time().await;
-        set
+        }
     }
 
     /// Milliseconds to page through the whole due set.
@@ -167,10 +163,14 @@ impl DueSet {
     }
 }
 
-/// Times the due sets `RUNS` times each, taking turns: the machine's load changes from one
-/// second to the next, and set against set, each ratio then compares runs made side by
-/// side rather than a minute apart.
+/// Times the due sets `RUNS` times each, taking turns, after a round that reads each
+/// index into the cache (a scan every 30 minutes finds it there). The machine's speed
+/// drifts over minutes: in turns, each ratio compares runs made side by side, not a
+/// minute apart.
 async fn times_in_turns<const N: usize>(sets: [&DueSet; N]) -> [Samples; N] {
+    for set in sets {
+        set.time().await;
+    }
     let mut times = [(); N].map(|()| Vec::with_capacity(RUNS));
     for _ in 0..RUNS {
         for (set, times) in sets.iter().zip(&mut times) {
