@@ -5,8 +5,10 @@
 //! batch size from as many writers as the queue has, and conditional
 //! single-row balance updates, each in its own durable transaction. The highest rate is
 //! the best of several numbers of requests in flight; the p99 latency is measured at
-//! fixed rates of 50% and 90% of it. The debit queue's `/metrics` say how large the
-//! batches of the highest rate were, and the ceiling is measured again at that size.
+//! fixed rates of 50% and 90% of it. The highest rate and the ceiling are measured in
+//! turns, so that the machine's drift falls on both. The debit queue's `/metrics` say how
+//! large the batches of the highest rate were, and the ceiling is measured again at that
+//! size.
 //!
 //! `cargo bench --bench debits`
 
@@ -32,7 +34,7 @@ use topupd::{
         group_commit::{MAX_BATCH, writer_count},
         usage::{DebitOutcome, NewUsage},
     },
-    domain::{credits::Millicredits, pricing::PriceRequest},
+    domain::pricing::PriceRequest,
     http::auth::verified_key,
 };
 
@@ -84,7 +86,6 @@ async fn bench() {
             })
         })
         .await;
-        let ceiling = batched_ceiling(&db, MAX_BATCH).await;
         db.close().await;
 
         let key = run(
@@ -101,12 +102,16 @@ async fn bench() {
             .zip(updates_before)
             .map(|(after, before)| after.since(before));
         let in_process_keyed = in_process_rate(&bench, Some(&key)).await;
+        // Before the server's configuration is written: reading the catalogue and
+        // connecting write the bench's configuration file with the defaults.
+        let row = served_row(&bench);
+        let db = bench.connect().await;
         let ops = free_address();
         let config = bench.config_file(&[format!("ops.listen = \"{ops}\"")]);
-        let http = http_figures(&config, ops, &key).await;
-        let db = bench.connect().await;
+        let http = http_figures(&config, ops, &key, &db, &row).await;
+        let ceiling = &http.ceiling;
         let served_size = http.batch_size.round().max(1.0) as usize;
-        let served_ceiling = batched_ceiling(&db, served_size).await;
+        let served_ceiling = batched_ceiling(&db, served_size, &row).await;
         db.close().await;
         bench.drop().await;
 
@@ -217,49 +222,76 @@ async fn bench() {
     }
 }
 
+/// The usage the load generator debits, as the service stores it: its quote, fingerprint
+/// and cost from the bench's catalogue, so that the ceiling writes the rows HTTP debits
+/// write.
+fn served_row(bench: &BenchDb) -> NewUsage {
+    let request = dubbing_minute();
+    let config = bench.config(&[]);
+    let quote = config
+        .pricing
+        .load()
+        .expect("the bench's catalogue")
+        .quote(&request)
+        .expect("dubbing is priced");
+    NewUsage {
+        account_id: String::new(),
+        request_id: String::new(),
+        fingerprint: request.fingerprint(),
+        service: quote.service.clone(),
+        quote: serde_json::to_string(&quote).expect("a quote serializes"),
+        cost: quote.total,
+        at: 0,
+        low_line: config.low_balance_warning(),
+    }
+}
+
+/// What the load generator and the in-process debits send.
+fn dubbing_minute() -> PriceRequest {
+    serde_json::from_value(serde_json::json!({ "service": "dubbing", "duration_seconds": 60 }))
+        .expect("a valid price request")
+}
+
 /// The database's own ceiling for debits: the statement the service's debit queue runs
-/// (`Db::debit_usages`), in batches of `size`, from as many writers as the queue has.
-/// Debits per second.
-async fn batched_ceiling(db: &Db, size: usize) -> Samples {
+/// (`Db::debit_usages`), in batches of `size` rows like `row`, from as many writers as the
+/// queue has. Debits per second.
+async fn batched_ceiling(db: &Db, size: usize, row: &NewUsage) -> Samples {
+    repeat(|| ceiling_run(db, size, row)).await
+}
+
+/// One run of [`batched_ceiling`].
+fn ceiling_run(db: &Db, size: usize, row: &NewUsage) -> impl Future<Output = f64> + use<> {
     let writers = writer_count(db) as usize;
-    repeat(|| {
-        let db = db.clone();
-        // Request ids unique across runs, so every debit is a new one.
-        let run = uuid::Uuid::now_v7().simple().to_string();
-        async move {
-            let batches = sustained_rate(writers, RUN_TIME, move |task, n| {
-                let db = db.clone();
-                let usages: Vec<NewUsage> = (0..size)
-                    .map(|i| NewUsage {
-                        // Distinct accounts within a batch, as the queue makes them.
-                        account_id: account_id(
-                            ((task * size + i) as u64 + n) as i64 % ACCOUNTS as i64 + 1,
-                        ),
-                        request_id: format!("{run}-{task}-{n}-{i}"),
-                        fingerprint: "bench".into(),
-                        service: "dubbing".into(),
-                        quote: "{}".into(),
-                        cost: Millicredits(DEBIT),
-                        at: 0,
-                        low_line: Millicredits(0),
-                    })
-                    .collect();
-                async move {
-                    let batch: Vec<&NewUsage> = usages.iter().collect();
-                    let outcomes = db.debit_usages(&batch).await.expect("the batch");
-                    assert!(
-                        outcomes
-                            .iter()
-                            .all(|o| matches!(o, DebitOutcome::Debited(_))),
-                        "every debit of the batch is made"
-                    );
-                }
-            })
-            .await;
-            batches * size as f64
-        }
-    })
-    .await
+    let (db, row) = (db.clone(), row.clone());
+    // Request ids unique across runs, so every debit is a new one.
+    let run = uuid::Uuid::now_v7().simple().to_string();
+    async move {
+        let batches = sustained_rate(writers, RUN_TIME, move |task, n| {
+            let db = db.clone();
+            let usages: Vec<NewUsage> = (0..size)
+                .map(|i| NewUsage {
+                    // Distinct accounts within a batch, as the queue makes them.
+                    account_id: account_id(
+                        ((task * size + i) as u64 + n) as i64 % ACCOUNTS as i64 + 1,
+                    ),
+                    request_id: format!("{run}-{task}-{n}-{i}"),
+                    ..row.clone()
+                })
+                .collect();
+            async move {
+                let batch: Vec<&NewUsage> = usages.iter().collect();
+                let outcomes = db.debit_usages(&batch).await.expect("the batch");
+                assert!(
+                    outcomes
+                        .iter()
+                        .all(|o| matches!(o, DebitOutcome::Debited(_))),
+                    "every debit of the batch is made"
+                );
+            }
+        })
+        .await;
+        batches * size as f64
+    }
 }
 
 /// PostgreSQL's count of `accounts` updates, and of those that were heap-only (no new
@@ -353,9 +385,7 @@ async fn check_key(state: &AppState, token: &str) {
 }
 
 async fn debit_in_process(state: &AppState, account_id: &str, request_id: &str) {
-    let request: PriceRequest =
-        serde_json::from_value(serde_json::json!({ "service": "dubbing", "duration_seconds": 60 }))
-            .expect("a valid price request");
+    let request = dubbing_minute();
     let quote = state.catalogue.quote(&request).expect("dubbing is priced");
     let outcome = state
         .metering
@@ -366,6 +396,9 @@ async fn debit_in_process(state: &AppState, account_id: &str, request_id: &str) 
 }
 
 struct HttpFigures {
+    /// The database's ceiling at the debit queue's batch size, measured in turns with
+    /// `max`, so that the machine's drift from minute to minute falls on both alike.
+    ceiling: Samples,
     /// The highest rate of each number of requests in flight tried.
     by_in_flight: Vec<(usize, f64)>,
     /// The number of requests in flight of the best, and its runs.
@@ -378,9 +411,16 @@ struct HttpFigures {
 }
 
 /// Starts the server, finds its highest rate with `key` and the number of requests in
-/// flight that reaches it, measures that again with the size of the batches it made
-/// (read from `/metrics` on `ops`), then latency at fixed rates below it.
-async fn http_figures(config: &Path, ops: SocketAddr, key: &str) -> HttpFigures {
+/// flight that reaches it, measures that again in turns with the database's ceiling on
+/// `db` (batches of rows like `row`), with the size of the batches it made (read from
+/// `/metrics` on `ops`), then latency at fixed rates below it.
+async fn http_figures(
+    config: &Path,
+    ops: SocketAddr,
+    key: &str,
+    db: &Db,
+    row: &NewUsage,
+) -> HttpFigures {
     let address = free_address();
     let _server = serve_api(config, address).await;
     let spec = |pace| Spec {
@@ -400,11 +440,17 @@ async fn http_figures(config: &Path, ops: SocketAddr, key: &str) -> HttpFigures 
         .max_by(|a, b| a.1.total_cmp(&b.1))
         .expect("some numbers in flight");
     let before = debit_batches(ops).await;
-    let max = repeat(|| highest_rate(spec(Pace::InFlight(in_flight)))).await;
+    let (mut ceiling, mut max) = (Vec::with_capacity(RUNS), Vec::with_capacity(RUNS));
+    for _ in 0..RUNS {
+        ceiling.push(ceiling_run(db, MAX_BATCH, row).await);
+        max.push(highest_rate(spec(Pace::InFlight(in_flight))).await);
+    }
+    let (ceiling, max) = (Samples::new(ceiling), Samples::new(max));
     let after = debit_batches(ops).await;
     let at_half = load(&spec(Pace::Rate(max.median() * 0.5))).await;
     let at_ninety = load(&spec(Pace::Rate(max.median() * 0.9))).await;
     HttpFigures {
+        ceiling,
         by_in_flight,
         in_flight,
         max,

@@ -2,7 +2,7 @@
 //! the resources (and the errors) that show them.
 
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
 use super::state::AppState;
@@ -131,14 +131,15 @@ pub struct UsageView {
     cost: Millicredits,
     /// The quote it was priced by, as `POST /v1/estimate` answers it.
     #[schema(value_type = Quote)]
-    quote: Value,
+    quote: Box<RawValue>,
     created_at: String,
     refunded_at: Option<String>,
 }
 
 impl UsageView {
     pub fn new(record: UsageRecord) -> Result<Self, DbError> {
-        let quote = serde_json::from_str(&record.quote).map_err(|e| {
+        // Passed on as stored: checked to be JSON, not parsed into values and written again.
+        let quote = RawValue::from_string(record.quote).map_err(|e| {
             DbError::Corrupt(format!("usage {} has an unreadable quote: {e}", record.id))
         })?;
         Ok(Self {
