@@ -114,6 +114,11 @@ def main():
                 for k, v in os.environ.items()
                 if not k.startswith(("CARGO_TARGET", "CARGO_BUILD_TARGET"))
             }
+            # What is checked is the context's files, not the optimisation: without the
+            # release profile's link-time optimisation the build is about 2 minutes
+            # shorter (9.5 against 11 on 2 cores).
+            env["CARGO_PROFILE_RELEASE_LTO"] = "false"
+            env["CARGO_PROFILE_RELEASE_CODEGEN_UNITS"] = "16"
             subprocess.run(["sh", "-c", rest], cwd=workdir, env=env, check=True)
         elif keyword not in ("ENV", "ARG", "LABEL"):
             sys.exit(f"build context: the build stage's {keyword} is not understood here")
